@@ -1,0 +1,321 @@
+//! Handles to actors: [`ActorRef`], [`WeakActorRef`] and [`Recipient`].
+//!
+//! # Delivery and ordering
+//! Delivery is at-most-once: a message accepted by a mailbox is handled unless
+//! the actor stops (or fails) first. Messages from one sender to one actor are
+//! handled in the order they were sent (per-sender FIFO); messages from
+//! different senders interleave.
+//!
+//! # Cancel safety of `tell` and `ask`
+//! Dropping a `tell` future before it completes never enqueues the message.
+//! Dropping an `ask` future before it completes may or may not have enqueued
+//! it; the reply, if any, is then discarded.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::cell::{ActorCell, Signal};
+use crate::mailbox::{self, BoxFuture, MailboxTx};
+use crate::{Actor, ActorId, AskError, ExitReason, Handler, Message, SendError, TrySendError};
+
+/// How long an [`ask`](ActorRef::ask) waits for its reply unless told otherwise.
+pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handle to a running actor of type `A`: cheap to clone, `Send + Sync`.
+///
+/// A ref stays valid across restarts of a supervised actor: messages sent after a
+/// restart reach the new instance. Once the actor has stopped for good, sends
+/// fail with `Closed` and hand the message back.
+pub struct ActorRef<A: Actor> {
+    inner: Arc<RefInner<A>>,
+}
+
+pub(crate) struct RefInner<A: Actor> {
+    pub(crate) cell: Arc<ActorCell>,
+    pub(crate) tx: MailboxTx<A>,
+}
+
+impl<A: Actor> ActorRef<A> {
+    pub(crate) fn from_parts(cell: Arc<ActorCell>, tx: MailboxTx<A>) -> Self {
+        Self { inner: Arc::new(RefInner { cell, tx }) }
+    }
+
+    pub(crate) fn cell(&self) -> &Arc<ActorCell> {
+        &self.inner.cell
+    }
+
+    /// The actor's id.
+    pub fn id(&self) -> ActorId {
+        self.inner.cell.id()
+    }
+
+    /// The name the actor was spawned with, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.cell.name()
+    }
+
+    /// Whether the actor is still running (it may stop right after this returns).
+    pub fn is_alive(&self) -> bool {
+        self.inner.cell.is_alive()
+    }
+
+    /// Sends a message without waiting for it to be handled.
+    ///
+    /// Waits while a bounded mailbox is full (backpressure). Fails only when the
+    /// actor has stopped, handing the message back.
+    pub async fn tell<M>(&self, msg: M) -> Result<(), SendError<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        send_tell(&self.inner.tx, msg).await
+    }
+
+    /// Sends a message if the mailbox has room right now.
+    pub fn try_tell<M>(&self, msg: M) -> Result<(), TrySendError<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        try_send_tell(&self.inner.tx, msg)
+    }
+
+    /// Sends a message and waits for the handler's reply.
+    ///
+    /// Resolves once: with the reply, or [`AskError::Timeout`] after
+    /// [`DEFAULT_ASK_TIMEOUT`] (change it with [`Ask::timeout`]), or
+    /// [`AskError::NoReply`] if the actor stopped or failed first, or
+    /// [`AskError::Closed`] with the message if the actor had already stopped.
+    /// The timeout covers waiting for mailbox room too. Needs a Tokio runtime
+    /// with its time driver enabled.
+    pub fn ask<M>(&self, msg: M) -> Ask<'_, A, M>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        Ask { tx: &self.inner.tx, msg, timeout: DEFAULT_ASK_TIMEOUT }
+    }
+
+    /// Asks the actor to stop. The stop signal overtakes messages already in
+    /// the mailbox, which are dropped. A supervised actor stopped this way is
+    /// not restarted. Does nothing if the actor has already stopped.
+    pub fn stop(&self) {
+        self.inner.cell.signal(Signal::Stop(ExitReason::Normal));
+    }
+
+    /// Waits until the actor has stopped for good and returns why. Returns at
+    /// once if it already has.
+    pub async fn wait_for_stop(&self) -> ExitReason {
+        self.inner.cell.wait_exit().await
+    }
+
+    /// This ref erased to the one message type `M`.
+    pub fn recipient<M>(&self) -> Recipient<M>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        Recipient { inner: self.inner.clone() }
+    }
+
+    /// A ref that does not keep the actor's mailbox open.
+    pub fn downgrade(&self) -> WeakActorRef<A> {
+        WeakActorRef { inner: Arc::downgrade(&self.inner) }
+    }
+}
+
+async fn send_tell<A: Handler<M>, M: Message>(tx: &MailboxTx<A>, msg: M) -> Result<(), SendError<M>> {
+    match tx.reserve().await {
+        Ok(permit) => {
+            permit.send(Box::new(mailbox::Tell(msg)));
+            Ok(())
+        }
+        Err(_) => Err(SendError::Closed(msg)),
+    }
+}
+
+fn try_send_tell<A: Handler<M>, M: Message>(tx: &MailboxTx<A>, msg: M) -> Result<(), TrySendError<M>> {
+    match tx.try_reserve() {
+        Ok(permit) => {
+            permit.send(Box::new(mailbox::Tell(msg)));
+            Ok(())
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Full(())) => Err(TrySendError::Full(msg)),
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => Err(TrySendError::Closed(msg)),
+    }
+}
+
+async fn send_ask<A: Handler<M>, M: Message>(
+    tx: &MailboxTx<A>,
+    msg: M,
+    timeout: Duration,
+) -> Result<M::Reply, AskError<M>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let permit = match tokio::time::timeout_at(deadline, tx.reserve()).await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) => return Err(AskError::Closed(msg)),
+        Err(_) => return Err(AskError::Timeout),
+    };
+    let (reply, rx) = oneshot::channel();
+    permit.send(Box::new(mailbox::Ask { msg, reply }));
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(_)) => Err(AskError::NoReply),
+        Err(_) => Err(AskError::Timeout),
+    }
+}
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<A: Actor> PartialEq for ActorRef<A> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl<A: Actor> Eq for ActorRef<A> {}
+
+impl<A: Actor> std::hash::Hash for ActorRef<A> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
+
+impl<A: Actor> fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorRef({})", self.inner.cell)
+    }
+}
+
+impl<A: Actor> fmt::Display for ActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner.cell, f)
+    }
+}
+
+/// A pending [`ActorRef::ask`]: `.await` it, optionally after setting
+/// [`timeout`](Ask::timeout).
+#[must_use = "an ask does nothing until awaited"]
+pub struct Ask<'a, A: Actor, M> {
+    tx: &'a MailboxTx<A>,
+    msg: M,
+    timeout: Duration,
+}
+
+impl<A: Actor, M> Ask<'_, A, M> {
+    /// Replaces the default timeout ([`DEFAULT_ASK_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl<'a, A: Handler<M>, M: Message> IntoFuture for Ask<'a, A, M> {
+    type Output = Result<M::Reply, AskError<M>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(send_ask(self.tx, self.msg, self.timeout))
+    }
+}
+
+/// A ref that does not keep an actor's mailbox open; [`upgrade`](Self::upgrade)
+/// it to send.
+pub struct WeakActorRef<A: Actor> {
+    inner: Weak<RefInner<A>>,
+}
+
+impl<A: Actor> WeakActorRef<A> {
+    /// A strong ref, if any strong ref to the actor still exists.
+    pub fn upgrade(&self) -> Option<ActorRef<A>> {
+        self.inner.upgrade().map(|inner| ActorRef { inner })
+    }
+}
+
+impl<A: Actor> Clone for WeakActorRef<A> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<A: Actor> fmt::Debug for WeakActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WeakActorRef(..)")
+    }
+}
+
+/// A ref to any actor that handles `M`, erased over the actor's type.
+///
+/// Useful to hand a subscriber list or a callback to code that must not know
+/// the actor type. Costs one dynamic call per send.
+pub struct Recipient<M: Message> {
+    inner: Arc<dyn ErasedRef<M>>,
+}
+
+trait ErasedRef<M: Message>: Send + Sync {
+    fn id(&self) -> ActorId;
+    fn tell(&self, msg: M) -> BoxFuture<'_, Result<(), SendError<M>>>;
+    fn try_tell(&self, msg: M) -> Result<(), TrySendError<M>>;
+    fn ask(&self, msg: M, timeout: Duration) -> BoxFuture<'_, Result<M::Reply, AskError<M>>>;
+}
+
+impl<A: Handler<M>, M: Message> ErasedRef<M> for RefInner<A> {
+    fn id(&self) -> ActorId {
+        self.cell.id()
+    }
+
+    fn tell(&self, msg: M) -> BoxFuture<'_, Result<(), SendError<M>>> {
+        Box::pin(send_tell(&self.tx, msg))
+    }
+
+    fn try_tell(&self, msg: M) -> Result<(), TrySendError<M>> {
+        try_send_tell(&self.tx, msg)
+    }
+
+    fn ask(&self, msg: M, timeout: Duration) -> BoxFuture<'_, Result<M::Reply, AskError<M>>> {
+        Box::pin(send_ask(&self.tx, msg, timeout))
+    }
+}
+
+impl<M: Message> Recipient<M> {
+    /// The actor's id.
+    pub fn id(&self) -> ActorId {
+        self.inner.id()
+    }
+
+    /// As [`ActorRef::tell`].
+    pub async fn tell(&self, msg: M) -> Result<(), SendError<M>> {
+        self.inner.tell(msg).await
+    }
+
+    /// As [`ActorRef::try_tell`].
+    pub fn try_tell(&self, msg: M) -> Result<(), TrySendError<M>> {
+        self.inner.try_tell(msg)
+    }
+
+    /// As [`ActorRef::ask`], with an explicit timeout.
+    pub async fn ask(&self, msg: M, timeout: Duration) -> Result<M::Reply, AskError<M>> {
+        self.inner.ask(msg, timeout).await
+    }
+}
+
+impl<M: Message> Clone for Recipient<M> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<M: Message> fmt::Debug for Recipient<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recipient({})", self.id())
+    }
+}

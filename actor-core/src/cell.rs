@@ -1,0 +1,276 @@
+//! The untyped half of an actor: identity, system-signal queue, watchers, links
+//! and registered names. Shared by every `ActorRef` to the actor and reachable
+//! without knowing the actor's type.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio::sync::{Notify, oneshot};
+
+use crate::{ActorId, ExitReason, Terminated};
+
+/// A system signal. Signals overtake user messages and are never refused.
+pub(crate) enum Signal {
+    /// Stop for good with this reason (from `ActorRef::stop`, a parent, a
+    /// supervisor or the system). A supervised child is not restarted.
+    Stop(ExitReason),
+    /// A watched actor stopped.
+    Terminated(Terminated),
+    /// A linked actor stopped.
+    LinkExit(Terminated),
+    /// A child stopped for good: forget it.
+    ChildTerminated(ActorId),
+    /// Supervisor: end the current instance (keep the mailbox) and wait for
+    /// `Restart`. Acknowledged once the instance has stopped.
+    Suspend(oneshot::Sender<()>),
+    /// Supervisor: start a fresh instance. Acknowledged once `started` returned.
+    Restart(Option<oneshot::Sender<()>>),
+}
+
+pub(crate) struct ActorCell {
+    id: ActorId,
+    type_name: &'static str,
+    name: Option<Arc<str>>,
+    has_signals: AtomicBool,
+    wake: Notify,
+    exited: Notify,
+    state: Mutex<CellState>,
+}
+
+#[derive(Default)]
+struct CellState {
+    signals: VecDeque<Signal>,
+    exit: Option<ExitReason>,
+    /// Set once the finaliser is done; `wait_exit` waits for this.
+    done: bool,
+    watchers: Vec<Weak<ActorCell>>,
+    links: Vec<Weak<ActorCell>>,
+    names: Vec<String>,
+}
+
+/// What a dead actor leaves behind for its finaliser to notify.
+pub(crate) struct Remains {
+    pub(crate) watchers: Vec<Weak<ActorCell>>,
+    pub(crate) links: Vec<Weak<ActorCell>>,
+    pub(crate) names: Vec<String>,
+}
+
+impl ActorCell {
+    pub(crate) fn new(type_name: &'static str, name: Option<Arc<str>>) -> Self {
+        Self {
+            id: ActorId::next(),
+            type_name,
+            name,
+            has_signals: AtomicBool::new(false),
+            wake: Notify::new(),
+            exited: Notify::new(),
+            state: Mutex::new(CellState::default()),
+        }
+    }
+
+    pub(crate) fn id(&self) -> ActorId {
+        self.id
+    }
+
+    pub(crate) fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CellState> {
+        // A poisoned lock only means a panic elsewhere while holding it; the
+        // state itself is always left consistent, so keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a signal and wakes the actor. Signals to a dead actor are dropped.
+    pub(crate) fn signal(&self, sig: Signal) {
+        {
+            let mut st = self.lock();
+            if st.exit.is_some() {
+                return;
+            }
+            st.signals.push_back(sig);
+        }
+        self.has_signals.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn has_signals(&self) -> bool {
+        self.has_signals.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn next_signal(&self) -> Option<Signal> {
+        let mut st = self.lock();
+        let sig = st.signals.pop_front();
+        if st.signals.is_empty() {
+            self.has_signals.store(false, Ordering::Release);
+        }
+        sig
+    }
+
+    /// Resolves when a signal may have arrived (spurious wake-ups are possible).
+    pub(crate) async fn signalled(&self) {
+        self.wake.notified().await;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
+        self.lock().exit.clone()
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.lock().exit.is_none()
+    }
+
+    /// Waits until the actor has stopped and returns why.
+    pub(crate) async fn wait_exit(&self) -> ExitReason {
+        loop {
+            let mut notified = pin!(self.exited.notified());
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                if let (true, Some(reason)) = (st.done, &st.exit) {
+                    return reason.clone();
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Adds a watcher; if the actor is already dead, returns its reason so the
+    /// caller can notify at once.
+    pub(crate) fn add_watcher(&self, watcher: &Arc<ActorCell>) -> Result<(), ExitReason> {
+        let mut st = self.lock();
+        match &st.exit {
+            Some(reason) => Err(reason.clone()),
+            None => {
+                st.watchers.push(Arc::downgrade(watcher));
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes one watch by `watcher`.
+    pub(crate) fn remove_watcher(&self, watcher: ActorId) {
+        let mut st = self.lock();
+        if let Some(pos) = st.watchers.iter().position(|w| w.upgrade().is_some_and(|c| c.id == watcher)) {
+            st.watchers.remove(pos);
+        }
+    }
+
+    /// Adds a link end; fails with the reason if the actor is already dead.
+    pub(crate) fn add_link(&self, other: &Arc<ActorCell>) -> Result<(), ExitReason> {
+        let mut st = self.lock();
+        match &st.exit {
+            Some(reason) => Err(reason.clone()),
+            None => {
+                if !st.links.iter().any(|l| l.upgrade().is_some_and(|c| c.id == other.id)) {
+                    st.links.push(Arc::downgrade(other));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn remove_link(&self, other: ActorId) {
+        self.lock().links.retain(|l| l.upgrade().is_some_and(|c| c.id != other));
+    }
+
+    /// Records a registered name; fails if the actor is already dead.
+    pub(crate) fn add_name(&self, name: &str) -> Result<(), ExitReason> {
+        let mut st = self.lock();
+        match &st.exit {
+            Some(reason) => Err(reason.clone()),
+            None => {
+                st.names.push(name.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn remove_name(&self, name: &str) {
+        self.lock().names.retain(|n| n != name);
+    }
+
+    /// Marks the actor dead (once) and hands back whom to notify.
+    pub(crate) fn finish(&self, reason: ExitReason) -> Option<Remains> {
+        let remains = {
+            let mut st = self.lock();
+            if st.exit.is_some() {
+                return None;
+            }
+            st.exit = Some(reason);
+            st.signals.clear();
+            Remains {
+                watchers: std::mem::take(&mut st.watchers),
+                links: std::mem::take(&mut st.links),
+                names: std::mem::take(&mut st.names),
+            }
+        };
+        Some(remains)
+    }
+
+    /// Wakes everyone waiting in [`wait_exit`](Self::wait_exit); called once the
+    /// finaliser has cleaned up after [`finish`](Self::finish).
+    pub(crate) fn notify_exited(&self) {
+        self.lock().done = true;
+        self.exited.notify_waiters();
+    }
+}
+
+impl fmt::Display for ActorCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name}{}", self.id),
+            None => write!(f, "{}{}", short_type_name(self.type_name), self.id),
+        }
+    }
+}
+
+/// `my_crate::module::Type<a::B>` → `Type<B>`, for readable logs.
+pub(crate) fn short_type_name(full: &'static str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment_start = 0;
+    for (i, ch) in full.char_indices() {
+        if matches!(ch, '<' | '>' | ',' | ' ' | '(' | ')' | '[' | ']' | '&') {
+            out.push_str(last_segment(&full[segment_start..i]));
+            out.push(ch);
+            segment_start = i + ch.len_utf8();
+        }
+    }
+    out.push_str(last_segment(&full[segment_start..]));
+    out
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit("::").next().unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_type_name("a::b::Counter"), "Counter");
+        assert_eq!(short_type_name("a::W<b::X, c::Y>"), "W<X, Y>");
+    }
+
+    #[test]
+    fn signals_after_death_are_dropped() {
+        let cell = ActorCell::new("T", None);
+        assert!(cell.finish(ExitReason::Normal).is_some());
+        cell.notify_exited();
+        assert!(cell.finish(ExitReason::Shutdown).is_none(), "finish happens once");
+        cell.signal(Signal::Stop(ExitReason::Normal));
+        assert!(!cell.has_signals());
+        assert_eq!(cell.exit_reason(), Some(ExitReason::Normal));
+    }
+}

@@ -1,0 +1,220 @@
+//! [`Context`]: what a running actor can do besides handling its message.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+
+use crate::cell::{ActorCell, Signal};
+use crate::runtime::{self, SpawnArgs};
+use crate::{
+    Actor, ActorId, ActorRef, ActorSystem, ExitReason, Handler, Message, SpawnError, SpawnOptions, Terminated,
+};
+
+/// The running actor's view of itself and the system, passed to every handler
+/// and hook.
+pub struct Context<A: Actor> {
+    myself: ActorRef<A>,
+    system: ActorSystem,
+    parent: Option<Weak<ActorCell>>,
+    /// Live children, in spawn order (ids grow with spawn order).
+    pub(crate) children: BTreeMap<ActorId, Arc<ActorCell>>,
+    timers: Vec<AbortHandle>,
+    pub(crate) stop: Option<ExitReason>,
+}
+
+impl<A: Actor> Context<A> {
+    pub(crate) fn new(myself: ActorRef<A>, system: ActorSystem, parent: Option<Weak<ActorCell>>) -> Self {
+        Self { myself, system, parent, children: BTreeMap::new(), timers: Vec::new(), stop: None }
+    }
+
+    /// A ref to this actor.
+    pub fn myself(&self) -> &ActorRef<A> {
+        &self.myself
+    }
+
+    /// This actor's id.
+    pub fn id(&self) -> ActorId {
+        self.myself.id()
+    }
+
+    /// The system this actor runs in.
+    pub fn system(&self) -> &ActorSystem {
+        &self.system
+    }
+
+    pub(crate) fn parent(&self) -> Option<Arc<ActorCell>> {
+        self.parent.as_ref().and_then(Weak::upgrade)
+    }
+
+    /// Stops this actor normally once the current handler returns.
+    pub fn stop(&mut self) {
+        self.stop = Some(ExitReason::Normal);
+    }
+
+    /// Fails this actor with [`ExitReason::Failed`] once the current handler
+    /// returns; its supervisor, links and watchers see the failure.
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        self.stop = Some(ExitReason::Failed(reason.into()));
+    }
+
+    /// Spawns a child actor with default options. The child is stopped (and
+    /// awaited) before this actor's [`stopped`](Actor::stopped) hook runs.
+    pub fn spawn<B: Actor>(&mut self, actor: B) -> ActorRef<B> {
+        let args =
+            SpawnArgs { options: SpawnOptions::new(), parent: Some(self.myself.cell().clone()), supervision: None };
+        let child = runtime::spawn_unnamed(&self.system, Some(actor), args);
+        self.children.insert(child.id(), child.cell().clone());
+        child
+    }
+
+    /// Spawns a child actor with options (name, mailbox).
+    pub fn spawn_with<B: Actor>(&mut self, actor: B, options: SpawnOptions) -> Result<ActorRef<B>, SpawnError> {
+        let args = SpawnArgs { options, parent: Some(self.myself.cell().clone()), supervision: None };
+        let child = runtime::spawn(&self.system, Some(actor), args)?;
+        self.children.insert(child.id(), child.cell().clone());
+        Ok(child)
+    }
+
+    /// Spawns a supervised child; `options` must carry no registered name.
+    pub(crate) fn spawn_supervised<B: Actor>(
+        &mut self,
+        options: SpawnOptions,
+        supervision: runtime::Supervision<B>,
+    ) -> ActorRef<B> {
+        let args = SpawnArgs { options, parent: Some(self.myself.cell().clone()), supervision: Some(supervision) };
+        let child = runtime::spawn_unnamed(&self.system, None, args);
+        self.children.insert(child.id(), child.cell().clone());
+        child
+    }
+
+    /// The ids of this actor's live children, oldest first.
+    pub fn children(&self) -> impl Iterator<Item = ActorId> + '_ {
+        self.children.keys().copied()
+    }
+
+    /// Watches `other`: when it stops, [`Actor::on_terminated`] receives one
+    /// [`Terminated`] for this watch. Watching an actor that has already stopped
+    /// delivers the notice at once. Each call is one watch.
+    pub fn watch<B: Actor>(&mut self, other: &ActorRef<B>) {
+        let me = self.myself.cell();
+        if let Err(reason) = other.cell().add_watcher(me) {
+            me.signal(Signal::Terminated(Terminated { id: other.id(), reason }));
+        }
+    }
+
+    /// Removes one watch of `other`. A notice already queued is still delivered.
+    pub fn unwatch<B: Actor>(&mut self, other: &ActorRef<B>) {
+        other.cell().remove_watcher(self.id());
+    }
+
+    /// Links this actor and `other` both ways, as Erlang's `link`: when either
+    /// stops, the other's [`Actor::on_link_exit`] decides whether it stops too
+    /// (by default it does unless the exit was normal). Linking to an actor that
+    /// has already stopped delivers its exit at once.
+    pub fn link<B: Actor>(&mut self, other: &ActorRef<B>) {
+        let me = self.myself.cell();
+        if other.id() == me.id() {
+            return;
+        }
+        match other.cell().add_link(me) {
+            Ok(()) => {
+                if let Err(reason) = me.add_link(other.cell()) {
+                    // This actor is stopping: undo the other end.
+                    other.cell().remove_link(me.id());
+                    tracing::debug!(actor = %me, %reason, "link while stopping ignored");
+                }
+            }
+            Err(reason) => me.signal(Signal::LinkExit(Terminated { id: other.id(), reason })),
+        }
+    }
+
+    /// Removes the link with `other`, both ways.
+    pub fn unlink<B: Actor>(&mut self, other: &ActorRef<B>) {
+        other.cell().remove_link(self.id());
+        self.myself.cell().remove_link(other.id());
+    }
+
+    /// Sends `msg` to this actor after `delay`. Cancelled when the actor stops
+    /// (or restarts) or through the returned handle.
+    pub fn send_after<M>(&mut self, delay: Duration, msg: M) -> TimerHandle
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        let me = self.myself.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = me.tell(msg).await;
+        });
+        self.keep_timer(task.abort_handle())
+    }
+
+    /// Sends a clone of `msg` to this actor every `period`, the first after one
+    /// period. A tick that finds the mailbox full waits for room; ticks missed
+    /// meanwhile are skipped, not bunched. Cancelled when the actor stops (or
+    /// restarts) or through the returned handle.
+    pub fn send_interval<M>(&mut self, period: Duration, msg: M) -> TimerHandle
+    where
+        A: Handler<M>,
+        M: Message + Clone,
+    {
+        let me = self.myself.clone();
+        let period = period.max(Duration::from_millis(1));
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if me.tell(msg.clone()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.keep_timer(task.abort_handle())
+    }
+
+    fn keep_timer(&mut self, handle: AbortHandle) -> TimerHandle {
+        // Forget finished timers now and then so a long-lived actor that keeps
+        // arming one-shot timers does not grow without bound.
+        if self.timers.len() >= 64 && self.timers.len().is_power_of_two() {
+            self.timers.retain(|t| !t.is_finished());
+        }
+        self.timers.push(handle.clone());
+        TimerHandle { handle }
+    }
+
+    pub(crate) fn cancel_timers(&mut self) {
+        for t in self.timers.drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Stops every child, youngest first, waiting for each.
+    pub(crate) async fn stop_children(&mut self) {
+        while let Some((_, child)) = self.children.pop_last() {
+            child.signal(Signal::Stop(ExitReason::Shutdown));
+            child.wait_exit().await;
+        }
+    }
+}
+
+/// A timer armed by [`Context::send_after`] or [`Context::send_interval`].
+/// Dropping the handle does not cancel the timer.
+#[derive(Debug, Clone)]
+pub struct TimerHandle {
+    handle: AbortHandle,
+}
+
+impl TimerHandle {
+    /// Cancels the timer; a message it already sent stays in the mailbox.
+    pub fn cancel(&self) {
+        self.handle.abort();
+    }
+
+    /// Whether the timer has fired for the last time or was cancelled.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}

@@ -1,0 +1,199 @@
+//! [`ActorSystem`]: spawning top-level actors, the local name registry and
+//! graceful shutdown.
+
+use std::any::Any;
+use std::cmp::Reverse;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use crate::cell::{ActorCell, Signal};
+use crate::runtime::{self, SpawnArgs};
+use crate::{Actor, ActorId, ActorRef, ExitReason, LookupError, Mailbox, RegisterError, SpawnError};
+
+/// A set of actors sharing a registry and a shutdown.
+///
+/// Cheap to clone (a handle to shared state). Several systems may live in one
+/// process. Spawning needs a Tokio runtime (as `tokio::spawn` does) with its
+/// time driver enabled if timers or ask timeouts are used.
+#[derive(Clone)]
+pub struct ActorSystem {
+    inner: Arc<SystemInner>,
+}
+
+struct SystemInner {
+    name: String,
+    top_level: DashMap<ActorId, Arc<ActorCell>>,
+    registry: DashMap<String, Registered>,
+    shutting_down: AtomicBool,
+}
+
+struct Registered {
+    cell: Arc<ActorCell>,
+    actor_ref: Box<dyn Any + Send + Sync>,
+}
+
+/// Options for [`ActorSystem::spawn_with`] and [`Context::spawn_with`](crate::Context::spawn_with).
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    pub(crate) name: Option<String>,
+    /// A display name that is not registered (supervised children's names).
+    pub(crate) label: Option<String>,
+    pub(crate) mailbox: Option<Mailbox>,
+}
+
+impl SpawnOptions {
+    /// Default options: no name, the actor type's
+    /// [`Actor::default_mailbox`](crate::Actor::default_mailbox).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the actor under `name` in the system registry for as long as
+    /// it lives. Spawning fails with [`SpawnError::NameTaken`] if a live actor
+    /// holds the name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the mailbox kind and size, overriding the actor type's default.
+    pub fn mailbox(mut self, mailbox: Mailbox) -> Self {
+        self.mailbox = Some(mailbox);
+        self
+    }
+}
+
+impl ActorSystem {
+    /// A new, empty system.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(SystemInner {
+                name: name.into(),
+                top_level: DashMap::new(),
+                registry: DashMap::new(),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The name given at creation.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Spawns a top-level actor with default options and returns its ref.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as `tokio::spawn` does.
+    pub fn spawn<A: Actor>(&self, actor: A) -> ActorRef<A> {
+        let args = SpawnArgs { options: SpawnOptions::new(), parent: None, supervision: None };
+        runtime::spawn_unnamed(self, Some(actor), args)
+    }
+
+    /// Spawns a top-level actor with options (name, mailbox).
+    pub fn spawn_with<A: Actor>(&self, actor: A, options: SpawnOptions) -> Result<ActorRef<A>, SpawnError> {
+        runtime::spawn(self, Some(actor), SpawnArgs { options, parent: None, supervision: None })
+    }
+
+    /// Registers `actor` under `name` until the actor stops or the name is
+    /// [unregistered](Self::unregister). An actor may hold several names.
+    pub fn register<A: Actor>(&self, name: &str, actor: &ActorRef<A>) -> Result<(), RegisterError> {
+        match self.inner.registry.entry(name.to_owned()) {
+            Entry::Occupied(e) if e.get().cell.is_alive() => return Err(RegisterError::NameTaken(name.to_owned())),
+            // A dead holder whose finaliser has not run yet: take the name over.
+            Entry::Occupied(mut e) => {
+                e.insert(Registered { cell: actor.cell().clone(), actor_ref: Box::new(actor.clone()) });
+            }
+            Entry::Vacant(e) => {
+                e.insert(Registered { cell: actor.cell().clone(), actor_ref: Box::new(actor.clone()) });
+            }
+        }
+        if actor.cell().add_name(name).is_err() {
+            self.release_name(name, actor.id());
+            return Err(RegisterError::ActorStopped);
+        }
+        Ok(())
+    }
+
+    /// Frees `name`. Returns whether it was registered.
+    pub fn unregister(&self, name: &str) -> bool {
+        match self.inner.registry.remove(name) {
+            Some((_, reg)) => {
+                reg.cell.remove_name(name);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The live actor registered as `name`, if it is an `A`.
+    pub fn lookup<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, LookupError> {
+        let reg = self.inner.registry.get(name).ok_or_else(|| LookupError::NotFound(name.to_owned()))?;
+        if !reg.cell.is_alive() {
+            return Err(LookupError::NotFound(name.to_owned()));
+        }
+        reg.actor_ref.downcast_ref::<ActorRef<A>>().cloned().ok_or_else(|| LookupError::WrongType {
+            name: name.to_owned(),
+            expected: std::any::type_name::<A>(),
+            actual: reg.cell.type_name(),
+        })
+    }
+
+    /// Stops every actor and returns once all have stopped.
+    ///
+    /// Top-level actors are told to stop together; each stops its own children
+    /// first (youngest first), so `stopped` hooks run children before parents.
+    /// Actors spawned at top level during shutdown are stopped too.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        loop {
+            let mut cells: Vec<Arc<ActorCell>> = self.inner.top_level.iter().map(|e| e.value().clone()).collect();
+            if cells.is_empty() {
+                break;
+            }
+            cells.sort_by_key(|c| Reverse(c.id()));
+            for cell in &cells {
+                cell.signal(Signal::Stop(ExitReason::Shutdown));
+            }
+            for cell in &cells {
+                cell.wait_exit().await;
+            }
+        }
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// How many top-level actors are alive.
+    pub fn top_level_count(&self) -> usize {
+        self.inner.top_level.len()
+    }
+
+    pub(crate) fn add_top_level(&self, cell: &Arc<ActorCell>) {
+        self.inner.top_level.insert(cell.id(), cell.clone());
+    }
+
+    pub(crate) fn remove_top_level(&self, id: ActorId) {
+        self.inner.top_level.remove(&id);
+    }
+
+    /// Frees `name` if `id` still holds it.
+    pub(crate) fn release_name(&self, name: &str, id: ActorId) {
+        self.inner.registry.remove_if(name, |_, reg| reg.cell.id() == id);
+    }
+}
+
+impl fmt::Debug for ActorSystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorSystem")
+            .field("name", &self.inner.name)
+            .field("top_level", &self.inner.top_level.len())
+            .finish()
+    }
+}
