@@ -1,1 +1,56 @@
-//! x
+//! # Footlight
+//!
+//! An actor runtime for distributed Rust applications. Services are actors:
+//! state plus `async fn` handlers, one message at a time; supervision trees
+//! restart what fails; death watch and links tell actors when others stop.
+//!
+//! This facade re-exports the runtime ([`actor_core`]) and the derives
+//! ([`actor_macros`]). Start with the [`prelude`]:
+//!
+//! ```
+//! use footlight::prelude::*;
+//!
+//! #[derive(Actor)]
+//! struct Counter {
+//!     n: u64,
+//! }
+//!
+//! #[derive(Message)]
+//! #[message(reply = u64)]
+//! struct Add(u64);
+//!
+//! impl Handler<Add> for Counter {
+//!     async fn handle(&mut self, Add(k): Add, _ctx: &mut Context<Self>) -> u64 {
+//!         self.n += k;
+//!         self.n
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), footlight::Error> {
+//! let system = ActorSystem::new("demo");
+//! let counter = system.spawn(Counter { n: 0 });
+//! counter.tell(Add(1)).await?;
+//! assert_eq!(counter.ask(Add(2)).await?, 3);
+//! system.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See `ARCHITECTURE.md` for how the pieces fit and `examples/` for runnable
+//! programs.
+
+pub use actor_core::*;
+pub use actor_macros::{Actor, Message};
+
+/// Everything a typical actor program uses.
+pub mod prelude {
+    pub use actor_core::{
+        Actor, ActorError, ActorId, ActorRef, ActorSystem, AskError, Backoff, Context, ExitReason, FailureDecision,
+        Handler, LinkDecision, Mailbox, Message, Recipient, Restart, SendError, SpawnOptions, Supervisor, Terminated,
+        TrySendError, WeakActorRef,
+    };
+    pub use actor_macros::{Actor, Message};
+    pub use serde::{Deserialize, Serialize};
+    pub use std::time::Duration;
+}
