@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::cell::{ActorCell, Signal};
-use crate::mailbox::{self, BoxFuture, MailboxTx};
+use crate::mailbox::{self, BoxFuture, MailboxTx, Refusal};
 use crate::{Actor, ActorId, AskError, ExitReason, Handler, Message, SendError, TrySendError};
 
 /// How long an [`ask`](ActorRef::ask) waits for its reply unless told otherwise.
@@ -73,7 +73,7 @@ impl<A: Actor> ActorRef<A> {
         A: Handler<M>,
         M: Message,
     {
-        send_tell(&self.inner.tx, msg).await
+        send_tell(&self.inner, msg).await
     }
 
     /// Sends a message if the mailbox has room right now.
@@ -82,7 +82,7 @@ impl<A: Actor> ActorRef<A> {
         A: Handler<M>,
         M: Message,
     {
-        try_send_tell(&self.inner.tx, msg)
+        try_send_tell(&self.inner, msg)
     }
 
     /// Sends a message and waits for the handler's reply.
@@ -98,7 +98,7 @@ impl<A: Actor> ActorRef<A> {
         A: Handler<M>,
         M: Message,
     {
-        Ask { tx: &self.inner.tx, msg, timeout: DEFAULT_ASK_TIMEOUT }
+        Ask { inner: &self.inner, msg, timeout: DEFAULT_ASK_TIMEOUT }
     }
 
     /// Asks the actor to stop. The stop signal overtakes messages already in
@@ -129,44 +129,58 @@ impl<A: Actor> ActorRef<A> {
     }
 }
 
-async fn send_tell<A: Handler<M>, M: Message>(tx: &MailboxTx<A>, msg: M) -> Result<(), SendError<M>> {
-    match tx.reserve().await {
-        Ok(permit) => {
-            permit.send(Box::new(mailbox::Tell(msg)));
-            Ok(())
-        }
-        Err(_) => Err(SendError::Closed(msg)),
+async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), SendError<M>> {
+    if inner.cell.gate.acquire().await.is_err() {
+        return Err(SendError::Closed(msg));
     }
+    inner.enqueue(Box::new(mailbox::Tell(msg)));
+    Ok(())
 }
 
-fn try_send_tell<A: Handler<M>, M: Message>(tx: &MailboxTx<A>, msg: M) -> Result<(), TrySendError<M>> {
-    match tx.try_reserve() {
-        Ok(permit) => {
-            permit.send(Box::new(mailbox::Tell(msg)));
+fn try_send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), TrySendError<M>> {
+    match inner.cell.gate.try_acquire() {
+        Ok(()) => {
+            inner.enqueue(Box::new(mailbox::Tell(msg)));
             Ok(())
         }
-        Err(tokio::sync::mpsc::error::TrySendError::Full(())) => Err(TrySendError::Full(msg)),
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => Err(TrySendError::Closed(msg)),
+        Err(Refusal::Full) => Err(TrySendError::Full(msg)),
+        Err(Refusal::Closed) => Err(TrySendError::Closed(msg)),
     }
 }
 
 async fn send_ask<A: Handler<M>, M: Message>(
-    tx: &MailboxTx<A>,
+    inner: &RefInner<A>,
     msg: M,
     timeout: Duration,
 ) -> Result<M::Reply, AskError<M>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let permit = match tokio::time::timeout_at(deadline, tx.reserve()).await {
-        Ok(Ok(permit)) => permit,
-        Ok(Err(_)) => return Err(AskError::Closed(msg)),
-        Err(_) => return Err(AskError::Timeout),
-    };
+    match inner.cell.gate.try_acquire() {
+        Ok(()) => {}
+        Err(Refusal::Closed) => return Err(AskError::Closed(msg)),
+        Err(Refusal::Full) => match tokio::time::timeout_at(deadline, inner.cell.gate.acquire()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(AskError::Closed(msg)),
+            Err(_) => return Err(AskError::Timeout),
+        },
+    }
     let (reply, rx) = oneshot::channel();
-    permit.send(Box::new(mailbox::Ask { msg, reply }));
+    inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
     match tokio::time::timeout_at(deadline, rx).await {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(_)) => Err(AskError::NoReply),
         Err(_) => Err(AskError::Timeout),
+    }
+}
+
+impl<A: Actor> RefInner<A> {
+    /// Enqueues into a slot already reserved at the gate. If the actor closed
+    /// its mailbox in between, the message is dropped like any message still
+    /// queued when an actor stops (delivery is at-most-once); an ask then
+    /// resolves with `NoReply`.
+    fn enqueue(&self, env: mailbox::BoxEnvelope<A>) {
+        if self.tx.send(env).is_err() {
+            self.cell.gate.release(1);
+        }
     }
 }
 
@@ -206,7 +220,7 @@ impl<A: Actor> fmt::Display for ActorRef<A> {
 /// [`timeout`](Ask::timeout).
 #[must_use = "an ask does nothing until awaited"]
 pub struct Ask<'a, A: Actor, M> {
-    tx: &'a MailboxTx<A>,
+    inner: &'a RefInner<A>,
     msg: M,
     timeout: Duration,
 }
@@ -224,7 +238,7 @@ impl<'a, A: Handler<M>, M: Message> IntoFuture for Ask<'a, A, M> {
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(send_ask(self.tx, self.msg, self.timeout))
+        Box::pin(send_ask(self.inner, self.msg, self.timeout))
     }
 }
 
@@ -274,15 +288,15 @@ impl<A: Handler<M>, M: Message> ErasedRef<M> for RefInner<A> {
     }
 
     fn tell(&self, msg: M) -> BoxFuture<'_, Result<(), SendError<M>>> {
-        Box::pin(send_tell(&self.tx, msg))
+        Box::pin(send_tell(self, msg))
     }
 
     fn try_tell(&self, msg: M) -> Result<(), TrySendError<M>> {
-        try_send_tell(&self.tx, msg)
+        try_send_tell(self, msg)
     }
 
     fn ask(&self, msg: M, timeout: Duration) -> BoxFuture<'_, Result<M::Reply, AskError<M>>> {
-        Box::pin(send_ask(&self.tx, msg, timeout))
+        Box::pin(send_ask(self, msg, timeout))
     }
 }
 

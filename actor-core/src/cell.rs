@@ -8,9 +8,13 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use std::task::{Context as TaskContext, Poll};
+
+use atomic_waker::AtomicWaker;
 use tokio::sync::{Notify, oneshot};
 
-use crate::{ActorId, ExitReason, Terminated};
+use crate::mailbox::Gate;
+use crate::{ActorId, ExitReason, Mailbox, Terminated};
 
 /// A system signal. Signals overtake user messages and are never refused.
 pub(crate) enum Signal {
@@ -31,11 +35,14 @@ pub(crate) enum Signal {
 }
 
 pub(crate) struct ActorCell {
+    /// Admission control for the user mailbox.
+    pub(crate) gate: Gate,
     id: ActorId,
     type_name: &'static str,
     name: Option<Arc<str>>,
     has_signals: AtomicBool,
-    wake: Notify,
+    /// The actor task's waker while it waits for work.
+    wake: AtomicWaker,
     exited: Notify,
     state: Mutex<CellState>,
 }
@@ -59,13 +66,14 @@ pub(crate) struct Remains {
 }
 
 impl ActorCell {
-    pub(crate) fn new(type_name: &'static str, name: Option<Arc<str>>) -> Self {
+    pub(crate) fn new(type_name: &'static str, name: Option<Arc<str>>, mailbox: Mailbox) -> Self {
         Self {
+            gate: Gate::new(mailbox),
             id: ActorId::next(),
             type_name,
             name,
             has_signals: AtomicBool::new(false),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
             exited: Notify::new(),
             state: Mutex::new(CellState::default()),
         }
@@ -98,26 +106,36 @@ impl ActorCell {
             }
             st.signals.push_back(sig);
         }
-        self.has_signals.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.has_signals.store(true, Ordering::SeqCst);
+        self.wake.wake();
     }
 
     pub(crate) fn has_signals(&self) -> bool {
-        self.has_signals.load(Ordering::Acquire)
+        self.has_signals.load(Ordering::SeqCst)
     }
 
     pub(crate) fn next_signal(&self) -> Option<Signal> {
         let mut st = self.lock();
         let sig = st.signals.pop_front();
         if st.signals.is_empty() {
-            self.has_signals.store(false, Ordering::Release);
+            self.has_signals.store(false, Ordering::SeqCst);
         }
         sig
     }
 
-    /// Resolves when a signal may have arrived (spurious wake-ups are possible).
+    /// Polls for a queued signal, registering the task to be woken by the
+    /// next one.
+    pub(crate) fn poll_signal(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.has_signals() {
+            return Poll::Ready(());
+        }
+        self.wake.register(cx.waker());
+        if self.has_signals() { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// Resolves once a signal is queued.
     pub(crate) async fn signalled(&self) {
-        self.wake.notified().await;
+        std::future::poll_fn(|cx| self.poll_signal(cx)).await;
     }
 
     #[cfg(test)]
@@ -265,7 +283,7 @@ mod tests {
 
     #[test]
     fn signals_after_death_are_dropped() {
-        let cell = ActorCell::new("T", None);
+        let cell = ActorCell::new("T", None, Mailbox::default());
         assert!(cell.finish(ExitReason::Normal).is_some());
         cell.notify_exited();
         assert!(cell.finish(ExitReason::Shutdown).is_none(), "finish happens once");

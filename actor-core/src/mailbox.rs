@@ -2,7 +2,8 @@
 //!
 //! A mailbox is **bounded** by default ([`Mailbox::DEFAULT_CAPACITY`] messages):
 //! when it is full, [`ActorRef::tell`](crate::ActorRef::tell) waits for room
-//! (backpressure) and [`ActorRef::try_tell`](crate::ActorRef::try_tell) fails at
+//! (backpressure; waiting senders are woken once the mailbox has drained to
+//! half its capacity) and [`ActorRef::try_tell`](crate::ActorRef::try_tell) fails at
 //! once with [`TrySendError::Full`](crate::TrySendError::Full), handing the
 //! message back. An **unbounded** mailbox never makes a sender wait; choose it
 //! only where the producers are bounded by other means.
@@ -15,7 +16,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{Actor, Context, Handler, Message};
 
@@ -25,7 +29,7 @@ use crate::{Actor, Context, Handler, Message};
 pub enum Mailbox {
     /// At most this many queued messages (at least 1).
     Bounded(usize),
-    /// No practical limit (Tokio's maximum channel capacity): senders never wait.
+    /// No limit: senders never wait.
     Unbounded,
 }
 
@@ -43,16 +47,13 @@ impl Mailbox {
         Mailbox::Unbounded
     }
 
-    /// The number of messages the mailbox holds before senders wait.
+    /// The number of messages the mailbox holds before senders wait
+    /// (`usize::MAX` for an unbounded mailbox).
     pub fn capacity(self) -> usize {
         match self {
-            Mailbox::Bounded(n) => n.clamp(1, Semaphore::MAX_PERMITS),
-            Mailbox::Unbounded => Semaphore::MAX_PERMITS,
+            Mailbox::Bounded(n) => n.max(1),
+            Mailbox::Unbounded => usize::MAX,
         }
-    }
-
-    pub(crate) fn channel<A: Actor>(self) -> (MailboxTx<A>, MailboxRx<A>) {
-        mpsc::channel(self.capacity())
     }
 }
 
@@ -107,8 +108,136 @@ impl<A: Handler<M>, M: Message> Envelope<A> for Ask<M> {
     }
 }
 
-/// The sending half of a mailbox. An unbounded mailbox is a channel whose
-/// capacity is Tokio's maximum, so both kinds share one path that hands a refused
-/// message back without any downcast.
-pub(crate) type MailboxTx<A> = mpsc::Sender<BoxEnvelope<A>>;
-pub(crate) type MailboxRx<A> = mpsc::Receiver<BoxEnvelope<A>>;
+pub(crate) type MailboxTx<A> = mpsc::UnboundedSender<BoxEnvelope<A>>;
+pub(crate) type MailboxRx<A> = mpsc::UnboundedReceiver<BoxEnvelope<A>>;
+
+/// Why the gate refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Full,
+    Closed,
+}
+
+/// Admission control in front of the queue: counts queued messages against
+/// the capacity and parks senders while the mailbox is full.
+///
+/// The queue itself is Tokio's unbounded channel; the count lives here so that
+/// taking a message costs the receiver one atomic decrement instead of a
+/// semaphore release under a lock. A sender reserves a slot (compare-and-swap)
+/// before it enqueues, so the mailbox never holds more than its capacity.
+pub(crate) struct Gate {
+    capacity: usize,
+    queued: AtomicUsize,
+    waiting: AtomicUsize,
+    closed: AtomicBool,
+    space: Notify,
+}
+
+impl Gate {
+    pub(crate) fn new(mailbox: Mailbox) -> Self {
+        let capacity = match mailbox {
+            Mailbox::Bounded(n) => n.max(1),
+            Mailbox::Unbounded => usize::MAX,
+        };
+        Self {
+            capacity,
+            queued: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            space: Notify::new(),
+        }
+    }
+
+    fn bounded(&self) -> bool {
+        self.capacity != usize::MAX
+    }
+
+    /// Reserves a slot if one is free now.
+    pub(crate) fn try_acquire(&self) -> Result<(), Refusal> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Refusal::Closed);
+        }
+        if !self.bounded() {
+            return Ok(());
+        }
+        let mut n = self.queued.load(Ordering::Relaxed);
+        loop {
+            if n >= self.capacity {
+                return Err(Refusal::Full);
+            }
+            match self.queued.compare_exchange_weak(n, n + 1, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Reserves a slot, waiting while the mailbox is full. Cancel safe: a
+    /// dropped call holds no slot.
+    pub(crate) async fn acquire(&self) -> Result<(), Refusal> {
+        loop {
+            match self.try_acquire() {
+                Err(Refusal::Full) => {}
+                done => return done,
+            }
+            let mut notified = pin!(self.space.notified());
+            notified.as_mut().enable();
+            let _waiting = WaitingGuard::new(&self.waiting);
+            // Re-check after announcing ourselves: a receiver that freed a
+            // slot before seeing `waiting` is caught here (both sides SeqCst).
+            if self.queued.load(Ordering::SeqCst) < self.capacity || self.closed.load(Ordering::SeqCst) {
+                continue;
+            }
+            notified.await;
+        }
+    }
+
+    /// Returns `taken` slots: once per message taken from the queue (batched
+    /// by the receiver, see [`release_batch`](Self::release_batch)), or per
+    /// reserved slot whose message could not be enqueued.
+    ///
+    /// Waiting senders are woken once the mailbox has drained to half its
+    /// capacity, not at every freed slot: a sender then refills half a mailbox
+    /// per wake-up instead of paying a park and a wake per message.
+    pub(crate) fn release(&self, taken: usize) {
+        if self.bounded() && taken > 0 {
+            let left = self.queued.fetch_sub(taken, Ordering::SeqCst) - taken;
+            if left <= self.capacity / 2 && self.waiting.load(Ordering::SeqCst) > 0 {
+                if left == 0 {
+                    self.space.notify_waiters();
+                } else {
+                    self.space.notify_one();
+                }
+            }
+        }
+    }
+
+    /// How many taken messages the receiver may hold back before releasing
+    /// their slots in one go (it always releases before it waits). Keeps the
+    /// sender and the receiver off a shared counter for most messages, at the
+    /// cost of senders seeing a mailbox full up to that many messages early.
+    pub(crate) fn release_batch(&self) -> usize {
+        if self.bounded() { (self.capacity / 16).clamp(1, 32) } else { usize::MAX }
+    }
+
+    /// Refuses every later message and wakes every waiting sender.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.space.notify_waiters();
+    }
+}
+
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingGuard<'a> {
+    fn new(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Self(waiting)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

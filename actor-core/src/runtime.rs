@@ -8,7 +8,6 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -66,8 +65,9 @@ pub(crate) fn spawn_unnamed<A: Actor>(system: &ActorSystem, initial: Option<A>, 
 
 fn create<A: Actor>(options: &SpawnOptions) -> (ActorRef<A>, MailboxRx<A>) {
     let display = options.name.as_deref().or(options.label.as_deref()).map(Arc::from);
-    let cell = Arc::new(ActorCell::new(std::any::type_name::<A>(), display));
-    let (tx, rx) = options.mailbox.unwrap_or_else(A::default_mailbox).channel();
+    let mailbox = options.mailbox.unwrap_or_else(A::default_mailbox);
+    let cell = Arc::new(ActorCell::new(std::any::type_name::<A>(), display, mailbox));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     (ActorRef::from_parts(cell, tx), rx)
 }
 
@@ -140,6 +140,7 @@ async fn run<A: Actor>(
             Decision::Stop(reason) => break reason,
         }
     };
+    cell.gate.close();
     rx.close();
     finish(&cell, &ctx, reason.clone());
     if let Some(sup) = supervision {
@@ -234,6 +235,23 @@ async fn message_loop<A: Actor>(
     rx: &mut MailboxRx<A>,
     cell: &Arc<ActorCell>,
 ) -> InstanceEnd {
+    let batch = cell.gate.release_batch();
+    let mut taken = 0;
+    let end = message_loop_inner(actor, ctx, rx, cell, batch, &mut taken).await;
+    // Slots of messages taken but not yet released go back before anything
+    // else (a restarted instance keeps the mailbox).
+    cell.gate.release(taken);
+    end
+}
+
+async fn message_loop_inner<A: Actor>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    rx: &mut MailboxRx<A>,
+    cell: &Arc<ActorCell>,
+    batch: usize,
+    taken: &mut usize,
+) -> InstanceEnd {
     loop {
         if cell.has_signals() {
             while let Some(sig) = cell.next_signal() {
@@ -242,23 +260,35 @@ async fn message_loop<A: Actor>(
                 }
             }
         }
-        let env = match rx.try_recv() {
-            Ok(env) => env,
-            Err(TryRecvError::Empty) => {
-                tokio::select! {
-                    biased;
-                    () = cell.signalled() => continue,
-                    env = rx.recv() => match env {
-                        Some(env) => env,
-                        // The context holds a sender, so this cannot happen while we run.
-                        None => return InstanceEnd::Exited(ExitReason::Normal),
-                    },
+        // One poll for both queues: a queued signal wins; otherwise the next
+        // message. Tokio's `poll_recv` spends the task's cooperative budget, so
+        // a never-empty mailbox still lets other tasks on this worker run.
+        let next = std::future::poll_fn(|cx| {
+            if cell.has_signals() {
+                return Poll::Ready(None);
+            }
+            match rx.poll_recv(cx) {
+                Poll::Ready(env) => Poll::Ready(Some(env)),
+                Poll::Pending => {
+                    // About to wait: hand every slot taken so far back first.
+                    cell.gate.release(std::mem::take(taken));
+                    cell.poll_signal(cx).map(|()| None)
                 }
             }
-            Err(TryRecvError::Disconnected) => return InstanceEnd::Exited(ExitReason::Normal),
+        })
+        .await;
+        let env = match next {
+            None => continue,
+            Some(Some(env)) => {
+                *taken += 1;
+                if *taken >= batch {
+                    cell.gate.release(std::mem::take(taken));
+                }
+                env
+            }
+            // The context holds a sender, so this cannot happen while we run.
+            Some(None) => return InstanceEnd::Exited(ExitReason::Normal),
         };
-        // Let other tasks on this worker run when the mailbox never drains.
-        tokio::task::consume_budget().await;
         if let Some(end) = handle_envelope(actor, ctx, cell, env).await {
             return end;
         }
