@@ -3,15 +3,54 @@
 //! replies), on a 2-worker multi-thread runtime.
 //!
 //! Run: `cargo bench -p actor-core --bench runtime` (add `-- --quick` for a
-//! tenth of the work). Each scenario checks its own count and prints the
+//! tenth of the work, `-- --only NAME` for one scenario, `-- --on-worker` to
+//! drive from a worker task instead of the main thread). Each scenario checks its own count and prints the
 //! Footlight figure, the raw figure and their ratio. Figures are the best of
 //! three rounds, which tames noise on a shared machine.
+#![allow(clippy::expect_used)]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actor_core::{Actor, ActorRef, ActorSystem, Context, Handler, Mailbox, Message, SpawnOptions};
 use tokio::sync::{mpsc, oneshot};
+
+// ---------------------------------------------------------------- memory
+
+/// Counts live heap bytes, so memory per actor is measured exactly rather
+/// than through RSS, which the allocator's reuse of freed pages blurs.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+#[allow(unsafe_code)]
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live_heap() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
 
 // ---------------------------------------------------------------- actors
 
@@ -138,31 +177,34 @@ async fn raw_tell_throughput(n: u64) -> f64 {
     n as f64 / secs
 }
 
-/// Returns (mean, p99) in microseconds.
-async fn ask_latency(system: &ActorSystem, n: usize) -> (f64, f64) {
+/// Sequential asks, Footlight and raw interleaved in chunks of 5,000 so both
+/// see the same machine noise. Returns ((mean, p99) ours, (mean, p99) raw) in
+/// microseconds.
+async fn ask_latency(system: &ActorSystem, n: usize) -> ((f64, f64), (f64, f64)) {
+    const CHUNK: usize = 5_000;
     let counter = system.spawn(Counter(7));
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let v = counter.ask(Get).await.expect("reply");
-        samples.push(t.elapsed());
-        assert_eq!(black_box(v), 7);
+    let raw = raw_counter();
+    let (mut ours, mut theirs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut done = 0;
+    while done < n {
+        let chunk = CHUNK.min(n - done);
+        for _ in 0..chunk {
+            let t = Instant::now();
+            let v = raw_get(&raw).await;
+            theirs.push(t.elapsed());
+            assert_eq!(black_box(v), 0);
+        }
+        for _ in 0..chunk {
+            let t = Instant::now();
+            let v = counter.ask(Get).await.expect("reply");
+            ours.push(t.elapsed());
+            assert_eq!(black_box(v), 7);
+        }
+        done += chunk;
     }
     counter.stop();
     counter.wait_for_stop().await;
-    summarize(samples)
-}
-
-async fn raw_ask_latency(n: usize) -> (f64, f64) {
-    let tx = raw_counter();
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let v = raw_get(&tx).await;
-        samples.push(t.elapsed());
-        assert_eq!(black_box(v), 0);
-    }
-    summarize(samples)
+    (summarize(ours), summarize(theirs))
 }
 
 fn summarize(mut samples: Vec<Duration>) -> (f64, f64) {
@@ -179,9 +221,11 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Returns (actors per second for spawn + stop + wait, bytes of RSS per idle actor).
-async fn spawn_cycle(system: &ActorSystem, n: usize) -> (f64, f64) {
+/// Returns (actors per second for spawn + stop + wait, heap bytes per idle
+/// actor, RSS bytes per idle actor).
+async fn spawn_cycle(system: &ActorSystem, n: usize) -> (f64, f64, f64) {
     let before = rss_bytes();
+    let heap_before = live_heap();
     let start = Instant::now();
     let refs: Vec<ActorRef<Counter>> = (0..n).map(|_| system.spawn(Counter(0))).collect();
     let spawned = start.elapsed();
@@ -192,6 +236,8 @@ async fn spawn_cycle(system: &ActorSystem, n: usize) -> (f64, f64) {
     assert_eq!(refs[n - 1].ask(Get).await.expect("reply"), 1);
     tokio::task::yield_now().await;
     let per_actor = rss_bytes().saturating_sub(before) as f64 / n as f64;
+    // The refs vector itself is the benchmark's, not the actors'.
+    let heap = (live_heap() - heap_before - (n * std::mem::size_of::<ActorRef<Counter>>()) as isize) as f64 / n as f64;
     let stop_start = Instant::now();
     for r in &refs {
         r.stop();
@@ -201,11 +247,12 @@ async fn spawn_cycle(system: &ActorSystem, n: usize) -> (f64, f64) {
     }
     let secs = (spawned + stop_start.elapsed()).as_secs_f64();
     assert_eq!(system.top_level_count(), 0, "all stopped");
-    (n as f64 / secs, per_actor)
+    (n as f64 / secs, heap, per_actor)
 }
 
-async fn raw_spawn_cycle(n: usize) -> (f64, f64) {
+async fn raw_spawn_cycle(n: usize) -> (f64, f64, f64) {
     let before = rss_bytes();
+    let heap_before = live_heap();
     let start = Instant::now();
     let mut handles = Vec::with_capacity(n);
     let mut txs = Vec::with_capacity(n);
@@ -232,13 +279,16 @@ async fn raw_spawn_cycle(n: usize) -> (f64, f64) {
     raw_get(&txs[n - 1]).await;
     tokio::task::yield_now().await;
     let per_task = rss_bytes().saturating_sub(before) as f64 / n as f64;
+    let bookkeeping = n
+        * (std::mem::size_of::<tokio::task::JoinHandle<u64>>() + std::mem::size_of::<mpsc::UnboundedSender<RawMsg>>());
+    let heap = (live_heap() - heap_before - bookkeeping as isize) as f64 / n as f64;
     let stop_start = Instant::now();
     drop(txs);
     for h in handles {
         assert_eq!(h.await.expect("task"), 1);
     }
     let secs = (spawned + stop_start.elapsed()).as_secs_f64();
-    (n as f64 / secs, per_task)
+    (n as f64 / secs, heap, per_task)
 }
 
 /// Hops per second around a ring.
@@ -364,10 +414,16 @@ fn main() {
         fan_each: 500_000 / div,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(async move {
+    // By default the driver (the code sending the tells and asks) runs on the
+    // main thread through `block_on`, outside the two workers, as the peer
+    // figures were measured. `--on-worker` runs it as a task on a worker
+    // instead, like code inside an actor system; both sides get the same.
+    let on_worker = args.iter().any(|a| a == "--on-worker");
+    let driver = async move {
         let system = ActorSystem::new("bench");
         let rounds = 3;
-        println!("footlight local runtime benchmarks (2 worker threads, best of {rounds} rounds)\n");
+        let place = if on_worker { "on a worker" } else { "on the main thread" };
+        println!("footlight local runtime benchmarks (2 worker threads, driver {place}, best of {rounds} rounds)\n");
         println!("{:<34} {:>16} {:>16} {:>8}", "scenario", "footlight", "raw tokio", "ratio");
 
         if run("tell") {
@@ -391,13 +447,7 @@ fn main() {
         }
 
         if run("ask") {
-            let (mut ours, mut raw) = (Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                raw.push(raw_ask_latency(scale.asks).await);
-                ours.push(ask_latency(&system, scale.asks).await);
-            }
-            let (om, op) = best(&ours, |a, b| a.0 < b.0);
-            let (rm, rp) = best(&raw, |a, b| a.0 < b.0);
+            let ((om, op), (rm, rp)) = ask_latency(&system, scale.asks).await;
             println!("{:<34} {:>13.2} us {:>13.2} us {:>7.2}x", "ask mean latency", om, rm, om / rm);
             println!("{:<34} {:>13.2} us {:>13.2} us {:>7.2}x", "ask p99 latency", op, rp, op / rp);
         }
@@ -405,11 +455,13 @@ fn main() {
         if run("spawn") {
             let (mut ours, mut raw) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                raw.push(raw_spawn_cycle(scale.spawns).await);
+                // Footlight first: its first round sees a fresh heap, so its
+                // RSS growth is not hidden by pages the baseline freed.
                 ours.push(spawn_cycle(&system, scale.spawns).await);
+                raw.push(raw_spawn_cycle(scale.spawns).await);
             }
-            let (orate, omem) = best(&ours, |a, b| a.0 > b.0);
-            let (rrate, rmem) = best(&raw, |a, b| a.0 > b.0);
+            let orate = best(&ours, |a, b| a.0 > b.0).0;
+            let rrate = best(&raw, |a, b| a.0 > b.0).0;
             println!(
                 "{:<34} {:>12.0} k/s {:>12.0} k/s {:>7.2}x",
                 "spawn + stop + wait",
@@ -419,12 +471,12 @@ fn main() {
             );
             println!(
                 "{:<34} {:>14.0} B {:>14.0} B {:>7.2}x",
-                "RSS per idle actor (first round)",
+                "heap per idle actor",
                 ours[0].1,
                 raw[0].1,
                 ours[0].1 / raw[0].1.max(1.0)
             );
-            let _ = (omem, rmem);
+            println!("{:<34} {:>14.0} B {:>16} {:>8}", "RSS per idle actor (first round)", ours[0].2, "-", "-");
         }
 
         if run("ring") {
@@ -448,5 +500,10 @@ fn main() {
         }
 
         system.shutdown().await;
-    });
+    };
+    if on_worker {
+        rt.block_on(async move { tokio::spawn(driver).await.expect("benchmark driver") });
+    } else {
+        rt.block_on(driver);
+    }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::cell::{ActorCell, Signal};
-use crate::mailbox::{self, BoxFuture, MailboxTx, Refusal};
+use crate::mailbox::{self, BoxFuture, Queue, Refusal};
 use crate::{Actor, ActorId, AskError, ExitReason, Handler, Message, SendError, TrySendError};
 
 /// How long an [`ask`](ActorRef::ask) waits for its reply unless told otherwise.
@@ -37,12 +37,16 @@ pub struct ActorRef<A: Actor> {
 
 pub(crate) struct RefInner<A: Actor> {
     pub(crate) cell: Arc<ActorCell>,
-    pub(crate) tx: MailboxTx<A>,
+    pub(crate) queue: Queue<A>,
 }
 
 impl<A: Actor> ActorRef<A> {
-    pub(crate) fn from_parts(cell: Arc<ActorCell>, tx: MailboxTx<A>) -> Self {
-        Self { inner: Arc::new(RefInner { cell, tx }) }
+    pub(crate) fn new(cell: Arc<ActorCell>) -> Self {
+        Self { inner: Arc::new(RefInner { cell, queue: Queue::new() }) }
+    }
+
+    pub(crate) fn queue(&self) -> &Queue<A> {
+        &self.inner.queue
     }
 
     pub(crate) fn cell(&self) -> &Arc<ActorCell> {
@@ -178,8 +182,12 @@ impl<A: Actor> RefInner<A> {
     /// queued when an actor stops (delivery is at-most-once); an ask then
     /// resolves with `NoReply`.
     fn enqueue(&self, env: mailbox::BoxEnvelope<A>) {
-        if self.tx.send(env).is_err() {
-            self.cell.gate.release(1);
+        match self.queue.push(env) {
+            Ok(()) => self.cell.wake(),
+            Err(env) => {
+                self.cell.gate.release(1);
+                drop(env);
+            }
         }
     }
 }

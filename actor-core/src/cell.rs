@@ -53,9 +53,20 @@ struct CellState {
     exit: Option<ExitReason>,
     /// Set once the finaliser is done; `wait_exit` waits for this.
     done: bool,
-    watchers: Vec<Weak<ActorCell>>,
-    links: Vec<Weak<ActorCell>>,
-    names: Vec<String>,
+    /// Watchers, links and names, in one vector: most actors have none.
+    relations: Vec<Relation>,
+}
+
+enum Relation {
+    Watcher(Weak<ActorCell>),
+    Link(Weak<ActorCell>),
+    Name(String),
+}
+
+impl Relation {
+    fn is_link_to(&self, id: ActorId) -> bool {
+        matches!(self, Relation::Link(l) if l.upgrade().is_some_and(|c| c.id == id))
+    }
 }
 
 /// What a dead actor leaves behind for its finaliser to notify.
@@ -123,6 +134,16 @@ impl ActorCell {
         sig
     }
 
+    /// Wakes the actor task if it waits for work.
+    pub(crate) fn wake(&self) {
+        self.wake.wake();
+    }
+
+    /// Registers the actor task to be woken by the next signal or message.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.wake.register(waker);
+    }
+
     /// Polls for a queued signal, registering the task to be woken by the
     /// next one.
     pub(crate) fn poll_signal(&self, cx: &mut TaskContext<'_>) -> Poll<()> {
@@ -169,7 +190,7 @@ impl ActorCell {
         match &st.exit {
             Some(reason) => Err(reason.clone()),
             None => {
-                st.watchers.push(Arc::downgrade(watcher));
+                st.relations.push(Relation::Watcher(Arc::downgrade(watcher)));
                 Ok(())
             }
         }
@@ -178,8 +199,12 @@ impl ActorCell {
     /// Removes one watch by `watcher`.
     pub(crate) fn remove_watcher(&self, watcher: ActorId) {
         let mut st = self.lock();
-        if let Some(pos) = st.watchers.iter().position(|w| w.upgrade().is_some_and(|c| c.id == watcher)) {
-            st.watchers.remove(pos);
+        let pos = st
+            .relations
+            .iter()
+            .position(|r| matches!(r, Relation::Watcher(w) if w.upgrade().is_some_and(|c| c.id == watcher)));
+        if let Some(pos) = pos {
+            st.relations.remove(pos);
         }
     }
 
@@ -189,8 +214,8 @@ impl ActorCell {
         match &st.exit {
             Some(reason) => Err(reason.clone()),
             None => {
-                if !st.links.iter().any(|l| l.upgrade().is_some_and(|c| c.id == other.id)) {
-                    st.links.push(Arc::downgrade(other));
+                if !st.relations.iter().any(|r| r.is_link_to(other.id)) {
+                    st.relations.push(Relation::Link(Arc::downgrade(other)));
                 }
                 Ok(())
             }
@@ -198,7 +223,7 @@ impl ActorCell {
     }
 
     pub(crate) fn remove_link(&self, other: ActorId) {
-        self.lock().links.retain(|l| l.upgrade().is_some_and(|c| c.id != other));
+        self.lock().relations.retain(|r| !r.is_link_to(other));
     }
 
     /// Records a registered name; fails if the actor is already dead.
@@ -207,14 +232,14 @@ impl ActorCell {
         match &st.exit {
             Some(reason) => Err(reason.clone()),
             None => {
-                st.names.push(name.to_owned());
+                st.relations.push(Relation::Name(name.to_owned()));
                 Ok(())
             }
         }
     }
 
     pub(crate) fn remove_name(&self, name: &str) {
-        self.lock().names.retain(|n| n != name);
+        self.lock().relations.retain(|r| !matches!(r, Relation::Name(n) if n == name));
     }
 
     /// Marks the actor dead (once) and hands back whom to notify.
@@ -226,11 +251,15 @@ impl ActorCell {
             }
             st.exit = Some(reason);
             st.signals.clear();
-            Remains {
-                watchers: std::mem::take(&mut st.watchers),
-                links: std::mem::take(&mut st.links),
-                names: std::mem::take(&mut st.names),
+            let mut remains = Remains { watchers: Vec::new(), links: Vec::new(), names: Vec::new() };
+            for relation in std::mem::take(&mut st.relations) {
+                match relation {
+                    Relation::Watcher(w) => remains.watchers.push(w),
+                    Relation::Link(l) => remains.links.push(l),
+                    Relation::Name(n) => remains.names.push(n),
+                }
             }
+            remains
         };
         Some(remains)
     }

@@ -19,7 +19,10 @@ use std::pin::Pin;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::{Notify, oneshot};
 
 use crate::{Actor, Context, Handler, Message};
 
@@ -108,8 +111,78 @@ impl<A: Handler<M>, M: Message> Envelope<A> for Ask<M> {
     }
 }
 
-pub(crate) type MailboxTx<A> = mpsc::UnboundedSender<BoxEnvelope<A>>;
-pub(crate) type MailboxRx<A> = mpsc::UnboundedReceiver<BoxEnvelope<A>>;
+/// The queue of a mailbox: a lock-protected deque that the actor drains in
+/// batches.
+///
+/// Senders push one envelope each under a short lock; the actor swaps the
+/// whole deque out under one lock and works through the batch without
+/// touching shared state again. An empty queue owns no allocation, which keeps
+/// idle actors small (a channel that preallocates a block per actor costs
+/// more than the rest of the actor). Admission (capacity, waiting senders) is
+/// the [`Gate`]'s job; waking the actor is the cell's.
+pub(crate) struct Queue<A: Actor> {
+    inner: Mutex<QueueInner<A>>,
+}
+
+struct QueueInner<A: Actor> {
+    items: VecDeque<BoxEnvelope<A>>,
+    closed: bool,
+}
+
+impl<A: Actor> Queue<A> {
+    pub(crate) fn new() -> Self {
+        Self { inner: Mutex::new(QueueInner { items: VecDeque::new(), closed: false }) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueInner<A>> {
+        // Nothing panics while holding this lock except allocation failure;
+        // the deque stays consistent either way.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an envelope; gives it back if the actor has stopped for good.
+    pub(crate) fn push(&self, env: BoxEnvelope<A>) -> Result<(), BoxEnvelope<A>> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(env);
+        }
+        q.items.push_back(env);
+        Ok(())
+    }
+
+    /// Moves every queued envelope to the back of `batch` (which is empty) and
+    /// returns whether there was any. When there was none, `register` runs
+    /// under the lock, so a sender pushing right after is sure to wake it.
+    pub(crate) fn take_all(&self, batch: &mut VecDeque<BoxEnvelope<A>>, register: impl FnOnce()) -> bool {
+        let mut q = self.lock();
+        if q.items.is_empty() {
+            register();
+            return false;
+        }
+        std::mem::swap(&mut q.items, batch);
+        true
+    }
+
+    /// Puts an unfinished batch back in front of what was queued since, so a
+    /// restarted instance sees every message in order.
+    pub(crate) fn put_back(&self, mut batch: VecDeque<BoxEnvelope<A>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut q = self.lock();
+        batch.append(&mut q.items);
+        q.items = batch;
+    }
+
+    /// Refuses every later push and returns what was queued, to be dropped by
+    /// the caller outside the lock (dropping an ask's envelope resolves it
+    /// with `NoReply`).
+    pub(crate) fn close(&self) -> VecDeque<BoxEnvelope<A>> {
+        let mut q = self.lock();
+        q.closed = true;
+        std::mem::take(&mut q.items)
+    }
+}
 
 /// Why the gate refused a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

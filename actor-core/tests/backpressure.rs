@@ -1,5 +1,6 @@
 //! A full bounded mailbox makes `tell` wait and `try_tell` fail with `Full`,
 //! giving the message back; nothing already accepted is lost.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `on_failure` decides: `Resume` keeps the state and goes on; a failing
 //! `started` fails the actor with its error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

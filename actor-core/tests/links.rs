@@ -1,5 +1,6 @@
 //! Erlang-style links: an abnormal exit propagates unless trapped; a normal
 //! exit does not.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Messages from one sender are handled in send order, also with several
 //! concurrent senders on a multi-thread runtime.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

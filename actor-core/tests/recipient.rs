@@ -1,4 +1,5 @@
 //! `Recipient<M>` reaches actors of different types that handle `M`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The local registry: register, look up, conflicts, wrong type, and names
 //! freed when their actor stops.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

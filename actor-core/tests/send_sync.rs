@@ -1,6 +1,6 @@
 //! Compile-time checks that public types stay `Send + Sync` (and futures
 //! `Send`), so they can cross tasks and threads.
-
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use actor_core::*;

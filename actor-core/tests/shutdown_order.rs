@@ -1,5 +1,6 @@
 //! `ActorSystem::shutdown` stops children before parents, runs `stopping` and
 //! `stopped`, and returns only when every actor has stopped.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 

@@ -1,4 +1,5 @@
 //! A stop signal overtakes user messages already queued, even in a full mailbox.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

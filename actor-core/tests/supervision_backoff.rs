@@ -1,4 +1,5 @@
 //! Exponential backoff delays consecutive restarts (virtual clock).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

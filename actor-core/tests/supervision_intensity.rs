@@ -1,6 +1,7 @@
 //! Restart intensity: more than N restarts in the window stops the supervisor
 //! with `MaxRestartsExceeded`; under a parent supervisor this escalates, and the
 //! parent restarts the whole subtree.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

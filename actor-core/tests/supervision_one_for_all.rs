@@ -1,5 +1,6 @@
 //! One-for-all: when one child fails, every child is restarted: the others are
 //! stopped youngest first, then all start again oldest first.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

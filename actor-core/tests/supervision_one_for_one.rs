@@ -1,5 +1,6 @@
 //! One-for-one: a panicking child is restarted with fresh state, its ref stays
 //! valid, and its siblings are untouched.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Rest-for-one: the failed child and those started after it restart; older
 //! siblings keep running with their state.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

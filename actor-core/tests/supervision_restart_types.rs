@@ -1,4 +1,5 @@
 //! Permanent, transient and temporary children, after normal and abnormal exits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `tell` then `ask`, and each way an ask can end.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `send_after` and `send_interval` deliver on time (virtual clock) and are
 //! cancelled when the actor stops.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

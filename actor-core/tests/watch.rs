@@ -1,5 +1,6 @@
 //! Death watch: one `Terminated` per watch, also for an actor that is already
 //! dead; `unwatch` cancels.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

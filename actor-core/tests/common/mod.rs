@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: await events with a deadline
 //! instead of sleeping.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::IntoFuture;
