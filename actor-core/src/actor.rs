@@ -20,6 +20,11 @@ use crate::{ActorId, Context, Mailbox};
 /// A panic in any hook or handler is caught and logged. In `started` it fails the
 /// start; in a handler it goes to [`on_failure`](Actor::on_failure); in
 /// `stopping`/`stopped` it is logged and the stop goes on.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Footlight actor",
+    label = "not an actor",
+    note = "derive it with `#[derive(Actor)]`, or write `impl Actor for {Self} {{}}` to override lifecycle hooks"
+)]
 pub trait Actor: Sized + Send + 'static {
     /// The mailbox this actor type gets unless
     /// [`SpawnOptions::mailbox`](crate::SpawnOptions::mailbox) says otherwise:

@@ -18,6 +18,11 @@ use crate::{Actor, Context};
 ///     type Reply = u64;
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Footlight message",
+    label = "not a message",
+    note = "derive it with `#[derive(Message)]` (reply type with `#[message(reply = T)]`), or implement `Message` by hand"
+)]
 pub trait Message: Send + 'static {
     /// The value the handler returns, delivered to the asker by
     /// [`ActorRef::ask`](crate::ActorRef::ask) and dropped by `tell`.
@@ -53,6 +58,11 @@ pub trait Message: Send + 'static {
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "actor `{Self}` does not handle `{M}`",
+    label = "no `Handler<{M}>` for this actor",
+    note = "add `impl Handler<{M}> for {Self} {{ async fn handle(&mut self, msg: {M}, ctx: &mut Context<Self>) -> .. }}`"
+)]
 pub trait Handler<M: Message>: Actor {
     /// Handles one message and returns its reply.
     fn handle(&mut self, msg: M, ctx: &mut Context<Self>) -> impl Future<Output = M::Reply> + Send;

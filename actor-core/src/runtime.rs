@@ -332,7 +332,7 @@ async fn handle_envelope<A: Actor>(
     env: BoxEnvelope<A>,
 ) -> Option<InstanceEnd> {
     let message_type = env.message_type();
-    let span = tracing::debug_span!("handle", message = message_type);
+    let span = tracing::debug_span!("handle", message_type);
     let outcome = CatchUnwind(env.handle(actor, ctx)).instrument(span).await;
     let Err(payload) = outcome else {
         return None;
@@ -349,12 +349,12 @@ async fn on_panic<A: Actor>(
     payload: Box<dyn Any + Send>,
 ) -> Option<InstanceEnd> {
     let text = panic_text(payload.as_ref());
-    tracing::error!(actor = %cell, message = message_type, panic = %text, "handler panicked");
+    tracing::error!(actor = %cell, message_type, panic = %text, "handler panicked");
     let failure = Failure { message_type, panic: text };
     let reason = || ExitReason::Panicked(format!("{} (while handling {})", failure.panic, failure.message_type));
     match CatchUnwind(pin!(actor.on_failure(ctx, &failure))).await {
         Ok(FailureDecision::Resume) => {
-            tracing::warn!(actor = %cell, message = message_type, "resuming after a handler panic");
+            tracing::warn!(actor = %cell, message_type, "resuming after a handler panic");
             None
         }
         Ok(FailureDecision::Stop) => Some(InstanceEnd::Exited(reason())),

@@ -321,10 +321,12 @@ impl Actor for Supervisor {
 #[doc(hidden)]
 pub struct ChildExit(ChildReport);
 
+#[diagnostic::do_not_recommend]
 impl Message for ChildExit {
     type Reply = ();
 }
 
+#[diagnostic::do_not_recommend]
 impl Handler<ChildExit> for Supervisor {
     async fn handle(&mut self, ChildExit(report): ChildExit, ctx: &mut Context<Self>) {
         let Some(pos) = self.position(report.id) else { return };
@@ -384,10 +386,12 @@ impl Handler<ChildExit> for Supervisor {
 #[doc(hidden)]
 pub struct RestartGroup(Vec<ActorId>);
 
+#[diagnostic::do_not_recommend]
 impl Message for RestartGroup {
     type Reply = ();
 }
 
+#[diagnostic::do_not_recommend]
 impl Handler<RestartGroup> for Supervisor {
     async fn handle(&mut self, RestartGroup(group): RestartGroup, _ctx: &mut Context<Self>) {
         self.restart_group(&group).await;
@@ -408,10 +412,12 @@ impl<A> WhichChild<A> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<A: Actor> Message for WhichChild<A> {
     type Reply = Option<ActorRef<A>>;
 }
 
+#[diagnostic::do_not_recommend]
 impl<A: Actor> Handler<WhichChild<A>> for Supervisor {
     async fn handle(&mut self, msg: WhichChild<A>, _ctx: &mut Context<Self>) -> Option<ActorRef<A>> {
         self.children

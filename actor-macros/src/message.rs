@@ -18,7 +18,11 @@ impl MessageArgs {
                     if args.reply.is_some() {
                         return Err(meta.error("`reply` is given twice"));
                     }
-                    args.reply = Some(meta.value()?.parse()?);
+                    let value = meta.value()?;
+                    let ty: Type = value.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`reply` takes a type, as in `#[message(reply = u64)]`")
+                    })?;
+                    args.reply = Some(ty);
                     Ok(())
                 } else {
                     let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_else(|| "?".into());
