@@ -1,0 +1,755 @@
+//! Frames: the unit of the wire protocol, and their byte encoding.
+//!
+//! ```text
+//! frame = length:u32 (big-endian, counts kind + body) | kind:u8 | body
+//! body  = one MessagePack array, fields in the order listed in PROTOCOL.md
+//! ```
+//!
+//! Decoding never allocates more than the bytes actually received: the length
+//! prefix is checked against the limit before any buffer grows for the body.
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes in the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// The largest frame (kind + body) any node accepts, whatever it is
+/// configured to: 16 MiB.
+pub const HARD_MAX_FRAME: u32 = 16 * 1024 * 1024;
+
+/// The default frame limit: 1 MiB.
+pub const DEFAULT_MAX_FRAME: u32 = 1024 * 1024;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The address of one actor anywhere in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ActorAddr {
+    /// The node the actor lives on.
+    pub node: String,
+    /// That node's incarnation when the address was taken.
+    pub incarnation: u64,
+    /// The actor's id on that node.
+    pub id: u64,
+}
+
+/// Which actor a message is for, on the receiving node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// By id (an address taken from a ref), checked against the receiving
+    /// node's incarnation by the sender; `None` to go by name.
+    pub id: Option<u64>,
+    /// By exposed name; used when `id` is `None`.
+    pub name: Option<String>,
+}
+
+impl Target {
+    /// A target by exposed name.
+    pub fn name(name: impl Into<String>) -> Self {
+        Self { id: None, name: Some(name.into()) }
+    }
+
+    /// A target by actor id.
+    pub fn id(id: u64) -> Self {
+        Self { id: Some(id), name: None }
+    }
+}
+
+/// First frame each side sends on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u16,
+    /// The cluster name; peers of another cluster are refused.
+    pub cluster: String,
+    /// The sender's node id.
+    pub node: String,
+    /// The sender's incarnation: different at every start of the node.
+    pub incarnation: u64,
+    /// The largest frame the sender accepts.
+    pub max_frame: u32,
+}
+
+/// A one-way message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tell {
+    /// The receiving actor.
+    pub target: Target,
+    /// The sending actor, if the message came from one.
+    pub sender: Option<ActorAddr>,
+    /// The message type's stable wire name.
+    pub wire_name: String,
+    /// The message, MessagePack-encoded.
+    #[serde(with = "serde_bytes_compat")]
+    pub payload: Vec<u8>,
+}
+
+/// A request that expects one [`Reply`] or [`Failure`] with the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ask {
+    /// Correlation id, unique among the sender's pending asks on this connection.
+    pub id: u64,
+    /// The receiving actor.
+    pub target: Target,
+    /// The sending actor, if any.
+    pub sender: Option<ActorAddr>,
+    /// The message type's stable wire name.
+    pub wire_name: String,
+    /// The message, MessagePack-encoded.
+    #[serde(with = "serde_bytes_compat")]
+    pub payload: Vec<u8>,
+    /// How long the asker waits; the receiver may drop the work after that.
+    pub timeout_ms: u32,
+}
+
+/// The reply to an [`Ask`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The ask's id.
+    pub id: u64,
+    /// The reply value, MessagePack-encoded.
+    #[serde(with = "serde_bytes_compat")]
+    pub payload: Vec<u8>,
+}
+
+/// An [`Ask`] that produced no reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The ask's id.
+    pub id: u64,
+    /// Why, as a [`FailureCode`] number.
+    pub code: u16,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Ask the peer to report when one of its actors stops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    /// The peer's actor to watch.
+    pub target: ActorAddr,
+    /// The local actor to notify.
+    pub watcher: ActorAddr,
+}
+
+/// An actor stopped (answer to [`Watch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terminated {
+    /// The actor that stopped.
+    pub actor: ActorAddr,
+    /// The watcher to notify.
+    pub watcher: ActorAddr,
+    /// Its exit reason, as text.
+    pub reason: String,
+}
+
+/// The last frame on a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Close {
+    /// A [`CloseCode`] number.
+    pub code: u16,
+    /// Human-readable detail.
+    pub reason: String,
+}
+
+/// One protocol frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// `0x01`
+    Hello(Hello),
+    /// `0x02`
+    Close(Close),
+    /// `0x03`, with a nonce echoed by `Pong`.
+    Ping(u64),
+    /// `0x04`
+    Pong(u64),
+    /// `0x10`
+    Tell(Tell),
+    /// `0x11`
+    Ask(Ask),
+    /// `0x12`
+    Reply(Reply),
+    /// `0x13`
+    Failure(Failure),
+    /// `0x20`
+    Watch(Watch),
+    /// `0x21`: cancel a [`Watch`] (same fields).
+    Unwatch(Watch),
+    /// `0x22`
+    Terminated(Terminated),
+}
+
+/// Frame kind bytes.
+pub mod kind {
+    /// [`Frame::Hello`](super::Frame::Hello)
+    pub const HELLO: u8 = 0x01;
+    /// [`Frame::Close`](super::Frame::Close)
+    pub const CLOSE: u8 = 0x02;
+    /// [`Frame::Ping`](super::Frame::Ping)
+    pub const PING: u8 = 0x03;
+    /// [`Frame::Pong`](super::Frame::Pong)
+    pub const PONG: u8 = 0x04;
+    /// [`Frame::Tell`](super::Frame::Tell)
+    pub const TELL: u8 = 0x10;
+    /// [`Frame::Ask`](super::Frame::Ask)
+    pub const ASK: u8 = 0x11;
+    /// [`Frame::Reply`](super::Frame::Reply)
+    pub const REPLY: u8 = 0x12;
+    /// [`Frame::Failure`](super::Frame::Failure)
+    pub const FAILURE: u8 = 0x13;
+    /// [`Frame::Watch`](super::Frame::Watch)
+    pub const WATCH: u8 = 0x20;
+    /// [`Frame::Unwatch`](super::Frame::Unwatch)
+    pub const UNWATCH: u8 = 0x21;
+    /// [`Frame::Terminated`](super::Frame::Terminated)
+    pub const TERMINATED: u8 = 0x22;
+}
+
+/// Why a connection was closed. Sent in [`Close`]; unknown codes from newer
+/// peers read as [`CloseCode::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseCode {
+    /// Orderly shutdown.
+    Normal,
+    /// A frame broke the protocol (wrong order, unknown kind).
+    ProtocolError,
+    /// A frame was over the receiver's limit.
+    FrameTooLarge,
+    /// A frame body did not decode.
+    DecodeError,
+    /// No common protocol version.
+    VersionMismatch,
+    /// The peer belongs to another cluster.
+    ClusterMismatch,
+    /// The node id in `Hello` does not match the authenticated identity.
+    IdentityMismatch,
+    /// `Hello` did not arrive in time.
+    HandshakeTimeout,
+    /// Nothing heard from the peer for too long.
+    IdleTimeout,
+    /// A second connection between the same two nodes lost the tie-break.
+    Duplicate,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl CloseCode {
+    /// The number on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            CloseCode::Normal => 0,
+            CloseCode::ProtocolError => 1,
+            CloseCode::FrameTooLarge => 2,
+            CloseCode::DecodeError => 3,
+            CloseCode::VersionMismatch => 4,
+            CloseCode::ClusterMismatch => 5,
+            CloseCode::IdentityMismatch => 6,
+            CloseCode::HandshakeTimeout => 7,
+            CloseCode::IdleTimeout => 8,
+            CloseCode::Duplicate => 9,
+            CloseCode::Other(n) => n,
+        }
+    }
+
+    /// The code for a number from the wire.
+    pub fn from_u16(n: u16) -> Self {
+        match n {
+            0 => CloseCode::Normal,
+            1 => CloseCode::ProtocolError,
+            2 => CloseCode::FrameTooLarge,
+            3 => CloseCode::DecodeError,
+            4 => CloseCode::VersionMismatch,
+            5 => CloseCode::ClusterMismatch,
+            6 => CloseCode::IdentityMismatch,
+            7 => CloseCode::HandshakeTimeout,
+            8 => CloseCode::IdleTimeout,
+            9 => CloseCode::Duplicate,
+            other => CloseCode::Other(other),
+        }
+    }
+}
+
+/// Why an ask failed on the receiving node. Sent in [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureCode {
+    /// No exposed actor matches the target.
+    ActorNotFound,
+    /// The actor does not accept this wire name.
+    UnknownMessage,
+    /// The payload did not decode as the named message.
+    DecodeError,
+    /// The actor stopped or failed before replying.
+    NoReply,
+    /// The actor's mailbox or the node's limits refused the message.
+    Rejected,
+    /// The actor did not reply within the ask's timeout.
+    Timeout,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl FailureCode {
+    /// The number on the wire.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            FailureCode::ActorNotFound => 1,
+            FailureCode::UnknownMessage => 2,
+            FailureCode::DecodeError => 3,
+            FailureCode::NoReply => 4,
+            FailureCode::Rejected => 5,
+            FailureCode::Timeout => 6,
+            FailureCode::Other(n) => n,
+        }
+    }
+
+    /// The code for a number from the wire.
+    pub fn from_u16(n: u16) -> Self {
+        match n {
+            1 => FailureCode::ActorNotFound,
+            2 => FailureCode::UnknownMessage,
+            3 => FailureCode::DecodeError,
+            4 => FailureCode::NoReply,
+            5 => FailureCode::Rejected,
+            6 => FailureCode::Timeout,
+            other => FailureCode::Other(other),
+        }
+    }
+}
+
+/// A frame that could not be read.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The length prefix announces more than the limit.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Announced length.
+        len: u32,
+        /// The limit in force.
+        max: u32,
+    },
+    /// A frame with no kind byte.
+    #[error("empty frame")]
+    Empty,
+    /// An unknown kind byte.
+    #[error("unknown frame kind {0:#04x}")]
+    UnknownKind(u8),
+    /// The body is not the MessagePack the kind requires.
+    #[error("frame body of kind {kind:#04x} does not decode: {reason}")]
+    Decode {
+        /// The kind byte.
+        kind: u8,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+impl FrameError {
+    /// The close code this error calls for.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            FrameError::TooLarge { .. } => CloseCode::FrameTooLarge,
+            FrameError::Empty | FrameError::UnknownKind(_) => CloseCode::ProtocolError,
+            FrameError::Decode { .. } => CloseCode::DecodeError,
+        }
+    }
+}
+
+/// A frame that could not be written.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The encoded frame would exceed the peer's limit.
+    #[error("frame of {len} bytes exceeds the peer's limit of {max}")]
+    TooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The peer's limit.
+        max: u32,
+    },
+    /// Serialization failed.
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+impl Frame {
+    /// The frame's kind byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello(_) => kind::HELLO,
+            Frame::Close(_) => kind::CLOSE,
+            Frame::Ping(_) => kind::PING,
+            Frame::Pong(_) => kind::PONG,
+            Frame::Tell(_) => kind::TELL,
+            Frame::Ask(_) => kind::ASK,
+            Frame::Reply(_) => kind::REPLY,
+            Frame::Failure(_) => kind::FAILURE,
+            Frame::Watch(_) => kind::WATCH,
+            Frame::Unwatch(_) => kind::UNWATCH,
+            Frame::Terminated(_) => kind::TERMINATED,
+        }
+    }
+
+    /// Appends the encoded frame (prefix, kind, body) to `out`. Fails, leaving
+    /// `out` as it was, if the frame would exceed `max_frame`.
+    pub fn encode(&self, out: &mut Vec<u8>, max_frame: u32) -> Result<(), EncodeError> {
+        let start = out.len();
+        out.extend_from_slice(&[0; LENGTH_PREFIX]);
+        out.push(self.kind());
+        let body = match self {
+            Frame::Hello(f) => rmp_serde::encode::write(out, f),
+            Frame::Close(f) => rmp_serde::encode::write(out, f),
+            Frame::Ping(n) | Frame::Pong(n) => rmp_serde::encode::write(out, &(n,)),
+            Frame::Tell(f) => rmp_serde::encode::write(out, f),
+            Frame::Ask(f) => rmp_serde::encode::write(out, f),
+            Frame::Reply(f) => rmp_serde::encode::write(out, f),
+            Frame::Failure(f) => rmp_serde::encode::write(out, f),
+            Frame::Watch(f) | Frame::Unwatch(f) => rmp_serde::encode::write(out, f),
+            Frame::Terminated(f) => rmp_serde::encode::write(out, f),
+        };
+        if let Err(e) = body {
+            out.truncate(start);
+            return Err(EncodeError::Encode(e.to_string()));
+        }
+        let len = out.len() - start - LENGTH_PREFIX;
+        if len > max_frame.min(HARD_MAX_FRAME) as usize {
+            out.truncate(start);
+            return Err(EncodeError::TooLarge { len, max: max_frame.min(HARD_MAX_FRAME) });
+        }
+        // `len` fits: it is at most HARD_MAX_FRAME.
+        out[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+
+    /// Decodes one frame from its kind byte and body (without the prefix).
+    pub fn decode(frame: &[u8]) -> Result<Frame, FrameError> {
+        let (&kind, body) = frame.split_first().ok_or(FrameError::Empty)?;
+        fn body_of<T: serde::de::DeserializeOwned>(kind: u8, body: &[u8], fields: u32) -> Result<T, FrameError> {
+            let trimmed = without_trailing_fields(body, fields);
+            let mut de = rmp_serde::Deserializer::new(trimmed.as_deref().unwrap_or(body));
+            T::deserialize(&mut de).map_err(|e| FrameError::Decode { kind, reason: e.to_string() })
+        }
+        Ok(match kind {
+            kind::HELLO => Frame::Hello(body_of(kind, body, 5)?),
+            kind::CLOSE => Frame::Close(body_of(kind, body, 2)?),
+            kind::PING => Frame::Ping(body_of::<(u64,)>(kind, body, 1)?.0),
+            kind::PONG => Frame::Pong(body_of::<(u64,)>(kind, body, 1)?.0),
+            kind::TELL => Frame::Tell(body_of(kind, body, 4)?),
+            kind::ASK => Frame::Ask(body_of(kind, body, 6)?),
+            kind::REPLY => Frame::Reply(body_of(kind, body, 2)?),
+            kind::FAILURE => Frame::Failure(body_of(kind, body, 3)?),
+            kind::WATCH => Frame::Watch(body_of(kind, body, 2)?),
+            kind::UNWATCH => Frame::Unwatch(body_of(kind, body, 2)?),
+            kind::TERMINATED => Frame::Terminated(body_of(kind, body, 3)?),
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+}
+
+/// Cuts a byte stream into frames.
+///
+/// Feed it whatever arrived ([`extend`](Self::extend)), then take frames with
+/// [`next_frame`](Self::next_frame) until it returns `Ok(None)`. The buffer
+/// never holds more than one frame's worth beyond what the limit allows: a
+/// prefix over the limit is an error before the body is waited for.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    read: usize,
+    max_frame: u32,
+}
+
+impl FrameReader {
+    /// A reader accepting frames up to `max_frame` bytes (capped at
+    /// [`HARD_MAX_FRAME`]).
+    pub fn new(max_frame: u32) -> Self {
+        Self { buf: Vec::new(), read: 0, max_frame: max_frame.min(HARD_MAX_FRAME) }
+    }
+
+    /// The limit in force.
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
+    /// Appends received bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if self.read > 0 && self.read == self.buf.len() {
+            self.buf.clear();
+            self.read = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.read
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    ///
+    /// After an error the stream is unusable: close the connection.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let pending = &self.buf[self.read..];
+        let Some(prefix) = pending.get(..LENGTH_PREFIX) else {
+            self.compact();
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; LENGTH_PREFIX];
+        len_bytes.copy_from_slice(prefix);
+        let len = u32::from_be_bytes(len_bytes);
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge { len, max: self.max_frame });
+        }
+        let total = LENGTH_PREFIX + len as usize;
+        if pending.len() < total {
+            self.compact();
+            return Ok(None);
+        }
+        let frame = Frame::decode(&pending[LENGTH_PREFIX..total]);
+        self.read += total;
+        frame.map(Some)
+    }
+
+    /// Drops consumed bytes once they dominate the buffer.
+    fn compact(&mut self) {
+        if self.read > 0 && self.read >= self.buf.len() / 2 {
+            self.buf.drain(..self.read);
+            self.read = 0;
+        }
+    }
+}
+
+/// If `body` is an array of more than `fields` elements (a newer peer
+/// appended fields), a copy whose array header says `fields`: the decoder then
+/// reads the known fields and ignores the rest. `None` when no rewrite is
+/// needed (or the body is not an array, which the decoder will report).
+fn without_trailing_fields(body: &[u8], fields: u32) -> Option<Vec<u8>> {
+    let (&marker, rest) = body.split_first()?;
+    let (len, rest) = match marker {
+        0x90..=0x9f => (u32::from(marker & 0x0f), rest),
+        0xdc => {
+            let (b, rest) = rest.split_first_chunk::<2>()?;
+            (u32::from(u16::from_be_bytes(*b)), rest)
+        }
+        0xdd => {
+            let (b, rest) = rest.split_first_chunk::<4>()?;
+            (u32::from_be_bytes(*b), rest)
+        }
+        _ => return None,
+    };
+    if len <= fields {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    // Frames have at most 15 fields: a fixarray header always fits.
+    out.push(0x90 | (fields.min(15) as u8));
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
+/// Payloads as MessagePack `bin`, not as arrays of integers.
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(frame: &Frame) -> Vec<u8> {
+        let mut out = Vec::new();
+        frame.encode(&mut out, DEFAULT_MAX_FRAME).unwrap();
+        out
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Golden bytes: these pin the wire format documented in PROTOCOL.md. A
+    /// change here is a protocol change.
+    #[test]
+    fn golden_hello() {
+        let frame = Frame::Hello(Hello {
+            version: 1,
+            cluster: "c".into(),
+            node: "a".into(),
+            incarnation: 7,
+            max_frame: 1 << 20,
+        });
+        // len=13 | 0x01 | [1, "c", "a", 7, 1048576]
+        assert_eq!(hex(&encoded(&frame)), "0000000d019501a163a16107ce00100000");
+    }
+
+    #[test]
+    fn golden_tell() {
+        let frame = Frame::Tell(Tell {
+            target: Target::name("counter"),
+            sender: None,
+            wire_name: "demo.Add".into(),
+            payload: vec![0x91, 0x01],
+        });
+        // | 0x10 | [[nil, "counter"], nil, "demo.Add", bin8(2)=0x9101]
+        assert_eq!(
+            hex(&encoded(&frame)),
+            "0000001a1094 92c0a7636f756e746572 c0 a864656d6f2e416464 c4029101".replace(' ', "")
+        );
+    }
+
+    #[test]
+    fn golden_ask_reply_failure_ping_close() {
+        let ask = Frame::Ask(Ask {
+            id: 1,
+            target: Target::id(5),
+            sender: Some(ActorAddr { node: "b".into(), incarnation: 2, id: 3 }),
+            wire_name: "x".into(),
+            payload: vec![],
+            timeout_ms: 5000,
+        });
+        // | 0x11 | [1, [5, nil], ["b", 2, 3], "x", bin8(0), 5000]
+        assert_eq!(hex(&encoded(&ask)), "000000121196 01 9205c0 93a1620203 a178 c400 cd1388".replace(' ', ""));
+        let reply = Frame::Reply(Reply { id: 1, payload: vec![0x2a] });
+        assert_eq!(hex(&encoded(&reply)), "00000006129201c4012a");
+        let failure =
+            Frame::Failure(Failure { id: 1, code: FailureCode::ActorNotFound.to_u16(), message: "no".into() });
+        assert_eq!(hex(&encoded(&failure)), "000000071393 01 01 a26e6f".replace(' ', ""));
+        assert_eq!(hex(&encoded(&Frame::Ping(9))), "00000003039109");
+        let close = Frame::Close(Close { code: CloseCode::IdleTimeout.to_u16(), reason: String::new() });
+        assert_eq!(hex(&encoded(&close)), "0000000402920 8a0".replace(' ', ""));
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        let addr = ActorAddr { node: "n".into(), incarnation: 1, id: 2 };
+        let frames = vec![
+            Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "a".into(), incarnation: 1, max_frame: 10 }),
+            Frame::Close(Close { code: 3, reason: "bad".into() }),
+            Frame::Ping(u64::MAX),
+            Frame::Pong(0),
+            Frame::Tell(Tell {
+                target: Target::name("x"),
+                sender: Some(addr.clone()),
+                wire_name: "w".into(),
+                payload: vec![1, 2],
+            }),
+            Frame::Ask(Ask {
+                id: 9,
+                target: Target::id(1),
+                sender: None,
+                wire_name: "w".into(),
+                payload: vec![],
+                timeout_ms: 1,
+            }),
+            Frame::Reply(Reply { id: 9, payload: vec![0; 300] }),
+            Frame::Failure(Failure { id: 9, code: 5, message: "full".into() }),
+            Frame::Watch(Watch { target: addr.clone(), watcher: addr.clone() }),
+            Frame::Unwatch(Watch { target: addr.clone(), watcher: addr.clone() }),
+            Frame::Terminated(Terminated { actor: addr.clone(), watcher: addr, reason: "normal".into() }),
+        ];
+        let mut stream = Vec::new();
+        for f in &frames {
+            f.encode(&mut stream, DEFAULT_MAX_FRAME).unwrap();
+        }
+        // Deliver the stream one byte at a time: framing must not depend on chunking.
+        let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+        let mut out = Vec::new();
+        for b in stream {
+            reader.extend(&[b]);
+            while let Some(f) = reader.next_frame().unwrap() {
+                out.push(f);
+            }
+        }
+        assert_eq!(out, frames);
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_prefix_is_refused_before_the_body_arrives() {
+        let mut reader = FrameReader::new(1024);
+        reader.extend(&(1025u32).to_be_bytes());
+        assert_eq!(reader.next_frame(), Err(FrameError::TooLarge { len: 1025, max: 1024 }));
+        assert_eq!(FrameReader::new(u32::MAX).max_frame(), HARD_MAX_FRAME);
+    }
+
+    #[test]
+    fn frame_at_the_limit_is_accepted_one_over_is_refused() {
+        let payload_room = |max: u32| {
+            // Find the largest Reply payload that encodes to exactly `max`.
+            let mut n = max as usize;
+            loop {
+                let mut out = Vec::new();
+                if Frame::Reply(Reply { id: 0, payload: vec![0; n] }).encode(&mut out, u32::MAX).is_ok()
+                    && out.len() - LENGTH_PREFIX <= max as usize
+                {
+                    return (n, out);
+                }
+                n -= 1;
+            }
+        };
+        let max = 4096;
+        let (n, out) = payload_room(max);
+        let mut reader = FrameReader::new(out.len() as u32 - LENGTH_PREFIX as u32);
+        reader.extend(&out);
+        assert!(reader.next_frame().unwrap().is_some());
+        let mut bigger = Vec::new();
+        let err = Frame::Reply(Reply { id: 0, payload: vec![0; n + 1] })
+            .encode(&mut bigger, out.len() as u32 - LENGTH_PREFIX as u32)
+            .unwrap_err();
+        assert!(matches!(err, EncodeError::TooLarge { .. }));
+        assert!(bigger.is_empty(), "a refused frame leaves nothing behind");
+    }
+
+    #[test]
+    fn bad_bodies_are_errors_not_panics() {
+        assert_eq!(Frame::decode(&[]), Err(FrameError::Empty));
+        assert_eq!(Frame::decode(&[0x7f]), Err(FrameError::UnknownKind(0x7f)));
+        assert!(matches!(Frame::decode(&[kind::HELLO, 0xc1]), Err(FrameError::Decode { .. })));
+        assert_eq!(FrameError::UnknownKind(1).close_code(), CloseCode::ProtocolError);
+    }
+
+    /// The evolution rule of PROTOCOL.md: a newer sender may append fields;
+    /// this version ignores them.
+    #[test]
+    fn trailing_fields_from_a_newer_peer_are_ignored() {
+        // Hello with a sixth element (a field this version does not know).
+        let body = [kind::HELLO, 0x96, 0x01, 0xa1, b'c', 0xa1, b'a', 0x07, 0xcd, 0x04, 0x00, 0xa3, b'n', b'e', b'w'];
+        let frame = Frame::decode(&body).unwrap();
+        assert_eq!(
+            frame,
+            Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "a".into(), incarnation: 7, max_frame: 1024 })
+        );
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for n in 0..20 {
+            assert_eq!(CloseCode::from_u16(n).to_u16(), n);
+            assert_eq!(FailureCode::from_u16(n).to_u16(), n);
+        }
+    }
+}

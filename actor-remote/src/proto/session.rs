@@ -1,0 +1,549 @@
+//! One connection's protocol state.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::frame::{
+    self, Ask, Close, CloseCode, EncodeError, FailureCode, Frame, FrameReader, Hello, PROTOCOL_VERSION, Reply, Target,
+    Tell,
+};
+
+/// Limits and timings of a session. Every limit is explicit; the defaults are
+/// documented on each field and in PROTOCOL.md.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The cluster name; a peer with another one is refused.
+    pub cluster: String,
+    /// This node's id.
+    pub node: String,
+    /// This node's incarnation (new at every start).
+    pub incarnation: u64,
+    /// The largest frame accepted from the peer. Default 1 MiB, at most 16 MiB.
+    pub max_frame: u32,
+    /// Time allowed for the peer's `Hello`. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// A `Ping` is sent when nothing was sent for this long. Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// The peer is declared lost when nothing was received for this long.
+    /// Default 5 s: the node-loss detection budget.
+    pub idle_timeout: Duration,
+    /// Asks awaiting a reply from the peer; one more is refused. Default 10 000.
+    pub max_pending_asks: usize,
+    /// Encoded bytes waiting for the transport (plus frames queued before the
+    /// handshake, counted by their encoded size); more is refused with
+    /// [`SendError::Full`]. Default 4 MiB.
+    pub max_outbound_bytes: usize,
+    /// The peer's node id as authenticated by the transport (its TLS
+    /// certificate); a `Hello` claiming another id is refused.
+    pub expected_peer: Option<String>,
+}
+
+impl SessionConfig {
+    /// Defaults for a node `node` (incarnation `incarnation`) of `cluster`.
+    pub fn new(cluster: impl Into<String>, node: impl Into<String>, incarnation: u64) -> Self {
+        Self {
+            cluster: cluster.into(),
+            node: node.into(),
+            incarnation,
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            max_pending_asks: 10_000,
+            max_outbound_bytes: 4 * 1024 * 1024,
+            expected_peer: None,
+        }
+    }
+}
+
+/// The peer, as its `Hello` introduced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its node id.
+    pub node: String,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// The largest frame it accepts.
+    pub max_frame: u32,
+}
+
+/// Something the driver must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake succeeded.
+    Established(Peer),
+    /// A one-way message for a local actor.
+    Tell(Tell),
+    /// A request for a local actor; answer with [`Session::send_reply`] or
+    /// [`Session::send_failure`].
+    Ask(Ask),
+    /// The reply to one of our asks.
+    Reply {
+        /// The ask's id.
+        id: u64,
+        /// The encoded reply.
+        payload: Vec<u8>,
+    },
+    /// One of our asks ended without a reply.
+    AskFailed {
+        /// The ask's id.
+        id: u64,
+        /// Why.
+        failure: AskFailure,
+    },
+    /// The peer wants to know when one of our actors stops.
+    Watch(frame::Watch),
+    /// The peer cancels a watch.
+    Unwatch(frame::Watch),
+    /// One of the peer's actors that we watch stopped.
+    Terminated(frame::Terminated),
+    /// The session is over; nothing more will come. Pending asks have been
+    /// failed (as `AskFailed` events before this one).
+    Closed(CloseCause),
+}
+
+/// Why an ask of ours produced no reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AskFailure {
+    /// The peer answered with a failure.
+    Remote {
+        /// Its code.
+        code: FailureCode,
+        /// Its detail.
+        message: String,
+    },
+    /// No answer before the ask's deadline.
+    Timeout,
+    /// The connection ended first: the peer is gone, or unreachable.
+    ConnectionLost,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// This side closed it.
+    Local {
+        /// The code sent.
+        code: CloseCode,
+        /// The reason sent.
+        reason: String,
+    },
+    /// The peer closed it.
+    Peer {
+        /// The code received.
+        code: CloseCode,
+        /// The reason received.
+        reason: String,
+    },
+    /// The transport went away without a `Close`.
+    Lost,
+}
+
+/// A frame the session would not send.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The session is closed.
+    #[error("the session is closed")]
+    Closed,
+    /// The outbound buffer is at its limit: wait for the transport to drain it.
+    #[error("the outbound buffer is full")]
+    Full,
+    /// Too many asks await a reply from this peer.
+    #[error("too many pending asks ({0})")]
+    TooManyPendingAsks(usize),
+    /// The frame cannot be encoded within the peer's limit.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+enum State {
+    Handshaking { deadline: Instant },
+    Established(Peer),
+    Closed,
+}
+
+/// The protocol state of one connection, fed bytes and time by a driver.
+///
+/// Calling order: construct, then after every `handle_*` or `send_*` call,
+/// drain [`poll_transmit`](Self::poll_transmit) and
+/// [`poll_event`](Self::poll_event), and re-arm the timer from
+/// [`poll_timeout`](Self::poll_timeout).
+pub struct Session {
+    config: SessionConfig,
+    state: State,
+    reader: FrameReader,
+    /// Encoded bytes for the transport.
+    tx: Vec<u8>,
+    /// Frames queued before the handshake, with their encoded size.
+    early: VecDeque<(Frame, usize)>,
+    early_bytes: usize,
+    events: VecDeque<Event>,
+    pending: HashMap<u64, Instant>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    next_ask: u64,
+    next_ping: u64,
+    last_rx: Instant,
+    last_tx: Instant,
+}
+
+impl Session {
+    /// A new session; its `Hello` is queued for transmission at once.
+    pub fn new(config: SessionConfig, now: Instant) -> Self {
+        let mut session = Self {
+            state: State::Handshaking { deadline: now + config.handshake_timeout },
+            reader: FrameReader::new(config.max_frame),
+            tx: Vec::new(),
+            early: VecDeque::new(),
+            early_bytes: 0,
+            events: VecDeque::new(),
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            next_ask: 1,
+            next_ping: 1,
+            last_rx: now,
+            last_tx: now,
+            config,
+        };
+        let hello = Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            cluster: session.config.cluster.clone(),
+            node: session.config.node.clone(),
+            incarnation: session.config.incarnation,
+            max_frame: session.reader.max_frame(),
+        });
+        // A Hello is tiny; it only fails to encode if the names are absurd.
+        if let Err(e) = hello.encode(&mut session.tx, frame::HARD_MAX_FRAME) {
+            session.close_with(now, CloseCode::ProtocolError, format!("cannot encode hello: {e}"));
+        }
+        session
+    }
+
+    /// The peer, once the handshake is done.
+    pub fn peer(&self) -> Option<&Peer> {
+        match &self.state {
+            State::Established(peer) => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// Whether the session is over.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Asks awaiting a reply.
+    pub fn pending_asks(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    /// Bytes received from the transport.
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_rx = now;
+        self.reader.extend(bytes);
+        loop {
+            match self.reader.next_frame() {
+                Ok(Some(frame)) => {
+                    self.on_frame(now, frame);
+                    if self.is_closed() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(peer = ?self.peer_name(), error = %e, "bad frame; closing the connection");
+                    self.close_with(now, e.close_code(), e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Time has passed: heartbeats, handshake and ask deadlines, idle timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closed => return,
+            State::Handshaking { deadline } if now >= deadline => {
+                self.close_with(now, CloseCode::HandshakeTimeout, "no hello in time".into());
+                return;
+            }
+            _ => {}
+        }
+        if now.saturating_duration_since(self.last_rx) >= self.config.idle_timeout {
+            self.close_with(
+                now,
+                CloseCode::IdleTimeout,
+                format!("nothing received for {:?}", self.config.idle_timeout),
+            );
+            return;
+        }
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.pending.remove(&id).is_some() {
+                self.events.push_back(Event::AskFailed { id, failure: AskFailure::Timeout });
+            }
+        }
+        if matches!(self.state, State::Established(_))
+            && now.saturating_duration_since(self.last_tx) >= self.config.heartbeat_interval
+        {
+            let nonce = self.next_ping;
+            self.next_ping += 1;
+            self.push_now(now, &Frame::Ping(nonce));
+        }
+    }
+
+    /// The transport went away without a `Close` frame.
+    pub fn handle_lost(&mut self) {
+        if !self.is_closed() {
+            self.finish(CloseCause::Lost);
+        }
+    }
+
+    // ------------------------------------------------------------ sends
+
+    /// Sends a one-way message. Queued if the handshake is not done yet.
+    pub fn send_tell(&mut self, now: Instant, tell: Tell) -> Result<(), SendError> {
+        self.send(now, Frame::Tell(tell))
+    }
+
+    /// Sends a request; its reply or failure comes back as an event with the
+    /// returned id. `deadline` bounds the wait.
+    pub fn send_ask(
+        &mut self,
+        now: Instant,
+        target: Target,
+        sender: Option<frame::ActorAddr>,
+        wire_name: String,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u64, SendError> {
+        if self.pending.len() >= self.config.max_pending_asks {
+            return Err(SendError::TooManyPendingAsks(self.pending.len()));
+        }
+        let id = self.next_ask;
+        let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        self.send(now, Frame::Ask(Ask { id, target, sender, wire_name, payload, timeout_ms }))?;
+        self.next_ask += 1;
+        let deadline = now + timeout;
+        self.pending.insert(id, deadline);
+        self.deadlines.insert((deadline, id));
+        Ok(id)
+    }
+
+    /// Answers an ask of the peer's.
+    pub fn send_reply(&mut self, now: Instant, id: u64, payload: Vec<u8>) -> Result<(), SendError> {
+        match self.send(now, Frame::Reply(Reply { id, payload })) {
+            // A reply too large for the peer still owes the asker an answer.
+            Err(SendError::Encode(e)) => {
+                self.send_failure(now, id, FailureCode::Rejected, e.to_string())?;
+                Err(SendError::Encode(e))
+            }
+            other => other,
+        }
+    }
+
+    /// Tells the peer its ask failed.
+    pub fn send_failure(&mut self, now: Instant, id: u64, code: FailureCode, message: String) -> Result<(), SendError> {
+        self.send(now, Frame::Failure(frame::Failure { id, code: code.to_u16(), message }))
+    }
+
+    /// Asks the peer to report when its actor `target` stops.
+    pub fn send_watch(&mut self, now: Instant, watch: frame::Watch) -> Result<(), SendError> {
+        self.send(now, Frame::Watch(watch))
+    }
+
+    /// Cancels a watch.
+    pub fn send_unwatch(&mut self, now: Instant, watch: frame::Watch) -> Result<(), SendError> {
+        self.send(now, Frame::Unwatch(watch))
+    }
+
+    /// Reports that a watched actor stopped.
+    pub fn send_terminated(&mut self, now: Instant, terminated: frame::Terminated) -> Result<(), SendError> {
+        self.send(now, Frame::Terminated(terminated))
+    }
+
+    /// Closes the session with `code`; the `Close` frame is the last thing
+    /// [`poll_transmit`](Self::poll_transmit) returns.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: impl Into<String>) {
+        if !self.is_closed() {
+            self.close_with(now, code, reason.into());
+        }
+    }
+
+    // ------------------------------------------------------------ outputs
+
+    /// Bytes to write to the transport, all frames since the last call
+    /// coalesced into one buffer.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.tx.is_empty() { None } else { Some(std::mem::take(&mut self.tx)) }
+    }
+
+    /// The next event for the driver.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.last_rx + self.config.idle_timeout;
+        match &self.state {
+            State::Closed => None,
+            State::Handshaking { deadline } => Some((*deadline).min(idle)),
+            State::Established(_) => {
+                let mut next = idle.min(self.last_tx + self.config.heartbeat_interval);
+                if let Some(&(deadline, _)) = self.deadlines.first() {
+                    next = next.min(deadline);
+                }
+                Some(next)
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ internals
+
+    fn peer_name(&self) -> Option<&str> {
+        self.peer().map(|p| p.node.as_str())
+    }
+
+    fn send(&mut self, now: Instant, frame: Frame) -> Result<(), SendError> {
+        match &self.state {
+            State::Closed => Err(SendError::Closed),
+            State::Handshaking { .. } => {
+                let mut probe = Vec::new();
+                frame.encode(&mut probe, frame::HARD_MAX_FRAME)?;
+                if self.tx.len() + self.early_bytes + probe.len() > self.config.max_outbound_bytes {
+                    return Err(SendError::Full);
+                }
+                self.early_bytes += probe.len();
+                self.early.push_back((frame, probe.len()));
+                Ok(())
+            }
+            State::Established(peer) => {
+                let max = peer.max_frame;
+                let before = self.tx.len();
+                frame.encode(&mut self.tx, max)?;
+                if self.tx.len() > self.config.max_outbound_bytes && before > 0 {
+                    self.tx.truncate(before);
+                    return Err(SendError::Full);
+                }
+                self.last_tx = now;
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues a control frame, ignoring the outbound limit (they are tiny and
+    /// must not be starved by data).
+    fn push_now(&mut self, now: Instant, frame: &Frame) {
+        if let Err(e) = frame.encode(&mut self.tx, frame::HARD_MAX_FRAME) {
+            tracing::error!(error = %e, "control frame failed to encode");
+        }
+        self.last_tx = now;
+    }
+
+    fn on_frame(&mut self, now: Instant, frame: Frame) {
+        match (&self.state, frame) {
+            (_, Frame::Close(close)) => {
+                self.finish(CloseCause::Peer { code: CloseCode::from_u16(close.code), reason: close.reason });
+            }
+            (State::Handshaking { .. }, Frame::Hello(hello)) => self.on_hello(now, hello),
+            (State::Handshaking { .. }, other) => {
+                self.close_with(now, CloseCode::ProtocolError, format!("frame {:#04x} before hello", other.kind()));
+            }
+            (State::Established(_), Frame::Hello(_)) => {
+                self.close_with(now, CloseCode::ProtocolError, "second hello".into());
+            }
+            (State::Established(_), Frame::Ping(nonce)) => self.push_now(now, &Frame::Pong(nonce)),
+            (State::Established(_), Frame::Pong(_)) => {}
+            (State::Established(_), Frame::Tell(tell)) => self.events.push_back(Event::Tell(tell)),
+            (State::Established(_), Frame::Ask(ask)) => self.events.push_back(Event::Ask(ask)),
+            (State::Established(_), Frame::Reply(reply)) => {
+                if self.pending.remove(&reply.id).is_some() {
+                    self.events.push_back(Event::Reply { id: reply.id, payload: reply.payload });
+                } else {
+                    tracing::debug!(id = reply.id, "reply to an ask no longer pending (late or unknown)");
+                }
+            }
+            (State::Established(_), Frame::Failure(f)) => {
+                if self.pending.remove(&f.id).is_some() {
+                    let failure = AskFailure::Remote { code: FailureCode::from_u16(f.code), message: f.message };
+                    self.events.push_back(Event::AskFailed { id: f.id, failure });
+                }
+            }
+            (State::Established(_), Frame::Watch(w)) => self.events.push_back(Event::Watch(w)),
+            (State::Established(_), Frame::Unwatch(w)) => self.events.push_back(Event::Unwatch(w)),
+            (State::Established(_), Frame::Terminated(t)) => self.events.push_back(Event::Terminated(t)),
+            (State::Closed, _) => {}
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, hello: Hello) {
+        let refusal = if hello.version != PROTOCOL_VERSION {
+            Some((CloseCode::VersionMismatch, format!("version {} is not {PROTOCOL_VERSION}", hello.version)))
+        } else if hello.cluster != self.config.cluster {
+            Some((CloseCode::ClusterMismatch, format!("cluster {:?} is not {:?}", hello.cluster, self.config.cluster)))
+        } else if self.config.expected_peer.as_ref().is_some_and(|id| *id != hello.node) {
+            Some((CloseCode::IdentityMismatch, format!("hello claims {:?}, certificate says otherwise", hello.node)))
+        } else if hello.node == self.config.node {
+            Some((CloseCode::ProtocolError, "connected to itself".into()))
+        } else {
+            None
+        };
+        if let Some((code, reason)) = refusal {
+            tracing::warn!(peer = %hello.node, %reason, "handshake refused");
+            self.close_with(now, code, reason);
+            return;
+        }
+        let peer = Peer {
+            node: hello.node,
+            incarnation: hello.incarnation,
+            max_frame: hello.max_frame.clamp(64, frame::HARD_MAX_FRAME),
+        };
+        self.state = State::Established(peer.clone());
+        self.events.push_back(Event::Established(peer));
+        self.early_bytes = 0;
+        while let Some((frame, _)) = self.early.pop_front() {
+            // Queued frames were checked against the hard limit only.
+            if let Err(e) = self.send(now, frame) {
+                tracing::warn!(error = %e, "frame queued before the handshake could not be sent");
+            }
+        }
+    }
+
+    fn close_with(&mut self, now: Instant, code: CloseCode, reason: String) {
+        if !matches!(self.state, State::Closed) {
+            self.push_now(now, &Frame::Close(Close { code: code.to_u16(), reason: reason.clone() }));
+        }
+        self.finish(CloseCause::Local { code, reason });
+    }
+
+    fn finish(&mut self, cause: CloseCause) {
+        self.state = State::Closed;
+        self.early.clear();
+        self.early_bytes = 0;
+        let mut ids: Vec<u64> = self.pending.drain().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        self.deadlines.clear();
+        for id in ids {
+            self.events.push_back(Event::AskFailed { id, failure: AskFailure::ConnectionLost });
+        }
+        self.events.push_back(Event::Closed(cause));
+    }
+}
+
+#[cfg(test)]
+mod tests;
