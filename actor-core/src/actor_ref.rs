@@ -157,7 +157,7 @@ async fn send_ask<A: Handler<M>, M: Message>(
     msg: M,
     timeout: Duration,
 ) -> Result<M::Reply, AskError<M>> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     match inner.cell.gate.try_acquire() {
         Ok(()) => {}
         Err(Refusal::Closed) => return Err(AskError::Closed(msg)),
@@ -176,6 +176,13 @@ async fn send_ask<A: Handler<M>, M: Message>(
     }
 }
 
+/// `now + timeout`, saturating far in the future instead of overflowing.
+pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    // About 30 years: further than any ask or timer needs.
+    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 impl<A: Actor> RefInner<A> {
     /// Enqueues into a slot already reserved at the gate. If the actor closed
     /// its mailbox in between, the message is dropped like any message still
@@ -185,7 +192,7 @@ impl<A: Actor> RefInner<A> {
         match self.queue.push(env) {
             Ok(()) => self.cell.wake(),
             Err(env) => {
-                self.cell.gate.release(1);
+                self.cell.gate.release(1, true);
                 drop(env);
             }
         }

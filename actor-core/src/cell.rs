@@ -63,6 +63,18 @@ enum Relation {
     Name(String),
 }
 
+/// Drops watchers and links whose actor is gone, when the list has doubled
+/// since the last sweep: a long-lived actor watched by many short-lived ones
+/// must not grow without bound.
+fn prune(relations: &mut Vec<Relation>) {
+    if relations.len() >= 8 && relations.len().is_power_of_two() {
+        relations.retain(|r| match r {
+            Relation::Watcher(w) | Relation::Link(w) => w.strong_count() > 0,
+            Relation::Name(_) => true,
+        });
+    }
+}
+
 impl Relation {
     fn is_link_to(&self, id: ActorId) -> bool {
         matches!(self, Relation::Link(l) if l.upgrade().is_some_and(|c| c.id == id))
@@ -116,6 +128,25 @@ impl ActorCell {
                 return;
             }
             st.signals.push_back(sig);
+        }
+        self.has_signals.store(true, Ordering::SeqCst);
+        self.wake.wake();
+    }
+
+    /// Puts signals back at the front of the queue, in order (notices kept
+    /// while a supervised actor waited between instances).
+    pub(crate) fn requeue_front(&self, signals: Vec<Signal>) {
+        if signals.is_empty() {
+            return;
+        }
+        {
+            let mut st = self.lock();
+            if st.exit.is_some() {
+                return;
+            }
+            for sig in signals.into_iter().rev() {
+                st.signals.push_front(sig);
+            }
         }
         self.has_signals.store(true, Ordering::SeqCst);
         self.wake.wake();
@@ -190,6 +221,7 @@ impl ActorCell {
         match &st.exit {
             Some(reason) => Err(reason.clone()),
             None => {
+                prune(&mut st.relations);
                 st.relations.push(Relation::Watcher(Arc::downgrade(watcher)));
                 Ok(())
             }
@@ -215,6 +247,7 @@ impl ActorCell {
             Some(reason) => Err(reason.clone()),
             None => {
                 if !st.relations.iter().any(|r| r.is_link_to(other.id)) {
+                    prune(&mut st.relations);
                     st.relations.push(Relation::Link(Arc::downgrade(other)));
                 }
                 Ok(())
@@ -239,7 +272,10 @@ impl ActorCell {
     }
 
     pub(crate) fn remove_name(&self, name: &str) {
-        self.lock().relations.retain(|r| !matches!(r, Relation::Name(n) if n == name));
+        let mut st = self.lock();
+        if let Some(pos) = st.relations.iter().position(|r| matches!(r, Relation::Name(n) if n == name)) {
+            st.relations.remove(pos);
+        }
     }
 
     /// Marks the actor dead (once) and hands back whom to notify.
@@ -308,6 +344,27 @@ mod tests {
     fn short_names() {
         assert_eq!(short_type_name("a::b::Counter"), "Counter");
         assert_eq!(short_type_name("a::W<b::X, c::Y>"), "W<X, Y>");
+    }
+
+    #[test]
+    fn dead_watchers_are_pruned() {
+        let target = ActorCell::new("T", None, Mailbox::default());
+        for _ in 0..1000 {
+            let watcher = Arc::new(ActorCell::new("W", None, Mailbox::default()));
+            target.add_watcher(&watcher).unwrap();
+        }
+        let kept = target.lock().relations.len();
+        assert!(kept <= 16, "{kept} relations kept for dead watchers");
+    }
+
+    #[test]
+    fn a_name_held_twice_is_released_once() {
+        let cell = ActorCell::new("T", None, Mailbox::default());
+        cell.add_name("n").unwrap();
+        cell.add_name("n").unwrap();
+        cell.remove_name("n");
+        let names = cell.finish(ExitReason::Normal).unwrap().names;
+        assert_eq!(names, ["n"]);
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl<A: Actor> Context<A> {
         let me = self.myself.clone();
         let period = period.max(Duration::from_millis(1));
         let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let mut ticks = tokio::time::interval_at(crate::actor_ref::deadline_after(period), period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;

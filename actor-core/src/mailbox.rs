@@ -2,8 +2,7 @@
 //!
 //! A mailbox is **bounded** by default ([`Mailbox::DEFAULT_CAPACITY`] messages):
 //! when it is full, [`ActorRef::tell`](crate::ActorRef::tell) waits for room
-//! (backpressure; waiting senders are woken once the mailbox has drained to
-//! half its capacity) and [`ActorRef::try_tell`](crate::ActorRef::try_tell) fails at
+//! (backpressure) and [`ActorRef::try_tell`](crate::ActorRef::try_tell) fails at
 //! once with [`TrySendError::Full`](crate::TrySendError::Full), handing the
 //! message back. An **unbounded** mailbox never makes a sender wait; choose it
 //! only where the producers are bounded by other means.
@@ -248,9 +247,17 @@ impl Gate {
     /// Reserves a slot, waiting while the mailbox is full. Cancel safe: a
     /// dropped call holds no slot.
     pub(crate) async fn acquire(&self) -> Result<(), Refusal> {
+        let mut woken = false;
         loop {
             match self.try_acquire() {
                 Err(Refusal::Full) => {}
+                Ok(()) if woken => {
+                    // Pass the turn on while there is room.
+                    if self.queued.load(Ordering::SeqCst) < self.capacity && self.waiting.load(Ordering::SeqCst) > 0 {
+                        self.space.notify_one();
+                    }
+                    return Ok(());
+                }
                 done => return done,
             }
             let mut notified = pin!(self.space.notified());
@@ -262,6 +269,7 @@ impl Gate {
                 continue;
             }
             notified.await;
+            woken = true;
         }
     }
 
@@ -269,19 +277,26 @@ impl Gate {
     /// by the receiver, see [`release_batch`](Self::release_batch)), or per
     /// reserved slot whose message could not be enqueued.
     ///
-    /// Waiting senders are woken once the mailbox has drained to half its
-    /// capacity, not at every freed slot: a sender then refills half a mailbox
-    /// per wake-up instead of paying a park and a wake per message.
-    pub(crate) fn release(&self, taken: usize) {
-        if self.bounded() && taken > 0 {
-            let left = self.queued.fetch_sub(taken, Ordering::SeqCst) - taken;
-            if left <= self.capacity / 2 && self.waiting.load(Ordering::SeqCst) > 0 {
-                if left == 0 {
-                    self.space.notify_waiters();
-                } else {
-                    self.space.notify_one();
-                }
-            }
+    /// Waking senders: when the receiver is about to wait (`urgent`: its queue
+    /// is empty or a handler is pending), a waiting sender is woken, and each
+    /// woken sender that finds room left wakes the next, so none stays parked
+    /// next to a free slot (without waking them all at once to fight over
+    /// one). While the receiver is busy draining, senders are woken only once
+    /// the mailbox is down to half: each wake-up then refills half a mailbox.
+    pub(crate) fn release(&self, taken: usize, urgent: bool) {
+        if !self.bounded() || taken == 0 {
+            return;
+        }
+        let left = self.queued.fetch_sub(taken, Ordering::SeqCst) - taken;
+        let waiting = self.waiting.load(Ordering::SeqCst);
+        if waiting == 0 || (!urgent && left > self.capacity / 2) {
+            return;
+        }
+        if left == 0 {
+            self.space.notify_waiters();
+        } else {
+            // One sender; it passes the turn on if room is left (see `acquire`).
+            self.space.notify_one();
         }
     }
 

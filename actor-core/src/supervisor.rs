@@ -34,6 +34,21 @@
 //! Starting is ordered: each child's `started` hook has returned before the
 //! next child is created, at first start and at every group restart.
 //!
+//! **Watchers and links see the actor, not its instances.** A restart is not
+//! a termination: watchers of a supervised child get `Terminated` and its links
+//! fire only when it stops for good. Watches and links an instance set up
+//! survive its restart, and notices that arrive while it waits to be
+//! restarted are delivered to the next instance.
+//!
+//! **Where this differs from OTP.**
+//! - A child that fails while the supervisor starts does not fail the
+//!   supervisor's own start; it is restarted like any failing child, within the
+//!   intensity limit.
+//! - There is no shutdown timeout or brutal kill yet: a child stuck in a
+//!   handler delays its supervisor's restarts and shutdown until it returns.
+//! - `Terminated` and link exits are system signals: they can overtake
+//!   messages the dead actor sent before it died.
+//!
 //! ```
 //! use std::time::Duration;
 //! use actor_core::{Actor, ActorSystem, Backoff, Restart, Supervisor};
@@ -141,6 +156,8 @@ struct Child {
     restart: Restart,
     cell: Arc<ActorCell>,
     actor_ref: Box<dyn Any + Send + Sync>,
+    /// The instance now running (or waiting): 0 at first, one more per restart.
+    generation: u64,
     consecutive: u32,
     last_restart: Option<Instant>,
 }
@@ -284,10 +301,15 @@ impl Supervisor {
     }
 
     /// Starts fresh instances of `group`, oldest first, each after the previous
-    /// one's `started` returned.
-    async fn restart_group(&mut self, group: &[ActorId]) {
-        for id in group {
-            let Some(pos) = self.position(*id) else { continue };
+    /// one's `started` returned. Each entry names the instance that was
+    /// stopped; a child restarted since (by a newer failure) is left alone.
+    async fn restart_group(&mut self, group: &[(ActorId, u64)]) {
+        for &(id, generation) in group {
+            let Some(pos) = self.position(id) else { continue };
+            if self.children[pos].generation != generation {
+                continue;
+            }
+            self.children[pos].generation += 1;
             let (ack, started) = oneshot::channel();
             self.children[pos].cell.signal(Signal::Restart(Some(ack)));
             let _ = started.await;
@@ -308,7 +330,15 @@ impl Actor for Supervisor {
                 (self.specs[i].name.clone(), self.specs[i].restart, self.specs[i].start.clone());
             let (ack, started) = oneshot::channel();
             let (cell, actor_ref) = start.start(ctx, &name, ack);
-            self.children.push(Child { name, restart, cell, actor_ref, consecutive: 0, last_restart: None });
+            self.children.push(Child {
+                name,
+                restart,
+                cell,
+                actor_ref,
+                generation: 0,
+                consecutive: 0,
+                last_restart: None,
+            });
             // If the child fails while starting, the ack is dropped and its exit
             // report is handled once `started` has returned.
             let _ = started.await;
@@ -332,6 +362,11 @@ impl Handler<ChildExit> for Supervisor {
         let Some(pos) = self.position(report.id) else { return };
         if report.terminal {
             self.children.remove(pos);
+            return;
+        }
+        if report.generation != self.children[pos].generation {
+            // An instance already replaced by a group restart: nothing to do.
+            tracing::debug!(child = %self.children[pos].cell, "stale exit report ignored");
             return;
         }
         let (cell, child_restart) = (self.children[pos].cell.clone(), self.children[pos].restart);
@@ -374,6 +409,10 @@ impl Handler<ChildExit> for Supervisor {
             child.last_restart = Some(now);
             self.backoff.map(|b| b.delay(child.consecutive)).unwrap_or_default()
         };
+        let group: Vec<(ActorId, u64)> = group
+            .into_iter()
+            .filter_map(|id| self.position(id).map(|pos| (id, self.children[pos].generation)))
+            .collect();
         if delay.is_zero() {
             self.restart_group(&group).await;
         } else {
@@ -384,7 +423,7 @@ impl Handler<ChildExit> for Supervisor {
 
 /// Restart a suspended group after a backoff delay (internal to supervision).
 #[doc(hidden)]
-pub struct RestartGroup(Vec<ActorId>);
+pub struct RestartGroup(Vec<(ActorId, u64)>);
 
 #[diagnostic::do_not_recommend]
 impl Message for RestartGroup {
