@@ -42,6 +42,13 @@
 
 pub use actor_core::*;
 pub use actor_macros::{Actor, Message};
+pub use actor_remote as remote;
+
+/// Used by the code the derives generate; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use actor_remote::codec::wire;
+}
 
 /// Everything a typical actor program uses.
 pub mod prelude {

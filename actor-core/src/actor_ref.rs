@@ -21,7 +21,9 @@ use tokio::sync::oneshot;
 
 use crate::cell::{ActorCell, Signal};
 use crate::mailbox::{self, BoxFuture, Queue, Refusal};
-use crate::{Actor, ActorId, AskError, ExitReason, Handler, Message, SendError, TrySendError};
+use crate::{
+    Actor, ActorId, AskError, ExitReason, Handler, Message, RemoteEndpoint, RemoteError, SendError, TrySendError,
+};
 
 /// How long an [`ask`](ActorRef::ask) waits for its reply unless told otherwise.
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,11 +40,21 @@ pub struct ActorRef<A: Actor> {
 pub(crate) struct RefInner<A: Actor> {
     pub(crate) cell: Arc<ActorCell>,
     pub(crate) queue: Queue<A>,
+    /// Set for a ref to an actor on another node; `queue` is then unused.
+    remote: Option<Arc<dyn RemoteEndpoint>>,
 }
 
 impl<A: Actor> ActorRef<A> {
     pub(crate) fn new(cell: Arc<ActorCell>) -> Self {
-        Self { inner: Arc::new(RefInner { cell, queue: Queue::new() }) }
+        Self { inner: Arc::new(RefInner { cell, queue: Queue::new(), remote: None }) }
+    }
+
+    pub(crate) fn new_remote(cell: Arc<ActorCell>, endpoint: Arc<dyn RemoteEndpoint>) -> Self {
+        Self { inner: Arc::new(RefInner { cell, queue: Queue::new(), remote: Some(endpoint) }) }
+    }
+
+    pub(crate) fn remote_endpoint(&self) -> Option<&Arc<dyn RemoteEndpoint>> {
+        self.inner.remote.as_ref()
     }
 
     pub(crate) fn queue(&self) -> &Queue<A> {
@@ -105,10 +117,33 @@ impl<A: Actor> ActorRef<A> {
         Ask { inner: &self.inner, msg, timeout: DEFAULT_ASK_TIMEOUT }
     }
 
+    /// Sends a request and returns once it is enqueued, with a future for the
+    /// reply: for code that must enqueue in order but await replies
+    /// elsewhere (the remoting layer's inbound asks). Waits while a bounded
+    /// mailbox is full. Local actors only: a remote ref refuses with
+    /// `NotRemote`.
+    pub async fn ask_enqueue<M>(&self, msg: M) -> Result<PendingReply<M::Reply>, SendError<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        if self.inner.remote.is_some() {
+            return Err(SendError::NotRemote(msg));
+        }
+        if self.inner.cell.gate.acquire().await.is_err() {
+            return Err(SendError::Closed(msg));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
+        Ok(PendingReply { rx })
+    }
+
     /// Asks the actor to stop. The stop signal overtakes messages already in
     /// the mailbox, which are dropped. A supervised actor stopped this way is
-    /// not restarted. Does nothing if the actor has already stopped.
+    /// not restarted. Does nothing if the actor has already stopped, or if it
+    /// is on another node (remote actors are stopped by their own node).
     pub fn stop(&self) {
+        // A remote ref's stand-in cell drops signals.
         self.inner.cell.signal(Signal::Stop(ExitReason::Normal));
     }
 
@@ -134,6 +169,9 @@ impl<A: Actor> ActorRef<A> {
 }
 
 async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), SendError<M>> {
+    if let Some(remote) = &inner.remote {
+        return remote_tell(remote, msg).await;
+    }
     if inner.cell.gate.acquire().await.is_err() {
         return Err(SendError::Closed(msg));
     }
@@ -142,6 +180,9 @@ async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Re
 }
 
 fn try_send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), TrySendError<M>> {
+    if let Some(remote) = &inner.remote {
+        return remote_try_tell(remote, msg);
+    }
     match inner.cell.gate.try_acquire() {
         Ok(()) => {
             inner.enqueue(Box::new(mailbox::Tell(msg)));
@@ -157,6 +198,9 @@ async fn send_ask<A: Handler<M>, M: Message>(
     msg: M,
     timeout: Duration,
 ) -> Result<M::Reply, AskError<M>> {
+    if let Some(remote) = &inner.remote {
+        return remote_ask(remote, msg, timeout).await;
+    }
     let deadline = deadline_after(timeout);
     match inner.cell.gate.try_acquire() {
         Ok(()) => {}
@@ -173,6 +217,72 @@ async fn send_ask<A: Handler<M>, M: Message>(
         Ok(Ok(out)) => Ok(out),
         Ok(Err(_)) => Err(AskError::NoReply),
         Err(_) => Err(AskError::Timeout),
+    }
+}
+
+async fn remote_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Result<(), SendError<M>> {
+    let Some(wire) = M::wire() else { return Err(SendError::NotRemote(msg)) };
+    let payload = match (wire.encode)(&msg) {
+        Ok(payload) => payload,
+        Err(e) => return Err(SendError::Rejected(msg, e.to_string())),
+    };
+    match remote.tell(wire.name, payload).await {
+        Ok(()) => Ok(()),
+        Err(RemoteError::NodeDown) => Err(SendError::NodeDown(msg)),
+        Err(other) => Err(SendError::Rejected(msg, other.to_string())),
+    }
+}
+
+fn remote_try_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Result<(), TrySendError<M>> {
+    let Some(wire) = M::wire() else { return Err(TrySendError::NotRemote(msg)) };
+    let payload = match (wire.encode)(&msg) {
+        Ok(payload) => payload,
+        Err(e) => return Err(TrySendError::Rejected(msg, e.to_string())),
+    };
+    match remote.try_tell(wire.name, payload) {
+        Ok(()) => Ok(()),
+        Err(RemoteError::Full) => Err(TrySendError::Full(msg)),
+        Err(RemoteError::NodeDown) => Err(TrySendError::NodeDown(msg)),
+        Err(other) => Err(TrySendError::Rejected(msg, other.to_string())),
+    }
+}
+
+async fn remote_ask<M: Message>(
+    remote: &Arc<dyn RemoteEndpoint>,
+    msg: M,
+    timeout: Duration,
+) -> Result<M::Reply, AskError<M>> {
+    let Some(wire) = M::wire() else { return Err(AskError::NotRemote(msg)) };
+    let payload = (wire.encode)(&msg).map_err(|e| AskError::Rejected(e.to_string()))?;
+    drop(msg);
+    match remote.ask(wire.name, payload, timeout).await {
+        Ok(reply) => (wire.decode_reply)(&reply).map_err(|e| AskError::Rejected(format!("reply: {e}"))),
+        Err(RemoteError::NodeDown) => Err(AskError::NodeDown),
+        Err(RemoteError::ActorNotFound) => Err(AskError::ActorNotFound),
+        Err(RemoteError::NoReply) => Err(AskError::NoReply),
+        Err(RemoteError::Timeout) => Err(AskError::Timeout),
+        Err(other) => Err(AskError::Rejected(other.to_string())),
+    }
+}
+
+/// The reply to a request enqueued with [`ActorRef::ask_enqueue`]: resolves
+/// to `None` if the actor stopped, failed or restarted before replying.
+#[must_use = "the reply is lost unless awaited"]
+pub struct PendingReply<R> {
+    rx: oneshot::Receiver<R>,
+}
+
+impl<R> Future for PendingReply<R> {
+    type Output = Option<R>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<R>> {
+        Pin::new(&mut self.rx).poll(cx).map(Result::ok)
+    }
+}
+
+impl<R> fmt::Debug for PendingReply<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PendingReply(..)")
     }
 }
 

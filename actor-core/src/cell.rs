@@ -41,6 +41,9 @@ pub(crate) struct ActorCell {
     type_name: &'static str,
     name: Option<Arc<str>>,
     has_signals: AtomicBool,
+    /// A local stand-in for an actor on another node: it has no task, so
+    /// signals to it are dropped.
+    proxy: bool,
     /// The actor task's waker while it waits for work.
     wake: AtomicWaker,
     exited: Notify,
@@ -96,10 +99,16 @@ impl ActorCell {
             type_name,
             name,
             has_signals: AtomicBool::new(false),
+            proxy: false,
             wake: AtomicWaker::new(),
             exited: Notify::new(),
             state: Mutex::new(CellState::default()),
         }
+    }
+
+    /// The stand-in of a remote actor, labelled e.g. `counter@node-b`.
+    pub(crate) fn new_proxy(type_name: &'static str, label: Arc<str>) -> Self {
+        Self { proxy: true, ..Self::new(type_name, Some(label), Mailbox::Unbounded) }
     }
 
     pub(crate) fn id(&self) -> ActorId {
@@ -122,6 +131,9 @@ impl ActorCell {
 
     /// Queues a signal and wakes the actor. Signals to a dead actor are dropped.
     pub(crate) fn signal(&self, sig: Signal) {
+        if self.proxy {
+            return;
+        }
         {
             let mut st = self.lock();
             if st.exit.is_some() {

@@ -10,13 +10,23 @@ pub enum SendError<M> {
     /// The actor has stopped; the message was not delivered.
     #[error("the actor has stopped; message not delivered")]
     Closed(M),
+    /// The actor is on another node and this message type cannot cross nodes
+    /// (no `remote = "..."` wire name).
+    #[error("this message type cannot be sent to a remote actor")]
+    NotRemote(M),
+    /// The actor's node is unreachable or gone.
+    #[error("the actor's node is down; message not delivered")]
+    NodeDown(M),
+    /// The remoting layer refused the message (it did not encode, or a limit).
+    #[error("the message was rejected: {1}")]
+    Rejected(M, String),
 }
 
 impl<M> SendError<M> {
     /// Takes back the message that was not delivered.
     pub fn into_inner(self) -> M {
         match self {
-            SendError::Closed(m) => m,
+            SendError::Closed(m) | SendError::NotRemote(m) | SendError::NodeDown(m) | SendError::Rejected(m, _) => m,
         }
     }
 }
@@ -25,6 +35,9 @@ impl<M> fmt::Debug for SendError<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::NotRemote(_) => f.write_str("NotRemote(..)"),
+            SendError::NodeDown(_) => f.write_str("NodeDown(..)"),
+            SendError::Rejected(_, why) => write!(f, "Rejected(.., {why:?})"),
         }
     }
 }
@@ -39,13 +52,26 @@ pub enum TrySendError<M> {
     /// The actor has stopped; the message was not delivered.
     #[error("the actor has stopped; message not delivered")]
     Closed(M),
+    /// The actor is on another node and this message type cannot cross nodes.
+    #[error("this message type cannot be sent to a remote actor")]
+    NotRemote(M),
+    /// The actor's node is unreachable or gone.
+    #[error("the actor's node is down; message not delivered")]
+    NodeDown(M),
+    /// The remoting layer refused the message (it did not encode, or a limit).
+    #[error("the message was rejected: {1}")]
+    Rejected(M, String),
 }
 
 impl<M> TrySendError<M> {
     /// Takes back the message that was not delivered.
     pub fn into_inner(self) -> M {
         match self {
-            TrySendError::Full(m) | TrySendError::Closed(m) => m,
+            TrySendError::Full(m)
+            | TrySendError::Closed(m)
+            | TrySendError::NotRemote(m)
+            | TrySendError::NodeDown(m)
+            | TrySendError::Rejected(m, _) => m,
         }
     }
 }
@@ -55,6 +81,9 @@ impl<M> fmt::Debug for TrySendError<M> {
         match self {
             TrySendError::Full(_) => f.write_str("Full(..)"),
             TrySendError::Closed(_) => f.write_str("Closed(..)"),
+            TrySendError::NotRemote(_) => f.write_str("NotRemote(..)"),
+            TrySendError::NodeDown(_) => f.write_str("NodeDown(..)"),
+            TrySendError::Rejected(_, why) => write!(f, "Rejected(.., {why:?})"),
         }
     }
 }
@@ -74,6 +103,19 @@ pub enum AskError<M> {
     /// replying.
     #[error("the actor stopped or failed before replying")]
     NoReply,
+    /// The actor is on another node and this message type cannot cross nodes;
+    /// the message is returned.
+    #[error("this message type cannot be sent to a remote actor")]
+    NotRemote(M),
+    /// The actor's node is unreachable or was lost before the reply came.
+    #[error("the actor's node is down")]
+    NodeDown,
+    /// The remote node has no such actor (any more).
+    #[error("no such actor on the remote node")]
+    ActorNotFound,
+    /// The remote side or a limit refused the request.
+    #[error("the request was rejected: {0}")]
+    Rejected(String),
 }
 
 impl<M> fmt::Debug for AskError<M> {
@@ -82,6 +124,10 @@ impl<M> fmt::Debug for AskError<M> {
             AskError::Closed(_) => f.write_str("Closed(..)"),
             AskError::Timeout => f.write_str("Timeout"),
             AskError::NoReply => f.write_str("NoReply"),
+            AskError::NotRemote(_) => f.write_str("NotRemote(..)"),
+            AskError::NodeDown => f.write_str("NodeDown"),
+            AskError::ActorNotFound => f.write_str("ActorNotFound"),
+            AskError::Rejected(why) => write!(f, "Rejected({why:?})"),
         }
     }
 }
@@ -96,6 +142,10 @@ pub enum RegisterError {
     /// The actor had already stopped.
     #[error("the actor has stopped")]
     ActorStopped,
+    /// The ref points at an actor on another node; only local actors can be
+    /// registered in a system.
+    #[error("only local actors can be registered")]
+    NotLocal,
 }
 
 /// Looking a name up failed.
@@ -143,6 +193,18 @@ pub enum Error {
     /// An asked actor stopped before replying.
     #[error("the actor stopped or failed before replying")]
     NoReply,
+    /// A message type that cannot cross nodes was sent to a remote actor.
+    #[error("this message type cannot be sent to a remote actor")]
+    NotRemote,
+    /// The actor's node is unreachable or gone.
+    #[error("the actor's node is down")]
+    NodeDown,
+    /// The remote node has no such actor.
+    #[error("no such actor on the remote node")]
+    ActorNotFound,
+    /// A remote request or message was refused.
+    #[error("rejected: {0}")]
+    Rejected(String),
     /// Registering a name failed.
     #[error(transparent)]
     Register(#[from] RegisterError),
@@ -158,6 +220,9 @@ impl<M> From<SendError<M>> for Error {
     fn from(err: SendError<M>) -> Self {
         match err {
             SendError::Closed(_) => Error::Closed,
+            SendError::NotRemote(_) => Error::NotRemote,
+            SendError::NodeDown(_) => Error::NodeDown,
+            SendError::Rejected(_, why) => Error::Rejected(why),
         }
     }
 }
@@ -167,6 +232,9 @@ impl<M> From<TrySendError<M>> for Error {
         match err {
             TrySendError::Full(_) => Error::Full,
             TrySendError::Closed(_) => Error::Closed,
+            TrySendError::NotRemote(_) => Error::NotRemote,
+            TrySendError::NodeDown(_) => Error::NodeDown,
+            TrySendError::Rejected(_, why) => Error::Rejected(why),
         }
     }
 }
@@ -177,6 +245,10 @@ impl<M> From<AskError<M>> for Error {
             AskError::Closed(_) => Error::Closed,
             AskError::Timeout => Error::Timeout,
             AskError::NoReply => Error::NoReply,
+            AskError::NotRemote(_) => Error::NotRemote,
+            AskError::NodeDown => Error::NodeDown,
+            AskError::ActorNotFound => Error::ActorNotFound,
+            AskError::Rejected(why) => Error::Rejected(why),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::{Actor, Context};
+use crate::{Actor, Context, Wire};
 
 /// A value that can be sent to an actor.
 ///
@@ -27,6 +27,17 @@ pub trait Message: Send + 'static {
     /// The value the handler returns, delivered to the asker by
     /// [`ActorRef::ask`](crate::ActorRef::ask) and dropped by `tell`.
     type Reply: Send + 'static;
+
+    /// How this message crosses nodes, or `None` (the default) for a
+    /// local-only message, which a ref to a remote actor refuses with
+    /// `NotRemote`. `#[derive(Message)]` with `#[message(remote = "name")]`
+    /// implements it.
+    fn wire() -> Option<Wire<Self>>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// An actor's behaviour for one message type.

@@ -12,7 +12,7 @@ use std::task::{Context as TaskContext, Poll};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::cell::{ActorCell, Signal};
+use crate::cell::{ActorCell, Remains, Signal};
 use crate::mailbox::{BoxEnvelope, Queue};
 use crate::{
     Actor, ActorId, ActorRef, ActorSystem, Context, ExitReason, Failure, FailureDecision, LinkDecision, SpawnError,
@@ -456,6 +456,16 @@ fn finish<A: Actor>(cell: &Arc<ActorCell>, ctx: &Context<A>, reason: ExitReason)
     for name in &remains.names {
         system.release_name(name, cell.id());
     }
+    notify_death(cell, &remains, reason);
+    match ctx.parent() {
+        Some(parent) => parent.signal(Signal::ChildTerminated(cell.id())),
+        None => system.remove_top_level(cell.id()),
+    }
+    cell.notify_exited();
+}
+
+/// Tells watchers and linked actors that `cell`'s actor stopped.
+pub(crate) fn notify_death(cell: &ActorCell, remains: &Remains, reason: ExitReason) {
     let notice = Terminated { id: cell.id(), reason };
     for watcher in remains.watchers.iter().filter_map(|w| w.upgrade()) {
         watcher.signal(Signal::Terminated(notice.clone()));
@@ -463,11 +473,6 @@ fn finish<A: Actor>(cell: &Arc<ActorCell>, ctx: &Context<A>, reason: ExitReason)
     for linked in remains.links.iter().filter_map(|l| l.upgrade()) {
         linked.signal(Signal::LinkExit(notice.clone()));
     }
-    match ctx.parent() {
-        Some(parent) => parent.signal(Signal::ChildTerminated(cell.id())),
-        None => system.remove_top_level(cell.id()),
-    }
-    cell.notify_exited();
 }
 
 /// Polls a future and runs `on_pending` the first time it is not ready.

@@ -102,6 +102,9 @@ impl ActorSystem {
     /// Registers `actor` under `name` until the actor stops or the name is
     /// [unregistered](Self::unregister). An actor may hold several names.
     pub fn register<A: Actor>(&self, name: &str, actor: &ActorRef<A>) -> Result<(), RegisterError> {
+        if actor.is_remote() {
+            return Err(RegisterError::NotLocal);
+        }
         match self.inner.registry.entry(name.to_owned()) {
             Entry::Occupied(e) if e.get().cell.is_alive() => return Err(RegisterError::NameTaken(name.to_owned())),
             // A dead holder whose finaliser has not run yet: take the name over.

@@ -33,6 +33,9 @@ pub fn derive_actor(input: TokenStream) -> TokenStream {
 /// Implements `footlight::Message`.
 ///
 /// The reply type is set with `#[message(reply = T)]` and defaults to `()`.
+/// `#[message(remote = "wire.Name")]` lets the message cross nodes under that
+/// stable name; the message and its reply must then implement serde's
+/// `Serialize` and `Deserialize` (a compile error says so otherwise).
 #[proc_macro_derive(Message, attributes(message))]
 pub fn derive_message(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

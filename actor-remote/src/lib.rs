@@ -7,4 +7,5 @@
 //! carries out what it asks for. The same state machine will run over QUIC and
 //! over the in-memory test transport. `PROTOCOL.md` documents the bytes.
 
+pub mod codec;
 pub mod proto;

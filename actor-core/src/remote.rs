@@ -1,0 +1,153 @@
+//! The seam between the local runtime and a remoting layer.
+//!
+//! An [`ActorRef`] may point at an actor on another node. Such a ref is built
+//! by the remoting layer from a [`RemoteEndpoint`] (which carries encoded
+//! messages to the actor's node) and keeps a local stand-in for the remote
+//! actor, so that watching it, linking to it or waiting for it to stop work
+//! as for a local actor: the remoting layer reports the remote actor's end
+//! through the [`RemoteHandle`].
+//!
+//! Only messages that know how to cross the wire can be sent through a remote
+//! ref: their [`Message::wire`] returns a [`Wire`] (the `remote = "..."`
+//! option of `#[derive(Message)]` provides it). Others fail with `NotRemote`
+//! and are handed back, never dropped silently.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cell::ActorCell;
+use crate::{Actor, ActorRef, ExitReason, Message};
+
+/// How a message type and its reply cross the wire: a stable name and the
+/// functions that encode and decode them. Built by `#[derive(Message)]` with
+/// `#[message(remote = "name")]`.
+pub struct Wire<M: Message> {
+    /// The stable wire name, the same on every node.
+    pub name: &'static str,
+    /// Encodes a message.
+    pub encode: fn(&M) -> Result<Vec<u8>, CodecError>,
+    /// Decodes a message.
+    pub decode: fn(&[u8]) -> Result<M, CodecError>,
+    /// Encodes a reply.
+    pub encode_reply: fn(&M::Reply) -> Result<Vec<u8>, CodecError>,
+    /// Decodes a reply.
+    pub decode_reply: fn(&[u8]) -> Result<M::Reply, CodecError>,
+}
+
+impl<M: Message> Clone for Wire<M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<M: Message> Copy for Wire<M> {}
+
+impl<M: Message> fmt::Debug for Wire<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Wire({:?})", self.name)
+    }
+}
+
+/// A value that did not encode or decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("codec: {0}")]
+pub struct CodecError(pub String);
+
+/// Why a remote send or ask failed, as reported by a [`RemoteEndpoint`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The node is unreachable or gone.
+    #[error("the actor's node is down")]
+    NodeDown,
+    /// The outbound queue to that node is full (only from `try_tell`).
+    #[error("the outbound queue to the node is full")]
+    Full,
+    /// No such actor is exposed there (any more).
+    #[error("no such actor on the remote node")]
+    ActorNotFound,
+    /// The remote actor does not accept this message type.
+    #[error("the remote actor does not accept this message")]
+    UnknownMessage,
+    /// The remote actor stopped or failed before replying.
+    #[error("the remote actor stopped or failed before replying")]
+    NoReply,
+    /// No reply within the timeout.
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// A limit or a codec refused the message.
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+/// A boxed future, for the object-safe [`RemoteEndpoint`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The far end of a ref to a remote actor: implemented by the remoting layer.
+pub trait RemoteEndpoint: Send + Sync + 'static {
+    /// Sends an encoded one-way message, waiting while the outbound queue is
+    /// full.
+    fn tell(&self, wire_name: &'static str, payload: Vec<u8>) -> BoxFuture<'_, Result<(), RemoteError>>;
+
+    /// Sends an encoded one-way message if the outbound queue has room now.
+    fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), RemoteError>;
+
+    /// Sends an encoded request and waits for the encoded reply.
+    fn ask(
+        &self,
+        wire_name: &'static str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Vec<u8>, RemoteError>>;
+
+    /// Describes the remote actor for logs, e.g. `counter@node-b`.
+    fn describe(&self) -> String;
+}
+
+/// Lets the remoting layer report the end of a remote actor to everyone
+/// holding, watching or linked to its local stand-in.
+#[derive(Clone)]
+pub struct RemoteHandle {
+    cell: Arc<ActorCell>,
+}
+
+impl RemoteHandle {
+    /// Marks the remote actor stopped (once): watchers get `Terminated`, links
+    /// fire, `wait_for_stop` returns, sends fail with `NodeDown`-style errors
+    /// from the endpoint.
+    pub fn terminate(&self, reason: ExitReason) {
+        if let Some(remains) = self.cell.finish(reason.clone()) {
+            crate::runtime::notify_death(&self.cell, &remains, reason);
+            self.cell.notify_exited();
+        }
+    }
+
+    /// Whether [`terminate`](Self::terminate) has run.
+    pub fn is_terminated(&self) -> bool {
+        !self.cell.is_alive()
+    }
+}
+
+impl fmt::Debug for RemoteHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RemoteHandle({})", self.cell)
+    }
+}
+
+impl<A: Actor> ActorRef<A> {
+    /// A ref to an actor on another node, reached through `endpoint`. For the
+    /// remoting layer; users get such refs from a node's `lookup`.
+    pub fn remote(endpoint: Arc<dyn RemoteEndpoint>) -> (ActorRef<A>, RemoteHandle) {
+        let label: Arc<str> = Arc::from(endpoint.describe());
+        let cell = Arc::new(ActorCell::new_proxy(std::any::type_name::<A>(), label));
+        (ActorRef::new_remote(cell.clone(), endpoint), RemoteHandle { cell })
+    }
+
+    /// Whether this ref points at an actor on another node.
+    pub fn is_remote(&self) -> bool {
+        self.remote_endpoint().is_some()
+    }
+}

@@ -1,0 +1,77 @@
+//! How application messages are encoded: MessagePack with field names
+//! (`rmp-serde`'s named form), so that a field appended later with
+//! `#[serde(default)]` is read as its default from older senders and ignored
+//! by older receivers.
+
+use actor_core::{CodecError, Message, Wire};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The [`Wire`] of a serde message type under `name`. Called by the code
+/// `#[derive(Message)]` generates for `#[message(remote = "name")]`.
+pub fn wire<M>(name: &'static str) -> Wire<M>
+where
+    M: Message + Serialize + DeserializeOwned,
+    M::Reply: Serialize + DeserializeOwned,
+{
+    Wire {
+        name,
+        encode: encode::<M>,
+        decode: decode::<M>,
+        encode_reply: encode::<M::Reply>,
+        decode_reply: decode::<M::Reply>,
+    }
+}
+
+/// Encodes a value as named MessagePack.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    rmp_serde::to_vec_named(value).map_err(|e| CodecError(e.to_string()))
+}
+
+/// Decodes a value from MessagePack.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    rmp_serde::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct OrderV1 {
+        id: u64,
+        item: String,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct OrderV2 {
+        id: u64,
+        item: String,
+        #[serde(default)]
+        quantity: u32,
+    }
+
+    /// The payload evolution rule of PROTOCOL.md, both ways.
+    #[test]
+    fn appended_defaulted_fields_evolve_both_ways() {
+        let old = OrderV1 { id: 7, item: "tea".into() };
+        let new: OrderV2 = decode(&encode(&old).unwrap()).unwrap();
+        assert_eq!(new, OrderV2 { id: 7, item: "tea".into(), quantity: 0 });
+        let back: OrderV1 = decode(&encode(&OrderV2 { id: 8, item: "jam".into(), quantity: 3 }).unwrap()).unwrap();
+        assert_eq!(back, OrderV1 { id: 8, item: "jam".into() });
+    }
+
+    #[test]
+    fn golden_named_payload() {
+        let bytes = encode(&OrderV1 { id: 7, item: "tea".into() }).unwrap();
+        // {"id": 7, "item": "tea"}
+        assert_eq!(bytes, [0x82, 0xa2, b'i', b'd', 0x07, 0xa4, b'i', b't', b'e', b'm', 0xa3, b't', b'e', b'a']);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(decode::<OrderV1>(&[0xc1, 0xff]).is_err());
+    }
+}

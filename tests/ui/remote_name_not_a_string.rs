@@ -1,0 +1,7 @@
+use footlight::Message;
+
+#[derive(Message)]
+#[message(remote = demo)]
+struct Add(u64);
+
+fn main() {}
