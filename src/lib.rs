@@ -43,6 +43,7 @@
 pub use actor_core::*;
 pub use actor_macros::{Actor, Message};
 pub use actor_remote as remote;
+pub use actor_remote::{Node, NodeBuilder, NodeError, RemoteActor, RemoteMessages};
 
 /// Used by the code the derives generate; not a stable API.
 #[doc(hidden)]
@@ -58,6 +59,7 @@ pub mod prelude {
         TrySendError, WeakActorRef,
     };
     pub use actor_macros::{Actor, Message};
+    pub use actor_remote::{Node, RemoteActor, RemoteMessages};
     pub use serde::{Deserialize, Serialize};
     pub use std::time::Duration;
 }

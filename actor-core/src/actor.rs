@@ -110,6 +110,8 @@ pub enum ExitReason {
     },
     /// A supervisor exceeded its restart intensity and gave up.
     MaxRestartsExceeded,
+    /// The actor is on another node, which was lost (or left).
+    NodeDown,
 }
 
 impl ExitReason {
@@ -130,6 +132,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Failed(why) => write!(f, "failed: {why}"),
             ExitReason::Linked { from, reason } => write!(f, "linked actor {from} exited: {reason}"),
             ExitReason::MaxRestartsExceeded => f.write_str("restart intensity exceeded"),
+            ExitReason::NodeDown => f.write_str("node down"),
         }
     }
 }

@@ -76,6 +76,6 @@ pub use error::{AskError, Error, LookupError, RegisterError, SendError, SpawnErr
 pub use id::ActorId;
 pub use mailbox::Mailbox;
 pub use message::{Handler, Message};
-pub use remote::{BoxFuture, CodecError, RemoteEndpoint, RemoteError, RemoteHandle, Wire};
+pub use remote::{BoxFuture, CodecError, RemoteEndpoint, RemoteError, RemoteHandle, WeakRemoteHandle, Wire};
 pub use supervisor::{Backoff, Restart, Strategy, Supervisor};
 pub use system::{ActorSystem, SpawnOptions};

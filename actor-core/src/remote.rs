@@ -129,6 +129,25 @@ impl RemoteHandle {
     pub fn is_terminated(&self) -> bool {
         !self.cell.is_alive()
     }
+
+    /// A handle that does not keep the stand-in alive.
+    pub fn downgrade(&self) -> WeakRemoteHandle {
+        WeakRemoteHandle { cell: Arc::downgrade(&self.cell) }
+    }
+}
+
+/// A [`RemoteHandle`] that does not keep the stand-in alive: once every ref
+/// to the remote actor is gone, there is nobody left to notify.
+#[derive(Clone, Debug)]
+pub struct WeakRemoteHandle {
+    cell: std::sync::Weak<ActorCell>,
+}
+
+impl WeakRemoteHandle {
+    /// The handle, if any ref to the remote actor is still alive.
+    pub fn upgrade(&self) -> Option<RemoteHandle> {
+        self.cell.upgrade().map(|cell| RemoteHandle { cell })
+    }
 }
 
 impl fmt::Debug for RemoteHandle {

@@ -3,23 +3,34 @@
 //! `#[serde(default)]` is read as its default from older senders and ignored
 //! by older receivers.
 
-use actor_core::{CodecError, Message, Wire};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// The [`Wire`] of a serde message type under `name`. Called by the code
-/// `#[derive(Message)]` generates for `#[message(remote = "name")]`.
-pub fn wire<M>(name: &'static str) -> Wire<M>
+/// A value that did not encode or decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("codec: {0}")]
+pub struct CodecError(pub String);
+
+/// The wire description of a serde message type under `name`. Called by the
+/// code `#[derive(Message)]` generates for `#[message(remote = "name")]`.
+#[cfg(feature = "runtime")]
+pub fn wire<M>(name: &'static str) -> actor_core::Wire<M>
 where
-    M: Message + Serialize + DeserializeOwned,
+    M: actor_core::Message + Serialize + DeserializeOwned,
     M::Reply: Serialize + DeserializeOwned,
 {
-    Wire {
+    fn enc<T: Serialize>(value: &T) -> Result<Vec<u8>, actor_core::CodecError> {
+        encode(value).map_err(|e| actor_core::CodecError(e.0))
+    }
+    fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, actor_core::CodecError> {
+        decode(bytes).map_err(|e| actor_core::CodecError(e.0))
+    }
+    actor_core::Wire {
         name,
-        encode: encode::<M>,
-        decode: decode::<M>,
-        encode_reply: encode::<M::Reply>,
-        decode_reply: decode::<M::Reply>,
+        encode: enc::<M>,
+        decode: dec::<M>,
+        encode_reply: enc::<M::Reply>,
+        decode_reply: dec::<M::Reply>,
     }
 }
 

@@ -8,4 +8,11 @@
 //! over the in-memory test transport. `PROTOCOL.md` documents the bytes.
 
 pub mod codec;
+#[cfg(feature = "runtime")]
+mod node;
 pub mod proto;
+#[cfg(feature = "runtime")]
+pub mod transport;
+
+#[cfg(feature = "runtime")]
+pub use node::{Node, NodeBuilder, NodeError, RemoteActor, RemoteMessages};

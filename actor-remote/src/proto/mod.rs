@@ -17,7 +17,7 @@
 //! other with a virtual one (see the tests in `session.rs`).
 
 pub mod frame;
-mod session;
+pub mod session;
 
 pub use frame::{CloseCode, FailureCode, Frame, FrameError, FrameReader};
 pub use session::{AskFailure, Event, Peer, SendError, Session, SessionConfig};

@@ -341,9 +341,11 @@ impl Session {
         Ok(id)
     }
 
-    /// Answers an ask of the peer's.
+    /// Answers an ask of the peer's. Replies are not held back by the
+    /// outbound limit: they answer work already accepted, and the asker's
+    /// pending-ask limit bounds them.
     pub fn send_reply(&mut self, now: Instant, id: u64, payload: Vec<u8>) -> Result<(), SendError> {
-        match self.send(now, Frame::Reply(Reply { id, payload })) {
+        match self.send_unlimited(now, Frame::Reply(Reply { id, payload })) {
             // A reply too large for the peer still owes the asker an answer.
             Err(SendError::Encode(e)) => {
                 self.send_failure(now, id, FailureCode::Rejected, e.to_string())?;
@@ -353,9 +355,9 @@ impl Session {
         }
     }
 
-    /// Tells the peer its ask failed.
+    /// Tells the peer its ask failed (not held back by the outbound limit).
     pub fn send_failure(&mut self, now: Instant, id: u64, code: FailureCode, message: String) -> Result<(), SendError> {
-        self.send(now, Frame::Failure(frame::Failure { id, code: code.to_u16(), message }))
+        self.send_unlimited(now, Frame::Failure(frame::Failure { id, code: code.to_u16(), message }))
     }
 
     /// Asks the peer to report when its actor `target` stops.
@@ -443,6 +445,18 @@ impl Session {
                 self.last_tx = now;
                 Ok(())
             }
+        }
+    }
+
+    /// Sends a frame that the outbound limit must not refuse.
+    fn send_unlimited(&mut self, now: Instant, frame: Frame) -> Result<(), SendError> {
+        match &self.state {
+            State::Established(peer) => {
+                frame.encode(&mut self.tx, peer.max_frame)?;
+                self.last_tx = now;
+                Ok(())
+            }
+            _ => self.send(now, frame),
         }
     }
 

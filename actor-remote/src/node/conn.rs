@@ -1,0 +1,323 @@
+//! One connection's task: drives a [`Session`] over a transport connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actor_core::RemoteError;
+use tokio::sync::{mpsc, oneshot};
+
+use super::NodeInner;
+use super::endpoint::Command;
+use crate::proto::frame::{Ask, Tell};
+use crate::proto::session::CloseCause;
+use crate::proto::{AskFailure, CloseCode, Event, FailureCode, Session};
+use crate::transport::Connection;
+
+/// Commands queued per connection before senders wait (backpressure).
+pub(crate) const COMMAND_QUEUE: usize = 1024;
+/// Inbound messages queued for delivery to local actors before reading pauses.
+const INBOUND_QUEUE: usize = 1024;
+/// Bytes handed to the writer and not yet written before the session's own
+/// outbound limit takes over.
+const WRITE_WINDOW: usize = 256 * 1024;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// A connection as the node sees it.
+pub(crate) struct ConnHandle {
+    pub(crate) id: u64,
+    pub(crate) commands: mpsc::Sender<Command>,
+    /// The node id of whoever dialed (for the crossed-connection rule).
+    pub(crate) dialer: String,
+    pub(crate) incarnation: u64,
+}
+
+enum Inbound {
+    Tell(Tell),
+    Ask(Ask),
+}
+
+/// Runs a connection until it closes. `dialer` is the node id of the side
+/// that dialed, if known (our own id when we dialed).
+pub(crate) async fn run(
+    node: Arc<NodeInner>,
+    conn: Connection,
+    dialed_by_me: bool,
+    connected: Option<oneshot::Sender<String>>,
+) {
+    let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let mut config = node.session.clone();
+    config.expected_peer = conn.peer_identity.clone();
+    let mut session = Session::new(config, now());
+    let (commands, mut command_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
+    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let Connection { send: mut sink, recv: mut source, remote_addr, .. } = conn;
+
+    // The writer runs apart so a slow peer never stalls reading or timers.
+    let (write_tx, mut write_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (written_tx, mut written_rx) = mpsc::unbounded_channel::<usize>();
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = write_rx.recv().await {
+            let len = bytes.len();
+            if sink.write(bytes).await.is_err() {
+                break;
+            }
+            let _ = written_tx.send(len);
+        }
+        sink.close().await;
+    });
+    let dispatcher = tokio::spawn(dispatch_inbound(node.clone(), inbound_rx, commands.clone()));
+
+    let mut in_flight = 0usize;
+    let mut pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>> = HashMap::new();
+    let mut stalled: VecDeque<Command> = VecDeque::new();
+    let mut peer_id: Option<String> = None;
+    let mut connected = connected;
+    let mut shutdown = node.shutdown.subscribe();
+
+    loop {
+        // Hand encoded bytes to the writer, within the window.
+        while in_flight < WRITE_WINDOW {
+            match session.poll_transmit() {
+                Some(bytes) => {
+                    in_flight += bytes.len();
+                    let _ = write_tx.send(bytes);
+                }
+                None => break,
+            }
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Established(peer) => {
+                    let dialer = if dialed_by_me { node.id.clone() } else { peer.node.clone() };
+                    let handle =
+                        ConnHandle { id: conn_id, commands: commands.clone(), dialer, incarnation: peer.incarnation };
+                    if node.register_peer(&peer.node, handle) {
+                        tracing::info!(node = %node.id, peer = %peer.node, addr = %remote_addr, "connected");
+                        peer_id = Some(peer.node.clone());
+                        if let Some(tx) = connected.take() {
+                            let _ = tx.send(peer.node.clone());
+                        }
+                    } else {
+                        session.close(now(), CloseCode::Duplicate, "a connection between these nodes already exists");
+                    }
+                }
+                Event::Tell(tell) => {
+                    if inbound_tx.send(Inbound::Tell(tell)).await.is_err() {
+                        session.close(now(), CloseCode::Normal, "node stopping");
+                    }
+                }
+                Event::Ask(ask) => {
+                    if inbound_tx.send(Inbound::Ask(ask)).await.is_err() {
+                        session.close(now(), CloseCode::Normal, "node stopping");
+                    }
+                }
+                Event::Reply { id, payload } => {
+                    if let Some(tx) = pending.remove(&id) {
+                        let _ = tx.send(Ok(payload));
+                    }
+                }
+                Event::AskFailed { id, failure } => {
+                    if let Some(tx) = pending.remove(&id) {
+                        let _ = tx.send(Err(ask_failure(failure)));
+                    }
+                }
+                Event::Closed(cause) => {
+                    log_close(&node.id, peer_id.as_deref(), &remote_addr, &cause);
+                }
+                other => tracing::debug!(?other, "event not handled yet"),
+            }
+        }
+        if session.is_closed() {
+            break;
+        }
+        // Retry commands the session pushed back on, now that bytes moved.
+        while let Some(cmd) = stalled.pop_front() {
+            if let Some(cmd) = submit(&mut session, cmd, &mut pending) {
+                stalled.push_front(cmd);
+                break;
+            }
+        }
+        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            cmd = command_rx.recv(), if stalled.is_empty() => match cmd {
+                Some(Command::Close) | None => session.close(now(), CloseCode::Normal, "shutting down"),
+                Some(cmd) => {
+                    if let Some(cmd) = submit(&mut session, cmd, &mut pending) {
+                        stalled.push_back(cmd);
+                    }
+                }
+            },
+            read = source.read() => match read {
+                Ok(Some(bytes)) => session.handle_input(now(), &bytes),
+                Ok(None) | Err(_) => session.handle_lost(),
+            },
+            Some(n) = written_rx.recv() => in_flight = in_flight.saturating_sub(n),
+            () = sleep_until(deadline) => session.handle_timeout(now()),
+            _ = shutdown.changed() => session.close(now(), CloseCode::Normal, "node shutting down"),
+        }
+    }
+    // Flush the Close frame, then stop the helpers.
+    while let Some(bytes) = session.poll_transmit() {
+        let _ = write_tx.send(bytes);
+    }
+    drop(write_tx);
+    dispatcher.abort();
+    for (_, tx) in pending.drain() {
+        let _ = tx.send(Err(RemoteError::NodeDown));
+    }
+    for cmd in stalled.drain(..) {
+        if let Command::Ask { reply, .. } = cmd {
+            let _ = reply.send(Err(RemoteError::NodeDown));
+        }
+    }
+    command_rx.close();
+    while let Ok(cmd) = command_rx.try_recv() {
+        if let Command::Ask { reply, .. } = cmd {
+            let _ = reply.send(Err(RemoteError::NodeDown));
+        }
+    }
+    if let Some(peer) = &peer_id {
+        node.peer_lost(peer, conn_id);
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands a command to the session; gives it back if the session is full.
+fn submit(
+    session: &mut Session,
+    cmd: Command,
+    pending: &mut HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>>,
+) -> Option<Command> {
+    use crate::proto::SendError;
+    match cmd {
+        Command::Tell { target, wire_name, payload } => {
+            let tell = Tell { target, sender: None, wire_name: wire_name.to_owned(), payload };
+            match session.send_tell(now(), tell.clone()) {
+                Err(SendError::Full) => Some(Command::Tell { target: tell.target, wire_name, payload: tell.payload }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "tell not sent");
+                    None
+                }
+                Ok(()) => None,
+            }
+        }
+        Command::Ask { target, wire_name, payload, timeout, reply } => {
+            match session.send_ask(now(), target.clone(), None, wire_name.clone(), payload.clone(), timeout) {
+                Ok(id) => {
+                    pending.insert(id, reply);
+                    None
+                }
+                Err(SendError::Full) => Some(Command::Ask { target, wire_name, payload, timeout, reply }),
+                Err(SendError::TooManyPendingAsks(n)) => {
+                    let _ = reply.send(Err(RemoteError::Rejected(format!("{n} asks already pending to this node"))));
+                    None
+                }
+                Err(SendError::Closed) => {
+                    let _ = reply.send(Err(RemoteError::NodeDown));
+                    None
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(RemoteError::Rejected(e.to_string())));
+                    None
+                }
+            }
+        }
+        Command::Reply { id, result } => {
+            let sent = match result {
+                Ok(payload) => session.send_reply(now(), id, payload),
+                Err((code, message)) => session.send_failure(now(), id, code, message),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(id, error = %e, "reply not sent");
+            }
+            None
+        }
+        Command::Close => {
+            session.close(now(), CloseCode::Normal, "shutting down");
+            None
+        }
+    }
+}
+
+fn ask_failure(failure: AskFailure) -> RemoteError {
+    match failure {
+        AskFailure::Remote { code, message } => match code {
+            FailureCode::ActorNotFound => RemoteError::ActorNotFound,
+            FailureCode::UnknownMessage => RemoteError::UnknownMessage,
+            FailureCode::NoReply => RemoteError::NoReply,
+            FailureCode::Timeout => RemoteError::Timeout,
+            _ => RemoteError::Rejected(message),
+        },
+        AskFailure::Timeout => RemoteError::Timeout,
+        _ => RemoteError::NodeDown,
+    }
+}
+
+fn log_close(node: &str, peer: Option<&str>, addr: &str, cause: &CloseCause) {
+    match cause {
+        CloseCause::Local { code: CloseCode::Normal, .. } | CloseCause::Peer { code: CloseCode::Normal, .. } => {
+            tracing::info!(%node, ?peer, %addr, "connection closed");
+        }
+        CloseCause::Local { code: CloseCode::Duplicate, .. } | CloseCause::Peer { code: CloseCode::Duplicate, .. } => {
+            tracing::debug!(%node, ?peer, %addr, "duplicate connection closed");
+        }
+        other => tracing::warn!(%node, ?peer, %addr, cause = ?other, "connection lost"),
+    }
+}
+
+/// Delivers inbound messages to local actors in arrival order, waiting for
+/// mailbox room (backpressure: the inbound queue fills, the connection stops
+/// taking events).
+async fn dispatch_inbound(node: Arc<NodeInner>, mut inbound: mpsc::Receiver<Inbound>, commands: mpsc::Sender<Command>) {
+    while let Some(msg) = inbound.recv().await {
+        match msg {
+            Inbound::Tell(tell) => {
+                let Some(actor) = node.resolve(&tell.target) else {
+                    tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
+                    continue;
+                };
+                if let Err(code) = actor.tell(&tell.wire_name, &tell.payload).await {
+                    tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
+                }
+            }
+            Inbound::Ask(ask) => {
+                let timeout = std::time::Duration::from_millis(u64::from(ask.timeout_ms));
+                let started = if ask.target.name.as_deref() == Some(super::SYSTEM_TARGET) {
+                    node.system_request(&ask.wire_name, &ask.payload)
+                } else {
+                    match node.resolve(&ask.target) {
+                        Some(actor) => actor.ask(&ask.wire_name, &ask.payload, timeout).await,
+                        None => Err(FailureCode::ActorNotFound),
+                    }
+                };
+                match started {
+                    Ok(reply) => {
+                        let commands = commands.clone();
+                        tokio::spawn(async move {
+                            let result = reply.await;
+                            let _ = commands.send(Command::Reply { id: ask.id, result }).await;
+                        });
+                    }
+                    Err(code) => {
+                        let result = Err((code, format!("{code:?}")));
+                        let _ = commands.send(Command::Reply { id: ask.id, result }).await;
+                    }
+                }
+            }
+        }
+    }
+}

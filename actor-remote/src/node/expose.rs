@@ -1,0 +1,156 @@
+//! Which actors peers may reach, and with which messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actor_core::{Actor, ActorRef, BoxFuture, Handler, Message};
+
+use crate::proto::FailureCode;
+
+/// The table of an exposed actor type: wire name → decoder and dispatcher.
+pub(crate) type DispatchTable<A> = HashMap<&'static str, Arc<dyn Dispatch<A>>>;
+
+/// The encoded reply to an inbound ask, or why there is none.
+pub(crate) type ReplyFuture = BoxFuture<'static, Result<Vec<u8>, (FailureCode, String)>>;
+
+/// An actor type whose handlers peers may call. List the remote messages it
+/// accepts; each must have a wire name (`#[message(remote = "...")]`).
+///
+/// ```ignore
+/// impl RemoteActor for Counter {
+///     fn remote_messages(m: &mut RemoteMessages<Self>) {
+///         m.add::<Add>().add::<Get>();
+///     }
+/// }
+/// ```
+pub trait RemoteActor: Actor {
+    /// Registers the messages peers may send.
+    fn remote_messages(messages: &mut RemoteMessages<Self>);
+}
+
+/// The messages an exposed actor type accepts from peers, by wire name.
+pub struct RemoteMessages<A: Actor> {
+    table: DispatchTable<A>,
+    missing_wire: Vec<&'static str>,
+}
+
+impl<A: Actor> RemoteMessages<A> {
+    pub(crate) fn new() -> Self {
+        Self { table: HashMap::new(), missing_wire: Vec::new() }
+    }
+
+    /// Accepts `M` from peers.
+    pub fn add<M>(&mut self) -> &mut Self
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        match M::wire() {
+            Some(wire) => {
+                self.table.insert(wire.name, Arc::new(MessageDispatch::<M> { wire }));
+            }
+            None => self.missing_wire.push(std::any::type_name::<M>()),
+        }
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (DispatchTable<A>, Vec<&'static str>) {
+        (self.table, self.missing_wire)
+    }
+}
+
+/// Decodes one message type and hands it to the actor.
+pub(crate) trait Dispatch<A: Actor>: Send + Sync {
+    /// Delivers a one-way message, waiting for mailbox room.
+    fn tell<'a>(&'a self, actor: &'a ActorRef<A>, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>>;
+
+    /// Enqueues a request and returns a future for the encoded reply.
+    fn ask<'a>(
+        &'a self,
+        actor: &'a ActorRef<A>,
+        payload: &'a [u8],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>>;
+}
+
+struct MessageDispatch<M: Message> {
+    wire: actor_core::Wire<M>,
+}
+
+impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
+    fn tell<'a>(&'a self, actor: &'a ActorRef<A>, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>> {
+        Box::pin(async move {
+            let msg = (self.wire.decode)(payload).map_err(|_| FailureCode::DecodeError)?;
+            actor.tell(msg).await.map_err(|_| FailureCode::ActorNotFound)
+        })
+    }
+
+    fn ask<'a>(
+        &'a self,
+        actor: &'a ActorRef<A>,
+        payload: &'a [u8],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>> {
+        Box::pin(async move {
+            let msg = (self.wire.decode)(payload).map_err(|_| FailureCode::DecodeError)?;
+            let pending = actor.ask_enqueue(msg).await.map_err(|_| FailureCode::ActorNotFound)?;
+            let encode = self.wire.encode_reply;
+            let reply: ReplyFuture = Box::pin(async move {
+                match tokio::time::timeout(timeout, pending).await {
+                    Ok(Some(reply)) => encode(&reply).map_err(|e| (FailureCode::Rejected, e.to_string())),
+                    Ok(None) => Err((FailureCode::NoReply, "the actor stopped or failed before replying".into())),
+                    Err(_) => Err((FailureCode::Timeout, "no reply within the timeout".into())),
+                }
+            });
+            Ok(reply)
+        })
+    }
+}
+
+/// An exposed actor, erased over its type.
+pub(crate) trait Exposed: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn is_alive(&self) -> bool;
+    fn tell<'a>(&'a self, wire_name: &'a str, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>>;
+    fn ask<'a>(
+        &'a self,
+        wire_name: &'a str,
+        payload: &'a [u8],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>>;
+}
+
+pub(crate) struct ExposedActor<A: Actor> {
+    pub(crate) actor: ActorRef<A>,
+    pub(crate) table: Arc<DispatchTable<A>>,
+}
+
+impl<A: Actor> Exposed for ExposedActor<A> {
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<A>()
+    }
+
+    fn is_alive(&self) -> bool {
+        self.actor.is_alive()
+    }
+
+    fn tell<'a>(&'a self, wire_name: &'a str, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>> {
+        match self.table.get(wire_name) {
+            Some(d) => d.tell(&self.actor, payload),
+            None => Box::pin(async { Err(FailureCode::UnknownMessage) }),
+        }
+    }
+
+    fn ask<'a>(
+        &'a self,
+        wire_name: &'a str,
+        payload: &'a [u8],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>> {
+        match self.table.get(wire_name) {
+            Some(d) => d.ask(&self.actor, payload, timeout),
+            None => Box::pin(async { Err(FailureCode::UnknownMessage) }),
+        }
+    }
+}

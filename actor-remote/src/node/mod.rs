@@ -1,0 +1,525 @@
+//! [`Node`]: an actor system reachable by other nodes.
+//!
+//! A node listens on a transport, connects to its seeds, runs the protocol
+//! session of every connection, delivers inbound messages to the actors it
+//! exposed, and hands out [`ActorRef`]s to actors on its peers that work like
+//! local ones.
+//!
+//! ```
+//! # use actor_remote::transport::mem::MemoryNetwork;
+//! # use actor_remote::Node;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let net = MemoryNetwork::new();
+//! let a = Node::builder("a").transport(net.transport()).listen("a").start().await?;
+//! let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await?;
+//! b.wait_for_peer("a").await?;
+//! # a.shutdown().await; b.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! What a remote ref does today: `tell`, `try_tell` and `ask` with messages
+//! that have a wire name; `watch` and `wait_for_stop` fire when the actor's
+//! node is lost or leaves (not yet when the remote actor alone stops: remote
+//! watch frames exist in the protocol but are not wired yet).
+
+mod conn;
+mod endpoint;
+mod expose;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actor_core::{Actor, ActorRef, ActorSystem, ExitReason, SpawnError, SpawnOptions, WeakRemoteHandle};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use self::conn::ConnHandle;
+use self::endpoint::PeerEndpoint;
+use self::expose::{Exposed, ExposedActor, ReplyFuture};
+pub use self::expose::{RemoteActor, RemoteMessages};
+use crate::proto::frame::Target;
+use crate::proto::{FailureCode, SessionConfig};
+use crate::transport::{Transport, TransportError};
+
+/// The reserved target name of a node's own requests (lookups).
+pub(crate) const SYSTEM_TARGET: &str = "$node";
+const LOOKUP: &str = "footlight.Lookup";
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    id: String,
+    cluster: String,
+    transport: Option<Arc<dyn Transport>>,
+    listen: Option<String>,
+    seeds: Vec<String>,
+    session: SessionConfig,
+    system: Option<ActorSystem>,
+    reconnect_every: Duration,
+}
+
+impl NodeBuilder {
+    /// The cluster name (default `"footlight"`); nodes of other clusters are
+    /// refused during the handshake.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = name.into();
+        self
+    }
+
+    /// The transport (required).
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Where to listen for peers (required: peers dial this address).
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
+    /// Peers to connect to at start, retried until they answer.
+    pub fn seeds<I, S>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The actor system to run on (default: a new one named after the node).
+    pub fn system(mut self, system: ActorSystem) -> Self {
+        self.system = Some(system);
+        self
+    }
+
+    /// Silence after which a peer is declared lost (default 5 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.session.idle_timeout = timeout;
+        self
+    }
+
+    /// Interval of heartbeats on quiet connections (default 1 s).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.session.heartbeat_interval = interval;
+        self
+    }
+
+    /// The largest frame accepted from peers (default 1 MiB, at most 16 MiB).
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.session.max_frame = bytes;
+        self
+    }
+
+    /// Asks pending to one peer before more are refused (default 10 000).
+    pub fn max_pending_asks(mut self, asks: usize) -> Self {
+        self.session.max_pending_asks = asks;
+        self
+    }
+
+    /// Starts listening and connecting to the seeds.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let transport = self.transport.ok_or(NodeError::NoTransport)?;
+        let listen = self.listen.ok_or(NodeError::NoListenAddress)?;
+        let mut listener = transport.listen(&listen).await?;
+        let addr = listener.local_addr();
+        let incarnation = incarnation();
+        let mut session = self.session;
+        session.cluster = self.cluster.clone();
+        session.node = self.id.clone();
+        session.incarnation = incarnation;
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(NodeInner {
+            id: self.id.clone(),
+            addr,
+            incarnation,
+            system: self.system.unwrap_or_else(|| ActorSystem::new(self.id.clone())),
+            transport,
+            session,
+            peers: Mutex::new(HashMap::new()),
+            peer_changed: watch::channel(0u64).0,
+            exposed: DashMap::new(),
+            proxies: Mutex::new(HashMap::new()),
+            shutdown,
+        });
+        let node = inner.clone();
+        tokio::spawn(async move {
+            let mut stop = node.shutdown.subscribe();
+            loop {
+                tokio::select! {
+                    conn = listener.accept() => match conn {
+                        Ok(conn) => {
+                            tokio::spawn(conn::run(node.clone(), conn, false, None));
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %node.id, error = %e, "listener stopped");
+                            break;
+                        }
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+        for seed in self.seeds {
+            tokio::spawn(keep_connected(inner.clone(), seed, self.reconnect_every));
+        }
+        Ok(Node { inner })
+    }
+}
+
+/// A node's incarnation: different at every start (time-based, made unique
+/// within the process).
+fn incarnation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Dials `addr` until connected, and again whenever that connection is lost,
+/// until the node shuts down.
+async fn keep_connected(node: Arc<NodeInner>, addr: String, every: Duration) {
+    let mut stop = node.shutdown.subscribe();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match node.transport.connect(&addr).await {
+            Ok(conn) => {
+                let (tx, rx) = oneshot::channel();
+                let task = tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
+                let _ = rx.await;
+                // Wait for this connection to end before dialing again.
+                let _ = task.await;
+            }
+            Err(e) => tracing::debug!(node = %node.id, %addr, error = %e, "seed not reachable yet"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// An actor system reachable by other nodes. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) id: String,
+    addr: String,
+    incarnation: u64,
+    system: ActorSystem,
+    transport: Arc<dyn Transport>,
+    pub(crate) session: SessionConfig,
+    peers: Mutex<HashMap<String, ConnHandle>>,
+    /// Bumped whenever the peer set changes.
+    peer_changed: watch::Sender<u64>,
+    exposed: DashMap<String, Arc<dyn Exposed>>,
+    /// Stand-ins of remote actors per peer, told when the peer is lost.
+    proxies: Mutex<HashMap<String, Vec<WeakRemoteHandle>>>,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+/// Errors of [`Node`] operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The builder was given no transport.
+    #[error("no transport configured")]
+    NoTransport,
+    /// The builder was given no listen address.
+    #[error("no listen address configured")]
+    NoListenAddress,
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The actor type is not exposed, or a message it lists has no wire name.
+    #[error("cannot expose {actor}: message types without a wire name: {messages:?}")]
+    NotRemote {
+        /// The actor type.
+        actor: &'static str,
+        /// Its listed messages that lack `remote = "..."`.
+        messages: Vec<&'static str>,
+    },
+    /// The name is taken.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// No node answered for that name.
+    #[error("no actor named {0:?} on this node or its peers")]
+    NotFound(String),
+    /// An actor with that name exists but is of another type.
+    #[error("the actor named {name:?} is a {actual}, not a {expected}")]
+    WrongType {
+        /// The name looked up.
+        name: String,
+        /// The type asked for.
+        expected: &'static str,
+        /// The type found.
+        actual: String,
+    },
+    /// The peer did not connect in time.
+    #[error("peer {0:?} did not connect in time")]
+    PeerTimeout(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct LookupReply {
+    id: u64,
+    type_name: String,
+}
+
+impl Node {
+    /// Starts building a node with id `id` (unique in the cluster).
+    pub fn builder(id: impl Into<String>) -> NodeBuilder {
+        let id = id.into();
+        NodeBuilder {
+            session: SessionConfig::new("footlight", id.clone(), 0),
+            id,
+            cluster: "footlight".into(),
+            transport: None,
+            listen: None,
+            seeds: Vec::new(),
+            system: None,
+            reconnect_every: Duration::from_millis(500),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The address peers dial to reach this node.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// This run's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// The actor system local actors run on.
+    pub fn system(&self) -> &ActorSystem {
+        &self.inner.system
+    }
+
+    /// The ids of the peers connected now.
+    pub fn peers(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self.inner.lock_peers().keys().cloned().collect();
+        peers.sort();
+        peers
+    }
+
+    /// Waits (up to 10 s) until `peer` is connected.
+    pub async fn wait_for_peer(&self, peer: &str) -> Result<(), NodeError> {
+        let mut changed = self.inner.peer_changed.subscribe();
+        let wait = async {
+            loop {
+                if self.inner.lock_peers().contains_key(peer) {
+                    return;
+                }
+                if changed.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait).await.map_err(|_| NodeError::PeerTimeout(peer.to_owned()))
+    }
+
+    /// Spawns `actor` on this node's system under `name`, reachable by peers
+    /// with the messages its [`RemoteActor`] impl lists.
+    pub fn spawn_named<A: RemoteActor>(&self, name: &str, actor: A) -> Result<ActorRef<A>, NodeError> {
+        let mut messages = RemoteMessages::new();
+        A::remote_messages(&mut messages);
+        let (table, missing) = messages.into_parts();
+        if !missing.is_empty() {
+            return Err(NodeError::NotRemote { actor: std::any::type_name::<A>(), messages: missing });
+        }
+        let actor = self.inner.system.spawn_with(actor, SpawnOptions::new().name(name))?;
+        let exposed: Arc<dyn Exposed> = Arc::new(ExposedActor { actor: actor.clone(), table: Arc::new(table) });
+        self.inner.exposed.insert(name.to_owned(), exposed.clone());
+        self.inner.exposed.insert(format!("#{}", actor.id().as_u64()), exposed);
+        Ok(actor)
+    }
+
+    /// A ref to the actor named `name`: local if this node has it, else the
+    /// first peer (in id order) that has it.
+    pub async fn lookup<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, NodeError> {
+        if let Ok(local) = self.inner.system.lookup::<A>(name) {
+            return Ok(local);
+        }
+        let peers: Vec<(String, ConnHandle)> =
+            self.inner.lock_peers().iter().map(|(id, h)| (id.clone(), h.clone_handle())).collect();
+        let mut sorted = peers;
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (peer, handle) in sorted {
+            let payload = crate::codec::encode(&name.to_owned()).map_err(|_| NodeError::NotFound(name.to_owned()))?;
+            let reply = endpoint::ask(
+                &handle.commands,
+                Target::name(SYSTEM_TARGET),
+                LOOKUP.to_owned(),
+                payload,
+                Duration::from_secs(5),
+            )
+            .await;
+            let Ok(bytes) = reply else { continue };
+            let Ok(found) = crate::codec::decode::<LookupReply>(&bytes) else { continue };
+            if found.type_name != std::any::type_name::<A>() {
+                return Err(NodeError::WrongType {
+                    name: name.to_owned(),
+                    expected: std::any::type_name::<A>(),
+                    actual: found.type_name,
+                });
+            }
+            return Ok(self.inner.remote_ref::<A>(&peer, &handle, name, found.id));
+        }
+        Err(NodeError::NotFound(name.to_owned()))
+    }
+
+    /// Closes every connection (peers see an orderly close at once), stops
+    /// accepting new ones, and shuts the actor system down.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        let handles: Vec<ConnHandle> = self.inner.lock_peers().drain().map(|(_, h)| h).collect();
+        for h in &handles {
+            let _ = h.commands.send(endpoint::Command::Close).await;
+        }
+        for h in handles {
+            h.commands.closed().await;
+        }
+        self.inner.system.shutdown().await;
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.inner.id).field("addr", &self.inner.addr).finish()
+    }
+}
+
+impl ConnHandle {
+    fn clone_handle(&self) -> ConnHandle {
+        ConnHandle {
+            id: self.id,
+            commands: self.commands.clone(),
+            dialer: self.dialer.clone(),
+            incarnation: self.incarnation,
+        }
+    }
+}
+
+impl NodeInner {
+    fn lock_peers(&self) -> MutexGuard<'_, HashMap<String, ConnHandle>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an established connection. When two connections join the same
+    /// pair of nodes (both dialed at once), the one dialed by the node with
+    /// the lower id wins on both sides; returns false for the loser.
+    pub(crate) fn register_peer(&self, peer: &str, handle: ConnHandle) -> bool {
+        let mut peers = self.lock_peers();
+        if let Some(existing) = peers.get(peer) {
+            let preferred = self.id.as_str().min(peer);
+            let keep_existing = existing.dialer == preferred && handle.dialer != preferred;
+            if keep_existing {
+                return false;
+            }
+            tracing::debug!(node = %self.id, %peer, "replacing the connection (crossed dial or reconnect)");
+            let old = existing.commands.clone();
+            tokio::spawn(async move {
+                let _ = old.send(endpoint::Command::Close).await;
+            });
+        }
+        peers.insert(peer.to_owned(), handle);
+        drop(peers);
+        self.peer_changed.send_modify(|n| *n += 1);
+        true
+    }
+
+    /// A connection ended: forget it (if it is still the peer's) and tell
+    /// everyone holding refs to the peer's actors.
+    pub(crate) fn peer_lost(&self, peer: &str, conn_id: u64) {
+        let removed = {
+            let mut peers = self.lock_peers();
+            match peers.get(peer) {
+                Some(h) if h.id == conn_id => {
+                    peers.remove(peer);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !removed {
+            return;
+        }
+        self.peer_changed.send_modify(|n| *n += 1);
+        let proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner()).remove(peer).unwrap_or_default();
+        for proxy in proxies.iter().filter_map(WeakRemoteHandle::upgrade) {
+            proxy.terminate(ExitReason::NodeDown);
+        }
+    }
+
+    fn remote_ref<A: Actor>(&self, peer: &str, handle: &ConnHandle, name: &str, id: u64) -> ActorRef<A> {
+        let endpoint =
+            PeerEndpoint { commands: handle.commands.clone(), target: Target::id(id), label: format!("{name}@{peer}") };
+        let (actor, remote) = ActorRef::<A>::remote(Arc::new(endpoint));
+        let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
+        let list = proxies.entry(peer.to_owned()).or_default();
+        if list.len() >= 16 && list.len().is_power_of_two() {
+            list.retain(|w| w.upgrade().is_some());
+        }
+        list.push(remote.downgrade());
+        // A connection lost while the lookup was in flight: report at once.
+        if handle.commands.is_closed() {
+            remote.terminate(ExitReason::NodeDown);
+        }
+        actor
+    }
+
+    /// The exposed actor a frame targets, if it is alive.
+    pub(crate) fn resolve(&self, target: &Target) -> Option<Arc<dyn Exposed>> {
+        let key = match (&target.id, &target.name) {
+            (Some(id), _) => format!("#{id}"),
+            (None, Some(name)) => name.clone(),
+            (None, None) => return None,
+        };
+        let exposed = self.exposed.get(&key).map(|e| e.value().clone())?;
+        if exposed.is_alive() {
+            Some(exposed)
+        } else {
+            self.exposed.remove(&key);
+            None
+        }
+    }
+
+    /// Answers a peer's request to the node itself.
+    pub(crate) fn system_request(&self, wire_name: &str, payload: &[u8]) -> Result<ReplyFuture, FailureCode> {
+        if wire_name != LOOKUP {
+            return Err(FailureCode::UnknownMessage);
+        }
+        let name: String = crate::codec::decode(payload).map_err(|_| FailureCode::DecodeError)?;
+        let exposed = self.resolve(&Target::name(name.clone())).ok_or(FailureCode::ActorNotFound)?;
+        let id = self.exposed.iter().find_map(|e| {
+            let key = e.key();
+            (key.starts_with('#') && Arc::ptr_eq(e.value(), &exposed)).then(|| key[1..].parse::<u64>().ok()).flatten()
+        });
+        let id = id.ok_or(FailureCode::ActorNotFound)?;
+        let reply = LookupReply { id, type_name: exposed.type_name().to_owned() };
+        let bytes = crate::codec::encode(&reply).map_err(|_| FailureCode::Rejected)?;
+        Ok(Box::pin(async move { Ok(bytes) }))
+    }
+}

@@ -1,0 +1,299 @@
+//! An in-memory network: nodes in one process, with partitions, isolation and
+//! delays injected deterministically.
+//!
+//! Faults model a network under a reliable transport such as QUIC: bytes are
+//! never lost or reordered on a live connection; a partition holds them back
+//! (the peer hears nothing and, past its idle timeout, declares the node
+//! lost), and healing releases them. A delay holds each chunk for a while.
+//!
+//! ```
+//! # use actor_remote::transport::mem::MemoryNetwork;
+//! let net = MemoryNetwork::new();
+//! let a = net.transport();
+//! let b = net.transport();
+//! // nodes built on `a` and `b`, listening on "a" and "b" ...
+//! net.partition("a", "b");
+//! net.heal("a", "b");
+//! # let _ = (a, b);
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, mpsc};
+
+use super::{ByteSink, ByteSource, Connection, Listener, Transport, TransportError};
+
+/// Chunks in flight per direction before a writer waits (backpressure).
+const PIPE_CHUNKS: usize = 64;
+
+/// A network of in-memory transports.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    inner: Arc<Net>,
+}
+
+#[derive(Default)]
+struct Net {
+    state: Mutex<NetState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct NetState {
+    listeners: HashMap<String, mpsc::Sender<Connection>>,
+    /// Unordered pairs of addresses that cannot talk.
+    cut: HashSet<(String, String)>,
+    isolated: HashSet<String>,
+    delays: HashMap<String, Duration>,
+    next_client: u64,
+}
+
+impl NetState {
+    fn blocked(&self, a: &str, b: &str) -> bool {
+        self.isolated.contains(a) || self.isolated.contains(b) || self.cut.contains(&pair(a, b))
+    }
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b { (a.to_owned(), b.to_owned()) } else { (b.to_owned(), a.to_owned()) }
+}
+
+impl MemoryNetwork {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A transport attached to this network.
+    pub fn transport(&self) -> MemoryTransport {
+        MemoryTransport { net: self.inner.clone(), local: Arc::new(Mutex::new(None)) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, NetState> {
+        self.inner.lock()
+    }
+
+    /// Cuts the link between the nodes listening at `a` and `b`, both ways.
+    pub fn partition(&self, a: &str, b: &str) {
+        self.lock().cut.insert(pair(a, b));
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Restores the link between `a` and `b`; held bytes flow again.
+    pub fn heal(&self, a: &str, b: &str) {
+        self.lock().cut.remove(&pair(a, b));
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Cuts `node` off from every other node.
+    pub fn isolate(&self, node: &str) {
+        self.lock().isolated.insert(node.to_owned());
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Undoes [`isolate`](Self::isolate).
+    pub fn rejoin(&self, node: &str) {
+        self.lock().isolated.remove(node);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Delays every chunk `node` receives by `delay` (zero clears it).
+    pub fn delay(&self, node: &str, delay: Duration) {
+        let mut st = self.lock();
+        if delay.is_zero() {
+            st.delays.remove(node);
+        } else {
+            st.delays.insert(node.to_owned(), delay);
+        }
+        drop(st);
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Undoes every partition, isolation and delay.
+    pub fn heal_all(&self) {
+        let mut st = self.lock();
+        st.cut.clear();
+        st.isolated.clear();
+        st.delays.clear();
+        drop(st);
+        self.inner.changed.notify_waiters();
+    }
+}
+
+impl Net {
+    fn lock(&self) -> MutexGuard<'_, NetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for MemoryNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryNetwork")
+    }
+}
+
+/// One node's access to a [`MemoryNetwork`]. Its address is the one it
+/// listens on; a node that only dials gets a generated one.
+#[derive(Clone)]
+pub struct MemoryTransport {
+    net: Arc<Net>,
+    local: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for MemoryTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryTransport")
+    }
+}
+
+impl MemoryTransport {
+    fn local_addr(&self) -> String {
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        local
+            .get_or_insert_with(|| {
+                let mut st = self.net.lock();
+                st.next_client += 1;
+                format!("client-{}", st.next_client)
+            })
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>, TransportError> {
+        let (tx, rx) = mpsc::channel(64);
+        {
+            let mut st = self.net.lock();
+            if addr.is_empty() || st.listeners.contains_key(addr) {
+                return Err(TransportError::Listen(addr.to_owned()));
+            }
+            st.listeners.insert(addr.to_owned(), tx);
+        }
+        *self.local.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
+        Ok(Box::new(MemoryListener { net: self.net.clone(), addr: addr.to_owned(), incoming: rx }))
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Connection, TransportError> {
+        let local = self.local_addr();
+        let listener = {
+            let st = self.net.lock();
+            // A partitioned dial gets no answer, as on a real network; the
+            // caller's retry finds the node again once healed.
+            if st.blocked(&local, addr) {
+                return Err(TransportError::Unreachable(addr.to_owned()));
+            }
+            st.listeners.get(addr).cloned().ok_or_else(|| TransportError::Unreachable(addr.to_owned()))?
+        };
+        let (to_peer_tx, to_peer_rx) = mpsc::channel(PIPE_CHUNKS);
+        let (to_me_tx, to_me_rx) = mpsc::channel(PIPE_CHUNKS);
+        let theirs = Connection {
+            send: Box::new(MemSink { tx: to_me_tx }),
+            recv: Box::new(MemSource {
+                rx: to_peer_rx,
+                held: None,
+                net: self.net.clone(),
+                from: local.clone(),
+                to: addr.to_owned(),
+            }),
+            peer_identity: None,
+            remote_addr: local.clone(),
+        };
+        listener.send(theirs).await.map_err(|_| TransportError::Unreachable(addr.to_owned()))?;
+        Ok(Connection {
+            send: Box::new(MemSink { tx: to_peer_tx }),
+            recv: Box::new(MemSource {
+                rx: to_me_rx,
+                held: None,
+                net: self.net.clone(),
+                from: addr.to_owned(),
+                to: local,
+            }),
+            peer_identity: None,
+            remote_addr: addr.to_owned(),
+        })
+    }
+}
+
+struct MemoryListener {
+    net: Arc<Net>,
+    addr: String,
+    incoming: mpsc::Receiver<Connection>,
+}
+
+#[async_trait]
+impl Listener for MemoryListener {
+    async fn accept(&mut self) -> Result<Connection, TransportError> {
+        self.incoming.recv().await.ok_or(TransportError::Closed)
+    }
+
+    fn local_addr(&self) -> String {
+        self.addr.clone()
+    }
+}
+
+impl Drop for MemoryListener {
+    fn drop(&mut self) {
+        self.net.lock().listeners.remove(&self.addr);
+    }
+}
+
+struct MemSink {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+#[async_trait]
+impl ByteSink for MemSink {
+    async fn write(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        self.tx.send(bytes).await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "peer closed"))
+    }
+
+    async fn close(&mut self) {
+        // Dropping the sender ends the peer's stream after queued chunks.
+        let (tx, _) = mpsc::channel(1);
+        self.tx = tx;
+    }
+}
+
+struct MemSource {
+    rx: mpsc::Receiver<Vec<u8>>,
+    /// A chunk taken from the pipe but not yet returned (held by a partition
+    /// or a delay); kept here so a cancelled `read` loses nothing.
+    held: Option<Vec<u8>>,
+    net: Arc<Net>,
+    from: String,
+    to: String,
+}
+
+#[async_trait]
+impl ByteSource for MemSource {
+    async fn read(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.held.is_none() {
+            match self.rx.recv().await {
+                Some(chunk) => self.held = Some(chunk),
+                None => return Ok(None),
+            }
+        }
+        // Hold the chunk while the link is cut; then apply the receiver's delay.
+        loop {
+            let changed = self.net.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (blocked, delay) = {
+                let st = self.net.lock();
+                (st.blocked(&self.from, &self.to), st.delays.get(&self.to).copied())
+            };
+            if !blocked {
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                return Ok(self.held.take());
+            }
+            changed.await;
+        }
+    }
+}

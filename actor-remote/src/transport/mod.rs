@@ -1,0 +1,89 @@
+//! Transports: how two nodes get an ordered, reliable byte stream each way.
+//!
+//! The protocol ([`crate::proto`]) runs the same over every transport. Two
+//! implementations: [`mem`] (in one process, with fault injection, for tests)
+//! and QUIC (next step). A transport authenticates the peer when it can (QUIC
+//! with mutual TLS reports the node id from the peer's certificate); the
+//! handshake then refuses a `Hello` that claims another id.
+
+pub mod mem;
+
+use std::io;
+
+use async_trait::async_trait;
+
+/// A way to reach other nodes and be reached.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Starts accepting connections on `addr` and returns the listener.
+    async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>, TransportError>;
+
+    /// Opens a connection to the node listening on `addr`.
+    async fn connect(&self, addr: &str) -> Result<Connection, TransportError>;
+}
+
+/// Accepts incoming connections.
+#[async_trait]
+pub trait Listener: Send + Sync {
+    /// The next incoming connection.
+    async fn accept(&mut self) -> Result<Connection, TransportError>;
+
+    /// The address peers dial to reach this listener.
+    fn local_addr(&self) -> String;
+}
+
+/// One connection: a byte stream each way.
+pub struct Connection {
+    /// Bytes to the peer.
+    pub send: Box<dyn ByteSink>,
+    /// Bytes from the peer.
+    pub recv: Box<dyn ByteSource>,
+    /// The peer's node id as the transport authenticated it, if it can.
+    pub peer_identity: Option<String>,
+    /// The peer's address, for logs.
+    pub remote_addr: String,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("remote_addr", &self.remote_addr).finish()
+    }
+}
+
+/// The sending half of a connection.
+#[async_trait]
+pub trait ByteSink: Send {
+    /// Writes all of `bytes`, waiting for flow control.
+    async fn write(&mut self, bytes: Vec<u8>) -> io::Result<()>;
+
+    /// Closes the stream after everything written so far.
+    async fn close(&mut self);
+}
+
+/// The receiving half of a connection.
+#[async_trait]
+pub trait ByteSource: Send {
+    /// The next bytes, or `None` once the peer closed the stream.
+    ///
+    /// Must be cancel safe: the driver polls it in a `select!`, and a read
+    /// dropped before it completed must not lose bytes.
+    async fn read(&mut self) -> io::Result<Option<Vec<u8>>>;
+}
+
+/// A transport failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Nothing listens at that address.
+    #[error("no node listens at {0}")]
+    Unreachable(String),
+    /// The address is taken or malformed.
+    #[error("cannot listen at {0}")]
+    Listen(String),
+    /// The listener was shut down.
+    #[error("the listener is closed")]
+    Closed,
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}

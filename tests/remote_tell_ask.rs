@@ -1,0 +1,153 @@
+//! Two nodes over the in-memory transport: a ref from `lookup` reaches the
+//! actor on the other node with `tell` and `ask`, keeps per-sender order, and
+//! refuses what cannot cross.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use footlight::prelude::*;
+use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::{AskError, NodeError, SendError};
+
+#[derive(Actor, Default)]
+struct Counter {
+    seen: Vec<u64>,
+}
+
+#[derive(Message, Serialize, Deserialize, Debug, PartialEq)]
+#[message(reply = u64, remote = "test.Add")]
+struct Add(u64);
+
+impl Handler<Add> for Counter {
+    async fn handle(&mut self, Add(n): Add, _ctx: &mut Context<Self>) -> u64 {
+        self.seen.push(n);
+        self.seen.iter().sum()
+    }
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = Vec<u64>, remote = "test.Seen")]
+struct Seen;
+
+impl Handler<Seen> for Counter {
+    async fn handle(&mut self, _: Seen, _ctx: &mut Context<Self>) -> Vec<u64> {
+        self.seen.clone()
+    }
+}
+
+/// Handled locally, but not listed for peers.
+#[derive(Message, Serialize, Deserialize)]
+#[message(remote = "test.Reset")]
+struct Reset;
+
+impl Handler<Reset> for Counter {
+    async fn handle(&mut self, _: Reset, _ctx: &mut Context<Self>) {
+        self.seen.clear();
+    }
+}
+
+/// No wire name: local only.
+#[derive(Message, Debug, PartialEq)]
+struct LocalOnly(u8);
+
+impl Handler<LocalOnly> for Counter {
+    async fn handle(&mut self, _: LocalOnly, _ctx: &mut Context<Self>) {}
+}
+
+impl RemoteActor for Counter {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Add>().add::<Seen>();
+    }
+}
+
+async fn pair() -> (MemoryNetwork, Node, Node) {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    a.wait_for_peer("b").await.unwrap();
+    (net, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tell_and_ask_cross_nodes_in_order() {
+    let (_net, a, b) = pair().await;
+    let local = a.spawn_named("counter", Counter::default()).unwrap();
+    let remote: ActorRef<Counter> = b.lookup("counter").await.unwrap();
+    assert!(remote.is_remote());
+    for i in 0..1000 {
+        remote.tell(Add(i)).await.unwrap();
+    }
+    assert_eq!(remote.ask(Add(0)).await.unwrap(), (0..1000).sum::<u64>());
+    let seen = remote.ask(Seen).await.unwrap();
+    let expected: Vec<u64> = (0..1000).chain([0]).collect();
+    assert_eq!(seen, expected, "FIFO from one sender across nodes");
+    assert_eq!(local.ask(Seen).await.unwrap().len(), 1001, "it is the same actor");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_cross_is_refused_not_dropped() {
+    let (_net, a, b) = pair().await;
+    a.spawn_named("counter", Counter::default()).unwrap();
+    let remote: ActorRef<Counter> = b.lookup("counter").await.unwrap();
+
+    // No wire name: refused locally, message handed back.
+    assert!(matches!(remote.tell(LocalOnly(1)).await, Err(SendError::NotRemote(LocalOnly(1)))));
+    // A wire name the exposed actor does not list: refused by the peer.
+    match remote.ask(Reset).await {
+        Err(AskError::Rejected(why)) => assert!(why.contains("does not accept"), "{why}"),
+        other => panic!("expected Rejected, got {:?}", other.map_err(|e| e.to_string())),
+    }
+    // The connection survives both.
+    assert_eq!(remote.ask(Add(5)).await.unwrap(), 5);
+
+    assert!(matches!(b.lookup::<Counter>("nobody").await, Err(NodeError::NotFound(_))));
+    #[derive(Actor)]
+    struct Other;
+    assert!(matches!(b.lookup::<Other>("counter").await, Err(NodeError::WrongType { .. })));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossed_dials_leave_one_connection_both_ways() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").seeds(["b"]).start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    a.wait_for_peer("b").await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    a.spawn_named("counter", Counter::default()).unwrap();
+    let remote: ActorRef<Counter> = b.lookup("counter").await.unwrap();
+    for i in 1..=100 {
+        remote.tell(Add(i)).await.unwrap();
+    }
+    assert_eq!(remote.ask(Add(0)).await.unwrap(), 5050);
+    assert_eq!(a.peers(), ["b"]);
+    assert_eq!(b.peers(), ["a"]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn exposing_a_message_without_wire_name_fails() {
+    #[derive(Actor)]
+    struct Bad;
+    impl Handler<LocalOnly> for Bad {
+        async fn handle(&mut self, _: LocalOnly, _ctx: &mut Context<Self>) {}
+    }
+    impl RemoteActor for Bad {
+        fn remote_messages(m: &mut RemoteMessages<Self>) {
+            m.add::<LocalOnly>();
+        }
+    }
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    match a.spawn_named("bad", Bad) {
+        Err(NodeError::NotRemote { messages, .. }) => assert!(messages[0].ends_with("LocalOnly")),
+        other => panic!("expected NotRemote, got {other:?}"),
+    }
+    let _ = Duration::ZERO;
+    a.shutdown().await;
+}
