@@ -7,6 +7,10 @@
 //! handshake then refuses a `Hello` that claims another id.
 
 pub mod mem;
+#[cfg(feature = "quic")]
+pub mod quic;
+#[cfg(feature = "quic")]
+pub mod tls;
 
 use std::io;
 

@@ -1,0 +1,211 @@
+//! Real QUIC on 127.0.0.1 with mutual TLS (generated dev certificates): two
+//! nodes talk; peers without a valid certificate from the cluster CA, or whose
+//! certificate names another node, never get through; an oversized frame
+//! closes only its own connection; a peer that vanishes without goodbye is
+//! declared lost within the detection budget.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use footlight::AskError;
+use footlight::prelude::*;
+use footlight::remote::transport::quic::{ALPN, Quic};
+use footlight::remote::transport::tls::{DevCa, Tls};
+
+#[derive(Actor)]
+struct Echo;
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = String, remote = "test.Shout")]
+struct Shout(String);
+
+impl Handler<Shout> for Echo {
+    async fn handle(&mut self, Shout(s): Shout, _ctx: &mut Context<Self>) -> String {
+        s.to_uppercase()
+    }
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(remote = "test.Hang")]
+struct Hang;
+
+impl Handler<Hang> for Echo {
+    async fn handle(&mut self, _: Hang, _ctx: &mut Context<Self>) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+impl RemoteActor for Echo {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Shout>().add::<Hang>();
+    }
+}
+
+async fn node(id: &str, tls: Tls, seeds: &[String]) -> Node {
+    Node::builder(id).transport(Quic::new(tls)).listen("127.0.0.1:0").seeds(seeds.to_vec()).start().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_talk_over_quic_with_mutual_tls() {
+    let ca = DevCa::generate("test").unwrap();
+    let a = node("a", ca.issue("a").unwrap(), &[]).await;
+    let b = node("b", ca.issue("b").unwrap(), &[a.addr().to_owned()]).await;
+    b.wait_for_peer("a").await.unwrap();
+    a.spawn_named("echo", Echo).unwrap();
+    let echo: ActorRef<Echo> = b.lookup("echo").await.unwrap();
+    assert_eq!(echo.ask(Shout("quic".into())).await.unwrap(), "QUIC");
+    assert_eq!(a.peers(), ["b"]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_without_a_valid_certificate_never_get_through() {
+    let ca = DevCa::generate("test").unwrap();
+    let a = node("a", ca.issue("a").unwrap(), &[]).await;
+    a.spawn_named("echo", Echo).unwrap();
+
+    // Another cluster's CA.
+    let rogue_ca = DevCa::generate("elsewhere").unwrap();
+    let rogue = node("rogue", rogue_ca.issue("rogue").unwrap(), &[a.addr().to_owned()]).await;
+    // A certificate from the right CA that names another node than the node
+    // presenting it.
+    let liar = node("liar", ca.issue("mallory").unwrap(), &[a.addr().to_owned()]).await;
+    // No client certificate at all.
+    let anonymous = anonymous_client_connects(&ca, a.addr()).await;
+    assert!(!anonymous, "a client without a certificate must not complete the handshake");
+
+    // A legitimate node still gets through, and is the only peer.
+    let b = node("b", ca.issue("b").unwrap(), &[a.addr().to_owned()]).await;
+    b.wait_for_peer("a").await.unwrap();
+    let echo: ActorRef<Echo> = b.lookup("echo").await.unwrap();
+    assert_eq!(echo.ask(Shout("ok".into())).await.unwrap(), "OK");
+    assert_eq!(a.peers(), ["b"], "neither the rogue nor the liar is a peer");
+    assert!(rogue.peers().is_empty() && liar.peers().is_empty());
+    for n in [a, b, rogue, liar] {
+        n.shutdown().await;
+    }
+}
+
+/// Tries a QUIC handshake with no client certificate; true if it completes.
+async fn anonymous_client_connects(ca: &DevCa, addr: &str) -> bool {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.ca_pem().as_bytes()) {
+        let cert: rustls::pki_types::CertificateDer<'static> = cert.unwrap();
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let Ok(connecting) = endpoint.connect(addr.parse().unwrap(), "a") else { return false };
+    let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), connecting).await else { return false };
+    // TLS 1.3 may finish on the client before the server rejects the missing
+    // certificate; the server then closes the connection.
+    let opened = async {
+        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+        send.write_all(b"\0\0\0\x01\x03").await.ok()?;
+        recv.read_chunk(16, true).await.ok()?
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(5), opened).await, Ok(Some(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frame_closes_that_connection_only() {
+    use footlight::remote::proto::frame::{Frame, Hello};
+    use footlight::remote::transport::Transport;
+
+    let ca = DevCa::generate("test").unwrap();
+    let a = node("a", ca.issue("a").unwrap(), &[]).await;
+    a.spawn_named("echo", Echo).unwrap();
+
+    // A peer with a valid certificate that says hello, then announces a
+    // 100 MiB frame.
+    let raw = Quic::new(ca.issue("raw").unwrap());
+    let mut conn = raw.connect(a.addr()).await.unwrap();
+    let mut hello = Vec::new();
+    Frame::Hello(Hello {
+        version: 1,
+        cluster: "footlight".into(),
+        node: "raw".into(),
+        incarnation: 1,
+        max_frame: 1 << 20,
+    })
+    .encode(&mut hello, 1 << 20)
+    .unwrap();
+    conn.send.write(hello).await.unwrap();
+    conn.send.write((100u32 << 20).to_be_bytes().to_vec()).await.unwrap();
+    // The node answers with its Hello and then a Close; then the stream ends.
+    let mut received = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(bytes)) = conn.recv.read().await {
+            received.extend_from_slice(&bytes);
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the node must close the offending connection");
+    let mut reader = footlight::remote::proto::FrameReader::new(1 << 20);
+    reader.extend(&received);
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = reader.next_frame() {
+        frames.push(f);
+    }
+    let close = frames.iter().find_map(|f| match f {
+        Frame::Close(c) => Some(c.code),
+        _ => None,
+    });
+    assert_eq!(close, Some(footlight::remote::proto::CloseCode::FrameTooLarge.to_u16()), "{frames:?}");
+
+    // The node is up and serves others.
+    let b = node("b", ca.issue("b").unwrap(), &[a.addr().to_owned()]).await;
+    b.wait_for_peer("a").await.unwrap();
+    let echo: ActorRef<Echo> = b.lookup("echo").await.unwrap();
+    assert_eq!(echo.ask(Shout("still up".into())).await.unwrap(), "STILL UP");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn a_vanished_peer_is_declared_lost_within_the_budget() {
+    let ca = DevCa::generate("test").unwrap();
+    let survivor_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let doomed_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+
+    let a = doomed_rt.block_on(async {
+        let a = node("a", ca.issue("a").unwrap(), &[]).await;
+        a.spawn_named("echo", Echo).unwrap();
+        a
+    });
+    let addr = a.addr().to_owned();
+    let (b, echo) = survivor_rt.block_on(async {
+        let b = node("b", ca.issue("b").unwrap(), &[addr]).await;
+        b.wait_for_peer("a").await.unwrap();
+        let echo: ActorRef<Echo> = b.lookup("echo").await.unwrap();
+        assert_eq!(echo.ask(Shout("x".into())).await.unwrap(), "X");
+        (b, echo)
+    });
+    let pending = {
+        let echo = echo.clone();
+        survivor_rt.spawn(async move { echo.ask(Hang).timeout(Duration::from_secs(60)).await })
+    };
+    survivor_rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+
+    // Kill node a without goodbye: its runtime, tasks and socket vanish.
+    let killed = Instant::now();
+    drop(a);
+    doomed_rt.shutdown_background();
+
+    let outcome = survivor_rt.block_on(pending).unwrap();
+    let detected = killed.elapsed();
+    assert!(matches!(outcome, Err(AskError::NodeDown)), "{outcome:?}");
+    assert!(detected <= Duration::from_secs(7), "detected after {detected:?} (budget 5 s + heartbeat)");
+    assert_eq!(survivor_rt.block_on(echo.wait_for_stop()), ExitReason::NodeDown);
+    survivor_rt.block_on(b.shutdown());
+}
