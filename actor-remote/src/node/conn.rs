@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actor_core::RemoteError;
@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::NodeInner;
 use super::endpoint::Command;
+use super::expose::TryTell;
 use crate::proto::frame::{Ask, Tell};
 use crate::proto::session::CloseCause;
 use crate::proto::{AskFailure, CloseCode, Event, FailureCode, Session};
@@ -19,6 +20,10 @@ use crate::transport::Connection;
 pub(crate) const COMMAND_QUEUE: usize = 1024;
 /// Inbound messages queued for delivery to local actors before reading pauses.
 const INBOUND_QUEUE: usize = 1024;
+/// Commands taken from the queue in one go before bytes are flushed.
+const COMMAND_BATCH: usize = 512;
+/// The writer joins queued chunks up to this size into one write.
+const WRITE_COALESCE: usize = 64 * 1024;
 /// Bytes handed to the writer and not yet written before the session's own
 /// outbound limit takes over.
 const WRITE_WINDOW: usize = 256 * 1024;
@@ -63,7 +68,14 @@ pub(crate) async fn run(
     let (write_tx, mut write_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let (written_tx, mut written_rx) = mpsc::unbounded_channel::<usize>();
     let writer = tokio::spawn(async move {
-        while let Some(bytes) = write_rx.recv().await {
+        while let Some(mut bytes) = write_rx.recv().await {
+            // Coalesce what queued up meanwhile into one write.
+            while bytes.len() < WRITE_COALESCE {
+                match write_rx.try_recv() {
+                    Ok(more) => bytes.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
             let len = bytes.len();
             if sink.write(bytes).await.is_err() {
                 break;
@@ -72,7 +84,9 @@ pub(crate) async fn run(
         }
         sink.close().await;
     });
-    let dispatcher = tokio::spawn(dispatch_inbound(node.clone(), inbound_rx, commands.clone()));
+    // Inbound messages handed to the dispatcher and not yet delivered.
+    let backlog = Arc::new(AtomicUsize::new(0));
+    let dispatcher = tokio::spawn(dispatch_inbound(node.clone(), inbound_rx, commands.clone(), backlog.clone()));
 
     let mut in_flight = 0usize;
     let mut pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>> = HashMap::new();
@@ -109,11 +123,30 @@ pub(crate) async fn run(
                     }
                 }
                 Event::Tell(tell) => {
+                    // Straight into the mailbox when nothing is queued ahead of
+                    // it and there is room; otherwise through the dispatcher,
+                    // which waits for room, in order.
+                    if backlog.load(Ordering::SeqCst) == 0 {
+                        match node.resolve(&tell.target).map(|a| a.try_tell(&tell.wire_name, &tell.payload)) {
+                            Some(Ok(())) => continue,
+                            Some(Err(TryTell::Full)) => {}
+                            Some(Err(TryTell::Refused(code))) => {
+                                tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
+                                continue;
+                            }
+                            None => {
+                                tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
+                                continue;
+                            }
+                        }
+                    }
+                    backlog.fetch_add(1, Ordering::SeqCst);
                     if inbound_tx.send(Inbound::Tell(tell)).await.is_err() {
                         session.close(now(), CloseCode::Normal, "node stopping");
                     }
                 }
                 Event::Ask(ask) => {
+                    backlog.fetch_add(1, Ordering::SeqCst);
                     if inbound_tx.send(Inbound::Ask(ask)).await.is_err() {
                         session.close(now(), CloseCode::Normal, "node stopping");
                     }
@@ -149,8 +182,22 @@ pub(crate) async fn run(
             cmd = command_rx.recv(), if stalled.is_empty() => match cmd {
                 Some(Command::Close) | None => session.close(now(), CloseCode::Normal, "shutting down"),
                 Some(cmd) => {
-                    if let Some(cmd) = submit(&mut session, cmd, &mut pending) {
-                        stalled.push_back(cmd);
+                    // Take what else is queued too, so frames leave in batches.
+                    let mut next = Some(cmd);
+                    let mut taken = 0;
+                    while let Some(cmd) = next.take() {
+                        if matches!(cmd, Command::Close) {
+                            session.close(now(), CloseCode::Normal, "shutting down");
+                            break;
+                        }
+                        if let Some(cmd) = submit(&mut session, cmd, &mut pending) {
+                            stalled.push_back(cmd);
+                            break;
+                        }
+                        taken += 1;
+                        if taken < COMMAND_BATCH {
+                            next = command_rx.try_recv().ok();
+                        }
                     }
                 }
             },
@@ -282,40 +329,50 @@ fn log_close(node: &str, peer: Option<&str>, addr: &str, cause: &CloseCause) {
 /// Delivers inbound messages to local actors in arrival order, waiting for
 /// mailbox room (backpressure: the inbound queue fills, the connection stops
 /// taking events).
-async fn dispatch_inbound(node: Arc<NodeInner>, mut inbound: mpsc::Receiver<Inbound>, commands: mpsc::Sender<Command>) {
+async fn dispatch_inbound(
+    node: Arc<NodeInner>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    commands: mpsc::Sender<Command>,
+    backlog: Arc<AtomicUsize>,
+) {
     while let Some(msg) = inbound.recv().await {
-        match msg {
-            Inbound::Tell(tell) => {
-                let Some(actor) = node.resolve(&tell.target) else {
-                    tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
-                    continue;
-                };
-                if let Err(code) = actor.tell(&tell.wire_name, &tell.payload).await {
-                    tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
-                }
+        deliver(&node, msg, &commands).await;
+        backlog.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn deliver(node: &Arc<NodeInner>, msg: Inbound, commands: &mpsc::Sender<Command>) {
+    match msg {
+        Inbound::Tell(tell) => {
+            let Some(actor) = node.resolve(&tell.target) else {
+                tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
+                return;
+            };
+            if let Err(code) = actor.tell(&tell.wire_name, &tell.payload).await {
+                tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
             }
-            Inbound::Ask(ask) => {
-                let timeout = std::time::Duration::from_millis(u64::from(ask.timeout_ms));
-                let started = if ask.target.name.as_deref() == Some(super::SYSTEM_TARGET) {
-                    node.system_request(&ask.wire_name, &ask.payload)
-                } else {
-                    match node.resolve(&ask.target) {
-                        Some(actor) => actor.ask(&ask.wire_name, &ask.payload, timeout).await,
-                        None => Err(FailureCode::ActorNotFound),
-                    }
-                };
-                match started {
-                    Ok(reply) => {
-                        let commands = commands.clone();
-                        tokio::spawn(async move {
-                            let result = reply.await;
-                            let _ = commands.send(Command::Reply { id: ask.id, result }).await;
-                        });
-                    }
-                    Err(code) => {
-                        let result = Err((code, format!("{code:?}")));
+        }
+        Inbound::Ask(ask) => {
+            let timeout = std::time::Duration::from_millis(u64::from(ask.timeout_ms));
+            let started = if ask.target.name.as_deref() == Some(super::SYSTEM_TARGET) {
+                node.system_request(&ask.wire_name, &ask.payload)
+            } else {
+                match node.resolve(&ask.target) {
+                    Some(actor) => actor.ask(&ask.wire_name, &ask.payload, timeout).await,
+                    None => Err(FailureCode::ActorNotFound),
+                }
+            };
+            match started {
+                Ok(reply) => {
+                    let commands = commands.clone();
+                    tokio::spawn(async move {
+                        let result = reply.await;
                         let _ = commands.send(Command::Reply { id: ask.id, result }).await;
-                    }
+                    });
+                }
+                Err(code) => {
+                    let result = Err((code, format!("{code:?}")));
+                    let _ = commands.send(Command::Reply { id: ask.id, result }).await;
                 }
             }
         }

@@ -62,6 +62,9 @@ impl<A: Actor> RemoteMessages<A> {
 
 /// Decodes one message type and hands it to the actor.
 pub(crate) trait Dispatch<A: Actor>: Send + Sync {
+    /// Delivers a one-way message if the mailbox has room now.
+    fn try_tell(&self, actor: &ActorRef<A>, payload: &[u8]) -> Result<(), TryTell>;
+
     /// Delivers a one-way message, waiting for mailbox room.
     fn tell<'a>(&'a self, actor: &'a ActorRef<A>, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>>;
 
@@ -78,7 +81,23 @@ struct MessageDispatch<M: Message> {
     wire: actor_core::Wire<M>,
 }
 
+/// Why an immediate delivery did not happen.
+pub(crate) enum TryTell {
+    /// The mailbox is full: deliver later, in order.
+    Full,
+    /// It can never be delivered.
+    Refused(FailureCode),
+}
+
 impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
+    fn try_tell(&self, actor: &ActorRef<A>, payload: &[u8]) -> Result<(), TryTell> {
+        let msg = (self.wire.decode)(payload).map_err(|_| TryTell::Refused(FailureCode::DecodeError))?;
+        actor.try_tell(msg).map_err(|e| match e {
+            actor_core::TrySendError::Full(_) => TryTell::Full,
+            _ => TryTell::Refused(FailureCode::ActorNotFound),
+        })
+    }
+
     fn tell<'a>(&'a self, actor: &'a ActorRef<A>, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>> {
         Box::pin(async move {
             let msg = (self.wire.decode)(payload).map_err(|_| FailureCode::DecodeError)?;
@@ -112,6 +131,7 @@ impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
 pub(crate) trait Exposed: Send + Sync {
     fn type_name(&self) -> &'static str;
     fn is_alive(&self) -> bool;
+    fn try_tell(&self, wire_name: &str, payload: &[u8]) -> Result<(), TryTell>;
     fn tell<'a>(&'a self, wire_name: &'a str, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>>;
     fn ask<'a>(
         &'a self,
@@ -133,6 +153,13 @@ impl<A: Actor> Exposed for ExposedActor<A> {
 
     fn is_alive(&self) -> bool {
         self.actor.is_alive()
+    }
+
+    fn try_tell(&self, wire_name: &str, payload: &[u8]) -> Result<(), TryTell> {
+        match self.table.get(wire_name) {
+            Some(d) => d.try_tell(&self.actor, payload),
+            None => Err(TryTell::Refused(FailureCode::UnknownMessage)),
+        }
     }
 
     fn tell<'a>(&'a self, wire_name: &'a str, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>> {

@@ -142,6 +142,7 @@ impl NodeBuilder {
             peers: Mutex::new(HashMap::new()),
             peer_changed: watch::channel(0u64).0,
             exposed: DashMap::new(),
+            exposed_ids: DashMap::new(),
             proxies: Mutex::new(HashMap::new()),
             shutdown,
         });
@@ -228,6 +229,7 @@ pub(crate) struct NodeInner {
     /// Bumped whenever the peer set changes.
     peer_changed: watch::Sender<u64>,
     exposed: DashMap<String, Arc<dyn Exposed>>,
+    exposed_ids: DashMap<u64, (String, Arc<dyn Exposed>)>,
     /// Stand-ins of remote actors per peer, told when the peer is lost.
     proxies: Mutex<HashMap<String, Vec<WeakRemoteHandle>>>,
     pub(crate) shutdown: watch::Sender<bool>,
@@ -352,7 +354,7 @@ impl Node {
         let actor = self.inner.system.spawn_with(actor, SpawnOptions::new().name(name))?;
         let exposed: Arc<dyn Exposed> = Arc::new(ExposedActor { actor: actor.clone(), table: Arc::new(table) });
         self.inner.exposed.insert(name.to_owned(), exposed.clone());
-        self.inner.exposed.insert(format!("#{}", actor.id().as_u64()), exposed);
+        self.inner.exposed_ids.insert(actor.id().as_u64(), (name.to_owned(), exposed));
         Ok(actor)
     }
 
@@ -492,18 +494,23 @@ impl NodeInner {
 
     /// The exposed actor a frame targets, if it is alive.
     pub(crate) fn resolve(&self, target: &Target) -> Option<Arc<dyn Exposed>> {
-        let key = match (&target.id, &target.name) {
-            (Some(id), _) => format!("#{id}"),
-            (None, Some(name)) => name.clone(),
+        let exposed = match (&target.id, &target.name) {
+            (Some(id), _) => self.exposed_ids.get(id).map(|e| e.value().1.clone())?,
+            (None, Some(name)) => self.exposed.get(name).map(|e| e.value().clone())?,
             (None, None) => return None,
         };
-        let exposed = self.exposed.get(&key).map(|e| e.value().clone())?;
         if exposed.is_alive() {
             Some(exposed)
         } else {
-            self.exposed.remove(&key);
+            self.forget_dead();
             None
         }
+    }
+
+    /// Drops exposed actors that have stopped (their names are free again).
+    fn forget_dead(&self) {
+        self.exposed.retain(|_, e| e.is_alive());
+        self.exposed_ids.retain(|_, (_, e)| e.is_alive());
     }
 
     /// Answers a peer's request to the node itself.
@@ -513,11 +520,11 @@ impl NodeInner {
         }
         let name: String = crate::codec::decode(payload).map_err(|_| FailureCode::DecodeError)?;
         let exposed = self.resolve(&Target::name(name.clone())).ok_or(FailureCode::ActorNotFound)?;
-        let id = self.exposed.iter().find_map(|e| {
-            let key = e.key();
-            (key.starts_with('#') && Arc::ptr_eq(e.value(), &exposed)).then(|| key[1..].parse::<u64>().ok()).flatten()
-        });
-        let id = id.ok_or(FailureCode::ActorNotFound)?;
+        let id = self
+            .exposed_ids
+            .iter()
+            .find_map(|e| Arc::ptr_eq(&e.value().1, &exposed).then_some(*e.key()))
+            .ok_or(FailureCode::ActorNotFound)?;
         let reply = LookupReply { id, type_name: exposed.type_name().to_owned() };
         let bytes = crate::codec::encode(&reply).map_err(|_| FailureCode::Rejected)?;
         Ok(Box::pin(async move { Ok(bytes) }))
