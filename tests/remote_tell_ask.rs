@@ -151,3 +151,31 @@ async fn exposing_a_message_without_wire_name_fails() {
     let _ = Duration::ZERO;
     a.shutdown().await;
 }
+
+/// Senders faster than the connection fill the outbound buffer; they wait,
+/// and every message still arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbound_buffer_pushes_back_without_losing_messages() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b")
+        .transport(net.transport())
+        .listen("b")
+        .seeds(["a"])
+        .max_outbound_bytes(2048)
+        .start()
+        .await
+        .unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    a.spawn_named("counter", Counter::default()).unwrap();
+    let remote: ActorRef<Counter> = b.lookup("counter").await.unwrap();
+    const N: u64 = 20_000;
+    for i in 0..N {
+        remote.tell(Add(i)).await.unwrap();
+    }
+    let seen = remote.ask(Seen).timeout(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(seen.len() as u64, N, "every tell arrived once");
+    assert!(seen.iter().copied().eq(0..N), "in order");
+    a.shutdown().await;
+    b.shutdown().await;
+}

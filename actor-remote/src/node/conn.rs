@@ -252,23 +252,26 @@ fn submit(
     use crate::proto::SendError;
     match cmd {
         Command::Tell { target, wire_name, payload } => {
-            let tell = Tell { target, sender: None, wire_name: wire_name.to_owned(), payload };
-            match session.send_tell(now(), tell.clone()) {
-                Err(SendError::Full) => Some(Command::Tell { target: tell.target, wire_name, payload: tell.payload }),
-                Err(e) => {
-                    tracing::debug!(error = %e, "tell not sent");
-                    None
-                }
-                Ok(()) => None,
+            if !session.has_room() {
+                return Some(Command::Tell { target, wire_name, payload });
             }
+            let tell = Tell { target, sender: None, wire_name: wire_name.to_owned(), payload };
+            // `has_room` said yes, so only a closed session or a frame over the
+            // peer's limit can refuse it; neither can be retried.
+            if let Err(e) = session.send_tell(now(), tell) {
+                tracing::warn!(error = %e, "tell not sent");
+            }
+            None
         }
         Command::Ask { target, wire_name, payload, timeout, reply } => {
-            match session.send_ask(now(), target.clone(), None, wire_name.clone(), payload.clone(), timeout) {
+            if !session.has_room() {
+                return Some(Command::Ask { target, wire_name, payload, timeout, reply });
+            }
+            match session.send_ask(now(), target, None, wire_name, payload, timeout) {
                 Ok(id) => {
                     pending.insert(id, reply);
                     None
                 }
-                Err(SendError::Full) => Some(Command::Ask { target, wire_name, payload, timeout, reply }),
                 Err(SendError::TooManyPendingAsks(n)) => {
                     let _ = reply.send(Err(RemoteError::Rejected(format!("{n} asks already pending to this node"))));
                     None

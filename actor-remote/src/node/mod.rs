@@ -114,6 +114,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Encoded bytes buffered per connection before senders wait (default
+    /// 4 MiB; with the bounded command queue in front of it, this is what
+    /// holds memory per peer in check).
+    pub fn max_outbound_bytes(mut self, bytes: usize) -> Self {
+        self.session.max_outbound_bytes = bytes.max(1);
+        self
+    }
+
     /// Asks pending to one peer before more are refused (default 10 000).
     pub fn max_pending_asks(mut self, asks: usize) -> Self {
         self.session.max_pending_asks = asks;

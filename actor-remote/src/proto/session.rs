@@ -30,8 +30,9 @@ pub struct SessionConfig {
     /// Asks awaiting a reply from the peer; one more is refused. Default 10 000.
     pub max_pending_asks: usize,
     /// Encoded bytes waiting for the transport (plus frames queued before the
-    /// handshake, counted by their encoded size); more is refused with
-    /// [`SendError::Full`]. Default 4 MiB.
+    /// handshake, counted by their encoded size); once reached, data frames
+    /// are refused with [`SendError::Full`] (the buffer can exceed it by at
+    /// most one frame). Default 4 MiB.
     pub max_outbound_bytes: usize,
     /// The peer's node id as authenticated by the transport (its TLS
     /// certificate); a `Hello` claiming another id is refused.
@@ -235,6 +236,12 @@ impl Session {
         matches!(self.state, State::Closed)
     }
 
+    /// Whether a data frame would be accepted now (the outbound buffer is
+    /// under its limit); frames are refused with [`SendError::Full`] otherwise.
+    pub fn has_room(&self) -> bool {
+        !self.is_closed() && self.tx.len() + self.early_bytes < self.config.max_outbound_bytes
+    }
+
     /// Asks awaiting a reply.
     pub fn pending_asks(&self) -> usize {
         self.pending.len()
@@ -425,23 +432,23 @@ impl Session {
         match &self.state {
             State::Closed => Err(SendError::Closed),
             State::Handshaking { .. } => {
-                let mut probe = Vec::new();
-                frame.encode(&mut probe, frame::HARD_MAX_FRAME)?;
-                if self.tx.len() + self.early_bytes + probe.len() > self.config.max_outbound_bytes {
+                if self.tx.len() + self.early_bytes >= self.config.max_outbound_bytes {
                     return Err(SendError::Full);
                 }
+                let mut probe = Vec::new();
+                frame.encode(&mut probe, frame::HARD_MAX_FRAME)?;
                 self.early_bytes += probe.len();
                 self.early.push_back((frame, probe.len()));
                 Ok(())
             }
             State::Established(peer) => {
-                let max = peer.max_frame;
-                let before = self.tx.len();
-                frame.encode(&mut self.tx, max)?;
-                if self.tx.len() > self.config.max_outbound_bytes && before > 0 {
-                    self.tx.truncate(before);
+                // Checked before the frame is added, exactly as `has_room`
+                // reports: the buffer may end up one frame over the limit.
+                if self.tx.len() >= self.config.max_outbound_bytes {
                     return Err(SendError::Full);
                 }
+                let max = peer.max_frame;
+                frame.encode(&mut self.tx, max)?;
                 self.last_tx = now;
                 Ok(())
             }
