@@ -1,11 +1,16 @@
-//! Footlight's remoting layer.
+//! Footlight's remoting layer: the same `ActorRef` reaches an actor on another
+//! node.
 //!
-//! This first part is the wire protocol as a sans-IO state machine
-//! ([`proto`]): frames and their byte encoding, the versioned handshake, ask
-//! correlation and deadlines, heartbeats and close reasons. It owns no socket,
-//! no task and no clock: a driver feeds it bytes and the current time and
-//! carries out what it asks for. The same state machine will run over QUIC and
-//! over the in-memory test transport. `PROTOCOL.md` documents the bytes.
+//! - [`proto`]: the wire protocol as a sans-IO state machine: frames and
+//!   their byte encoding, the versioned handshake, ask correlation and
+//!   deadlines, heartbeats, close reasons. No socket, no task, no clock; it
+//!   builds without tokio (`--no-default-features`). `PROTOCOL.md` documents
+//!   the bytes.
+//! - [`codec`]: how application messages are encoded (named MessagePack).
+//! - [`transport`]: byte streams between nodes: QUIC with mutual TLS
+//!   (`quic`, `tls`) and an in-memory network with fault injection (`mem`).
+//! - [`Node`]: runs a session per connection over a transport, exposes local
+//!   actors to peers, and hands out remote refs.
 
 pub mod codec;
 #[cfg(feature = "runtime")]
