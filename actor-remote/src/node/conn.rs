@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::NodeInner;
 use super::endpoint::Command;
 use super::expose::TryTell;
-use crate::proto::frame::{Ask, Tell};
+use crate::proto::frame::{ActorAddr, Ask, Tell, Terminated, Watch};
 use crate::proto::session::CloseCause;
 use crate::proto::{AskFailure, CloseCode, Event, FailureCode, Session};
 use crate::transport::Connection;
@@ -164,7 +164,24 @@ pub(crate) async fn run(
                 Event::Closed(cause) => {
                     log_close(&node.id, peer_id.as_deref(), &remote_addr, &cause);
                 }
-                other => tracing::debug!(?other, "event not handled yet"),
+                Event::Watch(watch) => {
+                    // Report when the watched actor stops (at once if it is
+                    // gone), unless this connection ends first.
+                    let (node, commands) = (node.clone(), commands.clone());
+                    tokio::spawn(async move {
+                        let id = watch.target.id;
+                        let reason = match node.resolve(&crate::proto::frame::Target::id(id)) {
+                            Some(actor) => tokio::select! {
+                                reason = actor.wait_for_stop() => reason.to_string(),
+                                () = commands.closed() => return,
+                            },
+                            None => "not found".to_owned(),
+                        };
+                        let _ = commands.send(Command::Terminated { id, reason }).await;
+                    });
+                }
+                Event::Terminated(t) => node.remote_terminated(conn_id, t.actor.id, &t.reason),
+                other => tracing::debug!(?other, "event not handled"),
             }
         }
         if session.is_closed() {
@@ -230,9 +247,7 @@ pub(crate) async fn run(
             let _ = reply.send(Err(RemoteError::NodeDown));
         }
     }
-    if let Some(peer) = &peer_id {
-        node.peer_lost(peer, conn_id);
-    }
+    node.peer_lost(peer_id.as_deref().unwrap_or(""), conn_id);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
 }
 
@@ -293,6 +308,31 @@ fn submit(
             };
             if let Err(e) = sent {
                 tracing::debug!(id, error = %e, "reply not sent");
+            }
+            None
+        }
+        Command::Watch { id } => {
+            let Some(peer) = session.peer().cloned() else { return None };
+            let (me, incarnation) = session.local();
+            let watch = Watch {
+                target: ActorAddr { node: peer.node, incarnation: peer.incarnation, id },
+                watcher: ActorAddr { node: me.to_owned(), incarnation, id: 0 },
+            };
+            if let Err(e) = session.send_watch(now(), watch) {
+                tracing::debug!(error = %e, "watch not sent");
+            }
+            None
+        }
+        Command::Terminated { id, reason } => {
+            let Some(peer) = session.peer().cloned() else { return None };
+            let (me, incarnation) = session.local();
+            let terminated = Terminated {
+                actor: ActorAddr { node: me.to_owned(), incarnation, id },
+                watcher: ActorAddr { node: peer.node, incarnation: peer.incarnation, id: 0 },
+                reason,
+            };
+            if let Err(e) = session.send_terminated(now(), terminated) {
+                tracing::debug!(error = %e, "terminated not sent");
             }
             None
         }

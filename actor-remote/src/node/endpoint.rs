@@ -25,6 +25,15 @@ pub(crate) enum Command {
         id: u64,
         result: Result<Vec<u8>, (crate::proto::FailureCode, String)>,
     },
+    /// Ask the peer to report when its actor `id` stops.
+    Watch {
+        id: u64,
+    },
+    /// Report that our actor `id`, watched by the peer, stopped.
+    Terminated {
+        id: u64,
+        reason: String,
+    },
     Close,
 }
 

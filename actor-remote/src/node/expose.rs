@@ -131,6 +131,8 @@ impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
 pub(crate) trait Exposed: Send + Sync {
     fn type_name(&self) -> &'static str;
     fn is_alive(&self) -> bool;
+    /// Resolves when the actor has stopped for good.
+    fn wait_for_stop(&self) -> BoxFuture<'static, actor_core::ExitReason>;
     fn try_tell(&self, wire_name: &str, payload: &[u8]) -> Result<(), TryTell>;
     fn tell<'a>(&'a self, wire_name: &'a str, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>>;
     fn ask<'a>(
@@ -153,6 +155,11 @@ impl<A: Actor> Exposed for ExposedActor<A> {
 
     fn is_alive(&self) -> bool {
         self.actor.is_alive()
+    }
+
+    fn wait_for_stop(&self) -> BoxFuture<'static, actor_core::ExitReason> {
+        let actor = self.actor.clone();
+        Box::pin(async move { actor.wait_for_stop().await })
     }
 
     fn try_tell(&self, wire_name: &str, payload: &[u8]) -> Result<(), TryTell> {

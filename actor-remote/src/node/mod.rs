@@ -18,10 +18,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What a remote ref does today: `tell`, `try_tell` and `ask` with messages
-//! that have a wire name; `watch` and `wait_for_stop` fire when the actor's
-//! node is lost or leaves (not yet when the remote actor alone stops: remote
-//! watch frames exist in the protocol but are not wired yet).
+//! A remote ref does `tell`, `try_tell` and `ask` with messages that have a
+//! wire name; watching it (or `wait_for_stop`) reports the remote actor's end
+//! (its exit reason, carried as text) or the loss of its node
+//! (`ExitReason::NodeDown`).
 
 mod conn;
 mod endpoint;
@@ -34,10 +34,10 @@ use std::time::Duration;
 use actor_core::{Actor, ActorRef, ActorSystem, ExitReason, SpawnError, SpawnOptions, WeakRemoteHandle};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use self::conn::ConnHandle;
-use self::endpoint::PeerEndpoint;
+use self::endpoint::{Command, PeerEndpoint};
 use self::expose::{Exposed, ExposedActor, ReplyFuture};
 pub use self::expose::{RemoteActor, RemoteMessages};
 use crate::proto::frame::Target;
@@ -238,8 +238,10 @@ pub(crate) struct NodeInner {
     peer_changed: watch::Sender<u64>,
     exposed: DashMap<String, Arc<dyn Exposed>>,
     exposed_ids: DashMap<u64, (String, Arc<dyn Exposed>)>,
-    /// Stand-ins of remote actors per peer, told when the peer is lost.
-    proxies: Mutex<HashMap<String, Vec<WeakRemoteHandle>>>,
+    /// Stand-ins of remote actors, per connection and remote actor id: told
+    /// when the actor stops or the connection ends (a ref is bound to the
+    /// connection it was looked up through).
+    proxies: Mutex<HashMap<u64, HashMap<u64, Vec<WeakRemoteHandle>>>>,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
@@ -461,7 +463,7 @@ impl NodeInner {
     }
 
     /// A connection ended: forget it (if it is still the peer's) and tell
-    /// everyone holding refs to the peer's actors.
+    /// everyone holding refs bound to it that their actors are out of reach.
     pub(crate) fn peer_lost(&self, peer: &str, conn_id: u64) {
         let removed = {
             let mut peers = self.lock_peers();
@@ -473,13 +475,28 @@ impl NodeInner {
                 _ => false,
             }
         };
-        if !removed {
-            return;
+        if removed {
+            self.peer_changed.send_modify(|n| *n += 1);
         }
-        self.peer_changed.send_modify(|n| *n += 1);
-        let proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner()).remove(peer).unwrap_or_default();
-        for proxy in proxies.iter().filter_map(WeakRemoteHandle::upgrade) {
+        let proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn_id).unwrap_or_default();
+        for proxy in proxies.values().flatten().filter_map(WeakRemoteHandle::upgrade) {
             proxy.terminate(ExitReason::NodeDown);
+        }
+    }
+
+    /// A peer reports that its actor `id` stopped.
+    pub(crate) fn remote_terminated(&self, conn_id: u64, id: u64, reason: &str) {
+        let handles = {
+            let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
+            proxies.get_mut(&conn_id).and_then(|actors| actors.remove(&id)).unwrap_or_default()
+        };
+        let reason = match reason {
+            "normal" => ExitReason::Normal,
+            "shutdown" => ExitReason::Shutdown,
+            other => ExitReason::Failed(format!("remote: {other}")),
+        };
+        for proxy in handles.iter().filter_map(WeakRemoteHandle::upgrade) {
+            proxy.terminate(reason.clone());
         }
     }
 
@@ -487,12 +504,26 @@ impl NodeInner {
         let endpoint =
             PeerEndpoint { commands: handle.commands.clone(), target: Target::id(id), label: format!("{name}@{peer}") };
         let (actor, remote) = ActorRef::<A>::remote(Arc::new(endpoint));
-        let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
-        let list = proxies.entry(peer.to_owned()).or_default();
-        if list.len() >= 16 && list.len().is_power_of_two() {
-            list.retain(|w| w.upgrade().is_some());
+        let first = {
+            let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
+            let actors = proxies.entry(handle.id).or_default();
+            if actors.len() >= 16 && actors.len().is_power_of_two() {
+                actors.retain(|_, list| {
+                    list.retain(|w| w.upgrade().is_some());
+                    !list.is_empty()
+                });
+            }
+            let list = actors.entry(id).or_default();
+            list.push(remote.downgrade());
+            list.len() == 1
+        };
+        // The first ref to this actor subscribes to its end.
+        if first && let Err(mpsc::error::TrySendError::Full(cmd)) = handle.commands.try_send(Command::Watch { id }) {
+            let commands = handle.commands.clone();
+            tokio::spawn(async move {
+                let _ = commands.send(cmd).await;
+            });
         }
-        list.push(remote.downgrade());
         // A connection lost while the lookup was in flight: report at once.
         if handle.commands.is_closed() {
             remote.terminate(ExitReason::NodeDown);

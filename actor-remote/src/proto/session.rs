@@ -231,6 +231,11 @@ impl Session {
         }
     }
 
+    /// This side's node id and incarnation.
+    pub fn local(&self) -> (&str, u64) {
+        (&self.config.node, self.config.incarnation)
+    }
+
     /// Whether the session is over.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)

@@ -1,0 +1,92 @@
+//! Watching a remote actor: its end (not only its node's) reaches local
+//! watchers once, with its exit reason, over the in-memory network.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use footlight::prelude::*;
+use footlight::remote::transport::mem::MemoryNetwork;
+use tokio::sync::mpsc;
+
+#[derive(Actor)]
+struct Worker;
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(remote = "test.Quit")]
+struct Quit;
+
+impl Handler<Quit> for Worker {
+    async fn handle(&mut self, _: Quit, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(remote = "test.Crash")]
+struct Crash;
+
+impl Handler<Crash> for Worker {
+    async fn handle(&mut self, _: Crash, _ctx: &mut Context<Self>) {
+        panic!("crash on purpose");
+    }
+}
+
+impl RemoteActor for Worker {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Quit>().add::<Crash>();
+    }
+}
+
+struct Watcher(mpsc::UnboundedSender<Terminated>);
+impl Actor for Watcher {
+    async fn on_terminated(&mut self, _ctx: &mut Context<Self>, t: Terminated) {
+        let _ = self.0.send(t);
+    }
+}
+
+#[derive(Message)]
+struct WatchIt(ActorRef<Worker>);
+impl Handler<WatchIt> for Watcher {
+    async fn handle(&mut self, WatchIt(r): WatchIt, ctx: &mut Context<Self>) {
+        ctx.watch(&r);
+    }
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f).await.expect("in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_actor_ends_reach_local_watchers() {
+    std::panic::set_hook(Box::new(|_| {}));
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    a.spawn_named("quitter", Worker).unwrap();
+    a.spawn_named("crasher", Worker).unwrap();
+    let quitter: ActorRef<Worker> = b.lookup("quitter").await.unwrap();
+    let crasher: ActorRef<Worker> = b.lookup("crasher").await.unwrap();
+    let (seen, mut notices) = mpsc::unbounded_channel();
+    let watcher = b.system().spawn(Watcher(seen));
+    watcher.ask(WatchIt(quitter.clone())).await.unwrap();
+    watcher.ask(WatchIt(crasher.clone())).await.unwrap();
+
+    quitter.tell(Quit).await.unwrap();
+    let notice = within(notices.recv()).await.unwrap();
+    assert_eq!(notice, Terminated { id: quitter.id(), reason: ExitReason::Normal });
+    assert_eq!(within(quitter.wait_for_stop()).await, ExitReason::Normal);
+
+    crasher.tell(Crash).await.unwrap();
+    let notice = within(notices.recv()).await.unwrap();
+    assert_eq!(notice.id, crasher.id());
+    match notice.reason {
+        ExitReason::Failed(why) => assert!(why.contains("crash on purpose"), "{why}"),
+        other => panic!("expected the remote panic as the reason, got {other:?}"),
+    }
+    // The node itself is fine; nothing else fired.
+    assert_eq!(b.peers(), ["a"]);
+    assert!(notices.try_recv().is_err());
+    a.shutdown().await;
+    b.shutdown().await;
+}
