@@ -312,7 +312,8 @@ fn submit(
             None
         }
         Command::Watch { id } => {
-            let Some(peer) = session.peer().cloned() else { return None };
+            // Before the handshake there is no peer to watch on: drop it.
+            let peer = session.peer().cloned()?;
             let (me, incarnation) = session.local();
             let watch = Watch {
                 target: ActorAddr { node: peer.node, incarnation: peer.incarnation, id },
@@ -324,7 +325,7 @@ fn submit(
             None
         }
         Command::Terminated { id, reason } => {
-            let Some(peer) = session.peer().cloned() else { return None };
+            let peer = session.peer().cloned()?;
             let (me, incarnation) = session.local();
             let terminated = Terminated {
                 actor: ActorAddr { node: me.to_owned(), incarnation, id },
