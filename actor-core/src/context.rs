@@ -18,15 +18,23 @@ pub struct Context<A: Actor> {
     myself: ActorRef<A>,
     system: ActorSystem,
     parent: Option<Weak<ActorCell>>,
+    /// Children and timers, allocated on first use: most actors have neither,
+    /// and every idle actor carries its context.
+    extra: Option<Box<Extra>>,
+    /// A stop the actor asked for, carried out after the current handler.
+    pub(crate) stop: Option<Box<ExitReason>>,
+}
+
+#[derive(Default)]
+struct Extra {
     /// Live children, in spawn order (ids grow with spawn order).
-    pub(crate) children: BTreeMap<ActorId, Arc<ActorCell>>,
+    children: BTreeMap<ActorId, Arc<ActorCell>>,
     timers: Vec<AbortHandle>,
-    pub(crate) stop: Option<ExitReason>,
 }
 
 impl<A: Actor> Context<A> {
     pub(crate) fn new(myself: ActorRef<A>, system: ActorSystem, parent: Option<Weak<ActorCell>>) -> Self {
-        Self { myself, system, parent, children: BTreeMap::new(), timers: Vec::new(), stop: None }
+        Self { myself, system, parent, extra: None, stop: None }
     }
 
     /// A ref to this actor.
@@ -50,13 +58,13 @@ impl<A: Actor> Context<A> {
 
     /// Stops this actor normally once the current handler returns.
     pub fn stop(&mut self) {
-        self.stop = Some(ExitReason::Normal);
+        self.stop = Some(Box::new(ExitReason::Normal));
     }
 
     /// Fails this actor with [`ExitReason::Failed`] once the current handler
     /// returns; its supervisor, links and watchers see the failure.
     pub fn fail(&mut self, reason: impl Into<String>) {
-        self.stop = Some(ExitReason::Failed(reason.into()));
+        self.stop = Some(Box::new(ExitReason::Failed(reason.into())));
     }
 
     /// Spawns a child actor with default options. The child is stopped (and
@@ -65,7 +73,7 @@ impl<A: Actor> Context<A> {
         let args =
             SpawnArgs { options: SpawnOptions::new(), parent: Some(self.myself.cell().clone()), supervision: None };
         let child = runtime::spawn_unnamed(&self.system, Some(actor), args);
-        self.children.insert(child.id(), child.cell().clone());
+        self.extra().children.insert(child.id(), child.cell().clone());
         child
     }
 
@@ -73,7 +81,7 @@ impl<A: Actor> Context<A> {
     pub fn spawn_with<B: Actor>(&mut self, actor: B, options: SpawnOptions) -> Result<ActorRef<B>, SpawnError> {
         let args = SpawnArgs { options, parent: Some(self.myself.cell().clone()), supervision: None };
         let child = runtime::spawn(&self.system, Some(actor), args)?;
-        self.children.insert(child.id(), child.cell().clone());
+        self.extra().children.insert(child.id(), child.cell().clone());
         Ok(child)
     }
 
@@ -85,13 +93,29 @@ impl<A: Actor> Context<A> {
     ) -> ActorRef<B> {
         let args = SpawnArgs { options, parent: Some(self.myself.cell().clone()), supervision: Some(supervision) };
         let child = runtime::spawn_unnamed(&self.system, None, args);
-        self.children.insert(child.id(), child.cell().clone());
+        self.extra().children.insert(child.id(), child.cell().clone());
         child
     }
 
     /// The ids of this actor's live children, oldest first.
     pub fn children(&self) -> impl Iterator<Item = ActorId> + '_ {
-        self.children.keys().copied()
+        self.extra.iter().flat_map(|e| e.children.keys().copied())
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Forgets a child that stopped for good.
+    pub(crate) fn remove_child(&mut self, id: ActorId) {
+        if let Some(extra) = &mut self.extra {
+            extra.children.remove(&id);
+        }
+    }
+
+    /// Takes the stop the actor asked for, if any.
+    pub(crate) fn take_stop(&mut self) -> Option<ExitReason> {
+        self.stop.take().map(|r| *r)
     }
 
     /// Watches `other`: when it stops, [`Actor::on_terminated`] receives one
@@ -178,22 +202,24 @@ impl<A: Actor> Context<A> {
     fn keep_timer(&mut self, handle: AbortHandle) -> TimerHandle {
         // Forget finished timers now and then so a long-lived actor that keeps
         // arming one-shot timers does not grow without bound.
-        if self.timers.len() >= 64 && self.timers.len().is_power_of_two() {
-            self.timers.retain(|t| !t.is_finished());
+        let timers = &mut self.extra().timers;
+        if timers.len() >= 64 && timers.len().is_power_of_two() {
+            timers.retain(|t| !t.is_finished());
         }
-        self.timers.push(handle.clone());
+        timers.push(handle.clone());
         TimerHandle { handle }
     }
 
     pub(crate) fn cancel_timers(&mut self) {
-        for t in self.timers.drain(..) {
+        let Some(extra) = &mut self.extra else { return };
+        for t in extra.timers.drain(..) {
             t.abort();
         }
     }
 
     /// Stops every child, youngest first, waiting for each.
     pub(crate) async fn stop_children(&mut self) {
-        while let Some((_, child)) = self.children.pop_last() {
+        while let Some((_, child)) = self.extra.as_mut().and_then(|e| e.children.pop_last()) {
             child.signal(Signal::Stop(ExitReason::Shutdown));
             child.wait_exit().await;
         }

@@ -387,7 +387,7 @@ impl Handler<ChildExit> for Supervisor {
                 max_restarts = self.max_restarts, window = ?self.window,
                 "restart intensity exceeded; supervisor gives up"
             );
-            ctx.stop = Some(ExitReason::MaxRestartsExceeded);
+            ctx.stop = Some(Box::new(ExitReason::MaxRestartsExceeded));
             return;
         }
         tracing::warn!(supervisor = %ctx.myself(), child = %cell, reason = %report.reason, "restarting child");
