@@ -179,3 +179,16 @@ async fn a_full_outbound_buffer_pushes_back_without_losing_messages() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_share_one_ref_and_huge_timeouts_do_not_panic() {
+    let (_net, a, b) = pair().await;
+    a.spawn_named("counter", Counter::default()).unwrap();
+    let first: ActorRef<Counter> = b.lookup("counter").await.unwrap();
+    let second: ActorRef<Counter> = b.lookup("counter").await.unwrap();
+    assert_eq!(first, second, "the same remote actor, the same ref");
+    assert_eq!(first.ask(Add(2)).timeout(Duration::MAX).await.unwrap(), 2);
+    assert_eq!(b.peers(), ["a"], "the connection survived");
+    a.shutdown().await;
+    b.shutdown().await;
+}

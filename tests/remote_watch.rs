@@ -58,7 +58,6 @@ async fn within<F: std::future::Future>(f: F) -> F::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_actor_ends_reach_local_watchers() {
-    std::panic::set_hook(Box::new(|_| {}));
     let net = MemoryNetwork::new();
     let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
     let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
@@ -87,6 +86,28 @@ async fn remote_actor_ends_reach_local_watchers() {
     // The node itself is fine; nothing else fired.
     assert_eq!(b.peers(), ["a"]);
     assert!(notices.try_recv().is_err());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_outlives_the_refs_it_was_made_through() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    let local = a.spawn_named("quitter", Worker).unwrap();
+    let (seen, mut notices) = mpsc::unbounded_channel();
+    let watcher = b.system().spawn(Watcher(seen));
+    let id = {
+        let remote: ActorRef<Worker> = b.lookup("quitter").await.unwrap();
+        watcher.ask(WatchIt(remote.clone())).await.unwrap();
+        remote.id()
+    };
+    // Every ref on b is gone; the watch must still fire.
+    local.tell(Quit).await.unwrap();
+    let notice = within(notices.recv()).await.unwrap();
+    assert_eq!(notice, Terminated { id, reason: ExitReason::Normal });
     a.shutdown().await;
     b.shutdown().await;
 }

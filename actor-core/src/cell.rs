@@ -290,6 +290,14 @@ impl ActorCell {
         }
     }
 
+    /// Whether any live actor watches or is linked to this one.
+    pub(crate) fn has_observers(&self) -> bool {
+        self.lock().relations.iter().any(|r| match r {
+            Relation::Watcher(w) | Relation::Link(w) => w.strong_count() > 0,
+            Relation::Name(_) => false,
+        })
+    }
+
     /// Marks the actor dead (once) and hands back whom to notify.
     pub(crate) fn finish(&self, reason: ExitReason) -> Option<Remains> {
         let remains = {

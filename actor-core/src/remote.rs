@@ -130,6 +130,12 @@ impl RemoteHandle {
         !self.cell.is_alive()
     }
 
+    /// Whether nothing needs this stand-in any more: no ref to it is left and
+    /// no live actor watches it or is linked to it.
+    pub fn is_unused(&self) -> bool {
+        Arc::strong_count(&self.cell) == 1 && !self.cell.has_observers()
+    }
+
     /// A handle that does not keep the stand-in alive.
     pub fn downgrade(&self) -> WeakRemoteHandle {
         WeakRemoteHandle { cell: Arc::downgrade(&self.cell) }

@@ -1,6 +1,6 @@
 //! One connection's task: drives a [`Session`] over a transport connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -20,6 +20,8 @@ use crate::transport::Connection;
 pub(crate) const COMMAND_QUEUE: usize = 1024;
 /// Inbound messages queued for delivery to local actors before reading pauses.
 const INBOUND_QUEUE: usize = 1024;
+/// Actors one peer may watch through one connection.
+const MAX_WATCHES: usize = 10_000;
 /// Commands taken from the queue in one go before bytes are flushed.
 const COMMAND_BATCH: usize = 512;
 /// The writer joins queued chunks up to this size into one write.
@@ -86,14 +88,21 @@ pub(crate) async fn run(
     });
     // Inbound messages handed to the dispatcher and not yet delivered.
     let backlog = Arc::new(AtomicUsize::new(0));
-    let dispatcher = tokio::spawn(dispatch_inbound(node.clone(), inbound_rx, commands.clone(), backlog.clone()));
+    let watched: Watched = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let dispatcher =
+        tokio::spawn(dispatch_inbound(node.clone(), inbound_rx, commands.clone(), backlog.clone(), watched.clone()));
 
     let mut in_flight = 0usize;
     let mut pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>> = HashMap::new();
     let mut stalled: VecDeque<Command> = VecDeque::new();
+    // An inbound message waiting for room in the dispatcher's queue. While
+    // one waits, events stay in the session and the transport is not read
+    // (backpressure towards the peer); timers and commands keep running.
+    let mut held: Option<Inbound> = None;
     let mut peer_id: Option<String> = None;
     let mut connected = connected;
     let mut shutdown = node.shutdown.subscribe();
+    let outbound_cap = node.session.max_outbound_bytes.saturating_mul(2);
 
     loop {
         // Hand encoded bytes to the writer, within the window.
@@ -106,21 +115,23 @@ pub(crate) async fn run(
                 None => break,
             }
         }
-        while let Some(event) = session.poll_event() {
-            match event {
+        while held.is_none() {
+            let Some(event) = session.poll_event() else { break };
+            let inbound = match event {
                 Event::Established(peer) => {
                     let dialer = if dialed_by_me { node.id.clone() } else { peer.node.clone() };
                     let handle =
                         ConnHandle { id: conn_id, commands: commands.clone(), dialer, incarnation: peer.incarnation };
+                    if let Some(tx) = connected.take() {
+                        let _ = tx.send(peer.node.clone());
+                    }
                     if node.register_peer(&peer.node, handle) {
                         tracing::info!(node = %node.id, peer = %peer.node, addr = %remote_addr, "connected");
                         peer_id = Some(peer.node.clone());
-                        if let Some(tx) = connected.take() {
-                            let _ = tx.send(peer.node.clone());
-                        }
                     } else {
                         session.close(now(), CloseCode::Duplicate, "a connection between these nodes already exists");
                     }
+                    None
                 }
                 Event::Tell(tell) => {
                     // Straight into the mailbox when nothing is queued ahead of
@@ -128,63 +139,60 @@ pub(crate) async fn run(
                     // which waits for room, in order.
                     if backlog.load(Ordering::SeqCst) == 0 {
                         match node.resolve(&tell.target).map(|a| a.try_tell(&tell.wire_name, &tell.payload)) {
-                            Some(Ok(())) => continue,
-                            Some(Err(TryTell::Full)) => {}
+                            Some(Ok(())) => None,
+                            Some(Err(TryTell::Full)) => Some(Inbound::Tell(tell)),
                             Some(Err(TryTell::Refused(code))) => {
                                 tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
-                                continue;
+                                None
                             }
                             None => {
                                 tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
-                                continue;
+                                None
                             }
                         }
-                    }
-                    backlog.fetch_add(1, Ordering::SeqCst);
-                    if inbound_tx.send(Inbound::Tell(tell)).await.is_err() {
-                        session.close(now(), CloseCode::Normal, "node stopping");
+                    } else {
+                        Some(Inbound::Tell(tell))
                     }
                 }
-                Event::Ask(ask) => {
-                    backlog.fetch_add(1, Ordering::SeqCst);
-                    if inbound_tx.send(Inbound::Ask(ask)).await.is_err() {
-                        session.close(now(), CloseCode::Normal, "node stopping");
-                    }
-                }
+                Event::Ask(ask) => Some(Inbound::Ask(ask)),
                 Event::Reply { id, payload } => {
                     if let Some(tx) = pending.remove(&id) {
                         let _ = tx.send(Ok(payload));
                     }
+                    None
                 }
                 Event::AskFailed { id, failure } => {
                     if let Some(tx) = pending.remove(&id) {
                         let _ = tx.send(Err(ask_failure(failure)));
                     }
+                    None
                 }
                 Event::Closed(cause) => {
                     log_close(&node.id, peer_id.as_deref(), &remote_addr, &cause);
+                    None
                 }
                 Event::Watch(watch) => {
-                    // Report when the watched actor stops (at once if it is
-                    // gone), unless this connection ends first.
-                    let (node, commands) = (node.clone(), commands.clone());
-                    tokio::spawn(async move {
-                        let id = watch.target.id;
-                        let reason = match node.resolve(&crate::proto::frame::Target::id(id)) {
-                            Some(actor) => tokio::select! {
-                                reason = actor.wait_for_stop() => reason.to_string(),
-                                () = commands.closed() => return,
-                            },
-                            None => "not found".to_owned(),
-                        };
-                        let _ = commands.send(Command::Terminated { id, reason }).await;
-                    });
+                    watch_once(&node, &commands, &watched, watch.target.id);
+                    None
                 }
-                Event::Terminated(t) => node.remote_terminated(conn_id, t.actor.id, &t.reason),
-                other => tracing::debug!(?other, "event not handled"),
+                Event::Unwatch(_) => None,
+                Event::Terminated(t) => {
+                    node.remote_terminated(conn_id, t.actor.id, &t.reason);
+                    None
+                }
+            };
+            if let Some(item) = inbound {
+                backlog.fetch_add(1, Ordering::SeqCst);
+                match inbound_tx.try_send(item) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(item)) => held = Some(item),
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        session.close(now(), CloseCode::Normal, "node stopping");
+                    }
+                }
             }
         }
-        if session.is_closed() {
+        if session.is_closed() && held.is_none() {
             break;
         }
         // Retry commands the session pushed back on, now that bytes moved.
@@ -194,9 +202,16 @@ pub(crate) async fn run(
                 break;
             }
         }
+        // Read only while inbound work can be queued and replies are not
+        // piling up for a peer that does not read them.
+        let reading = held.is_none() && session.outbound_len() < outbound_cap && !session.is_closed();
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            cmd = command_rx.recv(), if stalled.is_empty() => match cmd {
+            permit = inbound_tx.reserve(), if held.is_some() => match (permit, held.take()) {
+                (Ok(permit), Some(item)) => permit.send(item),
+                _ => session.close(now(), CloseCode::Normal, "node stopping"),
+            },
+            cmd = command_rx.recv(), if stalled.is_empty() && !session.is_closed() => match cmd {
                 Some(Command::Close) | None => session.close(now(), CloseCode::Normal, "shutting down"),
                 Some(cmd) => {
                     // Take what else is queued too, so frames leave in batches.
@@ -218,13 +233,27 @@ pub(crate) async fn run(
                     }
                 }
             },
-            read = source.read() => match read {
+            read = source.read(), if reading => match read {
                 Ok(Some(bytes)) => session.handle_input(now(), &bytes),
                 Ok(None) | Err(_) => session.handle_lost(),
             },
-            Some(n) = written_rx.recv() => in_flight = in_flight.saturating_sub(n),
-            () = sleep_until(deadline) => session.handle_timeout(now()),
-            _ = shutdown.changed() => session.close(now(), CloseCode::Normal, "node shutting down"),
+            written = written_rx.recv() => match written {
+                Some(n) => in_flight = in_flight.saturating_sub(n),
+                // The writer failed: the transport is gone.
+                None => session.handle_lost(),
+            },
+            () = sleep_until(deadline) => {
+                if held.is_some() {
+                    // Not reading is our own doing: it says nothing about
+                    // the peer's health.
+                    session.defer_idle(now());
+                }
+                session.handle_timeout(now());
+            }
+            _ = shutdown.wait_for(|stopping| *stopping) => session.close(now(), CloseCode::Normal, "node shutting down"),
+        }
+        if session.is_closed() {
+            held = None;
         }
     }
     // Flush the Close frame, then stop the helpers.
@@ -248,7 +277,44 @@ pub(crate) async fn run(
         }
     }
     node.peer_lost(peer_id.as_deref().unwrap_or(""), conn_id);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+    // A peer that stopped reading must not keep the writer (and the
+    // connection) alive.
+    let mut writer = writer;
+    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+/// The actor ids a peer watches through one connection.
+type Watched = Arc<std::sync::Mutex<HashSet<u64>>>;
+
+/// Starts reporting, once, when the peer's watched actor `id` stops (at once
+/// if it is gone), unless this connection ends first. A second watch of the
+/// same actor is a no-op; past [`MAX_WATCHES`] a watch is answered at once.
+fn watch_once(node: &Arc<NodeInner>, commands: &mpsc::Sender<Command>, watched: &Watched, id: u64) {
+    {
+        let mut set = watched.lock().unwrap_or_else(|p| p.into_inner());
+        if set.contains(&id) {
+            return;
+        }
+        if set.len() >= MAX_WATCHES {
+            tracing::warn!(node = %node.id, "too many watches on one connection; watch refused");
+            let _ = commands.try_send(Command::Terminated { id, reason: "watch refused".into() });
+            return;
+        }
+        set.insert(id);
+    }
+    let (node, commands) = (node.clone(), commands.clone());
+    tokio::spawn(async move {
+        let reason = match node.resolve(&crate::proto::frame::Target::id(id)) {
+            Some(actor) => tokio::select! {
+                reason = actor.wait_for_stop() => reason.to_string(),
+                () = commands.closed() => return,
+            },
+            None => "not found".to_owned(),
+        };
+        let _ = commands.send(Command::Terminated { id, reason }).await;
+    });
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -378,14 +444,15 @@ async fn dispatch_inbound(
     mut inbound: mpsc::Receiver<Inbound>,
     commands: mpsc::Sender<Command>,
     backlog: Arc<AtomicUsize>,
+    watched: Watched,
 ) {
     while let Some(msg) = inbound.recv().await {
-        deliver(&node, msg, &commands).await;
+        deliver(&node, msg, &commands, &watched).await;
         backlog.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-async fn deliver(node: &Arc<NodeInner>, msg: Inbound, commands: &mpsc::Sender<Command>) {
+async fn deliver(node: &Arc<NodeInner>, msg: Inbound, commands: &mpsc::Sender<Command>, watched: &Watched) {
     match msg {
         Inbound::Tell(tell) => {
             let Some(actor) = node.resolve(&tell.target) else {
@@ -399,7 +466,9 @@ async fn deliver(node: &Arc<NodeInner>, msg: Inbound, commands: &mpsc::Sender<Co
         Inbound::Ask(ask) => {
             let timeout = std::time::Duration::from_millis(u64::from(ask.timeout_ms));
             let started = if ask.target.name.as_deref() == Some(super::SYSTEM_TARGET) {
-                node.system_request(&ask.wire_name, &ask.payload)
+                // A lookup also watches what it found, before the asker gets
+                // a ref: its end is reported even if it comes right away.
+                node.system_request(&ask.wire_name, &ask.payload, |id| watch_once(node, commands, watched, id))
             } else {
                 match node.resolve(&ask.target) {
                     Some(actor) => actor.ask(&ask.wire_name, &ask.payload, timeout).await,

@@ -85,6 +85,13 @@ pub(crate) async fn ask(
 ) -> Result<Vec<u8>, RemoteError> {
     let (reply, rx) = oneshot::channel();
     let cmd = Command::Ask { target, wire_name, payload, timeout, reply };
-    commands.send(cmd).await.map_err(|_| RemoteError::NodeDown)?;
-    rx.await.unwrap_or(Err(RemoteError::NodeDown))
+    // The timeout covers waiting for room in the queue too.
+    let asked = async {
+        commands.send(cmd).await.map_err(|_| RemoteError::NodeDown)?;
+        rx.await.unwrap_or(Err(RemoteError::NodeDown))
+    };
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(RemoteError::Timeout),
+    }
 }

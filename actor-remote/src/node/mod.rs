@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use actor_core::{Actor, ActorRef, ActorSystem, ExitReason, SpawnError, SpawnOptions, WeakRemoteHandle};
+use actor_core::{Actor, ActorRef, ActorSystem, ExitReason, RemoteHandle, SpawnError, SpawnOptions, WeakActorRef};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -207,9 +207,20 @@ async fn keep_connected(node: Arc<NodeInner>, addr: String, every: Duration) {
             Ok(conn) => {
                 let (tx, rx) = oneshot::channel();
                 let task = tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
-                let _ = rx.await;
-                // Wait for this connection to end before dialing again.
+                let peer = rx.await.ok();
+                // Wait for this connection to end before dialing again...
                 let _ = task.await;
+                // ...and, if the peer is connected some other way (it dialed
+                // us too and won the tie-break), until that ends as well.
+                if let Some(peer) = peer {
+                    let mut changed = node.peer_changed.subscribe();
+                    while node.lock_peers().contains_key(&peer) {
+                        tokio::select! {
+                            res = changed.changed() => if res.is_err() { return },
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
             }
             Err(e) => tracing::debug!(node = %node.id, %addr, error = %e, "seed not reachable yet"),
         }
@@ -241,7 +252,7 @@ pub(crate) struct NodeInner {
     /// Stand-ins of remote actors, per connection and remote actor id: told
     /// when the actor stops or the connection ends (a ref is bound to the
     /// connection it was looked up through).
-    proxies: Mutex<HashMap<u64, HashMap<u64, Vec<WeakRemoteHandle>>>>,
+    proxies: Mutex<HashMap<u64, HashMap<u64, Proxies>>>,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
@@ -285,6 +296,15 @@ pub enum NodeError {
     /// The peer did not connect in time.
     #[error("peer {0:?} did not connect in time")]
     PeerTimeout(String),
+}
+
+/// The stand-ins of one remote actor on one connection.
+struct Proxies {
+    /// Kept while anything may need them: a stand-in that is watched must
+    /// hear of its actor's end even after every ref to it was dropped.
+    handles: Vec<RemoteHandle>,
+    /// The latest ref handed out (a `WeakActorRef<A>`), reused by lookups.
+    latest: Box<dyn std::any::Any + Send + Sync>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -439,14 +459,23 @@ impl NodeInner {
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records an established connection. When two connections join the same
-    /// pair of nodes (both dialed at once), the one dialed by the node with
-    /// the lower id wins on both sides; returns false for the loser.
+    /// Records an established connection; returns false if it must close.
+    /// When two connections join the same pair of nodes: a newer incarnation
+    /// of the peer wins; else the one dialed by the node with the lower id
+    /// (both sides agree); else (same dialer) the first one stays.
     pub(crate) fn register_peer(&self, peer: &str, handle: ConnHandle) -> bool {
         let mut peers = self.lock_peers();
         if let Some(existing) = peers.get(peer) {
             let preferred = self.id.as_str().min(peer);
-            let keep_existing = existing.dialer == preferred && handle.dialer != preferred;
+            let keep_existing = if existing.incarnation != handle.incarnation {
+                // The peer restarted: its newer run wins.
+                existing.incarnation > handle.incarnation
+            } else if existing.dialer != handle.dialer {
+                existing.dialer == preferred
+            } else {
+                // Dialed twice by the same side: the first stays.
+                true
+            };
             if keep_existing {
                 return false;
             }
@@ -479,7 +508,7 @@ impl NodeInner {
             self.peer_changed.send_modify(|n| *n += 1);
         }
         let proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn_id).unwrap_or_default();
-        for proxy in proxies.values().flatten().filter_map(WeakRemoteHandle::upgrade) {
+        for proxy in proxies.values().flat_map(|p| &p.handles) {
             proxy.terminate(ExitReason::NodeDown);
         }
     }
@@ -488,35 +517,35 @@ impl NodeInner {
     pub(crate) fn remote_terminated(&self, conn_id: u64, id: u64, reason: &str) {
         let handles = {
             let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
-            proxies.get_mut(&conn_id).and_then(|actors| actors.remove(&id)).unwrap_or_default()
+            proxies.get_mut(&conn_id).and_then(|actors| actors.remove(&id)).map(|p| p.handles).unwrap_or_default()
         };
         let reason = match reason {
             "normal" => ExitReason::Normal,
             "shutdown" => ExitReason::Shutdown,
             other => ExitReason::Failed(format!("remote: {other}")),
         };
-        for proxy in handles.iter().filter_map(WeakRemoteHandle::upgrade) {
+        for proxy in &handles {
             proxy.terminate(reason.clone());
         }
     }
 
+    /// A ref to the peer's actor `id` through `handle`'s connection: the one
+    /// handed out before if it is still in use, else a new stand-in.
     fn remote_ref<A: Actor>(&self, peer: &str, handle: &ConnHandle, name: &str, id: u64) -> ActorRef<A> {
+        let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
+        let actors = proxies.entry(handle.id).or_default();
+        if let Some(existing) = actors.get(&id).and_then(|p| p.latest.downcast_ref::<WeakActorRef<A>>()?.upgrade()) {
+            return existing;
+        }
         let endpoint =
             PeerEndpoint { commands: handle.commands.clone(), target: Target::id(id), label: format!("{name}@{peer}") };
         let (actor, remote) = ActorRef::<A>::remote(Arc::new(endpoint));
-        let first = {
-            let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
-            let actors = proxies.entry(handle.id).or_default();
-            if actors.len() >= 16 && actors.len().is_power_of_two() {
-                actors.retain(|_, list| {
-                    list.retain(|w| w.upgrade().is_some());
-                    !list.is_empty()
-                });
-            }
-            let list = actors.entry(id).or_default();
-            list.push(remote.downgrade());
-            list.len() == 1
-        };
+        let first = !actors.contains_key(&id);
+        let entry = actors.entry(id).or_insert_with(|| Proxies { handles: Vec::new(), latest: Box::new(()) });
+        entry.handles.retain(|h| !h.is_unused());
+        entry.handles.push(remote.clone());
+        entry.latest = Box::new(actor.downgrade());
+        drop(proxies);
         // The first ref to this actor subscribes to its end.
         if first && let Err(mpsc::error::TrySendError::Full(cmd)) = handle.commands.try_send(Command::Watch { id }) {
             let commands = handle.commands.clone();
@@ -553,7 +582,12 @@ impl NodeInner {
     }
 
     /// Answers a peer's request to the node itself.
-    pub(crate) fn system_request(&self, wire_name: &str, payload: &[u8]) -> Result<ReplyFuture, FailureCode> {
+    pub(crate) fn system_request(
+        &self,
+        wire_name: &str,
+        payload: &[u8],
+        watch: impl FnOnce(u64),
+    ) -> Result<ReplyFuture, FailureCode> {
         if wire_name != LOOKUP {
             return Err(FailureCode::UnknownMessage);
         }
@@ -564,6 +598,7 @@ impl NodeInner {
             .iter()
             .find_map(|e| Arc::ptr_eq(&e.value().1, &exposed).then_some(*e.key()))
             .ok_or(FailureCode::ActorNotFound)?;
+        watch(id);
         let reply = LookupReply { id, type_name: exposed.type_name().to_owned() };
         let bytes = crate::codec::encode(&reply).map_err(|_| FailureCode::Rejected)?;
         Ok(Box::pin(async move { Ok(bytes) }))

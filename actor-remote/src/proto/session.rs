@@ -195,7 +195,7 @@ impl Session {
     /// A new session; its `Hello` is queued for transmission at once.
     pub fn new(config: SessionConfig, now: Instant) -> Self {
         let mut session = Self {
-            state: State::Handshaking { deadline: now + config.handshake_timeout },
+            state: State::Handshaking { deadline: later(now, config.handshake_timeout) },
             reader: FrameReader::new(config.max_frame),
             tx: Vec::new(),
             early: VecDeque::new(),
@@ -245,6 +245,17 @@ impl Session {
     /// under its limit); frames are refused with [`SendError::Full`] otherwise.
     pub fn has_room(&self) -> bool {
         !self.is_closed() && self.tx.len() + self.early_bytes < self.config.max_outbound_bytes
+    }
+
+    /// Encoded bytes waiting for the transport.
+    pub fn outbound_len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Restarts the idle clock: the driver stopped reading on purpose
+    /// (backpressure from local actors), so the silence is not the peer's.
+    pub fn defer_idle(&mut self, now: Instant) {
+        self.last_rx = self.last_rx.max(now);
     }
 
     /// Asks awaiting a reply.
@@ -347,7 +358,7 @@ impl Session {
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         self.send(now, Frame::Ask(Ask { id, target, sender, wire_name, payload, timeout_ms }))?;
         self.next_ask += 1;
-        let deadline = now + timeout;
+        let deadline = later(now, timeout);
         self.pending.insert(id, deadline);
         self.deadlines.insert((deadline, id));
         Ok(id)
@@ -374,17 +385,17 @@ impl Session {
 
     /// Asks the peer to report when its actor `target` stops.
     pub fn send_watch(&mut self, now: Instant, watch: frame::Watch) -> Result<(), SendError> {
-        self.send(now, Frame::Watch(watch))
+        self.send_unlimited(now, Frame::Watch(watch))
     }
 
     /// Cancels a watch.
     pub fn send_unwatch(&mut self, now: Instant, watch: frame::Watch) -> Result<(), SendError> {
-        self.send(now, Frame::Unwatch(watch))
+        self.send_unlimited(now, Frame::Unwatch(watch))
     }
 
     /// Reports that a watched actor stopped.
     pub fn send_terminated(&mut self, now: Instant, terminated: frame::Terminated) -> Result<(), SendError> {
-        self.send(now, Frame::Terminated(terminated))
+        self.send_unlimited(now, Frame::Terminated(terminated))
     }
 
     /// Closes the session with `code`; the `Close` frame is the last thing
@@ -413,12 +424,12 @@ impl Session {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let idle = self.last_rx + self.config.idle_timeout;
+        let idle = later(self.last_rx, self.config.idle_timeout);
         match &self.state {
             State::Closed => None,
             State::Handshaking { deadline } => Some((*deadline).min(idle)),
             State::Established(_) => {
-                let mut next = idle.min(self.last_tx + self.config.heartbeat_interval);
+                let mut next = idle.min(later(self.last_tx, self.config.heartbeat_interval));
                 if let Some(&(deadline, _)) = self.deadlines.first() {
                     next = next.min(deadline);
                 }
@@ -543,9 +554,18 @@ impl Session {
         self.events.push_back(Event::Established(peer));
         self.early_bytes = 0;
         while let Some((frame, _)) = self.early.pop_front() {
-            // Queued frames were checked against the hard limit only.
-            if let Err(e) = self.send(now, frame) {
+            // Queued frames were checked against the hard limit only; one over
+            // the peer's limit is refused, and an ask among them fails now.
+            let ask_id = match &frame {
+                Frame::Ask(ask) => Some(ask.id),
+                _ => None,
+            };
+            if let Err(e) = self.send_unlimited(now, frame) {
                 tracing::warn!(error = %e, "frame queued before the handshake could not be sent");
+                if let Some(id) = ask_id.filter(|id| self.pending.remove(id).is_some()) {
+                    let failure = AskFailure::Remote { code: FailureCode::Rejected, message: e.to_string() };
+                    self.events.push_back(Event::AskFailed { id, failure });
+                }
             }
         }
     }
@@ -569,6 +589,12 @@ impl Session {
         }
         self.events.push_back(Event::Closed(cause));
     }
+}
+
+/// `at + by`, saturating about a century ahead instead of overflowing (a
+/// caller may pass `Duration::MAX` as a timeout).
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by).or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400))).unwrap_or(at)
 }
 
 #[cfg(test)]

@@ -196,6 +196,7 @@ impl Transport for MemoryTransport {
             recv: Box::new(MemSource {
                 rx: to_peer_rx,
                 held: None,
+                release_at: None,
                 net: self.net.clone(),
                 from: local.clone(),
                 to: addr.to_owned(),
@@ -209,6 +210,7 @@ impl Transport for MemoryTransport {
             recv: Box::new(MemSource {
                 rx: to_me_rx,
                 held: None,
+                release_at: None,
                 net: self.net.clone(),
                 from: addr.to_owned(),
                 to: local,
@@ -264,6 +266,8 @@ struct MemSource {
     /// A chunk taken from the pipe but not yet returned (held by a partition
     /// or a delay); kept here so a cancelled `read` loses nothing.
     held: Option<Vec<u8>>,
+    /// When the held chunk may go, once a delay applies to it.
+    release_at: Option<tokio::time::Instant>,
     net: Arc<Net>,
     from: String,
     to: String,
@@ -289,8 +293,12 @@ impl ByteSource for MemSource {
             };
             if !blocked {
                 if let Some(d) = delay {
-                    tokio::time::sleep(d).await;
+                    // Fixed when first seen, so a cancelled read resumes the
+                    // same delay instead of starting it over.
+                    let at = *self.release_at.get_or_insert_with(|| tokio::time::Instant::now() + d);
+                    tokio::time::sleep_until(at).await;
                 }
+                self.release_at = None;
                 return Ok(self.held.take());
             }
             changed.await;

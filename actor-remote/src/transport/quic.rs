@@ -220,12 +220,13 @@ impl Transport for Quic {
             .await
             .map_err(|_| TransportError::Unreachable(format!("{addr}: handshake timed out")))?
             .map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
-        let identity = peer_identity(&conn);
+        let identity = peer_identity(&conn)
+            .ok_or_else(|| TransportError::Unreachable(format!("{addr}: no node identity in the certificate")))?;
         let (send, recv) = conn.open_bi().await.map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
         Ok(Connection {
             send: Box::new(QuicSink { send, _conn: conn.clone(), _slot: None }),
             recv: Box::new(QuicSource { recv }),
-            peer_identity: identity,
+            peer_identity: Some(identity),
             remote_addr: addr.to_owned(),
         })
     }

@@ -114,7 +114,8 @@ impl Tls {
 /// The node id a certificate names: its first DNS subject alternative name.
 pub(crate) fn identity_of(cert: &CertificateDer<'_>) -> Option<String> {
     let cert = webpki::EndEntityCert::try_from(cert).ok()?;
-    cert.valid_dns_names().next().map(str::to_owned)
+    // A wildcard names no single node.
+    cert.valid_dns_names().next().filter(|name| !name.contains('*')).map(str::to_owned)
 }
 
 /// **Development only.** A throw-away cluster CA that issues node
