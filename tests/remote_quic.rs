@@ -209,3 +209,28 @@ fn a_vanished_peer_is_declared_lost_within_the_budget() {
     assert_eq!(survivor_rt.block_on(echo.wait_for_stop()), ExitReason::NodeDown);
     survivor_rt.block_on(b.shutdown());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_connections_are_limited() {
+    let ca = DevCa::generate("test").unwrap();
+    let a = Node::builder("a")
+        .transport(Quic::new(ca.issue("a").unwrap()).max_incoming(2))
+        .listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    // The second client has to validate its address first (retry), then gets in.
+    let b = node("b", ca.issue("b").unwrap(), &[a.addr().to_owned()]).await;
+    b.wait_for_peer("a").await.unwrap();
+    let c = node("c", ca.issue("c").unwrap(), &[a.addr().to_owned()]).await;
+    c.wait_for_peer("a").await.unwrap();
+    // A third is refused while two are open.
+    let d = node("d", ca.issue("d").unwrap(), &[a.addr().to_owned()]).await;
+    let refused = tokio::time::timeout(Duration::from_secs(2), d.wait_for_peer("a")).await;
+    assert!(refused.is_err(), "a third connection must be refused");
+    assert_eq!(a.peers(), ["b", "c"]);
+    assert!(d.peers().is_empty());
+    for n in [a, b, c, d] {
+        n.shutdown().await;
+    }
+}

@@ -12,7 +12,7 @@
 //! | stream / connection receive window | 2 MiB / 4 MiB |
 //! | send window | 8 MiB |
 //! | keep-alive / QUIC idle timeout | 1 s / 10 s (the protocol's own 5 s budget fires first) |
-//! | incoming connections | at most [`Quic::max_incoming`] (default 256) handshaking or open |
+//! | incoming connections | at most [`Quic::max_incoming`] (default 256) handshaking or open; past half of it, clients must validate their address (QUIC retry) first |
 //! | handshake | 5 s, then dropped |
 
 use std::io;
@@ -234,9 +234,18 @@ impl Transport for Quic {
 
 async fn accept_loop(endpoint: quinn::Endpoint, ready: mpsc::Sender<Connection>, max: usize, open: Arc<AtomicUsize>) {
     while let Some(incoming) = endpoint.accept().await {
-        if open.load(Ordering::SeqCst) >= max {
+        let busy = open.load(Ordering::SeqCst);
+        if busy >= max {
             tracing::warn!(remote = %incoming.remote_address(), max, "incoming connection refused: limit reached");
             incoming.refuse();
+            continue;
+        }
+        // Under load, make a client prove its address (a QUIC retry round
+        // trip) before any handshake work is spent on it.
+        if busy >= max / 2 && !incoming.remote_address_validated() && incoming.may_retry() {
+            if let Err(e) = incoming.retry() {
+                tracing::debug!(error = %e, "retry not sent");
+            }
             continue;
         }
         let slot = Slot::take(&open);
