@@ -50,8 +50,9 @@ enum Inbound {
     Ask(Ask),
 }
 
-/// Runs a connection until it closes. `dialer` is the node id of the side
-/// that dialed, if known (our own id when we dialed).
+/// Runs a connection until it closes. `dialed_by_me` says which side dialed
+/// (for the crossed-connection rule); `connected` learns the peer's node id
+/// once the handshake is done.
 pub(crate) async fn run(
     node: Arc<NodeInner>,
     conn: Connection,
