@@ -23,6 +23,7 @@ use crate::cell::{ActorCell, Signal};
 use crate::mailbox::{self, BoxFuture, Queue, Refusal};
 use crate::{
     Actor, ActorId, AskError, ExitReason, Handler, Message, RemoteEndpoint, RemoteError, SendError, TrySendError,
+    with_ref_codec,
 };
 
 /// How long an [`ask`](ActorRef::ask) waits for its reply unless told otherwise.
@@ -222,7 +223,7 @@ async fn send_ask<A: Handler<M>, M: Message>(
 
 async fn remote_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Result<(), SendError<M>> {
     let Some(wire) = M::wire() else { return Err(SendError::NotRemote(msg)) };
-    let payload = match (wire.encode)(&msg) {
+    let payload = match with_ref_codec(remote.ref_codec(), || (wire.encode)(&msg)) {
         Ok(payload) => payload,
         Err(e) => return Err(SendError::Rejected(msg, e.to_string())),
     };
@@ -235,7 +236,7 @@ async fn remote_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Re
 
 fn remote_try_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Result<(), TrySendError<M>> {
     let Some(wire) = M::wire() else { return Err(TrySendError::NotRemote(msg)) };
-    let payload = match (wire.encode)(&msg) {
+    let payload = match with_ref_codec(remote.ref_codec(), || (wire.encode)(&msg)) {
         Ok(payload) => payload,
         Err(e) => return Err(TrySendError::Rejected(msg, e.to_string())),
     };
@@ -253,10 +254,14 @@ async fn remote_ask<M: Message>(
     timeout: Duration,
 ) -> Result<M::Reply, AskError<M>> {
     let Some(wire) = M::wire() else { return Err(AskError::NotRemote(msg)) };
-    let payload = (wire.encode)(&msg).map_err(|e| AskError::Rejected(e.to_string()))?;
+    let codec = remote.ref_codec();
+    let payload =
+        with_ref_codec(codec.clone(), || (wire.encode)(&msg)).map_err(|e| AskError::Rejected(e.to_string()))?;
     drop(msg);
     match remote.ask(wire.name, payload, timeout).await {
-        Ok(reply) => (wire.decode_reply)(&reply).map_err(|e| AskError::Rejected(format!("reply: {e}"))),
+        Ok(reply) => {
+            with_ref_codec(codec, || (wire.decode_reply)(&reply)).map_err(|e| AskError::Rejected(format!("reply: {e}")))
+        }
         Err(RemoteError::NodeDown) => Err(AskError::NodeDown),
         Err(RemoteError::ActorNotFound) => Err(AskError::ActorNotFound),
         Err(RemoteError::NoReply) => Err(AskError::NoReply),

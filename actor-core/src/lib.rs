@@ -76,6 +76,9 @@ pub use error::{AskError, Error, LookupError, RegisterError, SendError, SpawnErr
 pub use id::ActorId;
 pub use mailbox::Mailbox;
 pub use message::{Handler, Message};
-pub use remote::{BoxFuture, CodecError, RemoteEndpoint, RemoteError, RemoteHandle, WeakRemoteHandle, Wire};
+pub use remote::{
+    BoxFuture, CodecError, ImportedRef, RefAddr, RefCodec, RemoteEndpoint, RemoteError, RemoteHandle, WeakRemoteHandle,
+    Wire, with_ref_codec,
+};
 pub use supervisor::{Backoff, Restart, Strategy, Supervisor};
 pub use system::{ActorSystem, SpawnOptions};

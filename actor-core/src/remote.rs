@@ -12,6 +12,7 @@
 //! option of `#[derive(Message)]` provides it). Others fail with `NotRemote`
 //! and are handed back, never dropped silently.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cell::ActorCell;
-use crate::{Actor, ActorRef, ExitReason, Message};
+use crate::{Actor, ActorId, ActorRef, ExitReason, Message};
 
 /// How a message type and its reply cross the wire: a stable name and the
 /// functions that encode and decode them. Built by `#[derive(Message)]` with
@@ -105,6 +106,115 @@ pub trait RemoteEndpoint: Send + Sync + 'static {
 
     /// Describes the remote actor for logs, e.g. `counter@node-b`.
     fn describe(&self) -> String;
+
+    /// The remote actor's address, for a ref to it sent on to another node.
+    fn address(&self) -> RefAddr;
+
+    /// Encodes and decodes refs inside messages sent through this endpoint.
+    fn ref_codec(&self) -> Arc<dyn RefCodec>;
+}
+
+/// The address of an actor anywhere in the cluster, as a ref inside a
+/// message carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct RefAddr {
+    /// The node the actor lives on.
+    pub node: String,
+    /// That node's incarnation.
+    pub incarnation: u64,
+    /// The actor's id on that node.
+    pub id: u64,
+}
+
+/// A ref decoded from a message.
+pub enum ImportedRef {
+    /// An actor of the decoding node: an `ActorRef<A>` to downcast.
+    Local(Box<dyn Any + Send + Sync>),
+    /// An actor elsewhere: build the ref from this endpoint, and hand the
+    /// stand-in's handle to `register` so its end gets reported.
+    Remote {
+        /// Reaches the actor.
+        endpoint: Arc<dyn RemoteEndpoint>,
+        /// Takes the stand-in's handle.
+        register: Box<dyn FnOnce(RemoteHandle) + Send>,
+    },
+}
+
+/// How refs inside messages are encoded and decoded; installed by the
+/// remoting layer around each message's encoding and decoding.
+pub trait RefCodec: Send + Sync {
+    /// The address under which a peer can reach the local actor `actor` (an
+    /// `ActorRef<A>` with `type_id` = `TypeId::of::<A>()`), making it
+    /// reachable if needed.
+    fn export_local(
+        &self,
+        type_id: TypeId,
+        actor_id: ActorId,
+        actor: Box<dyn Any + Send + Sync>,
+    ) -> Result<RefAddr, String>;
+
+    /// The ref an address stands for, for an actor of type `type_name`.
+    fn import(&self, addr: &RefAddr, type_id: TypeId, type_name: &'static str) -> Result<ImportedRef, String>;
+}
+
+thread_local! {
+    static CODEC: std::cell::RefCell<Option<Arc<dyn RefCodec>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (an encode or decode of one message) with `codec` handling the
+/// refs inside it. Encoding and decoding are synchronous, so a thread-local
+/// scope is exact.
+pub fn with_ref_codec<T>(codec: Arc<dyn RefCodec>, f: impl FnOnce() -> T) -> T {
+    let previous = CODEC.with(|c| c.replace(Some(codec)));
+    struct Restore(Option<Arc<dyn RefCodec>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CODEC.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
+fn current_codec() -> Option<Arc<dyn RefCodec>> {
+    CODEC.with(|c| c.borrow().clone())
+}
+
+impl<A: Actor> serde::Serialize for ActorRef<A> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let addr = match self.remote_endpoint() {
+            Some(remote) => remote.address(),
+            None => {
+                let codec = current_codec().ok_or_else(|| {
+                    S::Error::custom("an ActorRef can only be encoded inside a message to a remote actor")
+                })?;
+                codec.export_local(TypeId::of::<A>(), self.id(), Box::new(self.clone())).map_err(S::Error::custom)?
+            }
+        };
+        addr.serialize(serializer)
+    }
+}
+
+impl<'de, A: Actor> serde::Deserialize<'de> for ActorRef<A> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let addr = RefAddr::deserialize(deserializer)?;
+        let codec = current_codec()
+            .ok_or_else(|| D::Error::custom("an ActorRef can only be decoded from a message received from a node"))?;
+        match codec.import(&addr, TypeId::of::<A>(), std::any::type_name::<A>()).map_err(D::Error::custom)? {
+            ImportedRef::Local(any) => any
+                .downcast::<ActorRef<A>>()
+                .map(|r| *r)
+                .map_err(|_| D::Error::custom(format!("actor {} is not a {}", addr.id, std::any::type_name::<A>()))),
+            ImportedRef::Remote { endpoint, register } => {
+                let (actor, handle) = ActorRef::<A>::remote(endpoint);
+                register(handle);
+                Ok(actor)
+            }
+        }
+    }
 }
 
 /// Lets the remoting layer report the end of a remote actor to everyone

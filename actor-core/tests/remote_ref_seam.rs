@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actor_core::{
-    Actor, ActorRef, ActorSystem, AskError, BoxFuture, CodecError, Context, ExitReason, Handler, Message,
-    RegisterError, RemoteEndpoint, RemoteError, SendError, Terminated, TrySendError, Wire,
+    Actor, ActorRef, ActorSystem, AskError, BoxFuture, CodecError, Context, ExitReason, Handler, Message, RefAddr,
+    RefCodec, RegisterError, RemoteEndpoint, RemoteError, SendError, Terminated, TrySendError, Wire,
 };
 use tokio::sync::mpsc;
 
@@ -97,6 +97,32 @@ impl RemoteEndpoint for Loopback {
 
     fn describe(&self) -> String {
         "counter@far".into()
+    }
+
+    fn address(&self) -> RefAddr {
+        RefAddr { node: "far".into(), incarnation: 1, id: 1 }
+    }
+
+    fn ref_codec(&self) -> Arc<dyn RefCodec> {
+        Arc::new(NoRefs)
+    }
+}
+
+/// These test messages carry no refs.
+struct NoRefs;
+
+impl RefCodec for NoRefs {
+    fn export_local(
+        &self,
+        _: std::any::TypeId,
+        _: actor_core::ActorId,
+        _: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Result<RefAddr, String> {
+        Err("no refs here".into())
+    }
+
+    fn import(&self, _: &RefAddr, _: std::any::TypeId, _: &'static str) -> Result<actor_core::ImportedRef, String> {
+        Err("no refs here".into())
     }
 }
 

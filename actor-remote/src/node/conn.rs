@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use actor_core::RemoteError;
+use actor_core::{RefCodec, RemoteError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::NodeInner;
+use super::codec::ConnCodec;
 use super::endpoint::Command;
 use super::expose::TryTell;
 use crate::proto::frame::{ActorAddr, Ask, Tell, Terminated, Watch};
@@ -90,8 +91,17 @@ pub(crate) async fn run(
     // Inbound messages handed to the dispatcher and not yet delivered.
     let backlog = Arc::new(AtomicUsize::new(0));
     let watched: Watched = Arc::new(std::sync::Mutex::new(HashSet::new()));
-    let dispatcher =
-        tokio::spawn(dispatch_inbound(node.clone(), inbound_rx, commands.clone(), backlog.clone(), watched.clone()));
+    // How refs inside messages on this connection are decoded: set once the
+    // handshake names the peer (no message arrives before that).
+    let codec: SharedCodec = Arc::new(std::sync::OnceLock::new());
+    let dispatcher = tokio::spawn(dispatch_inbound(
+        node.clone(),
+        inbound_rx,
+        commands.clone(),
+        backlog.clone(),
+        watched.clone(),
+        codec.clone(),
+    ));
 
     let mut in_flight = 0usize;
     let mut pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>> = HashMap::new();
@@ -126,6 +136,13 @@ pub(crate) async fn run(
                     if let Some(tx) = connected.take() {
                         let _ = tx.send(peer.node.clone());
                     }
+                    let _ = codec.set(Arc::new(ConnCodec {
+                        node: Arc::downgrade(&node),
+                        conn_id,
+                        peer: peer.node.clone(),
+                        peer_incarnation: peer.incarnation,
+                        commands: commands.clone(),
+                    }));
                     if node.register_peer(&peer.node, handle) {
                         tracing::info!(node = %node.id, peer = %peer.node, addr = %remote_addr, "connected");
                         peer_id = Some(peer.node.clone());
@@ -138,8 +155,8 @@ pub(crate) async fn run(
                     // Straight into the mailbox when nothing is queued ahead of
                     // it and there is room; otherwise through the dispatcher,
                     // which waits for room, in order.
-                    if backlog.load(Ordering::SeqCst) == 0 {
-                        match node.resolve(&tell.target).map(|a| a.try_tell(&tell.wire_name, &tell.payload)) {
+                    if let (0, Some(codec)) = (backlog.load(Ordering::SeqCst), codec.get()) {
+                        match node.resolve(&tell.target).map(|a| a.try_tell(&tell.wire_name, &tell.payload, codec)) {
                             Some(Ok(())) => None,
                             Some(Err(TryTell::Full)) => Some(Inbound::Tell(tell)),
                             Some(Err(TryTell::Refused(code))) => {
@@ -285,6 +302,9 @@ pub(crate) async fn run(
         writer.abort();
     }
 }
+
+/// A connection's ref codec, once the peer is known.
+type SharedCodec = Arc<std::sync::OnceLock<Arc<dyn RefCodec>>>;
 
 /// The actor ids a peer watches through one connection.
 type Watched = Arc<std::sync::Mutex<HashSet<u64>>>;
@@ -446,21 +466,30 @@ async fn dispatch_inbound(
     commands: mpsc::Sender<Command>,
     backlog: Arc<AtomicUsize>,
     watched: Watched,
+    codec: SharedCodec,
 ) {
     while let Some(msg) = inbound.recv().await {
-        deliver(&node, msg, &commands, &watched).await;
+        if let Some(codec) = codec.get() {
+            deliver(&node, msg, &commands, &watched, codec).await;
+        }
         backlog.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-async fn deliver(node: &Arc<NodeInner>, msg: Inbound, commands: &mpsc::Sender<Command>, watched: &Watched) {
+async fn deliver(
+    node: &Arc<NodeInner>,
+    msg: Inbound,
+    commands: &mpsc::Sender<Command>,
+    watched: &Watched,
+    codec: &Arc<dyn RefCodec>,
+) {
     match msg {
         Inbound::Tell(tell) => {
             let Some(actor) = node.resolve(&tell.target) else {
                 tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
                 return;
             };
-            if let Err(code) = actor.tell(&tell.wire_name, &tell.payload).await {
+            if let Err(code) = actor.tell(&tell.wire_name, &tell.payload, codec).await {
                 tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
             }
         }
@@ -472,7 +501,7 @@ async fn deliver(node: &Arc<NodeInner>, msg: Inbound, commands: &mpsc::Sender<Co
                 node.system_request(&ask.wire_name, &ask.payload, |id| watch_once(node, commands, watched, id))
             } else {
                 match node.resolve(&ask.target) {
-                    Some(actor) => actor.ask(&ask.wire_name, &ask.payload, timeout).await,
+                    Some(actor) => actor.ask(&ask.wire_name, &ask.payload, timeout, codec).await,
                     None => Err(FailureCode::ActorNotFound),
                 }
             };

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use actor_core::{BoxFuture, RemoteEndpoint, RemoteError};
+use std::sync::Arc;
+
+use actor_core::{BoxFuture, RefAddr, RefCodec, RemoteEndpoint, RemoteError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proto::frame::Target;
@@ -42,6 +44,8 @@ pub(crate) struct PeerEndpoint {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) target: Target,
     pub(crate) label: String,
+    pub(crate) addr: RefAddr,
+    pub(crate) codec: Arc<dyn RefCodec>,
 }
 
 impl RemoteEndpoint for PeerEndpoint {
@@ -71,6 +75,14 @@ impl RemoteEndpoint for PeerEndpoint {
 
     fn describe(&self) -> String {
         self.label.clone()
+    }
+
+    fn address(&self) -> RefAddr {
+        self.addr.clone()
+    }
+
+    fn ref_codec(&self) -> Arc<dyn RefCodec> {
+        self.codec.clone()
     }
 }
 

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actor_core::{Actor, ActorRef, BoxFuture, Handler, Message};
+use std::any::Any;
+
+use actor_core::{Actor, ActorRef, BoxFuture, Handler, Message, RefCodec, with_ref_codec};
 
 use crate::proto::FailureCode;
 
@@ -63,10 +65,15 @@ impl<A: Actor> RemoteMessages<A> {
 /// Decodes one message type and hands it to the actor.
 pub(crate) trait Dispatch<A: Actor>: Send + Sync {
     /// Delivers a one-way message if the mailbox has room now.
-    fn try_tell(&self, actor: &ActorRef<A>, payload: &[u8]) -> Result<(), TryTell>;
+    fn try_tell(&self, actor: &ActorRef<A>, payload: &[u8], codec: &Arc<dyn RefCodec>) -> Result<(), TryTell>;
 
     /// Delivers a one-way message, waiting for mailbox room.
-    fn tell<'a>(&'a self, actor: &'a ActorRef<A>, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>>;
+    fn tell<'a>(
+        &'a self,
+        actor: &'a ActorRef<A>,
+        payload: &'a [u8],
+        codec: &'a Arc<dyn RefCodec>,
+    ) -> BoxFuture<'a, Result<(), FailureCode>>;
 
     /// Enqueues a request and returns a future for the encoded reply.
     fn ask<'a>(
@@ -74,6 +81,7 @@ pub(crate) trait Dispatch<A: Actor>: Send + Sync {
         actor: &'a ActorRef<A>,
         payload: &'a [u8],
         timeout: Duration,
+        codec: &'a Arc<dyn RefCodec>,
     ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>>;
 }
 
@@ -90,17 +98,24 @@ pub(crate) enum TryTell {
 }
 
 impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
-    fn try_tell(&self, actor: &ActorRef<A>, payload: &[u8]) -> Result<(), TryTell> {
-        let msg = (self.wire.decode)(payload).map_err(|_| TryTell::Refused(FailureCode::DecodeError))?;
+    fn try_tell(&self, actor: &ActorRef<A>, payload: &[u8], codec: &Arc<dyn RefCodec>) -> Result<(), TryTell> {
+        let msg = with_ref_codec(codec.clone(), || (self.wire.decode)(payload))
+            .map_err(|_| TryTell::Refused(FailureCode::DecodeError))?;
         actor.try_tell(msg).map_err(|e| match e {
             actor_core::TrySendError::Full(_) => TryTell::Full,
             _ => TryTell::Refused(FailureCode::ActorNotFound),
         })
     }
 
-    fn tell<'a>(&'a self, actor: &'a ActorRef<A>, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>> {
+    fn tell<'a>(
+        &'a self,
+        actor: &'a ActorRef<A>,
+        payload: &'a [u8],
+        codec: &'a Arc<dyn RefCodec>,
+    ) -> BoxFuture<'a, Result<(), FailureCode>> {
         Box::pin(async move {
-            let msg = (self.wire.decode)(payload).map_err(|_| FailureCode::DecodeError)?;
+            let msg =
+                with_ref_codec(codec.clone(), || (self.wire.decode)(payload)).map_err(|_| FailureCode::DecodeError)?;
             actor.tell(msg).await.map_err(|_| FailureCode::ActorNotFound)
         })
     }
@@ -110,14 +125,19 @@ impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
         actor: &'a ActorRef<A>,
         payload: &'a [u8],
         timeout: Duration,
+        codec: &'a Arc<dyn RefCodec>,
     ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>> {
         Box::pin(async move {
-            let msg = (self.wire.decode)(payload).map_err(|_| FailureCode::DecodeError)?;
+            let msg =
+                with_ref_codec(codec.clone(), || (self.wire.decode)(payload)).map_err(|_| FailureCode::DecodeError)?;
             let pending = actor.ask_enqueue(msg).await.map_err(|_| FailureCode::ActorNotFound)?;
             let encode = self.wire.encode_reply;
+            let codec = codec.clone();
             let reply: ReplyFuture = Box::pin(async move {
                 match tokio::time::timeout(timeout, pending).await {
-                    Ok(Some(reply)) => encode(&reply).map_err(|e| (FailureCode::Rejected, e.to_string())),
+                    Ok(Some(reply)) => {
+                        with_ref_codec(codec, || encode(&reply)).map_err(|e| (FailureCode::Rejected, e.to_string()))
+                    }
                     Ok(None) => Err((FailureCode::NoReply, "the actor stopped or failed before replying".into())),
                     Err(_) => Err((FailureCode::Timeout, "no reply within the timeout".into())),
                 }
@@ -133,13 +153,21 @@ pub(crate) trait Exposed: Send + Sync {
     fn is_alive(&self) -> bool;
     /// Resolves when the actor has stopped for good.
     fn wait_for_stop(&self) -> BoxFuture<'static, actor_core::ExitReason>;
-    fn try_tell(&self, wire_name: &str, payload: &[u8]) -> Result<(), TryTell>;
-    fn tell<'a>(&'a self, wire_name: &'a str, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>>;
+    /// The `ActorRef<A>`, boxed.
+    fn actor_any(&self) -> Box<dyn Any + Send + Sync>;
+    fn try_tell(&self, wire_name: &str, payload: &[u8], codec: &Arc<dyn RefCodec>) -> Result<(), TryTell>;
+    fn tell<'a>(
+        &'a self,
+        wire_name: &'a str,
+        payload: &'a [u8],
+        codec: &'a Arc<dyn RefCodec>,
+    ) -> BoxFuture<'a, Result<(), FailureCode>>;
     fn ask<'a>(
         &'a self,
         wire_name: &'a str,
         payload: &'a [u8],
         timeout: Duration,
+        codec: &'a Arc<dyn RefCodec>,
     ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>>;
 }
 
@@ -162,16 +190,25 @@ impl<A: Actor> Exposed for ExposedActor<A> {
         Box::pin(async move { actor.wait_for_stop().await })
     }
 
-    fn try_tell(&self, wire_name: &str, payload: &[u8]) -> Result<(), TryTell> {
+    fn actor_any(&self) -> Box<dyn Any + Send + Sync> {
+        Box::new(self.actor.clone())
+    }
+
+    fn try_tell(&self, wire_name: &str, payload: &[u8], codec: &Arc<dyn RefCodec>) -> Result<(), TryTell> {
         match self.table.get(wire_name) {
-            Some(d) => d.try_tell(&self.actor, payload),
+            Some(d) => d.try_tell(&self.actor, payload, codec),
             None => Err(TryTell::Refused(FailureCode::UnknownMessage)),
         }
     }
 
-    fn tell<'a>(&'a self, wire_name: &'a str, payload: &'a [u8]) -> BoxFuture<'a, Result<(), FailureCode>> {
+    fn tell<'a>(
+        &'a self,
+        wire_name: &'a str,
+        payload: &'a [u8],
+        codec: &'a Arc<dyn RefCodec>,
+    ) -> BoxFuture<'a, Result<(), FailureCode>> {
         match self.table.get(wire_name) {
-            Some(d) => d.tell(&self.actor, payload),
+            Some(d) => d.tell(&self.actor, payload, codec),
             None => Box::pin(async { Err(FailureCode::UnknownMessage) }),
         }
     }
@@ -181,9 +218,10 @@ impl<A: Actor> Exposed for ExposedActor<A> {
         wire_name: &'a str,
         payload: &'a [u8],
         timeout: Duration,
+        codec: &'a Arc<dyn RefCodec>,
     ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>> {
         match self.table.get(wire_name) {
-            Some(d) => d.ask(&self.actor, payload, timeout),
+            Some(d) => d.ask(&self.actor, payload, timeout, codec),
             None => Box::pin(async { Err(FailureCode::UnknownMessage) }),
         }
     }

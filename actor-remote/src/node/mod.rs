@@ -23,6 +23,7 @@
 //! (its exit reason, carried as text) or the loss of its node
 //! (`ExitReason::NodeDown`).
 
+mod codec;
 mod conn;
 mod endpoint;
 mod expose;
@@ -151,6 +152,7 @@ impl NodeBuilder {
             peer_changed: watch::channel(0u64).0,
             exposed: DashMap::new(),
             exposed_ids: DashMap::new(),
+            exporters: DashMap::new(),
             proxies: Mutex::new(HashMap::new()),
             shutdown,
         });
@@ -248,7 +250,11 @@ pub(crate) struct NodeInner {
     /// Bumped whenever the peer set changes.
     peer_changed: watch::Sender<u64>,
     exposed: DashMap<String, Arc<dyn Exposed>>,
-    exposed_ids: DashMap<u64, (String, Arc<dyn Exposed>)>,
+    pub(crate) exposed_ids: DashMap<u64, (String, Arc<dyn Exposed>)>,
+    /// Per exposed actor type: makes an actor of that type reachable by
+    /// peers (its `ActorRef<A>`, boxed, in; its exposure out), so refs to
+    /// it can be sent inside messages.
+    exporters: DashMap<std::any::TypeId, Exporter>,
     /// Stand-ins of remote actors, per connection and remote actor id: told
     /// when the actor stops or the connection ends (a ref is bound to the
     /// connection it was looked up through).
@@ -297,6 +303,8 @@ pub enum NodeError {
     #[error("peer {0:?} did not connect in time")]
     PeerTimeout(String),
 }
+
+type Exporter = Arc<dyn Fn(Box<dyn std::any::Any + Send + Sync>) -> Option<Arc<dyn Exposed>> + Send + Sync>;
 
 /// The stand-ins of one remote actor on one connection.
 struct Proxies {
@@ -372,17 +380,37 @@ impl Node {
         tokio::time::timeout(Duration::from_secs(10), wait).await.map_err(|_| NodeError::PeerTimeout(peer.to_owned()))
     }
 
-    /// Spawns `actor` on this node's system under `name`, reachable by peers
-    /// with the messages its [`RemoteActor`] impl lists.
-    pub fn spawn_named<A: RemoteActor>(&self, name: &str, actor: A) -> Result<ActorRef<A>, NodeError> {
+    /// Lets refs to actors of type `A` on this node travel inside messages
+    /// to peers, which may then send them the messages `A`'s
+    /// [`RemoteActor`] impl lists. [`spawn_named`](Self::spawn_named) does
+    /// this for its actor's type.
+    pub fn expose<A: RemoteActor>(&self) -> Result<(), NodeError> {
+        self.table::<A>().map(|_| ())
+    }
+
+    fn table<A: RemoteActor>(&self) -> Result<Arc<expose::DispatchTable<A>>, NodeError> {
         let mut messages = RemoteMessages::new();
         A::remote_messages(&mut messages);
         let (table, missing) = messages.into_parts();
         if !missing.is_empty() {
             return Err(NodeError::NotRemote { actor: std::any::type_name::<A>(), messages: missing });
         }
+        let table = Arc::new(table);
+        let for_exporter = table.clone();
+        let exporter: Exporter = Arc::new(move |any| {
+            let actor = any.downcast::<ActorRef<A>>().ok()?;
+            Some(Arc::new(ExposedActor { actor: *actor, table: for_exporter.clone() }) as Arc<dyn Exposed>)
+        });
+        self.inner.exporters.insert(std::any::TypeId::of::<A>(), exporter);
+        Ok(table)
+    }
+
+    /// Spawns `actor` on this node's system under `name`, reachable by peers
+    /// with the messages its [`RemoteActor`] impl lists.
+    pub fn spawn_named<A: RemoteActor>(&self, name: &str, actor: A) -> Result<ActorRef<A>, NodeError> {
+        let table = self.table::<A>()?;
         let actor = self.inner.system.spawn_with(actor, SpawnOptions::new().name(name))?;
-        let exposed: Arc<dyn Exposed> = Arc::new(ExposedActor { actor: actor.clone(), table: Arc::new(table) });
+        let exposed: Arc<dyn Exposed> = Arc::new(ExposedActor { actor: actor.clone(), table });
         self.inner.exposed.insert(name.to_owned(), exposed.clone());
         self.inner.exposed_ids.insert(actor.id().as_u64(), (name.to_owned(), exposed));
         Ok(actor)
@@ -531,14 +559,26 @@ impl NodeInner {
 
     /// A ref to the peer's actor `id` through `handle`'s connection: the one
     /// handed out before if it is still in use, else a new stand-in.
-    fn remote_ref<A: Actor>(&self, peer: &str, handle: &ConnHandle, name: &str, id: u64) -> ActorRef<A> {
+    fn remote_ref<A: Actor>(self: &Arc<Self>, peer: &str, handle: &ConnHandle, name: &str, id: u64) -> ActorRef<A> {
         let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
         let actors = proxies.entry(handle.id).or_default();
         if let Some(existing) = actors.get(&id).and_then(|p| p.latest.downcast_ref::<WeakActorRef<A>>()?.upgrade()) {
             return existing;
         }
-        let endpoint =
-            PeerEndpoint { commands: handle.commands.clone(), target: Target::id(id), label: format!("{name}@{peer}") };
+        let codec = Arc::new(codec::ConnCodec {
+            node: Arc::downgrade(self),
+            conn_id: handle.id,
+            peer: peer.to_owned(),
+            peer_incarnation: handle.incarnation,
+            commands: handle.commands.clone(),
+        });
+        let endpoint = PeerEndpoint {
+            commands: handle.commands.clone(),
+            target: Target::id(id),
+            label: format!("{name}@{peer}"),
+            addr: actor_core::RefAddr { node: peer.to_owned(), incarnation: handle.incarnation, id },
+            codec,
+        };
         let (actor, remote) = ActorRef::<A>::remote(Arc::new(endpoint));
         let first = !actors.contains_key(&id);
         let entry = actors.entry(id).or_insert_with(|| Proxies { handles: Vec::new(), latest: Box::new(()) });
@@ -558,6 +598,51 @@ impl NodeInner {
             remote.terminate(ExitReason::NodeDown);
         }
         actor
+    }
+
+    /// Makes the local actor `actor_id` reachable by peers (if its type is
+    /// exposed) and returns its address.
+    pub(crate) fn export(
+        &self,
+        type_id: std::any::TypeId,
+        actor_id: actor_core::ActorId,
+        actor: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Result<actor_core::RefAddr, String> {
+        let id = actor_id.as_u64();
+        if !self.exposed_ids.contains_key(&id) {
+            let exporter = self
+                .exporters
+                .get(&type_id)
+                .map(|e| e.value().clone())
+                .ok_or("this actor type is not exposed (Node::expose) and cannot be sent to peers")?;
+            let exposed = exporter(actor).ok_or("actor type mismatch")?;
+            self.exposed_ids.entry(id).or_insert_with(|| (String::new(), exposed));
+        }
+        Ok(actor_core::RefAddr { node: self.id.clone(), incarnation: self.incarnation, id })
+    }
+
+    /// Keeps a stand-in decoded from a message, so its end gets reported.
+    pub(crate) fn adopt_proxy(&self, conn_id: u64, id: u64, handle: RemoteHandle) {
+        let first = {
+            let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
+            let actors = proxies.entry(conn_id).or_default();
+            let first = !actors.contains_key(&id);
+            let entry = actors.entry(id).or_insert_with(|| Proxies { handles: Vec::new(), latest: Box::new(()) });
+            entry.handles.retain(|h| !h.is_unused());
+            entry.handles.push(handle.clone());
+            first
+        };
+        let commands = self.lock_peers().values().find(|h| h.id == conn_id).map(|h| h.commands.clone());
+        match commands {
+            Some(commands) if first => {
+                tokio::spawn(async move {
+                    let _ = commands.send(Command::Watch { id }).await;
+                });
+            }
+            Some(_) => {}
+            // The connection is gone already.
+            None => handle.terminate(ExitReason::NodeDown),
+        }
     }
 
     /// The exposed actor a frame targets, if it is alive.
