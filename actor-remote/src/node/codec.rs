@@ -7,7 +7,7 @@ use actor_core::{ActorId, ImportedRef, RefAddr, RefCodec, RemoteHandle};
 use tokio::sync::mpsc;
 
 use super::NodeInner;
-use super::endpoint::{Command, PeerEndpoint};
+use super::endpoint::{Command, PeerEndpoint, Route};
 use crate::proto::frame::Target;
 
 /// The ref codec of one connection: local actors become addresses of this
@@ -59,7 +59,7 @@ impl RefCodec for ConnCodec {
             commands: commands.clone(),
         });
         let endpoint = PeerEndpoint {
-            commands,
+            route: Route::new(self.node.clone(), addr.node.clone(), incarnation, commands),
             target: Target::id(addr.id),
             label: format!("{}@{}", short(type_name), addr.node),
             addr: addr.clone(),

@@ -44,6 +44,7 @@ pub(crate) struct ConnHandle {
     /// The node id of whoever dialed (for the crossed-connection rule).
     pub(crate) dialer: String,
     pub(crate) incarnation: u64,
+    pub(crate) registered_at: tokio::time::Instant,
 }
 
 enum Inbound {
@@ -111,6 +112,11 @@ pub(crate) async fn run(
     // (backpressure towards the peer); timers and commands keep running.
     let mut held: Option<Inbound> = None;
     let mut peer_id: Option<String> = None;
+    let mut peer_incarnation: Option<u64> = None;
+    let mut duplicate = false;
+    // The peer's id once known, registered or not (refs may have been bound
+    // to this connection before it lost a tie-break).
+    let mut registered_as: Option<String> = None;
     let mut connected = connected;
     let mut shutdown = node.shutdown.subscribe();
     let outbound_cap = node.session.max_outbound_bytes.saturating_mul(2);
@@ -131,11 +137,18 @@ pub(crate) async fn run(
             let inbound = match event {
                 Event::Established(peer) => {
                     let dialer = if dialed_by_me { node.id.clone() } else { peer.node.clone() };
-                    let handle =
-                        ConnHandle { id: conn_id, commands: commands.clone(), dialer, incarnation: peer.incarnation };
+                    let handle = ConnHandle {
+                        id: conn_id,
+                        commands: commands.clone(),
+                        dialer,
+                        incarnation: peer.incarnation,
+                        registered_at: tokio::time::Instant::now(),
+                    };
                     if let Some(tx) = connected.take() {
                         let _ = tx.send(peer.node.clone());
                     }
+                    peer_incarnation = Some(peer.incarnation);
+                    registered_as = Some(peer.node.clone());
                     let _ = codec.set(Arc::new(ConnCodec {
                         node: Arc::downgrade(&node),
                         conn_id,
@@ -186,6 +199,11 @@ pub(crate) async fn run(
                     None
                 }
                 Event::Closed(cause) => {
+                    duplicate = matches!(
+                        cause,
+                        CloseCause::Local { code: CloseCode::Duplicate, .. }
+                            | CloseCause::Peer { code: CloseCode::Duplicate, .. }
+                    );
                     log_close(&node.id, peer_id.as_deref(), &remote_addr, &cause);
                     None
                 }
@@ -294,7 +312,8 @@ pub(crate) async fn run(
             let _ = reply.send(Err(RemoteError::NodeDown));
         }
     }
-    node.peer_lost(peer_id.as_deref().unwrap_or(""), conn_id);
+    let peer = peer_id.clone().or_else(|| registered_as.clone()).unwrap_or_default();
+    node.peer_lost(&peer, conn_id, peer_incarnation, duplicate);
     // A peer that stopped reading must not keep the writer (and the
     // connection) alive.
     let mut writer = writer;

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
 
 use actor_core::{BoxFuture, RefAddr, RefCodec, RemoteEndpoint, RemoteError};
 use tokio::sync::{mpsc, oneshot};
 
+use super::NodeInner;
 use crate::proto::frame::Target;
 
 /// A request from the node (or a remote ref) to a connection task.
@@ -39,9 +40,69 @@ pub(crate) enum Command {
     Close,
 }
 
-/// Sends through one connection to the node hosting the actor.
+/// The way to one run (incarnation) of a peer node: the current
+/// connection's command queue, re-resolved when that connection was replaced
+/// by another to the same run (crossed dials settle, reconnects).
+pub(crate) struct Route {
+    pub(crate) node: Weak<NodeInner>,
+    pub(crate) peer: String,
+    pub(crate) incarnation: u64,
+    current: RwLock<mpsc::Sender<Command>>,
+}
+
+impl Route {
+    pub(crate) fn new(node: Weak<NodeInner>, peer: String, incarnation: u64, commands: mpsc::Sender<Command>) -> Self {
+        Self { node, peer, incarnation, current: RwLock::new(commands) }
+    }
+
+    fn current(&self) -> mpsc::Sender<Command> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The live connection to the same run of the peer, if the one used so
+    /// far has closed.
+    fn reroute(&self) -> Option<mpsc::Sender<Command>> {
+        let node = self.node.upgrade()?;
+        let next = node.connection_to(&self.peer, self.incarnation)?.commands;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        Some(next)
+    }
+
+    /// Queues a command, waiting for room; if the connection used so far
+    /// has closed, tries the peer's new one (waiting briefly for it, as the
+    /// connection that replaces a duplicate may still be completing).
+    pub(crate) async fn send(&self, cmd: Command) -> Result<(), RemoteError> {
+        let cmd = match self.current().send(cmd).await {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::SendError(cmd)) => cmd,
+        };
+        if let Some(next) = self.reroute() {
+            return next.send(cmd).await.map_err(|_| RemoteError::NodeDown);
+        }
+        let node = self.node.upgrade().ok_or(RemoteError::NodeDown)?;
+        let next = node.await_connection_to(&self.peer, self.incarnation).await.ok_or(RemoteError::NodeDown)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.commands.clone();
+        next.commands.send(cmd).await.map_err(|_| RemoteError::NodeDown)
+    }
+
+    fn try_send(&self, cmd: Command) -> Result<(), RemoteError> {
+        match self.current().try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(RemoteError::Full),
+            Err(mpsc::error::TrySendError::Closed(cmd)) => match self.reroute() {
+                Some(next) => next.try_send(cmd).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => RemoteError::Full,
+                    mpsc::error::TrySendError::Closed(_) => RemoteError::NodeDown,
+                }),
+                None => Err(RemoteError::NodeDown),
+            },
+        }
+    }
+}
+
+/// Sends to one actor of one run of a peer node.
 pub(crate) struct PeerEndpoint {
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) route: Route,
     pub(crate) target: Target,
     pub(crate) label: String,
     pub(crate) addr: RefAddr,
@@ -50,18 +111,13 @@ pub(crate) struct PeerEndpoint {
 
 impl RemoteEndpoint for PeerEndpoint {
     fn tell(&self, wire_name: &'static str, payload: Vec<u8>) -> BoxFuture<'_, Result<(), RemoteError>> {
-        Box::pin(async move {
-            let cmd = Command::Tell { target: self.target.clone(), wire_name, payload };
-            self.commands.send(cmd).await.map_err(|_| RemoteError::NodeDown)
-        })
+        Box::pin(
+            async move { self.route.send(Command::Tell { target: self.target.clone(), wire_name, payload }).await },
+        )
     }
 
     fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), RemoteError> {
-        let cmd = Command::Tell { target: self.target.clone(), wire_name, payload };
-        self.commands.try_send(cmd).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => RemoteError::Full,
-            mpsc::error::TrySendError::Closed(_) => RemoteError::NodeDown,
-        })
+        self.route.try_send(Command::Tell { target: self.target.clone(), wire_name, payload })
     }
 
     fn ask(
@@ -70,7 +126,17 @@ impl RemoteEndpoint for PeerEndpoint {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Vec<u8>, RemoteError>> {
-        Box::pin(ask(&self.commands, self.target.clone(), wire_name.to_owned(), payload, timeout))
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            let target = self.target.clone();
+            let cmd = Command::Ask { target, wire_name: wire_name.to_owned(), payload, timeout, reply };
+            // The timeout covers waiting for room in the queue too.
+            let asked = async {
+                self.route.send(cmd).await?;
+                rx.await.unwrap_or(Err(RemoteError::NodeDown))
+            };
+            tokio::time::timeout(timeout, asked).await.unwrap_or(Err(RemoteError::Timeout))
+        })
     }
 
     fn describe(&self) -> String {

@@ -45,6 +45,14 @@ use crate::proto::frame::Target;
 use crate::proto::{FailureCode, SessionConfig};
 use crate::transport::{Transport, TransportError};
 
+/// How long a connection dialed by the node with the higher id stays
+/// unsettled: a crossed dial from the other node may still replace it.
+pub(crate) const SETTLE: Duration = Duration::from_millis(300);
+
+/// How long refs of a connection closed as a duplicate wait for the
+/// connection that replaces it (the other side keeps it and is completing it).
+pub(crate) const SUCCESSOR_GRACE: Duration = Duration::from_secs(2);
+
 /// The reserved target name of a node's own requests (lookups).
 pub(crate) const SYSTEM_TARGET: &str = "$node";
 const LOOKUP: &str = "footlight.Lookup";
@@ -154,6 +162,7 @@ impl NodeBuilder {
             exposed_ids: DashMap::new(),
             exporters: DashMap::new(),
             proxies: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
             shutdown,
         });
         let node = inner.clone();
@@ -259,6 +268,10 @@ pub(crate) struct NodeInner {
     /// when the actor stops or the connection ends (a ref is bound to the
     /// connection it was looked up through).
     proxies: Mutex<HashMap<u64, HashMap<u64, Proxies>>>,
+    /// Stand-ins of a connection closed as a duplicate before this side had
+    /// the connection that replaced it: they wait (up to [`SUCCESSOR_GRACE`])
+    /// for a connection to the same run of the peer.
+    orphans: Mutex<HashMap<(String, u64), HashMap<u64, Proxies>>>,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
@@ -365,15 +378,32 @@ impl Node {
     }
 
     /// Waits (up to 10 s) until `peer` is connected.
+    ///
+    /// Returns once the connection is settled: dialed by the node with the
+    /// lower id (which no crossed dial can replace), or in place for
+    /// 300 ms without such a replacement arriving. Messages sent through a
+    /// connection that is then replaced may be lost (at-most-once).
     pub async fn wait_for_peer(&self, peer: &str) -> Result<(), NodeError> {
         let mut changed = self.inner.peer_changed.subscribe();
         let wait = async {
             loop {
-                if self.inner.lock_peers().contains_key(peer) {
-                    return;
-                }
-                if changed.changed().await.is_err() {
-                    std::future::pending::<()>().await;
+                let settles_at = self.inner.lock_peers().get(peer).map(|h| {
+                    let preferred = h.dialer == self.inner.id.as_str().min(peer);
+                    if preferred { tokio::time::Instant::now() } else { h.registered_at + SETTLE }
+                });
+                match settles_at {
+                    Some(at) if at <= tokio::time::Instant::now() => return,
+                    Some(at) => {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(at) => {}
+                            res = changed.changed() => if res.is_err() { std::future::pending::<()>().await },
+                        }
+                    }
+                    None => {
+                        if changed.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
                 }
             }
         };
@@ -419,23 +449,36 @@ impl Node {
     /// A ref to the actor named `name`: local if this node has it, else the
     /// first peer (in id order) that has it.
     pub async fn lookup<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, NodeError> {
-        if let Ok(local) = self.inner.system.lookup::<A>(name) {
-            return Ok(local);
+        match self.inner.system.lookup::<A>(name) {
+            Ok(local) => return Ok(local),
+            Err(actor_core::LookupError::WrongType { actual, .. }) => {
+                return Err(NodeError::WrongType {
+                    name: name.to_owned(),
+                    expected: std::any::type_name::<A>(),
+                    actual: actual.to_owned(),
+                });
+            }
+            Err(_) => {}
         }
         let peers: Vec<(String, ConnHandle)> =
             self.inner.lock_peers().iter().map(|(id, h)| (id.clone(), h.clone_handle())).collect();
         let mut sorted = peers;
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        for (peer, handle) in sorted {
+        for (peer, mut handle) in sorted {
             let payload = crate::codec::encode(&name.to_owned()).map_err(|_| NodeError::NotFound(name.to_owned()))?;
-            let reply = endpoint::ask(
-                &handle.commands,
-                Target::name(SYSTEM_TARGET),
-                LOOKUP.to_owned(),
-                payload,
-                Duration::from_secs(5),
-            )
-            .await;
+            let ask = |commands: mpsc::Sender<Command>, payload: Vec<u8>| async move {
+                let target = Target::name(SYSTEM_TARGET);
+                endpoint::ask(&commands, target, LOOKUP.to_owned(), payload, Duration::from_secs(5)).await
+            };
+            let mut reply = ask(handle.commands.clone(), payload.clone()).await;
+            if matches!(reply, Err(actor_core::RemoteError::NodeDown)) {
+                // The connection was replaced by another to the same run of
+                // the peer (crossed dials settling): ask there.
+                if let Some(next) = self.inner.await_connection_to(&peer, handle.incarnation).await {
+                    handle = next;
+                    reply = ask(handle.commands.clone(), payload).await;
+                }
+            }
             let Ok(bytes) = reply else { continue };
             let Ok(found) = crate::codec::decode::<LookupReply>(&bytes) else { continue };
             if found.type_name != std::any::type_name::<A>() {
@@ -478,6 +521,7 @@ impl ConnHandle {
             commands: self.commands.clone(),
             dialer: self.dialer.clone(),
             incarnation: self.incarnation,
+            registered_at: self.registered_at,
         }
     }
 }
@@ -513,31 +557,126 @@ impl NodeInner {
                 let _ = old.send(endpoint::Command::Close).await;
             });
         }
+        let (conn_id, incarnation, commands) = (handle.id, handle.incarnation, handle.commands.clone());
         peers.insert(peer.to_owned(), handle);
         drop(peers);
+        let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer.to_owned(), incarnation));
+        if let Some(orphans) = orphans {
+            self.rehome(orphans, conn_id, commands);
+        }
         self.peer_changed.send_modify(|n| *n += 1);
         true
     }
 
-    /// A connection ended: forget it (if it is still the peer's) and tell
-    /// everyone holding refs bound to it that their actors are out of reach.
-    pub(crate) fn peer_lost(&self, peer: &str, conn_id: u64) {
-        let removed = {
+    /// Moves stand-ins to connection `conn_id` and renews their watches there.
+    fn rehome(&self, moved: HashMap<u64, Proxies>, conn_id: u64, commands: mpsc::Sender<Command>) {
+        let renew: Vec<u64> = {
+            let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
+            let target = proxies.entry(conn_id).or_default();
+            let mut renew = Vec::new();
+            for (id, mut entry) in moved {
+                match target.get_mut(&id) {
+                    Some(existing) => existing.handles.append(&mut entry.handles),
+                    None => {
+                        target.insert(id, entry);
+                        renew.push(id);
+                    }
+                }
+            }
+            renew
+        };
+        if !renew.is_empty() {
+            tokio::spawn(async move {
+                for id in renew {
+                    let _ = commands.send(Command::Watch { id }).await;
+                }
+            });
+        }
+    }
+
+    /// Waits (up to [`SUCCESSOR_GRACE`]) for a live connection to run
+    /// `incarnation` of `peer`.
+    pub(crate) async fn await_connection_to(&self, peer: &str, incarnation: u64) -> Option<ConnHandle> {
+        let mut changed = self.peer_changed.subscribe();
+        let wait = async {
+            loop {
+                if let Some(h) = self.connection_to(peer, incarnation) {
+                    return Some(h);
+                }
+                if changed.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(SUCCESSOR_GRACE, wait).await.ok().flatten()
+    }
+
+    /// The live connection to run `incarnation` of `peer`, if any.
+    pub(crate) fn connection_to(&self, peer: &str, incarnation: u64) -> Option<ConnHandle> {
+        self.lock_peers()
+            .get(peer)
+            .filter(|h| h.incarnation == incarnation && !h.commands.is_closed())
+            .map(ConnHandle::clone_handle)
+    }
+
+    /// A connection ended: forget it (if it is still the peer's). If another
+    /// connection to the same run of the peer has replaced it (crossed dials,
+    /// reconnect), refs bound to it move over and their watches are renewed
+    /// there; otherwise their actors are out of reach: `NodeDown`.
+    pub(crate) fn peer_lost(self: &Arc<Self>, peer: &str, conn_id: u64, incarnation: Option<u64>, duplicate: bool) {
+        let (removed, successor) = {
             let mut peers = self.lock_peers();
-            match peers.get(peer) {
+            let removed = match peers.get(peer) {
                 Some(h) if h.id == conn_id => {
                     peers.remove(peer);
                     true
                 }
                 _ => false,
-            }
+            };
+            let successor = peers
+                .get(peer)
+                .filter(|h| Some(h.incarnation) == incarnation && !h.commands.is_closed())
+                .map(|h| (h.id, h.commands.clone()));
+            (removed, successor)
         };
         if removed {
             self.peer_changed.send_modify(|n| *n += 1);
         }
-        let proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn_id).unwrap_or_default();
-        for proxy in proxies.values().flat_map(|p| &p.handles) {
-            proxy.terminate(ExitReason::NodeDown);
+        let moved = self.proxies.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn_id).unwrap_or_default();
+        if moved.is_empty() {
+            return;
+        }
+        match (successor, incarnation) {
+            (Some((next_id, commands)), _) => self.rehome(moved, next_id, commands),
+            (None, Some(incarnation)) if duplicate => {
+                // The other side keeps a connection we do not have yet.
+                {
+                    let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+                    let parked = orphans.entry((peer.to_owned(), incarnation)).or_default();
+                    for (id, mut entry) in moved {
+                        match parked.get_mut(&id) {
+                            Some(existing) => existing.handles.append(&mut entry.handles),
+                            None => {
+                                parked.insert(id, entry);
+                            }
+                        }
+                    }
+                }
+                let (node, peer) = (Arc::downgrade(self), peer.to_owned());
+                tokio::spawn(async move {
+                    tokio::time::sleep(SUCCESSOR_GRACE).await;
+                    let Some(node) = node.upgrade() else { return };
+                    let expired = node.orphans.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer, incarnation));
+                    for proxy in expired.iter().flat_map(|m| m.values()).flat_map(|p| &p.handles) {
+                        proxy.terminate(ExitReason::NodeDown);
+                    }
+                });
+            }
+            _ => {
+                for proxy in moved.values().flat_map(|p| &p.handles) {
+                    proxy.terminate(ExitReason::NodeDown);
+                }
+            }
         }
     }
 
@@ -573,7 +712,12 @@ impl NodeInner {
             commands: handle.commands.clone(),
         });
         let endpoint = PeerEndpoint {
-            commands: handle.commands.clone(),
+            route: endpoint::Route::new(
+                Arc::downgrade(self),
+                peer.to_owned(),
+                handle.incarnation,
+                handle.commands.clone(),
+            ),
             target: Target::id(id),
             label: format!("{name}@{peer}"),
             addr: actor_core::RefAddr { node: peer.to_owned(), incarnation: handle.incarnation, id },
@@ -593,9 +737,10 @@ impl NodeInner {
                 let _ = commands.send(cmd).await;
             });
         }
-        // A connection lost while the lookup was in flight: report at once.
+        // A connection that ended while the lookup was in flight: the refs
+        // move to its successor, or learn that the node is gone.
         if handle.commands.is_closed() {
-            remote.terminate(ExitReason::NodeDown);
+            self.peer_lost(peer, handle.id, Some(handle.incarnation), true);
         }
         actor
     }
