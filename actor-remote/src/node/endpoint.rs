@@ -72,10 +72,21 @@ impl Route {
     /// has closed, tries the peer's new one (waiting briefly for it, as the
     /// connection that replaces a duplicate may still be completing).
     pub(crate) async fn send(&self, cmd: Command) -> Result<(), RemoteError> {
-        let cmd = match self.current().send(cmd).await {
+        // Fast path: room in the current queue, no clone of the sender.
+        let attempt = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
+        let cmd = match attempt {
             Ok(()) => return Ok(()),
-            Err(mpsc::error::SendError(cmd)) => cmd,
+            Err(mpsc::error::TrySendError::Closed(cmd)) => return self.resend(cmd).await,
+            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
         };
+        match self.current().send(cmd).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(cmd)) => self.resend(cmd).await,
+        }
+    }
+
+    /// The current queue closed: the peer's new connection, if it has one.
+    async fn resend(&self, cmd: Command) -> Result<(), RemoteError> {
         if let Some(next) = self.reroute() {
             return next.send(cmd).await.map_err(|_| RemoteError::NodeDown);
         }
@@ -86,7 +97,8 @@ impl Route {
     }
 
     fn try_send(&self, cmd: Command) -> Result<(), RemoteError> {
-        match self.current().try_send(cmd) {
+        let sent = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
+        match sent {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(RemoteError::Full),
             Err(mpsc::error::TrySendError::Closed(cmd)) => match self.reroute() {
