@@ -60,9 +60,19 @@ impl Handler<Publish> for Hub {
     }
 }
 
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = Vec<ActorRef<Listener>>, remote = "test.Subscribers")]
+struct Subscribers;
+
+impl Handler<Subscribers> for Hub {
+    async fn handle(&mut self, _: Subscribers, _ctx: &mut Context<Self>) -> Vec<ActorRef<Listener>> {
+        self.subscribers.clone()
+    }
+}
+
 impl RemoteActor for Hub {
     fn remote_messages(m: &mut RemoteMessages<Self>) {
-        m.add::<Subscribe>().add::<Publish>();
+        m.add::<Subscribe>().add::<Publish>().add::<Subscribers>();
     }
 }
 
@@ -122,4 +132,33 @@ async fn a_ref_outside_a_remote_message_does_not_encode() {
     let err = footlight::remote::codec::encode(&listener).unwrap_err();
     assert!(err.0.contains("only be encoded inside a message"), "{}", err.0);
     system.shutdown().await;
+}
+
+/// A ref travels on: b sends its listener's ref to a, a hands it to c, and c
+/// reaches the listener on b directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ref_forwarded_to_a_third_node_still_works() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    let c = Node::builder("c").transport(net.transport()).listen("c").seeds(["a", "b"]).start().await.unwrap();
+    for (node, peer) in [(&b, "a"), (&c, "a"), (&c, "b")] {
+        node.wait_for_peer(peer).await.unwrap();
+    }
+    a.spawn_named("hub", Hub::default()).unwrap();
+    b.expose::<Listener>().unwrap();
+    let (tx, mut notes) = mpsc::unbounded_channel();
+    let listener = b.system().spawn(Listener(tx));
+    let hub_from_b: ActorRef<Hub> = b.lookup("hub").await.unwrap();
+    hub_from_b.ask(Subscribe(listener.clone())).await.unwrap();
+
+    let hub_from_c: ActorRef<Hub> = c.lookup("hub").await.unwrap();
+    let subscribers = hub_from_c.ask(Subscribers).await.unwrap();
+    assert_eq!(subscribers.len(), 1);
+    subscribers[0].tell(Notify("from c".into())).await.unwrap();
+    let note = tokio::time::timeout(Duration::from_secs(10), notes.recv()).await.unwrap().unwrap();
+    assert_eq!(note, "from c");
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
 }

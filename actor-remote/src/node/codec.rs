@@ -42,7 +42,12 @@ impl RefCodec for ConnCodec {
             return Ok(ImportedRef::Local(exposed.actor_any()));
         }
         let (conn_id, commands, incarnation) = if addr.node == self.peer {
-            (self.conn_id, self.commands.clone(), self.peer_incarnation)
+            // The peer's current connection: this codec's may have been
+            // replaced (crossed dials, reconnect) since it was made.
+            match node.connection_to(&self.peer, self.peer_incarnation) {
+                Some(h) => (h.id, h.commands, h.incarnation),
+                None => (self.conn_id, self.commands.clone(), self.peer_incarnation),
+            }
         } else {
             let peers = node.lock_peers();
             let handle = peers.get(&addr.node).ok_or_else(|| format!("not connected to node {:?}", addr.node))?;
@@ -50,6 +55,9 @@ impl RefCodec for ConnCodec {
         };
         if addr.incarnation != incarnation {
             return Err(format!("a ref to actor {} of an earlier run of node {:?}", addr.id, addr.node));
+        }
+        if node.proxies_on(conn_id) >= super::MAX_REFS_PER_PEER {
+            return Err("too many remote refs through one connection".into());
         }
         let codec: Arc<dyn RefCodec> = Arc::new(ConnCodec {
             node: self.node.clone(),
@@ -66,10 +74,10 @@ impl RefCodec for ConnCodec {
             codec,
         };
         let weak = self.node.clone();
-        let id = addr.id;
+        let (id, peer) = (addr.id, addr.node.clone());
         let register = Box::new(move |handle: RemoteHandle| {
             if let Some(node) = weak.upgrade() {
-                node.adopt_proxy(conn_id, id, handle);
+                node.adopt_proxy(conn_id, &peer, incarnation, id, handle);
             }
         });
         Ok(ImportedRef::Remote { endpoint: Arc::new(endpoint), register })

@@ -169,7 +169,8 @@ pub(crate) async fn run(
                     // it and there is room; otherwise through the dispatcher,
                     // which waits for room, in order.
                     if let (0, Some(codec)) = (backlog.load(Ordering::SeqCst), codec.get()) {
-                        match node.resolve(&tell.target).map(|a| a.try_tell(&tell.wire_name, &tell.payload, codec)) {
+                        let target = node.resolve(&tell.target);
+                        match target.map(|a| a.try_tell(&tell.wire_name, &tell.payload, codec)) {
                             Some(Ok(())) => None,
                             Some(Err(TryTell::Full)) => Some(Inbound::Tell(tell)),
                             Some(Err(TryTell::Refused(code))) => {
@@ -344,7 +345,7 @@ fn watch_once(node: &Arc<NodeInner>, commands: &mpsc::Sender<Command>, watched: 
         }
         set.insert(id);
     }
-    let (node, commands) = (node.clone(), commands.clone());
+    let (node, commands, watched) = (node.clone(), commands.clone(), watched.clone());
     tokio::spawn(async move {
         let reason = match node.resolve(&crate::proto::frame::Target::id(id)) {
             Some(actor) => tokio::select! {
@@ -354,6 +355,8 @@ fn watch_once(node: &Arc<NodeInner>, commands: &mpsc::Sender<Command>, watched: 
             None => "not found".to_owned(),
         };
         let _ = commands.send(Command::Terminated { id, reason }).await;
+        // Reported: the slot is free for another watch.
+        watched.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     });
 }
 

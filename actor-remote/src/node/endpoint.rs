@@ -91,6 +91,10 @@ impl Route {
             return next.send(cmd).await.map_err(|_| RemoteError::NodeDown);
         }
         let node = self.node.upgrade().ok_or(RemoteError::NodeDown)?;
+        // Wait only while a replaced connection's successor is expected.
+        if !node.awaiting_successor(&self.peer, self.incarnation) {
+            return Err(RemoteError::NodeDown);
+        }
         let next = node.await_connection_to(&self.peer, self.incarnation).await.ok_or(RemoteError::NodeDown)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.commands.clone();
         next.commands.send(cmd).await.map_err(|_| RemoteError::NodeDown)

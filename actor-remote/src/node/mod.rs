@@ -45,6 +45,10 @@ use crate::proto::frame::Target;
 use crate::proto::{FailureCode, SessionConfig};
 use crate::transport::{Transport, TransportError};
 
+/// Actors a node exposes by handle, and stand-ins one connection may hold:
+/// past these, refs in messages are refused.
+pub(crate) const MAX_REFS_PER_PEER: usize = 100_000;
+
 /// How long a connection dialed by the node with the higher id stays
 /// unsettled: a crossed dial from the other node may still replace it.
 pub(crate) const SETTLE: Duration = Duration::from_millis(300);
@@ -163,6 +167,9 @@ impl NodeBuilder {
             exporters: DashMap::new(),
             proxies: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
+            handles: DashMap::new(),
+            handle_keys: std::hash::RandomState::new(),
+            next_handle: std::sync::atomic::AtomicU64::new(1),
             shutdown,
         });
         let node = inner.clone();
@@ -259,6 +266,7 @@ pub(crate) struct NodeInner {
     /// Bumped whenever the peer set changes.
     peer_changed: watch::Sender<u64>,
     exposed: DashMap<String, Arc<dyn Exposed>>,
+    /// Exposed actors by handle (see `handles`), with their name if any.
     pub(crate) exposed_ids: DashMap<u64, (String, Arc<dyn Exposed>)>,
     /// Per exposed actor type: makes an actor of that type reachable by
     /// peers (its `ActorRef<A>`, boxed, in; its exposure out), so refs to
@@ -272,6 +280,13 @@ pub(crate) struct NodeInner {
     /// the connection that replaced it: they wait (up to [`SUCCESSOR_GRACE`])
     /// for a connection to the same run of the peer.
     orphans: Mutex<HashMap<(String, u64), HashMap<u64, Proxies>>>,
+    /// The handle under which each exposed local actor is reachable: a
+    /// random 64-bit number (SipHash with secret keys over a counter), so a
+    /// peer reaches only actors whose handle it was given (by a lookup or in
+    /// a message), never one it guesses.
+    handles: DashMap<u64, u64>,
+    handle_keys: std::hash::RandomState,
+    next_handle: std::sync::atomic::AtomicU64,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
@@ -442,7 +457,8 @@ impl Node {
         let actor = self.inner.system.spawn_with(actor, SpawnOptions::new().name(name))?;
         let exposed: Arc<dyn Exposed> = Arc::new(ExposedActor { actor: actor.clone(), table });
         self.inner.exposed.insert(name.to_owned(), exposed.clone());
-        self.inner.exposed_ids.insert(actor.id().as_u64(), (name.to_owned(), exposed));
+        let handle = self.inner.handle_of(actor.id());
+        self.inner.exposed_ids.insert(handle, (name.to_owned(), exposed));
         Ok(actor)
     }
 
@@ -504,6 +520,10 @@ impl Node {
         for h in handles {
             h.commands.closed().await;
         }
+        let orphans: Vec<_> = self.inner.orphans.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for proxy in orphans.iter().flat_map(|(_, m)| m.values()).flat_map(|p| &p.handles) {
+            proxy.terminate(ExitReason::NodeDown);
+        }
         self.inner.system.shutdown().await;
     }
 }
@@ -534,7 +554,7 @@ impl NodeInner {
     /// Records an established connection; returns false if it must close.
     /// When two connections join the same pair of nodes: a newer incarnation
     /// of the peer wins; else the one dialed by the node with the lower id
-    /// (both sides agree); else (same dialer) the first one stays.
+    /// (both sides agree); else (same dialer) the newer one.
     pub(crate) fn register_peer(&self, peer: &str, handle: ConnHandle) -> bool {
         let mut peers = self.lock_peers();
         if let Some(existing) = peers.get(peer) {
@@ -545,8 +565,9 @@ impl NodeInner {
             } else if existing.dialer != handle.dialer {
                 existing.dialer == preferred
             } else {
-                // Dialed twice by the same side: the first stays.
-                true
+                // Dialed twice by the same side (a reconnect while the old
+                // connection is not known dead yet): the newer one wins.
+                false
             };
             if keep_existing {
                 return false;
@@ -745,39 +766,62 @@ impl NodeInner {
         actor
     }
 
-    /// Makes the local actor `actor_id` reachable by peers (if its type is
-    /// exposed) and returns its address.
+    /// The handle of local actor `actor_id`, made on first use.
+    fn handle_of(&self, actor_id: actor_core::ActorId) -> u64 {
+        use std::hash::BuildHasher;
+        *self.handles.entry(actor_id.as_u64()).or_insert_with(|| {
+            let n = self.next_handle.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Never 0, which nothing is reachable by.
+            self.handle_keys.hash_one((n, actor_id.as_u64())).max(1)
+        })
+    }
+
+    /// Makes the local actor `actor_id` reachable by peers holding its
+    /// handle (if its type is exposed) and returns its address.
     pub(crate) fn export(
         &self,
         type_id: std::any::TypeId,
         actor_id: actor_core::ActorId,
         actor: Box<dyn std::any::Any + Send + Sync>,
     ) -> Result<actor_core::RefAddr, String> {
-        let id = actor_id.as_u64();
-        if !self.exposed_ids.contains_key(&id) {
+        let handle = self.handle_of(actor_id);
+        if !self.exposed_ids.contains_key(&handle) {
+            if self.exposed_ids.len() >= MAX_REFS_PER_PEER {
+                self.forget_dead();
+                if self.exposed_ids.len() >= MAX_REFS_PER_PEER {
+                    return Err("too many exposed actors on this node".into());
+                }
+            }
             let exporter = self
                 .exporters
                 .get(&type_id)
                 .map(|e| e.value().clone())
                 .ok_or("this actor type is not exposed (Node::expose) and cannot be sent to peers")?;
             let exposed = exporter(actor).ok_or("actor type mismatch")?;
-            self.exposed_ids.entry(id).or_insert_with(|| (String::new(), exposed));
+            self.exposed_ids.entry(handle).or_insert_with(|| (String::new(), exposed));
         }
-        Ok(actor_core::RefAddr { node: self.id.clone(), incarnation: self.incarnation, id })
+        Ok(actor_core::RefAddr { node: self.id.clone(), incarnation: self.incarnation, id: handle })
     }
 
     /// Keeps a stand-in decoded from a message, so its end gets reported.
-    pub(crate) fn adopt_proxy(&self, conn_id: u64, id: u64, handle: RemoteHandle) {
+    pub(crate) fn adopt_proxy(
+        self: &Arc<Self>,
+        conn_id: u64,
+        peer: &str,
+        incarnation: u64,
+        id: u64,
+        handle: RemoteHandle,
+    ) {
         let first = {
             let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
             let actors = proxies.entry(conn_id).or_default();
             let first = !actors.contains_key(&id);
             let entry = actors.entry(id).or_insert_with(|| Proxies { handles: Vec::new(), latest: Box::new(()) });
             entry.handles.retain(|h| !h.is_unused());
-            entry.handles.push(handle.clone());
+            entry.handles.push(handle);
             first
         };
-        let commands = self.lock_peers().values().find(|h| h.id == conn_id).map(|h| h.commands.clone());
+        let commands = self.lock_peers().get(peer).filter(|h| h.id == conn_id).map(|h| h.commands.clone());
         match commands {
             Some(commands) if first => {
                 tokio::spawn(async move {
@@ -785,12 +829,25 @@ impl NodeInner {
                 });
             }
             Some(_) => {}
-            // The connection is gone already.
-            None => handle.terminate(ExitReason::NodeDown),
+            // Not the peer's current connection (any more): move the
+            // stand-in to its successor, park it, or report the node gone.
+            None => self.peer_lost(peer, conn_id, Some(incarnation), true),
         }
     }
 
+    /// How many stand-ins connection `conn_id` holds.
+    pub(crate) fn proxies_on(&self, conn_id: u64) -> usize {
+        self.proxies.lock().unwrap_or_else(|p| p.into_inner()).get(&conn_id).map_or(0, HashMap::len)
+    }
+
+    /// Whether stand-ins of run `incarnation` of `peer` wait for a successor
+    /// connection.
+    pub(crate) fn awaiting_successor(&self, peer: &str, incarnation: u64) -> bool {
+        self.orphans.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&(peer.to_owned(), incarnation))
+    }
+
     /// The exposed actor a frame targets, if it is alive.
+    /// The exposed actor a frame targets (by name, or by handle), if alive.
     pub(crate) fn resolve(&self, target: &Target) -> Option<Arc<dyn Exposed>> {
         let exposed = match (&target.id, &target.name) {
             (Some(id), _) => self.exposed_ids.get(id).map(|e| e.value().1.clone())?,
@@ -809,6 +866,7 @@ impl NodeInner {
     fn forget_dead(&self) {
         self.exposed.retain(|_, e| e.is_alive());
         self.exposed_ids.retain(|_, (_, e)| e.is_alive());
+        self.handles.retain(|_, h| self.exposed_ids.contains_key(h));
     }
 
     /// Answers a peer's request to the node itself.
