@@ -70,19 +70,14 @@ impl<A: Actor> Context<A> {
     /// Spawns a child actor with default options. The child is stopped (and
     /// awaited) before this actor's [`stopped`](Actor::stopped) hook runs.
     pub fn spawn<B: Actor>(&mut self, actor: B) -> ActorRef<B> {
-        let args =
-            SpawnArgs { options: SpawnOptions::new(), parent: Some(self.myself.cell().clone()), supervision: None };
-        let child = runtime::spawn_unnamed(&self.system, Some(actor), args);
-        self.extra().children.insert(child.id(), child.cell().clone());
-        child
+        let child = runtime::spawn_unnamed(&self.system, Some(actor), self.child_args(SpawnOptions::new(), None));
+        self.adopt(child)
     }
 
     /// Spawns a child actor with options (name, mailbox).
     pub fn spawn_with<B: Actor>(&mut self, actor: B, options: SpawnOptions) -> Result<ActorRef<B>, SpawnError> {
-        let args = SpawnArgs { options, parent: Some(self.myself.cell().clone()), supervision: None };
-        let child = runtime::spawn(&self.system, Some(actor), args)?;
-        self.extra().children.insert(child.id(), child.cell().clone());
-        Ok(child)
+        let child = runtime::spawn(&self.system, Some(actor), self.child_args(options, None))?;
+        Ok(self.adopt(child))
     }
 
     /// Spawns a supervised child; `options` must carry no registered name.
@@ -91,8 +86,20 @@ impl<A: Actor> Context<A> {
         options: SpawnOptions,
         supervision: runtime::Supervision<B>,
     ) -> ActorRef<B> {
-        let args = SpawnArgs { options, parent: Some(self.myself.cell().clone()), supervision: Some(supervision) };
-        let child = runtime::spawn_unnamed(&self.system, None, args);
+        let child = runtime::spawn_unnamed(&self.system, None, self.child_args(options, Some(supervision)));
+        self.adopt(child)
+    }
+
+    fn child_args<B: Actor>(
+        &self,
+        options: SpawnOptions,
+        supervision: Option<runtime::Supervision<B>>,
+    ) -> SpawnArgs<B> {
+        SpawnArgs { options, parent: Some(self.myself.cell().clone()), supervision }
+    }
+
+    /// Records a new child, to be stopped before this actor.
+    fn adopt<B: Actor>(&mut self, child: ActorRef<B>) -> ActorRef<B> {
         self.extra().children.insert(child.id(), child.cell().clone());
         child
     }

@@ -67,7 +67,7 @@ proptest! {
             .map(|payload| Frame::Tell(Tell {
                 target: Target::name(name.clone()),
                 sender: Some(ActorAddr { node: "n".into(), incarnation: 3, id: 9 }),
-                wire_name: name.clone(),
+                wire_name: name.clone().into(),
                 payload,
             }))
             .collect();

@@ -7,8 +7,7 @@ use actor_core::{ActorId, ImportedRef, RefAddr, RefCodec, RemoteHandle};
 use tokio::sync::mpsc;
 
 use super::NodeInner;
-use super::endpoint::{Command, PeerEndpoint, Route};
-use crate::proto::frame::Target;
+use super::endpoint::Command;
 
 /// The ref codec of one connection: local actors become addresses of this
 /// node (and reachable by peers); addresses become local refs, refs through
@@ -59,25 +58,12 @@ impl RefCodec for ConnCodec {
         if node.proxies_on(conn_id) >= super::MAX_REFS_PER_PEER {
             return Err("too many remote refs through one connection".into());
         }
-        let codec: Arc<dyn RefCodec> = Arc::new(ConnCodec {
-            node: self.node.clone(),
-            conn_id,
-            peer: addr.node.clone(),
-            peer_incarnation: incarnation,
-            commands: commands.clone(),
-        });
-        let endpoint = PeerEndpoint {
-            route: Route::new(self.node.clone(), addr.node.clone(), incarnation, commands),
-            target: Target::id(addr.id),
-            label: format!("{}@{}", short(type_name), addr.node),
-            addr: addr.clone(),
-            codec,
-        };
+        let endpoint = node.peer_endpoint(&addr.node, incarnation, conn_id, commands, addr.id, short(type_name));
         let weak = self.node.clone();
         let (id, peer) = (addr.id, addr.node.clone());
         let register = Box::new(move |handle: RemoteHandle| {
             if let Some(node) = weak.upgrade() {
-                node.adopt_proxy(conn_id, &peer, incarnation, id, handle);
+                node.adopt_proxy(conn_id, &peer, incarnation, id, handle, None);
             }
         });
         Ok(ImportedRef::Remote { endpoint: Arc::new(endpoint), register })

@@ -111,12 +111,11 @@ pub(crate) async fn run(
     // one waits, events stay in the session and the transport is not read
     // (backpressure towards the peer); timers and commands keep running.
     let mut held: Option<Inbound> = None;
-    let mut peer_id: Option<String> = None;
     let mut peer_incarnation: Option<u64> = None;
     let mut duplicate = false;
-    // The peer's id once known, registered or not (refs may have been bound
-    // to this connection before it lost a tie-break).
-    let mut registered_as: Option<String> = None;
+    // The peer's id once the handshake names it, registered or not (refs may
+    // have been bound to this connection before it lost a tie-break).
+    let mut peer_id: Option<String> = None;
     let mut connected = connected;
     let mut shutdown = node.shutdown.subscribe();
     let outbound_cap = node.session.max_outbound_bytes.saturating_mul(2);
@@ -148,7 +147,7 @@ pub(crate) async fn run(
                         let _ = tx.send(peer.node.clone());
                     }
                     peer_incarnation = Some(peer.incarnation);
-                    registered_as = Some(peer.node.clone());
+                    peer_id = Some(peer.node.clone());
                     let _ = codec.set(Arc::new(ConnCodec {
                         node: Arc::downgrade(&node),
                         conn_id,
@@ -158,7 +157,6 @@ pub(crate) async fn run(
                     }));
                     if node.register_peer(&peer.node, handle) {
                         tracing::info!(node = %node.id, peer = %peer.node, addr = %remote_addr, "connected");
-                        peer_id = Some(peer.node.clone());
                     } else {
                         session.close(now(), CloseCode::Duplicate, "a connection between these nodes already exists");
                     }
@@ -313,8 +311,7 @@ pub(crate) async fn run(
             let _ = reply.send(Err(RemoteError::NodeDown));
         }
     }
-    let peer = peer_id.clone().or_else(|| registered_as.clone()).unwrap_or_default();
-    node.peer_lost(&peer, conn_id, peer_incarnation, duplicate);
+    node.peer_lost(peer_id.as_deref().unwrap_or_default(), conn_id, peer_incarnation, duplicate);
     // A peer that stopped reading must not keep the writer (and the
     // connection) alive.
     let mut writer = writer;
@@ -379,7 +376,7 @@ fn submit(
             if !session.has_room() {
                 return Some(Command::Tell { target, wire_name, payload });
             }
-            let tell = Tell { target, sender: None, wire_name: wire_name.to_owned(), payload };
+            let tell = Tell { target, sender: None, wire_name: wire_name.into(), payload };
             // `has_room` said yes, so only a closed session or a frame over the
             // peer's limit can refuse it; neither can be retried.
             if let Err(e) = session.send_tell(now(), tell) {
@@ -391,7 +388,7 @@ fn submit(
             if !session.has_room() {
                 return Some(Command::Ask { target, wire_name, payload, timeout, reply });
             }
-            match session.send_ask(now(), target, None, wire_name, payload, timeout) {
+            match session.send_ask(now(), target, None, wire_name.into(), payload, timeout) {
                 Ok(id) => {
                     pending.insert(id, reply);
                     None

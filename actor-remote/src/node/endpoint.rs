@@ -19,7 +19,7 @@ pub(crate) enum Command {
     },
     Ask {
         target: Target,
-        wire_name: String,
+        wire_name: &'static str,
         payload: Vec<u8>,
         timeout: Duration,
         reply: oneshot::Sender<Result<Vec<u8>, RemoteError>>,
@@ -145,7 +145,7 @@ impl RemoteEndpoint for PeerEndpoint {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
             let target = self.target.clone();
-            let cmd = Command::Ask { target, wire_name: wire_name.to_owned(), payload, timeout, reply };
+            let cmd = Command::Ask { target, wire_name, payload, timeout, reply };
             // The timeout covers waiting for room in the queue too.
             let asked = async {
                 self.route.send(cmd).await?;
@@ -173,7 +173,7 @@ impl RemoteEndpoint for PeerEndpoint {
 pub(crate) async fn ask(
     commands: &mpsc::Sender<Command>,
     target: Target,
-    wire_name: String,
+    wire_name: &'static str,
     payload: Vec<u8>,
     timeout: Duration,
 ) -> Result<Vec<u8>, RemoteError> {

@@ -89,6 +89,13 @@ struct MessageDispatch<M: Message> {
     wire: actor_core::Wire<M>,
 }
 
+impl<M: Message> MessageDispatch<M> {
+    /// Decodes a payload, with the connection handling refs inside it.
+    fn decode(&self, payload: &[u8], codec: &Arc<dyn RefCodec>) -> Result<M, actor_core::CodecError> {
+        with_ref_codec(codec.clone(), || (self.wire.decode)(payload))
+    }
+}
+
 /// Why an immediate delivery did not happen.
 pub(crate) enum TryTell {
     /// The mailbox is full: deliver later, in order.
@@ -99,8 +106,7 @@ pub(crate) enum TryTell {
 
 impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
     fn try_tell(&self, actor: &ActorRef<A>, payload: &[u8], codec: &Arc<dyn RefCodec>) -> Result<(), TryTell> {
-        let msg = with_ref_codec(codec.clone(), || (self.wire.decode)(payload))
-            .map_err(|_| TryTell::Refused(FailureCode::DecodeError))?;
+        let msg = self.decode(payload, codec).map_err(|_| TryTell::Refused(FailureCode::DecodeError))?;
         actor.try_tell(msg).map_err(|e| match e {
             actor_core::TrySendError::Full(_) => TryTell::Full,
             _ => TryTell::Refused(FailureCode::ActorNotFound),
@@ -114,8 +120,7 @@ impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
         codec: &'a Arc<dyn RefCodec>,
     ) -> BoxFuture<'a, Result<(), FailureCode>> {
         Box::pin(async move {
-            let msg =
-                with_ref_codec(codec.clone(), || (self.wire.decode)(payload)).map_err(|_| FailureCode::DecodeError)?;
+            let msg = self.decode(payload, codec).map_err(|_| FailureCode::DecodeError)?;
             actor.tell(msg).await.map_err(|_| FailureCode::ActorNotFound)
         })
     }
@@ -128,8 +133,7 @@ impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
         codec: &'a Arc<dyn RefCodec>,
     ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>> {
         Box::pin(async move {
-            let msg =
-                with_ref_codec(codec.clone(), || (self.wire.decode)(payload)).map_err(|_| FailureCode::DecodeError)?;
+            let msg = self.decode(payload, codec).map_err(|_| FailureCode::DecodeError)?;
             let pending = actor.ask_enqueue(msg).await.map_err(|_| FailureCode::ActorNotFound)?;
             let encode = self.wire.encode_reply;
             let codec = codec.clone();

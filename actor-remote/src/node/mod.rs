@@ -334,6 +334,32 @@ pub enum NodeError {
 
 type Exporter = Arc<dyn Fn(Box<dyn std::any::Any + Send + Sync>) -> Option<Arc<dyn Exposed>> + Send + Sync>;
 
+/// Moves `moved` into `into`, joining the stand-ins of an actor present in
+/// both; returns the actors that were not there yet.
+fn merge_proxies(into: &mut HashMap<u64, Proxies>, moved: HashMap<u64, Proxies>) -> Vec<u64> {
+    let mut added = Vec::new();
+    for (id, mut entry) in moved {
+        match into.get_mut(&id) {
+            Some(existing) => existing.handles.append(&mut entry.handles),
+            None => {
+                into.insert(id, entry);
+                added.push(id);
+            }
+        }
+    }
+    added
+}
+
+/// Asks the peer behind `commands` to report the end of its actor `id`.
+fn send_watch(commands: &mpsc::Sender<Command>, id: u64) {
+    if let Err(mpsc::error::TrySendError::Full(cmd)) = commands.try_send(Command::Watch { id }) {
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            let _ = commands.send(cmd).await;
+        });
+    }
+}
+
 /// The stand-ins of one remote actor on one connection.
 struct Proxies {
     /// Kept while anything may need them: a stand-in that is watched must
@@ -484,7 +510,7 @@ impl Node {
             let payload = crate::codec::encode(&name.to_owned()).map_err(|_| NodeError::NotFound(name.to_owned()))?;
             let ask = |commands: mpsc::Sender<Command>, payload: Vec<u8>| async move {
                 let target = Target::name(SYSTEM_TARGET);
-                endpoint::ask(&commands, target, LOOKUP.to_owned(), payload, Duration::from_secs(5)).await
+                endpoint::ask(&commands, target, LOOKUP, payload, Duration::from_secs(5)).await
             };
             let mut reply = ask(handle.commands.clone(), payload.clone()).await;
             if matches!(reply, Err(actor_core::RemoteError::NodeDown)) {
@@ -591,27 +617,10 @@ impl NodeInner {
 
     /// Moves stand-ins to connection `conn_id` and renews their watches there.
     fn rehome(&self, moved: HashMap<u64, Proxies>, conn_id: u64, commands: mpsc::Sender<Command>) {
-        let renew: Vec<u64> = {
-            let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
-            let target = proxies.entry(conn_id).or_default();
-            let mut renew = Vec::new();
-            for (id, mut entry) in moved {
-                match target.get_mut(&id) {
-                    Some(existing) => existing.handles.append(&mut entry.handles),
-                    None => {
-                        target.insert(id, entry);
-                        renew.push(id);
-                    }
-                }
-            }
-            renew
-        };
-        if !renew.is_empty() {
-            tokio::spawn(async move {
-                for id in renew {
-                    let _ = commands.send(Command::Watch { id }).await;
-                }
-            });
+        let renew =
+            merge_proxies(self.proxies.lock().unwrap_or_else(|p| p.into_inner()).entry(conn_id).or_default(), moved);
+        for id in renew {
+            send_watch(&commands, id);
         }
     }
 
@@ -671,18 +680,9 @@ impl NodeInner {
             (Some((next_id, commands)), _) => self.rehome(moved, next_id, commands),
             (None, Some(incarnation)) if duplicate => {
                 // The other side keeps a connection we do not have yet.
-                {
-                    let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
-                    let parked = orphans.entry((peer.to_owned(), incarnation)).or_default();
-                    for (id, mut entry) in moved {
-                        match parked.get_mut(&id) {
-                            Some(existing) => existing.handles.append(&mut entry.handles),
-                            None => {
-                                parked.insert(id, entry);
-                            }
-                        }
-                    }
-                }
+                let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+                merge_proxies(orphans.entry((peer.to_owned(), incarnation)).or_default(), moved);
+                drop(orphans);
                 let (node, peer) = (Arc::downgrade(self), peer.to_owned());
                 tokio::spawn(async move {
                     tokio::time::sleep(SUCCESSOR_GRACE).await;
@@ -720,50 +720,46 @@ impl NodeInner {
     /// A ref to the peer's actor `id` through `handle`'s connection: the one
     /// handed out before if it is still in use, else a new stand-in.
     fn remote_ref<A: Actor>(self: &Arc<Self>, peer: &str, handle: &ConnHandle, name: &str, id: u64) -> ActorRef<A> {
-        let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
-        let actors = proxies.entry(handle.id).or_default();
-        if let Some(existing) = actors.get(&id).and_then(|p| p.latest.downcast_ref::<WeakActorRef<A>>()?.upgrade()) {
+        let reused = self
+            .proxies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&handle.id)
+            .and_then(|actors| actors.get(&id).and_then(|p| p.latest.downcast_ref::<WeakActorRef<A>>()?.upgrade()));
+        if let Some(existing) = reused {
             return existing;
         }
+        let endpoint = self.peer_endpoint(peer, handle.incarnation, handle.id, handle.commands.clone(), id, name);
+        let (actor, remote) = ActorRef::<A>::remote(Arc::new(endpoint));
+        self.adopt_proxy(handle.id, peer, handle.incarnation, id, remote, Some(Box::new(actor.downgrade())));
+        actor
+    }
+
+    /// The endpoint of a ref to actor `id` (handle) of run `incarnation` of
+    /// `peer`, reached through connection `conn_id` for now.
+    pub(crate) fn peer_endpoint(
+        self: &Arc<Self>,
+        peer: &str,
+        incarnation: u64,
+        conn_id: u64,
+        commands: mpsc::Sender<Command>,
+        id: u64,
+        label: &str,
+    ) -> PeerEndpoint {
         let codec = Arc::new(codec::ConnCodec {
             node: Arc::downgrade(self),
-            conn_id: handle.id,
+            conn_id,
             peer: peer.to_owned(),
-            peer_incarnation: handle.incarnation,
-            commands: handle.commands.clone(),
+            peer_incarnation: incarnation,
+            commands: commands.clone(),
         });
-        let endpoint = PeerEndpoint {
-            route: endpoint::Route::new(
-                Arc::downgrade(self),
-                peer.to_owned(),
-                handle.incarnation,
-                handle.commands.clone(),
-            ),
+        PeerEndpoint {
+            route: endpoint::Route::new(Arc::downgrade(self), peer.to_owned(), incarnation, commands),
             target: Target::id(id),
-            label: format!("{name}@{peer}"),
-            addr: actor_core::RefAddr { node: peer.to_owned(), incarnation: handle.incarnation, id },
+            label: format!("{label}@{peer}"),
+            addr: actor_core::RefAddr { node: peer.to_owned(), incarnation, id },
             codec,
-        };
-        let (actor, remote) = ActorRef::<A>::remote(Arc::new(endpoint));
-        let first = !actors.contains_key(&id);
-        let entry = actors.entry(id).or_insert_with(|| Proxies { handles: Vec::new(), latest: Box::new(()) });
-        entry.handles.retain(|h| !h.is_unused());
-        entry.handles.push(remote.clone());
-        entry.latest = Box::new(actor.downgrade());
-        drop(proxies);
-        // The first ref to this actor subscribes to its end.
-        if first && let Err(mpsc::error::TrySendError::Full(cmd)) = handle.commands.try_send(Command::Watch { id }) {
-            let commands = handle.commands.clone();
-            tokio::spawn(async move {
-                let _ = commands.send(cmd).await;
-            });
         }
-        // A connection that ended while the lookup was in flight: the refs
-        // move to its successor, or learn that the node is gone.
-        if handle.commands.is_closed() {
-            self.peer_lost(peer, handle.id, Some(handle.incarnation), true);
-        }
-        actor
     }
 
     /// The handle of local actor `actor_id`, made on first use.
@@ -804,6 +800,7 @@ impl NodeInner {
     }
 
     /// Keeps a stand-in decoded from a message, so its end gets reported.
+    /// `latest` (a `WeakActorRef<A>`) is the ref later lookups may reuse.
     pub(crate) fn adopt_proxy(
         self: &Arc<Self>,
         conn_id: u64,
@@ -811,6 +808,7 @@ impl NodeInner {
         incarnation: u64,
         id: u64,
         handle: RemoteHandle,
+        latest: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) {
         let first = {
             let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
@@ -819,15 +817,15 @@ impl NodeInner {
             let entry = actors.entry(id).or_insert_with(|| Proxies { handles: Vec::new(), latest: Box::new(()) });
             entry.handles.retain(|h| !h.is_unused());
             entry.handles.push(handle);
+            if let Some(latest) = latest {
+                entry.latest = latest;
+            }
             first
         };
         let commands = self.lock_peers().get(peer).filter(|h| h.id == conn_id).map(|h| h.commands.clone());
         match commands {
-            Some(commands) if first => {
-                tokio::spawn(async move {
-                    let _ = commands.send(Command::Watch { id }).await;
-                });
-            }
+            // The first ref to this actor subscribes to its end.
+            Some(commands) if first => send_watch(&commands, id),
             Some(_) => {}
             // Not the peer's current connection (any more): move the
             // stand-in to its successor, park it, or report the node gone.

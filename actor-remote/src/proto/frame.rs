@@ -8,6 +8,8 @@
 //! Decoding never allocates more than the bytes actually received: the length
 //! prefix is checked against the limit before any buffer grows for the body.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// Bytes in the length prefix.
@@ -78,8 +80,9 @@ pub struct Tell {
     pub target: Target,
     /// The sending actor, if the message came from one.
     pub sender: Option<ActorAddr>,
-    /// The message type's stable wire name.
-    pub wire_name: String,
+    /// The message type's stable wire name (borrowed when sending, so a
+    /// frame costs no copy of it).
+    pub wire_name: Cow<'static, str>,
     /// The message, MessagePack-encoded.
     #[serde(with = "serde_bytes_compat")]
     pub payload: Vec<u8>,
@@ -95,7 +98,7 @@ pub struct Ask {
     /// The sending actor, if any.
     pub sender: Option<ActorAddr>,
     /// The message type's stable wire name.
-    pub wire_name: String,
+    pub wire_name: Cow<'static, str>,
     /// The message, MessagePack-encoded.
     #[serde(with = "serde_bytes_compat")]
     pub payload: Vec<u8>,

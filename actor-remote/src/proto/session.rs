@@ -1,5 +1,6 @@
 //! One connection's protocol state.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -347,7 +348,7 @@ impl Session {
         now: Instant,
         target: Target,
         sender: Option<frame::ActorAddr>,
-        wire_name: String,
+        wire_name: Cow<'static, str>,
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<u64, SendError> {

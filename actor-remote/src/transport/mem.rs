@@ -193,28 +193,14 @@ impl Transport for MemoryTransport {
         let (to_me_tx, to_me_rx) = mpsc::channel(PIPE_CHUNKS);
         let theirs = Connection {
             send: Box::new(MemSink { tx: to_me_tx }),
-            recv: Box::new(MemSource {
-                rx: to_peer_rx,
-                held: None,
-                release_at: None,
-                net: self.net.clone(),
-                from: local.clone(),
-                to: addr.to_owned(),
-            }),
+            recv: Box::new(MemSource::new(to_peer_rx, &self.net, &local, addr)),
             peer_identity: None,
             remote_addr: local.clone(),
         };
         listener.send(theirs).await.map_err(|_| TransportError::Unreachable(addr.to_owned()))?;
         Ok(Connection {
             send: Box::new(MemSink { tx: to_peer_tx }),
-            recv: Box::new(MemSource {
-                rx: to_me_rx,
-                held: None,
-                release_at: None,
-                net: self.net.clone(),
-                from: addr.to_owned(),
-                to: local,
-            }),
+            recv: Box::new(MemSource::new(to_me_rx, &self.net, addr, &local)),
             peer_identity: None,
             remote_addr: addr.to_owned(),
         })
@@ -271,6 +257,13 @@ struct MemSource {
     net: Arc<Net>,
     from: String,
     to: String,
+}
+
+impl MemSource {
+    /// The end of the pipe carrying bytes from `from` to `to`.
+    fn new(rx: mpsc::Receiver<Vec<u8>>, net: &Arc<Net>, from: &str, to: &str) -> Self {
+        Self { rx, held: None, release_at: None, net: net.clone(), from: from.to_owned(), to: to.to_owned() }
+    }
 }
 
 #[async_trait]
