@@ -43,7 +43,9 @@
 pub use actor_core::*;
 pub use actor_macros::{Actor, Message};
 pub use actor_remote as remote;
-pub use actor_remote::{Node, NodeBuilder, NodeError, RemoteActor, RemoteMessages};
+pub use actor_remote::{
+    ClusterEvent, FailureDetection, Member, Node, NodeBuilder, NodeError, RemoteActor, RemoteMessages,
+};
 
 /// Used by the code the derives generate; not a stable API.
 #[doc(hidden)]

@@ -10,7 +10,9 @@
 //! - [`transport`]: byte streams between nodes: QUIC with mutual TLS
 //!   (`quic`, `tls`) and an in-memory network with fault injection (`mem`).
 //! - [`Node`]: runs a session per connection over a transport, exposes local
-//!   actors to peers, and hands out remote refs.
+//!   actors to peers, and hands out remote refs. Nodes form a cluster:
+//!   SWIM membership (the `foca` crate) over the same connections, with
+//!   [`ClusterEvent`]s, cluster-wide names and process groups.
 
 pub mod codec;
 #[cfg(feature = "runtime")]
@@ -20,4 +22,7 @@ pub mod proto;
 pub mod transport;
 
 #[cfg(feature = "runtime")]
-pub use node::{Node, NodeBuilder, NodeError, RemoteActor, RemoteMessages};
+pub use node::{
+    ClusterEvent, FailureDetection, MAX_ENTRIES_PER_NODE, MAX_NAME_LEN, Member, Node, NodeBuilder, NodeError,
+    RemoteActor, RemoteMessages, Subscription,
+};

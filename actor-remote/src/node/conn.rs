@@ -54,12 +54,12 @@ enum Inbound {
 
 /// Runs a connection until it closes. `dialed_by_me` says which side dialed
 /// (for the crossed-connection rule); `connected` learns the peer's node id
-/// once the handshake is done.
+/// and run once the handshake is done.
 pub(crate) async fn run(
     node: Arc<NodeInner>,
     conn: Connection,
     dialed_by_me: bool,
-    connected: Option<oneshot::Sender<String>>,
+    connected: Option<oneshot::Sender<(String, u64)>>,
 ) {
     let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let mut config = node.session.clone();
@@ -134,6 +134,12 @@ pub(crate) async fn run(
         while held.is_none() {
             let Some(event) = session.poll_event() else { break };
             let inbound = match event {
+                Event::Established(peer) if peer.node == node.id => {
+                    // A seed name that resolves to this node too.
+                    tracing::debug!(node = %node.id, addr = %remote_addr, "dialed itself; closing");
+                    session.close(now(), CloseCode::Normal, "connected to itself");
+                    None
+                }
                 Event::Established(peer) => {
                     let dialer = if dialed_by_me { node.id.clone() } else { peer.node.clone() };
                     let handle = ConnHandle {
@@ -144,7 +150,7 @@ pub(crate) async fn run(
                         registered_at: tokio::time::Instant::now(),
                     };
                     if let Some(tx) = connected.take() {
-                        let _ = tx.send(peer.node.clone());
+                        let _ = tx.send((peer.node.clone(), peer.incarnation));
                     }
                     peer_incarnation = Some(peer.incarnation);
                     peer_id = Some(peer.node.clone());
@@ -159,6 +165,14 @@ pub(crate) async fn run(
                         tracing::info!(node = %node.id, peer = %peer.node, addr = %remote_addr, "connected");
                     } else {
                         session.close(now(), CloseCode::Duplicate, "a connection between these nodes already exists");
+                    }
+                    None
+                }
+                Event::Tell(tell) if tell.target.name.as_deref() == Some(super::SYSTEM_TARGET) => {
+                    // Membership and registry traffic: handled at once, never
+                    // queued behind actor messages.
+                    if let (Some(peer), Some(run)) = (peer_id.as_deref(), peer_incarnation) {
+                        node.system_tell(peer, run, &tell.wire_name, tell.payload);
                     }
                     None
                 }

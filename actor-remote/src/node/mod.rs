@@ -23,10 +23,12 @@
 //! (its exit reason, carried as text) or the loss of its node
 //! (`ExitReason::NodeDown`).
 
+mod cluster;
 mod codec;
 mod conn;
 mod endpoint;
 mod expose;
+mod registry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,10 +39,12 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use self::cluster::{ClusterEvent, FailureDetection, Member, Subscription};
 use self::conn::ConnHandle;
 use self::endpoint::{Command, PeerEndpoint};
 use self::expose::{Exposed, ExposedActor, ReplyFuture};
 pub use self::expose::{RemoteActor, RemoteMessages};
+pub use self::registry::{MAX_ENTRIES_PER_NODE, MAX_NAME_LEN};
 use crate::proto::frame::Target;
 use crate::proto::{FailureCode, SessionConfig};
 use crate::transport::{Transport, TransportError};
@@ -59,6 +63,8 @@ pub(crate) const SUCCESSOR_GRACE: Duration = Duration::from_secs(2);
 
 /// The reserved target name of a node's own requests (lookups).
 pub(crate) const SYSTEM_TARGET: &str = "$node";
+/// How long dialing a member may take (connect and handshake).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 const LOOKUP: &str = "footlight.Lookup";
 
 /// Builds a [`Node`].
@@ -71,6 +77,8 @@ pub struct NodeBuilder {
     session: SessionConfig,
     system: Option<ActorSystem>,
     reconnect_every: Duration,
+    detection: FailureDetection,
+    advertise: Option<String>,
 }
 
 impl NodeBuilder {
@@ -93,13 +101,32 @@ impl NodeBuilder {
         self
     }
 
-    /// Peers to connect to at start, retried until they answer.
+    /// Nodes to join the cluster through (any one answering is enough; the
+    /// others are learned by gossip). Each is dialed, and redialed after its
+    /// connection is lost, until the node shuts down. A seed may be a name
+    /// the transport resolves to several addresses (over QUIC, a DNS name
+    /// such as a Kubernetes headless service, `name:port`): it is resolved
+    /// again before every attempt, and each address is tried in turn.
     pub fn seeds<I, S>(mut self, seeds: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The address other members dial to reach this node, if not the one
+    /// it listens on (say, behind NAT, or listening on `0.0.0.0`).
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise = Some(addr.into());
+        self
+    }
+
+    /// How members are probed and declared down (see [`FailureDetection`]);
+    /// the defaults declare a silent member down in about 3.5 s.
+    pub fn failure_detection(mut self, detection: FailureDetection) -> Self {
+        self.detection = detection;
         self
     }
 
@@ -153,6 +180,13 @@ impl NodeBuilder {
         session.node = self.id.clone();
         session.incarnation = incarnation;
         let (shutdown, _) = watch::channel(false);
+        let me = cluster::Ident {
+            id: self.id.clone(),
+            addr: self.advertise.unwrap_or(addr.clone()),
+            run: incarnation,
+            generation: 0,
+        };
+        let (cluster, cluster_inputs) = cluster::Cluster::new(&me);
         let inner = Arc::new(NodeInner {
             id: self.id.clone(),
             addr,
@@ -171,9 +205,14 @@ impl NodeBuilder {
             handle_keys: std::hash::RandomState::new(),
             next_handle: std::sync::atomic::AtomicU64::new(1),
             shutdown,
+            cluster,
+            dialing: Mutex::new(std::collections::HashSet::new()),
+            registry: registry::Registry::default(),
+            accepting: Mutex::new(None),
         });
+        tokio::spawn(cluster::run(Arc::downgrade(&inner), me, self.detection, cluster_inputs));
         let node = inner.clone();
-        tokio::spawn(async move {
+        let accepting = tokio::spawn(async move {
             let mut stop = node.shutdown.subscribe();
             loop {
                 tokio::select! {
@@ -190,6 +229,7 @@ impl NodeBuilder {
                 }
             }
         });
+        *inner.accepting.lock().unwrap_or_else(|p| p.into_inner()) = Some(accepting);
         for seed in self.seeds {
             tokio::spawn(keep_connected(inner.clone(), seed, self.reconnect_every));
         }
@@ -213,34 +253,44 @@ fn incarnation() -> u64 {
     }
 }
 
-/// Dials `addr` until connected, and again whenever that connection is lost,
-/// until the node shuts down.
-async fn keep_connected(node: Arc<NodeInner>, addr: String, every: Duration) {
+/// Dials seed `seed` (each address it resolves to, in turn) until
+/// connected, joins the cluster through it, and dials again whenever that
+/// connection is lost, until the node shuts down.
+async fn keep_connected(node: Arc<NodeInner>, seed: String, every: Duration) {
     let mut stop = node.shutdown.subscribe();
     loop {
         if *stop.borrow() {
             return;
         }
-        match node.transport.connect(&addr).await {
-            Ok(conn) => {
-                let (tx, rx) = oneshot::channel();
-                let task = tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
-                let peer = rx.await.ok();
-                // Wait for this connection to end before dialing again...
-                let _ = task.await;
-                // ...and, if the peer is connected some other way (it dialed
-                // us too and won the tie-break), until that ends as well.
-                if let Some(peer) = peer {
-                    let mut changed = node.peer_changed.subscribe();
-                    while node.lock_peers().contains_key(&peer) {
-                        tokio::select! {
-                            res = changed.changed() => if res.is_err() { return },
-                            _ = stop.changed() => return,
-                        }
+        for addr in node.transport.resolve(&seed).await {
+            let conn = match node.transport.connect(&addr).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(node = %node.id, %addr, error = %e, "seed not reachable yet");
+                    continue;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            let task = tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
+            let peer = rx.await.ok();
+            if let Some((id, run)) = &peer {
+                let seed = cluster::Ident { id: id.clone(), addr: addr.clone(), run: *run, generation: 0 };
+                let _ = node.cluster.inputs.send(cluster::Input::Announce(seed)).await;
+            }
+            // Wait for this connection to end before dialing again...
+            let _ = task.await;
+            // ...and, if the peer is connected some other way (it dialed
+            // us too and won the tie-break), until that ends as well.
+            if let Some((peer, _)) = peer {
+                let mut changed = node.peer_changed.subscribe();
+                while node.lock_peers().contains_key(&peer) {
+                    tokio::select! {
+                        res = changed.changed() => if res.is_err() { return },
+                        _ = stop.changed() => return,
                     }
                 }
+                break;
             }
-            Err(e) => tracing::debug!(node = %node.id, %addr, error = %e, "seed not reachable yet"),
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -288,6 +338,12 @@ pub(crate) struct NodeInner {
     handle_keys: std::hash::RandomState,
     next_handle: std::sync::atomic::AtomicU64,
     pub(crate) shutdown: watch::Sender<bool>,
+    cluster: cluster::Cluster,
+    /// Members being dialed now (by id).
+    dialing: Mutex<std::collections::HashSet<String>>,
+    registry: registry::Registry,
+    /// The task accepting connections (it owns the listener).
+    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Errors of [`Node`] operations.
@@ -330,6 +386,27 @@ pub enum NodeError {
     /// The peer did not connect in time.
     #[error("peer {0:?} did not connect in time")]
     PeerTimeout(String),
+    /// A name or group name that is empty or longer than
+    /// [`MAX_NAME_LEN`](registry::MAX_NAME_LEN) bytes.
+    #[error("invalid name {0:?}: must be 1 to 255 bytes")]
+    BadName(String),
+    /// Only local actors can be registered or join groups.
+    #[error("only actors of this node can be registered or join groups")]
+    NotLocal,
+    /// The actor has stopped.
+    #[error("the actor has stopped")]
+    Stopped,
+    /// Another member's actor holds the name.
+    #[error("the name {name:?} is registered on node {node:?}")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The node holding it.
+        node: String,
+    },
+    /// A limit refused the request.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 type Exporter = Arc<dyn Fn(Box<dyn std::any::Any + Send + Sync>) -> Option<Arc<dyn Exposed>> + Send + Sync>;
@@ -388,6 +465,8 @@ impl Node {
             seeds: Vec::new(),
             system: None,
             reconnect_every: Duration::from_millis(500),
+            detection: FailureDetection::default(),
+            advertise: None,
         }
     }
 
@@ -409,6 +488,18 @@ impl Node {
     /// The actor system local actors run on.
     pub fn system(&self) -> &ActorSystem {
         &self.inner.system
+    }
+
+    /// The members of the cluster as this node sees them (itself included,
+    /// suspected members too, down ones not), in id order.
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.cluster.members()
+    }
+
+    /// Cluster events: first a [`ClusterEvent::MemberUp`] per member in the
+    /// view now, then every change.
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.cluster.subscribe()
     }
 
     /// The ids of the peers connected now.
@@ -488,8 +579,11 @@ impl Node {
         Ok(actor)
     }
 
-    /// A ref to the actor named `name`: local if this node has it, else the
-    /// first peer (in id order) that has it.
+    /// A ref to the actor named `name`: an actor of this node's system
+    /// registered under that name; else the actor registered cluster-wide
+    /// under it ([`register`](Self::register)); else one that a connected
+    /// peer spawned under it with [`spawn_named`](Self::spawn_named) (asked
+    /// in id order).
     pub async fn lookup<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, NodeError> {
         match self.inner.system.lookup::<A>(name) {
             Ok(local) => return Ok(local),
@@ -501,6 +595,9 @@ impl Node {
                 });
             }
             Err(_) => {}
+        }
+        if let Some(found) = self.inner.lookup_registered::<A>(name).await? {
+            return Ok(found);
         }
         let peers: Vec<(String, ConnHandle)> =
             self.inner.lock_peers().iter().map(|(id, h)| (id.clone(), h.clone_handle())).collect();
@@ -538,7 +635,29 @@ impl Node {
     /// Closes every connection (peers see an orderly close at once), stops
     /// accepting new ones, and shuts the actor system down.
     pub async fn shutdown(&self) {
+        // Leave the cluster first: members hear it at once (not after the
+        // failure-detection budget) and report `MemberLeft`.
+        if let Ok(leaving) = crate::codec::encode(&self.inner.cluster_identity()) {
+            let peers: Vec<_> = self.inner.lock_peers().values().map(|h| h.commands.clone()).collect();
+            for commands in peers {
+                let cmd = endpoint::Command::Tell {
+                    target: Target::name(SYSTEM_TARGET),
+                    wire_name: cluster::LEAVING,
+                    payload: leaving.clone(),
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), commands.send(cmd)).await;
+            }
+        }
+        let (done, left) = oneshot::channel();
+        if self.inner.cluster.inputs.send(cluster::Input::Leave(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), left).await;
+        }
         let _ = self.inner.shutdown.send(true);
+        // The listen address is free again once shutdown returns.
+        let accepting = self.inner.accepting.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = accepting {
+            let _ = task.await;
+        }
         let handles: Vec<ConnHandle> = self.inner.lock_peers().drain().map(|(_, h)| h).collect();
         for h in &handles {
             let _ = h.commands.send(endpoint::Command::Close).await;
@@ -573,6 +692,115 @@ impl ConnHandle {
 }
 
 impl NodeInner {
+    /// This node's current SWIM identity, as the view holds it.
+    fn cluster_identity(&self) -> cluster::Ident {
+        self.cluster.ident_of(&self.id).unwrap_or_else(|| cluster::Ident {
+            id: self.id.clone(),
+            addr: self.addr.clone(),
+            run: self.incarnation,
+            generation: 0,
+        })
+    }
+
+    /// A system tell from run `run` of `peer`: membership or registry.
+    pub(crate) fn system_tell(&self, peer: &str, run: u64, wire_name: &str, payload: Vec<u8>) {
+        match wire_name {
+            cluster::GOSSIP => {
+                // A peer speaks for itself only: the packet's sender must be
+                // the node this connection authenticated.
+                if !cluster::sent_by(&payload, peer) {
+                    tracing::warn!(node = %self.id, %peer, "gossip claiming another sender; ignored");
+                    return;
+                }
+                if self.cluster.inputs.try_send(cluster::Input::Data(payload)).is_err() {
+                    tracing::debug!(node = %self.id, %peer, "membership busy; gossip packet dropped");
+                }
+            }
+            cluster::LEAVING => match crate::codec::decode::<cluster::Ident>(&payload) {
+                Ok(who) if who.id == peer && who.run == run => {
+                    if self.cluster.inputs.try_send(cluster::Input::Leaving(who)).is_err() {
+                        tracing::debug!(node = %self.id, %peer, "membership busy; leave notice dropped");
+                    }
+                }
+                _ => tracing::warn!(node = %self.id, %peer, "malformed leave notice; ignored"),
+            },
+            registry::REGISTRY => self.registry_update(peer, run, &payload),
+            other => tracing::warn!(node = %self.id, %peer, wire_name = %other, "unknown system message; ignored"),
+        }
+    }
+
+    /// Sends a SWIM packet to member `to`, dialing it if there is no
+    /// connection (the packet is then dropped, as on a lossy network).
+    pub(crate) fn send_gossip(self: &Arc<Self>, to: &cluster::Ident, bytes: Vec<u8>) {
+        match self.connection_to(&to.id, to.run) {
+            Some(handle) => {
+                let cmd =
+                    Command::Tell { target: Target::name(SYSTEM_TARGET), wire_name: cluster::GOSSIP, payload: bytes };
+                if handle.commands.try_send(cmd).is_err() {
+                    tracing::debug!(node = %self.id, peer = %to.id, "connection busy; gossip packet dropped");
+                }
+            }
+            None => self.ensure_connection(&to.id, &to.addr),
+        }
+    }
+
+    /// Dials member `id` at `addr` unless connected or being dialed.
+    pub(crate) fn ensure_connection(self: &Arc<Self>, id: &str, addr: &str) {
+        if *self.shutdown.borrow() || id == self.id {
+            return;
+        }
+        if self.lock_peers().get(id).is_some_and(|h| !h.commands.is_closed()) {
+            return;
+        }
+        if !self.dialing.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned()) {
+            return;
+        }
+        let (node, id, addr) = (self.clone(), id.to_owned(), addr.to_owned());
+        tokio::spawn(async move {
+            let dialed = tokio::time::timeout(DIAL_TIMEOUT, node.transport.connect(&addr)).await;
+            let conn = match dialed {
+                Ok(Ok(conn)) => Some(conn),
+                Ok(Err(e)) => {
+                    tracing::debug!(node = %node.id, peer = %id, %addr, error = %e, "member not reachable");
+                    None
+                }
+                Err(_) => None,
+            };
+            if let Some(conn) = conn {
+                let (tx, rx) = oneshot::channel();
+                let task = tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
+                // Done dialing once the handshake is over (or failed).
+                let _ = tokio::time::timeout(DIAL_TIMEOUT, rx).await;
+                node.dialing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                let _ = task.await;
+            } else {
+                node.dialing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            }
+        });
+    }
+
+    /// Membership saw run `run` of `id` go (down, left, or replaced by a
+    /// newer run): close its connection, forget its registry entries.
+    pub(crate) fn member_gone(&self, id: &str, run: u64) {
+        self.registry_purge(id, None);
+        let conn = self.lock_peers().get(id).filter(|h| h.incarnation == run).map(|h| h.commands.clone());
+        if let Some(commands) = conn {
+            tokio::spawn(async move {
+                let _ = commands.send(Command::Close).await;
+            });
+        }
+    }
+
+    /// Membership saw `member` come up: connect to it, and send it this
+    /// node's registry entries if connected already.
+    pub(crate) fn member_up(self: &Arc<Self>, member: &cluster::Ident) {
+        self.registry_purge(&member.id, Some(member.run));
+        match self.connection_to(&member.id, member.run) {
+            Some(handle) => self.send_registry(&handle.commands),
+            None => self.ensure_connection(&member.id, &member.addr),
+        }
+    }
+
     fn lock_peers(&self) -> MutexGuard<'_, HashMap<String, ConnHandle>> {
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -607,6 +835,8 @@ impl NodeInner {
         let (conn_id, incarnation, commands) = (handle.id, handle.incarnation, handle.commands.clone());
         peers.insert(peer.to_owned(), handle);
         drop(peers);
+        // The peer gets a copy of this node's registry entries first thing.
+        self.send_registry(&commands);
         let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer.to_owned(), incarnation));
         if let Some(orphans) = orphans {
             self.rehome(orphans, conn_id, commands);

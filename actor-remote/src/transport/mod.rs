@@ -24,6 +24,12 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Opens a connection to the node listening on `addr`.
     async fn connect(&self, addr: &str) -> Result<Connection, TransportError>;
+
+    /// The addresses `addr` stands for: a name may stand for several nodes
+    /// (a DNS name with several records). By default, `addr` itself.
+    async fn resolve(&self, addr: &str) -> Vec<String> {
+        vec![addr.to_owned()]
+    }
 }
 
 /// Accepts incoming connections.

@@ -211,6 +211,21 @@ impl Transport for Quic {
         Ok(Box::new(QuicListener { incoming: rx, addr: local.to_string() }))
     }
 
+    /// An `ip:port` stands for itself; a `name:port` for every address DNS
+    /// gives for the name (none if it does not resolve).
+    async fn resolve(&self, addr: &str) -> Vec<String> {
+        if addr.parse::<SocketAddr>().is_ok() {
+            return vec![addr.to_owned()];
+        }
+        match tokio::net::lookup_host(addr).await {
+            Ok(found) => found.map(|a| a.to_string()).collect(),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "seed name does not resolve");
+                Vec::new()
+            }
+        }
+    }
+
     async fn connect(&self, addr: &str) -> Result<Connection, TransportError> {
         let to: SocketAddr = addr.parse().map_err(|_| TransportError::Unreachable(addr.to_owned()))?;
         let endpoint = self.endpoint()?;

@@ -1,0 +1,461 @@
+//! Cluster membership: SWIM (the `foca` crate) carried over the node's own
+//! connections, and the member view and events built on it.
+//!
+//! Foca is sans-IO: this module feeds it the gossip that arrives on
+//! connections (system tells named [`GOSSIP`]), its timers (tokio sleeps),
+//! and sends what it asks to send through the connection to that member,
+//! dialing one when there is none. After every step, the member view is
+//! compared with the last one, and the differences become
+//! [`ClusterEvent`]s.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Foca, Identity, Member as FocaMember, OwnedNotification, State, Timer};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::NodeInner;
+
+/// Wire name of a SWIM packet (the payload is foca's, see `PROTOCOL.md`).
+pub(crate) const GOSSIP: &str = "footlight.Gossip";
+/// Wire name of "I am leaving the cluster" (payload: the sender's identity).
+pub(crate) const LEAVING: &str = "footlight.Leaving";
+/// Inputs queued for the membership task before gossip is dropped (as
+/// SWIM tolerates: it was built for UDP).
+const INPUT_QUEUE: usize = 4096;
+/// Cluster events kept for a subscriber that falls behind.
+const EVENT_BUFFER: usize = 1024;
+/// The largest SWIM packet sent or accepted.
+const MAX_PACKET: usize = 8 * 1024;
+
+/// A node as the membership layer knows it: its id, the address peers dial
+/// to reach it, and its run (a restarted node comes back with a new one).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Member {
+    /// The node id.
+    pub id: String,
+    /// The address peers dial.
+    pub addr: String,
+    /// The run of the node ([`Node::incarnation`](super::Node::incarnation)).
+    pub incarnation: u64,
+}
+
+/// A change in the cluster, as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterEvent {
+    /// A node joined (or came back after being down).
+    MemberUp(Member),
+    /// A node stopped answering probes and is suspected; it is still a
+    /// member, and turns down unless it answers within the suspicion
+    /// timeout.
+    MemberUnreachable(Member),
+    /// A suspected node answered again.
+    MemberReachable(Member),
+    /// A node was declared down (it stopped answering, or a newer run of it
+    /// joined): its refs fail with `NodeDown`, its names and group
+    /// memberships are gone.
+    MemberDown(Member),
+    /// A node left on purpose ([`Node::shutdown`](super::Node::shutdown)).
+    /// What follows is as for [`MemberDown`](Self::MemberDown).
+    MemberLeft(Member),
+    /// A cluster-wide name this node registered lost to another node's
+    /// registration of the same name (see [`Node::register`](super::Node::register)).
+    NameLost {
+        /// The name.
+        name: String,
+        /// The node whose registration won.
+        winner: String,
+    },
+}
+
+/// Knobs of failure detection; see [`NodeBuilder::failure_detection`](super::NodeBuilder::failure_detection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureDetection {
+    /// How often each node probes one other member (default 500 ms).
+    pub probe_interval: Duration,
+    /// How long a probe waits for its answer before others are asked to
+    /// probe indirectly (default: half the probe interval).
+    pub probe_timeout: Duration,
+    /// How long a suspected member has to refute before it is declared down
+    /// (default 2.5 s).
+    pub suspect_timeout: Duration,
+    /// How often a node re-announces itself to members it saw go down, so a
+    /// cluster split by a long partition re-forms once it heals (default 2 s).
+    pub rejoin_interval: Duration,
+}
+
+impl Default for FailureDetection {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_millis(500),
+            probe_timeout: Duration::from_millis(250),
+            suspect_timeout: Duration::from_millis(2500),
+            rejoin_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl FailureDetection {
+    fn foca_config(&self) -> foca::Config {
+        let mut config = foca::Config::new_lan(NonZeroU32::MIN.saturating_add(15));
+        config.probe_period = self.probe_interval.max(Duration::from_millis(1));
+        config.probe_rtt = self.probe_timeout.min(config.probe_period);
+        config.suspect_to_down_after = self.suspect_timeout;
+        config.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
+        config.periodic_announce_to_down_members =
+            Some(foca::PeriodicParams { frequency: self.rejoin_interval, num_members: NonZeroUsize::MIN });
+        config.periodic_announce =
+            Some(foca::PeriodicParams { frequency: Duration::from_secs(10), num_members: NonZeroUsize::MIN });
+        config
+    }
+}
+
+/// A node's SWIM identity: the member plus a generation, bumped when the
+/// node finds it was declared down (say, on the other side of a long
+/// partition) and rejoins under the same run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Ident {
+    pub(crate) id: String,
+    pub(crate) addr: String,
+    pub(crate) run: u64,
+    pub(crate) generation: u32,
+}
+
+impl Identity for Ident {
+    type Addr = String;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Ident { generation: self.generation.wrapping_add(1), ..self.clone() })
+    }
+
+    fn addr(&self) -> String {
+        self.id.clone()
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        (self.run, self.generation) > (adversary.run, adversary.generation)
+    }
+}
+
+impl Ident {
+    fn member(&self) -> Member {
+        Member { id: self.id.clone(), addr: self.addr.clone(), incarnation: self.run }
+    }
+}
+
+/// Foca's packets in MessagePack (named fields), as the rest of the
+/// protocol.
+#[derive(Default)]
+pub(crate) struct Codec;
+
+/// A SWIM packet that does not encode or decode.
+#[derive(Debug, thiserror::Error)]
+#[error("gossip codec: {0}")]
+pub(crate) struct CodecError(String);
+
+fn put(buf: &mut impl bytes::BufMut, value: &impl Serialize) -> Result<(), CodecError> {
+    let bytes = rmp_serde::to_vec_named(value).map_err(|e| CodecError(e.to_string()))?;
+    if buf.remaining_mut() < bytes.len() {
+        return Err(CodecError("packet full".into()));
+    }
+    buf.put_slice(&bytes);
+    Ok(())
+}
+
+fn take<T: serde::de::DeserializeOwned>(buf: &mut impl bytes::Buf) -> Result<T, CodecError> {
+    let mut chunk = buf.chunk();
+    let before = chunk.len();
+    let value = rmp_serde::from_read(&mut chunk).map_err(|e| CodecError(e.to_string()))?;
+    let used = before - chunk.len();
+    buf.advance(used);
+    Ok(value)
+}
+
+impl foca::Codec<Ident> for Codec {
+    type Error = CodecError;
+
+    fn encode_header(&mut self, header: &foca::Header<Ident>, mut buf: impl bytes::BufMut) -> Result<(), CodecError> {
+        put(&mut buf, header)
+    }
+
+    fn decode_header(&mut self, mut buf: impl bytes::Buf) -> Result<foca::Header<Ident>, CodecError> {
+        take(&mut buf)
+    }
+
+    fn encode_member(&mut self, member: &FocaMember<Ident>, mut buf: impl bytes::BufMut) -> Result<(), CodecError> {
+        put(&mut buf, member)
+    }
+
+    fn decode_member(&mut self, mut buf: impl bytes::Buf) -> Result<FocaMember<Ident>, CodecError> {
+        take(&mut buf)
+    }
+}
+
+/// Whether the SWIM packet `payload` names `peer` as its sender.
+pub(crate) fn sent_by(payload: &[u8], peer: &str) -> bool {
+    let mut buf = payload;
+    matches!(take::<foca::Header<Ident>>(&mut buf), Ok(header) if header.src.id == peer)
+}
+
+/// What the membership task acts on.
+pub(crate) enum Input {
+    /// A SWIM packet from a peer.
+    Data(Vec<u8>),
+    /// Join through this member (a seed that answered).
+    Announce(Ident),
+    /// A peer said it is leaving.
+    Leaving(Ident),
+    /// This node leaves: tell the others, then answer.
+    Leave(oneshot::Sender<()>),
+}
+
+/// The member view and its subscribers.
+pub(crate) struct Cluster {
+    pub(crate) inputs: mpsc::Sender<Input>,
+    view: Mutex<View>,
+    events: broadcast::Sender<ClusterEvent>,
+}
+
+#[derive(Default)]
+struct View {
+    /// Active members by node id (this node included), and whether each is
+    /// reachable (not suspected).
+    members: BTreeMap<String, (Ident, bool)>,
+    /// Members that said they are leaving, by id and run.
+    leaving: HashMap<String, u64>,
+}
+
+impl Cluster {
+    /// The view (with only this node in it) and the membership task's input.
+    pub(crate) fn new(me: &Ident) -> (Cluster, mpsc::Receiver<Input>) {
+        let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
+        let mut view = View::default();
+        view.members.insert(me.id.clone(), (me.clone(), true));
+        (Cluster { inputs, view: Mutex::new(view), events: broadcast::channel(EVENT_BUFFER).0 }, rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The active members, this node included, in id order.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        self.lock().members.values().map(|(m, _)| m.member()).collect()
+    }
+
+    /// The run of `id` if it is an active member.
+    pub(crate) fn run_of(&self, id: &str) -> Option<u64> {
+        self.lock().members.get(id).map(|(m, _)| m.run)
+    }
+
+    /// The identity under which `id` is an active member.
+    pub(crate) fn ident_of(&self, id: &str) -> Option<Ident> {
+        self.lock().members.get(id).map(|(m, _)| m.clone())
+    }
+
+    /// Events from now on, after one `MemberUp` per current member.
+    pub(crate) fn subscribe(&self) -> Subscription {
+        let view = self.lock();
+        let snapshot = view.members.values().map(|(m, _)| ClusterEvent::MemberUp(m.member())).collect();
+        Subscription { snapshot, events: self.events.subscribe() }
+    }
+
+    /// Announces a cluster event to subscribers.
+    pub(crate) fn emit(&self, event: ClusterEvent) {
+        let _ = self.events.send(event);
+    }
+}
+
+/// Cluster events for one subscriber: first a `MemberUp` per member already
+/// in the view, then every change as it happens.
+#[derive(Debug)]
+pub struct Subscription {
+    snapshot: VecDeque<ClusterEvent>,
+    events: broadcast::Receiver<ClusterEvent>,
+}
+
+impl Subscription {
+    /// The next event; `None` once the node is gone. A subscriber that
+    /// falls more than 1024 events behind skips the oldest (logged).
+    pub async fn recv(&mut self) -> Option<ClusterEvent> {
+        if let Some(event) = self.snapshot.pop_front() {
+            return Some(event);
+        }
+        loop {
+            match self.events.recv().await {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "cluster event subscriber fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+type Swim = Foca<Ident, Codec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
+
+/// Runs SWIM for `node` until the node is dropped or has left.
+pub(crate) async fn run(node: Weak<NodeInner>, me: Ident, config: FailureDetection, mut inputs: mpsc::Receiver<Input>) {
+    use rand::SeedableRng;
+    use std::hash::BuildHasher;
+    let seed = std::hash::RandomState::new().hash_one((me.run, &me.id));
+    let mut swim: Swim = Foca::new(me.clone(), config.foca_config(), rand::rngs::StdRng::seed_from_u64(seed), Codec);
+    let mut runtime = AccumulatingRuntime::new();
+    let (timer_tx, mut timers) = mpsc::unbounded_channel::<Timer<Ident>>();
+    loop {
+        let mut left = None;
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(Input::Data(bytes)) => {
+                    if let Err(e) = swim.handle_data(&bytes, &mut runtime) {
+                        tracing::debug!(error = %e, "gossip packet ignored");
+                    }
+                }
+                Some(Input::Announce(seed)) => {
+                    if let Err(e) = swim.announce(seed, &mut runtime) {
+                        tracing::debug!(error = %e, "announce failed");
+                    }
+                }
+                Some(Input::Leaving(who)) => {
+                    let node = node.upgrade();
+                    if let Some(node) = &node {
+                        node.cluster.lock().leaving.insert(who.id.clone(), who.run);
+                    }
+                    // Down is final for that identity: no need to wait for
+                    // the suspicion timeout.
+                    let down = FocaMember::new(who, foca::Incarnation::MAX, State::Down);
+                    if let Err(e) = swim.apply_many(std::iter::once(down), true, &mut runtime) {
+                        tracing::debug!(error = %e, "leave not applied");
+                    }
+                }
+                Some(Input::Leave(done)) => {
+                    if let Err(e) = swim.leave_cluster(&mut runtime) {
+                        tracing::debug!(error = %e, "leave gossip failed");
+                    }
+                    left = Some(done);
+                }
+                None => return,
+            },
+            Some(timer) = timers.recv() => {
+                if let Err(e) = swim.handle_timer(timer, &mut runtime) {
+                    tracing::debug!(error = %e, "membership timer failed");
+                }
+            }
+        }
+        let Some(node) = node.upgrade() else { return };
+        while let Some((to, bytes)) = runtime.to_send() {
+            node.send_gossip(&to, bytes.to_vec());
+        }
+        while let Some((after, timer)) = runtime.to_schedule() {
+            let timer_tx = timer_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = timer_tx.send(timer);
+            });
+        }
+        while let Some(notification) = runtime.to_notify() {
+            match notification {
+                OwnedNotification::Defunct => tracing::warn!(node = %me.id, "declared down by the cluster"),
+                OwnedNotification::Rejoin(id) => {
+                    tracing::info!(node = %me.id, generation = id.generation, "rejoined the cluster after being declared down");
+                }
+                OwnedNotification::Idle => tracing::debug!(node = %me.id, "no other member in view"),
+                _ => {}
+            }
+        }
+        // Our own identity changes when we rejoin; keep it in the view.
+        let current = swim.identity().clone();
+        update_view(&node, &current, swim.iter_membership_state());
+        if let Some(done) = left {
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Compares foca's member states with the view, updates the view and
+/// reports the differences.
+fn update_view<'a>(node: &Arc<NodeInner>, me: &Ident, states: impl Iterator<Item = &'a FocaMember<Ident>>) {
+    let mut next: BTreeMap<String, (Ident, bool)> = BTreeMap::new();
+    next.insert(me.id.clone(), (me.clone(), true));
+    for member in states {
+        let reachable = match member.state() {
+            State::Alive => true,
+            State::Suspect => false,
+            State::Down => continue,
+        };
+        let id = member.id();
+        // Of two identities of one node, the winning one counts.
+        match next.get(&id.id) {
+            Some((known, _)) if !id.win_addr_conflict(known) => {}
+            _ => {
+                next.insert(id.id.clone(), (id.clone(), reachable));
+            }
+        }
+    }
+    let mut events = Vec::new();
+    let mut gone = Vec::new();
+    let mut up = Vec::new();
+    {
+        let mut view = node.cluster.lock();
+        for (id, (old, _)) in &view.members {
+            let replaced = next.get(id).is_some_and(|(new, _)| new.run != old.run);
+            if !next.contains_key(id) || replaced {
+                let left = view.leaving.get(id) == Some(&old.run);
+                events.push(if left {
+                    ClusterEvent::MemberLeft(old.member())
+                } else {
+                    ClusterEvent::MemberDown(old.member())
+                });
+                gone.push(old.clone());
+            }
+        }
+        for (id, (new, reachable)) in &next {
+            match view.members.get(id) {
+                Some((old, was)) if old.run == new.run => {
+                    if *was && !reachable {
+                        events.push(ClusterEvent::MemberUnreachable(new.member()));
+                    } else if !was && *reachable {
+                        events.push(ClusterEvent::MemberReachable(new.member()));
+                    }
+                }
+                _ => {
+                    events.push(ClusterEvent::MemberUp(new.member()));
+                    up.push(new.clone());
+                }
+            }
+        }
+        for old in &gone {
+            if view.leaving.get(&old.id) == Some(&old.run) {
+                view.leaving.remove(&old.id);
+            }
+        }
+        view.members = next;
+        // Emit under the lock so a subscription's snapshot and its events
+        // never overlap or miss one.
+        for event in &events {
+            match event {
+                ClusterEvent::MemberUp(m) => tracing::info!(node = %me.id, member = %m.id, "member up"),
+                ClusterEvent::MemberDown(m) => tracing::warn!(node = %me.id, member = %m.id, "member down"),
+                ClusterEvent::MemberLeft(m) => tracing::info!(node = %me.id, member = %m.id, "member left"),
+                ClusterEvent::MemberUnreachable(m) => {
+                    tracing::warn!(node = %me.id, member = %m.id, "member unreachable");
+                }
+                ClusterEvent::MemberReachable(m) => tracing::info!(node = %me.id, member = %m.id, "member reachable"),
+                ClusterEvent::NameLost { .. } => {}
+            }
+            node.cluster.emit(event.clone());
+        }
+    }
+    for old in gone {
+        node.member_gone(&old.id, old.run);
+    }
+    for new in up {
+        node.member_up(&new);
+    }
+}

@@ -1,0 +1,463 @@
+//! The cluster-wide registry: names and process groups.
+//!
+//! Each node owns its own entries (its local actors' names and group
+//! memberships) and copies them to every member it is connected to: all of
+//! them when a connection is established or the member comes up, then each
+//! change as it happens. A node's entries vanish everywhere when it goes down
+//! or leaves. Lookups are answered from the local copy.
+//!
+//! Two nodes may register one name at the same time (or on both sides of a
+//! partition). The rule, the same on every node whatever the order updates
+//! arrive in: the registration of the node with the smallest id wins. The
+//! other node drops its registration when it learns of the winner and
+//! reports [`ClusterEvent::NameLost`](super::ClusterEvent::NameLost).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use actor_core::{Actor, ActorRef, Message, SendError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::endpoint::Command;
+use super::{ClusterEvent, Node, NodeError, NodeInner, RemoteActor, SYSTEM_TARGET};
+use crate::proto::frame::Target;
+
+/// Wire name of registry updates (payload: [`Op`]).
+pub(crate) const REGISTRY: &str = "footlight.Registry";
+/// The longest name or group name.
+pub const MAX_NAME_LEN: usize = 255;
+/// Entries one node may hold in the registry (names and group memberships
+/// together); past this, a peer's further entries are ignored and logged.
+pub const MAX_ENTRIES_PER_NODE: usize = 100_000;
+/// Entries per registry frame when a node sends all of its own.
+const SYNC_CHUNK: usize = 512;
+
+/// One of a node's own registrations, as it travels (node and run are those
+/// of the connection it arrives on).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reg {
+    name: String,
+    /// The actor's handle on its node.
+    id: u64,
+    type_name: String,
+}
+
+/// A registry update from a node about its own entries.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Op {
+    /// Forget every entry of the sender: a full copy follows.
+    Reset,
+    /// The sender's actors hold these names.
+    Names(Vec<Reg>),
+    /// The sender's actors joined these groups (`name` is the group).
+    Groups(Vec<Reg>),
+    /// The sender's actor `id` no longer holds `name`.
+    Unname { name: String, id: u64 },
+    /// The sender's actor `id` left `group`.
+    Ungroup { group: String, id: u64 },
+}
+
+/// An entry as stored: whose it is, and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    node: String,
+    run: u64,
+    reg: Reg,
+}
+
+impl Entry {
+    fn key(&self) -> (&str, u64, u64) {
+        (&self.node, self.run, self.reg.id)
+    }
+}
+
+#[derive(Default)]
+struct Tables {
+    names: HashMap<String, Vec<Entry>>,
+    groups: HashMap<String, Vec<Entry>>,
+    per_node: HashMap<String, usize>,
+}
+
+impl Tables {
+    fn add(&mut self, groups: bool, entry: Entry) -> bool {
+        let count = self.per_node.entry(entry.node.clone()).or_default();
+        if *count >= MAX_ENTRIES_PER_NODE {
+            return false;
+        }
+        let table = if groups { &mut self.groups } else { &mut self.names };
+        let list = table.entry(entry.reg.name.clone()).or_default();
+        if list.iter().any(|e| e.key() == entry.key()) {
+            return true;
+        }
+        list.push(entry);
+        *count += 1;
+        true
+    }
+
+    fn remove(&mut self, groups: bool, name: &str, node: &str, id: u64) {
+        let table = if groups { &mut self.groups } else { &mut self.names };
+        if let Some(list) = table.get_mut(name) {
+            let before = list.len();
+            list.retain(|e| !(e.node == node && e.reg.id == id));
+            let removed = before - list.len();
+            if list.is_empty() {
+                table.remove(name);
+            }
+            if let Some(n) = self.per_node.get_mut(node) {
+                *n = n.saturating_sub(removed);
+            }
+        }
+    }
+
+    /// Drops the entries of `node` (of any run but `keep`).
+    fn purge(&mut self, node: &str, keep: Option<u64>) {
+        let mut removed = 0;
+        for table in [&mut self.names, &mut self.groups] {
+            table.retain(|_, list| {
+                let before = list.len();
+                list.retain(|e| e.node != node || Some(e.run) == keep);
+                removed += before - list.len();
+                !list.is_empty()
+            });
+        }
+        if let Some(n) = self.per_node.get_mut(node) {
+            *n = n.saturating_sub(removed);
+        }
+    }
+}
+
+/// A node's copy of the cluster registry.
+#[derive(Default)]
+pub(crate) struct Registry {
+    tables: Mutex<Tables>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether `a` wins the name over `b`: the smaller node id (then run, then
+/// handle, so that the rule is total).
+fn wins(a: &Entry, b: &Entry) -> bool {
+    a.key() < b.key()
+}
+
+fn check_name(name: &str) -> Result<(), NodeError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(NodeError::BadName(name.to_owned()));
+    }
+    Ok(())
+}
+
+impl NodeInner {
+    /// Whether `entry` belongs to this node or to a member in the view.
+    fn is_live(&self, entry: &Entry) -> bool {
+        if entry.node == self.id {
+            return entry.run == self.incarnation;
+        }
+        self.cluster.run_of(&entry.node) == Some(entry.run)
+    }
+
+    /// The winning live entry of `name`.
+    fn name_winner(&self, name: &str) -> Option<Entry> {
+        let tables = self.registry.lock();
+        let list = tables.names.get(name)?;
+        list.iter()
+            .filter(|e| self.is_live(e))
+            .fold(None, |best: Option<&Entry>, e| match best {
+                Some(b) if wins(b, e) => Some(b),
+                _ => Some(e),
+            })
+            .cloned()
+    }
+
+    /// Sends a registry update to every connected peer.
+    fn publish(&self, op: &Op) {
+        let Ok(payload) = crate::codec::encode(op) else { return };
+        let peers: Vec<mpsc::Sender<Command>> = self.lock_peers().values().map(|h| h.commands.clone()).collect();
+        for commands in peers {
+            send_system(&commands, REGISTRY, payload.clone());
+        }
+    }
+
+    /// Sends all of this node's own entries through `commands`.
+    pub(crate) fn send_registry(&self, commands: &mpsc::Sender<Command>) {
+        let (names, groups) = {
+            let tables = self.registry.lock();
+            let mine = |table: &HashMap<String, Vec<Entry>>| -> Vec<Reg> {
+                table
+                    .values()
+                    .flatten()
+                    .filter(|e| e.node == self.id && e.run == self.incarnation)
+                    .map(|e| e.reg.clone())
+                    .collect()
+            };
+            (mine(&tables.names), mine(&tables.groups))
+        };
+        let mut ops = vec![Op::Reset];
+        ops.extend(names.chunks(SYNC_CHUNK).map(|c| Op::Names(c.to_vec())));
+        ops.extend(groups.chunks(SYNC_CHUNK).map(|c| Op::Groups(c.to_vec())));
+        for op in ops {
+            if let Ok(payload) = crate::codec::encode(&op) {
+                send_system(commands, REGISTRY, payload);
+            }
+        }
+    }
+
+    /// A registry update from run `run` of `peer`.
+    pub(crate) fn registry_update(&self, peer: &str, run: u64, payload: &[u8]) {
+        let op: Op = match crate::codec::decode(payload) {
+            Ok(op) => op,
+            Err(e) => {
+                tracing::warn!(node = %self.id, %peer, error = %e, "registry update does not decode; ignored");
+                return;
+            }
+        };
+        let entry = |reg: Reg| Entry { node: peer.to_owned(), run, reg };
+        let mut lost = Vec::new();
+        {
+            let mut tables = self.registry.lock();
+            match op {
+                Op::Reset => tables.purge(peer, None),
+                Op::Names(regs) | Op::Groups(regs) if regs.iter().any(|r| r.name.len() > MAX_NAME_LEN) => {
+                    tracing::warn!(node = %self.id, %peer, "registry update with an over-long name; ignored");
+                }
+                Op::Names(regs) => {
+                    for reg in regs {
+                        let theirs = entry(reg);
+                        // Does a registration of ours lose to it?
+                        if let Some(list) = tables.names.get(&theirs.reg.name) {
+                            for mine in list.iter().filter(|e| e.node == self.id && wins(&theirs, e)) {
+                                lost.push(mine.clone());
+                            }
+                        }
+                        if !tables.add(false, theirs) {
+                            tracing::warn!(node = %self.id, %peer, "peer holds too many registry entries; ignored");
+                            break;
+                        }
+                    }
+                }
+                Op::Groups(regs) => {
+                    for reg in regs {
+                        if !tables.add(true, entry(reg)) {
+                            tracing::warn!(node = %self.id, %peer, "peer holds too many registry entries; ignored");
+                            break;
+                        }
+                    }
+                }
+                Op::Unname { name, id } => tables.remove(false, &name, peer, id),
+                Op::Ungroup { group, id } => tables.remove(true, &group, peer, id),
+            }
+            for mine in &lost {
+                tables.remove(false, &mine.reg.name, &self.id, mine.reg.id);
+            }
+        }
+        for mine in lost {
+            tracing::warn!(node = %self.id, name = %mine.reg.name, winner = %peer, "name lost to another node's registration");
+            self.publish(&Op::Unname { name: mine.reg.name.clone(), id: mine.reg.id });
+            self.cluster.emit(ClusterEvent::NameLost { name: mine.reg.name, winner: peer.to_owned() });
+        }
+    }
+
+    /// Forgets the entries of run `run` of `node` (down, left, replaced).
+    pub(crate) fn registry_purge(&self, node: &str, keep: Option<u64>) {
+        self.registry.lock().purge(node, keep);
+    }
+
+    /// Registers a local actor's handle in `table`, and forgets it (here and
+    /// on every peer) when the actor stops.
+    fn add_local<A: RemoteActor>(
+        self: &Arc<Self>,
+        groups: bool,
+        name: &str,
+        actor: &ActorRef<A>,
+    ) -> Result<(), NodeError> {
+        check_name(name)?;
+        if actor.is_remote() {
+            return Err(NodeError::NotLocal);
+        }
+        if !actor.is_alive() {
+            return Err(NodeError::Stopped);
+        }
+        Node { inner: self.clone() }.table::<A>()?;
+        let addr = self
+            .export(std::any::TypeId::of::<A>(), actor.id(), Box::new(actor.clone()))
+            .map_err(NodeError::Refused)?;
+        let reg = Reg { name: name.to_owned(), id: addr.id, type_name: std::any::type_name::<A>().to_owned() };
+        let entry = Entry { node: self.id.clone(), run: self.incarnation, reg: reg.clone() };
+        {
+            let mut tables = self.registry.lock();
+            if !groups {
+                let taken = tables
+                    .names
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e.key() != entry.key() && self.is_live(e))
+                    .map(|e| e.node.clone());
+                if let Some(holder) = taken {
+                    return Err(NodeError::NameTaken { name: name.to_owned(), node: holder });
+                }
+            }
+            if !tables.add(groups, entry) {
+                return Err(NodeError::Refused("too many registry entries on this node".into()));
+            }
+        }
+        self.publish(&if groups { Op::Groups(vec![reg]) } else { Op::Names(vec![reg]) });
+        let (node, name, actor, id) = (Arc::downgrade(self), name.to_owned(), actor.clone(), addr.id);
+        tokio::spawn(async move {
+            actor.wait_for_stop().await;
+            if let Some(node) = node.upgrade() {
+                node.remove_local(groups, &name, id);
+            }
+        });
+        Ok(())
+    }
+
+    fn remove_local(&self, groups: bool, name: &str, id: u64) {
+        let present = {
+            let mut tables = self.registry.lock();
+            let table = if groups { &tables.groups } else { &tables.names };
+            let present = table.get(name).is_some_and(|l| l.iter().any(|e| e.node == self.id && e.reg.id == id));
+            tables.remove(groups, name, &self.id, id);
+            present
+        };
+        if present {
+            let name = name.to_owned();
+            self.publish(&if groups { Op::Ungroup { group: name, id } } else { Op::Unname { name, id } });
+        }
+    }
+
+    /// A ref to the actor behind `entry`, if it is an `A` and reachable.
+    async fn entry_ref<A: Actor>(self: &Arc<Self>, entry: &Entry) -> Option<ActorRef<A>> {
+        if entry.reg.type_name != std::any::type_name::<A>() {
+            return None;
+        }
+        if entry.node == self.id {
+            let exposed = self.exposed_ids.get(&entry.reg.id).map(|e| e.value().1.clone())?;
+            return exposed.actor_any().downcast::<ActorRef<A>>().ok().map(|a| *a);
+        }
+        let handle = match self.connection_to(&entry.node, entry.run) {
+            Some(h) => h,
+            None => self.await_connection_to(&entry.node, entry.run).await?,
+        };
+        Some(self.remote_ref::<A>(&entry.node, &handle, &entry.reg.name, entry.reg.id))
+    }
+
+    /// The actor registered cluster-wide as `name`, if any.
+    pub(crate) async fn lookup_registered<A: Actor>(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<ActorRef<A>>, NodeError> {
+        let Some(winner) = self.name_winner(name) else { return Ok(None) };
+        if winner.reg.type_name != std::any::type_name::<A>() {
+            return Err(NodeError::WrongType {
+                name: name.to_owned(),
+                expected: std::any::type_name::<A>(),
+                actual: winner.reg.type_name,
+            });
+        }
+        Ok(self.entry_ref::<A>(&winner).await)
+    }
+}
+
+/// Queues a system tell (membership, registry) on a connection, without
+/// waiting: if its queue is full, a task waits for room.
+pub(crate) fn send_system(commands: &mpsc::Sender<Command>, wire_name: &'static str, payload: Vec<u8>) {
+    let cmd = Command::Tell { target: Target::name(SYSTEM_TARGET), wire_name, payload };
+    if let Err(mpsc::error::TrySendError::Full(cmd)) = commands.try_send(cmd) {
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            let _ = commands.send(cmd).await;
+        });
+    }
+}
+
+impl Node {
+    /// Registers the local actor `actor` under `name` across the cluster:
+    /// [`lookup`](Self::lookup) on any member finds it, until it stops,
+    /// [`unregister`](Self::unregister) is called, or this node leaves or
+    /// goes down.
+    ///
+    /// Fails with [`NodeError::NameTaken`] if a live actor of any member
+    /// already holds the name as far as this node knows. Two nodes that
+    /// register one name at the same time both succeed at first; once they
+    /// hear of each other, the registration of the node with the smaller id
+    /// wins everywhere, and the other node reports
+    /// [`ClusterEvent::NameLost`] to its subscribers.
+    pub fn register<A: RemoteActor>(&self, name: &str, actor: &ActorRef<A>) -> Result<(), NodeError> {
+        self.inner.add_local(false, name, actor)
+    }
+
+    /// Removes this node's registration of `name`, if it has one.
+    pub fn unregister(&self, name: &str) {
+        let ids: Vec<u64> = self
+            .inner
+            .registry
+            .lock()
+            .names
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.node == self.inner.id)
+            .map(|e| e.reg.id)
+            .collect();
+        for id in ids {
+            self.inner.remove_local(false, name, id);
+        }
+    }
+
+    /// Adds the local actor `actor` to process group `group` (as Erlang's
+    /// `pg`): every member sees it in [`group`](Self::group) until it
+    /// stops, [`leave`](Self::leave)s, or this node goes down. An actor may
+    /// be in many groups; a group may hold actors of several types.
+    pub fn join<A: RemoteActor>(&self, group: &str, actor: &ActorRef<A>) -> Result<(), NodeError> {
+        self.inner.add_local(true, group, actor)
+    }
+
+    /// Takes the local actor `actor` out of `group`.
+    pub fn leave<A: Actor>(&self, group: &str, actor: &ActorRef<A>) {
+        let Some(id) = self.inner.handles.get(&actor.id().as_u64()).map(|h| *h) else { return };
+        self.inner.remove_local(true, group, id);
+    }
+
+    /// The actors of type `A` in `group` on every live member (this node
+    /// included) that this node is connected to, in a stable order (by
+    /// node id, then join order per node).
+    pub async fn group<A: Actor>(&self, group: &str) -> Vec<ActorRef<A>> {
+        let mut entries: Vec<_> = {
+            let tables = self.inner.registry.lock();
+            tables.groups.get(group).into_iter().flatten().filter(|e| self.inner.is_live(e)).cloned().collect()
+        };
+        entries.sort_by(|a, b| a.node.cmp(&b.node));
+        let mut refs = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            if let Some(actor) = self.inner.entry_ref::<A>(entry).await {
+                refs.push(actor);
+            }
+        }
+        refs
+    }
+
+    /// Tells `msg` to every actor of type `A` in `group` (see
+    /// [`group`](Self::group)); returns how many it reached. A member whose
+    /// mailbox is full makes this wait; one that is gone is skipped.
+    pub async fn broadcast<A, M>(&self, group: &str, msg: M) -> usize
+    where
+        A: actor_core::Handler<M>,
+        M: Message + Clone,
+    {
+        let mut reached = 0;
+        for actor in self.group::<A>(group).await {
+            match actor.tell(msg.clone()).await {
+                Ok(()) => reached += 1,
+                Err(SendError::Closed(_) | SendError::NodeDown(_)) => {}
+                Err(e) => tracing::debug!(error = %e, "group broadcast: one member not reached"),
+            }
+        }
+        reached
+    }
+}

@@ -1,0 +1,254 @@
+//! Cluster membership over the in-memory transport, on tokio's paused clock
+//! (time jumps ahead whenever every task waits, so seconds of gossip take
+//! milliseconds and every run follows the same timeline): nodes join through
+//! one seed and converge; a clean leave is seen at once; a node that goes
+//! silent is declared down within the budget; a short partition causes no
+//! down; a long one splits the cluster, which re-forms once it heals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use footlight::remote::Subscription;
+use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::{ClusterEvent, Node};
+use tokio::time::Instant;
+
+/// The failure-detection budget the defaults promise.
+const BUDGET: Duration = Duration::from_secs(5);
+
+async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Node {
+    Node::builder(id).transport(net.transport()).listen(id).seeds(seeds.iter().copied()).start().await.unwrap()
+}
+
+fn ids(node: &Node) -> BTreeSet<String> {
+    node.members().into_iter().map(|m| m.id).collect()
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Waits (virtual time, up to `within`) until `node`'s view is `expected`.
+async fn converge(node: &Node, expected: &BTreeSet<String>, within: Duration) {
+    let mut events = node.subscribe();
+    let wait = async {
+        while ids(node) != *expected {
+            events.recv().await.expect("node gone");
+        }
+    };
+    if tokio::time::timeout(within, wait).await.is_err() {
+        panic!("{} sees {:?}, expected {:?}", node.id(), ids(node), expected);
+    }
+}
+
+/// The next event matching `pick`, within `within`.
+async fn next_event(events: &mut Subscription, within: Duration, pick: impl Fn(&ClusterEvent) -> bool) -> ClusterEvent {
+    let wait = async {
+        loop {
+            let event = events.recv().await.expect("node gone");
+            if pick(&event) {
+                return event;
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.expect("event did not come in time")
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_nodes_join_through_one_seed_and_converge() {
+    let net = MemoryNetwork::new();
+    let seed = start(&net, "n0", &[]).await;
+    let mut nodes = vec![seed];
+    for i in 1..5 {
+        nodes.push(start(&net, &format!("n{i}"), &["n0"]).await);
+    }
+    let all = set(&["n0", "n1", "n2", "n3", "n4"]);
+    for node in &nodes {
+        converge(node, &all, Duration::from_secs(10)).await;
+    }
+    // Every member got a connection to every other (gossip dials them).
+    for node in &nodes {
+        let mut want: BTreeSet<String> = all.clone();
+        want.remove(node.id());
+        let wait = async {
+            while node.peers().into_iter().collect::<BTreeSet<_>>() != want {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait).await.expect("full mesh");
+    }
+    // The incarnation in the view is the node's own.
+    let view = nodes[3].members();
+    for node in &nodes {
+        let seen = view.iter().find(|m| m.id == node.id()).unwrap();
+        assert_eq!(seen.incarnation, node.incarnation());
+        assert_eq!(seen.addr, node.addr());
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_starts_with_the_current_members() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, "a", &[]).await;
+    let b = start(&net, "b", &["a"]).await;
+    converge(&a, &set(&["a", "b"]), Duration::from_secs(10)).await;
+    let mut events = b.subscribe();
+    let mut up = BTreeSet::new();
+    for _ in 0..2 {
+        match events.recv().await.unwrap() {
+            ClusterEvent::MemberUp(m) => up.insert(m.id),
+            other => panic!("unexpected {other:?}"),
+        };
+    }
+    assert_eq!(up, set(&["a", "b"]));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clean_leave_is_seen_at_once_as_left() {
+    let net = MemoryNetwork::new();
+    let nodes = [start(&net, "a", &[]).await, start(&net, "b", &["a"]).await, start(&net, "c", &["a"]).await];
+    for node in &nodes {
+        converge(node, &set(&["a", "b", "c"]), Duration::from_secs(10)).await;
+    }
+    let mut at_a = nodes[0].subscribe();
+    let mut at_b = nodes[1].subscribe();
+    let started = Instant::now();
+    let c_incarnation = nodes[2].incarnation();
+    nodes[2].shutdown().await;
+    for events in [&mut at_a, &mut at_b] {
+        let event = next_event(events, BUDGET, |e| !matches!(e, ClusterEvent::MemberUp(_))).await;
+        match event {
+            ClusterEvent::MemberLeft(m) => {
+                assert_eq!(m.id, "c");
+                assert_eq!(m.incarnation, c_incarnation);
+            }
+            other => panic!("expected c to leave, got {other:?}"),
+        }
+    }
+    // "At once": well under one probe interval of the failure detector.
+    assert!(started.elapsed() < Duration::from_millis(500), "leave took {:?}", started.elapsed());
+    assert_eq!(ids(&nodes[0]), set(&["a", "b"]));
+    assert_eq!(ids(&nodes[1]), set(&["a", "b"]));
+    nodes[0].shutdown().await;
+    nodes[1].shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_is_declared_down_within_the_budget_by_every_survivor() {
+    let net = MemoryNetwork::new();
+    let nodes = [
+        start(&net, "a", &[]).await,
+        start(&net, "b", &["a"]).await,
+        start(&net, "c", &["a"]).await,
+        start(&net, "d", &["a"]).await,
+    ];
+    for node in &nodes {
+        converge(node, &set(&["a", "b", "c", "d"]), Duration::from_secs(10)).await;
+    }
+    let mut subs: Vec<_> = nodes[..3].iter().map(Node::subscribe).collect();
+    // d vanishes without a goodbye: nothing it sends arrives, ever.
+    net.isolate("d");
+    let started = Instant::now();
+    for events in &mut subs {
+        let event = next_event(events, BUDGET, |e| matches!(e, ClusterEvent::MemberDown(m) if m.id == "d")).await;
+        assert!(matches!(event, ClusterEvent::MemberDown(_)));
+    }
+    assert!(started.elapsed() <= BUDGET);
+    for node in &nodes[..3] {
+        assert_eq!(ids(node), set(&["a", "b", "c"]));
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_shorter_than_the_budget_causes_no_down() {
+    let net = MemoryNetwork::new();
+    let nodes = [start(&net, "a", &[]).await, start(&net, "b", &["a"]).await, start(&net, "c", &["a"]).await];
+    let all = set(&["a", "b", "c"]);
+    for node in &nodes {
+        converge(node, &all, Duration::from_secs(10)).await;
+    }
+    let mut subs: Vec<_> = nodes.iter().map(Node::subscribe).collect();
+    net.isolate("c");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    net.rejoin("c");
+    // Give the detector far longer than its budget to (wrongly) act.
+    tokio::time::sleep(BUDGET * 3).await;
+    for (node, events) in nodes.iter().zip(&mut subs) {
+        assert_eq!(ids(node), all, "{} lost a member", node.id());
+        while let Ok(Some(event)) = tokio::time::timeout(Duration::ZERO, events.recv()).await {
+            assert!(
+                !matches!(event, ClusterEvent::MemberDown(_) | ClusterEvent::MemberLeft(_)),
+                "{} saw {event:?}",
+                node.id()
+            );
+        }
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_partition_splits_the_cluster_and_it_reforms_after_healing() {
+    let net = MemoryNetwork::new();
+    let names = ["a", "b", "c", "d", "e"];
+    let mut nodes = vec![start(&net, "a", &[]).await];
+    for id in &names[1..] {
+        nodes.push(start(&net, id, &["a"]).await);
+    }
+    let all = set(&names);
+    for node in &nodes {
+        converge(node, &all, Duration::from_secs(10)).await;
+    }
+    // {a, b} | {c, d, e}
+    for x in ["a", "b"] {
+        for y in ["c", "d", "e"] {
+            net.partition(x, y);
+        }
+    }
+    let left = set(&["a", "b"]);
+    let right = set(&["c", "d", "e"]);
+    for node in &nodes[..2] {
+        converge(node, &left, BUDGET * 2).await;
+    }
+    for node in &nodes[2..] {
+        converge(node, &right, BUDGET * 2).await;
+    }
+    net.heal_all();
+    for node in &nodes {
+        converge(node, &all, Duration::from_secs(30)).await;
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_comes_back_as_a_new_member() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, "a", &[]).await;
+    let b = start(&net, "b", &["a"]).await;
+    converge(&a, &set(&["a", "b"]), Duration::from_secs(10)).await;
+    let old = b.incarnation();
+    let mut events = a.subscribe();
+    b.shutdown().await;
+    next_event(&mut events, BUDGET, |e| matches!(e, ClusterEvent::MemberLeft(m) if m.id == "b")).await;
+    let b2 = start(&net, "b", &["a"]).await;
+    let up =
+        next_event(&mut events, Duration::from_secs(10), |e| matches!(e, ClusterEvent::MemberUp(m) if m.id == "b"))
+            .await;
+    let ClusterEvent::MemberUp(m) = up else { unreachable!() };
+    assert_eq!(m.incarnation, b2.incarnation());
+    assert_ne!(m.incarnation, old);
+    a.shutdown().await;
+    b2.shutdown().await;
+}

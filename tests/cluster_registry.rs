@@ -1,0 +1,278 @@
+//! The cluster-wide registry and process groups over the in-memory
+//! transport, on tokio's paused clock: names resolve on every member and
+//! vanish with their actor or node; a name registered on both sides of a
+//! partition resolves to the smaller node id once it heals, and the loser is
+//! told; groups follow joins, leaves, actor stops and node loss; refs to a
+//! node's old run never reach its new one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
+
+use footlight::prelude::*;
+use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::{AskError, ClusterEvent, NodeError, SendError};
+
+#[derive(Actor)]
+struct Counter {
+    node: String,
+    hits: u64,
+}
+
+#[derive(Message, Serialize, Deserialize, Clone)]
+#[message(remote = "test.Hit")]
+struct Hit;
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = (String, u64), remote = "test.Who")]
+struct Who;
+
+impl Handler<Hit> for Counter {
+    async fn handle(&mut self, _: Hit, _ctx: &mut Context<Self>) {
+        self.hits += 1;
+    }
+}
+
+impl Handler<Who> for Counter {
+    async fn handle(&mut self, _: Who, _ctx: &mut Context<Self>) -> (String, u64) {
+        (self.node.clone(), self.hits)
+    }
+}
+
+impl RemoteActor for Counter {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Hit>().add::<Who>();
+    }
+}
+
+async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Node {
+    Node::builder(id).transport(net.transport()).listen(id).seeds(seeds.iter().copied()).start().await.unwrap()
+}
+
+fn counter(node: &Node) -> ActorRef<Counter> {
+    node.system().spawn(Counter { node: node.id().to_owned(), hits: 0 })
+}
+
+async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Node> {
+    let mut nodes = vec![start(net, ids[0], &[]).await];
+    for id in &ids[1..] {
+        nodes.push(start(net, id, &[ids[0]]).await);
+    }
+    let all: BTreeSet<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+    for node in &nodes {
+        eventually(|| async { node.members().into_iter().map(|m| m.id).collect::<BTreeSet<_>>() == all }).await;
+        // Connected to all, so registry copies have been exchanged.
+        eventually(|| async { node.peers().len() == ids.len() - 1 }).await;
+    }
+    nodes
+}
+
+/// Waits (virtual time, up to 20 s) until `check` holds, checking every
+/// 10 ms.
+async fn eventually<F, Fut>(check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let wait = async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait).await.expect("condition not reached in time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registered_name_resolves_on_every_member() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let actor = counter(&nodes[1]);
+    nodes[1].register("counter", &actor).unwrap();
+    for node in &nodes {
+        eventually(|| async { node.lookup::<Counter>("counter").await.is_ok() }).await;
+        let found: ActorRef<Counter> = node.lookup("counter").await.unwrap();
+        found.tell(Hit).await.unwrap();
+        assert_eq!(found.ask(Who).await.unwrap().0, "b");
+    }
+    assert_eq!(actor.ask(Who).await.unwrap().1, 3);
+    // The wrong type is an error, not a ref.
+    #[derive(Actor)]
+    struct Other;
+    assert!(matches!(nodes[0].lookup::<Other>("counter").await, Err(NodeError::WrongType { .. })));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_name_held_elsewhere_is_refused_and_bad_names_are_errors() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b"]).await;
+    nodes[0].register("one", &counter(&nodes[0])).unwrap();
+    eventually(|| async { nodes[1].lookup::<Counter>("one").await.is_ok() }).await;
+    match nodes[1].register("one", &counter(&nodes[1])) {
+        Err(NodeError::NameTaken { name, node }) => assert_eq!((name.as_str(), node.as_str()), ("one", "a")),
+        other => panic!("expected NameTaken, got {other:?}"),
+    }
+    assert!(matches!(nodes[0].register("", &counter(&nodes[0])), Err(NodeError::BadName(_))));
+    let long = "x".repeat(footlight::remote::MAX_NAME_LEN + 1);
+    assert!(matches!(nodes[0].register(&long, &counter(&nodes[0])), Err(NodeError::BadName(_))));
+    // Only local actors: a ref to b's actor cannot be registered on a.
+    let remote: ActorRef<Counter> = nodes[1].lookup("one").await.unwrap();
+    assert!(matches!(nodes[1].register("two", &remote), Err(NodeError::NotLocal)));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn names_vanish_with_their_actor_with_unregister_and_with_their_node() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    // The actor stops.
+    let first = counter(&nodes[1]);
+    nodes[1].register("first", &first).unwrap();
+    eventually(|| async { nodes[0].lookup::<Counter>("first").await.is_ok() }).await;
+    first.stop();
+    eventually(|| async { matches!(nodes[0].lookup::<Counter>("first").await, Err(NodeError::NotFound(_))) }).await;
+    // Unregistered.
+    nodes[1].register("second", &counter(&nodes[1])).unwrap();
+    eventually(|| async { nodes[0].lookup::<Counter>("second").await.is_ok() }).await;
+    nodes[1].unregister("second");
+    eventually(|| async { matches!(nodes[0].lookup::<Counter>("second").await, Err(NodeError::NotFound(_))) }).await;
+    // The node goes silent: once it is down, its names are gone.
+    nodes[2].register("third", &counter(&nodes[2])).unwrap();
+    eventually(|| async { nodes[0].lookup::<Counter>("third").await.is_ok() }).await;
+    let mut events = nodes[0].subscribe();
+    net.isolate("c");
+    let wait = async {
+        loop {
+            if let Some(ClusterEvent::MemberDown(m)) = events.recv().await {
+                if m.id == "c" {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait).await.unwrap();
+    assert!(matches!(nodes[0].lookup::<Counter>("third").await, Err(NodeError::NotFound(_))));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_name_registered_on_both_sides_of_a_partition_goes_to_the_smaller_node_id() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    // c sits on b's side; a is alone.
+    net.partition("a", "b");
+    net.partition("a", "c");
+    let mut at_b = nodes[1].subscribe();
+    nodes[0].register("leader", &counter(&nodes[0])).unwrap();
+    nodes[1].register("leader", &counter(&nodes[1])).unwrap();
+    // While split, each side sees its own.
+    assert_eq!(nodes[0].lookup::<Counter>("leader").await.unwrap().ask(Who).await.unwrap().0, "a");
+    eventually(|| async {
+        match nodes[2].lookup::<Counter>("leader").await {
+            Ok(found) => found.ask(Who).await.map(|w| w.0 == "b").unwrap_or(false),
+            Err(_) => false,
+        }
+    })
+    .await;
+    net.heal_all();
+    // The loser is told...
+    let wait = async {
+        loop {
+            match at_b.recv().await {
+                Some(ClusterEvent::NameLost { name, winner }) => return (name, winner),
+                Some(_) => {}
+                None => panic!("node gone"),
+            }
+        }
+    };
+    let (name, winner) = tokio::time::timeout(Duration::from_secs(30), wait).await.unwrap();
+    assert_eq!((name.as_str(), winner.as_str()), ("leader", "a"));
+    // ...and every member resolves the name to a's actor.
+    for node in &nodes {
+        eventually(|| async {
+            match node.lookup::<Counter>("leader").await {
+                Ok(found) => found.ask(Who).await.map(|w| w.0 == "a").unwrap_or(false),
+                Err(_) => false,
+            }
+        })
+        .await;
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn groups_follow_joins_leaves_stops_and_node_loss() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let members: Vec<ActorRef<Counter>> = nodes.iter().map(counter).collect();
+    for (node, actor) in nodes.iter().zip(&members) {
+        node.join("workers", actor).unwrap();
+    }
+    for node in &nodes {
+        eventually(|| async { node.group::<Counter>("workers").await.len() == 3 }).await;
+    }
+    // A broadcast from any node reaches every member once.
+    assert_eq!(nodes[1].broadcast::<Counter, _>("workers", Hit).await, 3);
+    // (Asked from the same node: FIFO per sender and receiver means each
+    // ask arrives after the broadcast's tell.)
+    for found in nodes[1].group::<Counter>("workers").await {
+        assert_eq!(found.ask(Who).await.unwrap().1, 1);
+    }
+    // The order is the same everywhere: by node id.
+    let mut order = Vec::new();
+    for found in nodes[2].group::<Counter>("workers").await {
+        order.push(found.ask(Who).await.unwrap().0);
+    }
+    assert_eq!(order, ["a", "b", "c"]);
+    // Leave, and an actor stopping, take members out everywhere.
+    nodes[0].leave("workers", &members[0]);
+    members[1].stop();
+    for node in &nodes {
+        eventually(|| async { node.group::<Counter>("workers").await.len() == 1 }).await;
+    }
+    // Node loss too.
+    nodes[0].join("workers", &counter(&nodes[0])).unwrap();
+    eventually(|| async { nodes[0].group::<Counter>("workers").await.len() == 2 }).await;
+    net.isolate("c");
+    eventually(|| async { nodes[0].group::<Counter>("workers").await.len() == 1 }).await;
+    assert_eq!(nodes[0].broadcast::<Counter, _>("workers", Hit).await, 1);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn refs_to_a_restarted_node_never_reach_its_new_run() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b"]).await;
+    nodes[1].register("svc", &counter(&nodes[1])).unwrap();
+    eventually(|| async { nodes[0].lookup::<Counter>("svc").await.is_ok() }).await;
+    let old: ActorRef<Counter> = nodes[0].lookup("svc").await.unwrap();
+    old.tell(Hit).await.unwrap();
+    nodes[1].shutdown().await;
+    // b comes back (same id and address, new run) with a new "svc".
+    let b2 = start(&net, "b", &["a"]).await;
+    let fresh = counter(&b2);
+    b2.register("svc", &fresh).unwrap();
+    eventually(|| async {
+        match nodes[0].lookup::<Counter>("svc").await {
+            Ok(found) => found.ask(Who).await.is_ok_and(|w| w.1 == 0) && found.id() != old.id(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(matches!(old.tell(Hit).await, Err(SendError::NodeDown(_))));
+    assert!(matches!(old.ask(Who).await, Err(AskError::NodeDown)));
+    assert_eq!(fresh.ask(Who).await.unwrap().1, 0, "a message for the old run reached the new one");
+    nodes[0].shutdown().await;
+    b2.shutdown().await;
+}
