@@ -148,10 +148,10 @@ async fn names_vanish_with_their_actor_with_unregister_and_with_their_node() {
     net.isolate("c");
     let wait = async {
         loop {
-            if let Some(ClusterEvent::MemberDown(m)) = events.recv().await {
-                if m.id == "c" {
-                    return;
-                }
+            if let Some(ClusterEvent::MemberDown(m)) = events.recv().await
+                && m.id == "c"
+            {
+                return;
             }
         }
     };
