@@ -23,6 +23,6 @@ pub mod transport;
 
 #[cfg(feature = "runtime")]
 pub use node::{
-    ClusterEvent, FailureDetection, MAX_ENTRIES_PER_NODE, MAX_NAME_LEN, Member, Node, NodeBuilder, NodeError,
-    RemoteActor, RemoteMessages, Subscription,
+    ClusterEvent, FailureDetection, GossipStats, MAX_ENTRIES_PER_NODE, MAX_NAME_LEN, Member, Node, NodeBuilder,
+    NodeError, RemoteActor, RemoteMessages, Subscription,
 };

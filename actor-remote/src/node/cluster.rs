@@ -213,9 +213,24 @@ pub(crate) enum Input {
     Leave(oneshot::Sender<()>),
 }
 
+/// Counters of the membership protocol's traffic on one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GossipStats {
+    /// SWIM packets handed to connections.
+    pub packets_sent: u64,
+    /// Their bytes (SWIM payload, without frame headers).
+    pub bytes_sent: u64,
+    /// SWIM packets received from peers.
+    pub packets_received: u64,
+    /// Their bytes.
+    pub bytes_received: u64,
+}
+
 /// The member view and its subscribers.
 pub(crate) struct Cluster {
     pub(crate) inputs: mpsc::Sender<Input>,
+    pub(crate) stats: Mutex<GossipStats>,
     view: Mutex<View>,
     events: broadcast::Sender<ClusterEvent>,
 }
@@ -235,7 +250,15 @@ impl Cluster {
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let mut view = View::default();
         view.members.insert(me.id.clone(), (me.clone(), true));
-        (Cluster { inputs, view: Mutex::new(view), events: broadcast::channel(EVENT_BUFFER).0 }, rx)
+        (
+            Cluster {
+                inputs,
+                stats: Mutex::default(),
+                view: Mutex::new(view),
+                events: broadcast::channel(EVENT_BUFFER).0,
+            },
+            rx,
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, View> {
@@ -245,6 +268,18 @@ impl Cluster {
     /// The active members, this node included, in id order.
     pub(crate) fn members(&self) -> Vec<Member> {
         self.lock().members.values().map(|(m, _)| m.member()).collect()
+    }
+
+    /// Counts a SWIM packet sent (`out`) or received.
+    pub(crate) fn count(&self, out: bool, bytes: usize) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if out {
+            stats.packets_sent += 1;
+            stats.bytes_sent += bytes as u64;
+        } else {
+            stats.packets_received += 1;
+            stats.bytes_received += bytes as u64;
+        }
     }
 
     /// The run of `id` if it is an active member.
@@ -457,5 +492,74 @@ fn update_view<'a>(node: &Arc<NodeInner>, me: &Ident, states: impl Iterator<Item
     }
     for new in up {
         node.member_up(&new);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use foca::Codec as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ident(id: &str) -> Ident {
+        Ident { id: id.into(), addr: format!("{id}:1"), run: 7, generation: 1 }
+    }
+
+    #[test]
+    fn packets_round_trip_and_name_their_sender() {
+        let header = foca::Header {
+            src: ident("a"),
+            src_incarnation: 3,
+            dst: ident("b"),
+            message: foca::Message::PingReq { target: ident("c"), probe_number: 9 },
+        };
+        let mut buf = bytes::BytesMut::new();
+        Codec.encode_header(&header, &mut buf).unwrap();
+        let member = FocaMember::new(ident("c"), 2, State::Suspect);
+        Codec.encode_member(&member, &mut buf).unwrap();
+        let mut read = &buf[..];
+        assert_eq!(Codec.decode_header(&mut read).unwrap(), header);
+        assert_eq!(Codec.decode_member(&mut read).unwrap(), member);
+        assert!(read.is_empty());
+        assert!(sent_by(&buf, "a"));
+        assert!(!sent_by(&buf, "b"));
+        // Named fields, as PROTOCOL.md says.
+        let named = rmp_serde::to_vec_named(&ident("a")).unwrap();
+        assert!(named.windows(10).any(|w| w == b"generation"));
+    }
+
+    #[test]
+    fn a_full_packet_is_an_error_not_a_panic() {
+        let member = FocaMember::new(ident("c"), 2, State::Alive);
+        let mut small = bytes::BufMut::limit(bytes::BytesMut::new(), 8);
+        assert!(Codec.encode_member(&member, &mut small).is_err());
+    }
+
+    #[test]
+    fn identities_of_a_later_run_or_generation_win() {
+        let a = ident("a");
+        let renewed = a.renew().unwrap();
+        assert!(renewed.win_addr_conflict(&a));
+        assert!(!a.win_addr_conflict(&renewed));
+        let restarted = Ident { run: 8, generation: 0, ..a.clone() };
+        assert!(restarted.win_addr_conflict(&renewed));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_gossip_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = sent_by(&bytes, "a");
+            let mut swim: Swim = Foca::new(
+                ident("me"),
+                FailureDetection::default().foca_config(),
+                <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+                Codec,
+            );
+            let mut runtime = AccumulatingRuntime::new();
+            let _ = swim.handle_data(&bytes, &mut runtime);
+        }
     }
 }

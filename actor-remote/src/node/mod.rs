@@ -39,7 +39,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use self::cluster::{ClusterEvent, FailureDetection, Member, Subscription};
+pub use self::cluster::{ClusterEvent, FailureDetection, GossipStats, Member, Subscription};
 use self::conn::ConnHandle;
 use self::endpoint::{Command, PeerEndpoint};
 use self::expose::{Exposed, ExposedActor, ReplyFuture};
@@ -502,6 +502,11 @@ impl Node {
         self.inner.cluster.subscribe()
     }
 
+    /// Traffic of the membership protocol on this node so far.
+    pub fn gossip_stats(&self) -> GossipStats {
+        *self.inner.cluster.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The ids of the peers connected now.
     pub fn peers(&self) -> Vec<String> {
         let mut peers: Vec<String> = self.inner.lock_peers().keys().cloned().collect();
@@ -712,6 +717,7 @@ impl NodeInner {
                     tracing::warn!(node = %self.id, %peer, "gossip claiming another sender; ignored");
                     return;
                 }
+                self.cluster.count(false, payload.len());
                 if self.cluster.inputs.try_send(cluster::Input::Data(payload)).is_err() {
                     tracing::debug!(node = %self.id, %peer, "membership busy; gossip packet dropped");
                 }
@@ -734,10 +740,13 @@ impl NodeInner {
     pub(crate) fn send_gossip(self: &Arc<Self>, to: &cluster::Ident, bytes: Vec<u8>) {
         match self.connection_to(&to.id, to.run) {
             Some(handle) => {
+                let len = bytes.len();
                 let cmd =
                     Command::Tell { target: Target::name(SYSTEM_TARGET), wire_name: cluster::GOSSIP, payload: bytes };
                 if handle.commands.try_send(cmd).is_err() {
                     tracing::debug!(node = %self.id, peer = %to.id, "connection busy; gossip packet dropped");
+                } else {
+                    self.cluster.count(true, len);
                 }
             }
             None => self.ensure_connection(&to.id, &to.addr),
