@@ -156,8 +156,11 @@ async fn a_silent_node_is_declared_down_within_the_budget_by_every_survivor() {
     net.isolate("d");
     let started = Instant::now();
     for events in &mut subs {
-        let event = next_event(events, BUDGET, |e| matches!(e, ClusterEvent::MemberDown(m) if m.id == "d")).await;
-        assert!(matches!(event, ClusterEvent::MemberDown(_)));
+        // Suspected first, then down.
+        let event = next_event(events, BUDGET, |e| !matches!(e, ClusterEvent::MemberUp(_))).await;
+        assert!(matches!(&event, ClusterEvent::MemberUnreachable(m) if m.id == "d"), "{event:?}");
+        let event = next_event(events, BUDGET, |_| true).await;
+        assert!(matches!(&event, ClusterEvent::MemberDown(m) if m.id == "d"), "{event:?}");
     }
     assert!(started.elapsed() <= BUDGET);
     for node in &nodes[..3] {
@@ -251,4 +254,61 @@ async fn a_restarted_node_comes_back_as_a_new_member() {
     assert_ne!(m.incarnation, old);
     a.shutdown().await;
     b2.shutdown().await;
+}
+
+mod remote_side {
+    use super::*;
+    use footlight::AskError;
+    use footlight::prelude::*;
+
+    #[derive(Actor)]
+    struct Sleeper;
+
+    #[derive(Message, Serialize, Deserialize)]
+    #[message(reply = (), remote = "test.Nap")]
+    struct Nap;
+
+    impl Handler<Nap> for Sleeper {
+        async fn handle(&mut self, _: Nap, _ctx: &mut Context<Self>) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
+
+    impl RemoteActor for Sleeper {
+        fn remote_messages(m: &mut RemoteMessages<Self>) {
+            m.add::<Nap>();
+        }
+    }
+
+    /// Down drives remoting: when membership declares a node down (about
+    /// 3.5 s), its pending asks fail and its refs report `NodeDown` then,
+    /// not later at the connection's own idle timeout (5 s).
+    #[tokio::test(start_paused = true)]
+    async fn member_down_fails_pending_asks_and_ends_refs() {
+        let net = MemoryNetwork::new();
+        let a = start(&net, "a", &[]).await;
+        let b = start(&net, "b", &["a"]).await;
+        converge(&a, &set(&["a", "b"]), Duration::from_secs(10)).await;
+        b.spawn_named("sleeper", Sleeper).unwrap();
+        let remote: ActorRef<Sleeper> = a.lookup("sleeper").await.unwrap();
+        let pending = {
+            let remote = remote.clone();
+            tokio::spawn(async move { remote.ask(Nap).timeout(Duration::from_secs(60)).await })
+        };
+        let mut events = a.subscribe();
+        tokio::task::yield_now().await;
+        net.isolate("b");
+        let started = Instant::now();
+        next_event(&mut events, BUDGET, |e| matches!(e, ClusterEvent::MemberDown(m) if m.id == "b")).await;
+        let down_after = started.elapsed();
+        let outcome = tokio::time::timeout(Duration::from_millis(100), pending).await.expect("ask still pending");
+        assert!(matches!(outcome.unwrap(), Err(AskError::NodeDown)));
+        assert_eq!(
+            tokio::time::timeout(Duration::from_millis(100), remote.wait_for_stop()).await.unwrap(),
+            ExitReason::NodeDown
+        );
+        assert!(down_after < Duration::from_secs(5), "down after {down_after:?}: the idle timeout got there first");
+        a.shutdown().await;
+        b.shutdown().await;
+    }
 }

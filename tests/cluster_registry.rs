@@ -276,3 +276,49 @@ async fn refs_to_a_restarted_node_never_reach_its_new_run() {
     nodes[0].shutdown().await;
     b2.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn names_and_groups_are_consistent_again_after_a_long_partition_heals() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c", "d", "e"]).await;
+    nodes[0].register("x", &counter(&nodes[0])).unwrap();
+    nodes[1].join("g", &counter(&nodes[1])).unwrap();
+    nodes[4].join("g", &counter(&nodes[4])).unwrap();
+    for node in &nodes {
+        eventually(|| async {
+            node.lookup::<Counter>("x").await.is_ok() && node.group::<Counter>("g").await.len() == 2
+        })
+        .await;
+    }
+    // {a, b} | {c, d, e}, longer than the failure-detection budget.
+    for x in ["a", "b"] {
+        for y in ["c", "d", "e"] {
+            net.partition(x, y);
+        }
+    }
+    for node in &nodes[2..] {
+        eventually(|| async { node.members().len() == 3 }).await;
+        // The other side's name and group member are gone here...
+        assert!(matches!(node.lookup::<Counter>("x").await, Err(NodeError::NotFound(_))));
+        assert_eq!(node.group::<Counter>("g").await.len(), 1);
+    }
+    for node in &nodes[..2] {
+        eventually(|| async { node.members().len() == 2 }).await;
+        assert!(node.lookup::<Counter>("x").await.is_ok());
+        assert_eq!(node.group::<Counter>("g").await.len(), 1);
+    }
+    net.heal_all();
+    // ...and back everywhere once the cluster re-forms.
+    for node in &nodes {
+        eventually(|| async {
+            node.members().len() == 5
+                && node.lookup::<Counter>("x").await.is_ok()
+                && node.group::<Counter>("g").await.len() == 2
+        })
+        .await;
+        assert_eq!(node.lookup::<Counter>("x").await.unwrap().ask(Who).await.unwrap().0, "a");
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
