@@ -42,3 +42,15 @@ fn supervision_demo_completes_every_step() {
     }
     assert!(out.contains("all steps behaved as promised"), "{out}");
 }
+
+/// The flagship demo end to end: three OS processes over real QUIC on
+/// loopback, one killed and restarted.
+#[test]
+fn cluster_demo_completes_every_step() {
+    let out = run("cluster_demo");
+    for step in ["1. ", "2. ", "3. ", "4. ", "5. "] {
+        assert!(out.lines().any(|l| l.starts_with(step)), "step {step} missing:\n{out}");
+    }
+    assert!(out.contains("2400 / 2400 (none lost)"), "{out}");
+    assert!(out.contains("all steps behaved as promised"), "{out}");
+}

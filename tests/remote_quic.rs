@@ -234,3 +234,23 @@ async fn incoming_connections_are_limited() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_ca_saved_as_pem_issues_certificates_the_cluster_trusts() {
+    let ca = DevCa::generate("test").unwrap();
+    let reloaded = DevCa::from_pem("test", &ca.ca_pem(), &ca.key_pem()).unwrap();
+    let a = node("a", ca.issue("a").unwrap(), &[]).await;
+    let b = node("b", reloaded.issue("b").unwrap(), &[a.addr().to_owned()]).await;
+    b.wait_for_peer("a").await.unwrap();
+    a.spawn_named("echo", Echo).unwrap();
+    let echo: ActorRef<Echo> = b.lookup("echo").await.unwrap();
+    assert_eq!(echo.ask(Shout("same ca".into())).await.unwrap(), "SAME CA");
+    // Another CA's key does not make a trusted certificate.
+    let other = DevCa::generate("test").unwrap();
+    let forged = DevCa::from_pem("test", &ca.ca_pem(), &other.key_pem()).unwrap();
+    let mallory = node("c", forged.issue("c").unwrap(), &[a.addr().to_owned()]).await;
+    assert!(mallory.wait_for_peer("a").await.is_err());
+    a.shutdown().await;
+    b.shutdown().await;
+    mallory.shutdown().await;
+}

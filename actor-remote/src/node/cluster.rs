@@ -395,7 +395,9 @@ pub(crate) async fn run(node: Weak<NodeInner>, me: Ident, config: FailureDetecti
         }
         while let Some(notification) = runtime.to_notify() {
             match notification {
-                OwnedNotification::Defunct => tracing::warn!(node = %me.id, "declared down by the cluster"),
+                OwnedNotification::Defunct if left.is_none() => {
+                    tracing::warn!(node = %me.id, "declared down by the cluster");
+                }
                 OwnedNotification::Rejoin(id) => {
                     tracing::info!(node = %me.id, generation = id.generation, "rejoined the cluster after being declared down");
                 }

@@ -290,6 +290,11 @@ impl NodeInner {
         let entry = Entry { node: self.id.clone(), run: self.incarnation, reg: reg.clone() };
         {
             let mut tables = self.registry.lock();
+            let table = if groups { &tables.groups } else { &tables.names };
+            if table.get(name).is_some_and(|list| list.iter().any(|e| e.key() == entry.key())) {
+                // Already there (say, a restarted actor joining again).
+                return Ok(());
+            }
             if !groups {
                 let taken = tables
                     .names

@@ -125,7 +125,7 @@ pub(crate) fn identity_of(cert: &CertificateDer<'_>) -> Option<String> {
 pub struct DevCa {
     params: rcgen::CertificateParams,
     key: rcgen::KeyPair,
-    cert: rcgen::Certificate,
+    cert_pem: String,
 }
 
 impl std::fmt::Debug for DevCa {
@@ -137,24 +137,41 @@ impl std::fmt::Debug for DevCa {
 impl DevCa {
     /// A new CA for `cluster`.
     pub fn generate(cluster: &str) -> Result<Self, TlsError> {
-        let gen_err = |e: rcgen::Error| TlsError::Generate(e.to_string());
         let key = rcgen::KeyPair::generate().map_err(gen_err)?;
+        let params = Self::params(cluster)?;
+        let cert = params.self_signed(&key).map_err(gen_err)?;
+        Ok(Self { params, key, cert_pem: cert.pem() })
+    }
+
+    /// The CA of `cluster` saved earlier with [`ca_pem`](Self::ca_pem) and
+    /// [`key_pem`](Self::key_pem), so that several processes on one machine
+    /// can issue certificates from one development CA.
+    pub fn from_pem(cluster: &str, ca_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let key = rcgen::KeyPair::from_pem(key_pem).map_err(gen_err)?;
+        Ok(Self { params: Self::params(cluster)?, key, cert_pem: ca_pem.to_owned() })
+    }
+
+    fn params(cluster: &str) -> Result<rcgen::CertificateParams, TlsError> {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.distinguished_name.push(rcgen::DnType::CommonName, format!("footlight dev CA for {cluster}"));
         params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).map_err(gen_err)?;
-        Ok(Self { params, key, cert })
+        Ok(params)
     }
 
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> String {
-        self.cert.pem()
+        self.cert_pem.clone()
+    }
+
+    /// The CA's private key, PEM. **Development only**: whoever holds it can
+    /// issue certificates the cluster trusts.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
     }
 
     /// A certificate and key for node `node`, PEM.
     pub fn issue_pem(&self, node: &str) -> Result<(String, String), TlsError> {
-        let gen_err = |e: rcgen::Error| TlsError::Generate(e.to_string());
         let key = rcgen::KeyPair::generate().map_err(gen_err)?;
         let mut params = rcgen::CertificateParams::new(vec![node.to_owned()]).map_err(gen_err)?;
         params.distinguished_name.push(rcgen::DnType::CommonName, node);
@@ -170,4 +187,8 @@ impl DevCa {
         let (cert, key) = self.issue_pem(node)?;
         Tls::from_pem(&cert, &key, &self.ca_pem())
     }
+}
+
+fn gen_err(e: rcgen::Error) -> TlsError {
+    TlsError::Generate(e.to_string())
 }

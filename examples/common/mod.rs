@@ -1,0 +1,170 @@
+//! Shared by the multi-node examples: the command-line flags every node
+//! takes, TLS set-up (real certificates, or a development CA shared by the
+//! nodes of one machine), logging, and starting a node over QUIC.
+#![allow(dead_code, unreachable_pub)]
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use footlight::Node;
+use footlight::remote::transport::quic::Quic;
+use footlight::remote::transport::tls::{DevCa, Tls};
+
+/// The flags of a node.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// This node's id: unique in the cluster, and the DNS name in its certificate.
+    #[arg(long)]
+    pub node: String,
+    /// The UDP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Nodes to join through, comma-separated: `ip:port`, or `name:port` for a
+    /// DNS name that resolves to several nodes.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// The address other nodes dial to reach this one, if not `--listen`
+    /// (for example when listening on 0.0.0.0).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// The cluster name; nodes of other clusters are refused.
+    #[arg(long, default_value = "footlight")]
+    pub cluster: String,
+    /// This node's certificate (PEM), issued by the cluster CA for `--node`.
+    #[arg(long, requires_all = ["key", "ca"])]
+    pub cert: Option<PathBuf>,
+    /// The private key of `--cert` (PEM).
+    #[arg(long, requires_all = ["cert", "ca"])]
+    pub key: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM).
+    #[arg(long, requires_all = ["cert", "key"])]
+    pub ca: Option<PathBuf>,
+    /// Without `--cert`: where the development CA shared by the nodes of this
+    /// machine is kept (created on first use).
+    #[arg(long)]
+    pub dev_ca_dir: Option<PathBuf>,
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level (`warn`).
+pub fn init_logging() {
+    init_logging_default("warn");
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default filter `default`.
+pub fn init_logging_default(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Keeps the panics the examples provoke on purpose (their message holds
+/// `marker`) out of stderr: the runtime catches and logs them anyway. Any
+/// other panic is printed as usual.
+pub fn quiet_expected_panics(marker: &'static str) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if !text.contains(marker) {
+            default(info);
+        }
+    }));
+}
+
+/// The node's TLS identity: the given files, else a certificate from the
+/// shared development CA (said loudly: it is not for production).
+pub fn tls(args: &NodeArgs) -> Result<Tls, Box<dyn Error>> {
+    if let (Some(cert), Some(key), Some(ca)) = (&args.cert, &args.key, &args.ca) {
+        return Ok(Tls::from_pem_files(cert, key, ca)?);
+    }
+    let dir = args.dev_ca_dir.clone().unwrap_or_else(default_dev_ca_dir);
+    let ca = shared_dev_ca(&dir, &args.cluster)?;
+    tracing::warn!(
+        node = %args.node,
+        ca = %dir.display(),
+        "no --cert/--key/--ca given: using a DEVELOPMENT certificate from a local dev CA (not for production)"
+    );
+    Ok(ca.issue(&args.node)?)
+}
+
+fn default_dev_ca_dir() -> PathBuf {
+    std::env::temp_dir().join("footlight-dev-ca")
+}
+
+/// The development CA of `cluster` kept in `dir`, created by whichever node
+/// comes first (atomically: the others read that one).
+pub fn shared_dev_ca(dir: &Path, cluster: &str) -> Result<DevCa, Box<dyn Error>> {
+    const KEY_HEADER: &str = "-----BEGIN PRIVATE KEY-----";
+    let path = dir.join(format!("{cluster}.dev-ca.pem"));
+    if !path.exists() {
+        std::fs::create_dir_all(dir)?;
+        let ca = DevCa::generate(cluster)?;
+        let tmp = dir.join(format!(".{cluster}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, format!("{}{}", ca.ca_pem(), ca.key_pem()))?;
+        // A hard link fails if the file exists: the first writer wins.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let both = std::fs::read_to_string(&path)?;
+    let split = both.find(KEY_HEADER).ok_or("the dev CA file holds no key")?;
+    Ok(DevCa::from_pem(cluster, &both[..split], &both[split..])?)
+}
+
+/// Starts the node the flags describe, over QUIC with mutual TLS.
+pub async fn start(args: &NodeArgs) -> Result<Node, Box<dyn Error>> {
+    let mut builder = Node::builder(args.node.clone())
+        .cluster(args.cluster.clone())
+        .transport(Quic::new(tls(args)?))
+        .listen(args.listen.clone())
+        .seeds(args.seeds.clone());
+    if let Some(addr) = &args.advertise {
+        builder = builder.advertise(addr.clone());
+    }
+    Ok(builder.start().await?)
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Prints cluster events as they come, prefixed with the node id.
+pub fn log_cluster_events(node: &Node) {
+    let mut events = node.subscribe();
+    let me = node.id().to_owned();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            use footlight::ClusterEvent::*;
+            match event {
+                MemberUp(m) if m.id != me => eprintln!("[{me}] member up: {} ({})", m.id, m.addr),
+                MemberUnreachable(m) => eprintln!("[{me}] member unreachable: {}", m.id),
+                MemberReachable(m) => eprintln!("[{me}] member reachable again: {}", m.id),
+                MemberDown(m) => eprintln!("[{me}] member down: {}", m.id),
+                MemberLeft(m) => eprintln!("[{me}] member left: {}", m.id),
+                NameLost { name, winner } => eprintln!("[{me}] name {name:?} lost to {winner}"),
+                _ => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,229 @@
+//! The kv service: a partitioned, replicated key-value store. Every node runs
+//! a `Shard`, registered cluster-wide as `kv@<node>`. A key lives on the
+//! [`REPLICAS`] members that score highest for it under rendezvous hashing
+//! over the current member list, so any node can compute where a key is.
+//! When the member list changes, each shard re-checks its keys: it copies
+//! them to their new owners and drops those it no longer owns; a node that
+//! leaves hands its keys over first. With two replicas, one node lost at a
+//! time loses nothing. Shared by the example binary and the in-process test.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use footlight::prelude::*;
+use footlight::{ClusterEvent, NodeError};
+
+/// Copies of each key.
+pub const REPLICAS: usize = 2;
+
+/// One node's part of the store.
+#[derive(Actor)]
+pub struct Shard {
+    node: Node,
+    data: BTreeMap<String, String>,
+}
+
+/// Stores a value.
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = (), remote = "kv.Put")]
+pub struct Put {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+/// Reads a value.
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = Option<String>, remote = "kv.Get")]
+pub struct Get(pub String);
+
+/// Keys handed over by another shard (ownership moved).
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = (), remote = "kv.Handoff")]
+pub struct Handoff(pub Vec<(String, String)>);
+
+/// How many keys the shard holds.
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = usize, remote = "kv.Count")]
+pub struct Count;
+
+/// Re-check ownership against the member list (local).
+#[derive(Message)]
+pub struct Rebalance {
+    /// Hand everything over: this node is leaving.
+    pub leaving: bool,
+}
+
+impl Handler<Put> for Shard {
+    async fn handle(&mut self, put: Put, _ctx: &mut Context<Self>) {
+        self.data.insert(put.key, put.value);
+    }
+}
+
+impl Handler<Get> for Shard {
+    async fn handle(&mut self, Get(key): Get, _ctx: &mut Context<Self>) -> Option<String> {
+        self.data.get(&key).cloned()
+    }
+}
+
+impl Handler<Handoff> for Shard {
+    async fn handle(&mut self, Handoff(pairs): Handoff, _ctx: &mut Context<Self>) {
+        self.data.extend(pairs);
+    }
+}
+
+impl Handler<Count> for Shard {
+    async fn handle(&mut self, _: Count, _ctx: &mut Context<Self>) -> usize {
+        self.data.len()
+    }
+}
+
+impl Handler<Rebalance> for Shard {
+    async fn handle(&mut self, rebalance: Rebalance, _ctx: &mut Context<Self>) {
+        let me = self.node.id().to_owned();
+        let mut members = member_ids(&self.node);
+        if rebalance.leaving {
+            members.retain(|m| *m != me);
+        }
+        // Keys to copy, per new owner; keys this shard no longer owns.
+        let mut moves: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut not_mine = Vec::new();
+        for (key, value) in &self.data {
+            let owners = owners(&members, key, REPLICAS);
+            for owner in owners.iter().filter(|o| **o != me) {
+                moves.entry(owner.clone()).or_default().push((key.clone(), value.clone()));
+            }
+            if !owners.contains(&me) {
+                not_mine.push(key.clone());
+            }
+        }
+        let mut failed = std::collections::HashSet::new();
+        for (owner, pairs) in moves {
+            let sent = match self.node.lookup::<Shard>(&name_of(&owner)).await {
+                // A tell, not an ask: two shards handing keys to each other
+                // at once must not wait on each other.
+                Ok(shard) => shard.tell(Handoff(pairs.clone())).await.is_ok(),
+                Err(_) => false,
+            };
+            if !sent {
+                // Keep what could not be handed over; the next round retries.
+                failed.extend(pairs.into_iter().map(|(k, _)| k));
+            }
+        }
+        for key in not_mine.into_iter().filter(|k| !failed.contains(k)) {
+            self.data.remove(&key);
+        }
+    }
+}
+
+impl RemoteActor for Shard {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Put>().add::<Get>().add::<Handoff>().add::<Count>();
+    }
+}
+
+/// The cluster-wide name of `node`'s shard.
+pub fn name_of(node: &str) -> String {
+    format!("kv@{node}")
+}
+
+fn member_ids(node: &Node) -> Vec<String> {
+    node.members().into_iter().map(|m| m.id).collect()
+}
+
+/// 64-bit FNV-1a: the same on every node and every build (unlike std's
+/// hasher, which promises neither).
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// Rendezvous hashing: the `n` members that score highest for `key`, best
+/// first.
+pub fn owners(members: &[String], key: &str, n: usize) -> Vec<String> {
+    let mut scored: Vec<(u64, &String)> = members.iter().map(|m| (fnv1a(&[m, key]), m)).collect();
+    scored.sort_by(|a, b| b.cmp(a));
+    scored.into_iter().take(n).map(|(_, m)| m.clone()).collect()
+}
+
+/// Starts this node's shard, registers it, and re-checks ownership on every
+/// membership change (and every 2 s, to retry hand-overs that failed).
+pub fn serve(node: &Node) -> Result<ActorRef<Shard>, NodeError> {
+    let shard = node.system().spawn(Shard { node: node.clone(), data: BTreeMap::new() });
+    node.register(&name_of(node.id()), &shard)?;
+    let mut events = node.subscribe();
+    let weak = shard.downgrade();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(ClusterEvent::MemberUp(_) | ClusterEvent::MemberDown(_) | ClusterEvent::MemberLeft(_)) => {}
+                    Some(_) => continue,
+                    None => return,
+                },
+                _ = tick.tick() => {}
+            }
+            let Some(shard) = weak.upgrade() else { return };
+            if shard.tell(Rebalance { leaving: false }).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(shard)
+}
+
+/// Hands this node's keys to their other owners, then leaves the cluster.
+pub async fn leave(node: &Node, shard: &ActorRef<Shard>) {
+    let _ = shard.tell(Rebalance { leaving: true }).await;
+    // Wait for the hand-over (the next message is handled after it).
+    let _ = shard.ask(Count).await;
+    node.shutdown().await;
+}
+
+/// Writes `key` on its owners; returns how many copies were written.
+pub async fn put(node: &Node, key: &str, value: &str) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut written = 0;
+    for owner in owners(&member_ids(node), key, REPLICAS) {
+        let Ok(shard) = node.lookup::<Shard>(&name_of(&owner)).await else { continue };
+        if shard.ask(Put { key: key.to_owned(), value: value.to_owned() }).await.is_ok() {
+            written += 1;
+        }
+    }
+    if written == 0 {
+        return Err(format!("no owner of {key:?} reachable").into());
+    }
+    Ok(written)
+}
+
+/// Reads `key` from the first owner that has it.
+pub async fn get(node: &Node, key: &str) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    for owner in owners(&member_ids(node), key, REPLICAS) {
+        let Ok(shard) = node.lookup::<Shard>(&name_of(&owner)).await else { continue };
+        if let Ok(Some(value)) = shard.ask(Get(key.to_owned())).await {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+/// Keys held by each member's shard, in member order.
+pub async fn counts(node: &Node) -> Vec<(String, Option<usize>)> {
+    let mut out = Vec::new();
+    for member in member_ids(node) {
+        let count = match node.lookup::<Shard>(&name_of(&member)).await {
+            Ok(shard) => shard.ask(Count).await.ok(),
+            Err(_) => None,
+        };
+        out.push((member, count));
+    }
+    out
+}

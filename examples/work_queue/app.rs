@@ -1,0 +1,201 @@
+//! The work_queue service: a supervised pool of `Worker`s on every node, all
+//! in the process group `workers`; a dispatcher on any node spreads jobs over
+//! the group with asks. A job that makes its worker panic is retried (the
+//! supervisor restarts the worker in place); a job whose worker's node is
+//! lost fails with `NodeDown` once the node is declared down and is
+//! resubmitted to a live worker. The report counts distinct completed jobs:
+//! nothing may be lost. Shared by the example binary, the flagship demo and
+//! the in-process test.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use footlight::prelude::*;
+use footlight::{AskError, Restart, Supervisor};
+
+/// The process group of all workers in the cluster.
+pub const GROUP: &str = "workers";
+
+/// Runs jobs, one at a time.
+pub struct Worker {
+    node: Node,
+}
+
+impl Actor for Worker {
+    async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        // Also after a restart (idempotent): the ref stays the same.
+        self.node.join(GROUP, ctx.myself())?;
+        Ok(())
+    }
+}
+
+/// A unit of work.
+#[derive(Message, Serialize, Deserialize, Clone, Copy, Debug)]
+#[message(reply = Done, remote = "work.Job")]
+pub struct Job {
+    /// The job's id.
+    pub id: u64,
+    /// 0 at first, then one more per retry.
+    pub attempt: u32,
+    /// How long the job takes.
+    pub millis: u64,
+}
+
+/// A finished job.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Done {
+    /// The job's id.
+    pub id: u64,
+    /// The node whose worker ran it.
+    pub by: String,
+    /// The job's result (its id squared).
+    pub result: u64,
+}
+
+/// Whether job `id` is poison: it crashes its worker the first time.
+pub fn poison(id: u64) -> bool {
+    id % 50 == 7
+}
+
+impl Handler<Job> for Worker {
+    async fn handle(&mut self, job: Job, _ctx: &mut Context<Self>) -> Done {
+        tokio::time::sleep(Duration::from_millis(job.millis)).await;
+        if poison(job.id) && job.attempt == 0 {
+            panic!("job {} is poison on its first attempt", job.id);
+        }
+        Done { id: job.id, by: self.node.id().to_owned(), result: job.id.wrapping_mul(job.id) }
+    }
+}
+
+impl RemoteActor for Worker {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Job>();
+    }
+}
+
+/// Starts a pool of `workers` supervised workers on `node`: a worker that
+/// panics is restarted in place (up to 1000 times in 10 s).
+pub fn start_pool(node: &Node, workers: usize) -> ActorRef<Supervisor> {
+    let mut supervisor = Supervisor::one_for_one().max_restarts(1000, Duration::from_secs(10));
+    for i in 0..workers {
+        let node = node.clone();
+        supervisor = supervisor.child(format!("worker-{i}"), Restart::Permanent, move || Worker { node: node.clone() });
+    }
+    node.system().spawn(supervisor)
+}
+
+/// Waits until the group holds `n` workers as seen from `node`.
+pub async fn wait_for_workers(node: &Node, n: usize, within: Duration) -> bool {
+    let wait = async {
+        while node.group::<Worker>(GROUP).await.len() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(within, wait).await.is_ok()
+}
+
+/// What a batch of jobs did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Jobs submitted.
+    pub submitted: u64,
+    /// Distinct jobs completed (with a correct result).
+    pub completed: u64,
+    /// Retries after a worker panicked.
+    pub retried_after_panic: u64,
+    /// Resubmissions after a worker's node was lost or did not answer.
+    pub resubmitted_after_loss: u64,
+    /// Jobs completed per node.
+    pub by_node: BTreeMap<String, u64>,
+    /// Time from a job's first submission to its completion (retries
+    /// included), per job.
+    pub latencies: Vec<Duration>,
+}
+
+impl Report {
+    /// A latency percentile (`q` in 0..=1).
+    pub fn latency(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default()
+    }
+}
+
+enum Outcome {
+    Done(Done),
+    Panicked,
+    Lost,
+}
+
+/// Runs jobs `ids` over the cluster's workers, `concurrency` at a time, each
+/// taking `millis`; `progress` is told the count of completed jobs as it
+/// grows. Fails if a job cannot be completed after 50 attempts.
+pub async fn run_jobs(
+    node: &Node,
+    ids: std::ops::Range<u64>,
+    concurrency: usize,
+    millis: u64,
+    progress: impl Fn(u64),
+) -> Result<Report, String> {
+    let node = Arc::new(node.clone());
+    let mut report = Report { submitted: ids.end - ids.start, ..Report::default() };
+    let mut completed = BTreeSet::new();
+    let mut first_sent = std::collections::HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = ids.clone();
+    let spawn = |tasks: &mut tokio::task::JoinSet<(u64, u32, Outcome)>, job: Job| {
+        let node = node.clone();
+        tasks.spawn(async move { (job.id, job.attempt, attempt(&node, job).await) });
+    };
+    for id in next.by_ref().take(concurrency.max(1)) {
+        first_sent.insert(id, Instant::now());
+        spawn(&mut tasks, Job { id, attempt: 0, millis });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (id, tries, outcome) = joined.map_err(|e| format!("a job task failed: {e}"))?;
+        match outcome {
+            Outcome::Done(done) => {
+                if done.result != id.wrapping_mul(id) {
+                    return Err(format!("job {id}: wrong result"));
+                }
+                if completed.insert(id) {
+                    *report.by_node.entry(done.by).or_default() += 1;
+                    report.latencies.push(first_sent.remove(&id).map(|t| t.elapsed()).unwrap_or_default());
+                    progress(completed.len() as u64);
+                }
+                if let Some(id) = next.next() {
+                    first_sent.insert(id, Instant::now());
+                    spawn(&mut tasks, Job { id, attempt: 0, millis });
+                }
+                continue;
+            }
+            Outcome::Panicked => report.retried_after_panic += 1,
+            Outcome::Lost => report.resubmitted_after_loss += 1,
+        }
+        if tries >= 50 {
+            return Err(format!("job {id} failed 50 times"));
+        }
+        spawn(&mut tasks, Job { id, attempt: tries + 1, millis });
+    }
+    report.completed = completed.len() as u64;
+    Ok(report)
+}
+
+/// One attempt at `job` on a worker chosen by the job's id and attempt.
+async fn attempt(node: &Node, job: Job) -> Outcome {
+    let workers = node.group::<Worker>(GROUP).await;
+    if workers.is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return Outcome::Lost;
+    }
+    let worker = &workers[((job.id + u64::from(job.attempt)) % workers.len() as u64) as usize];
+    match worker.ask(job).timeout(Duration::from_secs(10)).await {
+        Ok(done) => Outcome::Done(done),
+        // The worker panicked (and is being restarted).
+        Err(AskError::NoReply) => Outcome::Panicked,
+        // Its node is gone, or it did not answer in time.
+        Err(_) => Outcome::Lost,
+    }
+}
