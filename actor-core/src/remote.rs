@@ -285,4 +285,10 @@ impl<A: Actor> ActorRef<A> {
     pub fn is_remote(&self) -> bool {
         self.remote_endpoint().is_some()
     }
+
+    /// Where the actor lives, if on another node: its node, that node's run
+    /// and the actor's handle there. `None` for a local actor.
+    pub fn remote_addr(&self) -> Option<RefAddr> {
+        self.remote_endpoint().map(|e| e.address())
+    }
 }

@@ -1,9 +1,9 @@
 //! The work_queue service: a supervised pool of `Worker`s on every node, all
 //! in the process group `workers`; a dispatcher on any node spreads jobs over
 //! the group with asks. A job that makes its worker panic is retried (the
-//! supervisor restarts the worker in place); a job whose worker's node is
-//! lost fails with `NodeDown` once the node is declared down and is
-//! resubmitted to a live worker. The report counts distinct completed jobs:
+//! supervisor restarts the worker in place); a job whose worker does not
+//! answer in time (its node is lost, say) is resubmitted to a worker on a
+//! reachable node. The report counts distinct completed jobs:
 //! nothing may be lost. Shared by the example binary, the flagship demo and
 //! the in-process test.
 #![allow(dead_code, unreachable_pub)]
@@ -105,7 +105,8 @@ pub struct Report {
     pub completed: u64,
     /// Retries after a worker panicked.
     pub retried_after_panic: u64,
-    /// Resubmissions after a worker's node was lost or did not answer.
+    /// Resubmissions after a worker's node was lost or did not answer in
+    /// time (500 ms plus 20 times the job's duration).
     pub resubmitted_after_loss: u64,
     /// Jobs completed per node.
     pub by_node: BTreeMap<String, u64>,
@@ -183,15 +184,26 @@ pub async fn run_jobs(
     Ok(report)
 }
 
-/// One attempt at `job` on a worker chosen by the job's id and attempt.
+/// One attempt at `job` on a worker chosen by the job's id and attempt,
+/// among those on reachable nodes.
 async fn attempt(node: &Node, job: Job) -> Outcome {
-    let workers = node.group::<Worker>(GROUP).await;
+    let mut workers = node.group::<Worker>(GROUP).await;
+    // Skip workers on nodes suspected of failure, unless none is left.
+    let reachable = |w: &ActorRef<Worker>| w.remote_addr().is_none_or(|at| node.is_reachable(&at.node));
+    if workers.iter().any(reachable) {
+        workers.retain(reachable);
+    }
     if workers.is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         return Outcome::Lost;
     }
     let worker = &workers[((job.id + u64::from(job.attempt)) % workers.len() as u64) as usize];
-    match worker.ask(job).timeout(Duration::from_secs(10)).await {
+    // A job far slower than it should be is resubmitted elsewhere (it may
+    // then run twice: jobs are idempotent, and completions are counted once).
+    // This keeps a dead node from holding the dispatcher's slots until the
+    // cluster declares it down.
+    let patience = Duration::from_millis(500 + 20 * job.millis);
+    match worker.ask(job).timeout(patience).await {
         Ok(done) => Outcome::Done(done),
         // The worker panicked (and is being restarted).
         Err(AskError::NoReply) => Outcome::Panicked,

@@ -282,6 +282,11 @@ impl Cluster {
         }
     }
 
+    /// Whether `id` is a member not suspected now.
+    pub(crate) fn is_reachable(&self, id: &str) -> bool {
+        self.lock().members.get(id).is_some_and(|(_, reachable)| *reachable)
+    }
+
     /// The run of `id` if it is an active member.
     pub(crate) fn run_of(&self, id: &str) -> Option<u64> {
         self.lock().members.get(id).map(|(m, _)| m.run)

@@ -496,6 +496,13 @@ impl Node {
         self.inner.cluster.members()
     }
 
+    /// Whether `id` is a member that answers probes now: false once it is
+    /// suspected ([`ClusterEvent::MemberUnreachable`]), down, or unknown.
+    /// This node is always reachable.
+    pub fn is_reachable(&self, id: &str) -> bool {
+        self.inner.cluster.is_reachable(id)
+    }
+
     /// Cluster events: first a [`ClusterEvent::MemberUp`] per member in the
     /// view now, then every change.
     pub fn subscribe(&self) -> Subscription {

@@ -227,7 +227,15 @@ impl Transport for Quic {
     }
 
     async fn connect(&self, addr: &str) -> Result<Connection, TransportError> {
-        let to: SocketAddr = addr.parse().map_err(|_| TransportError::Unreachable(addr.to_owned()))?;
+        // `ip:port`, or `name:port` (the first address DNS gives).
+        let to: SocketAddr = match addr.parse() {
+            Ok(to) => to,
+            Err(_) => tokio::net::lookup_host(addr)
+                .await
+                .ok()
+                .and_then(|mut found| found.next())
+                .ok_or_else(|| TransportError::Unreachable(format!("{addr}: does not resolve")))?,
+        };
         let endpoint = self.endpoint()?;
         let connecting =
             endpoint.connect(to, DIAL_NAME).map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
