@@ -93,6 +93,7 @@ async fn chat_fans_out_across_nodes_and_drops_the_users_of_a_lost_node() {
         eventually(|| async { node.lookup::<chat::Room>("room:lobby").await.is_ok() }).await;
     }
     bob.join("lobby").await.unwrap();
+    line_with(&mut at_alice, "bob joined").await;
     carol.join("lobby").await.unwrap();
     line_with(&mut at_alice, "carol joined").await;
     alice.say("hello from a").await.unwrap();

@@ -111,3 +111,26 @@ async fn a_watch_outlives_the_refs_it_was_made_through() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_through_a_remote_ref_stops_the_actor_on_its_node() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    let local = a.spawn_named("worker", Worker).unwrap();
+    let remote: ActorRef<Worker> = b.lookup("worker").await.unwrap();
+    let (seen, mut notices) = mpsc::unbounded_channel();
+    let watcher = b.system().spawn(Watcher(seen));
+    watcher.ask(WatchIt(remote.clone())).await.unwrap();
+
+    remote.stop();
+    // Stopped on its own node, with the reason a local stop gives...
+    assert_eq!(within(local.wait_for_stop()).await, ExitReason::Normal);
+    // ...and seen through the remote ref and by its watcher.
+    assert_eq!(within(remote.wait_for_stop()).await, ExitReason::Normal);
+    assert_eq!(within(notices.recv()).await.unwrap(), Terminated { id: remote.id(), reason: ExitReason::Normal });
+    assert!(matches!(remote.tell(Quit).await, Err(footlight::SendError::Closed(_))));
+    a.shutdown().await;
+    b.shutdown().await;
+}

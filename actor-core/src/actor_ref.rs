@@ -141,11 +141,14 @@ impl<A: Actor> ActorRef<A> {
 
     /// Asks the actor to stop. The stop signal overtakes messages already in
     /// the mailbox, which are dropped. A supervised actor stopped this way is
-    /// not restarted. Does nothing if the actor has already stopped, or if it
-    /// is on another node (remote actors are stopped by their own node).
+    /// not restarted. Does nothing if the actor has already stopped. For an
+    /// actor on another node, the request goes to its node (after what this
+    /// ref sent before it); its watchers then see it stop as usual.
     pub fn stop(&self) {
-        // A remote ref's stand-in cell drops signals.
-        self.inner.cell.signal(Signal::Stop(ExitReason::Normal));
+        match self.remote_endpoint() {
+            Some(remote) => remote.stop(),
+            None => self.inner.cell.signal(Signal::Stop(ExitReason::Normal)),
+        }
     }
 
     /// Waits until the actor has stopped for good and returns why. Returns at
@@ -171,7 +174,12 @@ impl<A: Actor> ActorRef<A> {
 
 async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), SendError<M>> {
     if let Some(remote) = &inner.remote {
-        return remote_tell(remote, msg).await;
+        // A remote actor known to have ended: fail here, as a local one would.
+        return match inner.cell.exit_reason() {
+            Some(ExitReason::NodeDown) => Err(SendError::NodeDown(msg)),
+            Some(_) => Err(SendError::Closed(msg)),
+            None => remote_tell(remote, msg).await,
+        };
     }
     if inner.cell.gate.acquire().await.is_err() {
         return Err(SendError::Closed(msg));
@@ -182,7 +190,11 @@ async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Re
 
 fn try_send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), TrySendError<M>> {
     if let Some(remote) = &inner.remote {
-        return remote_try_tell(remote, msg);
+        return match inner.cell.exit_reason() {
+            Some(ExitReason::NodeDown) => Err(TrySendError::NodeDown(msg)),
+            Some(_) => Err(TrySendError::Closed(msg)),
+            None => remote_try_tell(remote, msg),
+        };
     }
     match inner.cell.gate.try_acquire() {
         Ok(()) => {
@@ -200,7 +212,11 @@ async fn send_ask<A: Handler<M>, M: Message>(
     timeout: Duration,
 ) -> Result<M::Reply, AskError<M>> {
     if let Some(remote) = &inner.remote {
-        return remote_ask(remote, msg, timeout).await;
+        return match inner.cell.exit_reason() {
+            Some(ExitReason::NodeDown) => Err(AskError::NodeDown),
+            Some(_) => Err(AskError::Closed(msg)),
+            None => remote_ask(remote, msg, timeout).await,
+        };
     }
     let deadline = deadline_after(timeout);
     match inner.cell.gate.try_acquire() {

@@ -202,7 +202,6 @@ impl ActorCell {
         std::future::poll_fn(|cx| self.poll_signal(cx)).await;
     }
 
-    #[cfg(test)]
     pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
         self.lock().exit.clone()
     }

@@ -112,6 +112,11 @@ pub trait RemoteEndpoint: Send + Sync + 'static {
 
     /// Encodes and decodes refs inside messages sent through this endpoint.
     fn ref_codec(&self) -> Arc<dyn RefCodec>;
+
+    /// Asks the remote actor's node to stop it (as
+    /// [`ActorRef::stop`](crate::ActorRef::stop) does locally), without
+    /// waiting. By default, does nothing.
+    fn stop(&self) {}
 }
 
 /// The address of an actor anywhere in the cluster, as a ref inside a

@@ -74,6 +74,12 @@ pub(crate) async fn run(
     let (written_tx, mut written_rx) = mpsc::unbounded_channel::<usize>();
     let writer = tokio::spawn(async move {
         while let Some(mut bytes) = write_rx.recv().await {
+            if bytes.len() < WRITE_COALESCE {
+                // Let the tasks producing frames run once before writing: a
+                // burst then leaves in one write (and fewer packets) rather
+                // than one per frame. Costs no time when nothing else runs.
+                tokio::task::yield_now().await;
+            }
             // Coalesce what queued up meanwhile into one write.
             while bytes.len() < WRITE_COALESCE {
                 match write_rx.try_recv() {

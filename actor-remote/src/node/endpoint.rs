@@ -100,6 +100,27 @@ impl Route {
         next.commands.send(cmd).await.map_err(|_| RemoteError::NodeDown)
     }
 
+    /// Queues `cmd` now if there is room, else from a task that waits for
+    /// room (keeping the order of what follows only if nothing else is
+    /// queued meanwhile: for rare control requests).
+    pub(crate) fn try_send_cmd(&self, cmd: Command) -> Result<(), RemoteError> {
+        let sent = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
+        match sent {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                let commands = self.current();
+                tokio::spawn(async move {
+                    let _ = commands.send(cmd).await;
+                });
+                Err(RemoteError::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(cmd)) => match self.reroute() {
+                Some(next) => next.try_send(cmd).map_err(|_| RemoteError::NodeDown),
+                None => Err(RemoteError::NodeDown),
+            },
+        }
+    }
+
     fn try_send(&self, cmd: Command) -> Result<(), RemoteError> {
         let sent = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
         match sent {
@@ -165,6 +186,18 @@ impl RemoteEndpoint for PeerEndpoint {
 
     fn ref_codec(&self) -> Arc<dyn RefCodec> {
         self.codec.clone()
+    }
+
+    fn stop(&self) {
+        let Some(id) = self.target.id else { return };
+        let Ok(payload) = crate::codec::encode(&id) else { return };
+        let target = Target::name(super::SYSTEM_TARGET);
+        let cmd = Command::Tell { target, wire_name: super::STOP, payload };
+        // Behind what this ref already queued; the request is small, so wait
+        // for room in a task rather than drop it.
+        if let Err(RemoteError::Full) = self.route.try_send_cmd(cmd) {
+            tracing::debug!(actor = %self.label, "outbound queue full; stop request sent from a task");
+        }
     }
 }
 

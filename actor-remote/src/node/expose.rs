@@ -159,6 +159,8 @@ pub(crate) trait Exposed: Send + Sync {
     fn wait_for_stop(&self) -> BoxFuture<'static, actor_core::ExitReason>;
     /// The `ActorRef<A>`, boxed.
     fn actor_any(&self) -> Box<dyn Any + Send + Sync>;
+    /// Stops the actor.
+    fn stop(&self);
     fn try_tell(&self, wire_name: &str, payload: &[u8], codec: &Arc<dyn RefCodec>) -> Result<(), TryTell>;
     fn tell<'a>(
         &'a self,
@@ -183,6 +185,10 @@ pub(crate) struct ExposedActor<A: Actor> {
 impl<A: Actor> Exposed for ExposedActor<A> {
     fn type_name(&self) -> &'static str {
         std::any::type_name::<A>()
+    }
+
+    fn stop(&self) {
+        self.actor.stop();
     }
 
     fn is_alive(&self) -> bool {

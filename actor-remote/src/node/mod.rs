@@ -63,6 +63,8 @@ pub(crate) const SUCCESSOR_GRACE: Duration = Duration::from_secs(2);
 
 /// The reserved target name of a node's own requests (lookups).
 pub(crate) const SYSTEM_TARGET: &str = "$node";
+/// Wire name of a request to stop an actor (payload: its handle, u64).
+pub(crate) const STOP: &str = "footlight.Stop";
 /// How long dialing a member may take (connect and handshake).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 const LOOKUP: &str = "footlight.Lookup";
@@ -738,6 +740,17 @@ impl NodeInner {
                 _ => tracing::warn!(node = %self.id, %peer, "malformed leave notice; ignored"),
             },
             registry::REGISTRY => self.registry_update(peer, run, &payload),
+            STOP => match crate::codec::decode::<u64>(&payload) {
+                // Only an exposed actor, by the handle the peer was given.
+                Ok(id) => match self.exposed_ids.get(&id).map(|e| e.value().1.clone()) {
+                    Some(actor) => {
+                        tracing::debug!(node = %self.id, %peer, actor = id, "stopping an actor at a peer's request");
+                        actor.stop();
+                    }
+                    None => tracing::debug!(node = %self.id, %peer, "stop request for an unknown actor"),
+                },
+                Err(_) => tracing::warn!(node = %self.id, %peer, "malformed stop request; ignored"),
+            },
             other => tracing::warn!(node = %self.id, %peer, wire_name = %other, "unknown system message; ignored"),
         }
     }
