@@ -243,6 +243,11 @@ async fn remote_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Re
         Ok(payload) => payload,
         Err(e) => return Err(SendError::Rejected(msg, e.to_string())),
     };
+    // Without waiting (and without a boxed future) when there is room.
+    let payload = match remote.try_tell(wire.name, payload) {
+        Ok(()) => return Ok(()),
+        Err((_, payload)) => payload,
+    };
     match remote.tell(wire.name, payload).await {
         Ok(()) => Ok(()),
         Err(RemoteError::NodeDown) => Err(SendError::NodeDown(msg)),
@@ -258,9 +263,9 @@ fn remote_try_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Resu
     };
     match remote.try_tell(wire.name, payload) {
         Ok(()) => Ok(()),
-        Err(RemoteError::Full) => Err(TrySendError::Full(msg)),
-        Err(RemoteError::NodeDown) => Err(TrySendError::NodeDown(msg)),
-        Err(other) => Err(TrySendError::Rejected(msg, other.to_string())),
+        Err((RemoteError::Full, _)) => Err(TrySendError::Full(msg)),
+        Err((RemoteError::NodeDown, _)) => Err(TrySendError::NodeDown(msg)),
+        Err((other, _)) => Err(TrySendError::Rejected(msg, other.to_string())),
     }
 }
 

@@ -93,8 +93,9 @@ pub trait RemoteEndpoint: Send + Sync + 'static {
     /// full.
     fn tell(&self, wire_name: &'static str, payload: Vec<u8>) -> BoxFuture<'_, Result<(), RemoteError>>;
 
-    /// Sends an encoded one-way message if the outbound queue has room now.
-    fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), RemoteError>;
+    /// Sends an encoded one-way message if the outbound queue has room now;
+    /// if not, gives the payload back with the reason.
+    fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), (RemoteError, Vec<u8>)>;
 
     /// Sends an encoded request and waits for the encoded reply.
     fn ask(

@@ -74,8 +74,8 @@ impl RemoteEndpoint for Loopback {
         })
     }
 
-    fn try_tell(&self, _wire_name: &'static str, _payload: Vec<u8>) -> Result<(), RemoteError> {
-        Err(if self.down.load(Ordering::SeqCst) { RemoteError::NodeDown } else { RemoteError::Full })
+    fn try_tell(&self, _wire_name: &'static str, payload: Vec<u8>) -> Result<(), (RemoteError, Vec<u8>)> {
+        Err((if self.down.load(Ordering::SeqCst) { RemoteError::NodeDown } else { RemoteError::Full }, payload))
     }
 
     fn ask(
@@ -161,20 +161,27 @@ async fn remote_refs_send_through_the_endpoint() {
     assert!(matches!(remote.ask(Secret(3)).await, Err(AskError::NotRemote(Secret(3)))));
     assert_eq!(system.register("x", &remote), Err(RegisterError::NotLocal));
 
-    // Watchers of the stand-in learn of the remote actor's end.
-    let (seen, mut events) = common::events();
-    let watcher = system.spawn(Watcher(seen));
-    watcher.ask(WatchIt(remote.clone())).await.unwrap();
+    // The node is unreachable but the end is not known yet: the endpoint
+    // says so, and the message comes back.
     endpoint.down.store(true, Ordering::SeqCst);
-    handle.terminate(ExitReason::Failed("node lost".into()));
-    assert_eq!(events.next().await, Terminated { id: remote.id(), reason: ExitReason::Failed("node lost".into()) });
-    assert_eq!(remote.wait_for_stop().await, ExitReason::Failed("node lost".into()));
-    assert!(!remote.is_alive() && handle.is_terminated());
-
     match remote.tell(Add(1)).await {
         Err(SendError::NodeDown(Add(1))) => {}
         other => panic!("expected NodeDown with the message, got {:?}", other.map_err(|e| e.to_string())),
     }
     assert!(matches!(remote.ask(Add(1)).await, Err(AskError::NodeDown)));
+    assert!(matches!(remote.try_tell(Add(1)), Err(TrySendError::NodeDown(Add(1)))));
+
+    // Watchers of the stand-in learn of the remote actor's end.
+    let (seen, mut events) = common::events();
+    let watcher = system.spawn(Watcher(seen));
+    watcher.ask(WatchIt(remote.clone())).await.unwrap();
+    handle.terminate(ExitReason::Failed("node lost".into()));
+    assert_eq!(events.next().await, Terminated { id: remote.id(), reason: ExitReason::Failed("node lost".into()) });
+    assert_eq!(remote.wait_for_stop().await, ExitReason::Failed("node lost".into()));
+    assert!(!remote.is_alive() && handle.is_terminated());
+
+    // Once the end is known, sends fail here, as for a local actor.
+    assert!(matches!(remote.tell(Add(1)).await, Err(SendError::Closed(Add(1)))));
+    assert!(matches!(remote.ask(Add(1)).await, Err(AskError::Closed(Add(1)))));
     system.shutdown().await;
 }

@@ -121,17 +121,19 @@ impl Route {
         }
     }
 
-    fn try_send(&self, cmd: Command) -> Result<(), RemoteError> {
+    /// Queues a command if there is room now; gives it back if not.
+    #[allow(clippy::result_large_err)] // the command comes back to be sent another way
+    fn try_send(&self, cmd: Command) -> Result<(), (RemoteError, Command)> {
         let sent = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
         match sent {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(RemoteError::Full),
+            Err(mpsc::error::TrySendError::Full(cmd)) => Err((RemoteError::Full, cmd)),
             Err(mpsc::error::TrySendError::Closed(cmd)) => match self.reroute() {
                 Some(next) => next.try_send(cmd).map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => RemoteError::Full,
-                    mpsc::error::TrySendError::Closed(_) => RemoteError::NodeDown,
+                    mpsc::error::TrySendError::Full(cmd) => (RemoteError::Full, cmd),
+                    mpsc::error::TrySendError::Closed(cmd) => (RemoteError::NodeDown, cmd),
                 }),
-                None => Err(RemoteError::NodeDown),
+                None => Err((RemoteError::NodeDown, cmd)),
             },
         }
     }
@@ -153,8 +155,13 @@ impl RemoteEndpoint for PeerEndpoint {
         )
     }
 
-    fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), RemoteError> {
-        self.route.try_send(Command::Tell { target: self.target.clone(), wire_name, payload })
+    fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), (RemoteError, Vec<u8>)> {
+        self.route.try_send(Command::Tell { target: self.target.clone(), wire_name, payload }).map_err(|(e, cmd)| {
+            match cmd {
+                Command::Tell { payload, .. } => (e, payload),
+                _ => (e, Vec::new()),
+            }
+        })
     }
 
     fn ask(
