@@ -120,23 +120,22 @@ fn gossip_rate(n: usize) {
     });
 }
 
-fn convergence(n: usize) {
-    let virtual_time = paused().block_on(async {
-        let net = MemoryNetwork::new();
-        let start = tokio::time::Instant::now();
-        let nodes = mem_cluster(&net, n).await;
-        converge(&nodes, n).await;
-        let took = start.elapsed();
-        for node in nodes {
-            node.shutdown().await;
-        }
-        took
-    });
-    println!(
-        "{:<48} {:>9.2} s (virtual clock)",
-        format!("{n} nodes join through one seed, all see all"),
-        virtual_time.as_secs_f64()
-    );
+fn convergence(n: usize, trials: usize) {
+    let mut samples = Vec::new();
+    for _ in 0..trials {
+        samples.push(paused().block_on(async {
+            let net = MemoryNetwork::new();
+            let start = tokio::time::Instant::now();
+            let nodes = mem_cluster(&net, n).await;
+            converge(&nodes, n).await;
+            let took = start.elapsed();
+            for node in nodes {
+                node.shutdown().await;
+            }
+            took
+        }));
+    }
+    report(&format!("{n} nodes join through one seed, all see all (virtual clock)"), samples);
 }
 
 fn quic_detection(trials: usize) {
@@ -202,5 +201,5 @@ fn main() {
     quic_detection(if quick { 5 } else { 20 });
     gossip_rate(5);
     gossip_rate(20);
-    convergence(20);
+    convergence(20, 10);
 }

@@ -65,6 +65,8 @@ pub(crate) const SUCCESSOR_GRACE: Duration = Duration::from_secs(2);
 pub(crate) const SYSTEM_TARGET: &str = "$node";
 /// Wire name of a request to stop an actor (payload: its handle, u64).
 pub(crate) const STOP: &str = "footlight.Stop";
+/// SWIM packets held per member while it is being dialed.
+const HELD_GOSSIP: usize = 32;
 /// How long dialing a member may take (connect and handshake).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 const LOOKUP: &str = "footlight.Lookup";
@@ -209,6 +211,7 @@ impl NodeBuilder {
             shutdown,
             cluster,
             dialing: Mutex::new(std::collections::HashSet::new()),
+            held_gossip: Mutex::new(HashMap::new()),
             registry: registry::Registry::default(),
             accepting: Mutex::new(None),
         });
@@ -343,6 +346,9 @@ pub(crate) struct NodeInner {
     cluster: cluster::Cluster,
     /// Members being dialed now (by id).
     dialing: Mutex<std::collections::HashSet<String>>,
+    /// SWIM packets for members not connected yet, sent once they are (at
+    /// most [`HELD_GOSSIP`] per member; older ones are dropped first).
+    held_gossip: Mutex<HashMap<String, std::collections::VecDeque<Vec<u8>>>>,
     registry: registry::Registry,
     /// The task accepting connections (it owns the listener).
     accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -755,8 +761,8 @@ impl NodeInner {
         }
     }
 
-    /// Sends a SWIM packet to member `to`, dialing it if there is no
-    /// connection (the packet is then dropped, as on a lossy network).
+    /// Sends a SWIM packet to member `to`; if there is no connection, holds
+    /// it (a few per member) and dials the member.
     pub(crate) fn send_gossip(self: &Arc<Self>, to: &cluster::Ident, bytes: Vec<u8>) {
         match self.connection_to(&to.id, to.run) {
             Some(handle) => {
@@ -769,7 +775,17 @@ impl NodeInner {
                     self.cluster.count(true, len);
                 }
             }
-            None => self.ensure_connection(&to.id, &to.addr),
+            None => {
+                {
+                    let mut held = self.held_gossip.lock().unwrap_or_else(|p| p.into_inner());
+                    let queue = held.entry(to.id.clone()).or_default();
+                    if queue.len() >= HELD_GOSSIP {
+                        queue.pop_front();
+                    }
+                    queue.push_back(bytes);
+                }
+                self.ensure_connection(&to.id, &to.addr);
+            }
         }
     }
 
@@ -804,6 +820,8 @@ impl NodeInner {
                 let _ = task.await;
             } else {
                 node.dialing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                // Not reachable: what was held for it is stale by the next try.
+                node.held_gossip.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             }
         });
     }
@@ -812,6 +830,7 @@ impl NodeInner {
     /// newer run): close its connection, forget its registry entries.
     pub(crate) fn member_gone(&self, id: &str, run: u64) {
         self.registry_purge(id, None);
+        self.held_gossip.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let conn = self.lock_peers().get(id).filter(|h| h.incarnation == run).map(|h| h.commands.clone());
         if let Some(commands) = conn {
             tokio::spawn(async move {
@@ -864,8 +883,14 @@ impl NodeInner {
         let (conn_id, incarnation, commands) = (handle.id, handle.incarnation, handle.commands.clone());
         peers.insert(peer.to_owned(), handle);
         drop(peers);
-        // The peer gets a copy of this node's registry entries first thing.
+        // The peer gets a copy of this node's registry entries first thing,
+        // then the membership packets held for it.
         self.send_registry(&commands);
+        let held = self.held_gossip.lock().unwrap_or_else(|p| p.into_inner()).remove(peer);
+        for packet in held.into_iter().flatten() {
+            self.cluster.count(true, packet.len());
+            registry::send_system(&commands, cluster::GOSSIP, packet);
+        }
         let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer.to_owned(), incarnation));
         if let Some(orphans) = orphans {
             self.rehome(orphans, conn_id, commands);
