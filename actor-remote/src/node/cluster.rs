@@ -84,7 +84,8 @@ pub struct FailureDetection {
     /// (default 2.5 s).
     pub suspect_timeout: Duration,
     /// How often a node re-announces itself to members it saw go down, so a
-    /// cluster split by a long partition re-forms once it heals (default 2 s).
+    /// cluster split by a long partition re-forms once it heals, and to one
+    /// random member, to catch up on updates it missed (default 2 s).
     pub rejoin_interval: Duration,
 }
 
@@ -108,8 +109,11 @@ impl FailureDetection {
         config.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
         config.periodic_announce_to_down_members =
             Some(foca::PeriodicParams { frequency: self.rejoin_interval, num_members: NonZeroUsize::MIN });
+        // Announcing to a random member now and then gets its full member
+        // list back: a node that missed updates (its first packets to a new
+        // member went over a connection closed as a crossed dial) catches up.
         config.periodic_announce =
-            Some(foca::PeriodicParams { frequency: Duration::from_secs(10), num_members: NonZeroUsize::MIN });
+            Some(foca::PeriodicParams { frequency: self.rejoin_interval, num_members: NonZeroUsize::MIN });
         config
     }
 }
@@ -499,6 +503,11 @@ fn update_view<'a>(node: &Arc<NodeInner>, me: &Ident, states: impl Iterator<Item
     }
     for new in up {
         node.member_up(&new);
+        if new.id != me.id {
+            // Ask the newcomer for its view too: updates this node missed
+            // (sent over a connection a crossed dial closed) come back at once.
+            let _ = node.cluster.inputs.try_send(Input::Announce(new));
+        }
     }
 }
 
