@@ -322,3 +322,45 @@ async fn names_and_groups_are_consistent_again_after_a_long_partition_heals() {
         node.shutdown().await;
     }
 }
+
+/// A node that crashes and comes back (new run) before the cluster declared
+/// its old run down: its new names survive the old run being dropped.
+#[tokio::test(start_paused = true)]
+async fn a_node_back_from_a_crash_keeps_its_new_names_everywhere() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    nodes[2].register("svc", &counter(&nodes[2])).unwrap();
+    for node in &nodes[..2] {
+        eventually(|| async { node.lookup::<Counter>("svc").await.is_ok() }).await;
+    }
+    let old_run = nodes[2].incarnation();
+    // The old c goes silent; a new run of c starts elsewhere at once.
+    net.isolate("c");
+    let c2 = Node::builder("c").transport(net.transport()).listen("c-again").seeds(["a"]).start().await.unwrap();
+    // Registered at once: the name reaches a and b with c2's first
+    // connection, before they see the new run replace the old one.
+    c2.register("svc", &counter(&c2)).unwrap();
+    for node in &nodes[..2] {
+        eventually(|| async {
+            node.members().iter().any(|m| m.id == "c" && m.incarnation == c2.incarnation())
+                && !node.members().iter().any(|m| m.incarnation == old_run)
+        })
+        .await;
+        eventually(|| async {
+            match node.lookup::<Counter>("svc").await {
+                Ok(found) => found.ask(Who).await.is_ok_and(|w| w.0 == "c"),
+                Err(_) => false,
+            }
+        })
+        .await;
+    }
+    // And it stays: nothing purges it later.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for node in &nodes[..2] {
+        assert!(node.lookup::<Counter>("svc").await.is_ok(), "{} lost the new run's name", node.id());
+    }
+    c2.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -7,7 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use footlight::prelude::*;
-use footlight::{NodeError, SendError};
+use footlight::{ClusterEvent, NodeError, SendError};
 use tokio::sync::mpsc;
 
 /// A chat room: its users, by name.
@@ -161,7 +161,23 @@ pub async fn room(node: &Node, name: &str) -> Result<ActorRef<Room>, NodeError> 
     }
     let room = node.system().spawn(Room::new(name));
     match node.register(&key, &room) {
-        Ok(()) => Ok(room),
+        Ok(()) => {
+            // Made at the same time on another node, and that one won: stop
+            // this one, so its users rejoin the winner on their next line.
+            let mut events = node.subscribe();
+            let weak = room.downgrade();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    if matches!(&event, ClusterEvent::NameLost { name, .. } if *name == key) {
+                        if let Some(room) = weak.upgrade() {
+                            room.stop();
+                        }
+                        return;
+                    }
+                }
+            });
+            Ok(room)
+        }
         // Created elsewhere meanwhile: use that one.
         Err(NodeError::NameTaken { .. }) => {
             room.stop();

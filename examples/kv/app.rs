@@ -16,6 +16,8 @@ use footlight::{ClusterEvent, NodeError};
 
 /// Copies of each key.
 pub const REPLICAS: usize = 2;
+/// Keys per hand-over message.
+const HANDOFF_CHUNK: usize = 256;
 
 /// One node's part of the store.
 #[derive(Actor)]
@@ -101,15 +103,19 @@ impl Handler<Rebalance> for Shard {
         }
         let mut failed = std::collections::HashSet::new();
         for (owner, pairs) in moves {
-            let sent = match self.node.lookup::<Shard>(&name_of(&owner)).await {
-                // A tell, not an ask: two shards handing keys to each other
-                // at once must not wait on each other.
-                Ok(shard) => shard.tell(Handoff(pairs.clone())).await.is_ok(),
-                Err(_) => false,
-            };
-            if !sent {
-                // Keep what could not be handed over; the next round retries.
-                failed.extend(pairs.into_iter().map(|(k, _)| k));
+            let shard = self.node.lookup::<Shard>(&name_of(&owner)).await.ok();
+            // In frames well under the peer's frame limit.
+            for chunk in pairs.chunks(HANDOFF_CHUNK) {
+                let sent = match &shard {
+                    // A tell, not an ask: two shards handing keys to each
+                    // other at once must not wait on each other.
+                    Some(shard) => shard.tell(Handoff(chunk.to_vec())).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    // Keep what could not be handed over; the next round retries.
+                    failed.extend(chunk.iter().map(|(k, _)| k.clone()));
+                }
             }
         }
         for key in not_mine.into_iter().filter(|k| !failed.contains(k)) {

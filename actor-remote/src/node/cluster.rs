@@ -29,7 +29,12 @@ const INPUT_QUEUE: usize = 4096;
 /// Cluster events kept for a subscriber that falls behind.
 const EVENT_BUFFER: usize = 1024;
 /// The largest SWIM packet sent or accepted.
-const MAX_PACKET: usize = 8 * 1024;
+pub(crate) const MAX_PACKET: usize = 8 * 1024;
+/// The longest node id or address a SWIM identity may carry.
+const MAX_IDENT_FIELD: usize = 255;
+/// How long a member that went down is remembered (and re-announced to,
+/// so a partition heals): after that, only seeds bring it back.
+const FORGET_DOWN_AFTER: Duration = Duration::from_secs(600);
 
 /// A node as the membership layer knows it: its id, the address peers dial
 /// to reach it, and its run (a restarted node comes back with a new one).
@@ -78,7 +83,7 @@ pub struct FailureDetection {
     /// How often each node probes one other member (default 500 ms).
     pub probe_interval: Duration,
     /// How long a probe waits for its answer before others are asked to
-    /// probe indirectly (default: half the probe interval).
+    /// probe indirectly (default 250 ms; at most half the probe interval).
     pub probe_timeout: Duration,
     /// How long a suspected member has to refute before it is declared down
     /// (default 2.5 s).
@@ -104,7 +109,9 @@ impl FailureDetection {
     fn foca_config(&self) -> foca::Config {
         let mut config = foca::Config::new_lan(NonZeroU32::MIN.saturating_add(15));
         config.probe_period = self.probe_interval.max(Duration::from_millis(1));
-        config.probe_rtt = self.probe_timeout.min(config.probe_period);
+        // foca needs the timeout strictly inside the interval.
+        config.probe_rtt = self.probe_timeout.min(config.probe_period / 2).max(Duration::from_micros(1));
+        config.remove_down_after = Some(FORGET_DOWN_AFTER);
         config.suspect_to_down_after = self.suspect_timeout;
         config.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
         config.periodic_announce_to_down_members =
@@ -141,11 +148,20 @@ impl Identity for Ident {
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        (self.run, self.generation) > (adversary.run, adversary.generation)
+        // Total, so every node keeps the same one of two identities.
+        (self.run, self.generation, &self.addr) > (adversary.run, adversary.generation, &adversary.addr)
     }
 }
 
 impl Ident {
+    /// Refuses identities with over-long fields.
+    fn check(&self) -> Result<(), CodecError> {
+        if self.id.is_empty() || self.id.len() > MAX_IDENT_FIELD || self.addr.len() > MAX_IDENT_FIELD {
+            return Err(CodecError("identity with an empty or over-long field".into()));
+        }
+        Ok(())
+    }
+
     fn member(&self) -> Member {
         Member { id: self.id.clone(), addr: self.addr.clone(), incarnation: self.run }
     }
@@ -187,7 +203,10 @@ impl foca::Codec<Ident> for Codec {
     }
 
     fn decode_header(&mut self, mut buf: impl bytes::Buf) -> Result<foca::Header<Ident>, CodecError> {
-        take(&mut buf)
+        let header: foca::Header<Ident> = take(&mut buf)?;
+        header.src.check()?;
+        header.dst.check()?;
+        Ok(header)
     }
 
     fn encode_member(&mut self, member: &FocaMember<Ident>, mut buf: impl bytes::BufMut) -> Result<(), CodecError> {
@@ -195,7 +214,9 @@ impl foca::Codec<Ident> for Codec {
     }
 
     fn decode_member(&mut self, mut buf: impl bytes::Buf) -> Result<FocaMember<Ident>, CodecError> {
-        take(&mut buf)
+        let member: FocaMember<Ident> = take(&mut buf)?;
+        member.id().check()?;
+        Ok(member)
     }
 }
 
@@ -301,11 +322,19 @@ impl Cluster {
         self.lock().members.get(id).map(|(m, _)| m.clone())
     }
 
-    /// Events from now on, after one `MemberUp` per current member.
-    pub(crate) fn subscribe(&self) -> Subscription {
+    /// Events from now on, after one `MemberUp` per current member (and a
+    /// `MemberUnreachable` after it for a suspected one). The subscription
+    /// ends when `stopped` turns true.
+    pub(crate) fn subscribe(&self, stopped: tokio::sync::watch::Receiver<bool>) -> Subscription {
         let view = self.lock();
-        let snapshot = view.members.values().map(|(m, _)| ClusterEvent::MemberUp(m.member())).collect();
-        Subscription { snapshot, events: self.events.subscribe() }
+        let mut snapshot = VecDeque::new();
+        for (m, reachable) in view.members.values() {
+            snapshot.push_back(ClusterEvent::MemberUp(m.member()));
+            if !reachable {
+                snapshot.push_back(ClusterEvent::MemberUnreachable(m.member()));
+            }
+        }
+        Subscription { snapshot, events: self.events.subscribe(), stopped }
     }
 
     /// Announces a cluster event to subscribers.
@@ -320,22 +349,30 @@ impl Cluster {
 pub struct Subscription {
     snapshot: VecDeque<ClusterEvent>,
     events: broadcast::Receiver<ClusterEvent>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Subscription {
-    /// The next event; `None` once the node is gone. A subscriber that
-    /// falls more than 1024 events behind skips the oldest (logged).
+    /// The next event; `None` once the node has shut down (or is gone). A
+    /// subscriber that falls more than 1024 events behind skips the oldest
+    /// (logged).
     pub async fn recv(&mut self) -> Option<ClusterEvent> {
         if let Some(event) = self.snapshot.pop_front() {
             return Some(event);
         }
         loop {
-            match self.events.recv().await {
-                Ok(event) => return Some(event),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "cluster event subscriber fell behind");
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+            if *self.stopped.borrow() {
+                return None;
+            }
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Ok(event) => return Some(event),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "cluster event subscriber fell behind");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                changed = self.stopped.changed() => if changed.is_err() { return None },
             }
         }
     }
@@ -368,7 +405,11 @@ pub(crate) async fn run(node: Weak<NodeInner>, me: Ident, config: FailureDetecti
                 Some(Input::Leaving(who)) => {
                     let node = node.upgrade();
                     if let Some(node) = &node {
-                        node.cluster.lock().leaving.insert(who.id.clone(), who.run);
+                        let mut view = node.cluster.lock();
+                        // Only members are remembered as leaving.
+                        if view.members.get(&who.id).is_some_and(|(m, _)| m.run == who.run) {
+                            view.leaving.insert(who.id.clone(), who.run);
+                        }
                     }
                     // Down is final for that identity: no need to wait for
                     // the suspicion timeout.
@@ -472,6 +513,9 @@ fn update_view<'a>(node: &Arc<NodeInner>, me: &Ident, states: impl Iterator<Item
                 }
                 _ => {
                     events.push(ClusterEvent::MemberUp(new.member()));
+                    if !reachable {
+                        events.push(ClusterEvent::MemberUnreachable(new.member()));
+                    }
                     up.push(new.clone());
                 }
             }

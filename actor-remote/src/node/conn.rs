@@ -41,6 +41,9 @@ fn now() -> Instant {
 pub(crate) struct ConnHandle {
     pub(crate) id: u64,
     pub(crate) commands: mpsc::Sender<Command>,
+    /// Node messages (registry, held gossip), forwarded to `commands` in
+    /// order by a task of the connection.
+    pub(crate) system: super::registry::SystemSender,
     /// The node id of whoever dialed (for the crossed-connection rule).
     pub(crate) dialer: String,
     pub(crate) incarnation: u64,
@@ -66,6 +69,20 @@ pub(crate) async fn run(
     config.expected_peer = conn.peer_identity.clone();
     let mut session = Session::new(config, now());
     let (commands, mut command_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
+    // Node messages keep their order and wait for room instead of being
+    // dropped: one task forwards them into the command queue.
+    let (system, mut system_rx) = mpsc::unbounded_channel::<(&'static str, Vec<u8>)>();
+    let forwarder = {
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            while let Some((wire_name, payload)) = system_rx.recv().await {
+                let target = crate::proto::frame::Target::name(super::SYSTEM_TARGET);
+                if commands.send(Command::Tell { target, wire_name, payload }).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let Connection { send: mut sink, recv: mut source, remote_addr, .. } = conn;
 
@@ -151,6 +168,7 @@ pub(crate) async fn run(
                     let handle = ConnHandle {
                         id: conn_id,
                         commands: commands.clone(),
+                        system: system.clone(),
                         dialer,
                         incarnation: peer.incarnation,
                         registered_at: tokio::time::Instant::now(),
@@ -317,6 +335,7 @@ pub(crate) async fn run(
     }
     drop(write_tx);
     dispatcher.abort();
+    forwarder.abort();
     for (_, tx) in pending.drain() {
         let _ = tx.send(Err(RemoteError::NodeDown));
     }

@@ -152,9 +152,10 @@ impl NodeBuilder {
         self
     }
 
-    /// The largest frame accepted from peers (default 1 MiB, at most 16 MiB).
+    /// The largest frame accepted from peers (default 1 MiB; at least
+    /// 64 KiB, which membership and registry frames need; at most 16 MiB).
     pub fn max_frame(mut self, bytes: u32) -> Self {
-        self.session.max_frame = bytes;
+        self.session.max_frame = bytes.clamp(64 * 1024, 16 * 1024 * 1024);
         self
     }
 
@@ -514,7 +515,7 @@ impl Node {
     /// Cluster events: first a [`ClusterEvent::MemberUp`] per member in the
     /// view now, then every change.
     pub fn subscribe(&self) -> Subscription {
-        self.inner.cluster.subscribe()
+        self.inner.cluster.subscribe(self.inner.shutdown.subscribe())
     }
 
     /// Traffic of the membership protocol on this node so far.
@@ -656,20 +657,21 @@ impl Node {
     /// accepting new ones, and shuts the actor system down.
     pub async fn shutdown(&self) {
         // Leave the cluster first: members hear it at once (not after the
-        // failure-detection budget) and report `MemberLeft`.
+        // failure-detection budget) and report `MemberLeft`. The notice goes
+        // to every peer without waiting, then SWIM leaves (right after, so
+        // that no reply can make it rejoin under a new generation first).
         if let Ok(leaving) = crate::codec::encode(&self.inner.cluster_identity()) {
-            let peers: Vec<_> = self.inner.lock_peers().values().map(|h| h.commands.clone()).collect();
-            for commands in peers {
+            for handle in self.inner.lock_peers().values() {
                 let cmd = endpoint::Command::Tell {
                     target: Target::name(SYSTEM_TARGET),
                     wire_name: cluster::LEAVING,
                     payload: leaving.clone(),
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(1), commands.send(cmd)).await;
+                let _ = handle.commands.try_send(cmd);
             }
         }
         let (done, left) = oneshot::channel();
-        if self.inner.cluster.inputs.send(cluster::Input::Leave(done)).await.is_ok() {
+        if self.inner.cluster.inputs.try_send(cluster::Input::Leave(done)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(1), left).await;
         }
         let _ = self.inner.shutdown.send(true);
@@ -704,6 +706,7 @@ impl ConnHandle {
         ConnHandle {
             id: self.id,
             commands: self.commands.clone(),
+            system: self.system.clone(),
             dialer: self.dialer.clone(),
             incarnation: self.incarnation,
             registered_at: self.registered_at,
@@ -726,6 +729,10 @@ impl NodeInner {
     pub(crate) fn system_tell(&self, peer: &str, run: u64, wire_name: &str, payload: Vec<u8>) {
         match wire_name {
             cluster::GOSSIP => {
+                if payload.len() > cluster::MAX_PACKET {
+                    tracing::warn!(node = %self.id, %peer, len = payload.len(), "oversized gossip packet; ignored");
+                    return;
+                }
                 // A peer speaks for itself only: the packet's sender must be
                 // the node this connection authenticated.
                 if !cluster::sent_by(&payload, peer) {
@@ -829,7 +836,7 @@ impl NodeInner {
     /// Membership saw run `run` of `id` go (down, left, or replaced by a
     /// newer run): close its connection, forget its registry entries.
     pub(crate) fn member_gone(&self, id: &str, run: u64) {
-        self.registry_purge(id, None);
+        self.registry_purge_run(id, run);
         self.held_gossip.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let conn = self.lock_peers().get(id).filter(|h| h.incarnation == run).map(|h| h.commands.clone());
         if let Some(commands) = conn {
@@ -842,9 +849,9 @@ impl NodeInner {
     /// Membership saw `member` come up: connect to it, and send it this
     /// node's registry entries if connected already.
     pub(crate) fn member_up(self: &Arc<Self>, member: &cluster::Ident) {
-        self.registry_purge(&member.id, Some(member.run));
+        self.registry_purge_other_runs(&member.id, member.run);
         match self.connection_to(&member.id, member.run) {
-            Some(handle) => self.send_registry(&handle.commands),
+            Some(handle) => self.send_registry(&handle.system),
             None => self.ensure_connection(&member.id, &member.addr),
         }
     }
@@ -881,15 +888,16 @@ impl NodeInner {
             });
         }
         let (conn_id, incarnation, commands) = (handle.id, handle.incarnation, handle.commands.clone());
+        let system = handle.system.clone();
         peers.insert(peer.to_owned(), handle);
         drop(peers);
         // The peer gets a copy of this node's registry entries first thing,
         // then the membership packets held for it.
-        self.send_registry(&commands);
+        self.send_registry(&system);
         let held = self.held_gossip.lock().unwrap_or_else(|p| p.into_inner()).remove(peer);
         for packet in held.into_iter().flatten() {
             self.cluster.count(true, packet.len());
-            registry::send_system(&commands, cluster::GOSSIP, packet);
+            let _ = system.send((cluster::GOSSIP, packet));
         }
         let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer.to_owned(), incarnation));
         if let Some(orphans) = orphans {

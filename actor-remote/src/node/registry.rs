@@ -19,9 +19,7 @@ use actor_core::{Actor, ActorRef, Message, SendError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::endpoint::Command;
-use super::{ClusterEvent, Node, NodeError, NodeInner, RemoteActor, SYSTEM_TARGET};
-use crate::proto::frame::Target;
+use super::{ClusterEvent, Node, NodeError, NodeInner, RemoteActor};
 
 /// Wire name of registry updates (payload: [`Op`]).
 pub(crate) const REGISTRY: &str = "footlight.Registry";
@@ -30,8 +28,11 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Entries one node may hold in the registry (names and group memberships
 /// together); past this, a peer's further entries are ignored and logged.
 pub const MAX_ENTRIES_PER_NODE: usize = 100_000;
-/// Entries per registry frame when a node sends all of its own.
-const SYNC_CHUNK: usize = 512;
+/// The longest type name an entry may carry.
+pub(crate) const MAX_TYPE_NAME_LEN: usize = 512;
+/// Bytes per registry frame (about) when a node sends all of its own:
+/// well under the smallest frame limit a node accepts (64 KiB).
+const SYNC_CHUNK_BYTES: usize = 32 * 1024;
 
 /// One of a node's own registrations, as it travels (node and run are those
 /// of the connection it arrives on).
@@ -42,6 +43,40 @@ pub(crate) struct Reg {
     id: u64,
     type_name: String,
 }
+
+impl Reg {
+    /// A name of 1 to [`MAX_NAME_LEN`] bytes and a type name of at most
+    /// [`MAX_TYPE_NAME_LEN`] bytes.
+    fn is_valid(&self) -> bool {
+        !self.name.is_empty() && self.name.len() <= MAX_NAME_LEN && self.type_name.len() <= MAX_TYPE_NAME_LEN
+    }
+
+    /// About what it takes encoded.
+    fn size(&self) -> usize {
+        self.name.len() + self.type_name.len() + 32
+    }
+}
+
+/// Splits entries into frames of at most about [`SYNC_CHUNK_BYTES`].
+fn chunks(regs: Vec<Reg>) -> Vec<Vec<Reg>> {
+    let mut out: Vec<Vec<Reg>> = Vec::new();
+    let mut size = 0;
+    for reg in regs {
+        if out.is_empty() || size + reg.size() > SYNC_CHUNK_BYTES {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += reg.size();
+        if let Some(last) = out.last_mut() {
+            last.push(reg);
+        }
+    }
+    out
+}
+
+/// A connection's ordered channel for node messages (registry updates,
+/// held gossip): sent in order, never dropped for lack of room.
+pub(crate) type SystemSender = mpsc::UnboundedSender<(&'static str, Vec<u8>)>;
 
 /// A registry update from a node about its own entries.
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,57 +107,80 @@ impl Entry {
     }
 }
 
+/// Identifies an entry: table (groups or names), name, node, run, handle.
+type Key = (bool, String, String, u64, u64);
+
+fn key_of(groups: bool, e: &Entry) -> Key {
+    (groups, e.reg.name.clone(), e.node.clone(), e.run, e.reg.id)
+}
+
 #[derive(Default)]
 struct Tables {
     names: HashMap<String, Vec<Entry>>,
     groups: HashMap<String, Vec<Entry>>,
+    /// Every entry's key, so adding one is O(1) however long its list is.
+    keys: std::collections::HashSet<Key>,
     per_node: HashMap<String, usize>,
 }
 
 impl Tables {
+    /// Adds `entry`; false if its node holds too many entries already.
     fn add(&mut self, groups: bool, entry: Entry) -> bool {
+        let key = key_of(groups, &entry);
+        if self.keys.contains(&key) {
+            return true;
+        }
         let count = self.per_node.entry(entry.node.clone()).or_default();
         if *count >= MAX_ENTRIES_PER_NODE {
             return false;
         }
-        let table = if groups { &mut self.groups } else { &mut self.names };
-        let list = table.entry(entry.reg.name.clone()).or_default();
-        if list.iter().any(|e| e.key() == entry.key()) {
-            return true;
-        }
-        list.push(entry);
         *count += 1;
+        self.keys.insert(key);
+        let table = if groups { &mut self.groups } else { &mut self.names };
+        table.entry(entry.reg.name.clone()).or_default().push(entry);
         true
     }
 
-    fn remove(&mut self, groups: bool, name: &str, node: &str, id: u64) {
-        let table = if groups { &mut self.groups } else { &mut self.names };
-        if let Some(list) = table.get_mut(name) {
-            let before = list.len();
-            list.retain(|e| !(e.node == node && e.reg.id == id));
-            let removed = before - list.len();
-            if list.is_empty() {
-                table.remove(name);
-            }
-            if let Some(n) = self.per_node.get_mut(node) {
-                *n = n.saturating_sub(removed);
-            }
-        }
+    fn contains(&self, groups: bool, entry: &Entry) -> bool {
+        self.keys.contains(&key_of(groups, entry))
     }
 
-    /// Drops the entries of `node` (of any run but `keep`).
-    fn purge(&mut self, node: &str, keep: Option<u64>) {
-        let mut removed = 0;
-        for table in [&mut self.names, &mut self.groups] {
-            table.retain(|_, list| {
-                let before = list.len();
-                list.retain(|e| e.node != node || Some(e.run) == keep);
-                removed += before - list.len();
+    /// Removes the entries of `node`'s actor `id` under `name`.
+    fn remove(&mut self, groups: bool, name: &str, node: &str, id: u64) {
+        self.remove_where(Some((groups, name)), |e| e.node == node && e.reg.id == id);
+    }
+
+    /// Removes every entry of `node` for which `pick(run)` holds.
+    fn purge(&mut self, node: &str, pick: impl Fn(u64) -> bool) {
+        self.remove_where(None, |e| e.node == node && pick(e.run));
+    }
+
+    /// Removes the entries `pick` selects, in one list or in all.
+    fn remove_where(&mut self, only: Option<(bool, &str)>, pick: impl Fn(&Entry) -> bool) {
+        let mut removed: Vec<Key> = Vec::new();
+        for (groups, table) in [(false, &mut self.names), (true, &mut self.groups)] {
+            if only.is_some_and(|(g, _)| g != groups) {
+                continue;
+            }
+            table.retain(|name, list| {
+                if only.is_some_and(|(_, n)| n != name) {
+                    return true;
+                }
+                list.retain(|e| {
+                    let gone = pick(e);
+                    if gone {
+                        removed.push(key_of(groups, e));
+                    }
+                    !gone
+                });
                 !list.is_empty()
             });
         }
-        if let Some(n) = self.per_node.get_mut(node) {
-            *n = n.saturating_sub(removed);
+        for key in removed {
+            if let Some(n) = self.per_node.get_mut(&key.2) {
+                *n = n.saturating_sub(1);
+            }
+            self.keys.remove(&key);
         }
     }
 }
@@ -174,37 +232,38 @@ impl NodeInner {
             .cloned()
     }
 
-    /// Sends a registry update to every connected peer.
-    fn publish(&self, op: &Op) {
+    /// Sends a registry update to every connected peer. Called with the
+    /// registry locked (`_tables`), so that updates reach each peer in the
+    /// order they were made, and after the full copy of a new connection.
+    fn publish(&self, _tables: &Tables, op: &Op) {
         let Ok(payload) = crate::codec::encode(op) else { return };
-        let peers: Vec<mpsc::Sender<Command>> = self.lock_peers().values().map(|h| h.commands.clone()).collect();
-        for commands in peers {
-            send_system(&commands, REGISTRY, payload.clone());
+        for handle in self.lock_peers().values() {
+            let _ = handle.system.send((REGISTRY, payload.clone()));
         }
     }
 
-    /// Sends all of this node's own entries through `commands`.
-    pub(crate) fn send_registry(&self, commands: &mpsc::Sender<Command>) {
-        let (names, groups) = {
-            let tables = self.registry.lock();
-            let mine = |table: &HashMap<String, Vec<Entry>>| -> Vec<Reg> {
-                table
-                    .values()
-                    .flatten()
-                    .filter(|e| e.node == self.id && e.run == self.incarnation)
-                    .map(|e| e.reg.clone())
-                    .collect()
-            };
-            (mine(&tables.names), mine(&tables.groups))
+    /// Sends all of this node's own entries through `system` (a
+    /// connection's ordered channel for node messages).
+    pub(crate) fn send_registry(&self, system: &SystemSender) {
+        let tables = self.registry.lock();
+        let mine = |table: &HashMap<String, Vec<Entry>>| -> Vec<Reg> {
+            table
+                .values()
+                .flatten()
+                .filter(|e| e.node == self.id && e.run == self.incarnation)
+                .map(|e| e.reg.clone())
+                .collect()
         };
+        let (names, groups) = (mine(&tables.names), mine(&tables.groups));
         let mut ops = vec![Op::Reset];
-        ops.extend(names.chunks(SYNC_CHUNK).map(|c| Op::Names(c.to_vec())));
-        ops.extend(groups.chunks(SYNC_CHUNK).map(|c| Op::Groups(c.to_vec())));
+        ops.extend(chunks(names).into_iter().map(Op::Names));
+        ops.extend(chunks(groups).into_iter().map(Op::Groups));
         for op in ops {
             if let Ok(payload) = crate::codec::encode(&op) {
-                send_system(commands, REGISTRY, payload);
+                let _ = system.send((REGISTRY, payload));
             }
         }
+        drop(tables);
     }
 
     /// A registry update from run `run` of `peer`.
@@ -218,53 +277,58 @@ impl NodeInner {
         };
         let entry = |reg: Reg| Entry { node: peer.to_owned(), run, reg };
         let mut lost = Vec::new();
-        {
-            let mut tables = self.registry.lock();
-            match op {
-                Op::Reset => tables.purge(peer, None),
-                Op::Names(regs) | Op::Groups(regs) if regs.iter().any(|r| r.name.len() > MAX_NAME_LEN) => {
-                    tracing::warn!(node = %self.id, %peer, "registry update with an over-long name; ignored");
-                }
-                Op::Names(regs) => {
-                    for reg in regs {
-                        let theirs = entry(reg);
-                        // Does a registration of ours lose to it?
-                        if let Some(list) = tables.names.get(&theirs.reg.name) {
-                            for mine in list.iter().filter(|e| e.node == self.id && wins(&theirs, e)) {
-                                lost.push(mine.clone());
-                            }
-                        }
-                        if !tables.add(false, theirs) {
-                            tracing::warn!(node = %self.id, %peer, "peer holds too many registry entries; ignored");
-                            break;
+        let mut tables = self.registry.lock();
+        match op {
+            Op::Reset => tables.purge(peer, |_| true),
+            Op::Names(regs) | Op::Groups(regs) if !regs.iter().all(Reg::is_valid) => {
+                tracing::warn!(node = %self.id, %peer, "registry update with an empty or over-long name; ignored");
+            }
+            Op::Names(regs) => {
+                for reg in regs {
+                    let theirs = entry(reg);
+                    // Does a registration of ours lose to it?
+                    if let Some(list) = tables.names.get(&theirs.reg.name) {
+                        for mine in list.iter().filter(|e| e.node == self.id && wins(&theirs, e)) {
+                            lost.push(mine.clone());
                         }
                     }
-                }
-                Op::Groups(regs) => {
-                    for reg in regs {
-                        if !tables.add(true, entry(reg)) {
-                            tracing::warn!(node = %self.id, %peer, "peer holds too many registry entries; ignored");
-                            break;
-                        }
+                    if !tables.add(false, theirs) {
+                        tracing::warn!(node = %self.id, %peer, "peer holds too many registry entries; ignored");
+                        break;
                     }
                 }
-                Op::Unname { name, id } => tables.remove(false, &name, peer, id),
-                Op::Ungroup { group, id } => tables.remove(true, &group, peer, id),
             }
-            for mine in &lost {
-                tables.remove(false, &mine.reg.name, &self.id, mine.reg.id);
+            Op::Groups(regs) => {
+                for reg in regs {
+                    if !tables.add(true, entry(reg)) {
+                        tracing::warn!(node = %self.id, %peer, "peer holds too many registry entries; ignored");
+                        break;
+                    }
+                }
             }
+            Op::Unname { name, id } => tables.remove(false, &name, peer, id),
+            Op::Ungroup { group, id } => tables.remove(true, &group, peer, id),
         }
+        for mine in &lost {
+            tables.remove(false, &mine.reg.name, &self.id, mine.reg.id);
+            self.publish(&tables, &Op::Unname { name: mine.reg.name.clone(), id: mine.reg.id });
+        }
+        drop(tables);
         for mine in lost {
             tracing::warn!(node = %self.id, name = %mine.reg.name, winner = %peer, "name lost to another node's registration");
-            self.publish(&Op::Unname { name: mine.reg.name.clone(), id: mine.reg.id });
             self.cluster.emit(ClusterEvent::NameLost { name: mine.reg.name, winner: peer.to_owned() });
         }
     }
 
-    /// Forgets the entries of run `run` of `node` (down, left, replaced).
-    pub(crate) fn registry_purge(&self, node: &str, keep: Option<u64>) {
-        self.registry.lock().purge(node, keep);
+    /// Forgets the entries of run `run` of `node` (it went down or left).
+    pub(crate) fn registry_purge_run(&self, node: &str, run: u64) {
+        self.registry.lock().purge(node, |r| r == run);
+    }
+
+    /// Forgets the entries of `node` from runs other than `run` (a newer run
+    /// of it came up).
+    pub(crate) fn registry_purge_other_runs(&self, node: &str, run: u64) {
+        self.registry.lock().purge(node, |r| r != run);
     }
 
     /// Registers a local actor's handle in `table`, and forgets it (here and
@@ -290,8 +354,7 @@ impl NodeInner {
         let entry = Entry { node: self.id.clone(), run: self.incarnation, reg: reg.clone() };
         {
             let mut tables = self.registry.lock();
-            let table = if groups { &tables.groups } else { &tables.names };
-            if table.get(name).is_some_and(|list| list.iter().any(|e| e.key() == entry.key())) {
+            if tables.contains(groups, &entry) {
                 // Already there (say, a restarted actor joining again).
                 return Ok(());
             }
@@ -310,8 +373,8 @@ impl NodeInner {
             if !tables.add(groups, entry) {
                 return Err(NodeError::Refused("too many registry entries on this node".into()));
             }
+            self.publish(&tables, &if groups { Op::Groups(vec![reg]) } else { Op::Names(vec![reg]) });
         }
-        self.publish(&if groups { Op::Groups(vec![reg]) } else { Op::Names(vec![reg]) });
         let (node, name, actor, id) = (Arc::downgrade(self), name.to_owned(), actor.clone(), addr.id);
         tokio::spawn(async move {
             actor.wait_for_stop().await;
@@ -323,21 +386,20 @@ impl NodeInner {
     }
 
     fn remove_local(&self, groups: bool, name: &str, id: u64) {
-        let present = {
-            let mut tables = self.registry.lock();
-            let table = if groups { &tables.groups } else { &tables.names };
-            let present = table.get(name).is_some_and(|l| l.iter().any(|e| e.node == self.id && e.reg.id == id));
-            tables.remove(groups, name, &self.id, id);
-            present
-        };
+        let mut tables = self.registry.lock();
+        let table = if groups { &tables.groups } else { &tables.names };
+        let present = table.get(name).is_some_and(|l| l.iter().any(|e| e.node == self.id && e.reg.id == id));
         if present {
+            tables.remove(groups, name, &self.id, id);
             let name = name.to_owned();
-            self.publish(&if groups { Op::Ungroup { group: name, id } } else { Op::Unname { name, id } });
+            self.publish(&tables, &if groups { Op::Ungroup { group: name, id } } else { Op::Unname { name, id } });
         }
     }
 
     /// A ref to the actor behind `entry`, if it is an `A` and reachable.
-    async fn entry_ref<A: Actor>(self: &Arc<Self>, entry: &Entry) -> Option<ActorRef<A>> {
+    /// If its node is a member not connected right now, waits briefly for
+    /// the connection when `wait` (else gives none).
+    async fn entry_ref<A: Actor>(self: &Arc<Self>, entry: &Entry, wait: bool) -> Option<ActorRef<A>> {
         if entry.reg.type_name != std::any::type_name::<A>() {
             return None;
         }
@@ -347,7 +409,8 @@ impl NodeInner {
         }
         let handle = match self.connection_to(&entry.node, entry.run) {
             Some(h) => h,
-            None => self.await_connection_to(&entry.node, entry.run).await?,
+            None if wait => self.await_connection_to(&entry.node, entry.run).await?,
+            None => return None,
         };
         Some(self.remote_ref::<A>(&entry.node, &handle, &entry.reg.name, entry.reg.id))
     }
@@ -365,19 +428,7 @@ impl NodeInner {
                 actual: winner.reg.type_name,
             });
         }
-        Ok(self.entry_ref::<A>(&winner).await)
-    }
-}
-
-/// Queues a system tell (membership, registry) on a connection, without
-/// waiting: if its queue is full, a task waits for room.
-pub(crate) fn send_system(commands: &mpsc::Sender<Command>, wire_name: &'static str, payload: Vec<u8>) {
-    let cmd = Command::Tell { target: Target::name(SYSTEM_TARGET), wire_name, payload };
-    if let Err(mpsc::error::TrySendError::Full(cmd)) = commands.try_send(cmd) {
-        let commands = commands.clone();
-        tokio::spawn(async move {
-            let _ = commands.send(cmd).await;
-        });
+        Ok(self.entry_ref::<A>(&winner, true).await)
     }
 }
 
@@ -440,7 +491,7 @@ impl Node {
         entries.sort_by(|a, b| a.node.cmp(&b.node));
         let mut refs = Vec::with_capacity(entries.len());
         for entry in &entries {
-            if let Some(actor) = self.inner.entry_ref::<A>(entry).await {
+            if let Some(actor) = self.inner.entry_ref::<A>(entry, false).await {
                 refs.push(actor);
             }
         }
