@@ -1,0 +1,169 @@
+//! The cluster on real separate hosts: three `kv` example nodes, each in its
+//! own Linux network namespace on a virtual switch, over QUIC with mutual
+//! TLS, made by `../shared/tools/netns-cluster.sh`. A short isolation of one
+//! host causes no down; a SIGKILLed host is declared down by both survivors
+//! within the 5 s budget.
+//!
+//! Needs root and the tool: where either is missing, the test says so and
+//! does nothing else.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BUDGET: Duration = Duration::from_secs(5);
+
+fn tool() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/netns-cluster.sh");
+    path.exists().then_some(path)
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples").join(name)
+}
+
+/// A throw-away namespace cluster, removed (with its processes) on drop.
+struct Hosts {
+    tool: PathBuf,
+    prefix: String,
+}
+
+impl Hosts {
+    fn run(&self, args: &[&str]) -> bool {
+        Command::new(&self.tool)
+            .arg("-p")
+            .arg(&self.prefix)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        self.run(&["down"]);
+    }
+}
+
+/// A node's stderr lines (its cluster events).
+struct Host {
+    _process: Child,
+    lines: mpsc::Receiver<String>,
+    /// Lines received so far, from the last mark on.
+    seen: std::cell::RefCell<Vec<String>>,
+}
+
+impl Host {
+    fn start(hosts: &Hosts, i: usize, ca_dir: &Path) -> Host {
+        let kv = example("kv");
+        let mut process = Command::new(&hosts.tool)
+            .args(["-p", &hosts.prefix, "exec", &i.to_string()])
+            .arg(kv)
+            .args(["--node", &format!("n{i}"), "--listen", &format!("10.77.0.{i}:7000")])
+            .args(["--seeds", "10.77.0.1:7000", "--dev-ca-dir"])
+            .arg(ca_dir)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = process.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Host { _process: process, lines, seen: std::cell::RefCell::new(Vec::new()) }
+    }
+
+    /// Whether a line holding `text` came since the last [`mark`](Self::mark),
+    /// waiting up to `within` for it.
+    fn saw(&self, text: &str, within: Duration) -> bool {
+        if self.seen.borrow().iter().any(|l| l.contains(text)) {
+            return true;
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(text);
+                    self.seen.borrow_mut().push(line);
+                    if found {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Forgets the lines received so far.
+    fn mark(&self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.borrow_mut().push(line);
+        }
+        self.seen.borrow_mut().clear();
+    }
+}
+
+#[test]
+fn separate_hosts_short_isolation_no_down_killed_host_down_within_budget() {
+    let (Some(tool), true) = (tool(), is_root()) else {
+        eprintln!("skipped: needs root and ../shared/tools/netns-cluster.sh");
+        return;
+    };
+    let kv = example("kv");
+    assert!(kv.exists(), "the kv example is built before integration tests: {}", kv.display());
+    let hosts = Hosts { tool, prefix: format!("fl{}", std::process::id() % 1_000_000) };
+    if !hosts.run(&["up", "3"]) {
+        eprintln!("skipped: network namespaces cannot be made here");
+        return;
+    }
+    let ca_dir = std::env::temp_dir().join(format!("footlight-netns-{}", std::process::id()));
+    let nodes: Vec<Host> = (1..=3).map(|i| Host::start(&hosts, i, &ca_dir)).collect();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in (1..=3).filter(|j| *j != i + 1) {
+            assert!(node.saw(&format!("member up: n{j}"), Duration::from_secs(30)), "n{} never saw n{j}", i + 1);
+        }
+    }
+
+    // A pulled cable for one second: suspicion may come, down must not.
+    for node in &nodes {
+        node.mark();
+    }
+    assert!(hosts.run(&["isolate", "3"]));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(hosts.run(&["rejoin", "3"]));
+    for node in &nodes[..2] {
+        assert!(!node.saw("member down", BUDGET + Duration::from_secs(2)), "a short isolation caused a down");
+    }
+
+    // kill -9 of every process on host 3.
+    for node in &nodes {
+        node.mark();
+    }
+    assert!(hosts.run(&["kill", "3"]));
+    let killed = Instant::now();
+    for (i, node) in nodes[..2].iter().enumerate() {
+        assert!(node.saw("member down: n3", BUDGET), "n{} did not declare n3 down within {BUDGET:?}", i + 1);
+    }
+    eprintln!("kill -> both survivors report down: {:?}", killed.elapsed());
+    drop(nodes);
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(ca_dir);
+}
