@@ -36,7 +36,11 @@ where
 
 /// Encodes a value as named MessagePack.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    rmp_serde::to_vec_named(value).map_err(|e| CodecError(e.to_string()))
+    // Room for a small message up front: one allocation, not one per
+    // doubling (this runs for every remote message).
+    let mut bytes = Vec::with_capacity(64);
+    rmp_serde::encode::write_named(&mut bytes, value).map_err(|e| CodecError(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// Decodes a value from MessagePack.
