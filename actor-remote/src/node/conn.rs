@@ -128,6 +128,7 @@ pub(crate) async fn run(
     ));
 
     let mut in_flight = 0usize;
+    let mut batch: Vec<Command> = Vec::with_capacity(COMMAND_BATCH);
     let mut pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>> = HashMap::new();
     let mut stalled: VecDeque<Command> = VecDeque::new();
     // An inbound message waiting for room in the dispatcher's queue. While
@@ -284,25 +285,25 @@ pub(crate) async fn run(
                 (Ok(permit), Some(item)) => permit.send(item),
                 _ => session.close(now(), CloseCode::Normal, "node stopping"),
             },
-            cmd = command_rx.recv(), if stalled.is_empty() && !session.is_closed() => match cmd {
-                Some(Command::Close) | None => session.close(now(), CloseCode::Normal, "shutting down"),
-                Some(cmd) => {
-                    // Take what else is queued too, so frames leave in batches.
-                    let mut next = Some(cmd);
-                    let mut taken = 0;
-                    while let Some(cmd) = next.take() {
-                        if matches!(cmd, Command::Close) {
-                            session.close(now(), CloseCode::Normal, "shutting down");
-                            break;
-                        }
-                        if let Some(cmd) = submit(&mut session, cmd, &mut pending) {
-                            stalled.push_back(cmd);
-                            break;
-                        }
-                        taken += 1;
-                        if taken < COMMAND_BATCH {
-                            next = command_rx.try_recv().ok();
-                        }
+            taken = command_rx.recv_many(&mut batch, COMMAND_BATCH), if stalled.is_empty() && !session.is_closed() => {
+                if taken == 0 {
+                    // Every sender is gone.
+                    session.close(now(), CloseCode::Normal, "shutting down");
+                }
+                // Everything queued at once (one release of queue room for
+                // the lot), so frames leave in batches.
+                let mut cmds = batch.drain(..);
+                while let Some(cmd) = cmds.next() {
+                    if matches!(cmd, Command::Close) {
+                        session.close(now(), CloseCode::Normal, "shutting down");
+                        // What follows is failed below, as the session is closed.
+                        stalled.extend(cmds);
+                        break;
+                    }
+                    if let Some(cmd) = submit(&mut session, cmd, &mut pending) {
+                        stalled.push_back(cmd);
+                        stalled.extend(cmds);
+                        break;
                     }
                 }
             },
