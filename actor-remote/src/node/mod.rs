@@ -653,8 +653,10 @@ impl Node {
         Err(NodeError::NotFound(name.to_owned()))
     }
 
-    /// Closes every connection (peers see an orderly close at once), stops
-    /// accepting new ones, and shuts the actor system down.
+    /// Leaves the cluster (members report [`ClusterEvent::MemberLeft`] at
+    /// once), closes every connection (peers see an orderly close), stops
+    /// accepting new ones and frees the listen address, and shuts the actor
+    /// system down. Subscriptions end.
     pub async fn shutdown(&self) {
         // Leave the cluster first: members hear it at once (not after the
         // failure-detection budget) and report `MemberLeft`. The notice goes
