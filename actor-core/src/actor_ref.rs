@@ -175,9 +175,9 @@ impl<A: Actor> ActorRef<A> {
 async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), SendError<M>> {
     if let Some(remote) = &inner.remote {
         // A remote actor known to have ended: fail here, as a local one would.
-        return match inner.cell.exit_reason() {
-            Some(ExitReason::NodeDown) => Err(SendError::NodeDown(msg)),
-            Some(_) => Err(SendError::Closed(msg)),
+        return match remote_end(&inner.cell) {
+            Some(RemoteEnd::NodeDown) => Err(SendError::NodeDown(msg)),
+            Some(RemoteEnd::Stopped) => Err(SendError::Closed(msg)),
             None => remote_tell(remote, msg).await,
         };
     }
@@ -190,9 +190,9 @@ async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Re
 
 fn try_send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), TrySendError<M>> {
     if let Some(remote) = &inner.remote {
-        return match inner.cell.exit_reason() {
-            Some(ExitReason::NodeDown) => Err(TrySendError::NodeDown(msg)),
-            Some(_) => Err(TrySendError::Closed(msg)),
+        return match remote_end(&inner.cell) {
+            Some(RemoteEnd::NodeDown) => Err(TrySendError::NodeDown(msg)),
+            Some(RemoteEnd::Stopped) => Err(TrySendError::Closed(msg)),
             None => remote_try_tell(remote, msg),
         };
     }
@@ -212,9 +212,9 @@ async fn send_ask<A: Handler<M>, M: Message>(
     timeout: Duration,
 ) -> Result<M::Reply, AskError<M>> {
     if let Some(remote) = &inner.remote {
-        return match inner.cell.exit_reason() {
-            Some(ExitReason::NodeDown) => Err(AskError::NodeDown),
-            Some(_) => Err(AskError::Closed(msg)),
+        return match remote_end(&inner.cell) {
+            Some(RemoteEnd::NodeDown) => Err(AskError::NodeDown),
+            Some(RemoteEnd::Stopped) => Err(AskError::Closed(msg)),
             None => remote_ask(remote, msg, timeout).await,
         };
     }
@@ -234,6 +234,24 @@ async fn send_ask<A: Handler<M>, M: Message>(
         Ok(Ok(out)) => Ok(out),
         Ok(Err(_)) => Err(AskError::NoReply),
         Err(_) => Err(AskError::Timeout),
+    }
+}
+
+/// How a remote actor is known to have ended.
+enum RemoteEnd {
+    NodeDown,
+    Stopped,
+}
+
+/// Whether the stand-in `cell` was told its remote actor ended: one atomic
+/// load per message while it has not.
+fn remote_end(cell: &ActorCell) -> Option<RemoteEnd> {
+    if !cell.gate.is_closed() {
+        return None;
+    }
+    match cell.exit_reason() {
+        Some(ExitReason::NodeDown) => Some(RemoteEnd::NodeDown),
+        _ => Some(RemoteEnd::Stopped),
     }
 }
 

@@ -224,6 +224,11 @@ impl Gate {
         self.capacity != usize::MAX
     }
 
+    /// Whether the gate was closed (the actor has ended).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Reserves a slot if one is free now.
     pub(crate) fn try_acquire(&self) -> Result<(), Refusal> {
         if self.closed.load(Ordering::Acquire) {

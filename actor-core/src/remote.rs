@@ -236,6 +236,9 @@ impl RemoteHandle {
     /// from the endpoint.
     pub fn terminate(&self, reason: ExitReason) {
         if let Some(remains) = self.cell.finish(reason.clone()) {
+            // Senders through the stand-in check the gate (an atomic), not
+            // the exit reason (a lock), on every message.
+            self.cell.gate.close();
             crate::runtime::notify_death(&self.cell, &remains, reason);
             self.cell.notify_exited();
         }

@@ -100,27 +100,6 @@ impl Route {
         next.commands.send(cmd).await.map_err(|_| RemoteError::NodeDown)
     }
 
-    /// Queues `cmd` now if there is room, else from a task that waits for
-    /// room (keeping the order of what follows only if nothing else is
-    /// queued meanwhile: for rare control requests).
-    pub(crate) fn try_send_cmd(&self, cmd: Command) -> Result<(), RemoteError> {
-        let sent = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
-        match sent {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(cmd)) => {
-                let commands = self.current();
-                tokio::spawn(async move {
-                    let _ = commands.send(cmd).await;
-                });
-                Err(RemoteError::Full)
-            }
-            Err(mpsc::error::TrySendError::Closed(cmd)) => match self.reroute() {
-                Some(next) => next.try_send(cmd).map_err(|_| RemoteError::NodeDown),
-                None => Err(RemoteError::NodeDown),
-            },
-        }
-    }
-
     /// Queues a command if there is room now; gives it back if not.
     #[allow(clippy::result_large_err)] // the command comes back to be sent another way
     fn try_send(&self, cmd: Command) -> Result<(), (RemoteError, Command)> {
@@ -202,8 +181,11 @@ impl RemoteEndpoint for PeerEndpoint {
         let cmd = Command::Tell { target, wire_name: super::STOP, payload };
         // Behind what this ref already queued; the request is small, so wait
         // for room in a task rather than drop it.
-        if let Err(RemoteError::Full) = self.route.try_send_cmd(cmd) {
-            tracing::debug!(actor = %self.label, "outbound queue full; stop request sent from a task");
+        if let Err((RemoteError::Full, cmd)) = self.route.try_send(cmd) {
+            let commands = self.route.current();
+            tokio::spawn(async move {
+                let _ = commands.send(cmd).await;
+            });
         }
     }
 }
