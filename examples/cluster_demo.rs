@@ -35,7 +35,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use footlight::{ClusterEvent, Node};
+use footlight::ClusterEvent;
 
 const WORKERS: usize = 4;
 const JOB_MILLIS: u64 = 5;
@@ -191,19 +191,6 @@ impl Drop for ChildNode {
     }
 }
 
-async fn wait_members(node: &Node, n: usize, within: Duration) -> Result<(), String> {
-    let mut events = node.subscribe();
-    let wait = async {
-        while node.members().len() != n {
-            events.recv().await;
-        }
-    };
-    tokio::time::timeout(within, wait).await.map_err(|_| {
-        let ids: Vec<String> = node.members().into_iter().map(|m| m.id).collect();
-        format!("expected {n} members within {within:?}, {} sees {ids:?}", node.id())
-    })
-}
-
 fn ms(d: Duration) -> String {
     if d < Duration::from_millis(10) {
         format!("{:.2} ms", d.as_secs_f64() * 1e3)
@@ -241,7 +228,7 @@ async fn demo() -> Result<(), String> {
     let forming = Instant::now();
     let n2 = tokio::task::block_in_place(|| ChildNode::spawn("n2", n1.addr(), &ca_dir))?;
     let n3 = tokio::task::block_in_place(|| ChildNode::spawn("n3", n1.addr(), &ca_dir))?;
-    wait_members(&n1, 3, Duration::from_secs(20)).await?;
+    common::wait_for_members(&n1, 3, Duration::from_secs(20)).await?;
     let formed = forming.elapsed();
     check(app::wait_for_workers(&n1, 3 * WORKERS, Duration::from_secs(10)).await, "the worker group did not fill")?;
     println!(
@@ -316,7 +303,7 @@ async fn demo() -> Result<(), String> {
     // 4. n3 comes back.
     let rejoining = Instant::now();
     let n3 = tokio::task::block_in_place(|| ChildNode::spawn("n3", n1.addr(), &ca_dir))?;
-    wait_members(&n1, 3, Duration::from_secs(20)).await?;
+    common::wait_for_members(&n1, 3, Duration::from_secs(20)).await?;
     let rejoined = rejoining.elapsed();
     let new_run = n1.members().into_iter().find(|m| m.id == "n3").map(|m| m.incarnation);
     check(new_run.is_some() && new_run != n3_run, "n3 came back with its old incarnation")?;

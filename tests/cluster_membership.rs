@@ -9,17 +9,16 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+mod support;
+
 use footlight::remote::Subscription;
 use footlight::remote::transport::mem::MemoryNetwork;
 use footlight::{ClusterEvent, Node};
+use support::start;
 use tokio::time::Instant;
 
 /// The failure-detection budget the defaults promise.
 const BUDGET: Duration = Duration::from_secs(5);
-
-async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Node {
-    Node::builder(id).transport(net.transport()).listen(id).seeds(seeds.iter().copied()).start().await.unwrap()
-}
 
 fn ids(node: &Node) -> BTreeSet<String> {
     node.members().into_iter().map(|m| m.id).collect()

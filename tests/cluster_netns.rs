@@ -8,11 +8,13 @@
 //! does nothing else.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use support::{Lines, example};
 
 const BUDGET: Duration = Duration::from_secs(5);
 
@@ -23,11 +25,6 @@ fn tool() -> Option<PathBuf> {
 
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples").join(name)
 }
 
 /// A throw-away namespace cluster, removed (with its processes) on drop.
@@ -55,20 +52,17 @@ impl Drop for Hosts {
     }
 }
 
-/// A node's stderr lines (its cluster events).
+/// A node process on one host, and its stderr lines (its cluster events).
 struct Host {
     _process: Child,
-    lines: mpsc::Receiver<String>,
-    /// Lines received so far, from the last mark on.
-    seen: std::cell::RefCell<Vec<String>>,
+    lines: Lines,
 }
 
 impl Host {
     fn start(hosts: &Hosts, i: usize, ca_dir: &Path) -> Host {
-        let kv = example("kv");
         let mut process = Command::new(&hosts.tool)
             .args(["-p", &hosts.prefix, "exec", &i.to_string()])
-            .arg(kv)
+            .arg(example("kv"))
             .args(["--node", &format!("n{i}"), "--listen", &format!("10.77.0.{i}:7000")])
             .args(["--seeds", "10.77.0.1:7000", "--dev-ca-dir"])
             .arg(ca_dir)
@@ -78,46 +72,18 @@ impl Host {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = process.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Host { _process: process, lines, seen: std::cell::RefCell::new(Vec::new()) }
+        let lines = Lines::read(process.stderr.take().unwrap());
+        Host { _process: process, lines }
     }
 
-    /// Whether a line holding `text` came since the last [`mark`](Self::mark),
-    /// waiting up to `within` for it.
+    /// Whether a line holding `text` came since the last mark, waiting up
+    /// to `within` for it.
     fn saw(&self, text: &str, within: Duration) -> bool {
-        if self.seen.borrow().iter().any(|l| l.contains(text)) {
-            return true;
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(text);
-                    self.seen.borrow_mut().push(line);
-                    if found {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
+        self.lines.find(text, within).is_some()
     }
 
-    /// Forgets the lines received so far.
     fn mark(&self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.borrow_mut().push(line);
-        }
-        self.seen.borrow_mut().clear();
+        self.lines.mark();
     }
 }
 
@@ -127,8 +93,7 @@ fn separate_hosts_short_isolation_no_down_killed_host_down_within_budget() {
         eprintln!("skipped: needs root and ../shared/tools/netns-cluster.sh");
         return;
     };
-    let kv = example("kv");
-    assert!(kv.exists(), "the kv example is built before integration tests: {}", kv.display());
+    example("kv");
     let hosts = Hosts { tool, prefix: format!("fl{}", std::process::id() % 1_000_000) };
     if !hosts.run(&["up", "3"]) {
         eprintln!("skipped: network namespaces cannot be made here");

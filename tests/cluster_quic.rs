@@ -4,15 +4,16 @@
 //! a seed given as a DNS name (`localhost:port`) is resolved and joined.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use footlight::remote::transport::quic::Quic;
 use footlight::remote::transport::tls::{DevCa, Tls};
 use footlight::{ClusterEvent, Node};
+use support::Lines;
 
 /// Set in a child process: `id`, seed address and certificate directory,
 /// separated by `|`.
@@ -87,7 +88,7 @@ impl Drop for Certs {
 /// A child node process and its output lines.
 struct ChildNode {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    lines: Lines,
 }
 
 impl ChildNode {
@@ -100,30 +101,14 @@ impl ChildNode {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = Lines::read(child.stdout.take().unwrap());
         ChildNode { child, lines }
     }
 
-    /// The first line holding `prefix` (the test harness may print its own
-    /// words before ours on the line), from `prefix` on, within `within`.
+    /// The child's first line holding `prefix`, from `prefix` on, within
+    /// `within`.
     fn expect(&self, prefix: &str, within: Duration) -> String {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(prefix) => return line[line.find(prefix).unwrap_or(0)..].to_owned(),
-                Ok(_) => {}
-                Err(e) => panic!("no {prefix:?} line from the child: {e}"),
-            }
-        }
+        self.lines.find(prefix, within).unwrap_or_else(|| panic!("no {prefix:?} line from the child"))
     }
 }
 

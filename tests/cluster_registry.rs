@@ -6,13 +6,17 @@
 //! node's old run never reach its new one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
-use std::future::Future;
+mod support;
+
 use std::time::Duration;
 
 use footlight::prelude::*;
 use footlight::remote::transport::mem::MemoryNetwork;
 use footlight::{AskError, ClusterEvent, NodeError, SendError};
+use support::{cluster, eventually, start};
+
+/// How long (virtual time) a condition may take to hold.
+const WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Actor)]
 struct Counter {
@@ -46,51 +50,18 @@ impl RemoteActor for Counter {
     }
 }
 
-async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Node {
-    Node::builder(id).transport(net.transport()).listen(id).seeds(seeds.iter().copied()).start().await.unwrap()
-}
-
 fn counter(node: &Node) -> ActorRef<Counter> {
     node.system().spawn(Counter { node: node.id().to_owned(), hits: 0 })
-}
-
-async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Node> {
-    let mut nodes = vec![start(net, ids[0], &[]).await];
-    for id in &ids[1..] {
-        nodes.push(start(net, id, &[ids[0]]).await);
-    }
-    let all: BTreeSet<String> = ids.iter().map(|s| (*s).to_owned()).collect();
-    for node in &nodes {
-        eventually(|| async { node.members().into_iter().map(|m| m.id).collect::<BTreeSet<_>>() == all }).await;
-        // Connected to all, so registry copies have been exchanged.
-        eventually(|| async { node.peers().len() == ids.len() - 1 }).await;
-    }
-    nodes
-}
-
-/// Waits (virtual time, up to 20 s) until `check` holds, checking every
-/// 10 ms.
-async fn eventually<F, Fut>(check: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let wait = async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), wait).await.expect("condition not reached in time");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_registered_name_resolves_on_every_member() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
     let actor = counter(&nodes[1]);
     nodes[1].register("counter", &actor).unwrap();
     for node in &nodes {
-        eventually(|| async { node.lookup::<Counter>("counter").await.is_ok() }).await;
+        eventually(WAIT, || async { node.lookup::<Counter>("counter").await.is_ok() }).await;
         let found: ActorRef<Counter> = node.lookup("counter").await.unwrap();
         found.tell(Hit).await.unwrap();
         assert_eq!(found.ask(Who).await.unwrap().0, "b");
@@ -108,9 +79,9 @@ async fn a_registered_name_resolves_on_every_member() {
 #[tokio::test(start_paused = true)]
 async fn a_name_held_elsewhere_is_refused_and_bad_names_are_errors() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b"]).await;
+    let nodes = cluster(&net, &["a", "b"], WAIT).await;
     nodes[0].register("one", &counter(&nodes[0])).unwrap();
-    eventually(|| async { nodes[1].lookup::<Counter>("one").await.is_ok() }).await;
+    eventually(WAIT, || async { nodes[1].lookup::<Counter>("one").await.is_ok() }).await;
     match nodes[1].register("one", &counter(&nodes[1])) {
         Err(NodeError::NameTaken { name, node }) => assert_eq!((name.as_str(), node.as_str()), ("one", "a")),
         other => panic!("expected NameTaken, got {other:?}"),
@@ -129,21 +100,23 @@ async fn a_name_held_elsewhere_is_refused_and_bad_names_are_errors() {
 #[tokio::test(start_paused = true)]
 async fn names_vanish_with_their_actor_with_unregister_and_with_their_node() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
     // The actor stops.
     let first = counter(&nodes[1]);
     nodes[1].register("first", &first).unwrap();
-    eventually(|| async { nodes[0].lookup::<Counter>("first").await.is_ok() }).await;
+    eventually(WAIT, || async { nodes[0].lookup::<Counter>("first").await.is_ok() }).await;
     first.stop();
-    eventually(|| async { matches!(nodes[0].lookup::<Counter>("first").await, Err(NodeError::NotFound(_))) }).await;
+    eventually(WAIT, || async { matches!(nodes[0].lookup::<Counter>("first").await, Err(NodeError::NotFound(_))) })
+        .await;
     // Unregistered.
     nodes[1].register("second", &counter(&nodes[1])).unwrap();
-    eventually(|| async { nodes[0].lookup::<Counter>("second").await.is_ok() }).await;
+    eventually(WAIT, || async { nodes[0].lookup::<Counter>("second").await.is_ok() }).await;
     nodes[1].unregister("second");
-    eventually(|| async { matches!(nodes[0].lookup::<Counter>("second").await, Err(NodeError::NotFound(_))) }).await;
+    eventually(WAIT, || async { matches!(nodes[0].lookup::<Counter>("second").await, Err(NodeError::NotFound(_))) })
+        .await;
     // The node goes silent: once it is down, its names are gone.
     nodes[2].register("third", &counter(&nodes[2])).unwrap();
-    eventually(|| async { nodes[0].lookup::<Counter>("third").await.is_ok() }).await;
+    eventually(WAIT, || async { nodes[0].lookup::<Counter>("third").await.is_ok() }).await;
     let mut events = nodes[0].subscribe();
     net.isolate("c");
     let wait = async {
@@ -165,7 +138,7 @@ async fn names_vanish_with_their_actor_with_unregister_and_with_their_node() {
 #[tokio::test(start_paused = true)]
 async fn a_name_registered_on_both_sides_of_a_partition_goes_to_the_smaller_node_id() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
     // c sits on b's side; a is alone.
     net.partition("a", "b");
     net.partition("a", "c");
@@ -174,7 +147,7 @@ async fn a_name_registered_on_both_sides_of_a_partition_goes_to_the_smaller_node
     nodes[1].register("leader", &counter(&nodes[1])).unwrap();
     // While split, each side sees its own.
     assert_eq!(nodes[0].lookup::<Counter>("leader").await.unwrap().ask(Who).await.unwrap().0, "a");
-    eventually(|| async {
+    eventually(WAIT, || async {
         match nodes[2].lookup::<Counter>("leader").await {
             Ok(found) => found.ask(Who).await.map(|w| w.0 == "b").unwrap_or(false),
             Err(_) => false,
@@ -196,7 +169,7 @@ async fn a_name_registered_on_both_sides_of_a_partition_goes_to_the_smaller_node
     assert_eq!((name.as_str(), winner.as_str()), ("leader", "a"));
     // ...and every member resolves the name to a's actor.
     for node in &nodes {
-        eventually(|| async {
+        eventually(WAIT, || async {
             match node.lookup::<Counter>("leader").await {
                 Ok(found) => found.ask(Who).await.map(|w| w.0 == "a").unwrap_or(false),
                 Err(_) => false,
@@ -212,13 +185,13 @@ async fn a_name_registered_on_both_sides_of_a_partition_goes_to_the_smaller_node
 #[tokio::test(start_paused = true)]
 async fn groups_follow_joins_leaves_stops_and_node_loss() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
     let members: Vec<ActorRef<Counter>> = nodes.iter().map(counter).collect();
     for (node, actor) in nodes.iter().zip(&members) {
         node.join("workers", actor).unwrap();
     }
     for node in &nodes {
-        eventually(|| async { node.group::<Counter>("workers").await.len() == 3 }).await;
+        eventually(WAIT, || async { node.group::<Counter>("workers").await.len() == 3 }).await;
     }
     // A broadcast from any node reaches every member once.
     assert_eq!(nodes[1].broadcast::<Counter, _>("workers", Hit).await, 3);
@@ -237,13 +210,13 @@ async fn groups_follow_joins_leaves_stops_and_node_loss() {
     nodes[0].leave("workers", &members[0]);
     members[1].stop();
     for node in &nodes {
-        eventually(|| async { node.group::<Counter>("workers").await.len() == 1 }).await;
+        eventually(WAIT, || async { node.group::<Counter>("workers").await.len() == 1 }).await;
     }
     // Node loss too.
     nodes[0].join("workers", &counter(&nodes[0])).unwrap();
-    eventually(|| async { nodes[0].group::<Counter>("workers").await.len() == 2 }).await;
+    eventually(WAIT, || async { nodes[0].group::<Counter>("workers").await.len() == 2 }).await;
     net.isolate("c");
-    eventually(|| async { nodes[0].group::<Counter>("workers").await.len() == 1 }).await;
+    eventually(WAIT, || async { nodes[0].group::<Counter>("workers").await.len() == 1 }).await;
     assert_eq!(nodes[0].broadcast::<Counter, _>("workers", Hit).await, 1);
     for node in nodes {
         node.shutdown().await;
@@ -253,9 +226,9 @@ async fn groups_follow_joins_leaves_stops_and_node_loss() {
 #[tokio::test(start_paused = true)]
 async fn refs_to_a_restarted_node_never_reach_its_new_run() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b"]).await;
+    let nodes = cluster(&net, &["a", "b"], WAIT).await;
     nodes[1].register("svc", &counter(&nodes[1])).unwrap();
-    eventually(|| async { nodes[0].lookup::<Counter>("svc").await.is_ok() }).await;
+    eventually(WAIT, || async { nodes[0].lookup::<Counter>("svc").await.is_ok() }).await;
     let old: ActorRef<Counter> = nodes[0].lookup("svc").await.unwrap();
     old.tell(Hit).await.unwrap();
     nodes[1].shutdown().await;
@@ -263,7 +236,7 @@ async fn refs_to_a_restarted_node_never_reach_its_new_run() {
     let b2 = start(&net, "b", &["a"]).await;
     let fresh = counter(&b2);
     b2.register("svc", &fresh).unwrap();
-    eventually(|| async {
+    eventually(WAIT, || async {
         match nodes[0].lookup::<Counter>("svc").await {
             Ok(found) => found.ask(Who).await.is_ok_and(|w| w.1 == 0) && found.id() != old.id(),
             Err(_) => false,
@@ -280,12 +253,12 @@ async fn refs_to_a_restarted_node_never_reach_its_new_run() {
 #[tokio::test(start_paused = true)]
 async fn names_and_groups_are_consistent_again_after_a_long_partition_heals() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b", "c", "d", "e"]).await;
+    let nodes = cluster(&net, &["a", "b", "c", "d", "e"], WAIT).await;
     nodes[0].register("x", &counter(&nodes[0])).unwrap();
     nodes[1].join("g", &counter(&nodes[1])).unwrap();
     nodes[4].join("g", &counter(&nodes[4])).unwrap();
     for node in &nodes {
-        eventually(|| async {
+        eventually(WAIT, || async {
             node.lookup::<Counter>("x").await.is_ok() && node.group::<Counter>("g").await.len() == 2
         })
         .await;
@@ -297,20 +270,20 @@ async fn names_and_groups_are_consistent_again_after_a_long_partition_heals() {
         }
     }
     for node in &nodes[2..] {
-        eventually(|| async { node.members().len() == 3 }).await;
+        eventually(WAIT, || async { node.members().len() == 3 }).await;
         // The other side's name and group member are gone here...
         assert!(matches!(node.lookup::<Counter>("x").await, Err(NodeError::NotFound(_))));
         assert_eq!(node.group::<Counter>("g").await.len(), 1);
     }
     for node in &nodes[..2] {
-        eventually(|| async { node.members().len() == 2 }).await;
+        eventually(WAIT, || async { node.members().len() == 2 }).await;
         assert!(node.lookup::<Counter>("x").await.is_ok());
         assert_eq!(node.group::<Counter>("g").await.len(), 1);
     }
     net.heal_all();
     // ...and back everywhere once the cluster re-forms.
     for node in &nodes {
-        eventually(|| async {
+        eventually(WAIT, || async {
             node.members().len() == 5
                 && node.lookup::<Counter>("x").await.is_ok()
                 && node.group::<Counter>("g").await.len() == 2
@@ -328,10 +301,10 @@ async fn names_and_groups_are_consistent_again_after_a_long_partition_heals() {
 #[tokio::test(start_paused = true)]
 async fn a_node_back_from_a_crash_keeps_its_new_names_everywhere() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
     nodes[2].register("svc", &counter(&nodes[2])).unwrap();
     for node in &nodes[..2] {
-        eventually(|| async { node.lookup::<Counter>("svc").await.is_ok() }).await;
+        eventually(WAIT, || async { node.lookup::<Counter>("svc").await.is_ok() }).await;
     }
     let old_run = nodes[2].incarnation();
     // The old c goes silent; a new run of c starts elsewhere at once.
@@ -341,12 +314,12 @@ async fn a_node_back_from_a_crash_keeps_its_new_names_everywhere() {
     // connection, before they see the new run replace the old one.
     c2.register("svc", &counter(&c2)).unwrap();
     for node in &nodes[..2] {
-        eventually(|| async {
+        eventually(WAIT, || async {
             node.members().iter().any(|m| m.id == "c" && m.incarnation == c2.incarnation())
                 && !node.members().iter().any(|m| m.incarnation == old_run)
         })
         .await;
-        eventually(|| async {
+        eventually(WAIT, || async {
             match node.lookup::<Counter>("svc").await {
                 Ok(found) => found.ask(Who).await.is_ok_and(|w| w.0 == "c"),
                 Err(_) => false,

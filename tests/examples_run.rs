@@ -2,17 +2,11 @@
 //! examples before integration tests, next to the test binaries.
 #![allow(clippy::expect_used)]
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Command;
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target profile dir");
-    let path = profile_dir.join("examples").join(name);
-    assert!(path.exists(), "example {name} not built at {}", path.display());
-    path
-}
+use support::example;
 
 fn run(name: &str) -> String {
     let out = Command::new(example(name)).output().expect("run example");

@@ -13,38 +13,17 @@ mod ping_pong;
 #[path = "../examples/work_queue/app.rs"]
 mod work_queue;
 
-use std::future::Future;
+mod support;
+
 use std::time::Duration;
 
 use footlight::Node;
 use footlight::remote::transport::mem::MemoryNetwork;
+use support::{cluster, eventually};
 use tokio::sync::mpsc;
 
-async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let seeds: Vec<&str> = if i == 0 { vec![] } else { vec![ids[0]] };
-        nodes.push(Node::builder(*id).transport(net.transport()).listen(*id).seeds(seeds).start().await.unwrap());
-    }
-    for node in &nodes {
-        eventually(|| async { node.members().len() == ids.len() && node.peers().len() == ids.len() - 1 }).await;
-    }
-    nodes
-}
-
-/// Waits (virtual time, up to 30 s) until `check` holds.
-async fn eventually<F, Fut>(check: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let wait = async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), wait).await.expect("condition not reached in time");
-}
+/// How long (virtual time) a condition may take to hold.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// The next line on `lines` containing `text`, within 10 s (virtual).
 async fn line_with(lines: &mut mpsc::UnboundedReceiver<String>, text: &str) -> String {
@@ -62,7 +41,7 @@ async fn line_with(lines: &mut mpsc::UnboundedReceiver<String>, text: &str) -> S
 #[tokio::test(start_paused = true)]
 async fn ping_pong_measures_round_trips_after_the_notes() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b"]).await;
+    let nodes = cluster(&net, &["a", "b"], WAIT).await;
     for node in &nodes {
         ping_pong::serve(node).unwrap();
     }
@@ -80,7 +59,7 @@ async fn ping_pong_measures_round_trips_after_the_notes() {
 #[tokio::test(start_paused = true)]
 async fn chat_fans_out_across_nodes_and_drops_the_users_of_a_lost_node() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
     for node in &nodes {
         chat::setup(node).unwrap();
     }
@@ -90,7 +69,7 @@ async fn chat_fans_out_across_nodes_and_drops_the_users_of_a_lost_node() {
     alice.join("lobby").await.unwrap();
     // The room lives on a; its name reaches b and c.
     for node in &nodes[1..] {
-        eventually(|| async { node.lookup::<chat::Room>("room:lobby").await.is_ok() }).await;
+        eventually(WAIT, || async { node.lookup::<chat::Room>("room:lobby").await.is_ok() }).await;
     }
     bob.join("lobby").await.unwrap();
     line_with(&mut at_alice, "bob joined").await;
@@ -116,11 +95,11 @@ async fn chat_fans_out_across_nodes_and_drops_the_users_of_a_lost_node() {
 #[tokio::test(start_paused = true)]
 async fn kv_keeps_every_key_through_a_leave_and_a_node_loss() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b", "c", "d"]).await;
+    let nodes = cluster(&net, &["a", "b", "c", "d"], WAIT).await;
     let shards: Vec<_> = nodes.iter().map(|n| kv::serve(n).unwrap()).collect();
     for node in &nodes {
         for id in ["a", "b", "c", "d"] {
-            eventually(|| async { node.lookup::<kv::Shard>(&kv::name_of(id)).await.is_ok() }).await;
+            eventually(WAIT, || async { node.lookup::<kv::Shard>(&kv::name_of(id)).await.is_ok() }).await;
         }
     }
     // Writes from every node; two copies each.
@@ -141,8 +120,8 @@ async fn kv_keeps_every_key_through_a_leave_and_a_node_loss() {
 
     // c leaves: it hands its keys over first.
     kv::leave(&nodes[2], &shards[2]).await;
-    eventually(|| async { nodes[0].members().len() == 3 }).await;
-    eventually(|| async { total(&nodes[0]).await == 400 }).await;
+    eventually(WAIT, || async { nodes[0].members().len() == 3 }).await;
+    eventually(WAIT, || async { total(&nodes[0]).await == 400 }).await;
     for i in 0..200 {
         assert_eq!(kv::get(&nodes[1], &format!("key{i}")).await.unwrap(), Some(format!("value{i}")), "key{i}");
     }
@@ -150,11 +129,11 @@ async fn kv_keeps_every_key_through_a_leave_and_a_node_loss() {
     // d is lost without a goodbye: its keys' other copies remain, and are
     // copied again to restore two of each.
     net.isolate("d");
-    eventually(|| async { nodes[0].members().len() == 2 }).await;
+    eventually(WAIT, || async { nodes[0].members().len() == 2 }).await;
     for i in 0..200 {
         assert_eq!(kv::get(&nodes[0], &format!("key{i}")).await.unwrap(), Some(format!("value{i}")), "key{i}");
     }
-    eventually(|| async { total(&nodes[0]).await == 400 }).await;
+    eventually(WAIT, || async { total(&nodes[0]).await == 400 }).await;
     for node in nodes {
         node.shutdown().await;
     }
@@ -163,7 +142,7 @@ async fn kv_keeps_every_key_through_a_leave_and_a_node_loss() {
 #[tokio::test(start_paused = true)]
 async fn work_queue_loses_no_job_to_panics_or_to_a_lost_node() {
     let net = MemoryNetwork::new();
-    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
     for node in &nodes {
         work_queue::start_pool(node, 3);
     }

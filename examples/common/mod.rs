@@ -149,6 +149,25 @@ pub async fn stop_requested() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Waits (up to `within`) until `node` sees at least `n` members, itself
+/// included; the error says whom it sees.
+pub async fn wait_for_members(node: &Node, n: usize, within: std::time::Duration) -> Result<(), String> {
+    let mut events = node.subscribe();
+    let wait = async {
+        while node.members().len() < n {
+            if events.recv().await.is_none() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, wait).await;
+    if node.members().len() >= n {
+        return Ok(());
+    }
+    let ids: Vec<String> = node.members().into_iter().map(|m| m.id).collect();
+    Err(format!("expected {n} members within {within:?}, {} sees {ids:?}", node.id()))
+}
+
 /// Prints cluster events as they come, prefixed with the node id.
 pub fn log_cluster_events(node: &Node) {
     let mut events = node.subscribe();

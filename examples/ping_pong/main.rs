@@ -52,16 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         node.shutdown().await;
         return Ok(());
     };
-    let mut events = node.subscribe();
-    let joined = tokio::time::timeout(Duration::from_secs(30), async {
-        while node.members().len() < cli.members {
-            events.recv().await;
-        }
-    })
-    .await;
-    if joined.is_err() {
-        return Err(format!("fewer than {} members after 30 s", cli.members).into());
-    }
+    common::wait_for_members(&node, cli.members, Duration::from_secs(30)).await?;
     for member in node.members().into_iter().filter(|m| m.id != node.id()) {
         if !app::wait_for_name(&node, &app::name_of(&member.id), Duration::from_secs(10)).await {
             return Err(format!("{}'s ponger is not registered", member.id).into());
