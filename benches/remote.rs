@@ -106,8 +106,9 @@ fn server() {
 async fn raw_server(mut conn: Connection) {
     let mut buf: Vec<u8> = Vec::new();
     let mut count = 0u64;
-    while let Ok(Some(bytes)) = conn.recv.read().await {
-        buf.extend_from_slice(&bytes);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while let Ok(Some(n)) = conn.recv.read(&mut chunk).await {
+        buf.extend_from_slice(&chunk[..n]);
         let whole = buf.len() / 16 * 16;
         let mut out = Vec::new();
         for msg in buf[..whole].chunks_exact(16) {
@@ -122,16 +123,17 @@ async fn raw_server(mut conn: Connection) {
             }
         }
         buf.drain(..whole);
-        if !out.is_empty() && conn.send.write(out).await.is_err() {
+        if !out.is_empty() && conn.send.write_all(&out).await.is_err() {
             return;
         }
     }
 }
 
 async fn read_exact(conn: &mut Connection, buf: &mut Vec<u8>, n: usize) {
+    let mut chunk = [0u8; 4096];
     while buf.len() < n {
-        let bytes = conn.recv.read().await.unwrap().expect("stream open");
-        buf.extend_from_slice(&bytes);
+        let got = conn.recv.read(&mut chunk).await.unwrap().expect("stream open");
+        buf.extend_from_slice(&chunk[..got]);
     }
 }
 
@@ -143,8 +145,15 @@ fn main() {
     if std::env::var_os(ROLE).is_some() {
         return server();
     }
-    let quick = std::env::args().any(|a| a == "--quick");
-    let (asks, tells) = if quick { (2_000usize, 100_000u64) } else { (20_000, 1_000_000) };
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let (asks, mut tells) = if quick { (2_000usize, 100_000u64) } else { (20_000, 1_000_000) };
+    // `--tells N` sets the one-way message count; `--only rtt|oneway` runs one part.
+    if let Some(n) = args.iter().position(|a| a == "--tells").and_then(|i| args.get(i + 1)) {
+        tells = n.parse().expect("--tells takes a count");
+    }
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
 
     let ca = DevCa::generate("footlight").unwrap();
     let dir = std::env::temp_dir().join(format!("footlight-bench-{}", std::process::id()));
@@ -184,71 +193,74 @@ fn main() {
         println!("{:<40} {:>14} {:>14} {:>8}", "scenario", "footlight", "bare stream", "ratio");
 
         // Round trips, interleaved in chunks so both see the same noise.
-        let (mut ours, mut theirs) = (Vec::with_capacity(asks), Vec::with_capacity(asks));
         let mut buf = Vec::new();
-        for _ in 0..(asks / 1000).max(1) {
-            for i in 0..1000u64 {
-                let t = Instant::now();
-                let mut msg = [0u8; 16];
-                msg[0] = 1;
-                msg[8..].copy_from_slice(&i.to_be_bytes());
-                conn.send.write(msg.to_vec()).await.unwrap();
-                read_exact(&mut conn, &mut buf, 16).await;
-                theirs.push(t.elapsed());
-                assert_eq!(&buf[..16], &msg);
-                buf.drain(..16);
+        if run("rtt") {
+            let (mut ours, mut theirs) = (Vec::with_capacity(asks), Vec::with_capacity(asks));
+            for _ in 0..(asks / 1000).max(1) {
+                for i in 0..1000u64 {
+                    let t = Instant::now();
+                    let mut msg = [0u8; 16];
+                    msg[0] = 1;
+                    msg[8..].copy_from_slice(&i.to_be_bytes());
+                    conn.send.write_all(&msg).await.unwrap();
+                    read_exact(&mut conn, &mut buf, 16).await;
+                    theirs.push(t.elapsed());
+                    assert_eq!(&buf[..16], &msg);
+                    buf.drain(..16);
+                }
+                for i in 0..1000u64 {
+                    let t = Instant::now();
+                    assert_eq!(sink.ask(Ping(i)).await.unwrap(), i);
+                    ours.push(t.elapsed());
+                }
             }
-            for i in 0..1000u64 {
-                let t = Instant::now();
-                assert_eq!(sink.ask(Ping(i)).await.unwrap(), i);
-                ours.push(t.elapsed());
-            }
+            ours.sort_unstable();
+            theirs.sort_unstable();
+            let (o50, t50) = (percentile(&ours, 50), percentile(&theirs, 50));
+            let (o99, t99) = (percentile(&ours, 99), percentile(&theirs, 99));
+            println!("{:<40} {:>11.1} us {:>11.1} us {:>7.2}x", "round trip p50", o50, t50, o50 / t50);
+            println!("{:<40} {:>11.1} us {:>11.1} us {:>7.2}x", "round trip p99", o99, t99, o99 / t99);
         }
-        ours.sort_unstable();
-        theirs.sort_unstable();
-        let (o50, t50) = (percentile(&ours, 50), percentile(&theirs, 50));
-        let (o99, t99) = (percentile(&ours, 99), percentile(&theirs, 99));
-        println!("{:<40} {:>11.1} us {:>11.1} us {:>7.2}x", "round trip p50", o50, t50, o50 / t50);
-        println!("{:<40} {:>11.1} us {:>11.1} us {:>7.2}x", "round trip p99", o99, t99, o99 / t99);
+        if run("oneway") {
+            // One-way throughput with a confirming ask / count reply.
+            let t = Instant::now();
+            for i in 0..tells {
+                sink.tell(Data(i, 7)).await.unwrap();
+            }
+            let got = sink.ask(Count).timeout(Duration::from_secs(120)).await.unwrap();
+            let ours = tells as f64 / t.elapsed().as_secs_f64();
+            assert_eq!(got, tells, "every tell arrived");
 
-        // One-way throughput with a confirming ask / count reply.
-        let t = Instant::now();
-        for i in 0..tells {
-            sink.tell(Data(i, 7)).await.unwrap();
-        }
-        let got = sink.ask(Count).timeout(Duration::from_secs(120)).await.unwrap();
-        let ours = tells as f64 / t.elapsed().as_secs_f64();
-        assert_eq!(got, tells, "every tell arrived");
-
-        let t = Instant::now();
-        let batch = 1024u64;
-        let mut sent = 0;
-        while sent < tells {
-            let n = batch.min(tells - sent);
-            let mut out = Vec::with_capacity(n as usize * 16);
-            for _ in 0..n {
-                let mut msg = [0u8; 16];
-                msg[0] = 2;
-                out.extend_from_slice(&msg);
+            let t = Instant::now();
+            let batch = 1024u64;
+            let mut sent = 0;
+            while sent < tells {
+                let n = batch.min(tells - sent);
+                let mut out = Vec::with_capacity(n as usize * 16);
+                for _ in 0..n {
+                    let mut msg = [0u8; 16];
+                    msg[0] = 2;
+                    out.extend_from_slice(&msg);
+                }
+                conn.send.write_all(&out).await.unwrap();
+                sent += n;
             }
-            conn.send.write(out).await.unwrap();
-            sent += n;
+            let mut done = [0u8; 16];
+            done[0] = 3;
+            conn.send.write_all(&done).await.unwrap();
+            buf.clear();
+            read_exact(&mut conn, &mut buf, 16).await;
+            let count = u64::from_be_bytes(buf[..8].try_into().unwrap());
+            let theirs = tells as f64 / t.elapsed().as_secs_f64();
+            assert_eq!(count, tells, "every bare message arrived");
+            println!(
+                "{:<40} {:>10.2} M/s {:>10.2} M/s {:>7.2}x",
+                "one-way small messages (count confirmed)",
+                ours / 1e6,
+                theirs / 1e6,
+                ours / theirs
+            );
         }
-        let mut done = [0u8; 16];
-        done[0] = 3;
-        conn.send.write(done.to_vec()).await.unwrap();
-        buf.clear();
-        read_exact(&mut conn, &mut buf, 16).await;
-        let count = u64::from_be_bytes(buf[..8].try_into().unwrap());
-        let theirs = tells as f64 / t.elapsed().as_secs_f64();
-        assert_eq!(count, tells, "every bare message arrived");
-        println!(
-            "{:<40} {:>10.2} M/s {:>10.2} M/s {:>7.2}x",
-            "one-way small messages (count confirmed)",
-            ours / 1e6,
-            theirs / 1e6,
-            ours / theirs
-        );
         node.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     });

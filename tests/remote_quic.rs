@@ -140,13 +140,14 @@ async fn oversized_frame_closes_that_connection_only() {
     })
     .encode(&mut hello, 1 << 20)
     .unwrap();
-    conn.send.write(hello).await.unwrap();
-    conn.send.write((100u32 << 20).to_be_bytes().to_vec()).await.unwrap();
+    conn.send.write_all(&hello).await.unwrap();
+    conn.send.write_all(&(100u32 << 20).to_be_bytes()).await.unwrap();
     // The node answers with its Hello and then a Close; then the stream ends.
     let mut received = Vec::new();
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Ok(Some(bytes)) = conn.recv.read().await {
-            received.extend_from_slice(&bytes);
+        let mut buf = [0u8; 4096];
+        while let Ok(Some(n)) = conn.recv.read(&mut buf).await {
+            received.extend_from_slice(&buf[..n]);
         }
     })
     .await;

@@ -2,10 +2,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use actor_core::{RefCodec, RemoteError};
+use actor_core::{BoxFuture, RefCodec, RemoteError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::NodeInner;
@@ -19,17 +19,16 @@ use crate::transport::Connection;
 
 /// Commands queued per connection before senders wait (backpressure).
 pub(crate) const COMMAND_QUEUE: usize = 1024;
-/// Inbound messages queued for delivery to local actors before reading pauses.
+/// Inbound messages waiting for mailbox room before reading pauses.
 const INBOUND_QUEUE: usize = 1024;
 /// Actors one peer may watch through one connection.
 const MAX_WATCHES: usize = 10_000;
 /// Commands taken from the queue in one go before bytes are flushed.
 const COMMAND_BATCH: usize = 512;
-/// The writer joins queued chunks up to this size into one write.
-const WRITE_COALESCE: usize = 64 * 1024;
-/// Bytes handed to the writer and not yet written before the session's own
-/// outbound limit takes over.
-const WRITE_WINDOW: usize = 256 * 1024;
+/// Bytes taken from the transport in one read.
+const READ_BUF: usize = 64 * 1024;
+/// A write buffer larger than this is given back once it has drained.
+const KEEP_WRITE_BUF: usize = 256 * 1024;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -55,9 +54,37 @@ enum Inbound {
     Ask(Ask),
 }
 
+/// What delivering inbound messages needs, shared with the futures that wait
+/// for mailbox room.
+#[derive(Clone)]
+struct Delivery {
+    node: Arc<NodeInner>,
+    commands: mpsc::Sender<Command>,
+    watched: Watched,
+    codec: SharedCodec,
+}
+
+impl Delivery {
+    /// A future that delivers `msg`, waiting for mailbox room.
+    fn later(&self, msg: Inbound) -> BoxFuture<'static, ()> {
+        let this = self.clone();
+        Box::pin(async move {
+            if let Some(codec) = this.codec.get() {
+                deliver(&this.node, msg, &this.commands, &this.watched, codec).await;
+            }
+        })
+    }
+}
+
 /// Runs a connection until it closes. `dialed_by_me` says which side dialed
 /// (for the crossed-connection rule); `connected` learns the peer's node id
 /// and run once the handshake is done.
+///
+/// One task does all of a connection's work: it takes commands, feeds the
+/// session, writes its bytes, reads the peer's and delivers inbound messages
+/// straight into mailboxes. Only a message whose mailbox is full (and every
+/// ask, whose reply is awaited) waits in a future of its own, in order;
+/// meanwhile replies, timers and commands keep going.
 pub(crate) async fn run(
     node: Arc<NodeInner>,
     conn: Connection,
@@ -83,58 +110,26 @@ pub(crate) async fn run(
             }
         })
     };
-    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
     let Connection { send: mut sink, recv: mut source, remote_addr, .. } = conn;
 
-    // The writer runs apart so a slow peer never stalls reading or timers.
-    let (write_tx, mut write_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let (written_tx, mut written_rx) = mpsc::unbounded_channel::<usize>();
-    let writer = tokio::spawn(async move {
-        while let Some(mut bytes) = write_rx.recv().await {
-            if bytes.len() < WRITE_COALESCE {
-                // Let the tasks producing frames run once before writing: a
-                // burst then leaves in one write (and fewer packets) rather
-                // than one per frame. Costs no time when nothing else runs.
-                tokio::task::yield_now().await;
-            }
-            // Coalesce what queued up meanwhile into one write.
-            while bytes.len() < WRITE_COALESCE {
-                match write_rx.try_recv() {
-                    Ok(more) => bytes.extend_from_slice(&more),
-                    Err(_) => break,
-                }
-            }
-            let len = bytes.len();
-            if sink.write(bytes).await.is_err() {
-                break;
-            }
-            let _ = written_tx.send(len);
-        }
-        sink.close().await;
-    });
-    // Inbound messages handed to the dispatcher and not yet delivered.
-    let backlog = Arc::new(AtomicUsize::new(0));
+    // Bytes being written; the session's buffer fills meanwhile and the two
+    // swap once this one has drained.
+    let mut out: Vec<u8> = Vec::new();
+    let mut read_buf = vec![0u8; READ_BUF];
     let watched: Watched = Arc::new(std::sync::Mutex::new(HashSet::new()));
     // How refs inside messages on this connection are decoded: set once the
     // handshake names the peer (no message arrives before that).
     let codec: SharedCodec = Arc::new(std::sync::OnceLock::new());
-    let dispatcher = tokio::spawn(dispatch_inbound(
-        node.clone(),
-        inbound_rx,
-        commands.clone(),
-        backlog.clone(),
-        watched.clone(),
-        codec.clone(),
-    ));
+    let delivery =
+        Delivery { node: node.clone(), commands: commands.clone(), watched: watched.clone(), codec: codec.clone() };
+    // Inbound messages waiting, in arrival order, behind `delivering` (the
+    // one whose mailbox is full, or an ask being handed over).
+    let mut inbound: VecDeque<Inbound> = VecDeque::new();
+    let mut delivering: Option<BoxFuture<'static, ()>> = None;
 
-    let mut in_flight = 0usize;
     let mut batch: Vec<Command> = Vec::with_capacity(COMMAND_BATCH);
     let mut pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>> = HashMap::new();
     let mut stalled: VecDeque<Command> = VecDeque::new();
-    // An inbound message waiting for room in the dispatcher's queue. While
-    // one waits, events stay in the session and the transport is not read
-    // (backpressure towards the peer); timers and commands keep running.
-    let mut held: Option<Inbound> = None;
     let mut peer_incarnation: Option<u64> = None;
     let mut duplicate = false;
     // The peer's id once the handshake names it, registered or not (refs may
@@ -145,19 +140,17 @@ pub(crate) async fn run(
     let outbound_cap = node.session.max_outbound_bytes.saturating_mul(2);
 
     loop {
-        // Hand encoded bytes to the writer, within the window.
-        while in_flight < WRITE_WINDOW {
-            match session.poll_transmit() {
-                Some(bytes) => {
-                    in_flight += bytes.len();
-                    let _ = write_tx.send(bytes);
-                }
-                None => break,
-            }
+        if out.is_empty() {
+            session.transmit_into(&mut out);
         }
-        while held.is_none() {
+        // Hand waiting messages over while their mailboxes take them.
+        while delivering.is_none() {
+            let Some(msg) = inbound.pop_front() else { break };
+            delivering = deliver_now(&node, msg, &codec).map(|msg| delivery.later(msg));
+        }
+        while inbound.len() < INBOUND_QUEUE {
             let Some(event) = session.poll_event() else { break };
-            let inbound = match event {
+            let queued = match event {
                 Event::Established(peer) if peer.node == node.id => {
                     // A seed name that resolves to this node too.
                     tracing::debug!(node = %node.id, addr = %remote_addr, "dialed itself; closing");
@@ -201,27 +194,16 @@ pub(crate) async fn run(
                     }
                     None
                 }
-                Event::Tell(tell) => {
-                    // Straight into the mailbox when nothing is queued ahead of
-                    // it and there is room; otherwise through the dispatcher,
-                    // which waits for room, in order.
-                    if let (0, Some(codec)) = (backlog.load(Ordering::SeqCst), codec.get()) {
-                        let target = node.resolve(&tell.target);
-                        match target.map(|a| a.try_tell(&tell.wire_name, &tell.payload, codec)) {
-                            Some(Ok(())) => None,
-                            Some(Err(TryTell::Full)) => Some(Inbound::Tell(tell)),
-                            Some(Err(TryTell::Refused(code))) => {
-                                tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
-                                None
-                            }
-                            None => {
-                                tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
-                                None
-                            }
-                        }
-                    } else {
-                        Some(Inbound::Tell(tell))
-                    }
+                // Straight into the mailbox when nothing waits ahead of it
+                // and there is room; otherwise behind what waits, in order.
+                Event::Tell(tell) if delivering.is_none() && inbound.is_empty() => {
+                    delivering = deliver_now(&node, Inbound::Tell(tell), &codec).map(|msg| delivery.later(msg));
+                    None
+                }
+                Event::Tell(tell) => Some(Inbound::Tell(tell)),
+                Event::Ask(ask) if delivering.is_none() && inbound.is_empty() => {
+                    delivering = deliver_now(&node, Inbound::Ask(ask), &codec).map(|msg| delivery.later(msg));
+                    None
                 }
                 Event::Ask(ask) => Some(Inbound::Ask(ask)),
                 Event::Reply { id, payload } => {
@@ -255,19 +237,15 @@ pub(crate) async fn run(
                     None
                 }
             };
-            if let Some(item) = inbound {
-                backlog.fetch_add(1, Ordering::SeqCst);
-                match inbound_tx.try_send(item) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(item)) => held = Some(item),
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        session.close(now(), CloseCode::Normal, "node stopping");
-                    }
-                }
+            if let Some(msg) = queued {
+                inbound.push_back(msg);
             }
         }
-        if session.is_closed() && held.is_none() {
+        if session.is_closed() {
             break;
+        }
+        if out.is_empty() {
+            session.transmit_into(&mut out);
         }
         // Retry commands the session pushed back on, now that bytes moved.
         while let Some(cmd) = stalled.pop_front() {
@@ -278,14 +256,12 @@ pub(crate) async fn run(
         }
         // Read only while inbound work can be queued and replies are not
         // piling up for a peer that does not read them.
-        let reading = held.is_none() && session.outbound_len() < outbound_cap && !session.is_closed();
+        let backed_up = inbound.len() >= INBOUND_QUEUE;
+        let reading = !backed_up && session.outbound_len() + out.len() < outbound_cap;
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            permit = inbound_tx.reserve(), if held.is_some() => match (permit, held.take()) {
-                (Ok(permit), Some(item)) => permit.send(item),
-                _ => session.close(now(), CloseCode::Normal, "node stopping"),
-            },
-            taken = command_rx.recv_many(&mut batch, COMMAND_BATCH), if stalled.is_empty() && !session.is_closed() => {
+            () = drive(&mut delivering), if delivering.is_some() => delivering = None,
+            taken = command_rx.recv_many(&mut batch, COMMAND_BATCH), if stalled.is_empty() => {
                 if taken == 0 {
                     // Every sender is gone.
                     session.close(now(), CloseCode::Normal, "shutting down");
@@ -307,17 +283,22 @@ pub(crate) async fn run(
                     }
                 }
             },
-            read = source.read(), if reading => match read {
-                Ok(Some(bytes)) => session.handle_input(now(), &bytes),
+            read = source.read(&mut read_buf), if reading => match read {
+                Ok(Some(n)) => session.handle_input(now(), &read_buf[..n]),
                 Ok(None) | Err(_) => session.handle_lost(),
             },
-            written = written_rx.recv() => match written {
-                Some(n) => in_flight = in_flight.saturating_sub(n),
-                // The writer failed: the transport is gone.
-                None => session.handle_lost(),
+            written = sink.write(&out), if !out.is_empty() => match written {
+                Ok(n) => {
+                    out.drain(..n);
+                    if out.is_empty() && out.capacity() > KEEP_WRITE_BUF {
+                        out = Vec::new();
+                    }
+                }
+                // The transport is gone.
+                Err(_) => session.handle_lost(),
             },
             () = sleep_until(deadline) => {
-                if held.is_some() {
+                if backed_up {
                     // Not reading is our own doing: it says nothing about
                     // the peer's health.
                     session.defer_idle(now());
@@ -326,17 +307,19 @@ pub(crate) async fn run(
             }
             _ = shutdown.wait_for(|stopping| *stopping) => session.close(now(), CloseCode::Normal, "node shutting down"),
         }
-        if session.is_closed() {
-            held = None;
-        }
     }
-    // Flush the Close frame, then stop the helpers.
-    while let Some(bytes) = session.poll_transmit() {
-        let _ = write_tx.send(bytes);
-    }
-    drop(write_tx);
-    dispatcher.abort();
     forwarder.abort();
+    // Messages that arrived before the end are still delivered, in order.
+    if delivering.is_some() || !inbound.is_empty() {
+        tokio::spawn(async move {
+            if let Some(first) = delivering {
+                first.await;
+            }
+            for msg in inbound {
+                delivery.later(msg).await;
+            }
+        });
+    }
     for (_, tx) in pending.drain() {
         let _ = tx.send(Err(RemoteError::NodeDown));
     }
@@ -352,11 +335,42 @@ pub(crate) async fn run(
         }
     }
     node.peer_lost(peer_id.as_deref().unwrap_or_default(), conn_id, peer_incarnation, duplicate);
-    // A peer that stopped reading must not keep the writer (and the
-    // connection) alive.
-    let mut writer = writer;
-    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer).await.is_err() {
-        writer.abort();
+    // Flush what is left (the Close frame), then close the stream; a peer
+    // that stopped reading gets a second, not more.
+    session.transmit_into(&mut out);
+    let flush = async {
+        if sink.write_all(&out).await.is_ok() {
+            sink.close().await;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+}
+
+/// Polls the message being delivered; never ready when there is none.
+async fn drive(delivering: &mut Option<BoxFuture<'static, ()>>) {
+    match delivering {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Delivers an inbound message if that can be done without waiting: a tell
+/// whose mailbox has room, or one that can never be delivered (logged).
+/// Gives the message back when it must wait (a full mailbox, or an ask).
+fn deliver_now(node: &Arc<NodeInner>, msg: Inbound, codec: &SharedCodec) -> Option<Inbound> {
+    let Inbound::Tell(tell) = msg else { return Some(msg) };
+    let codec = codec.get()?;
+    let Some(target) = node.resolve(&tell.target) else {
+        tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
+        return None;
+    };
+    match target.try_tell(&tell.wire_name, &tell.payload, codec) {
+        Ok(()) => None,
+        Err(TryTell::Full) => Some(Inbound::Tell(tell)),
+        Err(TryTell::Refused(code)) => {
+            tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
+            None
+        }
     }
 }
 
@@ -513,25 +527,6 @@ fn log_close(node: &str, peer: Option<&str>, addr: &str, cause: &CloseCause) {
             tracing::debug!(%node, ?peer, %addr, "duplicate connection closed");
         }
         other => tracing::warn!(%node, ?peer, %addr, cause = ?other, "connection lost"),
-    }
-}
-
-/// Delivers inbound messages to local actors in arrival order, waiting for
-/// mailbox room (backpressure: the inbound queue fills, the connection stops
-/// taking events).
-async fn dispatch_inbound(
-    node: Arc<NodeInner>,
-    mut inbound: mpsc::Receiver<Inbound>,
-    commands: mpsc::Sender<Command>,
-    backlog: Arc<AtomicUsize>,
-    watched: Watched,
-    codec: SharedCodec,
-) {
-    while let Some(msg) = inbound.recv().await {
-        if let Some(codec) = codec.get() {
-            deliver(&node, msg, &commands, &watched, codec).await;
-        }
-        backlog.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

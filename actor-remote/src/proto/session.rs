@@ -416,6 +416,23 @@ impl Session {
         if self.tx.is_empty() { None } else { Some(std::mem::take(&mut self.tx)) }
     }
 
+    /// Moves the bytes to write to the end of `out`; returns whether there
+    /// were any. When `out` is empty the two buffers are swapped, so a driver
+    /// that keeps one buffer for writing reuses both allocations and copies
+    /// nothing.
+    pub fn transmit_into(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.tx.is_empty() {
+            return false;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.tx);
+        } else {
+            out.extend_from_slice(&self.tx);
+            self.tx.clear();
+        }
+        true
+    }
+
     /// The next event for the driver.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {

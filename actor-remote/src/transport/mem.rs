@@ -236,8 +236,11 @@ struct MemSink {
 
 #[async_trait]
 impl ByteSink for MemSink {
-    async fn write(&mut self, bytes: Vec<u8>) -> io::Result<()> {
-        self.tx.send(bytes).await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "peer closed"))
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        // Cancel safe: nothing is queued until room is reserved.
+        let permit = self.tx.reserve().await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "peer closed"))?;
+        permit.send(bytes.to_vec());
+        Ok(bytes.len())
     }
 
     async fn close(&mut self) {
@@ -252,6 +255,8 @@ struct MemSource {
     /// A chunk taken from the pipe but not yet returned (held by a partition
     /// or a delay); kept here so a cancelled `read` loses nothing.
     held: Option<Vec<u8>>,
+    /// The part of a released chunk that did not fit the last read.
+    released: Option<Vec<u8>>,
     /// When the held chunk may go, once a delay applies to it.
     release_at: Option<tokio::time::Instant>,
     net: Arc<Net>,
@@ -262,13 +267,36 @@ struct MemSource {
 impl MemSource {
     /// The end of the pipe carrying bytes from `from` to `to`.
     fn new(rx: mpsc::Receiver<Vec<u8>>, net: &Arc<Net>, from: &str, to: &str) -> Self {
-        Self { rx, held: None, release_at: None, net: net.clone(), from: from.to_owned(), to: to.to_owned() }
+        Self {
+            rx,
+            held: None,
+            released: None,
+            release_at: None,
+            net: net.clone(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+        }
     }
+}
+
+/// Copies what fits of a released chunk into `buf`; keeps the rest in `rest`
+/// for the next read (it already passed the fault rules).
+fn copy_out(rest: &mut Option<Vec<u8>>, mut chunk: Vec<u8>, buf: &mut [u8]) -> usize {
+    let n = chunk.len().min(buf.len());
+    buf[..n].copy_from_slice(&chunk[..n]);
+    if n < chunk.len() {
+        chunk.drain(..n);
+        *rest = Some(chunk);
+    }
+    n
 }
 
 #[async_trait]
 impl ByteSource for MemSource {
-    async fn read(&mut self) -> io::Result<Option<Vec<u8>>> {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if let Some(rest) = self.released.take() {
+            return Ok(Some(copy_out(&mut self.released, rest, buf)));
+        }
         if self.held.is_none() {
             match self.rx.recv().await {
                 Some(chunk) => self.held = Some(chunk),
@@ -292,7 +320,8 @@ impl ByteSource for MemSource {
                     tokio::time::sleep_until(at).await;
                 }
                 self.release_at = None;
-                return Ok(self.held.take());
+                let chunk = self.held.take().unwrap_or_default();
+                return Ok(Some(copy_out(&mut self.released, chunk, buf)));
             }
             changed.await;
         }

@@ -63,8 +63,23 @@ impl std::fmt::Debug for Connection {
 /// The sending half of a connection.
 #[async_trait]
 pub trait ByteSink: Send {
-    /// Writes all of `bytes`, waiting for flow control.
-    async fn write(&mut self, bytes: Vec<u8>) -> io::Result<()>;
+    /// Writes a prefix of `bytes`, waiting until at least one byte can be
+    /// written (flow control), and returns how many were written.
+    ///
+    /// Must be cancel safe: if the future is dropped before it completes,
+    /// nothing was written. The driver polls it in a `select!` beside reads
+    /// and timers, so a peer that stops reading never stalls them.
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<usize>;
+
+    /// Writes all of `bytes`. Not cancel safe: a prefix may have been written
+    /// when the future is dropped.
+    async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = self.write(bytes).await?;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
 
     /// Closes the stream after everything written so far.
     async fn close(&mut self);
@@ -73,11 +88,13 @@ pub trait ByteSink: Send {
 /// The receiving half of a connection.
 #[async_trait]
 pub trait ByteSource: Send {
-    /// The next bytes, or `None` once the peer closed the stream.
+    /// Reads the next bytes into `buf` and returns how many, or `None` once
+    /// the peer closed the stream. Waits until at least one byte is there
+    /// (for a non-empty `buf`).
     ///
     /// Must be cancel safe: the driver polls it in a `select!`, and a read
     /// dropped before it completed must not lose bytes.
-    async fn read(&mut self) -> io::Result<Option<Vec<u8>>>;
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
 }
 
 /// A transport failure.

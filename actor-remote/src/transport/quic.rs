@@ -340,8 +340,9 @@ struct QuicSink {
 
 #[async_trait]
 impl ByteSink for QuicSink {
-    async fn write(&mut self, bytes: Vec<u8>) -> io::Result<()> {
-        self.send.write_all(&bytes).await.map_err(io::Error::other)
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        // Cancel safe: quinn writes nothing unless the future completes.
+        self.send.write(bytes).await.map_err(io::Error::other)
     }
 
     async fn close(&mut self) {
@@ -359,12 +360,9 @@ struct QuicSource {
 
 #[async_trait]
 impl ByteSource for QuicSource {
-    async fn read(&mut self) -> io::Result<Option<Vec<u8>>> {
-        // `read_chunk` is cancel safe.
-        match self.recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => Ok(Some(chunk.bytes.to_vec())),
-            Ok(None) => Ok(None),
-            Err(e) => Err(io::Error::other(e)),
-        }
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // Cancel safe; copies as many received segments as fit, so one
+        // wake-up takes everything that arrived meanwhile.
+        self.recv.read(buf).await.map_err(io::Error::other)
     }
 }
