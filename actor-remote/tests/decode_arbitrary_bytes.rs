@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use actor_remote::proto::frame::{self, ActorAddr, Frame, FrameReader, Target, Tell};
+use actor_remote::proto::frame::{self, ActorAddr, Frame, FrameReader, Target, Tell, TellRef};
 use actor_remote::proto::{Event, Session, SessionConfig};
 use proptest::prelude::*;
 
@@ -35,6 +35,32 @@ proptest! {
     #[test]
     fn frame_decode_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = Frame::decode(&body);
+    }
+
+    #[test]
+    fn tell_read_in_place_never_panics_and_agrees_with_the_full_decoder(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        if let Some(tell) = TellRef::decode(&body) {
+            // Whatever the in-place reader accepts, the full decoder reads
+            // the same way.
+            let mut raw = vec![frame::kind::TELL];
+            raw.extend_from_slice(&body);
+            prop_assert_eq!(Frame::decode(&raw), Ok(Frame::Tell(Tell::from(tell))));
+        }
+    }
+
+    #[test]
+    fn tells_without_sender_are_read_in_place(
+        id in proptest::option::of(any::<u64>()),
+        name in proptest::option::of("[a-z$.]{0,300}"),
+        wire_name in "[a-zA-Z.]{0,300}",
+        payload in prop::collection::vec(any::<u8>(), 0..70_000),
+    ) {
+        let tell = Tell { target: Target { id, name }, sender: None, wire_name: wire_name.into(), payload };
+        let mut bytes = Vec::new();
+        Frame::Tell(tell.clone()).encode(&mut bytes, frame::HARD_MAX_FRAME).unwrap();
+        let read = TellRef::decode(&bytes[frame::LENGTH_PREFIX + 1..]);
+        prop_assert!(read.is_some());
+        prop_assert_eq!(Tell::from(read.unwrap()), tell);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::NodeInner;
 use super::codec::ConnCodec;
 use super::endpoint::Command;
 use super::expose::TryTell;
-use crate::proto::frame::{ActorAddr, Ask, Tell, Terminated, Watch};
+use crate::proto::frame::{ActorAddr, Ask, Target, Tell, TellRef, Terminated, Watch};
 use crate::proto::session::CloseCause;
 use crate::proto::{AskFailure, CloseCode, Event, FailureCode, Session};
 use crate::transport::Connection;
@@ -21,12 +21,15 @@ use crate::transport::Connection;
 pub(crate) const COMMAND_QUEUE: usize = 1024;
 /// Inbound messages waiting for mailbox room before reading pauses.
 const INBOUND_QUEUE: usize = 1024;
+/// Bytes of inbound tells kept waiting before reading pauses (a tell larger
+/// than this still waits alone).
+const INBOUND_BYTES: usize = 1024 * 1024;
 /// Actors one peer may watch through one connection.
 const MAX_WATCHES: usize = 10_000;
 /// Commands taken from the queue in one go before bytes are flushed.
 const COMMAND_BATCH: usize = 512;
 /// Bytes taken from the transport in one read.
-const READ_BUF: usize = 64 * 1024;
+const READ_BUF: usize = 16 * 1024;
 /// A write buffer larger than this is given back once it has drained.
 const KEEP_WRITE_BUF: usize = 256 * 1024;
 
@@ -49,9 +52,87 @@ pub(crate) struct ConnHandle {
     pub(crate) registered_at: tokio::time::Instant,
 }
 
+/// An inbound message waiting for delivery.
 enum Inbound {
-    Tell(Tell),
-    Ask(Ask),
+    Tell(Box<Tell>),
+    Ask(Box<Ask>),
+    /// A tell kept as its encoded body, the next `len` bytes of the
+    /// backlog's buffer.
+    Encoded(usize),
+}
+
+/// Inbound messages waiting for delivery, in arrival order. Tells read in
+/// place are kept as their encoded bodies in one buffer, so a busy actor
+/// costs no allocation per message.
+#[derive(Default)]
+struct Backlog {
+    items: VecDeque<Inbound>,
+    bytes: Vec<u8>,
+    read: usize,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether reading must pause until some of it is delivered.
+    fn is_full(&self) -> bool {
+        self.items.len() >= INBOUND_QUEUE || self.bytes.len() - self.read >= INBOUND_BYTES
+    }
+
+    fn push(&mut self, msg: Inbound) {
+        self.items.push_back(msg);
+    }
+
+    fn push_encoded(&mut self, tell: TellRef<'_>) {
+        let body = tell.body();
+        self.bytes.extend_from_slice(body);
+        self.items.push_back(Inbound::Encoded(body.len()));
+    }
+
+    /// Takes the oldest message (`None` when there is none); `f` gets it,
+    /// read in place if it was kept encoded.
+    fn pop<R>(&mut self, f: impl FnOnce(Waiting<'_>) -> R) -> Option<Option<R>> {
+        let item = self.items.pop_front()?;
+        let out = match item {
+            Inbound::Encoded(len) => {
+                let start = self.read;
+                self.read += len;
+                let body = &self.bytes[start..self.read];
+                // It decoded when it was kept.
+                TellRef::decode(body).map(|tell| f(Waiting::InPlace(tell)))
+            }
+            other => Some(f(Waiting::Owned(other))),
+        };
+        let out = Some(out);
+        if self.items.is_empty() {
+            self.bytes.clear();
+            self.read = 0;
+            if self.bytes.capacity() > INBOUND_BYTES {
+                self.bytes = Vec::new();
+            }
+        }
+        out
+    }
+
+    /// Everything waiting, owned.
+    fn drain(mut self) -> Vec<Inbound> {
+        let mut out = Vec::with_capacity(self.items.len());
+        while let Some(msg) = self.pop(|w| match w {
+            Waiting::InPlace(tell) => Inbound::Tell(Box::new(tell.into())),
+            Waiting::Owned(msg) => msg,
+        }) {
+            out.extend(msg);
+        }
+        out
+    }
+}
+
+/// A message taken from the backlog.
+enum Waiting<'a> {
+    InPlace(TellRef<'a>),
+    Owned(Inbound),
 }
 
 /// What delivering inbound messages needs, shared with the futures that wait
@@ -124,7 +205,7 @@ pub(crate) async fn run(
         Delivery { node: node.clone(), commands: commands.clone(), watched: watched.clone(), codec: codec.clone() };
     // Inbound messages waiting, in arrival order, behind `delivering` (the
     // one whose mailbox is full, or an ask being handed over).
-    let mut inbound: VecDeque<Inbound> = VecDeque::new();
+    let mut inbound = Backlog::default();
     let mut delivering: Option<BoxFuture<'static, ()>> = None;
 
     let mut batch: Vec<Command> = Vec::with_capacity(COMMAND_BATCH);
@@ -145,10 +226,17 @@ pub(crate) async fn run(
         }
         // Hand waiting messages over while their mailboxes take them.
         while delivering.is_none() {
-            let Some(msg) = inbound.pop_front() else { break };
-            delivering = deliver_now(&node, msg, &codec).map(|msg| delivery.later(msg));
+            let next = inbound.pop(|msg| match msg {
+                Waiting::InPlace(tell) if deliver_in_place(&node, tell, &codec) => None,
+                Waiting::InPlace(tell) => Some(Inbound::Tell(Box::new(tell.into()))),
+                Waiting::Owned(msg) => deliver_now(&node, msg, &codec),
+            });
+            match next {
+                Some(waits) => delivering = waits.flatten().map(|msg| delivery.later(msg)),
+                None => break,
+            }
         }
-        while inbound.len() < INBOUND_QUEUE {
+        while !inbound.is_full() {
             let Some(event) = session.poll_event() else { break };
             let queued = match event {
                 Event::Established(peer) if peer.node == node.id => {
@@ -197,15 +285,16 @@ pub(crate) async fn run(
                 // Straight into the mailbox when nothing waits ahead of it
                 // and there is room; otherwise behind what waits, in order.
                 Event::Tell(tell) if delivering.is_none() && inbound.is_empty() => {
-                    delivering = deliver_now(&node, Inbound::Tell(tell), &codec).map(|msg| delivery.later(msg));
+                    let msg = Inbound::Tell(Box::new(tell));
+                    delivering = deliver_now(&node, msg, &codec).map(|msg| delivery.later(msg));
                     None
                 }
-                Event::Tell(tell) => Some(Inbound::Tell(tell)),
+                Event::Tell(tell) => Some(Inbound::Tell(Box::new(tell))),
                 Event::Ask(ask) if delivering.is_none() && inbound.is_empty() => {
-                    delivering = deliver_now(&node, Inbound::Ask(ask), &codec).map(|msg| delivery.later(msg));
+                    delivering = Some(delivery.later(Inbound::Ask(Box::new(ask))));
                     None
                 }
-                Event::Ask(ask) => Some(Inbound::Ask(ask)),
+                Event::Ask(ask) => Some(Inbound::Ask(Box::new(ask))),
                 Event::Reply { id, payload } => {
                     if let Some(tx) = pending.remove(&id) {
                         let _ = tx.send(Ok(payload));
@@ -238,7 +327,7 @@ pub(crate) async fn run(
                 }
             };
             if let Some(msg) = queued {
-                inbound.push_back(msg);
+                inbound.push(msg);
             }
         }
         if session.is_closed() {
@@ -248,15 +337,16 @@ pub(crate) async fn run(
             session.transmit_into(&mut out);
         }
         // Retry commands the session pushed back on, now that bytes moved.
+        let at = now();
         while let Some(cmd) = stalled.pop_front() {
-            if let Some(cmd) = submit(&mut session, cmd, &mut pending) {
+            if let Some(cmd) = submit(&mut session, at, cmd, &mut pending) {
                 stalled.push_front(cmd);
                 break;
             }
         }
         // Read only while inbound work can be queued and replies are not
         // piling up for a peer that does not read them.
-        let backed_up = inbound.len() >= INBOUND_QUEUE;
+        let backed_up = inbound.is_full();
         let reading = !backed_up && session.outbound_len() + out.len() < outbound_cap;
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -268,6 +358,7 @@ pub(crate) async fn run(
                 }
                 // Everything queued at once (one release of queue room for
                 // the lot), so frames leave in batches.
+                let at = now();
                 let mut cmds = batch.drain(..);
                 while let Some(cmd) = cmds.next() {
                     if matches!(cmd, Command::Close) {
@@ -276,7 +367,7 @@ pub(crate) async fn run(
                         stalled.extend(cmds);
                         break;
                     }
-                    if let Some(cmd) = submit(&mut session, cmd, &mut pending) {
+                    if let Some(cmd) = submit(&mut session, at, cmd, &mut pending) {
                         stalled.push_back(cmd);
                         stalled.extend(cmds);
                         break;
@@ -284,7 +375,25 @@ pub(crate) async fn run(
                 }
             },
             read = source.read(&mut read_buf), if reading => match read {
-                Ok(Some(n)) => session.handle_input(now(), &read_buf[..n]),
+                Ok(Some(n)) => {
+                    // Tells go straight from the read buffer into mailboxes
+                    // while nothing waits ahead of them, else into the
+                    // backlog as they are. Tells by name (node messages
+                    // among them) become events.
+                    let idle = delivering.is_none();
+                    session.handle_input_with(now(), &read_buf[..n], |tell| {
+                        if tell.target_name.is_some() {
+                            false
+                        } else if idle && inbound.is_empty() && deliver_in_place(&node, tell, &codec) {
+                            true
+                        } else if inbound.is_full() {
+                            false
+                        } else {
+                            inbound.push_encoded(tell);
+                            true
+                        }
+                    });
+                }
                 Ok(None) | Err(_) => session.handle_lost(),
             },
             written = sink.write(&out), if !out.is_empty() => match written {
@@ -311,11 +420,12 @@ pub(crate) async fn run(
     forwarder.abort();
     // Messages that arrived before the end are still delivered, in order.
     if delivering.is_some() || !inbound.is_empty() {
+        let rest = inbound.drain();
         tokio::spawn(async move {
             if let Some(first) = delivering {
                 first.await;
             }
-            for msg in inbound {
+            for msg in rest {
                 delivery.later(msg).await;
             }
         });
@@ -351,6 +461,25 @@ async fn drive(delivering: &mut Option<BoxFuture<'static, ()>>) {
     match delivering {
         Some(f) => f.await,
         None => std::future::pending().await,
+    }
+}
+
+/// Delivers a tell read in place if its mailbox has room (or drops it, logged,
+/// if it can never be delivered); `false` leaves it to the queue. Tells by
+/// name (node messages among them) take the general way.
+fn deliver_in_place(node: &Arc<NodeInner>, tell: TellRef<'_>, codec: &SharedCodec) -> bool {
+    let (Some(id), None, Some(codec)) = (tell.target_id, tell.target_name, codec.get()) else { return false };
+    let Some(target) = node.resolve(&Target::id(id)) else {
+        tracing::debug!(id, "tell for an unknown actor dropped");
+        return true;
+    };
+    match target.try_tell(tell.wire_name, tell.payload, codec) {
+        Ok(()) => true,
+        Err(TryTell::Full) => false,
+        Err(TryTell::Refused(code)) => {
+            tracing::warn!(id, wire_name = %tell.wire_name, ?code, "inbound tell refused");
+            true
+        }
     }
 }
 
@@ -421,6 +550,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// Hands a command to the session; gives it back if the session is full.
 fn submit(
     session: &mut Session,
+    now: Instant,
     cmd: Command,
     pending: &mut HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>>,
 ) -> Option<Command> {
@@ -433,7 +563,7 @@ fn submit(
             let tell = Tell { target, sender: None, wire_name: wire_name.into(), payload };
             // `has_room` said yes, so only a closed session or a frame over the
             // peer's limit can refuse it; neither can be retried.
-            if let Err(e) = session.send_tell(now(), tell) {
+            if let Err(e) = session.send_tell(now, tell) {
                 tracing::warn!(error = %e, "tell not sent");
             }
             None
@@ -442,7 +572,7 @@ fn submit(
             if !session.has_room() {
                 return Some(Command::Ask { target, wire_name, payload, timeout, reply });
             }
-            match session.send_ask(now(), target, None, wire_name.into(), payload, timeout) {
+            match session.send_ask(now, target, None, wire_name.into(), payload, timeout) {
                 Ok(id) => {
                     pending.insert(id, reply);
                     None
@@ -463,8 +593,8 @@ fn submit(
         }
         Command::Reply { id, result } => {
             let sent = match result {
-                Ok(payload) => session.send_reply(now(), id, payload),
-                Err((code, message)) => session.send_failure(now(), id, code, message),
+                Ok(payload) => session.send_reply(now, id, payload),
+                Err((code, message)) => session.send_failure(now, id, code, message),
             };
             if let Err(e) = sent {
                 tracing::debug!(id, error = %e, "reply not sent");
@@ -479,7 +609,7 @@ fn submit(
                 target: ActorAddr { node: peer.node, incarnation: peer.incarnation, id },
                 watcher: ActorAddr { node: me.to_owned(), incarnation, id: 0 },
             };
-            if let Err(e) = session.send_watch(now(), watch) {
+            if let Err(e) = session.send_watch(now, watch) {
                 tracing::debug!(error = %e, "watch not sent");
             }
             None
@@ -492,13 +622,13 @@ fn submit(
                 watcher: ActorAddr { node: peer.node, incarnation: peer.incarnation, id: 0 },
                 reason,
             };
-            if let Err(e) = session.send_terminated(now(), terminated) {
+            if let Err(e) = session.send_terminated(now, terminated) {
                 tracing::debug!(error = %e, "terminated not sent");
             }
             None
         }
         Command::Close => {
-            session.close(now(), CloseCode::Normal, "shutting down");
+            session.close(now, CloseCode::Normal, "shutting down");
             None
         }
     }
@@ -538,6 +668,8 @@ async fn deliver(
     codec: &Arc<dyn RefCodec>,
 ) {
     match msg {
+        // The backlog reads these in place; it hands over owned tells only.
+        Inbound::Encoded(_) => {}
         Inbound::Tell(tell) => {
             let Some(actor) = node.resolve(&tell.target) else {
                 tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");

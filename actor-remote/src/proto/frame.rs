@@ -88,6 +88,89 @@ pub struct Tell {
     pub payload: Vec<u8>,
 }
 
+/// A [`Tell`] read in place: its fields borrow the received bytes, so a
+/// driver can hand the message over without allocating.
+///
+/// Only the common shape is read this way: a tell without a sender and
+/// without fields from a newer protocol version. For anything else
+/// [`TellRef::decode`] says `None` and [`Frame::decode`] reads the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TellRef<'a> {
+    /// The receiving actor's id, when it is addressed by id.
+    pub target_id: Option<u64>,
+    /// The receiving actor's exposed name, when it is addressed by name.
+    pub target_name: Option<&'a str>,
+    /// The message type's stable wire name.
+    pub wire_name: &'a str,
+    /// The message, MessagePack-encoded.
+    pub payload: &'a [u8],
+    /// The whole body this was read from.
+    body: &'a [u8],
+}
+
+impl<'a> TellRef<'a> {
+    /// Reads a tell's body (the bytes after the kind byte) in place; `None`
+    /// when it has a sender, extra fields, or does not decode, in which case
+    /// [`Frame::decode`] is the way to read it (and to report errors).
+    pub fn decode(body: &'a [u8]) -> Option<Self> {
+        use rmp::decode as d;
+        const NIL: u8 = 0xc0;
+        fn str_of<'b>(rd: &mut &'b [u8]) -> Option<&'b str> {
+            let (s, rest) = d::read_str_from_slice(*rd).ok()?;
+            *rd = rest;
+            Some(s)
+        }
+        let mut rd: &[u8] = body;
+        // [target, sender, wire_name, payload] with target = [id, name].
+        let (&[0x94, 0x92], rest) = rd.split_first_chunk::<2>()? else { return None };
+        rd = rest;
+        let target_id = match rd.first()? {
+            &NIL => {
+                rd = &rd[1..];
+                None
+            }
+            _ => Some(d::read_int::<u64, _>(&mut rd).ok()?),
+        };
+        let target_name = match rd.first()? {
+            &NIL => {
+                rd = &rd[1..];
+                None
+            }
+            _ => Some(str_of(&mut rd)?),
+        };
+        let (&NIL, rest) = rd.split_first()? else { return None };
+        rd = rest;
+        let wire_name = str_of(&mut rd)?;
+        let len = d::read_bin_len(&mut rd).ok()? as usize;
+        if rd.len() != len {
+            return None;
+        }
+        Some(Self { target_id, target_name, wire_name, payload: rd, body })
+    }
+
+    /// The encoded body this tell was read from: [`TellRef::decode`] reads
+    /// it again, so a driver can keep a tell as these bytes alone.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// The target as an owned [`Target`].
+    pub fn target(&self) -> Target {
+        Target { id: self.target_id, name: self.target_name.map(str::to_owned) }
+    }
+}
+
+impl From<TellRef<'_>> for Tell {
+    fn from(tell: TellRef<'_>) -> Self {
+        Tell {
+            target: tell.target(),
+            sender: None,
+            wire_name: Cow::Owned(tell.wire_name.to_owned()),
+            payload: tell.payload.to_vec(),
+        }
+    }
+}
+
 /// A request that expects one [`Reply`] or [`Failure`] with the same id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ask {
@@ -433,7 +516,9 @@ impl Frame {
         let (&kind, body) = frame.split_first().ok_or(FrameError::Empty)?;
         fn body_of<T: serde::de::DeserializeOwned>(kind: u8, body: &[u8], fields: u32) -> Result<T, FrameError> {
             let trimmed = without_trailing_fields(body, fields);
-            let mut de = rmp_serde::Deserializer::new(trimmed.as_deref().unwrap_or(body));
+            // Read in place: strings and byte strings are copied once, into
+            // the value, with no staging buffer.
+            let mut de = rmp_serde::Deserializer::from_read_ref(trimmed.as_deref().unwrap_or(body));
             T::deserialize(&mut de).map_err(|e| FrameError::Decode { kind, reason: e.to_string() })
         }
         Ok(match kind {
@@ -496,6 +581,16 @@ impl FrameReader {
     ///
     /// After an error the stream is unusable: close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        match self.next_raw()? {
+            Some(raw) => Frame::decode(raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next complete frame's kind byte and body, not decoded (see
+    /// [`Frame::decode`] and [`TellRef::decode`]); `Ok(None)` if more bytes
+    /// are needed.
+    pub fn next_raw(&mut self) -> Result<Option<&[u8]>, FrameError> {
         let pending = &self.buf[self.read..];
         let Some(prefix) = pending.get(..LENGTH_PREFIX) else {
             self.compact();
@@ -512,9 +607,9 @@ impl FrameReader {
             self.compact();
             return Ok(None);
         }
-        let frame = Frame::decode(&pending[LENGTH_PREFIX..total]);
+        let start = self.read + LENGTH_PREFIX;
         self.read += total;
-        frame.map(Some)
+        Ok(Some(&self.buf[start..self.read]))
     }
 
     /// Drops consumed bytes once they dominate the buffer.

@@ -19,5 +19,5 @@
 pub mod frame;
 pub mod session;
 
-pub use frame::{CloseCode, FailureCode, Frame, FrameError, FrameReader};
+pub use frame::{CloseCode, FailureCode, Frame, FrameError, FrameReader, TellRef};
 pub use session::{AskFailure, Event, Peer, SendError, Session, SessionConfig};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::frame::{
     self, Ask, Close, CloseCode, EncodeError, FailureCode, Frame, FrameReader, Hello, PROTOCOL_VERSION, Reply, Target,
-    Tell,
+    Tell, TellRef,
 };
 
 /// Limits and timings of a session. Every limit is explicit; the defaults are
@@ -268,20 +268,41 @@ impl Session {
 
     /// Bytes received from the transport.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        self.handle_input_with(now, bytes, |_| false);
+    }
+
+    /// [`handle_input`](Self::handle_input), offering each tell to `take` in
+    /// place, borrowed from the input, while no event waits ahead of it. A
+    /// tell that `take` accepts (returns `true` for) is done with; one it
+    /// declines becomes an [`Event::Tell`] as usual, and so does every frame
+    /// behind it in the queue, so events keep their order.
+    pub fn handle_input_with(&mut self, now: Instant, bytes: &[u8], mut take: impl FnMut(TellRef<'_>) -> bool) {
         if self.is_closed() {
             return;
         }
         self.last_rx = now;
         self.reader.extend(bytes);
         loop {
-            match self.reader.next_frame() {
-                Ok(Some(frame)) => {
+            let in_place = self.events.is_empty() && matches!(self.state, State::Established(_));
+            let frame = match self.reader.next_raw() {
+                Ok(Some(raw)) => {
+                    if let (true, Some((&frame::kind::TELL, body))) = (in_place, raw.split_first())
+                        && TellRef::decode(body).is_some_and(&mut take)
+                    {
+                        continue;
+                    }
+                    Frame::decode(raw)
+                }
+                Ok(None) => return,
+                Err(e) => Err(e),
+            };
+            match frame {
+                Ok(frame) => {
                     self.on_frame(now, frame);
                     if self.is_closed() {
                         return;
                     }
                 }
-                Ok(None) => return,
                 Err(e) => {
                     tracing::warn!(peer = ?self.peer_name(), error = %e, "bad frame; closing the connection");
                     self.close_with(now, e.close_code(), e.to_string());

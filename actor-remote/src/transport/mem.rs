@@ -327,3 +327,32 @@ impl ByteSource for MemSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read into a buffer smaller than what was written takes a prefix and
+    /// leaves the rest, in order, for the next reads.
+    #[tokio::test]
+    async fn short_reads_lose_nothing() {
+        let net = MemoryNetwork::new();
+        let server = net.transport();
+        let mut listener = server.listen("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let client = net.transport();
+        let mut conn = client.connect("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let mut accepted = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        conn.send.write_all(&[1, 2, 3, 4, 5]).await.unwrap_or_else(|e| panic!("{e}"));
+        conn.send.write_all(&[6, 7]).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2];
+        while got.len() < 7 {
+            let n = accepted.recv.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or(0);
+            assert!(n > 0 && n <= 2);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, [1, 2, 3, 4, 5, 6, 7]);
+        conn.send.close().await;
+        assert_eq!(accepted.recv.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}")), None);
+    }
+}

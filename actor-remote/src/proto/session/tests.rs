@@ -328,3 +328,69 @@ fn reply_too_large_for_the_peer_becomes_a_rejected_failure() {
     ));
     assert!(!p.a.is_closed(), "the connection survives");
 }
+
+/// Tells offered in place come in order; once one is declined, it and every
+/// frame behind it become events, so nothing overtakes anything.
+#[test]
+fn tells_taken_in_place_keep_their_order_with_events() {
+    let mut p = Pair::default_pair();
+    p.b_events.clear();
+    let by_id = |i: u8| Tell { target: Target::id(7), sender: None, wire_name: "x".into(), payload: vec![i] };
+    for i in 0..3u8 {
+        p.a.send_tell(p.now, by_id(i)).unwrap();
+    }
+    let id = p.a.send_ask(p.now, Target::id(7), None, "t.Q".into(), vec![3], Duration::from_secs(5)).unwrap();
+    p.a.send_tell(p.now, by_id(4)).unwrap();
+    for i in 5..8u8 {
+        p.a.send_tell(p.now, by_id(i)).unwrap();
+    }
+    let bytes = p.a.poll_transmit().unwrap();
+    let mut taken = Vec::new();
+    // Take the first two; decline the third (a full mailbox).
+    p.b.handle_input_with(p.now, &bytes, |tell| {
+        assert_eq!((tell.target_id, tell.target_name, tell.wire_name), (Some(7), None, "x"));
+        if taken.len() < 2 {
+            taken.push(tell.payload[0]);
+            true
+        } else {
+            false
+        }
+    });
+    assert_eq!(taken, [0, 1]);
+    let mut rest = Vec::new();
+    while let Some(event) = p.b.poll_event() {
+        match event {
+            Event::Tell(t) => rest.push(t.payload[0]),
+            Event::Ask(ask) => {
+                assert_eq!(ask.id, id);
+                rest.push(ask.payload[0]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(rest, [2, 3, 4, 5, 6, 7], "declined tell first, then everything behind it, in order");
+
+    // With the queue drained, tells are offered in place again.
+    p.a.send_tell(p.now, by_id(8)).unwrap();
+    let bytes = p.a.poll_transmit().unwrap();
+    p.b.handle_input_with(p.now, &bytes, |tell| {
+        taken.push(tell.payload[0]);
+        true
+    });
+    assert_eq!(taken, [0, 1, 8]);
+    assert!(p.b.poll_event().is_none());
+}
+
+/// A tell the in-place reader leaves alone (one with a sender) still arrives,
+/// as an event.
+#[test]
+fn tells_with_a_sender_are_events() {
+    let mut p = Pair::default_pair();
+    p.b_events.clear();
+    let sender = Some(frame::ActorAddr { node: "a".into(), incarnation: 1, id: 2 });
+    let t = Tell { target: Target::id(7), sender, wire_name: "x".into(), payload: vec![1] };
+    p.a.send_tell(p.now, t.clone()).unwrap();
+    let bytes = p.a.poll_transmit().unwrap();
+    p.b.handle_input_with(p.now, &bytes, |_| panic!("not readable in place"));
+    assert_eq!(p.b.poll_event(), Some(Event::Tell(t)));
+}
