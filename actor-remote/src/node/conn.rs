@@ -14,7 +14,7 @@ use super::endpoint::Command;
 use super::expose::TryTell;
 use crate::proto::frame::{ActorAddr, Ask, Target, Tell, TellRef, Terminated, Watch};
 use crate::proto::session::CloseCause;
-use crate::proto::{AskFailure, CloseCode, Event, FailureCode, Session};
+use crate::proto::{AskFailure, CloseCode, Event, FailureCode, Offer, Session};
 use crate::transport::Connection;
 
 /// Commands queued per connection before senders wait (backpressure).
@@ -236,6 +236,10 @@ pub(crate) async fn run(
                 None => break,
             }
         }
+        if session.is_input_paused() && !inbound.is_full() {
+            let idle = delivering.is_none();
+            session.handle_input_with(now(), &[], |tell| offer(&node, &codec, idle, &mut inbound, tell));
+        }
         while !inbound.is_full() {
             let Some(event) = session.poll_event() else { break };
             let queued = match event {
@@ -347,7 +351,7 @@ pub(crate) async fn run(
         // Read only while inbound work can be queued and replies are not
         // piling up for a peer that does not read them.
         let backed_up = inbound.is_full();
-        let reading = !backed_up && session.outbound_len() + out.len() < outbound_cap;
+        let reading = !backed_up && !session.is_input_paused() && session.outbound_len() + out.len() < outbound_cap;
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             () = drive(&mut delivering), if delivering.is_some() => delivering = None,
@@ -376,23 +380,8 @@ pub(crate) async fn run(
             },
             read = source.read(&mut read_buf), if reading => match read {
                 Ok(Some(n)) => {
-                    // Tells go straight from the read buffer into mailboxes
-                    // while nothing waits ahead of them, else into the
-                    // backlog as they are. Tells by name (node messages
-                    // among them) become events.
                     let idle = delivering.is_none();
-                    session.handle_input_with(now(), &read_buf[..n], |tell| {
-                        if tell.target_name.is_some() {
-                            false
-                        } else if idle && inbound.is_empty() && deliver_in_place(&node, tell, &codec) {
-                            true
-                        } else if inbound.is_full() {
-                            false
-                        } else {
-                            inbound.push_encoded(tell);
-                            true
-                        }
-                    });
+                    session.handle_input_with(now(), &read_buf[..n], |tell| offer(&node, &codec, idle, &mut inbound, tell));
                 }
                 Ok(None) | Err(_) => session.handle_lost(),
             },
@@ -461,6 +450,23 @@ async fn drive(delivering: &mut Option<BoxFuture<'static, ()>>) {
     match delivering {
         Some(f) => f.await,
         None => std::future::pending().await,
+    }
+}
+
+/// What becomes of a tell read in place: delivered at once if nothing waits
+/// ahead of it and its mailbox has room, else kept in the backlog as it is;
+/// with the backlog full, reading pauses at it. Tells by name (node messages
+/// among them) become events.
+fn offer(node: &Arc<NodeInner>, codec: &SharedCodec, idle: bool, inbound: &mut Backlog, tell: TellRef<'_>) -> Offer {
+    if tell.target_name.is_some() {
+        Offer::Event
+    } else if idle && inbound.is_empty() && deliver_in_place(node, tell, codec) {
+        Offer::Taken
+    } else if inbound.is_full() {
+        Offer::Pause
+    } else {
+        inbound.push_encoded(tell);
+        Offer::Taken
     }
 }
 

@@ -548,6 +548,8 @@ impl Frame {
 pub struct FrameReader {
     buf: Vec<u8>,
     read: usize,
+    /// The length of the frame `next_raw` returned last (prefix included).
+    last: usize,
     max_frame: u32,
 }
 
@@ -555,7 +557,7 @@ impl FrameReader {
     /// A reader accepting frames up to `max_frame` bytes (capped at
     /// [`HARD_MAX_FRAME`]).
     pub fn new(max_frame: u32) -> Self {
-        Self { buf: Vec::new(), read: 0, max_frame: max_frame.min(HARD_MAX_FRAME) }
+        Self { buf: Vec::new(), read: 0, last: 0, max_frame: max_frame.min(HARD_MAX_FRAME) }
     }
 
     /// The limit in force.
@@ -565,6 +567,7 @@ impl FrameReader {
 
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
+        self.last = 0;
         if self.read > 0 && self.read == self.buf.len() {
             self.buf.clear();
             self.read = 0;
@@ -609,7 +612,14 @@ impl FrameReader {
         }
         let start = self.read + LENGTH_PREFIX;
         self.read += total;
+        self.last = total;
         Ok(Some(&self.buf[start..self.read]))
+    }
+
+    /// Puts back the frame the last [`next_raw`](Self::next_raw) returned,
+    /// so the next call returns it again. Does nothing the second time.
+    pub fn unread(&mut self) {
+        self.read -= std::mem::take(&mut self.last);
     }
 
     /// Drops consumed bytes once they dominate the buffer.

@@ -20,4 +20,4 @@ pub mod frame;
 pub mod session;
 
 pub use frame::{CloseCode, FailureCode, Frame, FrameError, FrameReader, TellRef};
-pub use session::{AskFailure, Event, Peer, SendError, Session, SessionConfig};
+pub use session::{AskFailure, Event, Offer, Peer, SendError, Session, SessionConfig};

@@ -9,6 +9,20 @@ use super::frame::{
     Tell, TellRef,
 };
 
+/// What becomes of a tell offered in place by
+/// [`Session::handle_input_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Done with: delivered, kept by the driver, or dropped.
+    Taken,
+    /// Not in place: it becomes an [`Event::Tell`], and so does every frame
+    /// behind it while events wait.
+    Event,
+    /// Not now: it and every frame after it stay buffered, unread, until the
+    /// next call.
+    Pause,
+}
+
 /// Limits and timings of a session. Every limit is explicit; the defaults are
 /// documented on each field and in PROTOCOL.md.
 #[derive(Debug, Clone)]
@@ -178,6 +192,8 @@ pub struct Session {
     config: SessionConfig,
     state: State,
     reader: FrameReader,
+    /// Input parsing stopped at [`Offer::Pause`].
+    paused: bool,
     /// Encoded bytes for the transport.
     tx: Vec<u8>,
     /// Frames queued before the handshake, with their encoded size.
@@ -198,6 +214,7 @@ impl Session {
         let mut session = Self {
             state: State::Handshaking { deadline: later(now, config.handshake_timeout) },
             reader: FrameReader::new(config.max_frame),
+            paused: false,
             tx: Vec::new(),
             early: VecDeque::new(),
             early_bytes: 0,
@@ -268,28 +285,41 @@ impl Session {
 
     /// Bytes received from the transport.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
-        self.handle_input_with(now, bytes, |_| false);
+        self.handle_input_with(now, bytes, |_| Offer::Event);
     }
 
     /// [`handle_input`](Self::handle_input), offering each tell to `take` in
-    /// place, borrowed from the input, while no event waits ahead of it. A
-    /// tell that `take` accepts (returns `true` for) is done with; one it
-    /// declines becomes an [`Event::Tell`] as usual, and so does every frame
-    /// behind it in the queue, so events keep their order.
-    pub fn handle_input_with(&mut self, now: Instant, bytes: &[u8], mut take: impl FnMut(TellRef<'_>) -> bool) {
+    /// place, borrowed from the input, while no event waits ahead of it;
+    /// `take` says what becomes of it ([`Offer`]). Once a tell becomes an
+    /// event, every frame behind it does too while events wait, so events
+    /// keep their order. After [`Offer::Pause`], the paused tell and what
+    /// follows stay buffered ([`is_input_paused`](Self::is_input_paused))
+    /// until the next call, which may pass no bytes to resume.
+    pub fn handle_input_with(&mut self, now: Instant, bytes: &[u8], mut take: impl FnMut(TellRef<'_>) -> Offer) {
+        self.paused = false;
         if self.is_closed() {
             return;
         }
-        self.last_rx = now;
-        self.reader.extend(bytes);
+        if !bytes.is_empty() {
+            self.last_rx = now;
+            self.reader.extend(bytes);
+        }
         loop {
             let in_place = self.events.is_empty() && matches!(self.state, State::Established(_));
             let frame = match self.reader.next_raw() {
                 Ok(Some(raw)) => {
                     if let (true, Some((&frame::kind::TELL, body))) = (in_place, raw.split_first())
-                        && TellRef::decode(body).is_some_and(&mut take)
+                        && let Some(tell) = TellRef::decode(body)
                     {
-                        continue;
+                        match take(tell) {
+                            Offer::Taken => continue,
+                            Offer::Pause => {
+                                self.reader.unread();
+                                self.paused = true;
+                                return;
+                            }
+                            Offer::Event => {}
+                        }
                     }
                     Frame::decode(raw)
                 }
@@ -310,6 +340,13 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Whether the last [`handle_input_with`](Self::handle_input_with)
+    /// stopped at [`Offer::Pause`] with frames left unread. A driver stops
+    /// reading the transport meanwhile, which keeps the buffer bounded.
+    pub fn is_input_paused(&self) -> bool {
+        self.paused
     }
 
     /// Time has passed: heartbeats, handshake and ask deadlines, idle timeout.

@@ -351,9 +351,9 @@ fn tells_taken_in_place_keep_their_order_with_events() {
         assert_eq!((tell.target_id, tell.target_name, tell.wire_name), (Some(7), None, "x"));
         if taken.len() < 2 {
             taken.push(tell.payload[0]);
-            true
+            Offer::Taken
         } else {
-            false
+            Offer::Event
         }
     });
     assert_eq!(taken, [0, 1]);
@@ -375,10 +375,42 @@ fn tells_taken_in_place_keep_their_order_with_events() {
     let bytes = p.a.poll_transmit().unwrap();
     p.b.handle_input_with(p.now, &bytes, |tell| {
         taken.push(tell.payload[0]);
-        true
+        Offer::Taken
     });
     assert_eq!(taken, [0, 1, 8]);
     assert!(p.b.poll_event().is_none());
+}
+
+/// A pause leaves the paused tell and everything after it unread; the next
+/// call, even with no new bytes, reads on from there.
+#[test]
+fn a_paused_input_resumes_where_it_stopped() {
+    let mut p = Pair::default_pair();
+    p.b_events.clear();
+    let by_id = |i: u8| Tell { target: Target::id(7), sender: None, wire_name: "x".into(), payload: vec![i] };
+    for i in 0..4u8 {
+        p.a.send_tell(p.now, by_id(i)).unwrap();
+    }
+    let id = p.a.send_ask(p.now, Target::id(7), None, "t.Q".into(), vec![], Duration::from_secs(5)).unwrap();
+    let bytes = p.a.poll_transmit().unwrap();
+    let mut taken = Vec::new();
+    p.b.handle_input_with(p.now, &bytes, |tell| {
+        if tell.payload[0] == 2 {
+            return Offer::Pause;
+        }
+        taken.push(tell.payload[0]);
+        Offer::Taken
+    });
+    assert!(p.b.is_input_paused());
+    assert_eq!(taken, [0, 1]);
+    assert!(p.b.poll_event().is_none(), "nothing after the pause was read");
+    p.b.handle_input_with(p.now, &[], |tell| {
+        taken.push(tell.payload[0]);
+        Offer::Taken
+    });
+    assert!(!p.b.is_input_paused());
+    assert_eq!(taken, [0, 1, 2, 3]);
+    assert!(matches!(p.b.poll_event(), Some(Event::Ask(ask)) if ask.id == id), "then the ask behind them");
 }
 
 /// A tell the in-place reader leaves alone (one with a sender) still arrives,
@@ -391,6 +423,6 @@ fn tells_with_a_sender_are_events() {
     let t = Tell { target: Target::id(7), sender, wire_name: "x".into(), payload: vec![1] };
     p.a.send_tell(p.now, t.clone()).unwrap();
     let bytes = p.a.poll_transmit().unwrap();
-    p.b.handle_input_with(p.now, &bytes, |_| panic!("not readable in place"));
+    p.b.handle_input_with(p.now, &bytes, |_| -> Offer { panic!("not readable in place") });
     assert_eq!(p.b.poll_event(), Some(Event::Tell(t)));
 }
