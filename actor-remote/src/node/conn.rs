@@ -193,9 +193,10 @@ pub(crate) async fn run(
     };
     let Connection { send: mut sink, recv: mut source, remote_addr, .. } = conn;
 
-    // Bytes being written; the session's buffer fills meanwhile and the two
-    // swap once this one has drained.
+    // Bytes being written (from `out_at` on); the session's buffer fills
+    // meanwhile and the two swap once this one has drained.
     let mut out: Vec<u8> = Vec::new();
+    let mut out_at = 0usize;
     let mut read_buf = vec![0u8; READ_BUF];
     let watched: Watched = Arc::new(std::sync::Mutex::new(HashSet::new()));
     // How refs inside messages on this connection are decoded: set once the
@@ -385,11 +386,15 @@ pub(crate) async fn run(
                 }
                 Ok(None) | Err(_) => session.handle_lost(),
             },
-            written = sink.write(&out), if !out.is_empty() => match written {
+            written = sink.write(&out[out_at..]), if !out.is_empty() => match written {
                 Ok(n) => {
-                    out.drain(..n);
-                    if out.is_empty() && out.capacity() > KEEP_WRITE_BUF {
-                        out = Vec::new();
+                    out_at += n;
+                    if out_at == out.len() {
+                        out_at = 0;
+                        out.clear();
+                        if out.capacity() > KEEP_WRITE_BUF {
+                            out = Vec::new();
+                        }
                     }
                 }
                 // The transport is gone.
@@ -438,7 +443,7 @@ pub(crate) async fn run(
     // that stopped reading gets a second, not more.
     session.transmit_into(&mut out);
     let flush = async {
-        if sink.write_all(&out).await.is_ok() {
+        if sink.write_all(&out[out_at..]).await.is_ok() {
             sink.close().await;
         }
     };

@@ -490,6 +490,10 @@ impl Frame {
             Frame::Hello(f) => rmp_serde::encode::write(out, f),
             Frame::Close(f) => rmp_serde::encode::write(out, f),
             Frame::Ping(n) | Frame::Pong(n) => rmp_serde::encode::write(out, &(n,)),
+            Frame::Tell(f) if f.sender.is_none() => {
+                encode_tell(out, &f.target, &f.wire_name, &f.payload);
+                Ok(())
+            }
             Frame::Tell(f) => rmp_serde::encode::write(out, f),
             Frame::Ask(f) => rmp_serde::encode::write(out, f),
             Frame::Reply(f) => rmp_serde::encode::write(out, f),
@@ -536,6 +540,31 @@ impl Frame {
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
+}
+
+/// Writes the body of a tell without a sender: the bytes the serde encoding
+/// gives, without its per-field dispatch (a tell is most of the traffic).
+fn encode_tell(out: &mut Vec<u8>, target: &Target, wire_name: &str, payload: &[u8]) {
+    use rmp::encode as e;
+    // Writing to a Vec cannot fail; lengths over u32 are impossible under the
+    // frame limit, which the caller checks on the result.
+    let _ = e::write_array_len(out, 4);
+    let _ = e::write_array_len(out, 2);
+    match target.id {
+        Some(id) => {
+            let _ = e::write_uint(out, id);
+        }
+        None => e::write_nil(out).unwrap_or(()),
+    }
+    match &target.name {
+        Some(name) => {
+            let _ = e::write_str(out, name);
+        }
+        None => e::write_nil(out).unwrap_or(()),
+    }
+    e::write_nil(out).unwrap_or(());
+    let _ = e::write_str(out, wire_name);
+    let _ = e::write_bin(out, payload);
 }
 
 /// Cuts a byte stream into frames.
