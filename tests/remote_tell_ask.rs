@@ -36,6 +36,17 @@ impl Handler<Seen> for Counter {
     }
 }
 
+/// A payload of any size.
+#[derive(Message, Serialize, Deserialize)]
+#[message(remote = "test.Blob")]
+struct Blob(Vec<u8>);
+
+impl Handler<Blob> for Counter {
+    async fn handle(&mut self, Blob(bytes): Blob, _ctx: &mut Context<Self>) {
+        self.seen.push(bytes.len() as u64);
+    }
+}
+
 /// Handled locally, but not listed for peers.
 #[derive(Message, Serialize, Deserialize)]
 #[message(remote = "test.Reset")]
@@ -57,7 +68,7 @@ impl Handler<LocalOnly> for Counter {
 
 impl RemoteActor for Counter {
     fn remote_messages(m: &mut RemoteMessages<Self>) {
-        m.add::<Add>().add::<Seen>();
+        m.add::<Add>().add::<Seen>().add::<Blob>();
     }
 }
 
@@ -234,6 +245,31 @@ async fn a_busy_actor_gets_every_message_once_in_order() {
     let seen = gated.ask(Pushed).timeout(Duration::from_secs(60)).await.unwrap();
     assert_eq!(seen.len() as u64, N, "every tell arrived once");
     assert!(seen.iter().copied().eq(0..N), "in order");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A tell over the receiving node's frame limit is refused to the sender,
+/// with the message handed back; the connection and what follows are fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tell_over_the_peers_frame_limit_is_refused_to_the_sender() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").max_frame(64 * 1024).start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    a.spawn_named("counter", Counter::default()).unwrap();
+    let remote: ActorRef<Counter> = b.lookup("counter").await.unwrap();
+    remote.tell(Blob(vec![1; 1000])).await.unwrap();
+    match remote.tell(Blob(vec![2; 100 * 1024])).await {
+        Err(SendError::Rejected(Blob(bytes), why)) => {
+            assert_eq!(bytes.len(), 100 * 1024, "the message comes back");
+            assert!(why.contains("limit"), "{why}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map_err(|e| e.to_string())),
+    }
+    assert!(matches!(remote.try_tell(Blob(vec![2; 100 * 1024])), Err(footlight::TrySendError::Rejected(..))));
+    remote.tell(Blob(vec![3; 2000])).await.unwrap();
+    assert_eq!(remote.ask(Seen).await.unwrap(), [1000, 2000], "the connection carried on");
     a.shutdown().await;
     b.shutdown().await;
 }

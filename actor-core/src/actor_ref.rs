@@ -262,10 +262,13 @@ async fn remote_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Re
         Err(e) => return Err(SendError::Rejected(msg, e.to_string())),
     };
     // Without waiting (and without a boxed future) when there is room.
-    let payload = match remote.try_tell(wire.name, payload) {
+    // Otherwise the waiting path decides: it waits for room, or for the
+    // connection that replaces a closed one.
+    match remote.try_tell_from(wire.name, &payload) {
         Ok(()) => return Ok(()),
-        Err((_, payload)) => payload,
-    };
+        Err(RemoteError::Rejected(why)) => return Err(SendError::Rejected(msg, why)),
+        Err(_) => {}
+    }
     match remote.tell(wire.name, payload).await {
         Ok(()) => Ok(()),
         Err(RemoteError::NodeDown) => Err(SendError::NodeDown(msg)),
@@ -279,11 +282,11 @@ fn remote_try_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Resu
         Ok(payload) => payload,
         Err(e) => return Err(TrySendError::Rejected(msg, e.to_string())),
     };
-    match remote.try_tell(wire.name, payload) {
+    match remote.try_tell_from(wire.name, &payload) {
         Ok(()) => Ok(()),
-        Err((RemoteError::Full, _)) => Err(TrySendError::Full(msg)),
-        Err((RemoteError::NodeDown, _)) => Err(TrySendError::NodeDown(msg)),
-        Err((other, _)) => Err(TrySendError::Rejected(msg, other.to_string())),
+        Err(RemoteError::Full) => Err(TrySendError::Full(msg)),
+        Err(RemoteError::NodeDown) => Err(TrySendError::NodeDown(msg)),
+        Err(other) => Err(TrySendError::Rejected(msg, other.to_string())),
     }
 }
 

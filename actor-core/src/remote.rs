@@ -97,6 +97,14 @@ pub trait RemoteEndpoint: Send + Sync + 'static {
     /// if not, gives the payload back with the reason.
     fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), (RemoteError, Vec<u8>)>;
 
+    /// Sends an encoded one-way message if the outbound queue has room now,
+    /// copying `payload` (the caller keeps its buffer, so the allocation is
+    /// freed where it was made). By default, [`try_tell`](Self::try_tell)
+    /// with a copy.
+    fn try_tell_from(&self, wire_name: &'static str, payload: &[u8]) -> Result<(), RemoteError> {
+        self.try_tell(wire_name, payload.to_vec()).map_err(|(e, _)| e)
+    }
+
     /// Sends an encoded request and waits for the encoded reply.
     fn ask(
         &self,

@@ -4,10 +4,9 @@ use std::any::{Any, TypeId};
 use std::sync::{Arc, Weak};
 
 use actor_core::{ActorId, ImportedRef, RefAddr, RefCodec, RemoteHandle};
-use tokio::sync::mpsc;
 
 use super::NodeInner;
-use super::endpoint::Command;
+use super::outbox::Commands;
 
 /// The ref codec of one connection: local actors become addresses of this
 /// node (and reachable by peers); addresses become local refs, refs through
@@ -17,7 +16,7 @@ pub(crate) struct ConnCodec {
     pub(crate) conn_id: u64,
     pub(crate) peer: String,
     pub(crate) peer_incarnation: u64,
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) commands: Commands,
 }
 
 impl RefCodec for ConnCodec {

@@ -11,14 +11,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::NodeInner;
 use super::codec::ConnCodec;
 use super::endpoint::Command;
-use super::expose::TryTell;
+use super::expose::{Exposed, TryTell};
+use super::outbox::{Commands, Next, Queued};
 use crate::proto::frame::{ActorAddr, Ask, Target, Tell, TellRef, Terminated, Watch};
 use crate::proto::session::CloseCause;
 use crate::proto::{AskFailure, CloseCode, Event, FailureCode, Offer, Session};
 use crate::transport::Connection;
 
-/// Commands queued per connection before senders wait (backpressure).
-pub(crate) const COMMAND_QUEUE: usize = 1024;
 /// Inbound messages waiting for mailbox room before reading pauses.
 const INBOUND_QUEUE: usize = 1024;
 /// Bytes of inbound tells kept waiting before reading pauses (a tell larger
@@ -26,8 +25,6 @@ const INBOUND_QUEUE: usize = 1024;
 const INBOUND_BYTES: usize = 1024 * 1024;
 /// Actors one peer may watch through one connection.
 const MAX_WATCHES: usize = 10_000;
-/// Commands taken from the queue in one go before bytes are flushed.
-const COMMAND_BATCH: usize = 512;
 /// Bytes taken from the transport in one read.
 const READ_BUF: usize = 16 * 1024;
 /// A write buffer larger than this is given back once it has drained.
@@ -42,7 +39,7 @@ fn now() -> Instant {
 /// A connection as the node sees it.
 pub(crate) struct ConnHandle {
     pub(crate) id: u64,
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) commands: Commands,
     /// Node messages (registry, held gossip), forwarded to `commands` in
     /// order by a task of the connection.
     pub(crate) system: super::registry::SystemSender,
@@ -140,7 +137,7 @@ enum Waiting<'a> {
 #[derive(Clone)]
 struct Delivery {
     node: Arc<NodeInner>,
-    commands: mpsc::Sender<Command>,
+    commands: Commands,
     watched: Watched,
     codec: SharedCodec,
 }
@@ -176,9 +173,9 @@ pub(crate) async fn run(
     let mut config = node.session.clone();
     config.expected_peer = conn.peer_identity.clone();
     let mut session = Session::new(config, now());
-    let (commands, mut command_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
+    let commands = Commands::new();
     // Node messages keep their order and wait for room instead of being
-    // dropped: one task forwards them into the command queue.
+    // dropped: one task forwards them into the outbound queue.
     let (system, mut system_rx) = mpsc::unbounded_channel::<(&'static str, Vec<u8>)>();
     let forwarder = {
         let commands = commands.clone();
@@ -207,11 +204,13 @@ pub(crate) async fn run(
     // Inbound messages waiting, in arrival order, behind `delivering` (the
     // one whose mailbox is full, or an ask being handed over).
     let mut inbound = Backlog::default();
+    let mut targets = Targets { node: node.clone(), codec: codec.clone(), last: None };
     let mut delivering: Option<BoxFuture<'static, ()>> = None;
 
-    let mut batch: Vec<Command> = Vec::with_capacity(COMMAND_BATCH);
+    // What was taken from the outbound queue and not yet handed to the
+    // session (it waits while the session's buffer is at its limit).
+    let mut batch = Queued::default();
     let mut pending: HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>> = HashMap::new();
-    let mut stalled: VecDeque<Command> = VecDeque::new();
     let mut peer_incarnation: Option<u64> = None;
     let mut duplicate = false;
     // The peer's id once the handshake names it, registered or not (refs may
@@ -228,7 +227,7 @@ pub(crate) async fn run(
         // Hand waiting messages over while their mailboxes take them.
         while delivering.is_none() {
             let next = inbound.pop(|msg| match msg {
-                Waiting::InPlace(tell) if deliver_in_place(&node, tell, &codec) => None,
+                Waiting::InPlace(tell) if targets.deliver_in_place(tell) => None,
                 Waiting::InPlace(tell) => Some(Inbound::Tell(Box::new(tell.into()))),
                 Waiting::Owned(msg) => deliver_now(&node, msg, &codec),
             });
@@ -239,7 +238,7 @@ pub(crate) async fn run(
         }
         if session.is_input_paused() && !inbound.is_full() {
             let idle = delivering.is_none();
-            session.handle_input_with(now(), &[], |tell| offer(&node, &codec, idle, &mut inbound, tell));
+            session.handle_input_with(now(), &[], |tell| offer(&mut targets, idle, &mut inbound, tell));
         }
         while !inbound.is_full() {
             let Some(event) = session.poll_event() else { break };
@@ -251,6 +250,7 @@ pub(crate) async fn run(
                     None
                 }
                 Event::Established(peer) => {
+                    commands.set_max_frame(peer.max_frame);
                     let dialer = if dialed_by_me { node.id.clone() } else { peer.node.clone() };
                     let handle = ConnHandle {
                         id: conn_id,
@@ -341,13 +341,9 @@ pub(crate) async fn run(
         if out.is_empty() {
             session.transmit_into(&mut out);
         }
-        // Retry commands the session pushed back on, now that bytes moved.
-        let at = now();
-        while let Some(cmd) = stalled.pop_front() {
-            if let Some(cmd) = submit(&mut session, at, cmd, &mut pending) {
-                stalled.push_front(cmd);
-                break;
-            }
+        // Go on with what the session pushed back on, now that bytes moved.
+        if !batch.is_done() {
+            feed(&mut session, &mut batch, now(), &mut pending);
         }
         // Read only while inbound work can be queued and replies are not
         // piling up for a peer that does not read them.
@@ -356,33 +352,15 @@ pub(crate) async fn run(
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             () = drive(&mut delivering), if delivering.is_some() => delivering = None,
-            taken = command_rx.recv_many(&mut batch, COMMAND_BATCH), if stalled.is_empty() => {
-                if taken == 0 {
-                    // Every sender is gone.
-                    session.close(now(), CloseCode::Normal, "shutting down");
-                }
-                // Everything queued at once (one release of queue room for
-                // the lot), so frames leave in batches.
-                let at = now();
-                let mut cmds = batch.drain(..);
-                while let Some(cmd) = cmds.next() {
-                    if matches!(cmd, Command::Close) {
-                        session.close(now(), CloseCode::Normal, "shutting down");
-                        // What follows is failed below, as the session is closed.
-                        stalled.extend(cmds);
-                        break;
-                    }
-                    if let Some(cmd) = submit(&mut session, at, cmd, &mut pending) {
-                        stalled.push_back(cmd);
-                        stalled.extend(cmds);
-                        break;
-                    }
-                }
+            () = commands.work(), if batch.is_done() && !session.is_closed() => {
+                // Everything queued at once, so frames leave in batches.
+                commands.take(&mut batch);
+                feed(&mut session, &mut batch, now(), &mut pending);
             },
             read = source.read(&mut read_buf), if reading => match read {
                 Ok(Some(n)) => {
                     let idle = delivering.is_none();
-                    session.handle_input_with(now(), &read_buf[..n], |tell| offer(&node, &codec, idle, &mut inbound, tell));
+                    session.handle_input_with(now(), &read_buf[..n], |tell| offer(&mut targets, idle, &mut inbound, tell));
                 }
                 Ok(None) | Err(_) => session.handle_lost(),
             },
@@ -427,13 +405,8 @@ pub(crate) async fn run(
     for (_, tx) in pending.drain() {
         let _ = tx.send(Err(RemoteError::NodeDown));
     }
-    for cmd in stalled.drain(..) {
-        if let Command::Ask { reply, .. } = cmd {
-            let _ = reply.send(Err(RemoteError::NodeDown));
-        }
-    }
-    command_rx.close();
-    while let Ok(cmd) = command_rx.try_recv() {
+    let left = commands.close();
+    for cmd in std::mem::take(&mut batch).into_commands().chain(left.into_commands()) {
         if let Command::Ask { reply, .. } = cmd {
             let _ = reply.send(Err(RemoteError::NodeDown));
         }
@@ -462,10 +435,10 @@ async fn drive(delivering: &mut Option<BoxFuture<'static, ()>>) {
 /// ahead of it and its mailbox has room, else kept in the backlog as it is;
 /// with the backlog full, reading pauses at it. Tells by name (node messages
 /// among them) become events.
-fn offer(node: &Arc<NodeInner>, codec: &SharedCodec, idle: bool, inbound: &mut Backlog, tell: TellRef<'_>) -> Offer {
+fn offer(targets: &mut Targets, idle: bool, inbound: &mut Backlog, tell: TellRef<'_>) -> Offer {
     if tell.target_name.is_some() {
         Offer::Event
-    } else if idle && inbound.is_empty() && deliver_in_place(node, tell, codec) {
+    } else if idle && inbound.is_empty() && targets.deliver_in_place(tell) {
         Offer::Taken
     } else if inbound.is_full() {
         Offer::Pause
@@ -475,21 +448,46 @@ fn offer(node: &Arc<NodeInner>, codec: &SharedCodec, idle: bool, inbound: &mut B
     }
 }
 
-/// Delivers a tell read in place if its mailbox has room (or drops it, logged,
-/// if it can never be delivered); `false` leaves it to the queue. Tells by
-/// name (node messages among them) take the general way.
-fn deliver_in_place(node: &Arc<NodeInner>, tell: TellRef<'_>, codec: &SharedCodec) -> bool {
-    let (Some(id), None, Some(codec)) = (tell.target_id, tell.target_name, codec.get()) else { return false };
-    let Some(target) = node.resolve(&Target::id(id)) else {
-        tracing::debug!(id, "tell for an unknown actor dropped");
-        return true;
-    };
-    match target.try_tell(tell.wire_name, tell.payload, codec) {
-        Ok(()) => true,
-        Err(TryTell::Full) => false,
-        Err(TryTell::Refused(code)) => {
-            tracing::warn!(id, wire_name = %tell.wire_name, ?code, "inbound tell refused");
-            true
+/// Where tells read in place go: the node's exposed actors, the last one
+/// found kept at hand (a burst usually goes to one actor). An exposed actor
+/// keeps its id for life and leaves the node's table only when it ends, so
+/// the kept one is right for its id until a delivery finds it gone.
+struct Targets {
+    node: Arc<NodeInner>,
+    codec: SharedCodec,
+    last: Option<(u64, Arc<dyn Exposed>)>,
+}
+
+impl Targets {
+    /// Delivers a tell read in place if its mailbox has room (or drops it,
+    /// logged, if it can never be delivered); `false` leaves it to wait.
+    /// Tells by name (node messages among them) take the general way.
+    fn deliver_in_place(&mut self, tell: TellRef<'_>) -> bool {
+        let (Some(id), None, Some(codec)) = (tell.target_id, tell.target_name, self.codec.get()) else {
+            return false;
+        };
+        let target = match &self.last {
+            Some((last, target)) if *last == id => target,
+            _ => match self.node.resolve(&Target::id(id)) {
+                Some(target) => &self.last.insert((id, target)).1,
+                None => {
+                    tracing::debug!(id, "tell for an unknown actor dropped");
+                    return true;
+                }
+            },
+        };
+        match target.try_tell(tell.wire_name, tell.payload, codec) {
+            Ok(()) => true,
+            Err(TryTell::Full) => false,
+            Err(TryTell::Refused(FailureCode::ActorNotFound)) => {
+                tracing::debug!(id, "tell for an actor that ended dropped");
+                self.last = None;
+                true
+            }
+            Err(TryTell::Refused(code)) => {
+                tracing::warn!(id, wire_name = %tell.wire_name, ?code, "inbound tell refused");
+                true
+            }
         }
     }
 }
@@ -523,7 +521,7 @@ type Watched = Arc<std::sync::Mutex<HashSet<u64>>>;
 /// Starts reporting, once, when the peer's watched actor `id` stops (at once
 /// if it is gone), unless this connection ends first. A second watch of the
 /// same actor is a no-op; past [`MAX_WATCHES`] a watch is answered at once.
-fn watch_once(node: &Arc<NodeInner>, commands: &mpsc::Sender<Command>, watched: &Watched, id: u64) {
+fn watch_once(node: &Arc<NodeInner>, commands: &Commands, watched: &Watched, id: u64) {
     {
         let mut set = watched.lock().unwrap_or_else(|p| p.into_inner());
         if set.contains(&id) {
@@ -555,6 +553,42 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Hands the batch taken from the outbound queue to the session, in queue
+/// order, while it has room: frames as they are, commands one by one. What
+/// the session pushes back on stays in the batch.
+fn feed(
+    session: &mut Session,
+    batch: &mut Queued,
+    now: Instant,
+    pending: &mut HashMap<u64, oneshot::Sender<Result<Vec<u8>, RemoteError>>>,
+) {
+    while !session.is_closed() {
+        if batch.next_is_frames() && !session.has_room() {
+            return;
+        }
+        match batch.next() {
+            None => return,
+            Some(Next::Frames(frames)) => {
+                // Encoded against the peer's limit once established; a
+                // closed session drops them (at most once).
+                if let Err(e) = session.send_encoded(now, frames) {
+                    tracing::debug!(error = %e, "tells not sent");
+                }
+            }
+            Some(Next::Command(Command::Close)) => {
+                // What follows is failed when the connection ends.
+                session.close(now, CloseCode::Normal, "shutting down");
+            }
+            Some(Next::Command(cmd)) => {
+                if let Some(cmd) = submit(session, now, cmd, pending) {
+                    batch.put_back(cmd);
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -674,7 +708,7 @@ fn log_close(node: &str, peer: Option<&str>, addr: &str, cause: &CloseCause) {
 async fn deliver(
     node: &Arc<NodeInner>,
     msg: Inbound,
-    commands: &mpsc::Sender<Command>,
+    commands: &Commands,
     watched: &Watched,
     codec: &Arc<dyn RefCodec>,
 ) {

@@ -5,9 +5,11 @@ use std::time::Duration;
 use std::sync::{Arc, RwLock, Weak};
 
 use actor_core::{BoxFuture, RefAddr, RefCodec, RemoteEndpoint, RemoteError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
 
 use super::NodeInner;
+use super::outbox::{Commands, TellRefused};
 use crate::proto::frame::Target;
 
 /// A request from the node (or a remote ref) to a connection task.
@@ -41,27 +43,27 @@ pub(crate) enum Command {
 }
 
 /// The way to one run (incarnation) of a peer node: the current
-/// connection's command queue, re-resolved when that connection was replaced
+/// connection's outbound queue, re-resolved when that connection was replaced
 /// by another to the same run (crossed dials settle, reconnects).
 pub(crate) struct Route {
     pub(crate) node: Weak<NodeInner>,
     pub(crate) peer: String,
     pub(crate) incarnation: u64,
-    current: RwLock<mpsc::Sender<Command>>,
+    current: RwLock<Commands>,
 }
 
 impl Route {
-    pub(crate) fn new(node: Weak<NodeInner>, peer: String, incarnation: u64, commands: mpsc::Sender<Command>) -> Self {
+    pub(crate) fn new(node: Weak<NodeInner>, peer: String, incarnation: u64, commands: Commands) -> Self {
         Self { node, peer, incarnation, current: RwLock::new(commands) }
     }
 
-    fn current(&self) -> mpsc::Sender<Command> {
+    fn current(&self) -> Commands {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The live connection to the same run of the peer, if the one used so
     /// far has closed.
-    fn reroute(&self) -> Option<mpsc::Sender<Command>> {
+    fn reroute(&self) -> Option<Commands> {
         let node = self.node.upgrade()?;
         let next = node.connection_to(&self.peer, self.incarnation)?.commands;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
@@ -76,12 +78,12 @@ impl Route {
         let attempt = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
         let cmd = match attempt {
             Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(cmd)) => return self.resend(cmd).await,
-            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
+            Err(TrySendError::Closed(cmd)) => return self.resend(cmd).await,
+            Err(TrySendError::Full(cmd)) => cmd,
         };
         match self.current().send(cmd).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(cmd)) => self.resend(cmd).await,
+            Err(tokio::sync::mpsc::error::SendError(cmd)) => self.resend(cmd).await,
         }
     }
 
@@ -106,15 +108,59 @@ impl Route {
         let sent = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
         match sent {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(cmd)) => Err((RemoteError::Full, cmd)),
-            Err(mpsc::error::TrySendError::Closed(cmd)) => match self.reroute() {
+            Err(TrySendError::Full(cmd)) => Err((RemoteError::Full, cmd)),
+            Err(TrySendError::Closed(cmd)) => match self.reroute() {
                 Some(next) => next.try_send(cmd).map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(cmd) => (RemoteError::Full, cmd),
-                    mpsc::error::TrySendError::Closed(cmd) => (RemoteError::NodeDown, cmd),
+                    TrySendError::Full(cmd) => (RemoteError::Full, cmd),
+                    TrySendError::Closed(cmd) => (RemoteError::NodeDown, cmd),
                 }),
                 None => Err((RemoteError::NodeDown, cmd)),
             },
         }
+    }
+
+    /// Encodes a tell into the current connection's queue if there is room
+    /// now (or into the replacement of a closed one).
+    fn try_tell(&self, target: &Target, wire_name: &str, payload: &[u8]) -> Result<(), RemoteError> {
+        let sent = self.current.read().unwrap_or_else(|p| p.into_inner()).try_tell(target, wire_name, payload);
+        match sent {
+            Err(TellRefused::Closed) => match self.reroute() {
+                Some(next) => next.try_tell(target, wire_name, payload).map_err(refusal),
+                None => Err(RemoteError::NodeDown),
+            },
+            other => other.map_err(refusal),
+        }
+    }
+
+    /// Encodes a tell into the queue, waiting for room; if the connection
+    /// used so far has closed, into the peer's new one (waiting briefly for
+    /// it, as [`send`](Self::send) does).
+    async fn tell(&self, target: &Target, wire_name: &str, payload: &[u8]) -> Result<(), RemoteError> {
+        match self.current().tell(target, wire_name, payload).await {
+            Err(TellRefused::Closed) => {}
+            other => return other.map_err(refusal),
+        }
+        let next = match self.reroute() {
+            Some(next) => next,
+            None => {
+                let node = self.node.upgrade().ok_or(RemoteError::NodeDown)?;
+                if !node.awaiting_successor(&self.peer, self.incarnation) {
+                    return Err(RemoteError::NodeDown);
+                }
+                let next = node.await_connection_to(&self.peer, self.incarnation).await.ok_or(RemoteError::NodeDown)?;
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.commands.clone();
+                next.commands
+            }
+        };
+        next.tell(target, wire_name, payload).await.map_err(refusal)
+    }
+}
+
+fn refusal(refused: TellRefused) -> RemoteError {
+    match refused {
+        TellRefused::Closed => RemoteError::NodeDown,
+        TellRefused::Full => RemoteError::Full,
+        TellRefused::Rejected(why) => RemoteError::Rejected(why),
     }
 }
 
@@ -129,18 +175,15 @@ pub(crate) struct PeerEndpoint {
 
 impl RemoteEndpoint for PeerEndpoint {
     fn tell(&self, wire_name: &'static str, payload: Vec<u8>) -> BoxFuture<'_, Result<(), RemoteError>> {
-        Box::pin(
-            async move { self.route.send(Command::Tell { target: self.target.clone(), wire_name, payload }).await },
-        )
+        Box::pin(async move { self.route.tell(&self.target, wire_name, &payload).await })
     }
 
     fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), (RemoteError, Vec<u8>)> {
-        self.route.try_send(Command::Tell { target: self.target.clone(), wire_name, payload }).map_err(|(e, cmd)| {
-            match cmd {
-                Command::Tell { payload, .. } => (e, payload),
-                _ => (e, Vec::new()),
-            }
-        })
+        self.route.try_tell(&self.target, wire_name, &payload).map_err(|e| (e, payload))
+    }
+
+    fn try_tell_from(&self, wire_name: &'static str, payload: &[u8]) -> Result<(), RemoteError> {
+        self.route.try_tell(&self.target, wire_name, payload)
     }
 
     fn ask(
@@ -193,7 +236,7 @@ impl RemoteEndpoint for PeerEndpoint {
 /// Sends an ask through a connection and waits for its outcome, which the
 /// connection resolves exactly once (reply, failure, timeout or node loss).
 pub(crate) async fn ask(
-    commands: &mpsc::Sender<Command>,
+    commands: &Commands,
     target: Target,
     wire_name: &'static str,
     payload: Vec<u8>,

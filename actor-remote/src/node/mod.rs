@@ -28,6 +28,7 @@ mod codec;
 mod conn;
 mod endpoint;
 mod expose;
+mod outbox;
 mod registry;
 
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ use actor_core::{Actor, ActorRef, ActorSystem, ExitReason, RemoteHandle, SpawnEr
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
+
+use outbox::Commands;
 
 pub use self::cluster::{ClusterEvent, FailureDetection, GossipStats, Member, Subscription};
 use self::conn::ConnHandle;
@@ -160,8 +163,9 @@ impl NodeBuilder {
     }
 
     /// Encoded bytes buffered per connection before senders wait (default
-    /// 4 MiB; with the bounded command queue in front of it, this is what
-    /// holds memory per peer in check).
+    /// 4 MiB; with the bounded outbound queue in front of it, 1024 commands
+    /// and 256 KiB of encoded tells, this is what holds memory per peer in
+    /// check).
     pub fn max_outbound_bytes(mut self, bytes: usize) -> Self {
         self.session.max_outbound_bytes = bytes.max(1);
         self
@@ -437,7 +441,7 @@ fn merge_proxies(into: &mut HashMap<u64, Proxies>, moved: HashMap<u64, Proxies>)
 }
 
 /// Asks the peer behind `commands` to report the end of its actor `id`.
-fn send_watch(commands: &mpsc::Sender<Command>, id: u64) {
+fn send_watch(commands: &Commands, id: u64) {
     if let Err(mpsc::error::TrySendError::Full(cmd)) = commands.try_send(Command::Watch { id }) {
         let commands = commands.clone();
         tokio::spawn(async move {
@@ -626,7 +630,7 @@ impl Node {
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         for (peer, mut handle) in sorted {
             let payload = crate::codec::encode(&name.to_owned()).map_err(|_| NodeError::NotFound(name.to_owned()))?;
-            let ask = |commands: mpsc::Sender<Command>, payload: Vec<u8>| async move {
+            let ask = |commands: Commands, payload: Vec<u8>| async move {
                 let target = Target::name(SYSTEM_TARGET);
                 endpoint::ask(&commands, target, LOOKUP, payload, Duration::from_secs(5)).await
             };
@@ -910,7 +914,7 @@ impl NodeInner {
     }
 
     /// Moves stand-ins to connection `conn_id` and renews their watches there.
-    fn rehome(&self, moved: HashMap<u64, Proxies>, conn_id: u64, commands: mpsc::Sender<Command>) {
+    fn rehome(&self, moved: HashMap<u64, Proxies>, conn_id: u64, commands: Commands) {
         let renew =
             merge_proxies(self.proxies.lock().unwrap_or_else(|p| p.into_inner()).entry(conn_id).or_default(), moved);
         for id in renew {
@@ -1036,7 +1040,7 @@ impl NodeInner {
         peer: &str,
         incarnation: u64,
         conn_id: u64,
-        commands: mpsc::Sender<Command>,
+        commands: Commands,
         id: u64,
         label: &str,
     ) -> PeerEndpoint {

@@ -542,6 +542,31 @@ impl Frame {
     }
 }
 
+/// Appends a whole tell frame without a sender (prefix, kind, body), as
+/// [`Frame::encode`] would write it, from borrowed parts. Fails, leaving `out`
+/// as it was, if the frame would exceed `max_frame`.
+pub fn encode_tell_frame(
+    out: &mut Vec<u8>,
+    target: &Target,
+    wire_name: &str,
+    payload: &[u8],
+    max_frame: u32,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX]);
+    out.push(kind::TELL);
+    encode_tell(out, target, wire_name, payload);
+    let len = out.len() - start - LENGTH_PREFIX;
+    let max = max_frame.min(HARD_MAX_FRAME);
+    if len > max as usize {
+        out.truncate(start);
+        return Err(EncodeError::TooLarge { len, max });
+    }
+    // `len` fits: it is at most HARD_MAX_FRAME.
+    out[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
 /// Writes the body of a tell without a sender: the bytes the serde encoding
 /// gives, without its per-field dispatch (a tell is most of the traffic).
 fn encode_tell(out: &mut Vec<u8>, target: &Target, wire_name: &str, payload: &[u8]) {

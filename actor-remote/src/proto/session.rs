@@ -174,6 +174,9 @@ pub enum SendError {
     /// The frame cannot be encoded within the peer's limit.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// Frames encoded by the driver need an established session.
+    #[error("the handshake is not done")]
+    NotEstablished,
 }
 
 enum State {
@@ -397,6 +400,23 @@ impl Session {
     /// Sends a one-way message. Queued if the handshake is not done yet.
     pub fn send_tell(&mut self, now: Instant, tell: Tell) -> Result<(), SendError> {
         self.send(now, Frame::Tell(tell))
+    }
+
+    /// Queues frames the driver encoded itself (whole frames within the
+    /// peer's limit, e.g. from [`frame::encode_tell_frame`] with
+    /// [`Peer::max_frame`]), as they are. Only once established; like
+    /// replies, not held back by the outbound limit, so check
+    /// [`has_room`](Self::has_room) first.
+    pub fn send_encoded(&mut self, now: Instant, frames: &[u8]) -> Result<(), SendError> {
+        match &self.state {
+            State::Established(_) => {
+                self.tx.extend_from_slice(frames);
+                self.last_tx = now;
+                Ok(())
+            }
+            State::Handshaking { .. } => Err(SendError::NotEstablished),
+            State::Closed => Err(SendError::Closed),
+        }
     }
 
     /// Sends a request; its reply or failure comes back as an event with the

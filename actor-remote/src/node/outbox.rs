@@ -1,0 +1,404 @@
+//! A connection's outbound queue: what senders hand to its task, in order.
+//!
+//! Tells to actors are the bulk of the traffic, so a sender encodes its tell
+//! frame straight into the queue's byte buffer: no queue entry, allocation or
+//! hand-over of a payload buffer per message. Everything else (asks, replies,
+//! watches, node messages, close) is a [`Command`] that remembers where in
+//! that buffer it was queued, so the connection task replays the two in the
+//! exact order senders queued them. The task swaps both out at once and gives
+//! the (empty) buffers back for reuse.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+use tokio::sync::mpsc::error::{SendError, TrySendError};
+
+use super::endpoint::Command;
+use crate::proto::frame::{self, Target};
+
+/// Commands queued before senders wait (backpressure).
+pub(crate) const MAX_COMMANDS: usize = 1024;
+/// Bytes of encoded tells queued before senders wait.
+pub(crate) const MAX_TELL_BYTES: usize = 256 * 1024;
+
+/// Why a tell was not queued.
+#[derive(Debug)]
+pub(crate) enum TellRefused {
+    /// The connection has ended.
+    Closed,
+    /// The queue is at its limit; wait with [`Commands::room`].
+    Full,
+    /// It can never be sent (over the peer's frame limit).
+    Rejected(String),
+}
+
+/// The sending side of a connection's outbound queue; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Commands {
+    inner: Arc<Outbox>,
+}
+
+struct Outbox {
+    state: Mutex<Queued>,
+    /// Wakes the connection task when work arrives in an empty queue.
+    work: Notify,
+    /// Wakes senders waiting for room, and waiters for the end.
+    room: Notify,
+}
+
+/// What waits in the queue; also the connection task's batch once taken.
+#[derive(Default)]
+pub(crate) struct Queued {
+    /// Encoded tell frames.
+    frames: Vec<u8>,
+    /// Commands, each with the length `frames` had when it was queued.
+    cmds: VecDeque<(usize, Command)>,
+    /// How much of `frames` the task has handed on (batch side only).
+    done: usize,
+    /// No more is taken (queue side only).
+    closed: bool,
+    /// The peer's frame limit, once the handshake gave it (queue side only).
+    max_frame: u32,
+}
+
+/// The next item of a batch, in queue order.
+pub(crate) enum Next<'a> {
+    /// Encoded frames to hand on as they are.
+    Frames(&'a [u8]),
+    /// A command.
+    Command(Command),
+}
+
+impl Queued {
+    fn is_empty(&self) -> bool {
+        self.cmds.is_empty() && self.frames.len() == self.done
+    }
+
+    /// Takes the next item; `None` once the batch is done (then it is reset,
+    /// keeping its buffers).
+    pub(crate) fn next(&mut self) -> Option<Next<'_>> {
+        let until = self.cmds.front().map_or(self.frames.len(), |(at, _)| *at);
+        if self.done < until {
+            let from = self.done;
+            self.done = until;
+            return Some(Next::Frames(&self.frames[from..until]));
+        }
+        match self.cmds.pop_front() {
+            Some((_, cmd)) => Some(Next::Command(cmd)),
+            None => {
+                self.frames.clear();
+                self.done = 0;
+                if self.frames.capacity() > 4 * MAX_TELL_BYTES {
+                    // After a very large tell: do not keep its buffer.
+                    self.frames = Vec::new();
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether [`next`](Self::next) would give frames.
+    pub(crate) fn next_is_frames(&self) -> bool {
+        self.done < self.cmds.front().map_or(self.frames.len(), |(at, _)| *at)
+    }
+
+    /// Puts back a command [`next`](Self::next) just gave, to come first.
+    pub(crate) fn put_back(&mut self, cmd: Command) {
+        self.cmds.push_front((self.done, cmd));
+    }
+
+    /// Whether everything taken has been handed on.
+    pub(crate) fn is_done(&self) -> bool {
+        self.is_empty()
+    }
+
+    /// The commands left, in order (frames left are dropped).
+    pub(crate) fn into_commands(self) -> impl Iterator<Item = Command> {
+        self.cmds.into_iter().map(|(_, cmd)| cmd)
+    }
+}
+
+impl Commands {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: Arc::new(Outbox { state: Mutex::new(Queued::default()), work: Notify::new(), room: Notify::new() }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        // Nothing panics while holding this lock but allocation failure; the
+        // queue stays consistent either way.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a command if there is room now.
+    pub(crate) fn try_send(&self, cmd: Command) -> Result<(), TrySendError<Command>> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(TrySendError::Closed(cmd));
+        }
+        if q.cmds.len() >= MAX_COMMANDS {
+            return Err(TrySendError::Full(cmd));
+        }
+        let was_empty = q.is_empty();
+        let at = q.frames.len();
+        q.cmds.push_back((at, cmd));
+        drop(q);
+        if was_empty {
+            self.inner.work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a command, waiting for room.
+    pub(crate) async fn send(&self, mut cmd: Command) -> Result<(), SendError<Command>> {
+        loop {
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(cmd) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Closed(c)) => return Err(SendError(c)),
+                Err(TrySendError::Full(c)) => cmd = c,
+            }
+            room.await;
+        }
+    }
+
+    /// Encodes a tell frame straight into the queue if there is room now.
+    pub(crate) fn try_tell(&self, target: &Target, wire_name: &str, payload: &[u8]) -> Result<(), TellRefused> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(TellRefused::Closed);
+        }
+        if q.frames.len() >= MAX_TELL_BYTES {
+            return Err(TellRefused::Full);
+        }
+        let was_empty = q.is_empty();
+        let max = q.max_frame;
+        frame::encode_tell_frame(&mut q.frames, target, wire_name, payload, max)
+            .map_err(|e| TellRefused::Rejected(e.to_string()))?;
+        drop(q);
+        if was_empty {
+            self.inner.work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Encodes a tell frame into the queue, waiting for room.
+    pub(crate) async fn tell(&self, target: &Target, wire_name: &str, payload: &[u8]) -> Result<(), TellRefused> {
+        loop {
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_tell(target, wire_name, payload) {
+                Err(TellRefused::Full) => room.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Resolves once the connection has ended.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    // ------------------------------------------------ the connection's side
+
+    /// Frames may be encoded once the peer's limit is known.
+    pub(crate) fn set_max_frame(&self, max_frame: u32) {
+        self.lock().max_frame = max_frame;
+    }
+
+    /// Resolves when work may have arrived (at once if some arrived since
+    /// the last [`take`](Self::take)).
+    pub(crate) async fn work(&self) {
+        self.inner.work.notified().await;
+    }
+
+    /// Moves everything queued into `batch` (which must be done), giving the
+    /// queue `batch`'s emptied buffers, and wakes senders waiting for room.
+    pub(crate) fn take(&self, batch: &mut Queued) {
+        let mut q = self.lock();
+        std::mem::swap(&mut q.frames, &mut batch.frames);
+        std::mem::swap(&mut q.cmds, &mut batch.cmds);
+        batch.done = 0;
+        q.frames.clear();
+        q.cmds.clear();
+        drop(q);
+        self.inner.room.notify_waiters();
+    }
+
+    /// Ends the queue: later sends fail. Returns what was still queued.
+    pub(crate) fn close(&self) -> Queued {
+        let mut q = self.lock();
+        q.closed = true;
+        let left =
+            Queued { frames: std::mem::take(&mut q.frames), cmds: std::mem::take(&mut q.cmds), ..Queued::default() };
+        drop(q);
+        self.inner.room.notify_waiters();
+        left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::{Frame, FrameReader, Tell};
+
+    fn queue() -> Commands {
+        let q = Commands::new();
+        q.set_max_frame(frame::DEFAULT_MAX_FRAME);
+        q
+    }
+
+    fn watch(id: u64) -> Command {
+        Command::Watch { id }
+    }
+
+    /// Reads a batch back: tells by their payload's first byte, commands by
+    /// the id of a `Watch`.
+    fn replay(batch: &mut Queued) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some(next) = batch.next() {
+            match next {
+                Next::Frames(bytes) => {
+                    let mut reader = FrameReader::new(frame::DEFAULT_MAX_FRAME);
+                    reader.extend(bytes);
+                    while let Ok(Some(frame)) = reader.next_frame() {
+                        match frame {
+                            Frame::Tell(Tell { payload, .. }) => seen.push(format!("t{}", payload[0])),
+                            other => seen.push(format!("{other:?}")),
+                        }
+                    }
+                }
+                Next::Command(Command::Watch { id }) => seen.push(format!("c{id}")),
+                Next::Command(_) => seen.push("other".into()),
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn tells_and_commands_come_out_in_the_order_they_went_in() {
+        let q = queue();
+        let t = Target::id(1);
+        q.try_tell(&t, "x", &[0]).unwrap_or_else(|e| panic!("{e:?}"));
+        q.try_tell(&t, "x", &[1]).unwrap_or_else(|e| panic!("{e:?}"));
+        q.try_send(watch(2)).unwrap_or_else(|_| panic!("room"));
+        q.try_send(watch(3)).unwrap_or_else(|_| panic!("room"));
+        q.try_tell(&t, "x", &[4]).unwrap_or_else(|e| panic!("{e:?}"));
+        q.try_send(watch(5)).unwrap_or_else(|_| panic!("room"));
+        let mut batch = Queued::default();
+        q.take(&mut batch);
+        assert_eq!(replay(&mut batch), ["t0", "t1", "c2", "c3", "t4", "c5"]);
+        assert!(batch.is_done());
+        // The batch's buffers go back to the queue and are reused.
+        q.try_tell(&t, "x", &[6]).unwrap_or_else(|e| panic!("{e:?}"));
+        q.take(&mut batch);
+        assert_eq!(replay(&mut batch), ["t6"]);
+    }
+
+    #[test]
+    fn a_command_put_back_comes_first_again() {
+        let q = queue();
+        q.try_send(watch(1)).unwrap_or_else(|_| panic!("room"));
+        q.try_tell(&Target::id(1), "x", &[2]).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut batch = Queued::default();
+        q.take(&mut batch);
+        let Some(Next::Command(cmd)) = batch.next() else { panic!("the command comes first") };
+        batch.put_back(cmd);
+        assert!(!batch.next_is_frames());
+        assert_eq!(replay(&mut batch), ["c1", "t2"]);
+    }
+
+    #[test]
+    fn limits_push_back_and_taking_makes_room() {
+        let q = queue();
+        let t = Target::id(1);
+        let payload = vec![7u8; 1000];
+        let mut queued = 0;
+        loop {
+            match q.try_tell(&t, "x", &payload) {
+                Ok(()) => queued += 1,
+                Err(TellRefused::Full) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        // Taken while under the byte limit: at most one frame past it.
+        let mut one = Vec::new();
+        frame::encode_tell_frame(&mut one, &t, "x", &payload, frame::DEFAULT_MAX_FRAME)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!((queued - 1) * one.len() < MAX_TELL_BYTES && queued * one.len() >= MAX_TELL_BYTES, "{queued}");
+        for i in 0..MAX_COMMANDS as u64 {
+            q.try_send(watch(i)).unwrap_or_else(|_| panic!("room for {i}"));
+        }
+        assert!(matches!(q.try_send(watch(0)), Err(TrySendError::Full(_))));
+        let mut batch = Queued::default();
+        q.take(&mut batch);
+        q.try_tell(&t, "x", &payload).unwrap_or_else(|e| panic!("{e:?}"));
+        q.try_send(watch(0)).unwrap_or_else(|_| panic!("room again"));
+    }
+
+    #[tokio::test]
+    async fn waiting_senders_go_on_once_the_task_takes_the_queue() {
+        let q = queue();
+        for i in 0..MAX_COMMANDS as u64 {
+            q.try_send(watch(i)).unwrap_or_else(|_| panic!("room for {i}"));
+        }
+        let sender = {
+            let q = q.clone();
+            tokio::spawn(async move { q.send(watch(9999)).await.is_ok() })
+        };
+        tokio::task::yield_now().await;
+        assert!(!sender.is_finished(), "waits while full");
+        let mut batch = Queued::default();
+        q.take(&mut batch);
+        assert!(sender.await.unwrap_or(false));
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_later_sends_and_hands_back_what_was_left() {
+        let q = queue();
+        q.try_send(watch(1)).unwrap_or_else(|_| panic!("room"));
+        let closed = {
+            let q = q.clone();
+            tokio::spawn(async move { q.closed().await })
+        };
+        let left = q.close();
+        assert_eq!(left.into_commands().count(), 1);
+        assert!(q.is_closed());
+        assert!(matches!(q.try_send(watch(2)), Err(TrySendError::Closed(_))));
+        assert!(matches!(q.try_tell(&Target::id(1), "x", &[]), Err(TellRefused::Closed)));
+        assert!(q.send(watch(3)).await.is_err());
+        closed.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_tell_over_the_peers_limit_is_refused_and_leaves_the_queue_as_it_was() {
+        let q = Commands::new();
+        // Before the handshake gives the peer's limit, nothing is encoded.
+        assert!(matches!(q.try_tell(&Target::id(1), "x", &[1]), Err(TellRefused::Rejected(_))));
+        q.set_max_frame(1024);
+        q.try_tell(&Target::id(1), "x", &[1]).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(matches!(q.try_tell(&Target::id(1), "x", &[0; 2000]), Err(TellRefused::Rejected(_))));
+        q.try_tell(&Target::id(1), "x", &[3]).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut batch = Queued::default();
+        q.take(&mut batch);
+        assert_eq!(replay(&mut batch), ["t1", "t3"]);
+    }
+}
