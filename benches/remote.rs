@@ -3,7 +3,9 @@
 //! 16-byte messages over one bare QUIC bidirectional stream set up by the same
 //! transport (same TLS, same quinn settings, no protocol, no actors).
 //!
-//! Run: `cargo bench --bench remote` (add `-- --quick` for a tenth of the work).
+//! Run: `cargo bench --bench remote` (add `-- --quick` for a tenth of the work,
+//! `-- --only rtt` or `-- --only oneway` for one part, `-- --tells N` to set
+//! the one-way count).
 //!
 //! The benchmark re-executes itself as the server process.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
