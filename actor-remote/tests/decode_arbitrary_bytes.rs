@@ -38,14 +38,40 @@ proptest! {
     }
 
     #[test]
-    fn tell_read_in_place_never_panics_and_agrees_with_the_full_decoder(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        if let Some(tell) = TellRef::decode(&body) {
+    fn tell_read_in_place_never_panics_and_agrees_with_the_full_decoder(
+        id in proptest::option::of(any::<u64>()),
+        name in proptest::option::of("[a-z]{0,40}"),
+        wire_name in "[a-z.]{0,40}",
+        payload in prop::collection::vec(any::<u8>(), 0..80),
+        // Damage a valid body: overwrite some bytes, then cut it short.
+        hits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        keep in any::<prop::sample::Index>(),
+        cut in any::<bool>(),
+    ) {
+        let tell = Tell { target: Target { id, name }, sender: None, wire_name: wire_name.into(), payload };
+        let mut body = rmp_serde::to_vec(&tell).unwrap();
+        for (at, byte) in hits {
+            let i = at.index(body.len());
+            body[i] = byte;
+        }
+        if cut {
+            body.truncate(keep.index(body.len() + 1));
+        }
+        if let Some(read) = TellRef::decode(&body) {
             // Whatever the in-place reader accepts, the full decoder reads
             // the same way.
             let mut raw = vec![frame::kind::TELL];
             raw.extend_from_slice(&body);
-            prop_assert_eq!(Frame::decode(&raw), Ok(Frame::Tell(Tell::from(tell))));
+            prop_assert_eq!(Frame::decode(&raw), Ok(Frame::Tell(Tell::from(read))));
         }
+    }
+
+    #[test]
+    fn tell_read_in_place_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = TellRef::decode(&body);
+        let mut with_header = vec![0x94, 0x92];
+        with_header.extend_from_slice(&body);
+        let _ = TellRef::decode(&with_header);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::NodeInner;
 use super::codec::ConnCodec;
 use super::endpoint::Command;
 use super::expose::{Exposed, TryTell};
-use super::outbox::{Commands, Next, Queued};
+use super::outbox::{CloseOnDrop, Commands, Next, Queued};
 use crate::proto::frame::{ActorAddr, Ask, Target, Tell, TellRef, Terminated, Watch};
 use crate::proto::session::CloseCause;
 use crate::proto::{AskFailure, CloseCode, Event, FailureCode, Offer, Session};
@@ -73,6 +73,10 @@ impl Backlog {
         self.items.is_empty()
     }
 
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// Whether reading must pause until some of it is delivered.
     fn is_full(&self) -> bool {
         self.items.len() >= INBOUND_QUEUE || self.bytes.len() - self.read >= INBOUND_BYTES
@@ -106,21 +110,14 @@ impl Backlog {
         if self.items.is_empty() {
             self.bytes.clear();
             self.read = 0;
-            if self.bytes.capacity() > INBOUND_BYTES {
+            if self.bytes.capacity() > 2 * INBOUND_BYTES {
                 self.bytes = Vec::new();
             }
-        }
-        out
-    }
-
-    /// Everything waiting, owned.
-    fn drain(mut self) -> Vec<Inbound> {
-        let mut out = Vec::with_capacity(self.items.len());
-        while let Some(msg) = self.pop(|w| match w {
-            Waiting::InPlace(tell) => Inbound::Tell(Box::new(tell.into())),
-            Waiting::Owned(msg) => msg,
-        }) {
-            out.extend(msg);
+        } else if self.read >= INBOUND_BYTES / 4 && self.read >= self.bytes.len() / 2 {
+            // A backlog that never quite empties: drop what was delivered,
+            // so the buffer stays near the limit.
+            self.bytes.drain(..self.read);
+            self.read = 0;
         }
         out
     }
@@ -174,6 +171,7 @@ pub(crate) async fn run(
     config.expected_peer = conn.peer_identity.clone();
     let mut session = Session::new(config, now());
     let commands = Commands::new();
+    let _closes = CloseOnDrop(commands.clone());
     // Node messages keep their order and wait for room instead of being
     // dropped: one task forwards them into the outbound queue.
     let (system, mut system_rx) = mpsc::unbounded_channel::<(&'static str, Vec<u8>)>();
@@ -240,7 +238,10 @@ pub(crate) async fn run(
             let idle = delivering.is_none();
             session.handle_input_with(now(), &[], |tell| offer(&mut targets, idle, &mut inbound, tell));
         }
-        while !inbound.is_full() {
+        // Once the session has closed, every event left is taken: replies
+        // reach their askers and the close is seen; messages that must wait
+        // are dropped with the connection below.
+        while !inbound.is_full() || session.is_closed() {
             let Some(event) = session.poll_event() else { break };
             let queued = match event {
                 Event::Established(peer) if peer.node == node.id => {
@@ -390,18 +391,14 @@ pub(crate) async fn run(
         }
     }
     forwarder.abort();
-    // Messages that arrived before the end are still delivered, in order.
-    if delivering.is_some() || !inbound.is_empty() {
-        let rest = inbound.drain();
-        tokio::spawn(async move {
-            if let Some(first) = delivering {
-                first.await;
-            }
-            for msg in rest {
-                delivery.later(msg).await;
-            }
-        });
+    // Messages still waiting for a busy actor end with the connection (at
+    // most once): delivering them later could put them behind messages
+    // the peer sends meanwhile through its next connection.
+    let waiting = inbound.len() + usize::from(delivering.is_some());
+    if waiting > 0 {
+        tracing::debug!(node = %node.id, peer = ?peer_id, waiting, "connection ended with messages waiting for room; dropped");
     }
+    drop(delivering);
     for (_, tx) in pending.drain() {
         let _ = tx.send(Err(RemoteError::NodeDown));
     }

@@ -43,8 +43,10 @@ struct Outbox {
     state: Mutex<Queued>,
     /// Wakes the connection task when work arrives in an empty queue.
     work: Notify,
-    /// Wakes senders waiting for room, and waiters for the end.
+    /// Wakes senders waiting for room.
     room: Notify,
+    /// Wakes waiters for the end.
+    ended: Notify,
 }
 
 /// What waits in the queue; also the connection task's batch once taken.
@@ -58,6 +60,10 @@ pub(crate) struct Queued {
     done: usize,
     /// No more is taken (queue side only).
     closed: bool,
+    /// Senders waiting for room (queue side only): while there are any, a
+    /// sender that has not waited yet gets no room, so waiting senders are
+    /// not overtaken for ever.
+    waiting: usize,
     /// The peer's frame limit, once the handshake gave it (queue side only).
     max_frame: u32,
 }
@@ -122,7 +128,12 @@ impl Queued {
 impl Commands {
     pub(crate) fn new() -> Self {
         Self {
-            inner: Arc::new(Outbox { state: Mutex::new(Queued::default()), work: Notify::new(), room: Notify::new() }),
+            inner: Arc::new(Outbox {
+                state: Mutex::new(Queued::default()),
+                work: Notify::new(),
+                room: Notify::new(),
+                ended: Notify::new(),
+            }),
         }
     }
 
@@ -134,11 +145,15 @@ impl Commands {
 
     /// Queues a command if there is room now.
     pub(crate) fn try_send(&self, cmd: Command) -> Result<(), TrySendError<Command>> {
+        self.push_command(cmd, false)
+    }
+
+    fn push_command(&self, cmd: Command, waited: bool) -> Result<(), TrySendError<Command>> {
         let mut q = self.lock();
         if q.closed {
             return Err(TrySendError::Closed(cmd));
         }
-        if q.cmds.len() >= MAX_COMMANDS {
+        if q.cmds.len() >= MAX_COMMANDS || (!waited && q.waiting > 0) {
             return Err(TrySendError::Full(cmd));
         }
         let was_empty = q.is_empty();
@@ -153,30 +168,43 @@ impl Commands {
 
     /// Queues a command, waiting for room.
     pub(crate) async fn send(&self, mut cmd: Command) -> Result<(), SendError<Command>> {
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
             let room = self.inner.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_send(cmd) {
+            match self.push_command(cmd, waiting.is_some()) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Closed(c)) => return Err(SendError(c)),
                 Err(TrySendError::Full(c)) => cmd = c,
             }
+            waiting.get_or_insert_with(|| Waiting::new(self));
             room.await;
         }
     }
 
     /// Encodes a tell frame straight into the queue if there is room now.
     pub(crate) fn try_tell(&self, target: &Target, wire_name: &str, payload: &[u8]) -> Result<(), TellRefused> {
+        self.push_tell(target, wire_name, payload, false)
+    }
+
+    fn push_tell(&self, target: &Target, wire_name: &str, payload: &[u8], waited: bool) -> Result<(), TellRefused> {
         let mut q = self.lock();
         if q.closed {
             return Err(TellRefused::Closed);
         }
-        if q.frames.len() >= MAX_TELL_BYTES {
+        let max = q.max_frame;
+        // Surely over the limit: refused before anything is copied.
+        let least = 9 + payload.len() + wire_name.len() + target.name.as_ref().map_or(0, String::len);
+        if least > max.min(frame::HARD_MAX_FRAME) as usize {
+            return Err(TellRefused::Rejected(format!(
+                "a tell of at least {least} bytes exceeds the peer's frame limit of {max}"
+            )));
+        }
+        if q.frames.len() >= MAX_TELL_BYTES || (!waited && q.waiting > 0) {
             return Err(TellRefused::Full);
         }
         let was_empty = q.is_empty();
-        let max = q.max_frame;
         frame::encode_tell_frame(&mut q.frames, target, wire_name, payload, max)
             .map_err(|e| TellRefused::Rejected(e.to_string()))?;
         drop(q);
@@ -188,12 +216,16 @@ impl Commands {
 
     /// Encodes a tell frame into the queue, waiting for room.
     pub(crate) async fn tell(&self, target: &Target, wire_name: &str, payload: &[u8]) -> Result<(), TellRefused> {
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
             let room = self.inner.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_tell(target, wire_name, payload) {
-                Err(TellRefused::Full) => room.await,
+            match self.push_tell(target, wire_name, payload, waiting.is_some()) {
+                Err(TellRefused::Full) => {
+                    waiting.get_or_insert_with(|| Waiting::new(self));
+                    room.await;
+                }
                 other => return other,
             }
         }
@@ -206,14 +238,11 @@ impl Commands {
 
     /// Resolves once the connection has ended.
     pub(crate) async fn closed(&self) {
-        loop {
-            let room = self.inner.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            if self.is_closed() {
-                return;
-            }
-            room.await;
+        let ended = self.inner.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if !self.is_closed() {
+            ended.await;
         }
     }
 
@@ -251,7 +280,44 @@ impl Commands {
             Queued { frames: std::mem::take(&mut q.frames), cmds: std::mem::take(&mut q.cmds), ..Queued::default() };
         drop(q);
         self.inner.room.notify_waiters();
+        self.inner.ended.notify_waiters();
         left
+    }
+}
+
+/// Counts a sender among those waiting for room while it lives (also when
+/// its future is dropped mid-wait).
+struct Waiting<'a> {
+    queue: &'a Commands,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(queue: &'a Commands) -> Self {
+        queue.lock().waiting += 1;
+        Self { queue }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        {
+            let mut q = self.queue.lock();
+            q.waiting = q.waiting.saturating_sub(1);
+        }
+        // The others may go on now (this one was served, or gave up): without
+        // this, senders held back only by this one's turn could wait on a
+        // queue with room that nobody takes.
+        self.queue.inner.room.notify_waiters();
+    }
+}
+
+/// Closes the queue when the connection task ends, however it ends (a
+/// panic included), so senders never wait on a queue nobody takes.
+pub(crate) struct CloseOnDrop(pub(crate) Commands);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.close();
     }
 }
 
@@ -379,6 +445,9 @@ mod tests {
             let q = q.clone();
             tokio::spawn(async move { q.closed().await })
         };
+        // Let the waiter register before the end comes.
+        tokio::task::yield_now().await;
+        assert!(!closed.is_finished());
         let left = q.close();
         assert_eq!(left.into_commands().count(), 1);
         assert!(q.is_closed());
@@ -386,6 +455,44 @@ mod tests {
         assert!(matches!(q.try_tell(&Target::id(1), "x", &[]), Err(TellRefused::Closed)));
         assert!(q.send(watch(3)).await.is_err());
         closed.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Once a sender waits for room, newcomers do not take the room it
+    /// waited for; a waiter that gives up does not hold the others back.
+    #[tokio::test]
+    async fn waiting_senders_are_not_overtaken_and_giving_up_frees_the_turn() {
+        let q = queue();
+        for i in 0..MAX_COMMANDS as u64 {
+            q.try_send(watch(i)).unwrap_or_else(|_| panic!("room for {i}"));
+        }
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.send(watch(5000)).await.is_ok() })
+        };
+        tokio::task::yield_now().await;
+        let mut batch = Queued::default();
+        q.take(&mut batch);
+        // Room now, but the waiter's turn first.
+        assert!(matches!(q.try_send(watch(6000)), Err(TrySendError::Full(_))));
+        assert!(matches!(q.try_tell(&Target::id(1), "x", &[1]), Err(TellRefused::Full)));
+        assert!(waiter.await.unwrap_or(false));
+        q.try_send(watch(6000)).unwrap_or_else(|_| panic!("room once the waiter is served"));
+        q.take(&mut batch);
+        assert_eq!(replay(&mut batch), ["c5000", "c6000"]);
+
+        // A waiter dropped while waiting gives its turn up.
+        for i in 0..MAX_COMMANDS as u64 {
+            q.try_send(watch(i)).unwrap_or_else(|_| panic!("room for {i}"));
+        }
+        let quitter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.send(watch(7000)).await.is_ok() })
+        };
+        tokio::task::yield_now().await;
+        quitter.abort();
+        let _ = quitter.await;
+        q.take(&mut batch);
+        q.try_send(watch(8000)).unwrap_or_else(|_| panic!("nobody waits any more"));
     }
 
     #[test]
@@ -396,9 +503,16 @@ mod tests {
         q.set_max_frame(1024);
         q.try_tell(&Target::id(1), "x", &[1]).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(matches!(q.try_tell(&Target::id(1), "x", &[0; 2000]), Err(TellRefused::Rejected(_))));
+        // Just over the limit once encoded: refused by the exact check.
+        let mut probe = Vec::new();
+        frame::encode_tell_frame(&mut probe, &Target::id(1), "x", &[0; 1000], u32::MAX)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let over = 1000 + (1024 + frame::LENGTH_PREFIX + 1 - probe.len());
+        assert!(matches!(q.try_tell(&Target::id(1), "x", &vec![0; over]), Err(TellRefused::Rejected(_))));
+        q.try_tell(&Target::id(1), "x", &vec![0; over - 1]).unwrap_or_else(|e| panic!("at the limit: {e:?}"));
         q.try_tell(&Target::id(1), "x", &[3]).unwrap_or_else(|e| panic!("{e:?}"));
         let mut batch = Queued::default();
         q.take(&mut batch);
-        assert_eq!(replay(&mut batch), ["t1", "t3"]);
+        assert_eq!(replay(&mut batch), ["t1", "t0", "t3"]);
     }
 }
