@@ -349,7 +349,8 @@ pub(crate) async fn run(
         // Read only while inbound work can be queued and replies are not
         // piling up for a peer that does not read them.
         let backed_up = inbound.is_full();
-        let reading = !backed_up && !session.is_input_paused() && session.outbound_len() + out.len() < outbound_cap;
+        let unwritten = session.outbound_len() + (out.len() - out_at);
+        let reading = !backed_up && !session.is_input_paused() && unwritten < outbound_cap;
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             () = drive(&mut delivering), if delivering.is_some() => delivering = None,

@@ -27,7 +27,7 @@ pub(crate) const MAX_TELL_BYTES: usize = 256 * 1024;
 pub(crate) enum TellRefused {
     /// The connection has ended.
     Closed,
-    /// The queue is at its limit; wait with [`Commands::room`].
+    /// The queue is at its limit (or others wait for room first); [`Commands::tell`] waits.
     Full,
     /// It can never be sent (over the peer's frame limit).
     Rejected(String),
