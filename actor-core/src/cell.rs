@@ -42,8 +42,10 @@ pub(crate) struct ActorCell {
     name: Option<Arc<str>>,
     has_signals: AtomicBool,
     /// A local stand-in for an actor on another node: it has no task, so
-    /// signals to it are dropped.
+    /// signals to it are dropped, except the exit of a linked local actor,
+    /// which goes to the remote actor through this endpoint.
     proxy: bool,
+    endpoint: Option<Arc<dyn crate::RemoteEndpoint>>,
     /// The actor task's waker while it waits for work.
     wake: AtomicWaker,
     exited: Notify,
@@ -100,6 +102,7 @@ impl ActorCell {
             name,
             has_signals: AtomicBool::new(false),
             proxy: false,
+            endpoint: None,
             wake: AtomicWaker::new(),
             exited: Notify::new(),
             state: Mutex::new(CellState::default()),
@@ -107,8 +110,12 @@ impl ActorCell {
     }
 
     /// The stand-in of a remote actor, labelled e.g. `counter@node-b`.
-    pub(crate) fn new_proxy(type_name: &'static str, label: Arc<str>) -> Self {
-        Self { proxy: true, ..Self::new(type_name, Some(label), Mailbox::Unbounded) }
+    pub(crate) fn new_proxy(
+        type_name: &'static str,
+        label: Arc<str>,
+        endpoint: Arc<dyn crate::RemoteEndpoint>,
+    ) -> Self {
+        Self { proxy: true, endpoint: Some(endpoint), ..Self::new(type_name, Some(label), Mailbox::Unbounded) }
     }
 
     pub(crate) fn id(&self) -> ActorId {
@@ -132,6 +139,12 @@ impl ActorCell {
     /// Queues a signal and wakes the actor. Signals to a dead actor are dropped.
     pub(crate) fn signal(&self, sig: Signal) {
         if self.proxy {
+            // A linked local actor exited: the link reaches across.
+            if let (Signal::LinkExit(exit), Some(endpoint)) = (&sig, &self.endpoint)
+                && self.lock().exit.is_none()
+            {
+                endpoint.link_exit(exit.id, &exit.reason);
+            }
             return;
         }
         {

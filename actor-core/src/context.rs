@@ -155,6 +155,10 @@ impl<A: Actor> Context<A> {
                     // This actor is stopping: undo the other end.
                     other.cell().remove_link(me.id());
                     tracing::debug!(actor = %me, %reason, "link while stopping ignored");
+                } else if let Some(remote) = other.remote_endpoint() {
+                    // Across nodes the other end is told, so the link works
+                    // both ways.
+                    remote.link(me.id());
                 }
             }
             Err(reason) => me.signal(Signal::LinkExit(Terminated { id: other.id(), reason })),
@@ -165,6 +169,9 @@ impl<A: Actor> Context<A> {
     pub fn unlink<B: Actor>(&mut self, other: &ActorRef<B>) {
         other.cell().remove_link(self.id());
         self.myself.cell().remove_link(other.id());
+        if let Some(remote) = other.remote_endpoint() {
+            remote.unlink(self.id());
+        }
     }
 
     /// Sends `msg` to this actor after `delay`. Cancelled when the actor stops

@@ -19,6 +19,12 @@ impl ActorId {
         Self(NEXT.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// An id no actor of this process has or will have: for naming an actor
+    /// elsewhere that has no local stand-in.
+    pub fn fresh() -> Self {
+        Self::next()
+    }
+
     /// The id as a number, unique within this process.
     pub fn as_u64(self) -> u64 {
         self.0

@@ -78,7 +78,7 @@ pub use mailbox::Mailbox;
 pub use message::{Handler, Message};
 pub use remote::{
     BoxFuture, CodecError, ImportedRef, RefAddr, RefCodec, RemoteEndpoint, RemoteError, RemoteHandle, WeakRemoteHandle,
-    Wire, with_ref_codec,
+    Wire, deliver_link_exit, with_ref_codec,
 };
 pub use supervisor::{Backoff, Restart, Strategy, Supervisor};
 pub use system::{ActorSystem, SpawnOptions};

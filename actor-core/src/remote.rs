@@ -126,6 +126,25 @@ pub trait RemoteEndpoint: Send + Sync + 'static {
     /// [`ActorRef::stop`](crate::ActorRef::stop) does locally), without
     /// waiting. By default, does nothing.
     fn stop(&self) {}
+
+    /// The local actor `linker` linked itself to the remote actor
+    /// ([`Context::link`](crate::Context::link)): from now on the remote
+    /// actor hears of its exit ([`link_exit`](Self::link_exit)) and of the
+    /// loss of this node. By default, nothing: the link then only reaches
+    /// from the remote actor to the local one.
+    fn link(&self, linker: ActorId) {
+        let _ = linker;
+    }
+
+    /// The local actor `linker` removed its link to the remote actor.
+    fn unlink(&self, linker: ActorId) {
+        let _ = linker;
+    }
+
+    /// The local actor `linker`, linked to the remote actor, exited.
+    fn link_exit(&self, linker: ActorId, reason: &ExitReason) {
+        let _ = (linker, reason);
+    }
 }
 
 /// The address of an actor anywhere in the cluster, as a ref inside a
@@ -252,6 +271,11 @@ impl RemoteHandle {
         }
     }
 
+    /// The stand-in's id: what local actors see as the remote actor's id.
+    pub fn id(&self) -> ActorId {
+        self.cell.id()
+    }
+
     /// Whether [`terminate`](Self::terminate) has run.
     pub fn is_terminated(&self) -> bool {
         !self.cell.is_alive()
@@ -289,12 +313,20 @@ impl fmt::Debug for RemoteHandle {
     }
 }
 
+/// For the remoting layer: an actor on another node, linked to the local
+/// `actor`, exited (or its node was lost: `ExitReason::NodeDown`). `actor`
+/// gets the link's exit signal as from a local link, from `from` (the id of a
+/// stand-in for the remote actor, or [`ActorId::fresh`]).
+pub fn deliver_link_exit<A: Actor>(actor: &ActorRef<A>, from: ActorId, reason: ExitReason) {
+    actor.cell().signal(crate::cell::Signal::LinkExit(crate::Terminated { id: from, reason }));
+}
+
 impl<A: Actor> ActorRef<A> {
     /// A ref to an actor on another node, reached through `endpoint`. For the
     /// remoting layer; users get such refs from a node's `lookup`.
     pub fn remote(endpoint: Arc<dyn RemoteEndpoint>) -> (ActorRef<A>, RemoteHandle) {
         let label: Arc<str> = Arc::from(endpoint.describe());
-        let cell = Arc::new(ActorCell::new_proxy(std::any::type_name::<A>(), label));
+        let cell = Arc::new(ActorCell::new_proxy(std::any::type_name::<A>(), label, endpoint.clone()));
         (ActorRef::new_remote(cell.clone(), endpoint), RemoteHandle { cell })
     }
 

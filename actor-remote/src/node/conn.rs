@@ -331,6 +331,24 @@ pub(crate) async fn run(
                     node.remote_terminated(conn_id, t.actor.id, &t.reason);
                     None
                 }
+                Event::Link(link) => {
+                    if let (Some(peer), Some(run)) = (peer_id.as_deref(), peer_incarnation) {
+                        node.remote_link(peer, run, link.target, link.linker);
+                    }
+                    None
+                }
+                Event::Unlink(link) => {
+                    if let (Some(peer), Some(run)) = (peer_id.as_deref(), peer_incarnation) {
+                        node.remote_unlink(peer, run, link.target, link.linker);
+                    }
+                    None
+                }
+                Event::Exit(exit) => {
+                    if let (Some(peer), Some(run)) = (peer_id.as_deref(), peer_incarnation) {
+                        node.remote_exit(peer, run, conn_id, exit.target, exit.linker, &exit.reason);
+                    }
+                    None
+                }
             };
             if let Some(msg) = queued {
                 inbound.push(msg);
@@ -667,6 +685,24 @@ fn submit(
             };
             if let Err(e) = session.send_terminated(now, terminated) {
                 tracing::debug!(error = %e, "terminated not sent");
+            }
+            None
+        }
+        Command::Link { target, linker } => {
+            if let Err(e) = session.send_link(now, crate::proto::frame::Link { target, linker }) {
+                tracing::debug!(error = %e, "link not sent");
+            }
+            None
+        }
+        Command::Unlink { target, linker } => {
+            if let Err(e) = session.send_unlink(now, crate::proto::frame::Link { target, linker }) {
+                tracing::debug!(error = %e, "unlink not sent");
+            }
+            None
+        }
+        Command::Exit { target, linker, reason } => {
+            if let Err(e) = session.send_exit(now, crate::proto::frame::Exit { target, linker, reason }) {
+                tracing::debug!(error = %e, "exit not sent");
             }
             None
         }

@@ -39,6 +39,22 @@ pub(crate) enum Command {
         id: u64,
         reason: String,
     },
+    /// Our actor `linker` linked itself to the peer's actor `target`.
+    Link {
+        target: u64,
+        linker: u64,
+    },
+    /// Our actor `linker` removed its link to the peer's actor `target`.
+    Unlink {
+        target: u64,
+        linker: u64,
+    },
+    /// Our actor `linker`, linked to the peer's actor `target`, exited.
+    Exit {
+        target: u64,
+        linker: u64,
+        reason: String,
+    },
     Close,
 }
 
@@ -224,6 +240,34 @@ impl RemoteEndpoint for PeerEndpoint {
         let cmd = Command::Tell { target, wire_name: super::STOP, payload };
         // Behind what this ref already queued; the request is small, so wait
         // for room in a task rather than drop it.
+        self.send_soon(cmd);
+    }
+
+    fn link(&self, linker: actor_core::ActorId) {
+        let (Some(target), Some(linker)) = (self.target.id, self.handle_of(linker)) else { return };
+        self.send_soon(Command::Link { target, linker });
+    }
+
+    fn unlink(&self, linker: actor_core::ActorId) {
+        let (Some(target), Some(linker)) = (self.target.id, self.handle_of(linker)) else { return };
+        self.send_soon(Command::Unlink { target, linker });
+    }
+
+    fn link_exit(&self, linker: actor_core::ActorId, reason: &actor_core::ExitReason) {
+        let (Some(target), Some(linker)) = (self.target.id, self.handle_of(linker)) else { return };
+        self.send_soon(Command::Exit { target, linker, reason: reason.to_string() });
+    }
+}
+
+impl PeerEndpoint {
+    /// The id peers know a local actor by.
+    fn handle_of(&self, actor: actor_core::ActorId) -> Option<u64> {
+        self.route.node.upgrade().map(|node| node.handle_of(actor))
+    }
+
+    /// Queues a small command behind what this ref already queued; when the
+    /// queue is full, waits for room in a task rather than drop it.
+    fn send_soon(&self, cmd: Command) {
         if let Err((RemoteError::Full, cmd)) = self.route.try_send(cmd) {
             let commands = self.route.current();
             tokio::spawn(async move {

@@ -161,6 +161,8 @@ pub(crate) trait Exposed: Send + Sync {
     fn actor_any(&self) -> Box<dyn Any + Send + Sync>;
     /// Stops the actor.
     fn stop(&self);
+    /// An actor elsewhere, linked to this one, exited.
+    fn link_exit(&self, from: actor_core::ActorId, reason: actor_core::ExitReason);
     fn try_tell(&self, wire_name: &str, payload: &[u8], codec: &Arc<dyn RefCodec>) -> Result<(), TryTell>;
     fn tell<'a>(
         &'a self,
@@ -189,6 +191,10 @@ impl<A: Actor> Exposed for ExposedActor<A> {
 
     fn stop(&self) {
         self.actor.stop();
+    }
+
+    fn link_exit(&self, from: actor_core::ActorId, reason: actor_core::ExitReason) {
+        actor_core::deliver_link_exit(&self.actor, from, reason);
     }
 
     fn is_alive(&self) -> bool {

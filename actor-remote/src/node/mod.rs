@@ -210,6 +210,7 @@ impl NodeBuilder {
             exporters: DashMap::new(),
             proxies: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
+            remote_links: Mutex::new(HashMap::new()),
             handles: DashMap::new(),
             handle_keys: std::hash::RandomState::new(),
             next_handle: std::sync::atomic::AtomicU64::new(1),
@@ -340,6 +341,10 @@ pub(crate) struct NodeInner {
     /// the connection that replaced it: they wait (up to [`SUCCESSOR_GRACE`])
     /// for a connection to the same run of the peer.
     orphans: Mutex<HashMap<(String, u64), HashMap<u64, Proxies>>>,
+    /// Links from actors of a peer's run to local actors, as
+    /// `(local actor's handle, peer actor's handle)`: the local actor hears
+    /// when the peer's exits, or when that run is lost.
+    remote_links: Mutex<RemoteLinks>,
     /// The handle under which each exposed local actor is reachable: a
     /// random 64-bit number (SipHash with secret keys over a counter), so a
     /// peer reaches only actors whose handle it was given (by a lookup or in
@@ -449,6 +454,23 @@ fn send_watch(commands: &Commands, id: u64) {
         });
     }
 }
+
+/// An exit reason as a peer carries it (text): `Normal` and `Shutdown` come
+/// back as such, anything else as `Failed`.
+fn exit_reason(text: &str) -> ExitReason {
+    match text {
+        "normal" => ExitReason::Normal,
+        "shutdown" => ExitReason::Shutdown,
+        other => ExitReason::Failed(format!("remote: {other}")),
+    }
+}
+
+/// Per run of a peer (node id, run): its links to local actors, as
+/// `(local actor's handle, peer actor's handle)`.
+type RemoteLinks = HashMap<(String, u64), std::collections::HashSet<(u64, u64)>>;
+
+/// Links one peer may make to this node's actors.
+const MAX_LINKS_PER_PEER: usize = 10_000;
 
 /// The stand-ins of one remote actor on one connection.
 struct Proxies {
@@ -970,6 +992,9 @@ impl NodeInner {
         if removed {
             self.peer_changed.send_modify(|n| *n += 1);
         }
+        if let Some(run) = incarnation {
+            self.links_after_loss(peer, run, conn_id, successor.is_some(), duplicate);
+        }
         let moved = self.proxies.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn_id).unwrap_or_default();
         if moved.is_empty() {
             return;
@@ -999,17 +1024,88 @@ impl NodeInner {
         }
     }
 
+    /// A peer's actor `linker` linked itself to our actor `target`.
+    pub(crate) fn remote_link(&self, peer: &str, run: u64, target: u64, linker: u64) {
+        let mut links = self.remote_links.lock().unwrap_or_else(|p| p.into_inner());
+        let set = links.entry((peer.to_owned(), run)).or_default();
+        if set.len() >= MAX_LINKS_PER_PEER {
+            tracing::warn!(node = %self.id, %peer, "too many links from one peer; link refused");
+            return;
+        }
+        set.insert((target, linker));
+    }
+
+    /// A peer's actor `linker` removed its link to our actor `target`.
+    pub(crate) fn remote_unlink(&self, peer: &str, run: u64, target: u64, linker: u64) {
+        let mut links = self.remote_links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = links.get_mut(&(peer.to_owned(), run)) {
+            set.remove(&(target, linker));
+        }
+    }
+
+    /// A peer's actor `linker`, linked to our actor `target`, exited.
+    pub(crate) fn remote_exit(&self, peer: &str, run: u64, conn_id: u64, target: u64, linker: u64, reason: &str) {
+        {
+            let mut links = self.remote_links.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(set) = links.get_mut(&(peer.to_owned(), run)) {
+                set.remove(&(target, linker));
+            }
+        }
+        if let Some(actor) = self.resolve(&Target::id(target)) {
+            actor.link_exit(self.linker_id(conn_id, linker), exit_reason(reason));
+        }
+    }
+
+    /// The id local actors know a peer's actor by: its stand-in's, if there
+    /// is one on this connection, else a fresh one.
+    fn linker_id(&self, conn_id: u64, linker: u64) -> actor_core::ActorId {
+        let proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
+        proxies
+            .get(&conn_id)
+            .and_then(|actors| actors.get(&linker))
+            .and_then(|p| p.handles.first())
+            .map_or_else(actor_core::ActorId::fresh, RemoteHandle::id)
+    }
+
+    /// A connection to `run` of `peer` ended: its links stay with a
+    /// successor, wait for one after a duplicate closed (as stand-ins do),
+    /// or are lost.
+    fn links_after_loss(self: &Arc<Self>, peer: &str, run: u64, conn_id: u64, successor: bool, duplicate: bool) {
+        if successor {
+            return;
+        }
+        if !duplicate {
+            self.links_lost(peer, run, conn_id);
+            return;
+        }
+        let (node, peer) = (Arc::downgrade(self), peer.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(SUCCESSOR_GRACE).await;
+            let Some(node) = node.upgrade() else { return };
+            if node.connection_to(&peer, run).is_none() {
+                node.links_lost(&peer, run, conn_id);
+            }
+        });
+    }
+
+    /// A run of a peer is gone: local actors linked to its actors get
+    /// `NodeDown` link exits.
+    fn links_lost(&self, peer: &str, run: u64, conn_id: u64) {
+        let lost = self.remote_links.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer.to_owned(), run));
+        for (target, linker) in lost.into_iter().flatten() {
+            if let Some(actor) = self.resolve(&Target::id(target)) {
+                actor.link_exit(self.linker_id(conn_id, linker), ExitReason::NodeDown);
+            }
+        }
+    }
+
     /// A peer reports that its actor `id` stopped.
     pub(crate) fn remote_terminated(&self, conn_id: u64, id: u64, reason: &str) {
         let handles = {
             let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
             proxies.get_mut(&conn_id).and_then(|actors| actors.remove(&id)).map(|p| p.handles).unwrap_or_default()
         };
-        let reason = match reason {
-            "normal" => ExitReason::Normal,
-            "shutdown" => ExitReason::Shutdown,
-            other => ExitReason::Failed(format!("remote: {other}")),
-        };
+        let reason = exit_reason(reason);
         for proxy in &handles {
             proxy.terminate(reason.clone());
         }
@@ -1061,7 +1157,7 @@ impl NodeInner {
     }
 
     /// The handle of local actor `actor_id`, made on first use.
-    fn handle_of(&self, actor_id: actor_core::ActorId) -> u64 {
+    pub(crate) fn handle_of(&self, actor_id: actor_core::ActorId) -> u64 {
         use std::hash::BuildHasher;
         *self.handles.entry(actor_id.as_u64()).or_insert_with(|| {
             let n = self.next_handle.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1186,5 +1282,36 @@ impl NodeInner {
         let reply = LookupReply { id, type_name: exposed.type_name().to_owned() };
         let bytes = crate::codec::encode(&reply).map_err(|_| FailureCode::Rejected)?;
         Ok(Box::pin(async move { Ok(bytes) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::transport::mem::MemoryNetwork;
+
+    /// One peer run may hold at most `MAX_LINKS_PER_PEER` links to this
+    /// node's actors; more are refused, and unlinking makes room again.
+    #[tokio::test]
+    async fn links_from_one_peer_are_limited() {
+        let net = MemoryNetwork::new();
+        let node = Node::builder("n").transport(net.transport()).listen("n").start().await.unwrap();
+        let count = |node: &Node| {
+            let links = node.inner.remote_links.lock().unwrap();
+            links.get(&("p".to_owned(), 1)).map_or(0, |set| set.len())
+        };
+        for i in 0..=MAX_LINKS_PER_PEER as u64 {
+            node.inner.remote_link("p", 1, i, 1);
+        }
+        assert_eq!(count(&node), MAX_LINKS_PER_PEER);
+        // Another run of the same peer has its own budget.
+        node.inner.remote_link("p", 2, 0, 1);
+        node.inner.remote_unlink("p", 1, 0, 1);
+        node.inner.remote_link("p", 1, 99_999, 1);
+        assert_eq!(count(&node), MAX_LINKS_PER_PEER);
+        assert!(node.inner.remote_links.lock().unwrap()[&("p".to_owned(), 1)].contains(&(99_999, 1)));
+        node.shutdown().await;
     }
 }

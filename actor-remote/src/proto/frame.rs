@@ -230,6 +230,29 @@ pub struct Terminated {
     pub reason: String,
 }
 
+/// A link between an actor of the sender's and one of the receiver's: the
+/// receiver's actor hears when the sender's exits ([`Exit`]), and when the
+/// sender's node is lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// The receiver's actor, by id.
+    pub target: u64,
+    /// The sender's actor, by id (the id a ref to it would carry).
+    pub linker: u64,
+}
+
+/// A linked actor of the sender's exited (answer to nothing: sent when it
+/// happens).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The receiver's actor, by id.
+    pub target: u64,
+    /// The sender's actor that exited, by id.
+    pub linker: u64,
+    /// Its exit reason, as text (as in [`Terminated`]).
+    pub reason: String,
+}
+
 /// The last frame on a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Close {
@@ -265,6 +288,12 @@ pub enum Frame {
     Unwatch(Watch),
     /// `0x22`
     Terminated(Terminated),
+    /// `0x23`
+    Link(Link),
+    /// `0x24`: remove a [`Link`] (same fields).
+    Unlink(Link),
+    /// `0x25`
+    Exit(Exit),
 }
 
 /// Frame kind bytes.
@@ -291,6 +320,12 @@ pub mod kind {
     pub const UNWATCH: u8 = 0x21;
     /// [`Frame::Terminated`](super::Frame::Terminated)
     pub const TERMINATED: u8 = 0x22;
+    /// [`Frame::Link`](super::Frame::Link)
+    pub const LINK: u8 = 0x23;
+    /// [`Frame::Unlink`](super::Frame::Unlink)
+    pub const UNLINK: u8 = 0x24;
+    /// [`Frame::Exit`](super::Frame::Exit)
+    pub const EXIT: u8 = 0x25;
 }
 
 /// Why a connection was closed. Sent in [`Close`]; unknown codes from newer
@@ -477,6 +512,9 @@ impl Frame {
             Frame::Watch(_) => kind::WATCH,
             Frame::Unwatch(_) => kind::UNWATCH,
             Frame::Terminated(_) => kind::TERMINATED,
+            Frame::Link(_) => kind::LINK,
+            Frame::Unlink(_) => kind::UNLINK,
+            Frame::Exit(_) => kind::EXIT,
         }
     }
 
@@ -500,6 +538,8 @@ impl Frame {
             Frame::Failure(f) => rmp_serde::encode::write(out, f),
             Frame::Watch(f) | Frame::Unwatch(f) => rmp_serde::encode::write(out, f),
             Frame::Terminated(f) => rmp_serde::encode::write(out, f),
+            Frame::Link(f) | Frame::Unlink(f) => rmp_serde::encode::write(out, f),
+            Frame::Exit(f) => rmp_serde::encode::write(out, f),
         };
         if let Err(e) = body {
             out.truncate(start);
@@ -537,6 +577,9 @@ impl Frame {
             kind::WATCH => Frame::Watch(body_of(kind, body, 2)?),
             kind::UNWATCH => Frame::Unwatch(body_of(kind, body, 2)?),
             kind::TERMINATED => Frame::Terminated(body_of(kind, body, 3)?),
+            kind::LINK => Frame::Link(body_of(kind, body, 2)?),
+            kind::UNLINK => Frame::Unlink(body_of(kind, body, 2)?),
+            kind::EXIT => Frame::Exit(body_of(kind, body, 3)?),
             other => return Err(FrameError::UnknownKind(other)),
         })
     }
@@ -781,6 +824,22 @@ mod tests {
             hex(&encoded(&frame)),
             "0000001a1094 92c0a7636f756e746572 c0 a864656d6f2e416464 c4029101".replace(' ', "")
         );
+    }
+
+    #[test]
+    fn golden_link_unlink_exit() {
+        let link = Frame::Link(Link { target: 5, linker: 300 });
+        // | 0x23 | [5, 300]
+        assert_eq!(hex(&encoded(&link)), "0000000623 92 05 cd012c".replace(' ', ""));
+        let unlink = Frame::Unlink(Link { target: 5, linker: 300 });
+        assert_eq!(hex(&encoded(&unlink)), "0000000624 92 05 cd012c".replace(' ', ""));
+        let exit = Frame::Exit(Exit { target: 5, linker: 300, reason: "x".into() });
+        // | 0x25 | [5, 300, "x"]
+        assert_eq!(hex(&encoded(&exit)), "0000000825 93 05 cd012c a178".replace(' ', ""));
+        for frame in [link, unlink, exit] {
+            let bytes = encoded(&frame);
+            assert_eq!(Frame::decode(&bytes[LENGTH_PREFIX..]), Ok(frame));
+        }
     }
 
     #[test]

@@ -114,6 +114,12 @@ pub enum Event {
     Unwatch(frame::Watch),
     /// One of the peer's actors that we watch stopped.
     Terminated(frame::Terminated),
+    /// One of the peer's actors linked itself to one of ours.
+    Link(frame::Link),
+    /// The peer removes a link.
+    Unlink(frame::Link),
+    /// One of the peer's actors linked to one of ours exited.
+    Exit(frame::Exit),
     /// The session is over; nothing more will come. Pending asks have been
     /// failed (as `AskFailed` events before this one).
     Closed(CloseCause),
@@ -477,6 +483,21 @@ impl Session {
         self.send_unlimited(now, Frame::Terminated(terminated))
     }
 
+    /// Links one of our actors to one of the peer's.
+    pub fn send_link(&mut self, now: Instant, link: frame::Link) -> Result<(), SendError> {
+        self.send_unlimited(now, Frame::Link(link))
+    }
+
+    /// Removes a link.
+    pub fn send_unlink(&mut self, now: Instant, link: frame::Link) -> Result<(), SendError> {
+        self.send_unlimited(now, Frame::Unlink(link))
+    }
+
+    /// Reports that one of our actors, linked to one of the peer's, exited.
+    pub fn send_exit(&mut self, now: Instant, exit: frame::Exit) -> Result<(), SendError> {
+        self.send_unlimited(now, Frame::Exit(exit))
+    }
+
     /// Closes the session with `code`; the `Close` frame is the last thing
     /// [`poll_transmit`](Self::poll_transmit) returns.
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: impl Into<String>) {
@@ -620,6 +641,9 @@ impl Session {
             (State::Established(_), Frame::Watch(w)) => self.events.push_back(Event::Watch(w)),
             (State::Established(_), Frame::Unwatch(w)) => self.events.push_back(Event::Unwatch(w)),
             (State::Established(_), Frame::Terminated(t)) => self.events.push_back(Event::Terminated(t)),
+            (State::Established(_), Frame::Link(l)) => self.events.push_back(Event::Link(l)),
+            (State::Established(_), Frame::Unlink(l)) => self.events.push_back(Event::Unlink(l)),
+            (State::Established(_), Frame::Exit(e)) => self.events.push_back(Event::Exit(e)),
             (State::Closed, _) => {}
         }
     }
