@@ -41,9 +41,19 @@ impl Handler<Ping> for Worker {
     }
 }
 
+#[derive(Message, Serialize, Deserialize)]
+#[message(remote = "test.Crash")]
+struct Crash;
+
+impl Handler<Crash> for Worker {
+    async fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        ctx.fail("crash");
+    }
+}
+
 impl RemoteActor for Worker {
     fn remote_messages(m: &mut RemoteMessages<Self>) {
-        m.add::<Ping>();
+        m.add::<Ping>().add::<Crash>();
     }
 }
 
@@ -165,12 +175,15 @@ async fn an_unlinked_remote_actor_hears_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_remote_actors_exit_still_stops_the_local_linker() {
+async fn the_remote_actors_failure_still_stops_the_local_linker() {
     let net = MemoryNetwork::new();
-    let (a, b, _worker, linker, _rx) = setup(&net, false).await;
-    // The worker ends with its node's shutdown: not a normal exit.
-    b.shutdown().await;
+    let (a, b, worker, linker, _rx) = setup(&net, false).await;
+    worker.tell(Crash).await.unwrap();
     let reason = within(linker.wait_for_stop()).await;
-    assert!(matches!(reason, ExitReason::Linked { .. }), "{reason:?}");
+    assert!(
+        matches!(&reason, ExitReason::Linked { reason, .. } if matches!(&**reason, ExitReason::Failed(why) if why.contains("crash"))),
+        "{reason:?}"
+    );
     a.shutdown().await;
+    b.shutdown().await;
 }

@@ -265,13 +265,15 @@ impl PeerEndpoint {
         self.route.node.upgrade().map(|node| node.handle_of(actor))
     }
 
-    /// Queues a small command behind what this ref already queued; when the
-    /// queue is full, waits for room in a task rather than drop it.
+    /// Queues a small command now if there is room; otherwise a task waits
+    /// for room, or for the connection that replaces a closed one, rather
+    /// than drop it (it may then come after commands queued meanwhile).
     fn send_soon(&self, cmd: Command) {
-        if let Err((RemoteError::Full, cmd)) = self.route.try_send(cmd) {
-            let commands = self.route.current();
+        if let Err((_, cmd)) = self.route.try_send(cmd) {
+            let r = &self.route;
+            let route = Route::new(r.node.clone(), r.peer.clone(), r.incarnation, r.current());
             tokio::spawn(async move {
-                let _ = commands.send(cmd).await;
+                let _ = route.send(cmd).await;
             });
         }
     }

@@ -213,7 +213,6 @@ impl NodeBuilder {
             remote_links: Mutex::new(HashMap::new()),
             handles: DashMap::new(),
             handle_keys: std::hash::RandomState::new(),
-            next_handle: std::sync::atomic::AtomicU64::new(1),
             shutdown,
             cluster,
             dialing: Mutex::new(std::collections::HashSet::new()),
@@ -346,12 +345,13 @@ pub(crate) struct NodeInner {
     /// when the peer's exits, or when that run is lost.
     remote_links: Mutex<RemoteLinks>,
     /// The handle under which each exposed local actor is reachable: a
-    /// random 64-bit number (SipHash with secret keys over a counter), so a
-    /// peer reaches only actors whose handle it was given (by a lookup or in
-    /// a message), never one it guesses.
+    /// random-looking 64-bit number (SipHash with this run's secret keys over
+    /// the actor's id), so a peer reaches only actors whose handle it was
+    /// given (by a lookup or in a message), never one it guesses. An actor's
+    /// handle is the same for its whole life, also after this cache forgot
+    /// it (links name their actors by handle).
     handles: DashMap<u64, u64>,
     handle_keys: std::hash::RandomState,
-    next_handle: std::sync::atomic::AtomicU64,
     pub(crate) shutdown: watch::Sender<bool>,
     cluster: cluster::Cluster,
     /// Members being dialed now (by id).
@@ -1026,8 +1026,17 @@ impl NodeInner {
 
     /// A peer's actor `linker` linked itself to our actor `target`.
     pub(crate) fn remote_link(&self, peer: &str, run: u64, target: u64, linker: u64) {
+        // A link to an actor that is gone is nothing to remember (the
+        // linker's side hears of the end through its watch).
+        if self.resolve(&Target::id(target)).is_none() {
+            return;
+        }
         let mut links = self.remote_links.lock().unwrap_or_else(|p| p.into_inner());
         let set = links.entry((peer.to_owned(), run)).or_default();
+        if set.len() >= MAX_LINKS_PER_PEER {
+            // Links whose local actor ended are no longer needed.
+            set.retain(|(target, _)| self.exposed_ids.get(target).is_some_and(|e| e.value().1.is_alive()));
+        }
         if set.len() >= MAX_LINKS_PER_PEER {
             tracing::warn!(node = %self.id, %peer, "too many links from one peer; link refused");
             return;
@@ -1092,6 +1101,10 @@ impl NodeInner {
     /// `NodeDown` link exits.
     fn links_lost(&self, peer: &str, run: u64, conn_id: u64) {
         let lost = self.remote_links.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer.to_owned(), run));
+        if *self.shutdown.borrow() {
+            // This node is stopping its actors itself: no exits in between.
+            return;
+        }
         for (target, linker) in lost.into_iter().flatten() {
             if let Some(actor) = self.resolve(&Target::id(target)) {
                 actor.link_exit(self.linker_id(conn_id, linker), ExitReason::NodeDown);
@@ -1159,11 +1172,9 @@ impl NodeInner {
     /// The handle of local actor `actor_id`, made on first use.
     pub(crate) fn handle_of(&self, actor_id: actor_core::ActorId) -> u64 {
         use std::hash::BuildHasher;
-        *self.handles.entry(actor_id.as_u64()).or_insert_with(|| {
-            let n = self.next_handle.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // Never 0, which nothing is reachable by.
-            self.handle_keys.hash_one((n, actor_id.as_u64())).max(1)
-        })
+        // Never 0, which nothing is reachable by. Ids are never reused in a
+        // process, so neither are handles.
+        *self.handles.entry(actor_id.as_u64()).or_insert_with(|| self.handle_keys.hash_one(actor_id.as_u64()).max(1))
     }
 
     /// Makes the local actor `actor_id` reachable by peers holding its
@@ -1292,26 +1303,50 @@ mod tests {
     use super::*;
     use crate::transport::mem::MemoryNetwork;
 
+    struct Target;
+    impl Actor for Target {}
+    impl RemoteActor for Target {
+        fn remote_messages(_: &mut RemoteMessages<Self>) {}
+    }
+
     /// One peer run may hold at most `MAX_LINKS_PER_PEER` links to this
-    /// node's actors; more are refused, and unlinking makes room again.
+    /// node's actors; more are refused, links of actors that ended make room
+    /// again, and links to actors that are gone are not kept at all.
     #[tokio::test]
     async fn links_from_one_peer_are_limited() {
         let net = MemoryNetwork::new();
         let node = Node::builder("n").transport(net.transport()).listen("n").start().await.unwrap();
-        let count = |node: &Node| {
+        let t1 = node.spawn_named("t1", Target).unwrap();
+        let t2 = node.spawn_named("t2", Target).unwrap();
+        let (h1, h2) = (node.inner.handle_of(t1.id()), node.inner.handle_of(t2.id()));
+        let links = |node: &Node, run: u64| {
             let links = node.inner.remote_links.lock().unwrap();
-            links.get(&("p".to_owned(), 1)).map_or(0, |set| set.len())
+            links.get(&("p".to_owned(), run)).cloned().unwrap_or_default()
         };
-        for i in 0..=MAX_LINKS_PER_PEER as u64 {
-            node.inner.remote_link("p", 1, i, 1);
+        node.inner.remote_link("p", 1, 12345, 1);
+        assert!(links(&node, 1).is_empty(), "no actor has that handle");
+        for linker in 0..MAX_LINKS_PER_PEER as u64 {
+            node.inner.remote_link("p", 1, h1, linker);
         }
-        assert_eq!(count(&node), MAX_LINKS_PER_PEER);
+        node.inner.remote_link("p", 1, h2, 1);
+        assert_eq!(links(&node, 1).len(), MAX_LINKS_PER_PEER);
+        assert!(!links(&node, 1).contains(&(h2, 1)), "refused past the limit");
         // Another run of the same peer has its own budget.
-        node.inner.remote_link("p", 2, 0, 1);
-        node.inner.remote_unlink("p", 1, 0, 1);
-        node.inner.remote_link("p", 1, 99_999, 1);
-        assert_eq!(count(&node), MAX_LINKS_PER_PEER);
-        assert!(node.inner.remote_links.lock().unwrap()[&("p".to_owned(), 1)].contains(&(99_999, 1)));
+        node.inner.remote_link("p", 2, h2, 1);
+        assert!(links(&node, 2).contains(&(h2, 1)));
+        // Unlinking makes room.
+        node.inner.remote_unlink("p", 1, h1, 0);
+        node.inner.remote_link("p", 1, h2, 1);
+        assert!(links(&node, 1).contains(&(h2, 1)));
+        // So does the end of the linked actor.
+        t1.stop();
+        t1.wait_for_stop().await;
+        node.inner.remote_link("p", 1, h2, 2);
+        assert_eq!(links(&node, 1), [(h2, 1), (h2, 2)].into_iter().collect());
+        // A handle stays the same after the cache forgot it.
+        node.inner.forget_dead();
+        node.inner.handles.clear();
+        assert_eq!(node.inner.handle_of(t2.id()), h2);
         node.shutdown().await;
     }
 }
