@@ -227,7 +227,7 @@ pub(crate) async fn run(
             let next = inbound.pop(|msg| match msg {
                 Waiting::InPlace(tell) if targets.deliver_in_place(tell) => None,
                 Waiting::InPlace(tell) => Some(Inbound::Tell(Box::new(tell.into()))),
-                Waiting::Owned(msg) => deliver_now(&node, msg, &codec),
+                Waiting::Owned(msg) => targets.deliver_now(msg),
             });
             match next {
                 Some(waits) => delivering = waits.flatten().map(|msg| delivery.later(msg)),
@@ -292,7 +292,7 @@ pub(crate) async fn run(
                 // and there is room; otherwise behind what waits, in order.
                 Event::Tell(tell) if delivering.is_none() && inbound.is_empty() => {
                     let msg = Inbound::Tell(Box::new(tell));
-                    delivering = deliver_now(&node, msg, &codec).map(|msg| delivery.later(msg));
+                    delivering = targets.deliver_now(msg).map(|msg| delivery.later(msg));
                     None
                 }
                 Event::Tell(tell) => Some(Inbound::Tell(Box::new(tell))),
@@ -464,8 +464,8 @@ fn offer(targets: &mut Targets, idle: bool, inbound: &mut Backlog, tell: TellRef
     }
 }
 
-/// Where tells read in place go: the node's exposed actors, the last one
-/// found kept at hand (a burst usually goes to one actor). An exposed actor
+/// Where inbound tells go: the node's exposed actors, the last one found by
+/// id kept at hand (a burst usually goes to one actor). An exposed actor
 /// keeps its id for life and leaves the node's table only when it ends, so
 /// the kept one is right for its id until a delivery finds it gone.
 struct Targets {
@@ -475,55 +475,53 @@ struct Targets {
 }
 
 impl Targets {
-    /// Delivers a tell read in place if its mailbox has room (or drops it,
-    /// logged, if it can never be delivered); `false` leaves it to wait.
-    /// Tells by name (node messages among them) take the general way.
-    fn deliver_in_place(&mut self, tell: TellRef<'_>) -> bool {
-        let (Some(id), None, Some(codec)) = (tell.target_id, tell.target_name, self.codec.get()) else {
-            return false;
-        };
-        let target = match &self.last {
-            Some((last, target)) if *last == id => target,
-            _ => match self.node.resolve(&Target::id(id)) {
-                Some(target) => &self.last.insert((id, target)).1,
-                None => {
-                    tracing::debug!(id, "tell for an unknown actor dropped");
-                    return true;
-                }
+    /// Delivers a tell if its mailbox has room now, or drops it (logged) if
+    /// it can never be delivered: `true`. `false`: it must wait for room.
+    fn try_tell(&mut self, id: Option<u64>, name: Option<&str>, wire_name: &str, payload: &[u8]) -> bool {
+        let Some(codec) = self.codec.get() else { return false };
+        let by_name;
+        let target = match (id, name) {
+            (Some(id), _) => match &self.last {
+                Some((last, target)) if *last == id => Some(target),
+                _ => self.node.resolve(&Target::id(id)).map(|target| &self.last.insert((id, target)).1),
             },
+            (None, Some(name)) => {
+                by_name = self.node.resolve(&Target::name(name));
+                by_name.as_ref()
+            }
+            (None, None) => None,
         };
-        match target.try_tell(tell.wire_name, tell.payload, codec) {
+        let Some(target) = target else {
+            tracing::debug!(?id, ?name, "tell for an unknown actor dropped");
+            return true;
+        };
+        match target.try_tell(wire_name, payload, codec) {
             Ok(()) => true,
             Err(TryTell::Full) => false,
             Err(TryTell::Refused(FailureCode::ActorNotFound)) => {
-                tracing::debug!(id, "tell for an actor that ended dropped");
+                tracing::debug!(?id, ?name, "tell for an actor that ended dropped");
                 self.last = None;
                 true
             }
             Err(TryTell::Refused(code)) => {
-                tracing::warn!(id, wire_name = %tell.wire_name, ?code, "inbound tell refused");
+                tracing::warn!(?id, ?name, %wire_name, ?code, "inbound tell refused");
                 true
             }
         }
     }
-}
 
-/// Delivers an inbound message if that can be done without waiting: a tell
-/// whose mailbox has room, or one that can never be delivered (logged).
-/// Gives the message back when it must wait (a full mailbox, or an ask).
-fn deliver_now(node: &Arc<NodeInner>, msg: Inbound, codec: &SharedCodec) -> Option<Inbound> {
-    let Inbound::Tell(tell) = msg else { return Some(msg) };
-    let codec = codec.get()?;
-    let Some(target) = node.resolve(&tell.target) else {
-        tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
-        return None;
-    };
-    match target.try_tell(&tell.wire_name, &tell.payload, codec) {
-        Ok(()) => None,
-        Err(TryTell::Full) => Some(Inbound::Tell(tell)),
-        Err(TryTell::Refused(code)) => {
-            tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
-            None
+    /// [`try_tell`](Self::try_tell) for a tell read in place.
+    fn deliver_in_place(&mut self, tell: TellRef<'_>) -> bool {
+        self.try_tell(tell.target_id, tell.target_name, tell.wire_name, tell.payload)
+    }
+
+    /// Delivers an inbound message if that can be done without waiting (see
+    /// [`try_tell`](Self::try_tell)); gives it back when it must wait (a
+    /// full mailbox, or an ask).
+    fn deliver_now(&mut self, msg: Inbound) -> Option<Inbound> {
+        match msg {
+            Inbound::Tell(t) if self.try_tell(t.target.id, t.target.name.as_deref(), &t.wire_name, &t.payload) => None,
+            other => Some(other),
         }
     }
 }

@@ -105,8 +105,15 @@ impl Route {
 
     /// The current queue closed: the peer's new connection, if it has one.
     async fn resend(&self, cmd: Command) -> Result<(), RemoteError> {
+        self.successor().await?.send(cmd).await.map_err(|_| RemoteError::NodeDown)
+    }
+
+    /// The queue of the connection that replaced the closed current one: the
+    /// live one to the same run, or the one expected after a crossed dial
+    /// (waited for briefly); `NodeDown` if none.
+    async fn successor(&self) -> Result<Commands, RemoteError> {
         if let Some(next) = self.reroute() {
-            return next.send(cmd).await.map_err(|_| RemoteError::NodeDown);
+            return Ok(next);
         }
         let node = self.node.upgrade().ok_or(RemoteError::NodeDown)?;
         // Wait only while a replaced connection's successor is expected.
@@ -115,7 +122,7 @@ impl Route {
         }
         let next = node.await_connection_to(&self.peer, self.incarnation).await.ok_or(RemoteError::NodeDown)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.commands.clone();
-        next.commands.send(cmd).await.map_err(|_| RemoteError::NodeDown)
+        Ok(next.commands)
     }
 
     /// Queues a command if there is room now; gives it back if not.
@@ -156,18 +163,7 @@ impl Route {
             Err(TellRefused::Closed) => {}
             other => return other.map_err(refusal),
         }
-        let next = match self.reroute() {
-            Some(next) => next,
-            None => {
-                let node = self.node.upgrade().ok_or(RemoteError::NodeDown)?;
-                if !node.awaiting_successor(&self.peer, self.incarnation) {
-                    return Err(RemoteError::NodeDown);
-                }
-                let next = node.await_connection_to(&self.peer, self.incarnation).await.ok_or(RemoteError::NodeDown)?;
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.commands.clone();
-                next.commands
-            }
-        };
+        let next = self.successor().await?;
         next.tell(target, wire_name, payload).await.map_err(refusal)
     }
 }

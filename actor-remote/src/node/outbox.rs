@@ -40,13 +40,26 @@ pub(crate) struct Commands {
 }
 
 struct Outbox {
-    state: Mutex<Queued>,
+    state: Mutex<State>,
     /// Wakes the connection task when work arrives in an empty queue.
     work: Notify,
     /// Wakes senders waiting for room.
     room: Notify,
     /// Wakes waiters for the end.
     ended: Notify,
+}
+
+/// The queue under its lock.
+#[derive(Default)]
+struct State {
+    queued: Queued,
+    /// No more is taken.
+    closed: bool,
+    /// Senders waiting for room: while there are any, a sender that has not
+    /// waited yet gets no room, so waiting senders are not overtaken for ever.
+    waiting: usize,
+    /// The peer's frame limit, once the handshake gave it.
+    max_frame: u32,
 }
 
 /// What waits in the queue; also the connection task's batch once taken.
@@ -56,16 +69,8 @@ pub(crate) struct Queued {
     frames: Vec<u8>,
     /// Commands, each with the length `frames` had when it was queued.
     cmds: VecDeque<(usize, Command)>,
-    /// How much of `frames` the task has handed on (batch side only).
+    /// How much of `frames` has been handed on (always 0 in the queue).
     done: usize,
-    /// No more is taken (queue side only).
-    closed: bool,
-    /// Senders waiting for room (queue side only): while there are any, a
-    /// sender that has not waited yet gets no room, so waiting senders are
-    /// not overtaken for ever.
-    waiting: usize,
-    /// The peer's frame limit, once the handshake gave it (queue side only).
-    max_frame: u32,
 }
 
 /// The next item of a batch, in queue order.
@@ -77,7 +82,8 @@ pub(crate) enum Next<'a> {
 }
 
 impl Queued {
-    fn is_empty(&self) -> bool {
+    /// Whether nothing is left to hand on.
+    pub(crate) fn is_done(&self) -> bool {
         self.cmds.is_empty() && self.frames.len() == self.done
     }
 
@@ -114,11 +120,6 @@ impl Queued {
         self.cmds.push_front((self.done, cmd));
     }
 
-    /// Whether everything taken has been handed on.
-    pub(crate) fn is_done(&self) -> bool {
-        self.is_empty()
-    }
-
     /// The commands left, in order (frames left are dropped).
     pub(crate) fn into_commands(self) -> impl Iterator<Item = Command> {
         self.cmds.into_iter().map(|(_, cmd)| cmd)
@@ -129,7 +130,7 @@ impl Commands {
     pub(crate) fn new() -> Self {
         Self {
             inner: Arc::new(Outbox {
-                state: Mutex::new(Queued::default()),
+                state: Mutex::new(State::default()),
                 work: Notify::new(),
                 room: Notify::new(),
                 ended: Notify::new(),
@@ -137,7 +138,7 @@ impl Commands {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queued> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding this lock but allocation failure; the
         // queue stays consistent either way.
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -153,12 +154,12 @@ impl Commands {
         if q.closed {
             return Err(TrySendError::Closed(cmd));
         }
-        if q.cmds.len() >= MAX_COMMANDS || (!waited && q.waiting > 0) {
+        if q.queued.cmds.len() >= MAX_COMMANDS || (!waited && q.waiting > 0) {
             return Err(TrySendError::Full(cmd));
         }
-        let was_empty = q.is_empty();
-        let at = q.frames.len();
-        q.cmds.push_back((at, cmd));
+        let was_empty = q.queued.is_done();
+        let at = q.queued.frames.len();
+        q.queued.cmds.push_back((at, cmd));
         drop(q);
         if was_empty {
             self.inner.work.notify_one();
@@ -201,11 +202,11 @@ impl Commands {
                 "a tell of at least {least} bytes exceeds the peer's frame limit of {max}"
             )));
         }
-        if q.frames.len() >= MAX_TELL_BYTES || (!waited && q.waiting > 0) {
+        if q.queued.frames.len() >= MAX_TELL_BYTES || (!waited && q.waiting > 0) {
             return Err(TellRefused::Full);
         }
-        let was_empty = q.is_empty();
-        frame::encode_tell_frame(&mut q.frames, target, wire_name, payload, max)
+        let was_empty = q.queued.is_done();
+        frame::encode_tell_frame(&mut q.queued.frames, target, wire_name, payload, max)
             .map_err(|e| TellRefused::Rejected(e.to_string()))?;
         drop(q);
         if was_empty {
@@ -263,11 +264,12 @@ impl Commands {
     /// queue `batch`'s emptied buffers, and wakes senders waiting for room.
     pub(crate) fn take(&self, batch: &mut Queued) {
         let mut q = self.lock();
-        std::mem::swap(&mut q.frames, &mut batch.frames);
-        std::mem::swap(&mut q.cmds, &mut batch.cmds);
-        batch.done = 0;
-        q.frames.clear();
-        q.cmds.clear();
+        std::mem::swap(&mut q.queued, batch);
+        // The batch was done: what the queue got back is empty but for its
+        // capacity.
+        q.queued.frames.clear();
+        q.queued.cmds.clear();
+        q.queued.done = 0;
         drop(q);
         self.inner.room.notify_waiters();
     }
@@ -276,8 +278,7 @@ impl Commands {
     pub(crate) fn close(&self) -> Queued {
         let mut q = self.lock();
         q.closed = true;
-        let left =
-            Queued { frames: std::mem::take(&mut q.frames), cmds: std::mem::take(&mut q.cmds), ..Queued::default() };
+        let left = std::mem::take(&mut q.queued);
         drop(q);
         self.inner.room.notify_waiters();
         self.inner.ended.notify_waiters();
