@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use footlight::Cluster;
 use footlight::remote::transport::mem::MemoryNetwork;
 use footlight::remote::transport::quic::Quic;
 use footlight::remote::transport::tls::DevCa;
@@ -22,11 +23,15 @@ fn paused() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
 }
 
-async fn mem_node(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Node {
-    Node::builder(id).transport(net.transport()).listen(id).seeds(seeds.iter().copied()).start().await.unwrap()
+async fn mem_node(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
+    Cluster::builder(Node::builder(id).transport(net.transport()).listen(id))
+        .seeds(seeds.iter().copied())
+        .start()
+        .await
+        .unwrap()
 }
 
-async fn converge(nodes: &[Node], n: usize) {
+async fn converge(nodes: &[Cluster], n: usize) {
     for node in nodes {
         let mut events = node.subscribe();
         while node.members().len() != n {
@@ -35,7 +40,7 @@ async fn converge(nodes: &[Node], n: usize) {
     }
 }
 
-async fn mem_cluster(net: &MemoryNetwork, n: usize) -> Vec<Node> {
+async fn mem_cluster(net: &MemoryNetwork, n: usize) -> Vec<Cluster> {
     let mut nodes = vec![mem_node(net, "n00", &[]).await];
     for i in 1..n {
         nodes.push(mem_node(net, &format!("n{i:02}"), &["n00"]).await);
@@ -46,7 +51,7 @@ async fn mem_cluster(net: &MemoryNetwork, n: usize) -> Vec<Node> {
 /// Waits until every node in `watchers` has seen `lost` go down; returns
 /// the time each took from `since`.
 async fn down_everywhere(
-    subs: Vec<footlight::remote::Subscription>,
+    subs: Vec<footlight::cluster::Subscription>,
     lost: &str,
     since: tokio::time::Instant,
 ) -> Vec<Duration> {
@@ -154,13 +159,17 @@ fn quic_detection(trials: usize) {
         let runtimes: Vec<tokio::runtime::Runtime> = (0..3)
             .map(|_| tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap())
             .collect();
-        let mut nodes: Vec<Node> = Vec::new();
+        let mut nodes: Vec<Cluster> = Vec::new();
         for (i, rt) in runtimes.iter().enumerate() {
             let id = format!("q{i}");
             let seeds: Vec<String> = nodes.first().map(|n| n.addr().to_owned()).into_iter().collect();
             let tls = ca.issue(&id).unwrap();
             nodes.push(rt.block_on(async {
-                Node::builder(id).transport(Quic::new(tls)).listen("127.0.0.1:0").seeds(seeds).start().await.unwrap()
+                Cluster::builder(Node::builder(id).transport(Quic::new(tls)).listen("127.0.0.1:0"))
+                    .seeds(seeds)
+                    .start()
+                    .await
+                    .unwrap()
             }));
         }
         for (node, rt) in nodes.iter().zip(&runtimes) {

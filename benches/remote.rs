@@ -76,12 +76,12 @@ fn tls_from_env(node: &str) -> Tls {
 /// endpoint that echoes 16-byte messages and acknowledges counts.
 fn server() {
     runtime().block_on(async {
-        let node = Node::builder("server")
-            .transport(Quic::new(tls_from_env("server")))
-            .listen("127.0.0.1:0")
-            .start()
-            .await
-            .unwrap();
+        let node = Cluster::builder(
+            Node::builder("server").transport(Quic::new(tls_from_env("server"))).listen("127.0.0.1:0"),
+        )
+        .start()
+        .await
+        .unwrap();
         node.spawn_named("sink", Sink::default()).unwrap();
         let raw = Quic::new(tls_from_env("server"));
         let mut listener = raw.listen("127.0.0.1:0").await.unwrap();
@@ -179,13 +179,13 @@ fn main() {
     let (node_addr, raw_addr) = (addrs.next().unwrap(), addrs.next().unwrap());
 
     runtime().block_on(async move {
-        let node = Node::builder("client")
-            .transport(Quic::new(tls_from_dir(&dir, "client")))
-            .listen("127.0.0.1:0")
-            .seeds([node_addr])
-            .start()
-            .await
-            .unwrap();
+        let node = Cluster::builder(
+            Node::builder("client").transport(Quic::new(tls_from_dir(&dir, "client"))).listen("127.0.0.1:0"),
+        )
+        .seeds([node_addr])
+        .start()
+        .await
+        .unwrap();
         node.wait_for_peer("server").await.unwrap();
         let sink: ActorRef<Sink> = node.lookup("sink").await.unwrap();
         let raw = Quic::new(tls_from_dir(&dir, "client"));

@@ -267,7 +267,7 @@ async fn demo() -> Result<(), String> {
     }
     let mut n3 = n3;
     let n3_pid = n3.process.id();
-    let n3_run = n1.members().into_iter().find(|m| m.id == "n3").map(|m| m.incarnation);
+    let n3_run = n1.members().into_iter().find(|m| m.id == "n3").map(|m| m.run);
     n3.process.kill().map_err(|e| format!("cannot kill n3: {e}"))?;
     let killed = Instant::now();
     let killed_unix = unix_ms();
@@ -305,7 +305,7 @@ async fn demo() -> Result<(), String> {
     let n3 = tokio::task::block_in_place(|| ChildNode::spawn("n3", n1.addr(), &ca_dir))?;
     common::wait_for_members(&n1, 3, Duration::from_secs(20)).await?;
     let rejoined = rejoining.elapsed();
-    let new_run = n1.members().into_iter().find(|m| m.id == "n3").map(|m| m.incarnation);
+    let new_run = n1.members().into_iter().find(|m| m.id == "n3").map(|m| m.run);
     check(new_run.is_some() && new_run != n3_run, "n3 came back with its old incarnation")?;
     check(app::wait_for_workers(&n1, 3 * WORKERS, Duration::from_secs(10)).await, "n3's workers did not rejoin")?;
     let report = app::run_jobs(&n1, 5000..5300, CONCURRENCY, JOB_MILLIS, |_| {}).await?;

@@ -40,12 +40,18 @@
 //! See `ARCHITECTURE.md` for how the pieces fit and `examples/` for runnable
 //! programs.
 
+/// Cluster services: membership, names, groups (feature `cluster`).
+#[cfg(feature = "cluster")]
+pub use actor_cluster as cluster;
+#[cfg(feature = "cluster")]
+pub use actor_cluster::{Cluster, ClusterError, ClusterEvent, FailureDetection, Member};
 pub use actor_core::*;
 pub use actor_macros::{Actor, Message};
+/// Remoting: nodes, transports, the wire protocol (feature `remote`).
+#[cfg(feature = "remote")]
 pub use actor_remote as remote;
-pub use actor_remote::{
-    ClusterEvent, FailureDetection, Member, Node, NodeBuilder, NodeError, RemoteActor, RemoteMessages,
-};
+#[cfg(feature = "remote")]
+pub use actor_remote::{Node, NodeBuilder, NodeError, RemoteActor, RemoteMessages};
 
 /// Used by the code the derives generate; not a stable API.
 #[doc(hidden)]
@@ -55,12 +61,15 @@ pub mod __private {
 
 /// Everything a typical actor program uses.
 pub mod prelude {
+    #[cfg(feature = "cluster")]
+    pub use actor_cluster::{Cluster, ClusterError};
     pub use actor_core::{
         Actor, ActorError, ActorId, ActorRef, ActorSystem, AskError, Backoff, Context, ExitReason, FailureDecision,
         Handler, LinkDecision, Mailbox, Message, Recipient, Restart, SendError, SpawnOptions, Supervisor, Terminated,
         TrySendError, WeakActorRef,
     };
     pub use actor_macros::{Actor, Message};
+    #[cfg(feature = "remote")]
     pub use actor_remote::{Node, RemoteActor, RemoteMessages};
     pub use serde::{Deserialize, Serialize};
     pub use std::time::Duration;

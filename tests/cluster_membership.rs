@@ -11,16 +11,17 @@ use std::time::Duration;
 
 mod support;
 
-use footlight::remote::Subscription;
+use footlight::Cluster;
+use footlight::ClusterEvent;
+use footlight::cluster::Subscription;
 use footlight::remote::transport::mem::MemoryNetwork;
-use footlight::{ClusterEvent, Node};
 use support::start;
 use tokio::time::Instant;
 
 /// The failure-detection budget the defaults promise.
 const BUDGET: Duration = Duration::from_secs(5);
 
-fn ids(node: &Node) -> BTreeSet<String> {
+fn ids(node: &Cluster) -> BTreeSet<String> {
     node.members().into_iter().map(|m| m.id).collect()
 }
 
@@ -29,7 +30,7 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 }
 
 /// Waits (virtual time, up to `within`) until `node`'s view is `expected`.
-async fn converge(node: &Node, expected: &BTreeSet<String>, within: Duration) {
+async fn converge(node: &Cluster, expected: &BTreeSet<String>, within: Duration) {
     let mut events = node.subscribe();
     let wait = async {
         while ids(node) != *expected {
@@ -81,7 +82,7 @@ async fn five_nodes_join_through_one_seed_and_converge() {
     let view = nodes[3].members();
     for node in &nodes {
         let seen = view.iter().find(|m| m.id == node.id()).unwrap();
-        assert_eq!(seen.incarnation, node.incarnation());
+        assert_eq!(seen.run, node.run());
         assert_eq!(seen.addr, node.addr());
     }
     for node in nodes {
@@ -118,14 +119,14 @@ async fn a_clean_leave_is_seen_at_once_as_left() {
     let mut at_a = nodes[0].subscribe();
     let mut at_b = nodes[1].subscribe();
     let started = Instant::now();
-    let c_incarnation = nodes[2].incarnation();
+    let c_incarnation = nodes[2].run();
     nodes[2].shutdown().await;
     for events in [&mut at_a, &mut at_b] {
         let event = next_event(events, BUDGET, |e| !matches!(e, ClusterEvent::MemberUp(_))).await;
         match event {
             ClusterEvent::MemberLeft(m) => {
                 assert_eq!(m.id, "c");
-                assert_eq!(m.incarnation, c_incarnation);
+                assert_eq!(m.run, c_incarnation);
             }
             other => panic!("expected c to leave, got {other:?}"),
         }
@@ -150,7 +151,7 @@ async fn a_silent_node_is_declared_down_within_the_budget_by_every_survivor() {
     for node in &nodes {
         converge(node, &set(&["a", "b", "c", "d"]), Duration::from_secs(10)).await;
     }
-    let mut subs: Vec<_> = nodes[..3].iter().map(Node::subscribe).collect();
+    let mut subs: Vec<_> = nodes[..3].iter().map(Cluster::subscribe).collect();
     // d vanishes without a goodbye: nothing it sends arrives, ever.
     net.isolate("d");
     let started = Instant::now();
@@ -178,7 +179,7 @@ async fn a_partition_shorter_than_the_budget_causes_no_down() {
     for node in &nodes {
         converge(node, &all, Duration::from_secs(10)).await;
     }
-    let mut subs: Vec<_> = nodes.iter().map(Node::subscribe).collect();
+    let mut subs: Vec<_> = nodes.iter().map(Cluster::subscribe).collect();
     net.isolate("c");
     tokio::time::sleep(Duration::from_secs(1)).await;
     net.rejoin("c");
@@ -240,7 +241,7 @@ async fn a_restarted_node_comes_back_as_a_new_member() {
     let a = start(&net, "a", &[]).await;
     let b = start(&net, "b", &["a"]).await;
     converge(&a, &set(&["a", "b"]), Duration::from_secs(10)).await;
-    let old = b.incarnation();
+    let old = b.run();
     let mut events = a.subscribe();
     b.shutdown().await;
     next_event(&mut events, BUDGET, |e| matches!(e, ClusterEvent::MemberLeft(m) if m.id == "b")).await;
@@ -249,8 +250,8 @@ async fn a_restarted_node_comes_back_as_a_new_member() {
         next_event(&mut events, Duration::from_secs(10), |e| matches!(e, ClusterEvent::MemberUp(m) if m.id == "b"))
             .await;
     let ClusterEvent::MemberUp(m) = up else { unreachable!() };
-    assert_eq!(m.incarnation, b2.incarnation());
-    assert_ne!(m.incarnation, old);
+    assert_eq!(m.run, b2.run());
+    assert_ne!(m.run, old);
     a.shutdown().await;
     b2.shutdown().await;
 }

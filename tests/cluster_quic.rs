@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use footlight::Cluster;
 use footlight::remote::transport::quic::Quic;
 use footlight::remote::transport::tls::{DevCa, Tls};
 use footlight::{ClusterEvent, Node};
@@ -38,8 +39,11 @@ fn child_node() {
     rt.block_on(async {
         let tls = Tls::from_pem_files(dir.join(format!("{id}.crt")), dir.join(format!("{id}.key")), dir.join("ca.crt"))
             .unwrap();
-        let node =
-            Node::builder(id).transport(Quic::new(tls)).listen("127.0.0.1:0").seeds([seed]).start().await.unwrap();
+        let node = Cluster::builder(Node::builder(id).transport(Quic::new(tls)).listen("127.0.0.1:0"))
+            .seeds([seed])
+            .start()
+            .await
+            .unwrap();
         println!("ADDR {}", node.addr());
         let mut events = node.subscribe();
         let stdin_closed = tokio::task::spawn_blocking(|| {
@@ -123,8 +127,10 @@ impl Drop for ChildNode {
 async fn three_processes_one_killed_survivors_report_it_down() {
     let ca = DevCa::generate("test").unwrap();
     let certs = Certs::write(&ca, &["b", "c"]);
-    let a =
-        Node::builder("a").transport(Quic::new(ca.issue("a").unwrap())).listen("127.0.0.1:0").start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(Quic::new(ca.issue("a").unwrap())).listen("127.0.0.1:0"))
+        .start()
+        .await
+        .unwrap();
     let b = ChildNode::spawn("b", a.addr(), &certs);
     let mut c = ChildNode::spawn("c", a.addr(), &certs);
     let _ = tokio::task::block_in_place(|| (b.expect("ADDR", Duration::from_secs(30)), c.expect("ADDR", BUDGET)));
@@ -167,12 +173,12 @@ async fn three_processes_one_killed_survivors_report_it_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_given_as_a_dns_name_is_resolved_and_joined() {
     let ca = DevCa::generate("test").unwrap();
-    let a =
-        Node::builder("a").transport(Quic::new(ca.issue("a").unwrap())).listen("127.0.0.1:0").start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(Quic::new(ca.issue("a").unwrap())).listen("127.0.0.1:0"))
+        .start()
+        .await
+        .unwrap();
     let port = a.addr().rsplit(':').next().unwrap().to_owned();
-    let b = Node::builder("b")
-        .transport(Quic::new(ca.issue("b").unwrap()))
-        .listen("127.0.0.1:0")
+    let b = Cluster::builder(Node::builder("b").transport(Quic::new(ca.issue("b").unwrap())).listen("127.0.0.1:0"))
         .seeds([format!("localhost:{port}")])
         .start()
         .await

@@ -50,7 +50,7 @@ impl RemoteActor for Counter {
     }
 }
 
-fn counter(node: &Node) -> ActorRef<Counter> {
+fn counter(node: &Cluster) -> ActorRef<Counter> {
     node.system().spawn(Counter { node: node.id().to_owned(), hits: 0 })
 }
 
@@ -70,7 +70,7 @@ async fn a_registered_name_resolves_on_every_member() {
     // The wrong type is an error, not a ref.
     #[derive(Actor)]
     struct Other;
-    assert!(matches!(nodes[0].lookup::<Other>("counter").await, Err(NodeError::WrongType { .. })));
+    assert!(matches!(nodes[0].lookup::<Other>("counter").await, Err(ClusterError::Node(NodeError::WrongType { .. }))));
     for node in nodes {
         node.shutdown().await;
     }
@@ -83,15 +83,15 @@ async fn a_name_held_elsewhere_is_refused_and_bad_names_are_errors() {
     nodes[0].register("one", &counter(&nodes[0])).unwrap();
     eventually(WAIT, || async { nodes[1].lookup::<Counter>("one").await.is_ok() }).await;
     match nodes[1].register("one", &counter(&nodes[1])) {
-        Err(NodeError::NameTaken { name, node }) => assert_eq!((name.as_str(), node.as_str()), ("one", "a")),
+        Err(ClusterError::NameTaken { name, node }) => assert_eq!((name.as_str(), node.as_str()), ("one", "a")),
         other => panic!("expected NameTaken, got {other:?}"),
     }
-    assert!(matches!(nodes[0].register("", &counter(&nodes[0])), Err(NodeError::BadName(_))));
-    let long = "x".repeat(footlight::remote::MAX_NAME_LEN + 1);
-    assert!(matches!(nodes[0].register(&long, &counter(&nodes[0])), Err(NodeError::BadName(_))));
+    assert!(matches!(nodes[0].register("", &counter(&nodes[0])), Err(ClusterError::BadName(_))));
+    let long = "x".repeat(footlight::cluster::MAX_NAME_LEN + 1);
+    assert!(matches!(nodes[0].register(&long, &counter(&nodes[0])), Err(ClusterError::BadName(_))));
     // Only local actors: a ref to b's actor cannot be registered on a.
     let remote: ActorRef<Counter> = nodes[1].lookup("one").await.unwrap();
-    assert!(matches!(nodes[1].register("two", &remote), Err(NodeError::NotLocal)));
+    assert!(matches!(nodes[1].register("two", &remote), Err(ClusterError::Node(NodeError::NotLocal))));
     for node in nodes {
         node.shutdown().await;
     }
@@ -106,14 +106,18 @@ async fn names_vanish_with_their_actor_with_unregister_and_with_their_node() {
     nodes[1].register("first", &first).unwrap();
     eventually(WAIT, || async { nodes[0].lookup::<Counter>("first").await.is_ok() }).await;
     first.stop();
-    eventually(WAIT, || async { matches!(nodes[0].lookup::<Counter>("first").await, Err(NodeError::NotFound(_))) })
-        .await;
+    eventually(WAIT, || async {
+        matches!(nodes[0].lookup::<Counter>("first").await, Err(ClusterError::Node(NodeError::NotFound(_))))
+    })
+    .await;
     // Unregistered.
     nodes[1].register("second", &counter(&nodes[1])).unwrap();
     eventually(WAIT, || async { nodes[0].lookup::<Counter>("second").await.is_ok() }).await;
     nodes[1].unregister("second");
-    eventually(WAIT, || async { matches!(nodes[0].lookup::<Counter>("second").await, Err(NodeError::NotFound(_))) })
-        .await;
+    eventually(WAIT, || async {
+        matches!(nodes[0].lookup::<Counter>("second").await, Err(ClusterError::Node(NodeError::NotFound(_))))
+    })
+    .await;
     // The node goes silent: once it is down, its names are gone.
     nodes[2].register("third", &counter(&nodes[2])).unwrap();
     eventually(WAIT, || async { nodes[0].lookup::<Counter>("third").await.is_ok() }).await;
@@ -129,7 +133,7 @@ async fn names_vanish_with_their_actor_with_unregister_and_with_their_node() {
         }
     };
     tokio::time::timeout(Duration::from_secs(5), wait).await.unwrap();
-    assert!(matches!(nodes[0].lookup::<Counter>("third").await, Err(NodeError::NotFound(_))));
+    assert!(matches!(nodes[0].lookup::<Counter>("third").await, Err(ClusterError::Node(NodeError::NotFound(_)))));
     for node in nodes {
         node.shutdown().await;
     }
@@ -272,7 +276,7 @@ async fn names_and_groups_are_consistent_again_after_a_long_partition_heals() {
     for node in &nodes[2..] {
         eventually(WAIT, || async { node.members().len() == 3 }).await;
         // The other side's name and group member are gone here...
-        assert!(matches!(node.lookup::<Counter>("x").await, Err(NodeError::NotFound(_))));
+        assert!(matches!(node.lookup::<Counter>("x").await, Err(ClusterError::Node(NodeError::NotFound(_)))));
         assert_eq!(node.group::<Counter>("g").await.len(), 1);
     }
     for node in &nodes[..2] {
@@ -306,17 +310,21 @@ async fn a_node_back_from_a_crash_keeps_its_new_names_everywhere() {
     for node in &nodes[..2] {
         eventually(WAIT, || async { node.lookup::<Counter>("svc").await.is_ok() }).await;
     }
-    let old_run = nodes[2].incarnation();
+    let old_run = nodes[2].run();
     // The old c goes silent; a new run of c starts elsewhere at once.
     net.isolate("c");
-    let c2 = Node::builder("c").transport(net.transport()).listen("c-again").seeds(["a"]).start().await.unwrap();
+    let c2 = Cluster::builder(Node::builder("c").transport(net.transport()).listen("c-again"))
+        .seeds(["a"])
+        .start()
+        .await
+        .unwrap();
     // Registered at once: the name reaches a and b with c2's first
     // connection, before they see the new run replace the old one.
     c2.register("svc", &counter(&c2)).unwrap();
     for node in &nodes[..2] {
         eventually(WAIT, || async {
-            node.members().iter().any(|m| m.id == "c" && m.incarnation == c2.incarnation())
-                && !node.members().iter().any(|m| m.incarnation == old_run)
+            node.members().iter().any(|m| m.id == "c" && m.run == c2.run())
+                && !node.members().iter().any(|m| m.run == old_run)
         })
         .await;
         eventually(WAIT, || async {

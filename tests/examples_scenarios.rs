@@ -17,7 +17,7 @@ mod support;
 
 use std::time::Duration;
 
-use footlight::Node;
+use footlight::Cluster;
 use footlight::remote::transport::mem::MemoryNetwork;
 use support::{cluster, eventually};
 use tokio::sync::mpsc;
@@ -107,7 +107,7 @@ async fn kv_keeps_every_key_through_a_leave_and_a_node_loss() {
         let copies = kv::put(&nodes[i % 4], &format!("key{i}"), &format!("value{i}")).await.unwrap();
         assert_eq!(copies, kv::REPLICAS);
     }
-    let total = |node: &Node| {
+    let total = |node: &Cluster| {
         let node = node.clone();
         async move { kv::counts(&node).await.iter().map(|(_, c)| c.unwrap_or(0)).sum::<usize>() }
     };

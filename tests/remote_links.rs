@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use footlight::Cluster;
 use footlight::prelude::*;
 use footlight::remote::transport::mem::MemoryNetwork;
 use tokio::sync::mpsc;
@@ -97,7 +98,7 @@ async fn within<F: std::future::Future>(f: F) -> F::Output {
 async fn setup(
     net: &MemoryNetwork,
     trap: bool,
-) -> (Node, Node, ActorRef<Worker>, ActorRef<Linker>, mpsc::UnboundedReceiver<Terminated>) {
+) -> (Cluster, Cluster, ActorRef<Worker>, ActorRef<Linker>, mpsc::UnboundedReceiver<Terminated>) {
     let a = support::start(net, "a", &[]).await;
     let b = support::start(net, "b", &["a"]).await;
     b.wait_for_peer("a").await.unwrap();

@@ -42,8 +42,12 @@ impl RemoteActor for Echo {
     }
 }
 
-async fn node(id: &str, tls: Tls, seeds: &[String]) -> Node {
-    Node::builder(id).transport(Quic::new(tls)).listen("127.0.0.1:0").seeds(seeds.to_vec()).start().await.unwrap()
+async fn node(id: &str, tls: Tls, seeds: &[String]) -> Cluster {
+    Cluster::builder(Node::builder(id).transport(Quic::new(tls)).listen("127.0.0.1:0"))
+        .seeds(seeds.to_vec())
+        .start()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,12 +218,12 @@ fn a_vanished_peer_is_declared_lost_within_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_connections_are_limited() {
     let ca = DevCa::generate("test").unwrap();
-    let a = Node::builder("a")
-        .transport(Quic::new(ca.issue("a").unwrap()).max_incoming(2))
-        .listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
+    let a = Cluster::builder(
+        Node::builder("a").transport(Quic::new(ca.issue("a").unwrap()).max_incoming(2)).listen("127.0.0.1:0"),
+    )
+    .start()
+    .await
+    .unwrap();
     // The second client has to validate its address first (retry), then gets in.
     let b = node("b", ca.issue("b").unwrap(), &[a.addr().to_owned()]).await;
     b.wait_for_peer("a").await.unwrap();

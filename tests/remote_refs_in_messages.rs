@@ -76,10 +76,11 @@ impl RemoteActor for Hub {
     }
 }
 
-async fn pair() -> (Node, Node) {
+async fn pair() -> (Cluster, Cluster) {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
+    let b =
+        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
     b.wait_for_peer("a").await.unwrap();
     (a, b)
 }
@@ -139,9 +140,14 @@ async fn a_ref_outside_a_remote_message_does_not_encode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ref_forwarded_to_a_third_node_still_works() {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
-    let c = Node::builder("c").transport(net.transport()).listen("c").seeds(["a", "b"]).start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
+    let b =
+        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
+    let c = Cluster::builder(Node::builder("c").transport(net.transport()).listen("c"))
+        .seeds(["a", "b"])
+        .start()
+        .await
+        .unwrap();
     for (node, peer) in [(&b, "a"), (&c, "a"), (&c, "b")] {
         node.wait_for_peer(peer).await.unwrap();
     }

@@ -113,10 +113,11 @@ impl RemoteActor for Gated {
     }
 }
 
-async fn pair() -> (MemoryNetwork, Node, Node) {
+async fn pair() -> (MemoryNetwork, Cluster, Cluster) {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
+    let b =
+        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
     b.wait_for_peer("a").await.unwrap();
     a.wait_for_peer("b").await.unwrap();
     (net, a, b)
@@ -156,10 +157,10 @@ async fn what_cannot_cross_is_refused_not_dropped() {
     // The connection survives both.
     assert_eq!(remote.ask(Add(5)).await.unwrap(), 5);
 
-    assert!(matches!(b.lookup::<Counter>("nobody").await, Err(NodeError::NotFound(_))));
+    assert!(matches!(b.node().lookup::<Counter>("nobody").await, Err(NodeError::NotFound(_))));
     #[derive(Actor)]
     struct Other;
-    assert!(matches!(b.lookup::<Other>("counter").await, Err(NodeError::WrongType { .. })));
+    assert!(matches!(b.node().lookup::<Other>("counter").await, Err(NodeError::WrongType { .. })));
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -171,8 +172,16 @@ async fn what_cannot_cross_is_refused_not_dropped() {
 async fn crossed_dials_leave_one_connection_both_ways() {
     for _ in 0..20 {
         let net = MemoryNetwork::new();
-        let a = Node::builder("a").transport(net.transport()).listen("a").seeds(["b"]).start().await.unwrap();
-        let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+        let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a"))
+            .seeds(["b"])
+            .start()
+            .await
+            .unwrap();
+        let b = Cluster::builder(Node::builder("b").transport(net.transport()).listen("b"))
+            .seeds(["a"])
+            .start()
+            .await
+            .unwrap();
         a.wait_for_peer("b").await.unwrap();
         b.wait_for_peer("a").await.unwrap();
         a.spawn_named("counter", Counter::default()).unwrap();
@@ -205,7 +214,7 @@ async fn exposing_a_message_without_wire_name_fails() {
         }
     }
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
     match a.spawn_named("bad", Bad) {
         Err(NodeError::NotRemote { messages, .. }) => assert!(messages[0].ends_with("LocalOnly")),
         other => panic!("expected NotRemote, got {other:?}"),
@@ -254,8 +263,12 @@ async fn a_busy_actor_gets_every_message_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tell_over_the_peers_frame_limit_is_refused_to_the_sender() {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").max_frame(64 * 1024).start().await.unwrap();
-    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a").max_frame(64 * 1024))
+        .start()
+        .await
+        .unwrap();
+    let b =
+        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
     b.wait_for_peer("a").await.unwrap();
     a.spawn_named("counter", Counter::default()).unwrap();
     let remote: ActorRef<Counter> = b.lookup("counter").await.unwrap();
@@ -279,12 +292,9 @@ async fn a_tell_over_the_peers_frame_limit_is_refused_to_the_sender() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbound_buffer_pushes_back_without_losing_messages() {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let b = Node::builder("b")
-        .transport(net.transport())
-        .listen("b")
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
+    let b = Cluster::builder(Node::builder("b").transport(net.transport()).listen("b").max_outbound_bytes(2048))
         .seeds(["a"])
-        .max_outbound_bytes(2048)
         .start()
         .await
         .unwrap();
@@ -324,7 +334,7 @@ async fn lookup_finds_local_actors_first_and_checks_their_type() {
     assert_eq!(found, local);
     #[derive(Actor)]
     struct Other;
-    assert!(matches!(a.lookup::<Other>("counter").await, Err(NodeError::WrongType { .. })));
+    assert!(matches!(a.node().lookup::<Other>("counter").await, Err(NodeError::WrongType { .. })));
     a.shutdown().await;
     b.shutdown().await;
 }

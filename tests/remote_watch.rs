@@ -59,8 +59,9 @@ async fn within<F: std::future::Future>(f: F) -> F::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_actor_ends_reach_local_watchers() {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
+    let b =
+        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
     b.wait_for_peer("a").await.unwrap();
     a.spawn_named("quitter", Worker).unwrap();
     a.spawn_named("crasher", Worker).unwrap();
@@ -93,8 +94,9 @@ async fn remote_actor_ends_reach_local_watchers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_outlives_the_refs_it_was_made_through() {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
+    let b =
+        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
     b.wait_for_peer("a").await.unwrap();
     let local = a.spawn_named("quitter", Worker).unwrap();
     let (seen, mut notices) = mpsc::unbounded_channel();
@@ -115,8 +117,9 @@ async fn a_watch_outlives_the_refs_it_was_made_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_through_a_remote_ref_stops_the_actor_on_its_node() {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await.unwrap();
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
+    let b =
+        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
     b.wait_for_peer("a").await.unwrap();
     let local = a.spawn_named("worker", Worker).unwrap();
     let remote: ActorRef<Worker> = b.lookup("worker").await.unwrap();

@@ -13,7 +13,7 @@ pub struct CodecError(pub String);
 
 /// The wire description of a serde message type under `name`. Called by the
 /// code `#[derive(Message)]` generates for `#[message(remote = "name")]`.
-#[cfg(feature = "runtime")]
+#[cfg(feature = "wire")]
 pub fn wire<M>(name: &'static str) -> actor_core::Wire<M>
 where
     M: actor_core::Message + Serialize + DeserializeOwned,

@@ -10,9 +10,9 @@
 //! - [`transport`]: byte streams between nodes: QUIC with mutual TLS
 //!   (`quic`, `tls`) and an in-memory network with fault injection (`mem`).
 //! - [`Node`]: runs a session per connection over a transport, exposes local
-//!   actors to peers, and hands out remote refs. Nodes form a cluster:
-//!   SWIM membership (the `foca` crate) over the same connections, with
-//!   [`ClusterEvent`]s, cluster-wide names and process groups.
+//!   actors to peers, and hands out remote refs. Services attach to a node
+//!   through [`NodeService`]: membership, cluster-wide names and groups live
+//!   in the `actor-cluster` crate.
 
 pub mod codec;
 #[cfg(feature = "runtime")]
@@ -22,7 +22,4 @@ pub mod proto;
 pub mod transport;
 
 #[cfg(feature = "runtime")]
-pub use node::{
-    ClusterEvent, FailureDetection, GossipStats, MAX_ENTRIES_PER_NODE, MAX_NAME_LEN, Member, Node, NodeBuilder,
-    NodeError, RemoteActor, RemoteMessages, Subscription,
-};
+pub use node::{Node, NodeBuilder, NodeError, NodeService, PeerRun, RemoteActor, RemoteMessages, WeakNode};

@@ -7,7 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use footlight::prelude::*;
-use footlight::{ClusterEvent, NodeError, SendError};
+use footlight::{ClusterEvent, SendError};
 use tokio::sync::mpsc;
 
 /// A chat room: its users, by name.
@@ -148,13 +148,14 @@ impl Room {
 }
 
 /// Lets rooms and users be reached across nodes.
-pub fn setup(node: &Node) -> Result<(), NodeError> {
+pub fn setup(node: &Cluster) -> Result<(), ClusterError> {
     node.expose::<Room>()?;
-    node.expose::<User>()
+    node.expose::<User>()?;
+    Ok(())
 }
 
 /// The room named `name`: found anywhere in the cluster, or created here.
-pub async fn room(node: &Node, name: &str) -> Result<ActorRef<Room>, NodeError> {
+pub async fn room(node: &Cluster, name: &str) -> Result<ActorRef<Room>, ClusterError> {
     let key = format!("room:{name}");
     if let Ok(found) = node.lookup::<Room>(&key).await {
         return Ok(found);
@@ -179,7 +180,7 @@ pub async fn room(node: &Node, name: &str) -> Result<ActorRef<Room>, NodeError> 
             Ok(room)
         }
         // Created elsewhere meanwhile: use that one.
-        Err(NodeError::NameTaken { .. }) => {
+        Err(ClusterError::NameTaken { .. }) => {
             room.stop();
             node.lookup(&key).await
         }
@@ -189,7 +190,7 @@ pub async fn room(node: &Node, name: &str) -> Result<ActorRef<Room>, NodeError> 
 
 /// One user on one node: the terminal client's state.
 pub struct Client {
-    node: Node,
+    node: Cluster,
     name: String,
     inbox: ActorRef<User>,
     current: Option<(String, ActorRef<Room>)>,
@@ -197,7 +198,7 @@ pub struct Client {
 
 impl Client {
     /// A user named `name` on `node`; lines for it arrive on the receiver.
-    pub fn new(node: &Node, name: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
+    pub fn new(node: &Cluster, name: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
         let (out, lines) = mpsc::unbounded_channel();
         let inbox = node.system().spawn(User { out });
         (Client { node: node.clone(), name: name.to_owned(), inbox, current: None }, lines)

@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn command(
-    node: &footlight::Node,
+    node: &footlight::Cluster,
     client: &mut app::Client,
     input: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {

@@ -7,6 +7,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use footlight::Cluster;
 use footlight::Node;
 use footlight::remote::transport::quic::Quic;
 use footlight::remote::transport::tls::{DevCa, Tls};
@@ -120,17 +121,17 @@ pub fn shared_dev_ca(dir: &Path, cluster: &str) -> Result<DevCa, Box<dyn Error>>
     Ok(DevCa::from_pem(cluster, &both[..split], &both[split..])?)
 }
 
-/// Starts the node the flags describe, over QUIC with mutual TLS.
-pub async fn start(args: &NodeArgs) -> Result<Node, Box<dyn Error>> {
+/// Starts the node the flags describe, over QUIC with mutual TLS, as a
+/// member of the cluster its seeds lead to.
+pub async fn start(args: &NodeArgs) -> Result<Cluster, Box<dyn Error>> {
     let mut builder = Node::builder(args.node.clone())
         .cluster(args.cluster.clone())
         .transport(Quic::new(tls(args)?))
-        .listen(args.listen.clone())
-        .seeds(args.seeds.clone());
+        .listen(args.listen.clone());
     if let Some(addr) = &args.advertise {
         builder = builder.advertise(addr.clone());
     }
-    Ok(builder.start().await?)
+    Ok(Cluster::builder(builder).seeds(args.seeds.clone()).start().await?)
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -151,7 +152,7 @@ pub async fn stop_requested() {
 
 /// Waits (up to `within`) until `node` sees at least `n` members, itself
 /// included; the error says whom it sees.
-pub async fn wait_for_members(node: &Node, n: usize, within: std::time::Duration) -> Result<(), String> {
+pub async fn wait_for_members(node: &Cluster, n: usize, within: std::time::Duration) -> Result<(), String> {
     let mut events = node.subscribe();
     let wait = async {
         while node.members().len() < n {
@@ -169,7 +170,7 @@ pub async fn wait_for_members(node: &Node, n: usize, within: std::time::Duration
 }
 
 /// Prints cluster events as they come, prefixed with the node id.
-pub fn log_cluster_events(node: &Node) {
+pub fn log_cluster_events(node: &Cluster) {
     let mut events = node.subscribe();
     let me = node.id().to_owned();
     tokio::spawn(async move {

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use footlight::ClusterEvent;
 use footlight::prelude::*;
-use footlight::{ClusterEvent, NodeError};
 
 /// Copies of each key.
 pub const REPLICAS: usize = 2;
@@ -22,7 +22,7 @@ const HANDOFF_CHUNK: usize = 256;
 /// One node's part of the store.
 #[derive(Actor)]
 pub struct Shard {
-    node: Node,
+    node: Cluster,
     data: BTreeMap<String, String>,
 }
 
@@ -135,7 +135,7 @@ pub fn name_of(node: &str) -> String {
     format!("kv@{node}")
 }
 
-fn member_ids(node: &Node) -> Vec<String> {
+fn member_ids(node: &Cluster) -> Vec<String> {
     node.members().into_iter().map(|m| m.id).collect()
 }
 
@@ -162,7 +162,7 @@ pub fn owners(members: &[String], key: &str, n: usize) -> Vec<String> {
 
 /// Starts this node's shard, registers it, and re-checks ownership on every
 /// membership change (and every 2 s, to retry hand-overs that failed).
-pub fn serve(node: &Node) -> Result<ActorRef<Shard>, NodeError> {
+pub fn serve(node: &Cluster) -> Result<ActorRef<Shard>, ClusterError> {
     let shard = node.system().spawn(Shard { node: node.clone(), data: BTreeMap::new() });
     node.register(&name_of(node.id()), &shard)?;
     let mut events = node.subscribe();
@@ -188,7 +188,7 @@ pub fn serve(node: &Node) -> Result<ActorRef<Shard>, NodeError> {
 }
 
 /// Hands this node's keys to their other owners, then leaves the cluster.
-pub async fn leave(node: &Node, shard: &ActorRef<Shard>) {
+pub async fn leave(node: &Cluster, shard: &ActorRef<Shard>) {
     let _ = shard.tell(Rebalance { leaving: true }).await;
     // Wait for the hand-over (the next message is handled after it).
     let _ = shard.ask(Count).await;
@@ -196,7 +196,7 @@ pub async fn leave(node: &Node, shard: &ActorRef<Shard>) {
 }
 
 /// Writes `key` on its owners; returns how many copies were written.
-pub async fn put(node: &Node, key: &str, value: &str) -> Result<usize, Box<dyn std::error::Error>> {
+pub async fn put(node: &Cluster, key: &str, value: &str) -> Result<usize, Box<dyn std::error::Error>> {
     let mut written = 0;
     for owner in owners(&member_ids(node), key, REPLICAS) {
         let Ok(shard) = node.lookup::<Shard>(&name_of(&owner)).await else { continue };
@@ -211,7 +211,7 @@ pub async fn put(node: &Node, key: &str, value: &str) -> Result<usize, Box<dyn s
 }
 
 /// Reads `key` from the first owner that has it.
-pub async fn get(node: &Node, key: &str) -> Result<Option<String>, Box<dyn std::error::Error>> {
+pub async fn get(node: &Cluster, key: &str) -> Result<Option<String>, Box<dyn std::error::Error>> {
     for owner in owners(&member_ids(node), key, REPLICAS) {
         let Ok(shard) = node.lookup::<Shard>(&name_of(&owner)).await else { continue };
         if let Ok(Some(value)) = shard.ask(Get(key.to_owned())).await {
@@ -222,7 +222,7 @@ pub async fn get(node: &Node, key: &str) -> Result<Option<String>, Box<dyn std::
 }
 
 /// Keys held by each member's shard, in member order.
-pub async fn counts(node: &Node) -> Vec<(String, Option<usize>)> {
+pub async fn counts(node: &Cluster) -> Vec<(String, Option<usize>)> {
     let mut out = Vec::new();
     for member in member_ids(node) {
         let count = match node.lookup::<Shard>(&name_of(&member)).await {

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use footlight::NodeError;
 use footlight::prelude::*;
 
 /// Answers pings; counts notes.
@@ -65,7 +64,7 @@ pub fn name_of(node: &str) -> String {
 }
 
 /// Spawns this node's ponger and registers it.
-pub fn serve(node: &Node) -> Result<ActorRef<Ponger>, NodeError> {
+pub fn serve(node: &Cluster) -> Result<ActorRef<Ponger>, ClusterError> {
     let ponger = node.system().spawn(Ponger { node: node.id().to_owned(), notes: 0 });
     node.register(&name_of(node.id()), &ponger)?;
     Ok(ponger)
@@ -87,7 +86,7 @@ pub struct Latency {
 }
 
 /// Sends `notes` one-way notes, then `pings` pings, to `peer`'s ponger.
-pub async fn ping(node: &Node, peer: &str, pings: usize, notes: u64) -> Result<Latency, Box<dyn std::error::Error>> {
+pub async fn ping(node: &Cluster, peer: &str, pings: usize, notes: u64) -> Result<Latency, Box<dyn std::error::Error>> {
     let ponger: ActorRef<Ponger> = node.lookup(&name_of(peer)).await?;
     for i in 0..notes {
         ponger.tell(Note(format!("note {i}"))).await?;
@@ -109,7 +108,7 @@ pub async fn ping(node: &Node, peer: &str, pings: usize, notes: u64) -> Result<L
 }
 
 /// Waits until `name` resolves (registrations travel asynchronously).
-pub async fn wait_for_name(node: &Node, name: &str, within: Duration) -> bool {
+pub async fn wait_for_name(node: &Cluster, name: &str, within: Duration) -> bool {
     let wait = async {
         while node.lookup::<Ponger>(name).await.is_err() {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -20,7 +20,7 @@ pub const GROUP: &str = "workers";
 
 /// Runs jobs, one at a time.
 pub struct Worker {
-    node: Node,
+    node: Cluster,
 }
 
 impl Actor for Worker {
@@ -77,7 +77,7 @@ impl RemoteActor for Worker {
 
 /// Starts a pool of `workers` supervised workers on `node`: a worker that
 /// panics is restarted in place (up to 1000 times in 10 s).
-pub fn start_pool(node: &Node, workers: usize) -> ActorRef<Supervisor> {
+pub fn start_pool(node: &Cluster, workers: usize) -> ActorRef<Supervisor> {
     let mut supervisor = Supervisor::one_for_one().max_restarts(1000, Duration::from_secs(10));
     for i in 0..workers {
         let node = node.clone();
@@ -87,7 +87,7 @@ pub fn start_pool(node: &Node, workers: usize) -> ActorRef<Supervisor> {
 }
 
 /// Waits until the group holds `n` workers as seen from `node`.
-pub async fn wait_for_workers(node: &Node, n: usize, within: Duration) -> bool {
+pub async fn wait_for_workers(node: &Cluster, n: usize, within: Duration) -> bool {
     let wait = async {
         while node.group::<Worker>(GROUP).await.len() < n {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -134,7 +134,7 @@ enum Outcome {
 /// taking `millis`; `progress` is told the count of completed jobs as it
 /// grows. Fails if a job cannot be completed after 50 attempts.
 pub async fn run_jobs(
-    node: &Node,
+    node: &Cluster,
     ids: std::ops::Range<u64>,
     concurrency: usize,
     millis: u64,
@@ -186,7 +186,7 @@ pub async fn run_jobs(
 
 /// One attempt at `job` on a worker chosen by the job's id and attempt,
 /// among those on reachable nodes.
-async fn attempt(node: &Node, job: Job) -> Outcome {
+async fn attempt(node: &Cluster, job: Job) -> Outcome {
     let mut workers = node.group::<Worker>(GROUP).await;
     // Skip workers on nodes suspected of failure, unless none is left.
     let reachable = |w: &ActorRef<Worker>| w.remote_addr().is_none_or(|at| node.is_reachable(&at.node));

@@ -9,18 +9,23 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use footlight::Cluster;
 use footlight::Node;
 use footlight::remote::transport::mem::MemoryNetwork;
 
 /// A node on `net` listening at `id`, joining through `seeds`.
-pub async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Node {
-    Node::builder(id).transport(net.transport()).listen(id).seeds(seeds.iter().copied()).start().await.unwrap()
+pub async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
+    Cluster::builder(Node::builder(id).transport(net.transport()).listen(id))
+        .seeds(seeds.iter().copied())
+        .start()
+        .await
+        .unwrap()
 }
 
 /// Nodes `ids` on `net`, all joining through the first, once every one sees
 /// all as members and is connected to all (so registry copies have been
 /// exchanged). Waits up to `within` per condition.
-pub async fn cluster(net: &MemoryNetwork, ids: &[&str], within: Duration) -> Vec<Node> {
+pub async fn cluster(net: &MemoryNetwork, ids: &[&str], within: Duration) -> Vec<Cluster> {
     let mut nodes = vec![start(net, ids[0], &[]).await];
     for id in &ids[1..] {
         nodes.push(start(net, id, &[ids[0]]).await);

@@ -30,6 +30,10 @@ const READ_BUF: usize = 16 * 1024;
 /// A write buffer larger than this is given back once it has drained.
 const KEEP_WRITE_BUF: usize = 256 * 1024;
 
+/// A connection's ordered channel for system messages: sent in order, never
+/// dropped for lack of room.
+pub(crate) type SystemSender = mpsc::UnboundedSender<(&'static str, Vec<u8>)>;
+
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 fn now() -> Instant {
@@ -40,9 +44,9 @@ fn now() -> Instant {
 pub(crate) struct ConnHandle {
     pub(crate) id: u64,
     pub(crate) commands: Commands,
-    /// Node messages (registry, held gossip), forwarded to `commands` in
-    /// order by a task of the connection.
-    pub(crate) system: super::registry::SystemSender,
+    /// System messages of services (say, registry updates), forwarded to
+    /// `commands` in order by a task of the connection.
+    pub(crate) system: SystemSender,
     /// The node id of whoever dialed (for the crossed-connection rule).
     pub(crate) dialer: String,
     pub(crate) incarnation: u64,
@@ -281,7 +285,7 @@ pub(crate) async fn run(
                     None
                 }
                 Event::Tell(tell) if tell.target.name.as_deref() == Some(super::SYSTEM_TARGET) => {
-                    // Membership and registry traffic: handled at once, never
+                    // Services' traffic (membership, registry): handled at once, never
                     // queued behind actor messages.
                     if let (Some(peer), Some(run)) = (peer_id.as_deref(), peer_incarnation) {
                         node.system_tell(peer, run, &tell.wire_name, tell.payload);

@@ -1,9 +1,11 @@
 //! [`Node`]: an actor system reachable by other nodes.
 //!
-//! A node listens on a transport, connects to its seeds, runs the protocol
-//! session of every connection, delivers inbound messages to the actors it
-//! exposed, and hands out [`ActorRef`]s to actors on its peers that work like
-//! local ones.
+//! A node listens on a transport, dials the peers it is asked to, runs the
+//! protocol session of every connection, delivers inbound messages to the
+//! actors it exposed, and hands out [`ActorRef`]s to actors on its peers that
+//! work like local ones. Membership, cluster-wide names and groups are
+//! services attached to a node (see [`NodeService`]; the `actor-cluster`
+//! crate).
 //!
 //! ```
 //! # use actor_remote::transport::mem::MemoryNetwork;
@@ -12,7 +14,8 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let net = MemoryNetwork::new();
 //! let a = Node::builder("a").transport(net.transport()).listen("a").start().await?;
-//! let b = Node::builder("b").transport(net.transport()).listen("b").seeds(["a"]).start().await?;
+//! let b = Node::builder("b").transport(net.transport()).listen("b").start().await?;
+//! b.dial("a").await?;
 //! b.wait_for_peer("a").await?;
 //! # a.shutdown().await; b.shutdown().await;
 //! # Ok(()) }
@@ -23,13 +26,12 @@
 //! (its exit reason, carried as text) or the loss of its node
 //! (`ExitReason::NodeDown`).
 
-mod cluster;
 mod codec;
 mod conn;
 mod endpoint;
 mod expose;
 mod outbox;
-mod registry;
+mod service;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,12 +44,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use outbox::Commands;
 
-pub use self::cluster::{ClusterEvent, FailureDetection, GossipStats, Member, Subscription};
 use self::conn::ConnHandle;
 use self::endpoint::{Command, PeerEndpoint};
 use self::expose::{Exposed, ExposedActor, ReplyFuture};
 pub use self::expose::{RemoteActor, RemoteMessages};
-pub use self::registry::{MAX_ENTRIES_PER_NODE, MAX_NAME_LEN};
+pub use self::service::{NodeService, PeerRun, WeakNode};
 use crate::proto::frame::Target;
 use crate::proto::{FailureCode, SessionConfig};
 use crate::transport::{Transport, TransportError};
@@ -68,8 +69,6 @@ pub(crate) const SUCCESSOR_GRACE: Duration = Duration::from_secs(2);
 pub(crate) const SYSTEM_TARGET: &str = "$node";
 /// Wire name of a request to stop an actor (payload: its handle, u64).
 pub(crate) const STOP: &str = "footlight.Stop";
-/// SWIM packets held per member while it is being dialed.
-const HELD_GOSSIP: usize = 32;
 /// How long dialing a member may take (connect and handshake).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 const LOOKUP: &str = "footlight.Lookup";
@@ -80,12 +79,10 @@ pub struct NodeBuilder {
     cluster: String,
     transport: Option<Arc<dyn Transport>>,
     listen: Option<String>,
-    seeds: Vec<String>,
     session: SessionConfig,
     system: Option<ActorSystem>,
-    reconnect_every: Duration,
-    detection: FailureDetection,
     advertise: Option<String>,
+    services: Vec<Arc<dyn NodeService>>,
 }
 
 impl NodeBuilder {
@@ -108,21 +105,6 @@ impl NodeBuilder {
         self
     }
 
-    /// Nodes to join the cluster through (any one answering is enough; the
-    /// others are learned by gossip). Each is dialed, and redialed after its
-    /// connection is lost, until the node shuts down. A seed may be a name
-    /// the transport resolves to several addresses (over QUIC, a DNS name
-    /// such as a Kubernetes headless service, `name:port`): it is resolved
-    /// again before every attempt, and each address is tried in turn.
-    pub fn seeds<I, S>(mut self, seeds: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.seeds = seeds.into_iter().map(Into::into).collect();
-        self
-    }
-
     /// The address other members dial to reach this node, if not the one
     /// it listens on (say, behind NAT, or listening on `0.0.0.0`).
     pub fn advertise(mut self, addr: impl Into<String>) -> Self {
@@ -130,10 +112,10 @@ impl NodeBuilder {
         self
     }
 
-    /// How members are probed and declared down (see [`FailureDetection`]);
-    /// the defaults declare a silent member down in about 3.5 s.
-    pub fn failure_detection(mut self, detection: FailureDetection) -> Self {
-        self.detection = detection;
+    /// Attaches a service (membership and the cluster registry are one:
+    /// `actor-cluster`); see [`NodeService`].
+    pub fn service(mut self, service: Arc<dyn NodeService>) -> Self {
+        self.services.push(service);
         self
     }
 
@@ -177,7 +159,7 @@ impl NodeBuilder {
         self
     }
 
-    /// Starts listening and connecting to the seeds.
+    /// Starts listening.
     pub async fn start(self) -> Result<Node, NodeError> {
         let transport = self.transport.ok_or(NodeError::NoTransport)?;
         let listen = self.listen.ok_or(NodeError::NoListenAddress)?;
@@ -189,15 +171,9 @@ impl NodeBuilder {
         session.node = self.id.clone();
         session.incarnation = incarnation;
         let (shutdown, _) = watch::channel(false);
-        let me = cluster::Ident {
-            id: self.id.clone(),
-            addr: self.advertise.unwrap_or(addr.clone()),
-            run: incarnation,
-            generation: 0,
-        };
-        let (cluster, cluster_inputs) = cluster::Cluster::new(&me);
         let inner = Arc::new(NodeInner {
             id: self.id.clone(),
+            advertised: self.advertise.unwrap_or(addr.clone()),
             addr,
             incarnation,
             system: self.system.unwrap_or_else(|| ActorSystem::new(self.id.clone())),
@@ -214,13 +190,13 @@ impl NodeBuilder {
             handles: DashMap::new(),
             handle_keys: std::hash::RandomState::new(),
             shutdown,
-            cluster,
             dialing: Mutex::new(std::collections::HashSet::new()),
-            held_gossip: Mutex::new(HashMap::new()),
-            registry: registry::Registry::default(),
+            services: self.services,
             accepting: Mutex::new(None),
         });
-        tokio::spawn(cluster::run(Arc::downgrade(&inner), me, self.detection, cluster_inputs));
+        for service in &inner.services {
+            service.started(&Node { inner: inner.clone() });
+        }
         let node = inner.clone();
         let accepting = tokio::spawn(async move {
             let mut stop = node.shutdown.subscribe();
@@ -240,9 +216,6 @@ impl NodeBuilder {
             }
         });
         *inner.accepting.lock().unwrap_or_else(|p| p.into_inner()) = Some(accepting);
-        for seed in self.seeds {
-            tokio::spawn(keep_connected(inner.clone(), seed, self.reconnect_every));
-        }
         Ok(Node { inner })
     }
 }
@@ -263,52 +236,6 @@ fn incarnation() -> u64 {
     }
 }
 
-/// Dials seed `seed` (each address it resolves to, in turn) until
-/// connected, joins the cluster through it, and dials again whenever that
-/// connection is lost, until the node shuts down.
-async fn keep_connected(node: Arc<NodeInner>, seed: String, every: Duration) {
-    let mut stop = node.shutdown.subscribe();
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        for addr in node.transport.resolve(&seed).await {
-            let conn = match node.transport.connect(&addr).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::debug!(node = %node.id, %addr, error = %e, "seed not reachable yet");
-                    continue;
-                }
-            };
-            let (tx, rx) = oneshot::channel();
-            let task = tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
-            let peer = rx.await.ok();
-            if let Some((id, run)) = &peer {
-                let seed = cluster::Ident { id: id.clone(), addr: addr.clone(), run: *run, generation: 0 };
-                let _ = node.cluster.inputs.send(cluster::Input::Announce(seed)).await;
-            }
-            // Wait for this connection to end before dialing again...
-            let _ = task.await;
-            // ...and, if the peer is connected some other way (it dialed
-            // us too and won the tie-break), until that ends as well.
-            if let Some((peer, _)) = peer {
-                let mut changed = node.peer_changed.subscribe();
-                while node.lock_peers().contains_key(&peer) {
-                    tokio::select! {
-                        res = changed.changed() => if res.is_err() { return },
-                        _ = stop.changed() => return,
-                    }
-                }
-                break;
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
 /// An actor system reachable by other nodes. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -318,6 +245,8 @@ pub struct Node {
 pub(crate) struct NodeInner {
     pub(crate) id: String,
     addr: String,
+    /// The address other nodes dial to reach this one.
+    advertised: String,
     incarnation: u64,
     system: ActorSystem,
     transport: Arc<dyn Transport>,
@@ -353,13 +282,10 @@ pub(crate) struct NodeInner {
     handles: DashMap<u64, u64>,
     handle_keys: std::hash::RandomState,
     pub(crate) shutdown: watch::Sender<bool>,
-    cluster: cluster::Cluster,
-    /// Members being dialed now (by id).
+    /// Nodes being dialed now (by id).
     dialing: Mutex<std::collections::HashSet<String>>,
-    /// SWIM packets for members not connected yet, sent once they are (at
-    /// most [`HELD_GOSSIP`] per member; older ones are dropped first).
-    held_gossip: Mutex<HashMap<String, std::collections::VecDeque<Vec<u8>>>>,
-    registry: registry::Registry,
+    /// Services attached to the node (membership, the cluster registry).
+    services: Vec<Arc<dyn NodeService>>,
     /// The task accepting connections (it owns the listener).
     accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -404,24 +330,9 @@ pub enum NodeError {
     /// The peer did not connect in time.
     #[error("peer {0:?} did not connect in time")]
     PeerTimeout(String),
-    /// A name or group name that is empty or longer than
-    /// [`MAX_NAME_LEN`](registry::MAX_NAME_LEN) bytes.
-    #[error("invalid name {0:?}: must be 1 to 255 bytes")]
-    BadName(String),
-    /// Only local actors can be registered or join groups.
-    #[error("only actors of this node can be registered or join groups")]
+    /// Only actors of this node can be exported.
+    #[error("only actors of this node can be exported")]
     NotLocal,
-    /// The actor has stopped.
-    #[error("the actor has stopped")]
-    Stopped,
-    /// Another member's actor holds the name.
-    #[error("the name {name:?} is registered on node {node:?}")]
-    NameTaken {
-        /// The name.
-        name: String,
-        /// The node holding it.
-        node: String,
-    },
     /// A limit refused the request.
     #[error("refused: {0}")]
     Refused(String),
@@ -497,11 +408,9 @@ impl Node {
             cluster: "footlight".into(),
             transport: None,
             listen: None,
-            seeds: Vec::new(),
             system: None,
-            reconnect_every: Duration::from_millis(500),
-            detection: FailureDetection::default(),
             advertise: None,
+            services: Vec::new(),
         }
     }
 
@@ -510,43 +419,26 @@ impl Node {
         &self.inner.id
     }
 
-    /// The address peers dial to reach this node.
+    /// The address this node listens on.
     pub fn addr(&self) -> &str {
         &self.inner.addr
     }
 
-    /// This run's incarnation.
-    pub fn incarnation(&self) -> u64 {
+    /// The address other nodes dial to reach this one: the one given to
+    /// [`NodeBuilder::advertise`], else [`addr`](Self::addr).
+    pub fn advertised_addr(&self) -> &str {
+        &self.inner.advertised
+    }
+
+    /// This node's run: a number different at every start, so peers tell a
+    /// restarted node from its earlier run.
+    pub fn run(&self) -> u64 {
         self.inner.incarnation
     }
 
     /// The actor system local actors run on.
     pub fn system(&self) -> &ActorSystem {
         &self.inner.system
-    }
-
-    /// The members of the cluster as this node sees them (itself included,
-    /// suspected members too, down ones not), in id order.
-    pub fn members(&self) -> Vec<Member> {
-        self.inner.cluster.members()
-    }
-
-    /// Whether `id` is a member that answers probes now: false once it is
-    /// suspected ([`ClusterEvent::MemberUnreachable`]), down, or unknown.
-    /// This node is always reachable.
-    pub fn is_reachable(&self, id: &str) -> bool {
-        self.inner.cluster.is_reachable(id)
-    }
-
-    /// Cluster events: first a [`ClusterEvent::MemberUp`] per member in the
-    /// view now, then every change.
-    pub fn subscribe(&self) -> Subscription {
-        self.inner.cluster.subscribe(self.inner.shutdown.subscribe())
-    }
-
-    /// Traffic of the membership protocol on this node so far.
-    pub fn gossip_stats(&self) -> GossipStats {
-        *self.inner.cluster.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The ids of the peers connected now.
@@ -627,10 +519,9 @@ impl Node {
     }
 
     /// A ref to the actor named `name`: an actor of this node's system
-    /// registered under that name; else the actor registered cluster-wide
-    /// under it ([`register`](Self::register)); else one that a connected
-    /// peer spawned under it with [`spawn_named`](Self::spawn_named) (asked
-    /// in id order).
+    /// registered under that name; else one that a connected peer spawned
+    /// under it with [`spawn_named`](Self::spawn_named) (asked in id order).
+    /// The cluster's lookup also finds cluster-wide names.
     pub async fn lookup<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, NodeError> {
         match self.inner.system.lookup::<A>(name) {
             Ok(local) => return Ok(local),
@@ -642,9 +533,6 @@ impl Node {
                 });
             }
             Err(_) => {}
-        }
-        if let Some(found) = self.inner.lookup_registered::<A>(name).await? {
-            return Ok(found);
         }
         let peers: Vec<(String, ConnHandle)> =
             self.inner.lock_peers().iter().map(|(id, h)| (id.clone(), h.clone_handle())).collect();
@@ -679,28 +567,13 @@ impl Node {
         Err(NodeError::NotFound(name.to_owned()))
     }
 
-    /// Leaves the cluster (members report [`ClusterEvent::MemberLeft`] at
-    /// once), closes every connection (peers see an orderly close), stops
-    /// accepting new ones and frees the listen address, and shuts the actor
-    /// system down. Subscriptions end.
+    /// Lets every attached service say goodbye (the cluster leaves, so
+    /// members report the departure at once), closes every connection (peers
+    /// see an orderly close), stops accepting new ones and frees the listen
+    /// address, and shuts the actor system down.
     pub async fn shutdown(&self) {
-        // Leave the cluster first: members hear it at once (not after the
-        // failure-detection budget) and report `MemberLeft`. The notice goes
-        // to every peer without waiting, then SWIM leaves (right after, so
-        // that no reply can make it rejoin under a new generation first).
-        if let Ok(leaving) = crate::codec::encode(&self.inner.cluster_identity()) {
-            for handle in self.inner.lock_peers().values() {
-                let cmd = endpoint::Command::Tell {
-                    target: Target::name(SYSTEM_TARGET),
-                    wire_name: cluster::LEAVING,
-                    payload: leaving.clone(),
-                };
-                let _ = handle.commands.try_send(cmd);
-            }
-        }
-        let (done, left) = oneshot::channel();
-        if self.inner.cluster.inputs.try_send(cluster::Input::Leave(done)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), left).await;
+        for service in &self.inner.services {
+            service.leave().await;
         }
         let _ = self.inner.shutdown.send(true);
         // The listen address is free again once shutdown returns.
@@ -743,44 +616,14 @@ impl ConnHandle {
 }
 
 impl NodeInner {
-    /// This node's current SWIM identity, as the view holds it.
-    fn cluster_identity(&self) -> cluster::Ident {
-        self.cluster.ident_of(&self.id).unwrap_or_else(|| cluster::Ident {
-            id: self.id.clone(),
-            addr: self.addr.clone(),
-            run: self.incarnation,
-            generation: 0,
-        })
-    }
-
-    /// A system tell from run `run` of `peer`: membership or registry.
+    /// A system tell from run `run` of `peer`: a stop request, or a
+    /// service's.
     pub(crate) fn system_tell(&self, peer: &str, run: u64, wire_name: &str, payload: Vec<u8>) {
+        if let Some(service) = self.services.iter().find(|s| s.handles(wire_name)) {
+            service.system_message(&PeerRun { node: peer.to_owned(), run }, wire_name, payload);
+            return;
+        }
         match wire_name {
-            cluster::GOSSIP => {
-                if payload.len() > cluster::MAX_PACKET {
-                    tracing::warn!(node = %self.id, %peer, len = payload.len(), "oversized gossip packet; ignored");
-                    return;
-                }
-                // A peer speaks for itself only: the packet's sender must be
-                // the node this connection authenticated.
-                if !cluster::sent_by(&payload, peer) {
-                    tracing::warn!(node = %self.id, %peer, "gossip claiming another sender; ignored");
-                    return;
-                }
-                self.cluster.count(false, payload.len());
-                if self.cluster.inputs.try_send(cluster::Input::Data(payload)).is_err() {
-                    tracing::debug!(node = %self.id, %peer, "membership busy; gossip packet dropped");
-                }
-            }
-            cluster::LEAVING => match crate::codec::decode::<cluster::Ident>(&payload) {
-                Ok(who) if who.id == peer && who.run == run => {
-                    if self.cluster.inputs.try_send(cluster::Input::Leaving(who)).is_err() {
-                        tracing::debug!(node = %self.id, %peer, "membership busy; leave notice dropped");
-                    }
-                }
-                _ => tracing::warn!(node = %self.id, %peer, "malformed leave notice; ignored"),
-            },
-            registry::REGISTRY => self.registry_update(peer, run, &payload),
             STOP => match crate::codec::decode::<u64>(&payload) {
                 // Only an exposed actor, by the handle the peer was given.
                 Ok(id) => match self.exposed_ids.get(&id).map(|e| e.value().1.clone()) {
@@ -796,35 +639,7 @@ impl NodeInner {
         }
     }
 
-    /// Sends a SWIM packet to member `to`; if there is no connection, holds
-    /// it (a few per member) and dials the member.
-    pub(crate) fn send_gossip(self: &Arc<Self>, to: &cluster::Ident, bytes: Vec<u8>) {
-        match self.connection_to(&to.id, to.run) {
-            Some(handle) => {
-                let len = bytes.len();
-                let cmd =
-                    Command::Tell { target: Target::name(SYSTEM_TARGET), wire_name: cluster::GOSSIP, payload: bytes };
-                if handle.commands.try_send(cmd).is_err() {
-                    tracing::debug!(node = %self.id, peer = %to.id, "connection busy; gossip packet dropped");
-                } else {
-                    self.cluster.count(true, len);
-                }
-            }
-            None => {
-                {
-                    let mut held = self.held_gossip.lock().unwrap_or_else(|p| p.into_inner());
-                    let queue = held.entry(to.id.clone()).or_default();
-                    if queue.len() >= HELD_GOSSIP {
-                        queue.pop_front();
-                    }
-                    queue.push_back(bytes);
-                }
-                self.ensure_connection(&to.id, &to.addr);
-            }
-        }
-    }
-
-    /// Dials member `id` at `addr` unless connected or being dialed.
+    /// Dials node `id` at `addr` unless connected or being dialed.
     pub(crate) fn ensure_connection(self: &Arc<Self>, id: &str, addr: &str) {
         if *self.shutdown.borrow() || id == self.id {
             return;
@@ -841,7 +656,7 @@ impl NodeInner {
             let conn = match dialed {
                 Ok(Ok(conn)) => Some(conn),
                 Ok(Err(e)) => {
-                    tracing::debug!(node = %node.id, peer = %id, %addr, error = %e, "member not reachable");
+                    tracing::debug!(node = %node.id, peer = %id, %addr, error = %e, "node not reachable");
                     None
                 }
                 Err(_) => None,
@@ -855,33 +670,11 @@ impl NodeInner {
                 let _ = task.await;
             } else {
                 node.dialing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                // Not reachable: what was held for it is stale by the next try.
-                node.held_gossip.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                for service in &node.services {
+                    service.dial_failed(&id);
+                }
             }
         });
-    }
-
-    /// Membership saw run `run` of `id` go (down, left, or replaced by a
-    /// newer run): close its connection, forget its registry entries.
-    pub(crate) fn member_gone(&self, id: &str, run: u64) {
-        self.registry_purge_run(id, run);
-        self.held_gossip.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        let conn = self.lock_peers().get(id).filter(|h| h.incarnation == run).map(|h| h.commands.clone());
-        if let Some(commands) = conn {
-            tokio::spawn(async move {
-                let _ = commands.send(Command::Close).await;
-            });
-        }
-    }
-
-    /// Membership saw `member` come up: connect to it, and send it this
-    /// node's registry entries if connected already.
-    pub(crate) fn member_up(self: &Arc<Self>, member: &cluster::Ident) {
-        self.registry_purge_other_runs(&member.id, member.run);
-        match self.connection_to(&member.id, member.run) {
-            Some(handle) => self.send_registry(&handle.system),
-            None => self.ensure_connection(&member.id, &member.addr),
-        }
     }
 
     fn lock_peers(&self) -> MutexGuard<'_, HashMap<String, ConnHandle>> {
@@ -916,16 +709,13 @@ impl NodeInner {
             });
         }
         let (conn_id, incarnation, commands) = (handle.id, handle.incarnation, handle.commands.clone());
-        let system = handle.system.clone();
         peers.insert(peer.to_owned(), handle);
         drop(peers);
-        // The peer gets a copy of this node's registry entries first thing,
-        // then the membership packets held for it.
-        self.send_registry(&system);
-        let held = self.held_gossip.lock().unwrap_or_else(|p| p.into_inner()).remove(peer);
-        for packet in held.into_iter().flatten() {
-            self.cluster.count(true, packet.len());
-            let _ = system.send((cluster::GOSSIP, packet));
+        // Services first (the registry's full copy goes out before anything
+        // else of theirs), then refs waiting for this connection.
+        let run = PeerRun { node: peer.to_owned(), run: incarnation };
+        for service in &self.services {
+            service.peer_connected(&run);
         }
         let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer.to_owned(), incarnation));
         if let Some(orphans) = orphans {
@@ -991,6 +781,12 @@ impl NodeInner {
         };
         if removed {
             self.peer_changed.send_modify(|n| *n += 1);
+        }
+        if let (true, None, Some(run)) = (removed, &successor, incarnation) {
+            let run = PeerRun { node: peer.to_owned(), run };
+            for service in &self.services {
+                service.peer_disconnected(&run);
+            }
         }
         if let Some(run) = incarnation {
             self.links_after_loss(peer, run, conn_id, successor.is_some(), duplicate);

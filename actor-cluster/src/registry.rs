@@ -10,16 +10,17 @@
 //! partition). The rule, the same on every node whatever the order updates
 //! arrive in: the registration of the node with the smallest id wins. The
 //! other node drops its registration when it learns of the winner and
-//! reports [`ClusterEvent::NameLost`](super::ClusterEvent::NameLost).
+//! reports [`ClusterEvent::NameLost`](crate::ClusterEvent::NameLost).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use actor_core::{Actor, ActorRef, Message, SendError};
+use actor_remote::{Node, NodeError, PeerRun, RemoteActor};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
-use super::{ClusterEvent, Node, NodeError, NodeInner, RemoteActor};
+use crate::cluster::{Cluster, ClusterError, Shared};
+use crate::membership::ClusterEvent;
 
 /// Wire name of registry updates (payload: [`Op`]).
 pub(crate) const REGISTRY: &str = "footlight.Registry";
@@ -73,10 +74,6 @@ fn chunks(regs: Vec<Reg>) -> Vec<Vec<Reg>> {
     }
     out
 }
-
-/// A connection's ordered channel for node messages (registry updates,
-/// held gossip): sent in order, never dropped for lack of room.
-pub(crate) type SystemSender = mpsc::UnboundedSender<(&'static str, Vec<u8>)>;
 
 /// A registry update from a node about its own entries.
 #[derive(Debug, Serialize, Deserialize)]
@@ -203,28 +200,28 @@ fn wins(a: &Entry, b: &Entry) -> bool {
     a.key() < b.key()
 }
 
-fn check_name(name: &str) -> Result<(), NodeError> {
+fn check_name(name: &str) -> Result<(), ClusterError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(NodeError::BadName(name.to_owned()));
+        return Err(ClusterError::BadName(name.to_owned()));
     }
     Ok(())
 }
 
-impl NodeInner {
+impl Registry {
     /// Whether `entry` belongs to this node or to a member in the view.
-    fn is_live(&self, entry: &Entry) -> bool {
-        if entry.node == self.id {
-            return entry.run == self.incarnation;
+    fn is_live(shared: &Shared, entry: &Entry) -> bool {
+        if entry.node == shared.id() {
+            return entry.run == shared.run();
         }
-        self.cluster.run_of(&entry.node) == Some(entry.run)
+        shared.run_of(&entry.node) == Some(entry.run)
     }
 
     /// The winning live entry of `name`.
-    fn name_winner(&self, name: &str) -> Option<Entry> {
-        let tables = self.registry.lock();
+    fn name_winner(&self, shared: &Shared, name: &str) -> Option<Entry> {
+        let tables = self.lock();
         let list = tables.names.get(name)?;
         list.iter()
-            .filter(|e| self.is_live(e))
+            .filter(|e| Self::is_live(shared, e))
             .fold(None, |best: Option<&Entry>, e| match best {
                 Some(b) if wins(b, e) => Some(b),
                 _ => Some(e),
@@ -235,65 +232,61 @@ impl NodeInner {
     /// Sends a registry update to every connected peer. Called with the
     /// registry locked (`_tables`), so that updates reach each peer in the
     /// order they were made, and after the full copy of a new connection.
-    fn publish(&self, _tables: &Tables, op: &Op) {
-        let Ok(payload) = crate::codec::encode(op) else { return };
-        for handle in self.lock_peers().values() {
-            let _ = handle.system.send((REGISTRY, payload.clone()));
+    fn publish(node: &Node, _tables: &Tables, op: &Op) {
+        let Ok(payload) = actor_remote::codec::encode(op) else { return };
+        for peer in node.connected() {
+            node.send_system(&peer, REGISTRY, payload.clone());
         }
     }
 
-    /// Sends all of this node's own entries through `system` (a
-    /// connection's ordered channel for node messages).
-    pub(crate) fn send_registry(&self, system: &SystemSender) {
-        let tables = self.registry.lock();
+    /// Sends all of this node's own entries to `peer`, after a reset.
+    pub(crate) fn send_all(&self, shared: &Shared, node: &Node, peer: &PeerRun) {
+        let tables = self.lock();
+        let (me, run) = (shared.id(), shared.run());
         let mine = |table: &HashMap<String, Vec<Entry>>| -> Vec<Reg> {
-            table
-                .values()
-                .flatten()
-                .filter(|e| e.node == self.id && e.run == self.incarnation)
-                .map(|e| e.reg.clone())
-                .collect()
+            table.values().flatten().filter(|e| e.node == me && e.run == run).map(|e| e.reg.clone()).collect()
         };
         let (names, groups) = (mine(&tables.names), mine(&tables.groups));
         let mut ops = vec![Op::Reset];
         ops.extend(chunks(names).into_iter().map(Op::Names));
         ops.extend(chunks(groups).into_iter().map(Op::Groups));
         for op in ops {
-            if let Ok(payload) = crate::codec::encode(&op) {
-                let _ = system.send((REGISTRY, payload));
+            if let Ok(payload) = actor_remote::codec::encode(&op) {
+                node.send_system(peer, REGISTRY, payload);
             }
         }
         drop(tables);
     }
 
-    /// A registry update from run `run` of `peer`.
-    pub(crate) fn registry_update(&self, peer: &str, run: u64, payload: &[u8]) {
-        let op: Op = match crate::codec::decode(payload) {
+    /// A registry update from `from`.
+    pub(crate) fn update(&self, shared: &Shared, from: &PeerRun, payload: &[u8]) {
+        let (me, peer, run) = (shared.id(), from.node.as_str(), from.run);
+        let op: Op = match actor_remote::codec::decode(payload) {
             Ok(op) => op,
             Err(e) => {
-                tracing::warn!(node = %self.id, %peer, error = %e, "registry update does not decode; ignored");
+                tracing::warn!(node = %me, %peer, error = %e, "registry update does not decode; ignored");
                 return;
             }
         };
         let entry = |reg: Reg| Entry { node: peer.to_owned(), run, reg };
         let mut lost = Vec::new();
-        let mut tables = self.registry.lock();
+        let mut tables = self.lock();
         match op {
             Op::Reset => tables.purge(peer, |_| true),
             Op::Names(regs) | Op::Groups(regs) if !regs.iter().all(Reg::is_valid) => {
-                tracing::warn!(node = %self.id, %peer, "registry update with an empty or over-long name; ignored");
+                tracing::warn!(node = %me, %peer, "registry update with an empty or over-long name; ignored");
             }
             Op::Names(regs) => {
                 for reg in regs {
                     let theirs = entry(reg);
                     // Does a registration of ours lose to it?
                     if let Some(list) = tables.names.get(&theirs.reg.name) {
-                        for mine in list.iter().filter(|e| e.node == self.id && wins(&theirs, e)) {
+                        for mine in list.iter().filter(|e| e.node == me && wins(&theirs, e)) {
                             lost.push(mine.clone());
                         }
                     }
                     if !tables.add(false, theirs) {
-                        tracing::warn!(node = %self.id, %peer, "peer holds too many registry entries; ignored");
+                        tracing::warn!(node = %me, %peer, "peer holds too many registry entries; ignored");
                         break;
                     }
                 }
@@ -301,7 +294,7 @@ impl NodeInner {
             Op::Groups(regs) => {
                 for reg in regs {
                     if !tables.add(true, entry(reg)) {
-                        tracing::warn!(node = %self.id, %peer, "peer holds too many registry entries; ignored");
+                        tracing::warn!(node = %me, %peer, "peer holds too many registry entries; ignored");
                         break;
                     }
                 }
@@ -309,51 +302,48 @@ impl NodeInner {
             Op::Unname { name, id } => tables.remove(false, &name, peer, id),
             Op::Ungroup { group, id } => tables.remove(true, &group, peer, id),
         }
-        for mine in &lost {
-            tables.remove(false, &mine.reg.name, &self.id, mine.reg.id);
-            self.publish(&tables, &Op::Unname { name: mine.reg.name.clone(), id: mine.reg.id });
+        if let Some(node) = shared.node() {
+            for mine in &lost {
+                tables.remove(false, &mine.reg.name, me, mine.reg.id);
+                Self::publish(&node, &tables, &Op::Unname { name: mine.reg.name.clone(), id: mine.reg.id });
+            }
         }
         drop(tables);
         for mine in lost {
-            tracing::warn!(node = %self.id, name = %mine.reg.name, winner = %peer, "name lost to another node's registration");
-            self.cluster.emit(ClusterEvent::NameLost { name: mine.reg.name, winner: peer.to_owned() });
+            tracing::warn!(node = %me, name = %mine.reg.name, winner = %peer, "name lost to another node's registration");
+            shared.view.emit(ClusterEvent::NameLost { name: mine.reg.name, winner: peer.to_owned() });
         }
     }
 
     /// Forgets the entries of run `run` of `node` (it went down or left).
-    pub(crate) fn registry_purge_run(&self, node: &str, run: u64) {
-        self.registry.lock().purge(node, |r| r == run);
+    pub(crate) fn purge_run(&self, node: &str, run: u64) {
+        self.lock().purge(node, |r| r == run);
     }
 
     /// Forgets the entries of `node` from runs other than `run` (a newer run
     /// of it came up).
-    pub(crate) fn registry_purge_other_runs(&self, node: &str, run: u64) {
-        self.registry.lock().purge(node, |r| r != run);
+    pub(crate) fn purge_other_runs(&self, node: &str, run: u64) {
+        self.lock().purge(node, |r| r != run);
     }
 
     /// Registers a local actor's handle in `table`, and forgets it (here and
     /// on every peer) when the actor stops.
     fn add_local<A: RemoteActor>(
-        self: &Arc<Self>,
+        cluster: &Cluster,
         groups: bool,
         name: &str,
         actor: &ActorRef<A>,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), ClusterError> {
         check_name(name)?;
-        if actor.is_remote() {
-            return Err(NodeError::NotLocal);
+        if !actor.is_remote() && !actor.is_alive() {
+            return Err(ClusterError::Stopped);
         }
-        if !actor.is_alive() {
-            return Err(NodeError::Stopped);
-        }
-        Node { inner: self.clone() }.table::<A>()?;
-        let addr = self
-            .export(std::any::TypeId::of::<A>(), actor.id(), Box::new(actor.clone()))
-            .map_err(NodeError::Refused)?;
-        let reg = Reg { name: name.to_owned(), id: addr.id, type_name: std::any::type_name::<A>().to_owned() };
-        let entry = Entry { node: self.id.clone(), run: self.incarnation, reg: reg.clone() };
+        let (shared, node) = (&cluster.shared, cluster.node());
+        let handle = node.export(actor)?;
+        let reg = Reg { name: name.to_owned(), id: handle, type_name: std::any::type_name::<A>().to_owned() };
+        let entry = Entry { node: shared.id().to_owned(), run: shared.run(), reg: reg.clone() };
         {
-            let mut tables = self.registry.lock();
+            let mut tables = shared.registry.lock();
             if tables.contains(groups, &entry) {
                 // Already there (say, a restarted actor joining again).
                 return Ok(());
@@ -364,105 +354,112 @@ impl NodeInner {
                     .get(name)
                     .into_iter()
                     .flatten()
-                    .find(|e| e.key() != entry.key() && self.is_live(e))
+                    .find(|e| e.key() != entry.key() && Self::is_live(shared, e))
                     .map(|e| e.node.clone());
                 if let Some(holder) = taken {
-                    return Err(NodeError::NameTaken { name: name.to_owned(), node: holder });
+                    return Err(ClusterError::NameTaken { name: name.to_owned(), node: holder });
                 }
             }
             if !tables.add(groups, entry) {
-                return Err(NodeError::Refused("too many registry entries on this node".into()));
+                return Err(ClusterError::Refused("too many registry entries on this node".into()));
             }
-            self.publish(&tables, &if groups { Op::Groups(vec![reg]) } else { Op::Names(vec![reg]) });
+            Self::publish(node, &tables, &if groups { Op::Groups(vec![reg]) } else { Op::Names(vec![reg]) });
         }
-        let (node, name, actor, id) = (Arc::downgrade(self), name.to_owned(), actor.clone(), addr.id);
+        let (shared, name, actor) = (std::sync::Arc::downgrade(shared), name.to_owned(), actor.clone());
         tokio::spawn(async move {
             actor.wait_for_stop().await;
-            if let Some(node) = node.upgrade() {
-                node.remove_local(groups, &name, id);
+            if let Some(shared) = shared.upgrade() {
+                shared.registry.remove_local(&shared, groups, &name, handle);
             }
         });
         Ok(())
     }
 
-    fn remove_local(&self, groups: bool, name: &str, id: u64) {
-        let mut tables = self.registry.lock();
+    fn remove_local(&self, shared: &Shared, groups: bool, name: &str, id: u64) {
+        let me = shared.id();
+        let mut tables = self.lock();
         let table = if groups { &tables.groups } else { &tables.names };
-        let present = table.get(name).is_some_and(|l| l.iter().any(|e| e.node == self.id && e.reg.id == id));
+        let present = table.get(name).is_some_and(|l| l.iter().any(|e| e.node == me && e.reg.id == id));
         if present {
-            tables.remove(groups, name, &self.id, id);
+            tables.remove(groups, name, me, id);
             let name = name.to_owned();
-            self.publish(&tables, &if groups { Op::Ungroup { group: name, id } } else { Op::Unname { name, id } });
+            if let Some(node) = shared.node() {
+                let op = if groups { Op::Ungroup { group: name, id } } else { Op::Unname { name, id } };
+                Self::publish(&node, &tables, &op);
+            }
         }
     }
 
     /// A ref to the actor behind `entry`, if it is an `A` and reachable.
     /// If its node is a member not connected right now, waits briefly for
     /// the connection when `wait` (else gives none).
-    async fn entry_ref<A: Actor>(self: &Arc<Self>, entry: &Entry, wait: bool) -> Option<ActorRef<A>> {
+    async fn entry_ref<A: Actor>(shared: &Shared, node: &Node, entry: &Entry, wait: bool) -> Option<ActorRef<A>> {
         if entry.reg.type_name != std::any::type_name::<A>() {
             return None;
         }
-        if entry.node == self.id {
-            let exposed = self.exposed_ids.get(&entry.reg.id).map(|e| e.value().1.clone())?;
-            return exposed.actor_any().downcast::<ActorRef<A>>().ok().map(|a| *a);
+        if entry.node == shared.id() {
+            return node.exported::<A>(entry.reg.id);
         }
-        let handle = match self.connection_to(&entry.node, entry.run) {
-            Some(h) => h,
-            None if wait => self.await_connection_to(&entry.node, entry.run).await?,
-            None => return None,
-        };
-        Some(self.remote_ref::<A>(&entry.node, &handle, &entry.reg.name, entry.reg.id))
+        let peer = PeerRun { node: entry.node.clone(), run: entry.run };
+        let connected = node.is_connected(&peer) || (wait && node.await_connected(&peer).await);
+        if !connected {
+            return None;
+        }
+        node.remote_ref::<A>(&peer, entry.reg.id, &entry.reg.name)
     }
 
     /// The actor registered cluster-wide as `name`, if any.
-    pub(crate) async fn lookup_registered<A: Actor>(
-        self: &Arc<Self>,
+    pub(crate) async fn lookup<A: Actor>(
+        &self,
+        shared: &Shared,
+        node: &Node,
         name: &str,
-    ) -> Result<Option<ActorRef<A>>, NodeError> {
-        let Some(winner) = self.name_winner(name) else { return Ok(None) };
+    ) -> Result<Option<ActorRef<A>>, ClusterError> {
+        let Some(winner) = self.name_winner(shared, name) else { return Ok(None) };
         if winner.reg.type_name != std::any::type_name::<A>() {
             return Err(NodeError::WrongType {
                 name: name.to_owned(),
                 expected: std::any::type_name::<A>(),
                 actual: winner.reg.type_name,
-            });
+            }
+            .into());
         }
-        Ok(self.entry_ref::<A>(&winner, true).await)
+        Ok(Self::entry_ref::<A>(shared, node, &winner, true).await)
     }
 }
 
-impl Node {
+impl Cluster {
     /// Registers the local actor `actor` under `name` across the cluster:
     /// [`lookup`](Self::lookup) on any member finds it, until it stops,
     /// [`unregister`](Self::unregister) is called, or this node leaves or
     /// goes down.
     ///
-    /// Fails with [`NodeError::NameTaken`] if a live actor of any member
+    /// Fails with [`ClusterError::NameTaken`] if a live actor of any member
     /// already holds the name as far as this node knows. Two nodes that
     /// register one name at the same time both succeed at first; once they
     /// hear of each other, the registration of the node with the smaller id
     /// wins everywhere, and the other node reports
     /// [`ClusterEvent::NameLost`] to its subscribers.
-    pub fn register<A: RemoteActor>(&self, name: &str, actor: &ActorRef<A>) -> Result<(), NodeError> {
-        self.inner.add_local(false, name, actor)
+    pub fn register<A: RemoteActor>(&self, name: &str, actor: &ActorRef<A>) -> Result<(), ClusterError> {
+        Registry::add_local(self, false, name, actor)
     }
 
     /// Removes this node's registration of `name`, if it has one.
     pub fn unregister(&self, name: &str) {
+        let me = self.shared.id();
         let ids: Vec<u64> = self
-            .inner
+            .shared
             .registry
             .lock()
             .names
             .get(name)
             .into_iter()
             .flatten()
-            .filter(|e| e.node == self.inner.id)
+            .filter(|e| e.node == me)
             .map(|e| e.reg.id)
             .collect();
         for id in ids {
-            self.inner.remove_local(false, name, id);
+            self.shared.registry.remove_local(&self.shared, false, name, id);
         }
     }
 
@@ -470,14 +467,14 @@ impl Node {
     /// `pg`): every member sees it in [`group`](Self::group) until it
     /// stops, [`leave`](Self::leave)s, or this node goes down. An actor may
     /// be in many groups; a group may hold actors of several types.
-    pub fn join<A: RemoteActor>(&self, group: &str, actor: &ActorRef<A>) -> Result<(), NodeError> {
-        self.inner.add_local(true, group, actor)
+    pub fn join<A: RemoteActor>(&self, group: &str, actor: &ActorRef<A>) -> Result<(), ClusterError> {
+        Registry::add_local(self, true, group, actor)
     }
 
     /// Takes the local actor `actor` out of `group`.
     pub fn leave<A: Actor>(&self, group: &str, actor: &ActorRef<A>) {
-        let Some(id) = self.inner.handles.get(&actor.id().as_u64()).map(|h| *h) else { return };
-        self.inner.remove_local(true, group, id);
+        let Some(id) = self.node().handle_of(actor) else { return };
+        self.shared.registry.remove_local(&self.shared, true, group, id);
     }
 
     /// The actors of type `A` in `group` on every live member (this node
@@ -485,13 +482,14 @@ impl Node {
     /// node id, then join order per node).
     pub async fn group<A: Actor>(&self, group: &str) -> Vec<ActorRef<A>> {
         let mut entries: Vec<_> = {
-            let tables = self.inner.registry.lock();
-            tables.groups.get(group).into_iter().flatten().filter(|e| self.inner.is_live(e)).cloned().collect()
+            let tables = self.shared.registry.lock();
+            let groups = tables.groups.get(group).into_iter().flatten();
+            groups.filter(|e| Registry::is_live(&self.shared, e)).cloned().collect()
         };
         entries.sort_by(|a, b| a.node.cmp(&b.node));
         let mut refs = Vec::with_capacity(entries.len());
         for entry in &entries {
-            if let Some(actor) = self.inner.entry_ref::<A>(entry, false).await {
+            if let Some(actor) = Registry::entry_ref::<A>(&self.shared, self.node(), entry, false).await {
                 refs.push(actor);
             }
         }

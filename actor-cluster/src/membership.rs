@@ -8,16 +8,16 @@
 //! compared with the last one, and the differences become
 //! [`ClusterEvent`]s.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Foca, Identity, Member as FocaMember, OwnedNotification, State, Timer};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use super::NodeInner;
+use crate::cluster::Shared;
+use crate::view::{Liveness, View};
 
 /// Wire name of a SWIM packet (the payload is foca's, see `PROTOCOL.md`).
 pub(crate) const GOSSIP: &str = "footlight.Gossip";
@@ -25,9 +25,7 @@ pub(crate) const GOSSIP: &str = "footlight.Gossip";
 pub(crate) const LEAVING: &str = "footlight.Leaving";
 /// Inputs queued for the membership task before gossip is dropped (as
 /// SWIM tolerates: it was built for UDP).
-const INPUT_QUEUE: usize = 4096;
-/// Cluster events kept for a subscriber that falls behind.
-const EVENT_BUFFER: usize = 1024;
+pub(crate) const INPUT_QUEUE: usize = 4096;
 /// The largest SWIM packet sent or accepted.
 pub(crate) const MAX_PACKET: usize = 8 * 1024;
 /// The longest node id or address a SWIM identity may carry.
@@ -44,8 +42,8 @@ pub struct Member {
     pub id: String,
     /// The address peers dial.
     pub addr: String,
-    /// The run of the node ([`Node::incarnation`](super::Node::incarnation)).
-    pub incarnation: u64,
+    /// The run of the node ([`Node::run`](actor_remote::Node::run)).
+    pub run: u64,
 }
 
 /// A change in the cluster, as this node sees it.
@@ -64,11 +62,11 @@ pub enum ClusterEvent {
     /// joined): its refs fail with `NodeDown`, its names and group
     /// memberships are gone.
     MemberDown(Member),
-    /// A node left on purpose ([`Node::shutdown`](super::Node::shutdown)).
+    /// A node left on purpose ([`Node::shutdown`](actor_remote::Node::shutdown)).
     /// What follows is as for [`MemberDown`](Self::MemberDown).
     MemberLeft(Member),
     /// A cluster-wide name this node registered lost to another node's
-    /// registration of the same name (see [`Node::register`](super::Node::register)).
+    /// registration of the same name (see [`Cluster::register`](crate::Cluster::register)).
     NameLost {
         /// The name.
         name: String,
@@ -77,7 +75,7 @@ pub enum ClusterEvent {
     },
 }
 
-/// Knobs of failure detection; see [`NodeBuilder::failure_detection`](super::NodeBuilder::failure_detection).
+/// Knobs of failure detection; see [`ClusterBuilder::failure_detection`](crate::ClusterBuilder::failure_detection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FailureDetection {
     /// How often each node probes one other member (default 500 ms).
@@ -162,8 +160,8 @@ impl Ident {
         Ok(())
     }
 
-    fn member(&self) -> Member {
-        Member { id: self.id.clone(), addr: self.addr.clone(), incarnation: self.run }
+    pub(crate) fn member(&self) -> Member {
+        Member { id: self.id.clone(), addr: self.addr.clone(), run: self.run }
     }
 }
 
@@ -252,136 +250,11 @@ pub struct GossipStats {
     pub bytes_received: u64,
 }
 
-/// The member view and its subscribers.
-pub(crate) struct Cluster {
-    pub(crate) inputs: mpsc::Sender<Input>,
-    pub(crate) stats: Mutex<GossipStats>,
-    view: Mutex<View>,
-    events: broadcast::Sender<ClusterEvent>,
-}
-
-#[derive(Default)]
-struct View {
-    /// Active members by node id (this node included), and whether each is
-    /// reachable (not suspected).
-    members: BTreeMap<String, (Ident, bool)>,
-    /// Members that said they are leaving, by id and run.
-    leaving: HashMap<String, u64>,
-}
-
-impl Cluster {
-    /// The view (with only this node in it) and the membership task's input.
-    pub(crate) fn new(me: &Ident) -> (Cluster, mpsc::Receiver<Input>) {
-        let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
-        let mut view = View::default();
-        view.members.insert(me.id.clone(), (me.clone(), true));
-        (
-            Cluster {
-                inputs,
-                stats: Mutex::default(),
-                view: Mutex::new(view),
-                events: broadcast::channel(EVENT_BUFFER).0,
-            },
-            rx,
-        )
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, View> {
-        self.view.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The active members, this node included, in id order.
-    pub(crate) fn members(&self) -> Vec<Member> {
-        self.lock().members.values().map(|(m, _)| m.member()).collect()
-    }
-
-    /// Counts a SWIM packet sent (`out`) or received.
-    pub(crate) fn count(&self, out: bool, bytes: usize) {
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        if out {
-            stats.packets_sent += 1;
-            stats.bytes_sent += bytes as u64;
-        } else {
-            stats.packets_received += 1;
-            stats.bytes_received += bytes as u64;
-        }
-    }
-
-    /// Whether `id` is a member not suspected now.
-    pub(crate) fn is_reachable(&self, id: &str) -> bool {
-        self.lock().members.get(id).is_some_and(|(_, reachable)| *reachable)
-    }
-
-    /// The run of `id` if it is an active member.
-    pub(crate) fn run_of(&self, id: &str) -> Option<u64> {
-        self.lock().members.get(id).map(|(m, _)| m.run)
-    }
-
-    /// The identity under which `id` is an active member.
-    pub(crate) fn ident_of(&self, id: &str) -> Option<Ident> {
-        self.lock().members.get(id).map(|(m, _)| m.clone())
-    }
-
-    /// Events from now on, after one `MemberUp` per current member (and a
-    /// `MemberUnreachable` after it for a suspected one). The subscription
-    /// ends when `stopped` turns true.
-    pub(crate) fn subscribe(&self, stopped: tokio::sync::watch::Receiver<bool>) -> Subscription {
-        let view = self.lock();
-        let mut snapshot = VecDeque::new();
-        for (m, reachable) in view.members.values() {
-            snapshot.push_back(ClusterEvent::MemberUp(m.member()));
-            if !reachable {
-                snapshot.push_back(ClusterEvent::MemberUnreachable(m.member()));
-            }
-        }
-        Subscription { snapshot, events: self.events.subscribe(), stopped }
-    }
-
-    /// Announces a cluster event to subscribers.
-    pub(crate) fn emit(&self, event: ClusterEvent) {
-        let _ = self.events.send(event);
-    }
-}
-
-/// Cluster events for one subscriber: first a `MemberUp` per member already
-/// in the view, then every change as it happens.
-#[derive(Debug)]
-pub struct Subscription {
-    snapshot: VecDeque<ClusterEvent>,
-    events: broadcast::Receiver<ClusterEvent>,
-    stopped: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Subscription {
-    /// The next event; `None` once the node has shut down (or is gone). A
-    /// subscriber that falls more than 1024 events behind skips the oldest
-    /// (logged).
-    pub async fn recv(&mut self) -> Option<ClusterEvent> {
-        if let Some(event) = self.snapshot.pop_front() {
-            return Some(event);
-        }
-        loop {
-            if *self.stopped.borrow() {
-                return None;
-            }
-            tokio::select! {
-                event = self.events.recv() => match event {
-                    Ok(event) => return Some(event),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "cluster event subscriber fell behind");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                changed = self.stopped.changed() => if changed.is_err() { return None },
-            }
-        }
-    }
-}
-
 type Swim = Foca<Ident, Codec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
 
-/// Runs SWIM for `node` until the node is dropped or has left.
-pub(crate) async fn run(node: Weak<NodeInner>, me: Ident, config: FailureDetection, mut inputs: mpsc::Receiver<Input>) {
+/// Runs SWIM for the cluster service `shared` until it is dropped or has
+/// left.
+pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetection, mut inputs: mpsc::Receiver<Input>) {
     use rand::SeedableRng;
     use std::hash::BuildHasher;
     let seed = std::hash::RandomState::new().hash_one((me.run, &me.id));
@@ -403,9 +276,8 @@ pub(crate) async fn run(node: Weak<NodeInner>, me: Ident, config: FailureDetecti
                     }
                 }
                 Some(Input::Leaving(who)) => {
-                    let node = node.upgrade();
-                    if let Some(node) = &node {
-                        let mut view = node.cluster.lock();
+                    if let Some(shared) = shared.upgrade() {
+                        let mut view = shared.view.lock();
                         // Only members are remembered as leaving.
                         if view.members.get(&who.id).is_some_and(|(m, _)| m.run == who.run) {
                             view.leaving.insert(who.id.clone(), who.run);
@@ -432,9 +304,9 @@ pub(crate) async fn run(node: Weak<NodeInner>, me: Ident, config: FailureDetecti
                 }
             }
         }
-        let Some(node) = node.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else { return };
         while let Some((to, bytes)) = runtime.to_send() {
-            node.send_gossip(&to, bytes.to_vec());
+            shared.send_gossip(&to, bytes.to_vec());
         }
         while let Some((after, timer)) = runtime.to_schedule() {
             let timer_tx = timer_tx.clone();
@@ -457,100 +329,29 @@ pub(crate) async fn run(node: Weak<NodeInner>, me: Ident, config: FailureDetecti
         }
         // Our own identity changes when we rejoin; keep it in the view.
         let current = swim.identity().clone();
-        update_view(&node, &current, swim.iter_membership_state());
+        let states = swim.iter_membership_state().map(|m| {
+            let liveness = match m.state() {
+                State::Alive => Liveness::Alive,
+                State::Suspect => Liveness::Suspect,
+                State::Down => Liveness::Down,
+            };
+            (m.id(), liveness)
+        });
+        let changes = shared.view.apply(&me.id, View::next(&current, states));
+        for old in changes.gone {
+            shared.member_gone(&old);
+        }
+        for new in changes.up {
+            shared.member_up(&new);
+            if new.id != me.id {
+                // Ask the newcomer for its view too: updates this node missed
+                // (sent over a connection a crossed dial closed) come back at once.
+                let _ = shared.inputs.try_send(Input::Announce(new));
+            }
+        }
         if let Some(done) = left {
             let _ = done.send(());
             return;
-        }
-    }
-}
-
-/// Compares foca's member states with the view, updates the view and
-/// reports the differences.
-fn update_view<'a>(node: &Arc<NodeInner>, me: &Ident, states: impl Iterator<Item = &'a FocaMember<Ident>>) {
-    let mut next: BTreeMap<String, (Ident, bool)> = BTreeMap::new();
-    next.insert(me.id.clone(), (me.clone(), true));
-    for member in states {
-        let reachable = match member.state() {
-            State::Alive => true,
-            State::Suspect => false,
-            State::Down => continue,
-        };
-        let id = member.id();
-        // Of two identities of one node, the winning one counts.
-        match next.get(&id.id) {
-            Some((known, _)) if !id.win_addr_conflict(known) => {}
-            _ => {
-                next.insert(id.id.clone(), (id.clone(), reachable));
-            }
-        }
-    }
-    let mut events = Vec::new();
-    let mut gone = Vec::new();
-    let mut up = Vec::new();
-    {
-        let mut view = node.cluster.lock();
-        for (id, (old, _)) in &view.members {
-            let replaced = next.get(id).is_some_and(|(new, _)| new.run != old.run);
-            if !next.contains_key(id) || replaced {
-                let left = view.leaving.get(id) == Some(&old.run);
-                events.push(if left {
-                    ClusterEvent::MemberLeft(old.member())
-                } else {
-                    ClusterEvent::MemberDown(old.member())
-                });
-                gone.push(old.clone());
-            }
-        }
-        for (id, (new, reachable)) in &next {
-            match view.members.get(id) {
-                Some((old, was)) if old.run == new.run => {
-                    if *was && !reachable {
-                        events.push(ClusterEvent::MemberUnreachable(new.member()));
-                    } else if !was && *reachable {
-                        events.push(ClusterEvent::MemberReachable(new.member()));
-                    }
-                }
-                _ => {
-                    events.push(ClusterEvent::MemberUp(new.member()));
-                    if !reachable {
-                        events.push(ClusterEvent::MemberUnreachable(new.member()));
-                    }
-                    up.push(new.clone());
-                }
-            }
-        }
-        for old in &gone {
-            if view.leaving.get(&old.id) == Some(&old.run) {
-                view.leaving.remove(&old.id);
-            }
-        }
-        view.members = next;
-        // Emit under the lock so a subscription's snapshot and its events
-        // never overlap or miss one.
-        for event in &events {
-            match event {
-                ClusterEvent::MemberUp(m) => tracing::info!(node = %me.id, member = %m.id, "member up"),
-                ClusterEvent::MemberDown(m) => tracing::warn!(node = %me.id, member = %m.id, "member down"),
-                ClusterEvent::MemberLeft(m) => tracing::info!(node = %me.id, member = %m.id, "member left"),
-                ClusterEvent::MemberUnreachable(m) => {
-                    tracing::warn!(node = %me.id, member = %m.id, "member unreachable");
-                }
-                ClusterEvent::MemberReachable(m) => tracing::info!(node = %me.id, member = %m.id, "member reachable"),
-                ClusterEvent::NameLost { .. } => {}
-            }
-            node.cluster.emit(event.clone());
-        }
-    }
-    for old in gone {
-        node.member_gone(&old.id, old.run);
-    }
-    for new in up {
-        node.member_up(&new);
-        if new.id != me.id {
-            // Ask the newcomer for its view too: updates this node missed
-            // (sent over a connection a crossed dial closed) come back at once.
-            let _ = node.cluster.inputs.try_send(Input::Announce(new));
         }
     }
 }

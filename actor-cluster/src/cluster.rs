@@ -1,0 +1,450 @@
+//! [`Cluster`]: a node's membership in a cluster, and the service that
+//! carries it.
+//!
+//! The service ([`Shared`]) is attached to the node as a
+//! [`NodeService`]: the node tells it of peers and of the system messages
+//! named [`GOSSIP`], [`LEAVING`] and [`REGISTRY`]; it answers through the
+//! node's public methods (send a system message, close a peer, dial). It
+//! owns the SWIM task (`membership`), the member view (`view`), the
+//! registry (`registry`) and the seed dialers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use actor_core::{Actor, ActorRef, BoxFuture};
+use actor_remote::{Node, NodeBuilder, NodeError, NodeService, PeerRun, WeakNode};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::membership::{self, FailureDetection, GOSSIP, GossipStats, Ident, Input, LEAVING, MAX_PACKET, Member};
+use crate::registry::{REGISTRY, Registry};
+use crate::view::{SharedView, Subscription, View};
+
+/// SWIM packets held per member while it is being dialed.
+const HELD_GOSSIP: usize = 32;
+
+/// Builds a [`Cluster`]: the node to run it on, the seeds to join through,
+/// failure detection.
+pub struct ClusterBuilder {
+    node: NodeBuilder,
+    seeds: Vec<String>,
+    detection: FailureDetection,
+    reconnect_every: Duration,
+}
+
+impl ClusterBuilder {
+    /// Nodes to join the cluster through (any one answering is enough; the
+    /// others are learned by gossip). Each is dialed, and redialed after its
+    /// connection is lost, until the node shuts down. A seed may be a name
+    /// the transport resolves to several addresses (over QUIC, a DNS name
+    /// such as a Kubernetes headless service, `name:port`): it is resolved
+    /// again before every attempt, and each address is tried in turn.
+    pub fn seeds<I, S>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How members are probed and declared down (see [`FailureDetection`]);
+    /// the defaults declare a silent member down in about 3.5 s.
+    pub fn failure_detection(mut self, detection: FailureDetection) -> Self {
+        self.detection = detection;
+        self
+    }
+
+    /// Starts the node with the cluster service attached, and starts
+    /// joining through the seeds.
+    pub async fn start(self) -> Result<Cluster, ClusterError> {
+        let (inputs, inputs_rx) = mpsc::channel(membership::INPUT_QUEUE);
+        let shared = Arc::new_cyclic(|this| Shared {
+            this: this.clone(),
+            started: OnceLock::new(),
+            inputs,
+            inputs_rx: Mutex::new(Some(inputs_rx)),
+            detection: self.detection,
+            view: SharedView::default(),
+            stats: Mutex::default(),
+            held: Mutex::default(),
+            registry: Registry::default(),
+            stopped: watch::channel(false).0,
+        });
+        let node = self.node.service(shared.clone()).start().await?;
+        for seed in self.seeds {
+            tokio::spawn(keep_connected(node.downgrade(), shared.inputs.clone(), seed, self.reconnect_every));
+        }
+        Ok(Cluster { node, shared })
+    }
+}
+
+/// Dials seed `seed` (each address it resolves to, in turn) until
+/// connected, joins the cluster through it, and dials again whenever that
+/// peer is no longer connected, until the node shuts down.
+async fn keep_connected(node: WeakNode, inputs: mpsc::Sender<Input>, seed: String, every: Duration) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        if n.is_shutting_down() {
+            return;
+        }
+        for addr in n.resolve(&seed).await {
+            let peer = match n.dial(&addr).await {
+                Ok(peer) => peer,
+                Err(e) => {
+                    tracing::debug!(node = %n.id(), %addr, error = %e, "seed not reachable yet");
+                    continue;
+                }
+            };
+            let seed = Ident { id: peer.node.clone(), addr: addr.clone(), run: peer.run, generation: 0 };
+            let _ = inputs.send(Input::Announce(seed)).await;
+            // Connected (through this connection, or another one that won
+            // a crossed dial): wait for the peer to be gone.
+            n.disconnected(&peer.node).await;
+            break;
+        }
+        if n.is_shutting_down() {
+            return;
+        }
+        drop(n);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// What the service knows once its node has started.
+pub(crate) struct Started {
+    pub(crate) node: WeakNode,
+    pub(crate) id: String,
+    pub(crate) run: u64,
+    pub(crate) addr: String,
+}
+
+/// The cluster service of one node: membership, the view, the registry.
+pub(crate) struct Shared {
+    /// Itself, for the tasks it starts (they must not keep it alive).
+    this: std::sync::Weak<Shared>,
+    pub(crate) started: OnceLock<Started>,
+    pub(crate) inputs: mpsc::Sender<Input>,
+    inputs_rx: Mutex<Option<mpsc::Receiver<Input>>>,
+    detection: FailureDetection,
+    pub(crate) view: SharedView,
+    stats: Mutex<GossipStats>,
+    /// SWIM packets for members not connected yet, sent once they are (at
+    /// most [`HELD_GOSSIP`] per member; older ones are dropped first).
+    held: Mutex<HashMap<String, VecDeque<Vec<u8>>>>,
+    pub(crate) registry: Registry,
+    /// True once the node has left: subscriptions end.
+    stopped: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(crate) fn node(&self) -> Option<Node> {
+        self.started.get()?.node.upgrade()
+    }
+
+    /// This node's id ("" before the node started, which no caller sees:
+    /// the cluster exists only once its node has started).
+    pub(crate) fn id(&self) -> &str {
+        self.started.get().map_or("", |s| s.id.as_str())
+    }
+
+    /// This node's run.
+    pub(crate) fn run(&self) -> u64 {
+        self.started.get().map_or(0, |s| s.run)
+    }
+
+    /// This node's current SWIM identity, as the view holds it.
+    fn identity(&self) -> Option<Ident> {
+        let started = self.started.get()?;
+        let known = self.view.lock().members.get(&started.id).map(|(m, _)| m.clone());
+        Some(known.unwrap_or_else(|| Ident {
+            id: started.id.clone(),
+            addr: started.addr.clone(),
+            run: started.run,
+            generation: 0,
+        }))
+    }
+
+    /// The run of `id` if it is an active member.
+    pub(crate) fn run_of(&self, id: &str) -> Option<u64> {
+        self.view.lock().members.get(id).map(|(m, _)| m.run)
+    }
+
+    /// Counts a SWIM packet sent (`out`) or received.
+    fn count(&self, out: bool, bytes: usize) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if out {
+            stats.packets_sent += 1;
+            stats.bytes_sent += bytes as u64;
+        } else {
+            stats.packets_received += 1;
+            stats.bytes_received += bytes as u64;
+        }
+    }
+
+    /// Sends a SWIM packet to member `to`; if it is not connected, holds
+    /// the packet (a few per member) and dials it.
+    pub(crate) fn send_gossip(&self, to: &Ident, bytes: Vec<u8>) {
+        let Some(node) = self.node() else { return };
+        let peer = PeerRun { node: to.id.clone(), run: to.run };
+        let len = bytes.len();
+        if node.is_connected(&peer) {
+            if node.try_send_system(&peer, GOSSIP, bytes) {
+                self.count(true, len);
+            } else {
+                tracing::debug!(node = %node.id(), peer = %to.id, "connection busy; gossip packet dropped");
+            }
+            return;
+        }
+        {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let queue = held.entry(to.id.clone()).or_default();
+            if queue.len() >= HELD_GOSSIP {
+                queue.pop_front();
+            }
+            queue.push_back(bytes);
+        }
+        node.connect(&to.id, &to.addr);
+    }
+
+    /// Membership saw `old` go (down, left, or replaced by a newer run):
+    /// close its connection, forget its registry entries.
+    pub(crate) fn member_gone(&self, old: &Ident) {
+        self.registry.purge_run(&old.id, old.run);
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&old.id);
+        if let Some(node) = self.node() {
+            node.close_peer(&PeerRun { node: old.id.clone(), run: old.run });
+        }
+    }
+
+    /// Membership saw `new` come up: connect to it, and send it this node's
+    /// registry entries if connected already.
+    pub(crate) fn member_up(&self, new: &Ident) {
+        self.registry.purge_other_runs(&new.id, new.run);
+        let Some(node) = self.node() else { return };
+        if new.id == node.id() {
+            return;
+        }
+        let peer = PeerRun { node: new.id.clone(), run: new.run };
+        if node.is_connected(&peer) {
+            self.registry.send_all(self, &node, &peer);
+        } else {
+            node.connect(&new.id, &new.addr);
+        }
+    }
+}
+
+impl NodeService for Shared {
+    fn handles(&self, wire_name: &str) -> bool {
+        matches!(wire_name, GOSSIP | LEAVING | REGISTRY)
+    }
+
+    fn started(&self, node: &Node) {
+        let me =
+            Ident { id: node.id().to_owned(), addr: node.advertised_addr().to_owned(), run: node.run(), generation: 0 };
+        let _ =
+            self.started.set(Started { node: node.downgrade(), id: me.id.clone(), run: me.run, addr: me.addr.clone() });
+        self.view.apply(&me.id, View::of(&me).members);
+        if let Some(inputs) = self.inputs_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            // The task holds the service weakly: it ends with the node.
+            tokio::spawn(membership::run(self.this.clone(), me, self.detection, inputs));
+        }
+    }
+
+    fn peer_connected(&self, peer: &PeerRun) {
+        let Some(node) = self.node() else { return };
+        // The peer gets a copy of this node's registry entries first thing,
+        // then the membership packets held for it.
+        self.registry.send_all(self, &node, peer);
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer.node);
+        for packet in held.into_iter().flatten() {
+            self.count(true, packet.len());
+            node.send_system(peer, GOSSIP, packet);
+        }
+    }
+
+    fn dial_failed(&self, id: &str) {
+        // Not reachable: what was held for it is stale by the next try.
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    fn peer_disconnected(&self, _peer: &PeerRun) {
+        // Membership decides when a member is gone, not a connection.
+    }
+
+    fn system_message(&self, from: &PeerRun, wire_name: &str, payload: Vec<u8>) {
+        let me = self.id();
+        let peer = &from.node;
+        match wire_name {
+            GOSSIP => {
+                if payload.len() > MAX_PACKET {
+                    tracing::warn!(node = %me, %peer, len = payload.len(), "oversized gossip packet; ignored");
+                    return;
+                }
+                // A peer speaks for itself only: the packet's sender must be
+                // the node this connection authenticated.
+                if !membership::sent_by(&payload, peer) {
+                    tracing::warn!(node = %me, %peer, "gossip claiming another sender; ignored");
+                    return;
+                }
+                self.count(false, payload.len());
+                if self.inputs.try_send(Input::Data(payload)).is_err() {
+                    tracing::debug!(node = %me, %peer, "membership busy; gossip packet dropped");
+                }
+            }
+            LEAVING => match actor_remote::codec::decode::<Ident>(&payload) {
+                Ok(who) if who.id == *peer && who.run == from.run => {
+                    if self.inputs.try_send(Input::Leaving(who)).is_err() {
+                        tracing::debug!(node = %me, %peer, "membership busy; leave notice dropped");
+                    }
+                }
+                _ => tracing::warn!(node = %me, %peer, "malformed leave notice; ignored"),
+            },
+            REGISTRY => self.registry.update(self, from, &payload),
+            _ => {}
+        }
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Members hear it at once (not after the failure-detection
+            // budget) and report `MemberLeft`. The notice goes to every peer
+            // without waiting, then SWIM leaves (right after, so that no
+            // reply can make it rejoin under a new generation first).
+            if let (Some(node), Some(me)) = (self.node(), self.identity())
+                && let Ok(leaving) = actor_remote::codec::encode(&me)
+            {
+                for peer in node.connected() {
+                    node.try_send_system(&peer, LEAVING, leaving.clone());
+                }
+            }
+            let (done, left) = oneshot::channel();
+            if self.inputs.try_send(Input::Leave(done)).is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), left).await;
+            }
+            let _ = self.stopped.send(true);
+        })
+    }
+}
+
+/// This node's membership in a cluster: the member view and its events,
+/// cluster-wide names and process groups. Derefs to the [`Node`] it runs
+/// on, so the node's own methods (`spawn_named`, `system`, `shutdown`, …)
+/// are at hand. Cheap to clone.
+///
+/// ```
+/// # use actor_cluster::Cluster;
+/// # use actor_remote::{Node, transport::mem::MemoryNetwork};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let net = MemoryNetwork::new();
+/// let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await?;
+/// let b = Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await?;
+/// let mut events = b.subscribe();
+/// while b.members().len() < 2 {
+///     events.recv().await;
+/// }
+/// # a.shutdown().await; b.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    node: Node,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.node).finish()
+    }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl Cluster {
+    /// Starts building a cluster member on the node `node` will build.
+    pub fn builder(node: NodeBuilder) -> ClusterBuilder {
+        ClusterBuilder {
+            node,
+            seeds: Vec::new(),
+            detection: FailureDetection::default(),
+            reconnect_every: Duration::from_millis(500),
+        }
+    }
+
+    /// The node this member runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The members of the cluster as this node sees them (itself included,
+    /// suspected members too, down ones not), in id order.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.view.lock().members.values().map(|(m, _)| m.member()).collect()
+    }
+
+    /// Whether `id` is a member that answers probes now: false once it is
+    /// suspected ([`ClusterEvent::MemberUnreachable`](crate::ClusterEvent::MemberUnreachable)),
+    /// down, or unknown. This node is always reachable.
+    pub fn is_reachable(&self, id: &str) -> bool {
+        self.shared.view.lock().members.get(id).is_some_and(|(_, reachable)| *reachable)
+    }
+
+    /// Cluster events: first a
+    /// [`ClusterEvent::MemberUp`](crate::ClusterEvent::MemberUp) per member
+    /// in the view now, then every change. Ends when the node shuts down.
+    pub fn subscribe(&self) -> Subscription {
+        self.shared.view.subscribe(self.shared.stopped.subscribe())
+    }
+
+    /// Traffic of the membership protocol on this node so far.
+    pub fn gossip_stats(&self) -> GossipStats {
+        *self.shared.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A ref to the actor named `name`: an actor of this node's system
+    /// registered under that name; else the actor registered cluster-wide
+    /// under it ([`register`](Self::register)); else one that a connected
+    /// peer spawned under it with [`Node::spawn_named`] (asked in id order).
+    pub async fn lookup<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, ClusterError> {
+        if self.node.system().lookup::<A>(name).is_err()
+            && let Some(found) = self.shared.registry.lookup::<A>(&self.shared, &self.node, name).await?
+        {
+            return Ok(found);
+        }
+        Ok(self.node.lookup::<A>(name).await?)
+    }
+}
+
+/// Errors of [`Cluster`] operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The node failed (start, lookup, export).
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// A name or group name that is empty or longer than
+    /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes.
+    #[error("invalid name {0:?}: must be 1 to 255 bytes")]
+    BadName(String),
+    /// The actor has stopped.
+    #[error("the actor has stopped")]
+    Stopped,
+    /// Another member's actor holds the name.
+    #[error("the name {name:?} is registered on node {node:?}")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The node holding it.
+        node: String,
+    },
+    /// A limit refused the request.
+    #[error("refused: {0}")]
+    Refused(String),
+}

@@ -1,0 +1,221 @@
+//! The seam between a node and the services built on it (membership, the
+//! cluster registry: the `actor-cluster` crate).
+//!
+//! A service is attached when the node is built
+//! ([`NodeBuilder::service`](super::NodeBuilder::service)). What flows in is
+//! four kinds of event: the node started, a connection to a peer's run
+//! became that peer's current one, the last connection to a run ended, and a
+//! system message for the service arrived. What flows out is a handful of
+//! [`Node`] methods: send a system message to a peer, close a peer, dial an
+//! address, and turn handles into refs and back. Nothing else of the node is
+//! reachable from a service, and the node knows nothing of what a service
+//! does with what it is told.
+
+use std::time::Duration;
+
+use actor_core::{ActorRef, BoxFuture};
+use tokio::sync::oneshot;
+
+use super::{Node, NodeError, NodeInner, RemoteActor, SYSTEM_TARGET};
+use crate::proto::frame::Target;
+
+/// One run of a peer node, as a connection's handshake authenticated it: a
+/// restarted node comes back under the same id with a new run.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerRun {
+    /// The peer's node id.
+    pub node: String,
+    /// The peer's run ([`Node::run`] on that node).
+    pub run: u64,
+}
+
+/// A service running on a node, told of its peers and of the system
+/// messages addressed to it. Callbacks are made from the node's connection
+/// tasks: they must not block (hand long work to a task of the service's).
+pub trait NodeService: Send + Sync + 'static {
+    /// Whether system messages with this wire name are this service's.
+    fn handles(&self, wire_name: &str) -> bool;
+
+    /// The node has started; called once, before any other callback. A
+    /// service keeps the node as a [`WeakNode`] so it does not keep the node
+    /// alive.
+    fn started(&self, node: &Node);
+
+    /// A connection to `peer` became its current one (a first connection,
+    /// or one that replaced another: a crossed dial or a reconnect).
+    fn peer_connected(&self, peer: &PeerRun);
+
+    /// The last connection to `peer` ended, and no other connection to the
+    /// same run replaced it.
+    fn peer_disconnected(&self, peer: &PeerRun);
+
+    /// Dialing node `id` (asked for with [`Node::connect`]) failed: the
+    /// transport could not reach it.
+    fn dial_failed(&self, id: &str);
+
+    /// A system message for this service from `from`: authenticated (`from`
+    /// is whom the connection's handshake named) and otherwise unchecked.
+    fn system_message(&self, from: &PeerRun, wire_name: &str, payload: Vec<u8>);
+
+    /// The node is shutting down ([`Node::shutdown`]): called before the
+    /// connections close, so the service can say goodbye to its peers.
+    fn leave(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A [`Node`] that does not keep the node alive; see [`Node::downgrade`].
+#[derive(Clone, Debug)]
+pub struct WeakNode {
+    inner: std::sync::Weak<NodeInner>,
+}
+
+impl WeakNode {
+    /// The node, if it still exists.
+    pub fn upgrade(&self) -> Option<Node> {
+        self.inner.upgrade().map(|inner| Node { inner })
+    }
+}
+
+/// How long [`Node::await_connected`] waits for a connection.
+const CONNECT_GRACE: Duration = super::SUCCESSOR_GRACE;
+
+impl Node {
+    /// A handle that does not keep the node alive.
+    pub fn downgrade(&self) -> WeakNode {
+        WeakNode { inner: std::sync::Arc::downgrade(&self.inner) }
+    }
+
+    /// Sends a system message to `to` through its current connection, after
+    /// every system message sent to it before, waiting for room rather than
+    /// dropping it. False if `to` is not connected.
+    pub fn send_system(&self, to: &PeerRun, wire_name: &'static str, payload: Vec<u8>) -> bool {
+        match self.inner.connection_to(&to.node, to.run) {
+            Some(conn) => conn.system.send((wire_name, payload)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends a system message to `to` if its connection has room now; false
+    /// if it has none or `to` is not connected (for traffic that tolerates
+    /// loss, such as SWIM packets).
+    pub fn try_send_system(&self, to: &PeerRun, wire_name: &'static str, payload: Vec<u8>) -> bool {
+        match self.inner.connection_to(&to.node, to.run) {
+            Some(conn) => conn.commands.try_send(system_tell(wire_name, payload)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The peer runs connected now, in node id order.
+    pub fn connected(&self) -> Vec<PeerRun> {
+        let mut peers: Vec<PeerRun> = self
+            .inner
+            .lock_peers()
+            .iter()
+            .filter(|(_, h)| !h.commands.is_closed())
+            .map(|(id, h)| PeerRun { node: id.clone(), run: h.incarnation })
+            .collect();
+        peers.sort_by(|a, b| a.node.cmp(&b.node));
+        peers
+    }
+
+    /// Whether `peer` is connected now.
+    pub fn is_connected(&self, peer: &PeerRun) -> bool {
+        self.inner.connection_to(&peer.node, peer.run).is_some()
+    }
+
+    /// Waits (up to 2 s) until `peer` is connected; false if it is not by then.
+    pub async fn await_connected(&self, peer: &PeerRun) -> bool {
+        let wait = self.inner.await_connection_to(&peer.node, peer.run);
+        tokio::time::timeout(CONNECT_GRACE, wait).await.ok().flatten().is_some()
+    }
+
+    /// Closes the connection to `peer` (an orderly close), if there is one.
+    pub fn close_peer(&self, peer: &PeerRun) {
+        if let Some(conn) = self.inner.connection_to(&peer.node, peer.run) {
+            tokio::spawn(async move {
+                let _ = conn.commands.send(super::endpoint::Command::Close).await;
+            });
+        }
+    }
+
+    /// Dials node `id` at `addr` in the background, unless it is connected
+    /// or being dialed already.
+    pub fn connect(&self, id: &str, addr: &str) {
+        self.inner.ensure_connection(id, addr);
+    }
+
+    /// The addresses `name` resolves to on this node's transport (a DNS
+    /// name may give several).
+    pub async fn resolve(&self, name: &str) -> Vec<String> {
+        self.inner.transport.resolve(name).await
+    }
+
+    /// Dials `addr` and returns the peer run its handshake named. The
+    /// connection may still lose a crossed-dial tie-break to another one to
+    /// the same peer; [`disconnected`](Self::disconnected) waits for the end
+    /// of whichever is current.
+    pub async fn dial(&self, addr: &str) -> Result<PeerRun, NodeError> {
+        let conn = self.inner.transport.connect(addr).await?;
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(super::conn::run(self.inner.clone(), conn, true, Some(tx)));
+        match rx.await {
+            Ok((node, run)) => Ok(PeerRun { node, run }),
+            Err(_) => Err(NodeError::Refused(format!("no handshake with {addr}"))),
+        }
+    }
+
+    /// Waits until no connection to node `id` is left (or this node shuts
+    /// down).
+    pub async fn disconnected(&self, id: &str) {
+        let mut changed = self.inner.peer_changed.subscribe();
+        let mut stop = self.inner.shutdown.subscribe();
+        while self.inner.lock_peers().contains_key(id) {
+            tokio::select! {
+                res = changed.changed() => if res.is_err() { return },
+                _ = stop.wait_for(|stopping| *stopping) => return,
+            }
+        }
+    }
+
+    /// Whether this node is shutting down (or has).
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// Makes local actor `actor` reachable by peers (see
+    /// [`expose`](Self::expose)) and returns its handle: the number peers
+    /// address it by, the same for the actor's whole life.
+    pub fn export<A: RemoteActor>(&self, actor: &ActorRef<A>) -> Result<u64, NodeError> {
+        if actor.is_remote() {
+            return Err(NodeError::NotLocal);
+        }
+        self.table::<A>()?;
+        let addr = self
+            .inner
+            .export(std::any::TypeId::of::<A>(), actor.id(), Box::new(actor.clone()))
+            .map_err(NodeError::Refused)?;
+        Ok(addr.id)
+    }
+
+    /// The handle of local actor `actor`, if it was exported.
+    pub fn handle_of<A: actor_core::Actor>(&self, actor: &ActorRef<A>) -> Option<u64> {
+        self.inner.handles.get(&actor.id().as_u64()).map(|h| *h)
+    }
+
+    /// The exported local actor with handle `handle`, if it is an `A`.
+    pub fn exported<A: actor_core::Actor>(&self, handle: u64) -> Option<ActorRef<A>> {
+        let exposed = self.inner.exposed_ids.get(&handle).map(|e| e.value().1.clone())?;
+        exposed.actor_any().downcast::<ActorRef<A>>().ok().map(|a| *a)
+    }
+
+    /// A ref to actor `handle` of `peer` (labelled `label` in logs and
+    /// `Debug`), if `peer` is connected now.
+    pub fn remote_ref<A: actor_core::Actor>(&self, peer: &PeerRun, handle: u64, label: &str) -> Option<ActorRef<A>> {
+        let conn = self.inner.connection_to(&peer.node, peer.run)?;
+        Some(self.inner.remote_ref::<A>(&peer.node, &conn, label, handle))
+    }
+}
+
+/// A system tell: addressed to the node itself, not to an actor.
+pub(crate) fn system_tell(wire_name: &'static str, payload: Vec<u8>) -> super::endpoint::Command {
+    super::endpoint::Command::Tell { target: Target::name(SYSTEM_TARGET), wire_name, payload }
+}
