@@ -45,7 +45,12 @@
 pub use actor_cluster as cluster;
 #[cfg(feature = "cluster")]
 pub use actor_cluster::{Cluster, ClusterError, ClusterEvent, FailureDetection, Member};
-pub use actor_core::*;
+pub use actor_core::{
+    Actor, ActorError, ActorId, ActorRef, ActorSystem, Ask, AskError, Backoff, CodecError, Context,
+    DEFAULT_ASK_TIMEOUT, Error, ExitReason, Failure, FailureDecision, Handler, LinkDecision, LookupError, Mailbox,
+    Message, Recipient, RefAddr, RegisterError, Restart, SendError, SpawnError, SpawnOptions, Strategy, Supervisor,
+    Terminated, TimerHandle, TrySendError, WeakActorRef, Wire, mailbox, supervisor,
+};
 pub use actor_macros::{Actor, Message};
 /// Remoting: nodes, transports, the wire protocol (feature `remote`).
 #[cfg(feature = "remote")]
@@ -64,9 +69,9 @@ pub mod prelude {
     #[cfg(feature = "cluster")]
     pub use actor_cluster::{Cluster, ClusterError};
     pub use actor_core::{
-        Actor, ActorError, ActorId, ActorRef, ActorSystem, AskError, Backoff, Context, ExitReason, FailureDecision,
-        Handler, LinkDecision, Mailbox, Message, Recipient, Restart, SendError, SpawnOptions, Supervisor, Terminated,
-        TrySendError, WeakActorRef,
+        Actor, ActorError, ActorId, ActorRef, ActorSystem, AskError, Backoff, Context, ExitReason, Failure,
+        FailureDecision, Handler, LinkDecision, LookupError, Mailbox, Message, Recipient, RegisterError, Restart,
+        SendError, SpawnError, SpawnOptions, Supervisor, Terminated, TrySendError, WeakActorRef,
     };
     pub use actor_macros::{Actor, Message};
     #[cfg(feature = "remote")]

@@ -312,3 +312,17 @@ mod remote_side {
         b.shutdown().await;
     }
 }
+
+/// Shutting down before any of the node's tasks ran (a current-thread
+/// runtime that never yielded) still completes, and a subscription taken
+/// afterwards ends at once. Both waited for ever when the stop signal was
+/// sent while nothing subscribed to it yet.
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_completes_before_the_tasks_ran_and_later_subscriptions_end() {
+    let net = MemoryNetwork::new();
+    let node = start(&net, "a", &[]).await;
+    tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await.expect("shutdown completes");
+    let mut events = node.subscribe();
+    let drained = async { while events.recv().await.is_some() {} };
+    tokio::time::timeout(Duration::from_secs(10), drained).await.expect("the subscription ends");
+}

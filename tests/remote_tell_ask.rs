@@ -338,3 +338,15 @@ async fn lookup_finds_local_actors_first_and_checks_their_type() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A plain node (no cluster) shut down before its accepting task ever ran
+/// stops and frees its address. It waited for ever when the stop signal was
+/// sent before the task subscribed to it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_shut_down_at_once_stops() {
+    let net = MemoryNetwork::new();
+    let node = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await.expect("shutdown completes");
+    let again = Node::builder("a2").transport(net.transport()).listen("a").start().await;
+    assert!(again.is_ok(), "the address is free again");
+}

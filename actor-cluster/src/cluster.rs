@@ -12,7 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use actor_core::{Actor, ActorRef, BoxFuture};
+use actor_core::remote::BoxFuture;
+use actor_core::{Actor, ActorRef};
 use actor_remote::{Node, NodeBuilder, NodeError, NodeService, PeerRun, WeakNode};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -322,7 +323,8 @@ impl NodeService for Shared {
             if self.inputs.try_send(Input::Leave(done)).is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(1), left).await;
             }
-            let _ = self.stopped.send(true);
+            // Stored even with no subscriber yet: later subscriptions end at once.
+            self.stopped.send_replace(true);
         })
     }
 }

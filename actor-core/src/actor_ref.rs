@@ -21,10 +21,8 @@ use tokio::sync::oneshot;
 
 use crate::cell::{ActorCell, Signal};
 use crate::mailbox::{self, BoxFuture, Queue, Refusal};
-use crate::{
-    Actor, ActorId, AskError, ExitReason, Handler, Message, RemoteEndpoint, RemoteError, SendError, TrySendError,
-    with_ref_codec,
-};
+use crate::remote::{RemoteEndpoint, RemoteError, Told, with_ref_codec};
+use crate::{Actor, ActorId, AskError, ExitReason, Handler, Message, SendError, TrySendError};
 
 /// How long an [`ask`](ActorRef::ask) waits for its reply unless told otherwise.
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,7 +121,7 @@ impl<A: Actor> ActorRef<A> {
     /// elsewhere (the remoting layer's inbound asks). Waits while a bounded
     /// mailbox is full. Local actors only: a remote ref refuses with
     /// `NotRemote`.
-    pub async fn ask_enqueue<M>(&self, msg: M) -> Result<PendingReply<M::Reply>, SendError<M>>
+    pub(crate) async fn ask_enqueue<M>(&self, msg: M) -> Result<PendingReply<M::Reply>, SendError<M>>
     where
         A: Handler<M>,
         M: Message,
@@ -264,12 +262,11 @@ async fn remote_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Re
     // Without waiting (and without a boxed future) when there is room.
     // Otherwise the waiting path decides: it waits for room, or for the
     // connection that replaces a closed one.
-    match remote.try_tell_from(wire.name, &payload) {
-        Ok(()) => return Ok(()),
-        Err(RemoteError::Rejected(why)) => return Err(SendError::Rejected(msg, why)),
-        Err(_) => {}
-    }
-    match remote.tell(wire.name, payload).await {
+    let told = match remote.tell(wire.name, &payload, true) {
+        Told::Done(told) => told,
+        Told::Waiting(waiting) => waiting.await,
+    };
+    match told {
         Ok(()) => Ok(()),
         Err(RemoteError::NodeDown) => Err(SendError::NodeDown(msg)),
         Err(other) => Err(SendError::Rejected(msg, other.to_string())),
@@ -282,7 +279,12 @@ fn remote_try_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Resu
         Ok(payload) => payload,
         Err(e) => return Err(TrySendError::Rejected(msg, e.to_string())),
     };
-    match remote.try_tell_from(wire.name, &payload) {
+    let told = match remote.tell(wire.name, &payload, false) {
+        Told::Done(told) => told,
+        // Not asked to wait: a waiting future is a bug of the endpoint.
+        Told::Waiting(_) => Err(RemoteError::Full),
+    };
+    match told {
         Ok(()) => Ok(()),
         Err(RemoteError::Full) => Err(TrySendError::Full(msg)),
         Err(RemoteError::NodeDown) => Err(TrySendError::NodeDown(msg)),
@@ -312,7 +314,7 @@ async fn remote_ask<M: Message>(
     }
 }
 
-/// The reply to a request enqueued with [`ActorRef::ask_enqueue`]: resolves
+/// The reply to a request enqueued with [`ask_enqueue`](crate::remote::ask_enqueue): resolves
 /// to `None` if the actor stopped, failed or restarted before replying.
 #[must_use = "the reply is lost unless awaited"]
 pub struct PendingReply<R> {

@@ -45,7 +45,7 @@ pub(crate) struct ActorCell {
     /// signals to it are dropped, except the exit of a linked local actor,
     /// which goes to the remote actor through this endpoint.
     proxy: bool,
-    endpoint: Option<Arc<dyn crate::RemoteEndpoint>>,
+    endpoint: Option<Arc<dyn crate::remote::RemoteEndpoint>>,
     /// The actor task's waker while it waits for work.
     wake: AtomicWaker,
     exited: Notify,
@@ -110,10 +110,10 @@ impl ActorCell {
     }
 
     /// The stand-in of a remote actor, labelled e.g. `counter@node-b`.
-    pub(crate) fn new_proxy(
+    pub(crate) fn new_stand_in(
         type_name: &'static str,
         label: Arc<str>,
-        endpoint: Arc<dyn crate::RemoteEndpoint>,
+        endpoint: Arc<dyn crate::remote::RemoteEndpoint>,
     ) -> Self {
         Self { proxy: true, endpoint: Some(endpoint), ..Self::new(type_name, Some(label), Mailbox::Unbounded) }
     }

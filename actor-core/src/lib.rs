@@ -64,7 +64,7 @@ mod error;
 mod id;
 pub mod mailbox;
 mod message;
-mod remote;
+pub mod remote;
 mod runtime;
 pub mod supervisor;
 mod system;
@@ -76,9 +76,6 @@ pub use error::{AskError, Error, LookupError, RegisterError, SendError, SpawnErr
 pub use id::ActorId;
 pub use mailbox::Mailbox;
 pub use message::{Handler, Message};
-pub use remote::{
-    BoxFuture, CodecError, ImportedRef, RefAddr, RefCodec, RemoteEndpoint, RemoteError, RemoteHandle, WeakRemoteHandle,
-    Wire, deliver_link_exit, with_ref_codec,
-};
+pub use remote::{CodecError, RefAddr, Wire};
 pub use supervisor::{Backoff, Restart, Strategy, Supervisor};
 pub use system::{ActorSystem, SpawnOptions};

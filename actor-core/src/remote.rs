@@ -1,11 +1,14 @@
-//! The seam between the local runtime and a remoting layer.
+//! The seam between the local runtime and a remoting layer (the
+//! `actor-remote` crate). Users need nothing here but [`Wire`] (which
+//! `#[derive(Message)]` fills in): remote refs come from a node's `lookup`
+//! and behave as local ones.
 //!
 //! An [`ActorRef`] may point at an actor on another node. Such a ref is built
-//! by the remoting layer from a [`RemoteEndpoint`] (which carries encoded
-//! messages to the actor's node) and keeps a local stand-in for the remote
-//! actor, so that watching it, linking to it or waiting for it to stop work
-//! as for a local actor: the remoting layer reports the remote actor's end
-//! through the [`RemoteHandle`].
+//! by the remoting layer ([`remote_ref`]) from a [`RemoteEndpoint`] (which
+//! carries encoded messages to the actor's node) and keeps a local
+//! **stand-in** for the remote actor, so that watching it, linking to it or
+//! waiting for it to stop work as for a local actor: the remoting layer
+//! reports the remote actor's end through the [`StandIn`].
 //!
 //! Only messages that know how to cross the wire can be sent through a remote
 //! ref: their [`Message::wire`] returns a [`Wire`] (the `remote = "..."`
@@ -20,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cell::ActorCell;
-use crate::{Actor, ActorId, ActorRef, ExitReason, Message};
+use crate::{Actor, ActorId, ActorRef, ExitReason, Handler, Message, SendError};
+
+pub use crate::actor_ref::PendingReply;
 
 /// How a message type and its reply cross the wire: a stable name and the
 /// functions that encode and decode them. Built by `#[derive(Message)]` with
@@ -87,23 +92,24 @@ pub enum RemoteError {
 /// A boxed future, for the object-safe [`RemoteEndpoint`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What [`RemoteEndpoint::tell`] did with a message.
+pub enum Told<'a> {
+    /// Done: queued, or refused (the error says why).
+    Done(Result<(), RemoteError>),
+    /// There was no room and the caller asked to wait: this future waits
+    /// for room (or for the connection that replaces a closed one) and
+    /// queues the message.
+    Waiting(BoxFuture<'a, Result<(), RemoteError>>),
+}
+
 /// The far end of a ref to a remote actor: implemented by the remoting layer.
 pub trait RemoteEndpoint: Send + Sync + 'static {
-    /// Sends an encoded one-way message, waiting while the outbound queue is
-    /// full.
-    fn tell(&self, wire_name: &'static str, payload: Vec<u8>) -> BoxFuture<'_, Result<(), RemoteError>>;
-
-    /// Sends an encoded one-way message if the outbound queue has room now;
-    /// if not, gives the payload back with the reason.
-    fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), (RemoteError, Vec<u8>)>;
-
-    /// Sends an encoded one-way message if the outbound queue has room now,
-    /// copying `payload` (the caller keeps its buffer, so the allocation is
-    /// freed where it was made). By default, [`try_tell`](Self::try_tell)
-    /// with a copy.
-    fn try_tell_from(&self, wire_name: &'static str, payload: &[u8]) -> Result<(), RemoteError> {
-        self.try_tell(wire_name, payload.to_vec()).map_err(|(e, _)| e)
-    }
+    /// Sends an encoded one-way message. Queued at once if there is room (no
+    /// future is made then); otherwise refused with [`RemoteError::Full`],
+    /// unless `wait`, in which case the message waits for room in the
+    /// returned future. `payload` is copied into the queue: the caller keeps
+    /// (and frees) its buffer.
+    fn tell<'a>(&'a self, wire_name: &'static str, payload: &'a [u8], wait: bool) -> Told<'a>;
 
     /// Sends an encoded request and waits for the encoded reply.
     fn ask(
@@ -153,8 +159,9 @@ pub trait RemoteEndpoint: Send + Sync + 'static {
 pub struct RefAddr {
     /// The node the actor lives on.
     pub node: String,
-    /// That node's incarnation.
-    pub incarnation: u64,
+    /// That node's run (on the wire under its first name, `incarnation`).
+    #[serde(rename = "incarnation")]
+    pub run: u64,
     /// The actor's id on that node.
     pub id: u64,
 }
@@ -163,13 +170,13 @@ pub struct RefAddr {
 pub enum ImportedRef {
     /// An actor of the decoding node: an `ActorRef<A>` to downcast.
     Local(Box<dyn Any + Send + Sync>),
-    /// An actor elsewhere: build the ref from this endpoint, and hand the
-    /// stand-in's handle to `register` so its end gets reported.
+    /// An actor elsewhere: build the ref from this endpoint, and hand its
+    /// stand-in to `register` so its end gets reported.
     Remote {
         /// Reaches the actor.
         endpoint: Arc<dyn RemoteEndpoint>,
-        /// Takes the stand-in's handle.
-        register: Box<dyn FnOnce(RemoteHandle) + Send>,
+        /// Takes the stand-in.
+        register: Box<dyn FnOnce(StandIn) + Send>,
     },
 }
 
@@ -242,22 +249,23 @@ impl<'de, A: Actor> serde::Deserialize<'de> for ActorRef<A> {
                 .map(|r| *r)
                 .map_err(|_| D::Error::custom(format!("actor {} is not a {}", addr.id, std::any::type_name::<A>()))),
             ImportedRef::Remote { endpoint, register } => {
-                let (actor, handle) = ActorRef::<A>::remote(endpoint);
-                register(handle);
+                let (actor, stand_in) = remote_ref::<A>(endpoint);
+                register(stand_in);
                 Ok(actor)
             }
         }
     }
 }
 
-/// Lets the remoting layer report the end of a remote actor to everyone
-/// holding, watching or linked to its local stand-in.
+/// The local stand-in of a remote actor, as the remoting layer holds it: it
+/// reports the remote actor's end to everyone holding, watching or linked to
+/// a ref to it.
 #[derive(Clone)]
-pub struct RemoteHandle {
+pub struct StandIn {
     cell: Arc<ActorCell>,
 }
 
-impl RemoteHandle {
+impl StandIn {
     /// Marks the remote actor stopped (once): watchers get `Terminated`, links
     /// fire, `wait_for_stop` returns, sends fail with `NodeDown`-style errors
     /// from the endpoint.
@@ -286,50 +294,43 @@ impl RemoteHandle {
     pub fn is_unused(&self) -> bool {
         Arc::strong_count(&self.cell) == 1 && !self.cell.has_observers()
     }
-
-    /// A handle that does not keep the stand-in alive.
-    pub fn downgrade(&self) -> WeakRemoteHandle {
-        WeakRemoteHandle { cell: Arc::downgrade(&self.cell) }
-    }
 }
 
-/// A [`RemoteHandle`] that does not keep the stand-in alive: once every ref
-/// to the remote actor is gone, there is nobody left to notify.
-#[derive(Clone, Debug)]
-pub struct WeakRemoteHandle {
-    cell: std::sync::Weak<ActorCell>,
-}
-
-impl WeakRemoteHandle {
-    /// The handle, if any ref to the remote actor is still alive.
-    pub fn upgrade(&self) -> Option<RemoteHandle> {
-        self.cell.upgrade().map(|cell| RemoteHandle { cell })
-    }
-}
-
-impl fmt::Debug for RemoteHandle {
+impl fmt::Debug for StandIn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RemoteHandle({})", self.cell)
+        write!(f, "StandIn({})", self.cell)
     }
 }
 
-/// For the remoting layer: an actor on another node, linked to the local
-/// `actor`, exited (or its node was lost: `ExitReason::NodeDown`). `actor`
-/// gets the link's exit signal as from a local link, from `from` (the id of a
-/// stand-in for the remote actor, or [`ActorId::fresh`]).
+/// An actor on another node, linked to the local `actor`, exited (or its
+/// node was lost: `ExitReason::NodeDown`). `actor` gets the link's exit
+/// signal as from a local link, from `from` (the id of a stand-in for the
+/// remote actor, or [`ActorId::fresh`]).
 pub fn deliver_link_exit<A: Actor>(actor: &ActorRef<A>, from: ActorId, reason: ExitReason) {
     actor.cell().signal(crate::cell::Signal::LinkExit(crate::Terminated { id: from, reason }));
 }
 
-impl<A: Actor> ActorRef<A> {
-    /// A ref to an actor on another node, reached through `endpoint`. For the
-    /// remoting layer; users get such refs from a node's `lookup`.
-    pub fn remote(endpoint: Arc<dyn RemoteEndpoint>) -> (ActorRef<A>, RemoteHandle) {
-        let label: Arc<str> = Arc::from(endpoint.describe());
-        let cell = Arc::new(ActorCell::new_proxy(std::any::type_name::<A>(), label, endpoint.clone()));
-        (ActorRef::new_remote(cell.clone(), endpoint), RemoteHandle { cell })
-    }
+/// A ref to an actor on another node, reached through `endpoint`, and its
+/// stand-in (which the remoting layer keeps, to report the actor's end).
+pub fn remote_ref<A: Actor>(endpoint: Arc<dyn RemoteEndpoint>) -> (ActorRef<A>, StandIn) {
+    let label: Arc<str> = Arc::from(endpoint.describe());
+    let cell = Arc::new(ActorCell::new_stand_in(std::any::type_name::<A>(), label, endpoint.clone()));
+    (ActorRef::new_remote(cell.clone(), endpoint), StandIn { cell })
+}
 
+/// Enqueues a request for the local `actor` and returns its reply, to await
+/// elsewhere (the remoting layer's inbound asks: the request keeps its place
+/// in the mailbox while another task awaits the reply). Waits while a
+/// bounded mailbox is full. A remote ref refuses with `NotRemote`.
+pub async fn ask_enqueue<A, M>(actor: &ActorRef<A>, msg: M) -> Result<PendingReply<M::Reply>, SendError<M>>
+where
+    A: Handler<M>,
+    M: Message,
+{
+    actor.ask_enqueue(msg).await
+}
+
+impl<A: Actor> ActorRef<A> {
     /// Whether this ref points at an actor on another node.
     pub fn is_remote(&self) -> bool {
         self.remote_endpoint().is_some()

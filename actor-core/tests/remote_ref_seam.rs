@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use actor_core::remote::{BoxFuture, ImportedRef, RefCodec, RemoteEndpoint, RemoteError, Told, remote_ref};
 use actor_core::{
-    Actor, ActorRef, ActorSystem, AskError, BoxFuture, CodecError, Context, ExitReason, Handler, Message, RefAddr,
-    RefCodec, RegisterError, RemoteEndpoint, RemoteError, SendError, Terminated, TrySendError, Wire,
+    Actor, ActorRef, ActorSystem, AskError, CodecError, Context, ExitReason, Handler, Message, RefAddr, RegisterError,
+    SendError, Terminated, TrySendError, Wire,
 };
 use tokio::sync::mpsc;
 
@@ -63,19 +64,20 @@ struct Loopback {
 }
 
 impl RemoteEndpoint for Loopback {
-    fn tell(&self, wire_name: &'static str, payload: Vec<u8>) -> BoxFuture<'_, Result<(), RemoteError>> {
-        Box::pin(async move {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(RemoteError::NodeDown);
-            }
+    /// Never has room at once: a tell either waits (and is delivered) or
+    /// is refused as `Full`.
+    fn tell<'a>(&'a self, wire_name: &'static str, payload: &'a [u8], wait: bool) -> Told<'a> {
+        if self.down.load(Ordering::SeqCst) {
+            return Told::Done(Err(RemoteError::NodeDown));
+        }
+        if !wait {
+            return Told::Done(Err(RemoteError::Full));
+        }
+        Told::Waiting(Box::pin(async move {
             assert_eq!(wire_name, "test.Add");
-            let msg = (Add::wire().unwrap().decode)(&payload).map_err(|e| RemoteError::Rejected(e.0))?;
+            let msg = (Add::wire().unwrap().decode)(payload).map_err(|e| RemoteError::Rejected(e.0))?;
             self.target.tell(msg).await.map_err(|_| RemoteError::ActorNotFound)
-        })
-    }
-
-    fn try_tell(&self, _wire_name: &'static str, payload: Vec<u8>) -> Result<(), (RemoteError, Vec<u8>)> {
-        Err((if self.down.load(Ordering::SeqCst) { RemoteError::NodeDown } else { RemoteError::Full }, payload))
+        }))
     }
 
     fn ask(
@@ -100,7 +102,7 @@ impl RemoteEndpoint for Loopback {
     }
 
     fn address(&self) -> RefAddr {
-        RefAddr { node: "far".into(), incarnation: 1, id: 1 }
+        RefAddr { node: "far".into(), run: 1, id: 1 }
     }
 
     fn ref_codec(&self) -> Arc<dyn RefCodec> {
@@ -121,7 +123,7 @@ impl RefCodec for NoRefs {
         Err("no refs here".into())
     }
 
-    fn import(&self, _: &RefAddr, _: std::any::TypeId, _: &'static str) -> Result<actor_core::ImportedRef, String> {
+    fn import(&self, _: &RefAddr, _: std::any::TypeId, _: &'static str) -> Result<ImportedRef, String> {
         Err("no refs here".into())
     }
 }
@@ -147,7 +149,7 @@ async fn remote_refs_send_through_the_endpoint() {
     let system = ActorSystem::new("t");
     let real = system.spawn(Counter(0));
     let endpoint = Arc::new(Loopback { target: real.clone(), down: AtomicBool::new(false) });
-    let (remote, handle): (ActorRef<Counter>, _) = ActorRef::remote(endpoint.clone());
+    let (remote, handle): (ActorRef<Counter>, _) = remote_ref(endpoint.clone());
     assert!(remote.is_remote() && !real.is_remote());
     assert_eq!(remote.to_string(), format!("counter@far{}", remote.id()));
 

@@ -39,8 +39,7 @@ proptest! {
 
     #[test]
     fn tell_read_in_place_never_panics_and_agrees_with_the_full_decoder(
-        id in proptest::option::of(any::<u64>()),
-        name in proptest::option::of("[a-z]{0,40}"),
+        target in prop_oneof![any::<u64>().prop_map(Target::Id), "[a-z]{0,40}".prop_map(Target::Name)],
         wire_name in "[a-z.]{0,40}",
         payload in prop::collection::vec(any::<u8>(), 0..80),
         // Damage a valid body: overwrite some bytes, then cut it short.
@@ -48,7 +47,7 @@ proptest! {
         keep in any::<prop::sample::Index>(),
         cut in any::<bool>(),
     ) {
-        let tell = Tell { target: Target { id, name }, sender: None, wire_name: wire_name.into(), payload };
+        let tell = Tell { target, sender: None, wire_name: wire_name.into(), payload };
         let mut body = rmp_serde::to_vec(&tell).unwrap();
         for (at, byte) in hits {
             let i = at.index(body.len());
@@ -76,15 +75,14 @@ proptest! {
 
     #[test]
     fn tells_without_sender_are_read_in_place(
-        id in proptest::option::of(any::<u64>()),
-        name in proptest::option::of("[a-z$.]{0,300}"),
+        target in prop_oneof![any::<u64>().prop_map(Target::Id), "[a-z$.]{0,300}".prop_map(Target::Name)],
         wire_name in "[a-zA-Z.]{0,300}",
         // Around each length-prefix boundary of MessagePack bin (8, 16, 32 bits).
         len in prop_oneof![0usize..300, 65_530usize..65_540],
         byte in any::<u8>(),
     ) {
         let payload = vec![byte; len];
-        let tell = Tell { target: Target { id, name }, sender: None, wire_name: wire_name.into(), payload };
+        let tell = Tell { target, sender: None, wire_name: wire_name.into(), payload };
         let mut bytes = Vec::new();
         Frame::Tell(tell.clone()).encode(&mut bytes, frame::HARD_MAX_FRAME).unwrap();
         let body = &bytes[frame::LENGTH_PREFIX + 1..];

@@ -3,10 +3,12 @@
 use std::any::{Any, TypeId};
 use std::sync::{Arc, Weak};
 
-use actor_core::{ActorId, ImportedRef, RefAddr, RefCodec, RemoteHandle};
+use actor_core::remote::{ImportedRef, RefCodec, StandIn};
+use actor_core::{ActorId, RefAddr};
 
 use super::NodeInner;
-use super::outbox::Commands;
+use super::outbox::Outbox;
+use super::standins::MAX_STAND_INS_PER_CONNECTION;
 
 /// The ref codec of one connection: local actors become addresses of this
 /// node (and reachable by peers); addresses become local refs, refs through
@@ -15,8 +17,8 @@ pub(crate) struct ConnCodec {
     pub(crate) node: Weak<NodeInner>,
     pub(crate) conn_id: u64,
     pub(crate) peer: String,
-    pub(crate) peer_incarnation: u64,
-    pub(crate) commands: Commands,
+    pub(crate) peer_run: u64,
+    pub(crate) outbox: Outbox,
 }
 
 impl RefCodec for ConnCodec {
@@ -27,42 +29,42 @@ impl RefCodec for ConnCodec {
         actor: Box<dyn Any + Send + Sync>,
     ) -> Result<RefAddr, String> {
         let node = self.node.upgrade().ok_or("the node has stopped")?;
-        node.export(type_id, actor_id, actor)
+        let id = node.exports.export(type_id, actor_id, actor)?;
+        Ok(RefAddr { node: node.id.clone(), run: node.run, id })
     }
 
     fn import(&self, addr: &RefAddr, _type_id: TypeId, type_name: &'static str) -> Result<ImportedRef, String> {
         let node = self.node.upgrade().ok_or("the node has stopped")?;
         if addr.node == node.id {
-            if addr.incarnation != node.incarnation {
+            if addr.run != node.run {
                 return Err(format!("a ref to actor {} of an earlier run of this node", addr.id));
             }
-            let exposed = node.exposed_ids.get(&addr.id).map(|e| e.value().1.clone()).ok_or("no such actor here")?;
+            let exposed = node.exports.by_handle(addr.id).ok_or("no such actor here")?;
             return Ok(ImportedRef::Local(exposed.actor_any()));
         }
-        let (conn_id, commands, incarnation) = if addr.node == self.peer {
+        let (conn_id, outbox, run) = if addr.node == self.peer {
             // The peer's current connection: this codec's may have been
             // replaced (crossed dials, reconnect) since it was made.
-            match node.connection_to(&self.peer, self.peer_incarnation) {
-                Some(h) => (h.id, h.commands, h.incarnation),
-                None => (self.conn_id, self.commands.clone(), self.peer_incarnation),
+            match node.peers.current(&self.peer, self.peer_run) {
+                Some(c) => (c.id, c.outbox, c.run),
+                None => (self.conn_id, self.outbox.clone(), self.peer_run),
             }
         } else {
-            let peers = node.lock_peers();
-            let handle = peers.get(&addr.node).ok_or_else(|| format!("not connected to node {:?}", addr.node))?;
-            (handle.id, handle.commands.clone(), handle.incarnation)
+            let c = node.peers.any_run(&addr.node).ok_or_else(|| format!("not connected to node {:?}", addr.node))?;
+            (c.id, c.outbox, c.run)
         };
-        if addr.incarnation != incarnation {
+        if addr.run != run {
             return Err(format!("a ref to actor {} of an earlier run of node {:?}", addr.id, addr.node));
         }
-        if node.proxies_on(conn_id) >= super::MAX_REFS_PER_PEER {
+        if node.stand_ins.count_on(conn_id) >= MAX_STAND_INS_PER_CONNECTION {
             return Err("too many remote refs through one connection".into());
         }
-        let endpoint = node.peer_endpoint(&addr.node, incarnation, conn_id, commands, addr.id, short(type_name));
+        let endpoint = node.endpoint(&addr.node, run, conn_id, outbox, addr.id, short(type_name));
         let weak = self.node.clone();
         let (id, peer) = (addr.id, addr.node.clone());
-        let register = Box::new(move |handle: RemoteHandle| {
+        let register = Box::new(move |stand_in: StandIn| {
             if let Some(node) = weak.upgrade() {
-                node.adopt_proxy(conn_id, &peer, incarnation, id, handle, None);
+                node.adopt_stand_in(conn_id, &peer, run, id, stand_in, None);
             }
         });
         Ok(ImportedRef::Remote { endpoint: Arc::new(endpoint), register })

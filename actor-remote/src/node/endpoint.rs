@@ -1,89 +1,63 @@
-//! The far end of a remote ref: commands to one peer connection.
-
-use std::time::Duration;
+//! The far end of a remote ref: [`PeerEndpoint`] sends to one actor of one
+//! run of a peer, through a [`Route`] that follows that run's current
+//! connection.
 
 use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 
-use actor_core::{BoxFuture, RefAddr, RefCodec, RemoteEndpoint, RemoteError};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::oneshot;
+use actor_core::RefAddr;
+use actor_core::remote::{BoxFuture, RefCodec, RemoteEndpoint, RemoteError, Told};
 
 use super::NodeInner;
-use super::outbox::{Commands, TellRefused};
+use super::outbox::{Closed, Command, Outbox, Refused, TellRefused};
+use super::requests::{STOP, system_tell};
+use super::standins::SUCCESSOR_GRACE;
 use crate::proto::frame::Target;
 
-/// A request from the node (or a remote ref) to a connection task.
-pub(crate) enum Command {
-    Tell {
-        target: Target,
-        wire_name: &'static str,
-        payload: Vec<u8>,
-    },
-    Ask {
-        target: Target,
-        wire_name: &'static str,
-        payload: Vec<u8>,
-        timeout: Duration,
-        reply: oneshot::Sender<Result<Vec<u8>, RemoteError>>,
-    },
-    Reply {
-        id: u64,
-        result: Result<Vec<u8>, (crate::proto::FailureCode, String)>,
-    },
-    /// Ask the peer to report when its actor `id` stops.
-    Watch {
-        id: u64,
-    },
-    /// Report that our actor `id`, watched by the peer, stopped.
-    Terminated {
-        id: u64,
-        reason: String,
-    },
-    /// Our actor `linker` linked itself to the peer's actor `target`.
-    Link {
-        target: u64,
-        linker: u64,
-    },
-    /// Our actor `linker` removed its link to the peer's actor `target`.
-    Unlink {
-        target: u64,
-        linker: u64,
-    },
-    /// Our actor `linker`, linked to the peer's actor `target`, exited.
-    Exit {
-        target: u64,
-        linker: u64,
-        reason: String,
-    },
-    Close,
-}
-
-/// The way to one run (incarnation) of a peer node: the current
-/// connection's outbound queue, re-resolved when that connection was replaced
-/// by another to the same run (crossed dials settle, reconnects).
+/// The way to one run of a peer node: the current connection's outbound
+/// queue, re-resolved when that connection was replaced by another to the
+/// same run (crossed dials settle, reconnects).
 pub(crate) struct Route {
-    pub(crate) node: Weak<NodeInner>,
-    pub(crate) peer: String,
-    pub(crate) incarnation: u64,
-    current: RwLock<Commands>,
+    node: Weak<NodeInner>,
+    peer: String,
+    run: u64,
+    current: RwLock<Outbox>,
 }
 
 impl Route {
-    pub(crate) fn new(node: Weak<NodeInner>, peer: String, incarnation: u64, commands: Commands) -> Self {
-        Self { node, peer, incarnation, current: RwLock::new(commands) }
+    pub(crate) fn new(node: Weak<NodeInner>, peer: String, run: u64, outbox: Outbox) -> Self {
+        Self { node, peer, run, current: RwLock::new(outbox) }
     }
 
-    fn current(&self) -> Commands {
+    fn current(&self) -> Outbox {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The live connection to the same run of the peer, if the one used so
     /// far has closed.
-    fn reroute(&self) -> Option<Commands> {
+    fn reroute(&self) -> Option<Outbox> {
         let node = self.node.upgrade()?;
-        let next = node.connection_to(&self.peer, self.incarnation)?.commands;
+        let next = node.peers.current(&self.peer, self.run)?.outbox;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
         Some(next)
+    }
+
+    /// The queue of the connection that replaced the closed current one: the
+    /// live one to the same run, or the one expected after a crossed dial
+    /// (waited for briefly); `NodeDown` if none.
+    async fn successor(&self) -> Result<Outbox, RemoteError> {
+        if let Some(next) = self.reroute() {
+            return Ok(next);
+        }
+        let node = self.node.upgrade().ok_or(RemoteError::NodeDown)?;
+        // Wait only while a replaced connection's successor is expected.
+        if !node.stand_ins.is_parked(&self.peer, self.run) {
+            return Err(RemoteError::NodeDown);
+        }
+        let next = node.peers.await_current(&self.peer, self.run, SUCCESSOR_GRACE).await;
+        let next = next.ok_or(RemoteError::NodeDown)?.outbox;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        Ok(next)
     }
 
     /// Queues a command, waiting for room; if the connection used so far
@@ -94,12 +68,12 @@ impl Route {
         let attempt = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
         let cmd = match attempt {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Closed(cmd)) => return self.resend(cmd).await,
-            Err(TrySendError::Full(cmd)) => cmd,
+            Err(Refused::Closed(cmd)) => return self.resend(cmd).await,
+            Err(Refused::Full(cmd)) => cmd,
         };
         match self.current().send(cmd).await {
             Ok(()) => Ok(()),
-            Err(tokio::sync::mpsc::error::SendError(cmd)) => self.resend(cmd).await,
+            Err(Closed(cmd)) => self.resend(cmd).await,
         }
     }
 
@@ -108,34 +82,17 @@ impl Route {
         self.successor().await?.send(cmd).await.map_err(|_| RemoteError::NodeDown)
     }
 
-    /// The queue of the connection that replaced the closed current one: the
-    /// live one to the same run, or the one expected after a crossed dial
-    /// (waited for briefly); `NodeDown` if none.
-    async fn successor(&self) -> Result<Commands, RemoteError> {
-        if let Some(next) = self.reroute() {
-            return Ok(next);
-        }
-        let node = self.node.upgrade().ok_or(RemoteError::NodeDown)?;
-        // Wait only while a replaced connection's successor is expected.
-        if !node.awaiting_successor(&self.peer, self.incarnation) {
-            return Err(RemoteError::NodeDown);
-        }
-        let next = node.await_connection_to(&self.peer, self.incarnation).await.ok_or(RemoteError::NodeDown)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.commands.clone();
-        Ok(next.commands)
-    }
-
     /// Queues a command if there is room now; gives it back if not.
     #[allow(clippy::result_large_err)] // the command comes back to be sent another way
     fn try_send(&self, cmd: Command) -> Result<(), (RemoteError, Command)> {
         let sent = self.current.read().unwrap_or_else(|p| p.into_inner()).try_send(cmd);
         match sent {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(cmd)) => Err((RemoteError::Full, cmd)),
-            Err(TrySendError::Closed(cmd)) => match self.reroute() {
+            Err(Refused::Full(cmd)) => Err((RemoteError::Full, cmd)),
+            Err(Refused::Closed(cmd)) => match self.reroute() {
                 Some(next) => next.try_send(cmd).map_err(|e| match e {
-                    TrySendError::Full(cmd) => (RemoteError::Full, cmd),
-                    TrySendError::Closed(cmd) => (RemoteError::NodeDown, cmd),
+                    Refused::Full(cmd) => (RemoteError::Full, cmd),
+                    Refused::Closed(cmd) => (RemoteError::NodeDown, cmd),
                 }),
                 None => Err((RemoteError::NodeDown, cmd)),
             },
@@ -166,6 +123,11 @@ impl Route {
         let next = self.successor().await?;
         next.tell(target, wire_name, payload).await.map_err(refusal)
     }
+
+    /// A route to the same run through the same connection, for a task.
+    fn fork(&self) -> Route {
+        Route::new(self.node.clone(), self.peer.clone(), self.run, self.current())
+    }
 }
 
 fn refusal(refused: TellRefused) -> RemoteError {
@@ -176,26 +138,28 @@ fn refusal(refused: TellRefused) -> RemoteError {
     }
 }
 
-/// Sends to one actor of one run of a peer node.
+/// Sends to one actor (by handle) of one run of a peer node.
 pub(crate) struct PeerEndpoint {
     pub(crate) route: Route,
-    pub(crate) target: Target,
+    /// The remote actor's handle on its node.
+    pub(crate) handle: u64,
     pub(crate) label: String,
     pub(crate) addr: RefAddr,
     pub(crate) codec: Arc<dyn RefCodec>,
 }
 
 impl RemoteEndpoint for PeerEndpoint {
-    fn tell(&self, wire_name: &'static str, payload: Vec<u8>) -> BoxFuture<'_, Result<(), RemoteError>> {
-        Box::pin(async move { self.route.tell(&self.target, wire_name, &payload).await })
-    }
-
-    fn try_tell(&self, wire_name: &'static str, payload: Vec<u8>) -> Result<(), (RemoteError, Vec<u8>)> {
-        self.route.try_tell(&self.target, wire_name, &payload).map_err(|e| (e, payload))
-    }
-
-    fn try_tell_from(&self, wire_name: &'static str, payload: &[u8]) -> Result<(), RemoteError> {
-        self.route.try_tell(&self.target, wire_name, payload)
+    fn tell<'a>(&'a self, wire_name: &'static str, payload: &'a [u8], wait: bool) -> Told<'a> {
+        let target = Target::Id(self.handle);
+        // Try first: without waiting, and without a boxed future, when there
+        // is room. Otherwise wait for room, or for the connection that
+        // replaces a closed one, if asked to.
+        match self.route.try_tell(&target, wire_name, payload) {
+            Err(RemoteError::Full | RemoteError::NodeDown) if wait => {
+                Told::Waiting(Box::pin(async move { self.route.tell(&target, wire_name, payload).await }))
+            }
+            told => Told::Done(told),
+        }
     }
 
     fn ask(
@@ -205,9 +169,8 @@ impl RemoteEndpoint for PeerEndpoint {
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Vec<u8>, RemoteError>> {
         Box::pin(async move {
-            let (reply, rx) = oneshot::channel();
-            let target = self.target.clone();
-            let cmd = Command::Ask { target, wire_name, payload, timeout, reply };
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let cmd = Command::Ask { target: Target::Id(self.handle), wire_name, payload, timeout, reply };
             // The timeout covers waiting for room in the queue too.
             let asked = async {
                 self.route.send(cmd).await?;
@@ -230,35 +193,32 @@ impl RemoteEndpoint for PeerEndpoint {
     }
 
     fn stop(&self) {
-        let Some(id) = self.target.id else { return };
-        let Ok(payload) = crate::codec::encode(&id) else { return };
-        let target = Target::name(super::SYSTEM_TARGET);
-        let cmd = Command::Tell { target, wire_name: super::STOP, payload };
+        let Ok(payload) = crate::codec::encode(&self.handle) else { return };
         // Behind what this ref already queued; the request is small, so wait
         // for room in a task rather than drop it.
-        self.send_soon(cmd);
+        self.send_soon(system_tell(STOP, payload));
     }
 
     fn link(&self, linker: actor_core::ActorId) {
-        let (Some(target), Some(linker)) = (self.target.id, self.handle_of(linker)) else { return };
-        self.send_soon(Command::Link { target, linker });
+        let Some(linker) = self.handle_of(linker) else { return };
+        self.send_soon(Command::Link { target: self.handle, linker });
     }
 
     fn unlink(&self, linker: actor_core::ActorId) {
-        let (Some(target), Some(linker)) = (self.target.id, self.handle_of(linker)) else { return };
-        self.send_soon(Command::Unlink { target, linker });
+        let Some(linker) = self.handle_of(linker) else { return };
+        self.send_soon(Command::Unlink { target: self.handle, linker });
     }
 
     fn link_exit(&self, linker: actor_core::ActorId, reason: &actor_core::ExitReason) {
-        let (Some(target), Some(linker)) = (self.target.id, self.handle_of(linker)) else { return };
-        self.send_soon(Command::Exit { target, linker, reason: reason.to_string() });
+        let Some(linker) = self.handle_of(linker) else { return };
+        self.send_soon(Command::Exit { target: self.handle, linker, reason: reason.to_string() });
     }
 }
 
 impl PeerEndpoint {
-    /// The id peers know a local actor by.
+    /// The handle peers know a local actor by.
     fn handle_of(&self, actor: actor_core::ActorId) -> Option<u64> {
-        self.route.node.upgrade().map(|node| node.handle_of(actor))
+        self.route.node.upgrade().map(|node| node.exports.handle_of(actor))
     }
 
     /// Queues a small command now if there is room; otherwise a task waits
@@ -266,33 +226,10 @@ impl PeerEndpoint {
     /// than drop it (it may then come after commands queued meanwhile).
     fn send_soon(&self, cmd: Command) {
         if let Err((_, cmd)) = self.route.try_send(cmd) {
-            let r = &self.route;
-            let route = Route::new(r.node.clone(), r.peer.clone(), r.incarnation, r.current());
+            let route = self.route.fork();
             tokio::spawn(async move {
                 let _ = route.send(cmd).await;
             });
         }
-    }
-}
-
-/// Sends an ask through a connection and waits for its outcome, which the
-/// connection resolves exactly once (reply, failure, timeout or node loss).
-pub(crate) async fn ask(
-    commands: &Commands,
-    target: Target,
-    wire_name: &'static str,
-    payload: Vec<u8>,
-    timeout: Duration,
-) -> Result<Vec<u8>, RemoteError> {
-    let (reply, rx) = oneshot::channel();
-    let cmd = Command::Ask { target, wire_name, payload, timeout, reply };
-    // The timeout covers waiting for room in the queue too.
-    let asked = async {
-        commands.send(cmd).await.map_err(|_| RemoteError::NodeDown)?;
-        rx.await.unwrap_or(Err(RemoteError::NodeDown))
-    };
-    match tokio::time::timeout(timeout, asked).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(RemoteError::Timeout),
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use std::any::Any;
 
-use actor_core::{Actor, ActorRef, BoxFuture, Handler, Message, RefCodec, with_ref_codec};
+use actor_core::remote::{BoxFuture, RefCodec, ask_enqueue, deliver_link_exit, with_ref_codec};
+use actor_core::{Actor, ActorRef, Handler, Message};
 
 use crate::proto::FailureCode;
 
@@ -134,7 +135,7 @@ impl<A: Handler<M>, M: Message> Dispatch<A> for MessageDispatch<M> {
     ) -> BoxFuture<'a, Result<ReplyFuture, FailureCode>> {
         Box::pin(async move {
             let msg = self.decode(payload, codec).map_err(|_| FailureCode::DecodeError)?;
-            let pending = actor.ask_enqueue(msg).await.map_err(|_| FailureCode::ActorNotFound)?;
+            let pending = ask_enqueue(actor, msg).await.map_err(|_| FailureCode::ActorNotFound)?;
             let encode = self.wire.encode_reply;
             let codec = codec.clone();
             let reply: ReplyFuture = Box::pin(async move {
@@ -194,7 +195,7 @@ impl<A: Actor> Exposed for ExposedActor<A> {
     }
 
     fn link_exit(&self, from: actor_core::ActorId, reason: actor_core::ExitReason) {
-        actor_core::deliver_link_exit(&self.actor, from, reason);
+        deliver_link_exit(&self.actor, from, reason);
     }
 
     fn is_alive(&self) -> bool {

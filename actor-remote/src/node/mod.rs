@@ -2,10 +2,9 @@
 //!
 //! A node listens on a transport, dials the peers it is asked to, runs the
 //! protocol session of every connection, delivers inbound messages to the
-//! actors it exposed, and hands out [`ActorRef`]s to actors on its peers that
-//! work like local ones. Membership, cluster-wide names and groups are
-//! services attached to a node (see [`NodeService`]; the `actor-cluster`
-//! crate).
+//! actors it exports, and hands out [`ActorRef`]s to actors on its peers
+//! that work like local ones. Membership, cluster-wide names and groups are
+//! services attached to a node ([`NodeService`]; the `actor-cluster` crate).
 //!
 //! ```
 //! # use actor_remote::transport::mem::MemoryNetwork;
@@ -25,216 +24,47 @@
 //! wire name; watching it (or `wait_for_stop`) reports the remote actor's end
 //! (its exit reason, carried as text) or the loss of its node
 //! (`ExitReason::NodeDown`).
+//!
+//! The parts, one job each: [`peers`] (the current connection to each peer
+//! and the crossed-dial rule), [`dial`], [`exports`] (local actors peers may
+//! reach, by name and handle), [`standins`] (local representatives of
+//! peers' actors), [`links`] (peers' links to local actors), [`requests`]
+//! (what a peer may ask of the node itself), [`service`] (the seam for
+//! services), [`conn`] (one task per connection), [`outbox`] (a
+//! connection's outbound queue), [`endpoint`] (the far end of a remote ref).
 
+mod builder;
 mod codec;
 mod conn;
+mod dial;
 mod endpoint;
+mod exports;
 mod expose;
+mod links;
 mod outbox;
+mod peers;
+mod requests;
 mod service;
+mod standins;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actor_core::{Actor, ActorRef, ActorSystem, ExitReason, RemoteHandle, SpawnError, SpawnOptions, WeakActorRef};
-use dashmap::DashMap;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use actor_core::remote::{StandIn, remote_ref};
+use actor_core::{Actor, ActorRef, ActorSystem, ExitReason, SpawnError, SpawnOptions};
+use tokio::sync::watch;
 
-use outbox::Commands;
-
-use self::conn::ConnHandle;
-use self::endpoint::{Command, PeerEndpoint};
-use self::expose::{Exposed, ExposedActor, ReplyFuture};
+pub use self::builder::NodeBuilder;
+use self::endpoint::{PeerEndpoint, Route};
+use self::exports::Exports;
 pub use self::expose::{RemoteActor, RemoteMessages};
+use self::links::Links;
+use self::outbox::{Command, Outbox};
+use self::peers::{PeerConn, Peers};
 pub use self::service::{NodeService, PeerRun, WeakNode};
-use crate::proto::frame::Target;
-use crate::proto::{FailureCode, SessionConfig};
+use self::standins::{SUCCESSOR_GRACE, StandIns};
+use crate::proto::SessionConfig;
 use crate::transport::{Transport, TransportError};
-
-/// Actors a node exposes by handle, and stand-ins one connection may hold:
-/// past these, refs in messages are refused.
-pub(crate) const MAX_REFS_PER_PEER: usize = 100_000;
-
-/// How long a connection dialed by the node with the higher id stays
-/// unsettled: a crossed dial from the other node may still replace it.
-pub(crate) const SETTLE: Duration = Duration::from_millis(300);
-
-/// How long refs of a connection closed as a duplicate wait for the
-/// connection that replaces it (the other side keeps it and is completing it).
-pub(crate) const SUCCESSOR_GRACE: Duration = Duration::from_secs(2);
-
-/// The reserved target name of a node's own requests (lookups).
-pub(crate) const SYSTEM_TARGET: &str = "$node";
-/// Wire name of a request to stop an actor (payload: its handle, u64).
-pub(crate) const STOP: &str = "footlight.Stop";
-/// How long dialing a member may take (connect and handshake).
-const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
-const LOOKUP: &str = "footlight.Lookup";
-
-/// Builds a [`Node`].
-pub struct NodeBuilder {
-    id: String,
-    cluster: String,
-    transport: Option<Arc<dyn Transport>>,
-    listen: Option<String>,
-    session: SessionConfig,
-    system: Option<ActorSystem>,
-    advertise: Option<String>,
-    services: Vec<Arc<dyn NodeService>>,
-}
-
-impl NodeBuilder {
-    /// The cluster name (default `"footlight"`); nodes of other clusters are
-    /// refused during the handshake.
-    pub fn cluster(mut self, name: impl Into<String>) -> Self {
-        self.cluster = name.into();
-        self
-    }
-
-    /// The transport (required).
-    pub fn transport(mut self, transport: impl Transport) -> Self {
-        self.transport = Some(Arc::new(transport));
-        self
-    }
-
-    /// Where to listen for peers (required: peers dial this address).
-    pub fn listen(mut self, addr: impl Into<String>) -> Self {
-        self.listen = Some(addr.into());
-        self
-    }
-
-    /// The address other members dial to reach this node, if not the one
-    /// it listens on (say, behind NAT, or listening on `0.0.0.0`).
-    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
-        self.advertise = Some(addr.into());
-        self
-    }
-
-    /// Attaches a service (membership and the cluster registry are one:
-    /// `actor-cluster`); see [`NodeService`].
-    pub fn service(mut self, service: Arc<dyn NodeService>) -> Self {
-        self.services.push(service);
-        self
-    }
-
-    /// The actor system to run on (default: a new one named after the node).
-    pub fn system(mut self, system: ActorSystem) -> Self {
-        self.system = Some(system);
-        self
-    }
-
-    /// Silence after which a peer is declared lost (default 5 s).
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.session.idle_timeout = timeout;
-        self
-    }
-
-    /// Interval of heartbeats on quiet connections (default 1 s).
-    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
-        self.session.heartbeat_interval = interval;
-        self
-    }
-
-    /// The largest frame accepted from peers (default 1 MiB; at least
-    /// 64 KiB, which membership and registry frames need; at most 16 MiB).
-    pub fn max_frame(mut self, bytes: u32) -> Self {
-        self.session.max_frame = bytes.clamp(64 * 1024, 16 * 1024 * 1024);
-        self
-    }
-
-    /// Encoded bytes buffered per connection before senders wait (default
-    /// 4 MiB; with the bounded outbound queue in front of it, 1024 commands
-    /// and 256 KiB of encoded tells, this is what holds memory per peer in
-    /// check).
-    pub fn max_outbound_bytes(mut self, bytes: usize) -> Self {
-        self.session.max_outbound_bytes = bytes.max(1);
-        self
-    }
-
-    /// Asks pending to one peer before more are refused (default 10 000).
-    pub fn max_pending_asks(mut self, asks: usize) -> Self {
-        self.session.max_pending_asks = asks;
-        self
-    }
-
-    /// Starts listening.
-    pub async fn start(self) -> Result<Node, NodeError> {
-        let transport = self.transport.ok_or(NodeError::NoTransport)?;
-        let listen = self.listen.ok_or(NodeError::NoListenAddress)?;
-        let mut listener = transport.listen(&listen).await?;
-        let addr = listener.local_addr();
-        let incarnation = incarnation();
-        let mut session = self.session;
-        session.cluster = self.cluster.clone();
-        session.node = self.id.clone();
-        session.incarnation = incarnation;
-        let (shutdown, _) = watch::channel(false);
-        let inner = Arc::new(NodeInner {
-            id: self.id.clone(),
-            advertised: self.advertise.unwrap_or(addr.clone()),
-            addr,
-            incarnation,
-            system: self.system.unwrap_or_else(|| ActorSystem::new(self.id.clone())),
-            transport,
-            session,
-            peers: Mutex::new(HashMap::new()),
-            peer_changed: watch::channel(0u64).0,
-            exposed: DashMap::new(),
-            exposed_ids: DashMap::new(),
-            exporters: DashMap::new(),
-            proxies: Mutex::new(HashMap::new()),
-            orphans: Mutex::new(HashMap::new()),
-            remote_links: Mutex::new(HashMap::new()),
-            handles: DashMap::new(),
-            handle_keys: std::hash::RandomState::new(),
-            shutdown,
-            dialing: Mutex::new(std::collections::HashSet::new()),
-            services: self.services,
-            accepting: Mutex::new(None),
-        });
-        for service in &inner.services {
-            service.started(&Node { inner: inner.clone() });
-        }
-        let node = inner.clone();
-        let accepting = tokio::spawn(async move {
-            let mut stop = node.shutdown.subscribe();
-            loop {
-                tokio::select! {
-                    conn = listener.accept() => match conn {
-                        Ok(conn) => {
-                            tokio::spawn(conn::run(node.clone(), conn, false, None));
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = %node.id, error = %e, "listener stopped");
-                            break;
-                        }
-                    },
-                    _ = stop.changed() => break,
-                }
-            }
-        });
-        *inner.accepting.lock().unwrap_or_else(|p| p.into_inner()) = Some(accepting);
-        Ok(Node { inner })
-    }
-}
-
-/// A node's incarnation: different at every start (time-based, made unique
-/// within the process).
-fn incarnation() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let mut last = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(last + 1);
-        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(seen) => last = seen,
-        }
-    }
-}
 
 /// An actor system reachable by other nodes. Cheap to clone.
 #[derive(Clone)]
@@ -242,48 +72,25 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
+/// A node's state: its identity and configuration, and one owned part per
+/// job (see the module docs).
 pub(crate) struct NodeInner {
     pub(crate) id: String,
     addr: String,
     /// The address other nodes dial to reach this one.
     advertised: String,
-    incarnation: u64,
+    pub(crate) run: u64,
     system: ActorSystem,
     transport: Arc<dyn Transport>,
     pub(crate) session: SessionConfig,
-    peers: Mutex<HashMap<String, ConnHandle>>,
-    /// Bumped whenever the peer set changes.
-    peer_changed: watch::Sender<u64>,
-    exposed: DashMap<String, Arc<dyn Exposed>>,
-    /// Exposed actors by handle (see `handles`), with their name if any.
-    pub(crate) exposed_ids: DashMap<u64, (String, Arc<dyn Exposed>)>,
-    /// Per exposed actor type: makes an actor of that type reachable by
-    /// peers (its `ActorRef<A>`, boxed, in; its exposure out), so refs to
-    /// it can be sent inside messages.
-    exporters: DashMap<std::any::TypeId, Exporter>,
-    /// Stand-ins of remote actors, per connection and remote actor id: told
-    /// when the actor stops or the connection ends (a ref is bound to the
-    /// connection it was looked up through).
-    proxies: Mutex<HashMap<u64, HashMap<u64, Proxies>>>,
-    /// Stand-ins of a connection closed as a duplicate before this side had
-    /// the connection that replaced it: they wait (up to [`SUCCESSOR_GRACE`])
-    /// for a connection to the same run of the peer.
-    orphans: Mutex<HashMap<(String, u64), HashMap<u64, Proxies>>>,
-    /// Links from actors of a peer's run to local actors, as
-    /// `(local actor's handle, peer actor's handle)`: the local actor hears
-    /// when the peer's exits, or when that run is lost.
-    remote_links: Mutex<RemoteLinks>,
-    /// The handle under which each exposed local actor is reachable: a
-    /// random-looking 64-bit number (SipHash with this run's secret keys over
-    /// the actor's id), so a peer reaches only actors whose handle it was
-    /// given (by a lookup or in a message), never one it guesses. An actor's
-    /// handle is the same for its whole life, also after this cache forgot
-    /// it (links name their actors by handle).
-    handles: DashMap<u64, u64>,
-    handle_keys: std::hash::RandomState,
+    pub(crate) peers: Peers,
+    dialing: dial::Dialing,
+    pub(crate) exports: Exports,
+    pub(crate) stand_ins: StandIns,
+    pub(crate) links: Links,
+    /// Watches peers hold on this node's actors, over all connections.
+    pub(crate) watches: std::sync::atomic::AtomicUsize,
     pub(crate) shutdown: watch::Sender<bool>,
-    /// Nodes being dialed now (by id).
-    dialing: Mutex<std::collections::HashSet<String>>,
     /// Services attached to the node (membership, the cluster registry).
     services: Vec<Arc<dyn NodeService>>,
     /// The task accepting connections (it owns the listener).
@@ -338,68 +145,24 @@ pub enum NodeError {
     Refused(String),
 }
 
-type Exporter = Arc<dyn Fn(Box<dyn std::any::Any + Send + Sync>) -> Option<Arc<dyn Exposed>> + Send + Sync>;
-
-/// Moves `moved` into `into`, joining the stand-ins of an actor present in
-/// both; returns the actors that were not there yet.
-fn merge_proxies(into: &mut HashMap<u64, Proxies>, moved: HashMap<u64, Proxies>) -> Vec<u64> {
-    let mut added = Vec::new();
-    for (id, mut entry) in moved {
-        match into.get_mut(&id) {
-            Some(existing) => existing.handles.append(&mut entry.handles),
-            None => {
-                into.insert(id, entry);
-                added.push(id);
-            }
-        }
-    }
-    added
-}
-
-/// Asks the peer behind `commands` to report the end of its actor `id`.
-fn send_watch(commands: &Commands, id: u64) {
-    if let Err(mpsc::error::TrySendError::Full(cmd)) = commands.try_send(Command::Watch { id }) {
-        let commands = commands.clone();
-        tokio::spawn(async move {
-            let _ = commands.send(cmd).await;
-        });
-    }
-}
-
-/// An exit reason as a peer carries it (text): `Normal` and `Shutdown` come
-/// back as such, anything else as `Failed`.
-fn exit_reason(text: &str) -> ExitReason {
-    match text {
-        "normal" => ExitReason::Normal,
-        "shutdown" => ExitReason::Shutdown,
-        other => ExitReason::Failed(format!("remote: {other}")),
-    }
-}
-
-/// Per run of a peer (node id, run): its links to local actors, as
-/// `(local actor's handle, peer actor's handle)`.
-type RemoteLinks = HashMap<(String, u64), std::collections::HashSet<(u64, u64)>>;
-
-/// Links one peer may make to this node's actors.
-const MAX_LINKS_PER_PEER: usize = 10_000;
-
-/// The stand-ins of one remote actor on one connection.
-struct Proxies {
-    /// Kept while anything may need them: a stand-in that is watched must
-    /// hear of its actor's end even after every ref to it was dropped.
-    handles: Vec<RemoteHandle>,
-    /// The latest ref handed out (a `WeakActorRef<A>`), reused by lookups.
-    latest: Box<dyn std::any::Any + Send + Sync>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct LookupReply {
-    id: u64,
-    type_name: String,
-}
-
 impl Node {
     /// Starts building a node with id `id` (unique in the cluster).
+    ///
+    /// ```
+    /// # use actor_remote::{Node, transport::mem::MemoryNetwork};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let net = MemoryNetwork::new();
+    /// let node = Node::builder("a")
+    ///     .transport(net.transport())
+    ///     .listen("a")
+    ///     .idle_timeout(std::time::Duration::from_secs(3))
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(node.id(), "a");
+    /// # node.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn builder(id: impl Into<String>) -> NodeBuilder {
         let id = id.into();
         NodeBuilder {
@@ -433,7 +196,7 @@ impl Node {
     /// This node's run: a number different at every start, so peers tell a
     /// restarted node from its earlier run.
     pub fn run(&self) -> u64 {
-        self.inner.incarnation
+        self.inner.run
     }
 
     /// The actor system local actors run on.
@@ -441,11 +204,9 @@ impl Node {
         &self.inner.system
     }
 
-    /// The ids of the peers connected now.
+    /// The ids of the peers connected now, in order.
     pub fn peers(&self) -> Vec<String> {
-        let mut peers: Vec<String> = self.inner.lock_peers().keys().cloned().collect();
-        peers.sort();
-        peers
+        self.inner.peers.all().into_iter().map(|(id, _)| id).collect()
     }
 
     /// Waits (up to 10 s) until `peer` is connected.
@@ -455,30 +216,10 @@ impl Node {
     /// 300 ms without such a replacement arriving. Messages sent through a
     /// connection that is then replaced may be lost (at-most-once).
     pub async fn wait_for_peer(&self, peer: &str) -> Result<(), NodeError> {
-        let mut changed = self.inner.peer_changed.subscribe();
-        let wait = async {
-            loop {
-                let settles_at = self.inner.lock_peers().get(peer).map(|h| {
-                    let preferred = h.dialer == self.inner.id.as_str().min(peer);
-                    if preferred { tokio::time::Instant::now() } else { h.registered_at + SETTLE }
-                });
-                match settles_at {
-                    Some(at) if at <= tokio::time::Instant::now() => return,
-                    Some(at) => {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(at) => {}
-                            res = changed.changed() => if res.is_err() { std::future::pending::<()>().await },
-                        }
-                    }
-                    None => {
-                        if changed.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), wait).await.map_err(|_| NodeError::PeerTimeout(peer.to_owned()))
+        let settled = self.inner.peers.settled(&self.inner.id, peer);
+        tokio::time::timeout(Duration::from_secs(10), settled)
+            .await
+            .map_err(|_| NodeError::PeerTimeout(peer.to_owned()))
     }
 
     /// Lets refs to actors of type `A` on this node travel inside messages
@@ -486,35 +227,15 @@ impl Node {
     /// [`RemoteActor`] impl lists. [`spawn_named`](Self::spawn_named) does
     /// this for its actor's type.
     pub fn expose<A: RemoteActor>(&self) -> Result<(), NodeError> {
-        self.table::<A>().map(|_| ())
-    }
-
-    fn table<A: RemoteActor>(&self) -> Result<Arc<expose::DispatchTable<A>>, NodeError> {
-        let mut messages = RemoteMessages::new();
-        A::remote_messages(&mut messages);
-        let (table, missing) = messages.into_parts();
-        if !missing.is_empty() {
-            return Err(NodeError::NotRemote { actor: std::any::type_name::<A>(), messages: missing });
-        }
-        let table = Arc::new(table);
-        let for_exporter = table.clone();
-        let exporter: Exporter = Arc::new(move |any| {
-            let actor = any.downcast::<ActorRef<A>>().ok()?;
-            Some(Arc::new(ExposedActor { actor: *actor, table: for_exporter.clone() }) as Arc<dyn Exposed>)
-        });
-        self.inner.exporters.insert(std::any::TypeId::of::<A>(), exporter);
-        Ok(table)
+        self.inner.exports.expose::<A>().map(|_| ())
     }
 
     /// Spawns `actor` on this node's system under `name`, reachable by peers
     /// with the messages its [`RemoteActor`] impl lists.
     pub fn spawn_named<A: RemoteActor>(&self, name: &str, actor: A) -> Result<ActorRef<A>, NodeError> {
-        let table = self.table::<A>()?;
+        let table = self.inner.exports.expose::<A>()?;
         let actor = self.inner.system.spawn_with(actor, SpawnOptions::new().name(name))?;
-        let exposed: Arc<dyn Exposed> = Arc::new(ExposedActor { actor: actor.clone(), table });
-        self.inner.exposed.insert(name.to_owned(), exposed.clone());
-        let handle = self.inner.handle_of(actor.id());
-        self.inner.exposed_ids.insert(handle, (name.to_owned(), exposed));
+        self.inner.exports.add_named(name, &actor, table);
         Ok(actor)
     }
 
@@ -523,46 +244,31 @@ impl Node {
     /// under it with [`spawn_named`](Self::spawn_named) (asked in id order).
     /// The cluster's lookup also finds cluster-wide names.
     pub async fn lookup<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, NodeError> {
+        let wrong_type = |actual: String| NodeError::WrongType {
+            name: name.to_owned(),
+            expected: std::any::type_name::<A>(),
+            actual,
+        };
         match self.inner.system.lookup::<A>(name) {
             Ok(local) => return Ok(local),
-            Err(actor_core::LookupError::WrongType { actual, .. }) => {
-                return Err(NodeError::WrongType {
-                    name: name.to_owned(),
-                    expected: std::any::type_name::<A>(),
-                    actual: actual.to_owned(),
-                });
-            }
+            Err(actor_core::LookupError::WrongType { actual, .. }) => return Err(wrong_type(actual.to_owned())),
             Err(_) => {}
         }
-        let peers: Vec<(String, ConnHandle)> =
-            self.inner.lock_peers().iter().map(|(id, h)| (id.clone(), h.clone_handle())).collect();
-        let mut sorted = peers;
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        for (peer, mut handle) in sorted {
-            let payload = crate::codec::encode(&name.to_owned()).map_err(|_| NodeError::NotFound(name.to_owned()))?;
-            let ask = |commands: Commands, payload: Vec<u8>| async move {
-                let target = Target::name(SYSTEM_TARGET);
-                endpoint::ask(&commands, target, LOOKUP, payload, Duration::from_secs(5)).await
-            };
-            let mut reply = ask(handle.commands.clone(), payload.clone()).await;
-            if matches!(reply, Err(actor_core::RemoteError::NodeDown)) {
+        for (peer, mut conn) in self.inner.peers.all() {
+            let mut reply = requests::lookup(&conn.outbox, name).await;
+            if matches!(reply, Err(actor_core::remote::RemoteError::NodeDown)) {
                 // The connection was replaced by another to the same run of
                 // the peer (crossed dials settling): ask there.
-                if let Some(next) = self.inner.await_connection_to(&peer, handle.incarnation).await {
-                    handle = next;
-                    reply = ask(handle.commands.clone(), payload).await;
+                if let Some(next) = self.inner.peers.await_current(&peer, conn.run, SUCCESSOR_GRACE).await {
+                    conn = next;
+                    reply = requests::lookup(&conn.outbox, name).await;
                 }
             }
-            let Ok(bytes) = reply else { continue };
-            let Ok(found) = crate::codec::decode::<LookupReply>(&bytes) else { continue };
+            let Ok(found) = reply else { continue };
             if found.type_name != std::any::type_name::<A>() {
-                return Err(NodeError::WrongType {
-                    name: name.to_owned(),
-                    expected: std::any::type_name::<A>(),
-                    actual: found.type_name,
-                });
+                return Err(wrong_type(found.type_name));
             }
-            return Ok(self.inner.remote_ref::<A>(&peer, &handle, name, found.id));
+            return Ok(self.inner.remote_ref::<A>(&peer, &conn, name, found.id));
         }
         Err(NodeError::NotFound(name.to_owned()))
     }
@@ -575,22 +281,23 @@ impl Node {
         for service in &self.inner.services {
             service.leave().await;
         }
-        let _ = self.inner.shutdown.send(true);
+        // `send_replace`: stored even while nothing subscribes yet (a task that
+        // has not run subscribes later and must see it).
+        self.inner.shutdown.send_replace(true);
         // The listen address is free again once shutdown returns.
         let accepting = self.inner.accepting.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = accepting {
             let _ = task.await;
         }
-        let handles: Vec<ConnHandle> = self.inner.lock_peers().drain().map(|(_, h)| h).collect();
-        for h in &handles {
-            let _ = h.commands.send(endpoint::Command::Close).await;
+        let conns = self.inner.peers.drain();
+        for conn in &conns {
+            let _ = conn.outbox.send(Command::Close).await;
         }
-        for h in handles {
-            h.commands.closed().await;
+        for conn in conns {
+            conn.outbox.closed().await;
         }
-        let orphans: Vec<_> = self.inner.orphans.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
-        for proxy in orphans.iter().flat_map(|(_, m)| m.values()).flat_map(|p| &p.handles) {
-            proxy.terminate(ExitReason::NodeDown);
+        for parked in self.inner.stand_ins.unpark_all() {
+            parked.terminate_all(&ExitReason::NodeDown);
         }
         self.inner.system.shutdown().await;
     }
@@ -602,274 +309,68 @@ impl std::fmt::Debug for Node {
     }
 }
 
-impl ConnHandle {
-    fn clone_handle(&self) -> ConnHandle {
-        ConnHandle {
-            id: self.id,
-            commands: self.commands.clone(),
-            system: self.system.clone(),
-            dialer: self.dialer.clone(),
-            incarnation: self.incarnation,
-            registered_at: self.registered_at,
-        }
-    }
-}
-
+/// A connection's life as the node sees it: it comes up, may be replaced,
+/// and ends; what hangs on it (stand-ins, links) follows.
 impl NodeInner {
-    /// A system tell from run `run` of `peer`: a stop request, or a
-    /// service's.
-    pub(crate) fn system_tell(&self, peer: &str, run: u64, wire_name: &str, payload: Vec<u8>) {
-        if let Some(service) = self.services.iter().find(|s| s.handles(wire_name)) {
-            service.system_message(&PeerRun { node: peer.to_owned(), run }, wire_name, payload);
-            return;
-        }
-        match wire_name {
-            STOP => match crate::codec::decode::<u64>(&payload) {
-                // Only an exposed actor, by the handle the peer was given.
-                Ok(id) => match self.exposed_ids.get(&id).map(|e| e.value().1.clone()) {
-                    Some(actor) => {
-                        tracing::debug!(node = %self.id, %peer, actor = id, "stopping an actor at a peer's request");
-                        actor.stop();
-                    }
-                    None => tracing::debug!(node = %self.id, %peer, "stop request for an unknown actor"),
-                },
-                Err(_) => tracing::warn!(node = %self.id, %peer, "malformed stop request; ignored"),
-            },
-            other => tracing::warn!(node = %self.id, %peer, wire_name = %other, "unknown system message; ignored"),
-        }
-    }
-
-    /// Dials node `id` at `addr` unless connected or being dialed.
-    pub(crate) fn ensure_connection(self: &Arc<Self>, id: &str, addr: &str) {
-        if *self.shutdown.borrow() || id == self.id {
-            return;
-        }
-        if self.lock_peers().get(id).is_some_and(|h| !h.commands.is_closed()) {
-            return;
-        }
-        if !self.dialing.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned()) {
-            return;
-        }
-        let (node, id, addr) = (self.clone(), id.to_owned(), addr.to_owned());
-        tokio::spawn(async move {
-            let dialed = tokio::time::timeout(DIAL_TIMEOUT, node.transport.connect(&addr)).await;
-            let conn = match dialed {
-                Ok(Ok(conn)) => Some(conn),
-                Ok(Err(e)) => {
-                    tracing::debug!(node = %node.id, peer = %id, %addr, error = %e, "node not reachable");
-                    None
-                }
-                Err(_) => None,
-            };
-            if let Some(conn) = conn {
-                let (tx, rx) = oneshot::channel();
-                let task = tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
-                // Done dialing once the handshake is over (or failed).
-                let _ = tokio::time::timeout(DIAL_TIMEOUT, rx).await;
-                node.dialing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                let _ = task.await;
-            } else {
-                node.dialing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                for service in &node.services {
-                    service.dial_failed(&id);
-                }
-            }
-        });
-    }
-
-    fn lock_peers(&self) -> MutexGuard<'_, HashMap<String, ConnHandle>> {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records an established connection; returns false if it must close.
-    /// When two connections join the same pair of nodes: a newer incarnation
-    /// of the peer wins; else the one dialed by the node with the lower id
-    /// (both sides agree); else (same dialer) the newer one.
-    pub(crate) fn register_peer(&self, peer: &str, handle: ConnHandle) -> bool {
-        let mut peers = self.lock_peers();
-        if let Some(existing) = peers.get(peer) {
-            let preferred = self.id.as_str().min(peer);
-            let keep_existing = if existing.incarnation != handle.incarnation {
-                // The peer restarted: its newer run wins.
-                existing.incarnation > handle.incarnation
-            } else if existing.dialer != handle.dialer {
-                existing.dialer == preferred
-            } else {
-                // Dialed twice by the same side (a reconnect while the old
-                // connection is not known dead yet): the newer one wins.
-                false
-            };
-            if keep_existing {
-                return false;
-            }
+    /// A connection to `peer` completed its handshake: it becomes the peer's
+    /// current one unless the crossed-dial rule keeps the existing one
+    /// (false: it must close as a duplicate).
+    pub(crate) fn connection_up(&self, peer: &str, conn: PeerConn) -> bool {
+        let (conn_id, run, outbox) = (conn.id, conn.run, conn.outbox.clone());
+        let Some(replaced) = self.peers.insert(&self.id, peer, conn) else { return false };
+        if let Some(old) = replaced {
             tracing::debug!(node = %self.id, %peer, "replacing the connection (crossed dial or reconnect)");
-            let old = existing.commands.clone();
             tokio::spawn(async move {
-                let _ = old.send(endpoint::Command::Close).await;
+                let _ = old.outbox.send(Command::Close).await;
             });
         }
-        let (conn_id, incarnation, commands) = (handle.id, handle.incarnation, handle.commands.clone());
-        peers.insert(peer.to_owned(), handle);
-        drop(peers);
         // Services first (the registry's full copy goes out before anything
         // else of theirs), then refs waiting for this connection.
-        let run = PeerRun { node: peer.to_owned(), run: incarnation };
+        let peer_run = PeerRun { node: peer.to_owned(), run };
         for service in &self.services {
-            service.peer_connected(&run);
+            service.peer_connected(&peer_run);
         }
-        let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer.to_owned(), incarnation));
-        if let Some(orphans) = orphans {
-            self.rehome(orphans, conn_id, commands);
+        if let Some(parked) = self.stand_ins.unpark(peer, run) {
+            self.stand_ins.rehome(parked, conn_id, &outbox);
         }
-        self.peer_changed.send_modify(|n| *n += 1);
         true
     }
 
-    /// Moves stand-ins to connection `conn_id` and renews their watches there.
-    fn rehome(&self, moved: HashMap<u64, Proxies>, conn_id: u64, commands: Commands) {
-        let renew =
-            merge_proxies(self.proxies.lock().unwrap_or_else(|p| p.into_inner()).entry(conn_id).or_default(), moved);
-        for id in renew {
-            send_watch(&commands, id);
-        }
-    }
-
-    /// Waits (up to [`SUCCESSOR_GRACE`]) for a live connection to run
-    /// `incarnation` of `peer`.
-    pub(crate) async fn await_connection_to(&self, peer: &str, incarnation: u64) -> Option<ConnHandle> {
-        let mut changed = self.peer_changed.subscribe();
-        let wait = async {
-            loop {
-                if let Some(h) = self.connection_to(peer, incarnation) {
-                    return Some(h);
-                }
-                if changed.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        tokio::time::timeout(SUCCESSOR_GRACE, wait).await.ok().flatten()
-    }
-
-    /// The live connection to run `incarnation` of `peer`, if any.
-    pub(crate) fn connection_to(&self, peer: &str, incarnation: u64) -> Option<ConnHandle> {
-        self.lock_peers()
-            .get(peer)
-            .filter(|h| h.incarnation == incarnation && !h.commands.is_closed())
-            .map(ConnHandle::clone_handle)
-    }
-
-    /// A connection ended: forget it (if it is still the peer's). If another
-    /// connection to the same run of the peer has replaced it (crossed dials,
-    /// reconnect), refs bound to it move over and their watches are renewed
-    /// there; otherwise their actors are out of reach: `NodeDown`.
-    pub(crate) fn peer_lost(self: &Arc<Self>, peer: &str, conn_id: u64, incarnation: Option<u64>, duplicate: bool) {
-        let (removed, successor) = {
-            let mut peers = self.lock_peers();
-            let removed = match peers.get(peer) {
-                Some(h) if h.id == conn_id => {
-                    peers.remove(peer);
-                    true
-                }
-                _ => false,
-            };
-            let successor = peers
-                .get(peer)
-                .filter(|h| Some(h.incarnation) == incarnation && !h.commands.is_closed())
-                .map(|h| (h.id, h.commands.clone()));
-            (removed, successor)
-        };
-        if removed {
-            self.peer_changed.send_modify(|n| *n += 1);
-        }
-        if let (true, None, Some(run)) = (removed, &successor, incarnation) {
-            let run = PeerRun { node: peer.to_owned(), run };
+    /// Connection `conn_id` to `peer` (run `run`, if the handshake named
+    /// it) ended. If another connection to the same run has replaced it
+    /// (crossed dials, reconnect), its stand-ins and links move over;
+    /// otherwise, unless it closed as a `duplicate` (the other side keeps a
+    /// connection this side does not have yet: they wait for it a little),
+    /// the peer's actors are out of reach: `NodeDown`.
+    pub(crate) fn connection_ended(self: &Arc<Self>, peer: &str, conn_id: u64, run: Option<u64>, duplicate: bool) {
+        let (removed, successor) = self.peers.remove(peer, conn_id, run);
+        let Some(run) = run else { return };
+        if removed && successor.is_none() {
+            let peer_run = PeerRun { node: peer.to_owned(), run };
             for service in &self.services {
-                service.peer_disconnected(&run);
+                service.peer_disconnected(&peer_run);
             }
         }
-        if let Some(run) = incarnation {
-            self.links_after_loss(peer, run, conn_id, successor.is_some(), duplicate);
-        }
-        let moved = self.proxies.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn_id).unwrap_or_default();
+        self.links_after_loss(peer, run, conn_id, successor.is_some(), duplicate);
+        let moved = self.stand_ins.take(conn_id);
         if moved.is_empty() {
             return;
         }
-        match (successor, incarnation) {
-            (Some((next_id, commands)), _) => self.rehome(moved, next_id, commands),
-            (None, Some(incarnation)) if duplicate => {
-                // The other side keeps a connection we do not have yet.
-                let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
-                merge_proxies(orphans.entry((peer.to_owned(), incarnation)).or_default(), moved);
-                drop(orphans);
+        match successor {
+            Some(next) => self.stand_ins.rehome(moved, next.id, &next.outbox),
+            None if duplicate => {
+                self.stand_ins.park(peer, run, moved);
                 let (node, peer) = (Arc::downgrade(self), peer.to_owned());
                 tokio::spawn(async move {
                     tokio::time::sleep(SUCCESSOR_GRACE).await;
                     let Some(node) = node.upgrade() else { return };
-                    let expired = node.orphans.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer, incarnation));
-                    for proxy in expired.iter().flat_map(|m| m.values()).flat_map(|p| &p.handles) {
-                        proxy.terminate(ExitReason::NodeDown);
+                    if let Some(expired) = node.stand_ins.unpark(&peer, run) {
+                        expired.terminate_all(&ExitReason::NodeDown);
                     }
                 });
             }
-            _ => {
-                for proxy in moved.values().flat_map(|p| &p.handles) {
-                    proxy.terminate(ExitReason::NodeDown);
-                }
-            }
+            None => moved.terminate_all(&ExitReason::NodeDown),
         }
-    }
-
-    /// A peer's actor `linker` linked itself to our actor `target`.
-    pub(crate) fn remote_link(&self, peer: &str, run: u64, target: u64, linker: u64) {
-        // A link to an actor that is gone is nothing to remember (the
-        // linker's side hears of the end through its watch).
-        if self.resolve(&Target::id(target)).is_none() {
-            return;
-        }
-        let mut links = self.remote_links.lock().unwrap_or_else(|p| p.into_inner());
-        let set = links.entry((peer.to_owned(), run)).or_default();
-        if set.len() >= MAX_LINKS_PER_PEER {
-            // Links whose local actor ended are no longer needed.
-            set.retain(|(target, _)| self.exposed_ids.get(target).is_some_and(|e| e.value().1.is_alive()));
-        }
-        if set.len() >= MAX_LINKS_PER_PEER {
-            tracing::warn!(node = %self.id, %peer, "too many links from one peer; link refused");
-            return;
-        }
-        set.insert((target, linker));
-    }
-
-    /// A peer's actor `linker` removed its link to our actor `target`.
-    pub(crate) fn remote_unlink(&self, peer: &str, run: u64, target: u64, linker: u64) {
-        let mut links = self.remote_links.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(set) = links.get_mut(&(peer.to_owned(), run)) {
-            set.remove(&(target, linker));
-        }
-    }
-
-    /// A peer's actor `linker`, linked to our actor `target`, exited.
-    pub(crate) fn remote_exit(&self, peer: &str, run: u64, conn_id: u64, target: u64, linker: u64, reason: &str) {
-        {
-            let mut links = self.remote_links.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(set) = links.get_mut(&(peer.to_owned(), run)) {
-                set.remove(&(target, linker));
-            }
-        }
-        if let Some(actor) = self.resolve(&Target::id(target)) {
-            actor.link_exit(self.linker_id(conn_id, linker), exit_reason(reason));
-        }
-    }
-
-    /// The id local actors know a peer's actor by: its stand-in's, if there
-    /// is one on this connection, else a fresh one.
-    fn linker_id(&self, conn_id: u64, linker: u64) -> actor_core::ActorId {
-        let proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
-        proxies
-            .get(&conn_id)
-            .and_then(|actors| actors.get(&linker))
-            .and_then(|p| p.handles.first())
-            .map_or_else(actor_core::ActorId::fresh, RemoteHandle::id)
     }
 
     /// A connection to `run` of `peer` ended: its links stay with a
@@ -887,7 +388,7 @@ impl NodeInner {
         tokio::spawn(async move {
             tokio::time::sleep(SUCCESSOR_GRACE).await;
             let Some(node) = node.upgrade() else { return };
-            if node.connection_to(&peer, run).is_none() {
+            if node.peers.current(&peer, run).is_none() {
                 node.links_lost(&peer, run, conn_id);
             }
         });
@@ -896,56 +397,44 @@ impl NodeInner {
     /// A run of a peer is gone: local actors linked to its actors get
     /// `NodeDown` link exits.
     fn links_lost(&self, peer: &str, run: u64, conn_id: u64) {
-        let lost = self.remote_links.lock().unwrap_or_else(|p| p.into_inner()).remove(&(peer.to_owned(), run));
+        let lost = self.links.take_run(peer, run);
         if *self.shutdown.borrow() {
             // This node is stopping its actors itself: no exits in between.
             return;
         }
-        for (target, linker) in lost.into_iter().flatten() {
-            if let Some(actor) = self.resolve(&Target::id(target)) {
+        for (target, linker) in lost {
+            if let Some(actor) = self.exports.resolve_ref(crate::proto::frame::TargetRef::Id(target)) {
                 actor.link_exit(self.linker_id(conn_id, linker), ExitReason::NodeDown);
             }
         }
     }
 
-    /// A peer reports that its actor `id` stopped.
-    pub(crate) fn remote_terminated(&self, conn_id: u64, id: u64, reason: &str) {
-        let handles = {
-            let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
-            proxies.get_mut(&conn_id).and_then(|actors| actors.remove(&id)).map(|p| p.handles).unwrap_or_default()
-        };
-        let reason = exit_reason(reason);
-        for proxy in &handles {
-            proxy.terminate(reason.clone());
-        }
+    /// The id local actors know a peer's actor by: its stand-in's, if there
+    /// is one on this connection, else a fresh one.
+    pub(crate) fn linker_id(&self, conn_id: u64, linker: u64) -> actor_core::ActorId {
+        self.stand_ins.local_id(conn_id, linker).unwrap_or_else(actor_core::ActorId::fresh)
     }
 
-    /// A ref to the peer's actor `id` through `handle`'s connection: the one
+    /// A ref to the peer's actor `id` through connection `conn`: the one
     /// handed out before if it is still in use, else a new stand-in.
-    fn remote_ref<A: Actor>(self: &Arc<Self>, peer: &str, handle: &ConnHandle, name: &str, id: u64) -> ActorRef<A> {
-        let reused = self
-            .proxies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&handle.id)
-            .and_then(|actors| actors.get(&id).and_then(|p| p.latest.downcast_ref::<WeakActorRef<A>>()?.upgrade()));
-        if let Some(existing) = reused {
+    fn remote_ref<A: Actor>(self: &Arc<Self>, peer: &str, conn: &PeerConn, name: &str, id: u64) -> ActorRef<A> {
+        if let Some(existing) = self.stand_ins.reuse::<A>(conn.id, id) {
             return existing;
         }
-        let endpoint = self.peer_endpoint(peer, handle.incarnation, handle.id, handle.commands.clone(), id, name);
-        let (actor, remote) = ActorRef::<A>::remote(Arc::new(endpoint));
-        self.adopt_proxy(handle.id, peer, handle.incarnation, id, remote, Some(Box::new(actor.downgrade())));
+        let endpoint = self.endpoint(peer, conn.run, conn.id, conn.outbox.clone(), id, name);
+        let (actor, stand_in) = remote_ref::<A>(Arc::new(endpoint));
+        self.adopt_stand_in(conn.id, peer, conn.run, id, stand_in, Some(Box::new(actor.downgrade())));
         actor
     }
 
-    /// The endpoint of a ref to actor `id` (handle) of run `incarnation` of
-    /// `peer`, reached through connection `conn_id` for now.
-    pub(crate) fn peer_endpoint(
+    /// The endpoint of a ref to actor `id` (handle) of run `run` of `peer`,
+    /// reached through connection `conn_id` for now.
+    pub(crate) fn endpoint(
         self: &Arc<Self>,
         peer: &str,
-        incarnation: u64,
+        run: u64,
         conn_id: u64,
-        commands: Commands,
+        outbox: Outbox,
         id: u64,
         label: &str,
     ) -> PeerEndpoint {
@@ -953,142 +442,39 @@ impl NodeInner {
             node: Arc::downgrade(self),
             conn_id,
             peer: peer.to_owned(),
-            peer_incarnation: incarnation,
-            commands: commands.clone(),
+            peer_run: run,
+            outbox: outbox.clone(),
         });
         PeerEndpoint {
-            route: endpoint::Route::new(Arc::downgrade(self), peer.to_owned(), incarnation, commands),
-            target: Target::id(id),
+            route: Route::new(Arc::downgrade(self), peer.to_owned(), run, outbox),
+            handle: id,
             label: format!("{label}@{peer}"),
-            addr: actor_core::RefAddr { node: peer.to_owned(), incarnation, id },
+            addr: actor_core::RefAddr { node: peer.to_owned(), run, id },
             codec,
         }
     }
 
-    /// The handle of local actor `actor_id`, made on first use.
-    pub(crate) fn handle_of(&self, actor_id: actor_core::ActorId) -> u64 {
-        use std::hash::BuildHasher;
-        // Never 0, which nothing is reachable by. Ids are never reused in a
-        // process, so neither are handles.
-        *self.handles.entry(actor_id.as_u64()).or_insert_with(|| self.handle_keys.hash_one(actor_id.as_u64()).max(1))
-    }
-
-    /// Makes the local actor `actor_id` reachable by peers holding its
-    /// handle (if its type is exposed) and returns its address.
-    pub(crate) fn export(
-        &self,
-        type_id: std::any::TypeId,
-        actor_id: actor_core::ActorId,
-        actor: Box<dyn std::any::Any + Send + Sync>,
-    ) -> Result<actor_core::RefAddr, String> {
-        let handle = self.handle_of(actor_id);
-        if !self.exposed_ids.contains_key(&handle) {
-            if self.exposed_ids.len() >= MAX_REFS_PER_PEER {
-                self.forget_dead();
-                if self.exposed_ids.len() >= MAX_REFS_PER_PEER {
-                    return Err("too many exposed actors on this node".into());
-                }
-            }
-            let exporter = self
-                .exporters
-                .get(&type_id)
-                .map(|e| e.value().clone())
-                .ok_or("this actor type is not exposed (Node::expose) and cannot be sent to peers")?;
-            let exposed = exporter(actor).ok_or("actor type mismatch")?;
-            self.exposed_ids.entry(handle).or_insert_with(|| (String::new(), exposed));
-        }
-        Ok(actor_core::RefAddr { node: self.id.clone(), incarnation: self.incarnation, id: handle })
-    }
-
-    /// Keeps a stand-in decoded from a message, so its end gets reported.
-    /// `latest` (a `WeakActorRef<A>`) is the ref later lookups may reuse.
-    pub(crate) fn adopt_proxy(
+    /// Keeps a stand-in of the peer's actor `id` on connection `conn_id`,
+    /// so its end gets reported. `latest` (a `WeakActorRef<A>`) is the ref
+    /// later lookups may reuse.
+    pub(crate) fn adopt_stand_in(
         self: &Arc<Self>,
         conn_id: u64,
         peer: &str,
-        incarnation: u64,
+        run: u64,
         id: u64,
-        handle: RemoteHandle,
+        stand_in: StandIn,
         latest: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) {
-        let first = {
-            let mut proxies = self.proxies.lock().unwrap_or_else(|p| p.into_inner());
-            let actors = proxies.entry(conn_id).or_default();
-            let first = !actors.contains_key(&id);
-            let entry = actors.entry(id).or_insert_with(|| Proxies { handles: Vec::new(), latest: Box::new(()) });
-            entry.handles.retain(|h| !h.is_unused());
-            entry.handles.push(handle);
-            if let Some(latest) = latest {
-                entry.latest = latest;
-            }
-            first
-        };
-        let commands = self.lock_peers().get(peer).filter(|h| h.id == conn_id).map(|h| h.commands.clone());
-        match commands {
+        let first = self.stand_ins.adopt(conn_id, id, stand_in, latest);
+        match self.peers.current_outbox(peer, conn_id) {
             // The first ref to this actor subscribes to its end.
-            Some(commands) if first => send_watch(&commands, id),
+            Some(outbox) if first => standins::send_watch(&outbox, id),
             Some(_) => {}
             // Not the peer's current connection (any more): move the
             // stand-in to its successor, park it, or report the node gone.
-            None => self.peer_lost(peer, conn_id, Some(incarnation), true),
+            None => self.connection_ended(peer, conn_id, Some(run), true),
         }
-    }
-
-    /// How many stand-ins connection `conn_id` holds.
-    pub(crate) fn proxies_on(&self, conn_id: u64) -> usize {
-        self.proxies.lock().unwrap_or_else(|p| p.into_inner()).get(&conn_id).map_or(0, HashMap::len)
-    }
-
-    /// Whether stand-ins of run `incarnation` of `peer` wait for a successor
-    /// connection.
-    pub(crate) fn awaiting_successor(&self, peer: &str, incarnation: u64) -> bool {
-        self.orphans.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&(peer.to_owned(), incarnation))
-    }
-
-    /// The exposed actor a frame targets, if it is alive.
-    /// The exposed actor a frame targets (by name, or by handle), if alive.
-    pub(crate) fn resolve(&self, target: &Target) -> Option<Arc<dyn Exposed>> {
-        let exposed = match (&target.id, &target.name) {
-            (Some(id), _) => self.exposed_ids.get(id).map(|e| e.value().1.clone())?,
-            (None, Some(name)) => self.exposed.get(name).map(|e| e.value().clone())?,
-            (None, None) => return None,
-        };
-        if exposed.is_alive() {
-            Some(exposed)
-        } else {
-            self.forget_dead();
-            None
-        }
-    }
-
-    /// Drops exposed actors that have stopped (their names are free again).
-    fn forget_dead(&self) {
-        self.exposed.retain(|_, e| e.is_alive());
-        self.exposed_ids.retain(|_, (_, e)| e.is_alive());
-        self.handles.retain(|_, h| self.exposed_ids.contains_key(h));
-    }
-
-    /// Answers a peer's request to the node itself.
-    pub(crate) fn system_request(
-        &self,
-        wire_name: &str,
-        payload: &[u8],
-        watch: impl FnOnce(u64),
-    ) -> Result<ReplyFuture, FailureCode> {
-        if wire_name != LOOKUP {
-            return Err(FailureCode::UnknownMessage);
-        }
-        let name: String = crate::codec::decode(payload).map_err(|_| FailureCode::DecodeError)?;
-        let exposed = self.resolve(&Target::name(name.clone())).ok_or(FailureCode::ActorNotFound)?;
-        let id = self
-            .exposed_ids
-            .iter()
-            .find_map(|e| Arc::ptr_eq(&e.value().1, &exposed).then_some(*e.key()))
-            .ok_or(FailureCode::ActorNotFound)?;
-        watch(id);
-        let reply = LookupReply { id, type_name: exposed.type_name().to_owned() };
-        let bytes = crate::codec::encode(&reply).map_err(|_| FailureCode::Rejected)?;
-        Ok(Box::pin(async move { Ok(bytes) }))
     }
 }
 
@@ -1110,39 +496,74 @@ mod tests {
     /// again, and links to actors that are gone are not kept at all.
     #[tokio::test]
     async fn links_from_one_peer_are_limited() {
+        use links::MAX_LINKS_PER_PEER;
         let net = MemoryNetwork::new();
         let node = Node::builder("n").transport(net.transport()).listen("n").start().await.unwrap();
         let t1 = node.spawn_named("t1", Target).unwrap();
         let t2 = node.spawn_named("t2", Target).unwrap();
-        let (h1, h2) = (node.inner.handle_of(t1.id()), node.inner.handle_of(t2.id()));
-        let links = |node: &Node, run: u64| {
-            let links = node.inner.remote_links.lock().unwrap();
-            links.get(&("p".to_owned(), run)).cloned().unwrap_or_default()
-        };
-        node.inner.remote_link("p", 1, 12345, 1);
-        assert!(links(&node, 1).is_empty(), "no actor has that handle");
+        let inner = &node.inner;
+        let (h1, h2) = (inner.exports.handle_of(t1.id()), inner.exports.handle_of(t2.id()));
+        conn::link(inner, "p", 1, 12345, 1);
+        assert!(inner.links.of_run("p", 1).is_empty(), "no actor has that handle");
         for linker in 0..MAX_LINKS_PER_PEER as u64 {
-            node.inner.remote_link("p", 1, h1, linker);
+            conn::link(inner, "p", 1, h1, linker);
         }
-        node.inner.remote_link("p", 1, h2, 1);
-        assert_eq!(links(&node, 1).len(), MAX_LINKS_PER_PEER);
-        assert!(!links(&node, 1).contains(&(h2, 1)), "refused past the limit");
+        conn::link(inner, "p", 1, h2, 1);
+        assert_eq!(inner.links.of_run("p", 1).len(), MAX_LINKS_PER_PEER);
+        assert!(!inner.links.of_run("p", 1).contains(&(h2, 1)), "refused past the limit");
         // Another run of the same peer has its own budget.
-        node.inner.remote_link("p", 2, h2, 1);
-        assert!(links(&node, 2).contains(&(h2, 1)));
+        conn::link(inner, "p", 2, h2, 1);
+        assert!(inner.links.of_run("p", 2).contains(&(h2, 1)));
         // Unlinking makes room.
-        node.inner.remote_unlink("p", 1, h1, 0);
-        node.inner.remote_link("p", 1, h2, 1);
-        assert!(links(&node, 1).contains(&(h2, 1)));
+        inner.links.remove("p", 1, h1, 0);
+        conn::link(inner, "p", 1, h2, 1);
+        assert!(inner.links.of_run("p", 1).contains(&(h2, 1)));
         // So does the end of the linked actor.
         t1.stop();
         t1.wait_for_stop().await;
-        node.inner.remote_link("p", 1, h2, 2);
-        assert_eq!(links(&node, 1), [(h2, 1), (h2, 2)].into_iter().collect());
+        conn::link(inner, "p", 1, h2, 2);
+        assert_eq!(inner.links.of_run("p", 1), [(h2, 1), (h2, 2)].into_iter().collect());
         // A handle stays the same after the cache forgot it.
-        node.inner.forget_dead();
-        node.inner.handles.clear();
-        assert_eq!(node.inner.handle_of(t2.id()), h2);
+        inner.exports.forget_dead();
+        inner.exports.clear_handles();
+        assert_eq!(inner.exports.handle_of(t2.id()), h2);
         node.shutdown().await;
+    }
+
+    /// Waits (virtual time) until `watches` is `n`.
+    async fn watches_become(node: &Node, n: usize) {
+        let reached = async {
+            while node.inner.watches.load(std::sync::atomic::Ordering::Relaxed) != n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), reached).await.expect("watch count reached");
+    }
+
+    /// A node watches a peer's actor while it holds a ref to it, and tells
+    /// the peer to forget the watch once nothing uses the ref: the peer's
+    /// watch slot is freed, not held until the actor dies.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_remote_ref_releases_the_peers_watch() {
+        let net = MemoryNetwork::new();
+        let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+        let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+        a.spawn_named("t", Target).unwrap();
+        a.spawn_named("kept", Target).unwrap();
+        b.dial("a").await.unwrap();
+        b.wait_for_peer("a").await.unwrap();
+        let dropped: ActorRef<Target> = b.lookup("t").await.unwrap();
+        let kept: ActorRef<Target> = b.lookup("kept").await.unwrap();
+        watches_become(&a, 2).await;
+        drop(dropped);
+        // The next sweep on b sends Unwatch for the ref nobody holds.
+        watches_become(&a, 1).await;
+        tokio::time::sleep(3 * conn::SWEEP_EVERY).await;
+        assert_eq!(a.inner.watches.load(std::sync::atomic::Ordering::Relaxed), 1, "the held ref keeps its watch");
+        assert!(kept.is_alive());
+        b.shutdown().await;
+        // The connection's end frees the rest.
+        watches_become(&a, 0).await;
+        a.shutdown().await;
     }
 }

@@ -11,13 +11,59 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Notify;
-use tokio::sync::mpsc::error::{SendError, TrySendError};
+use std::time::Duration;
 
-use super::endpoint::Command;
+use actor_core::remote::RemoteError;
+use tokio::sync::{Notify, oneshot};
+
+use crate::proto::FailureCode;
 use crate::proto::frame::{self, Target};
 
-/// Commands queued before senders wait (backpressure).
+/// A request to a connection's task, queued in its [`Outbox`].
+pub(crate) enum Command {
+    /// A one-way message (tells to actors go in as encoded frames instead;
+    /// this is for system messages).
+    Tell { target: Target, wire_name: &'static str, payload: Vec<u8> },
+    /// A request: the connection resolves `reply` exactly once.
+    Ask {
+        target: Target,
+        wire_name: &'static str,
+        payload: Vec<u8>,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Vec<u8>, RemoteError>>,
+    },
+    /// The answer to the peer's ask `id`.
+    Reply { id: u64, result: Result<Vec<u8>, (FailureCode, String)> },
+    /// Ask the peer to report when its actor `id` stops.
+    Watch { id: u64 },
+    /// The peer no longer needs to hear when its actor `id` stops.
+    Unwatch { id: u64 },
+    /// Report that our actor `id`, watched by the peer, stopped.
+    Terminated { id: u64, reason: String },
+    /// Our actor `linker` linked itself to the peer's actor `target`.
+    Link { target: u64, linker: u64 },
+    /// Our actor `linker` removed its link to the peer's actor `target`.
+    Unlink { target: u64, linker: u64 },
+    /// Our actor `linker`, linked to the peer's actor `target`, exited.
+    Exit { target: u64, linker: u64, reason: String },
+    /// Close the connection (orderly).
+    Close,
+}
+
+/// Why [`Outbox::try_send`] did not queue a command (which comes back).
+#[derive(Debug)]
+pub(crate) enum Refused<T> {
+    /// The queue is at its limit (or others wait for room first).
+    Full(T),
+    /// The connection has ended.
+    Closed(T),
+}
+
+/// The connection has ended: [`Outbox::send`] gives the command back.
+#[derive(Debug)]
+pub(crate) struct Closed<T>(pub(crate) T);
+
+/// Outbox queued before senders wait (backpressure).
 pub(crate) const MAX_COMMANDS: usize = 1024;
 /// Bytes of encoded tells queued before senders wait.
 pub(crate) const MAX_TELL_BYTES: usize = 256 * 1024;
@@ -27,7 +73,7 @@ pub(crate) const MAX_TELL_BYTES: usize = 256 * 1024;
 pub(crate) enum TellRefused {
     /// The connection has ended.
     Closed,
-    /// The queue is at its limit (or others wait for room first); [`Commands::tell`] waits.
+    /// The queue is at its limit (or others wait for room first); [`Outbox::tell`] waits.
     Full,
     /// It can never be sent (over the peer's frame limit).
     Rejected(String),
@@ -35,11 +81,11 @@ pub(crate) enum TellRefused {
 
 /// The sending side of a connection's outbound queue; cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Commands {
-    inner: Arc<Outbox>,
+pub(crate) struct Outbox {
+    inner: Arc<Shared>,
 }
 
-struct Outbox {
+struct Shared {
     state: Mutex<State>,
     /// Wakes the connection task when work arrives in an empty queue.
     work: Notify,
@@ -67,7 +113,7 @@ struct State {
 pub(crate) struct Queued {
     /// Encoded tell frames.
     frames: Vec<u8>,
-    /// Commands, each with the length `frames` had when it was queued.
+    /// Outbox, each with the length `frames` had when it was queued.
     cmds: VecDeque<(usize, Command)>,
     /// How much of `frames` has been handed on (always 0 in the queue).
     done: usize,
@@ -126,10 +172,10 @@ impl Queued {
     }
 }
 
-impl Commands {
+impl Outbox {
     pub(crate) fn new() -> Self {
         Self {
-            inner: Arc::new(Outbox {
+            inner: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 work: Notify::new(),
                 room: Notify::new(),
@@ -145,17 +191,17 @@ impl Commands {
     }
 
     /// Queues a command if there is room now.
-    pub(crate) fn try_send(&self, cmd: Command) -> Result<(), TrySendError<Command>> {
+    pub(crate) fn try_send(&self, cmd: Command) -> Result<(), Refused<Command>> {
         self.push_command(cmd, false)
     }
 
-    fn push_command(&self, cmd: Command, waited: bool) -> Result<(), TrySendError<Command>> {
+    fn push_command(&self, cmd: Command, waited: bool) -> Result<(), Refused<Command>> {
         let mut q = self.lock();
         if q.closed {
-            return Err(TrySendError::Closed(cmd));
+            return Err(Refused::Closed(cmd));
         }
         if q.queued.cmds.len() >= MAX_COMMANDS || (!waited && q.waiting > 0) {
-            return Err(TrySendError::Full(cmd));
+            return Err(Refused::Full(cmd));
         }
         let was_empty = q.queued.is_done();
         let at = q.queued.frames.len();
@@ -168,7 +214,7 @@ impl Commands {
     }
 
     /// Queues a command, waiting for room.
-    pub(crate) async fn send(&self, mut cmd: Command) -> Result<(), SendError<Command>> {
+    pub(crate) async fn send(&self, mut cmd: Command) -> Result<(), Closed<Command>> {
         let mut waiting: Option<Waiting<'_>> = None;
         loop {
             let room = self.inner.room.notified();
@@ -176,8 +222,8 @@ impl Commands {
             room.as_mut().enable();
             match self.push_command(cmd, waiting.is_some()) {
                 Ok(()) => return Ok(()),
-                Err(TrySendError::Closed(c)) => return Err(SendError(c)),
-                Err(TrySendError::Full(c)) => cmd = c,
+                Err(Refused::Closed(c)) => return Err(Closed(c)),
+                Err(Refused::Full(c)) => cmd = c,
             }
             waiting.get_or_insert_with(|| Waiting::new(self));
             room.await;
@@ -196,7 +242,7 @@ impl Commands {
         }
         let max = q.max_frame;
         // Surely over the limit: refused before anything is copied.
-        let least = 9 + payload.len() + wire_name.len() + target.name.as_ref().map_or(0, String::len);
+        let least = 9 + payload.len() + wire_name.len() + target.as_name().map_or(0, str::len);
         if least > max.min(frame::HARD_MAX_FRAME) as usize {
             return Err(TellRefused::Rejected(format!(
                 "a tell of at least {least} bytes exceeds the peer's frame limit of {max}"
@@ -289,11 +335,11 @@ impl Commands {
 /// Counts a sender among those waiting for room while it lives (also when
 /// its future is dropped mid-wait).
 struct Waiting<'a> {
-    queue: &'a Commands,
+    queue: &'a Outbox,
 }
 
 impl<'a> Waiting<'a> {
-    fn new(queue: &'a Commands) -> Self {
+    fn new(queue: &'a Outbox) -> Self {
         queue.lock().waiting += 1;
         Self { queue }
     }
@@ -314,7 +360,7 @@ impl Drop for Waiting<'_> {
 
 /// Closes the queue when the connection task ends, however it ends (a
 /// panic included), so senders never wait on a queue nobody takes.
-pub(crate) struct CloseOnDrop(pub(crate) Commands);
+pub(crate) struct CloseOnDrop(pub(crate) Outbox);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
@@ -327,8 +373,8 @@ mod tests {
     use super::*;
     use crate::proto::frame::{Frame, FrameReader, Tell};
 
-    fn queue() -> Commands {
-        let q = Commands::new();
+    fn queue() -> Outbox {
+        let q = Outbox::new();
         q.set_max_frame(frame::DEFAULT_MAX_FRAME);
         q
     }
@@ -414,7 +460,7 @@ mod tests {
         for i in 0..MAX_COMMANDS as u64 {
             q.try_send(watch(i)).unwrap_or_else(|_| panic!("room for {i}"));
         }
-        assert!(matches!(q.try_send(watch(0)), Err(TrySendError::Full(_))));
+        assert!(matches!(q.try_send(watch(0)), Err(Refused::Full(_))));
         let mut batch = Queued::default();
         q.take(&mut batch);
         q.try_tell(&t, "x", &payload).unwrap_or_else(|e| panic!("{e:?}"));
@@ -452,7 +498,7 @@ mod tests {
         let left = q.close();
         assert_eq!(left.into_commands().count(), 1);
         assert!(q.is_closed());
-        assert!(matches!(q.try_send(watch(2)), Err(TrySendError::Closed(_))));
+        assert!(matches!(q.try_send(watch(2)), Err(Refused::Closed(_))));
         assert!(matches!(q.try_tell(&Target::id(1), "x", &[]), Err(TellRefused::Closed)));
         assert!(q.send(watch(3)).await.is_err());
         closed.await.unwrap_or_else(|e| panic!("{e}"));
@@ -474,7 +520,7 @@ mod tests {
         let mut batch = Queued::default();
         q.take(&mut batch);
         // Room now, but the waiter's turn first.
-        assert!(matches!(q.try_send(watch(6000)), Err(TrySendError::Full(_))));
+        assert!(matches!(q.try_send(watch(6000)), Err(Refused::Full(_))));
         assert!(matches!(q.try_tell(&Target::id(1), "x", &[1]), Err(TellRefused::Full)));
         assert!(waiter.await.unwrap_or(false));
         q.try_send(watch(6000)).unwrap_or_else(|_| panic!("room once the waiter is served"));
@@ -498,7 +544,7 @@ mod tests {
 
     #[test]
     fn a_tell_over_the_peers_limit_is_refused_and_leaves_the_queue_as_it_was() {
-        let q = Commands::new();
+        let q = Outbox::new();
         // Before the handshake gives the peer's limit, nothing is encoded.
         assert!(matches!(q.try_tell(&Target::id(1), "x", &[1]), Err(TellRefused::Rejected(_))));
         q.set_max_frame(1024);

@@ -13,11 +13,12 @@
 
 use std::time::Duration;
 
-use actor_core::{ActorRef, BoxFuture};
-use tokio::sync::oneshot;
+use actor_core::ActorRef;
+use actor_core::remote::BoxFuture;
 
-use super::{Node, NodeError, NodeInner, RemoteActor, SYSTEM_TARGET};
-use crate::proto::frame::Target;
+use super::outbox::Command;
+use super::requests::system_tell;
+use super::{Node, NodeError, NodeInner, RemoteActor};
 
 /// One run of a peer node, as a connection's handshake authenticated it: a
 /// restarted node comes back under the same id with a new run.
@@ -76,7 +77,7 @@ impl WeakNode {
 }
 
 /// How long [`Node::await_connected`] waits for a connection.
-const CONNECT_GRACE: Duration = super::SUCCESSOR_GRACE;
+const CONNECT_GRACE: Duration = super::standins::SUCCESSOR_GRACE;
 
 impl Node {
     /// A handle that does not keep the node alive.
@@ -88,7 +89,7 @@ impl Node {
     /// every system message sent to it before, waiting for room rather than
     /// dropping it. False if `to` is not connected.
     pub fn send_system(&self, to: &PeerRun, wire_name: &'static str, payload: Vec<u8>) -> bool {
-        match self.inner.connection_to(&to.node, to.run) {
+        match self.inner.peers.current(&to.node, to.run) {
             Some(conn) => conn.system.send((wire_name, payload)).is_ok(),
             None => false,
         }
@@ -98,49 +99,41 @@ impl Node {
     /// if it has none or `to` is not connected (for traffic that tolerates
     /// loss, such as SWIM packets).
     pub fn try_send_system(&self, to: &PeerRun, wire_name: &'static str, payload: Vec<u8>) -> bool {
-        match self.inner.connection_to(&to.node, to.run) {
-            Some(conn) => conn.commands.try_send(system_tell(wire_name, payload)).is_ok(),
+        match self.inner.peers.current(&to.node, to.run) {
+            Some(conn) => conn.outbox.try_send(system_tell(wire_name, payload)).is_ok(),
             None => false,
         }
     }
 
     /// The peer runs connected now, in node id order.
     pub fn connected(&self) -> Vec<PeerRun> {
-        let mut peers: Vec<PeerRun> = self
-            .inner
-            .lock_peers()
-            .iter()
-            .filter(|(_, h)| !h.commands.is_closed())
-            .map(|(id, h)| PeerRun { node: id.clone(), run: h.incarnation })
-            .collect();
-        peers.sort_by(|a, b| a.node.cmp(&b.node));
-        peers
+        self.inner.peers.runs()
     }
 
     /// Whether `peer` is connected now.
     pub fn is_connected(&self, peer: &PeerRun) -> bool {
-        self.inner.connection_to(&peer.node, peer.run).is_some()
+        self.inner.peers.current(&peer.node, peer.run).is_some()
     }
 
     /// Waits (up to 2 s) until `peer` is connected; false if it is not by then.
     pub async fn await_connected(&self, peer: &PeerRun) -> bool {
-        let wait = self.inner.await_connection_to(&peer.node, peer.run);
-        tokio::time::timeout(CONNECT_GRACE, wait).await.ok().flatten().is_some()
+        self.inner.peers.await_current(&peer.node, peer.run, CONNECT_GRACE).await.is_some()
     }
 
     /// Closes the connection to `peer` (an orderly close), if there is one.
     pub fn close_peer(&self, peer: &PeerRun) {
-        if let Some(conn) = self.inner.connection_to(&peer.node, peer.run) {
+        if let Some(conn) = self.inner.peers.current(&peer.node, peer.run) {
             tokio::spawn(async move {
-                let _ = conn.commands.send(super::endpoint::Command::Close).await;
+                let _ = conn.outbox.send(Command::Close).await;
             });
         }
     }
 
     /// Dials node `id` at `addr` in the background, unless it is connected
-    /// or being dialed already.
+    /// or being dialed already. Services hear of a dial that could not reach
+    /// the node ([`NodeService::dial_failed`]).
     pub fn connect(&self, id: &str, addr: &str) {
-        self.inner.ensure_connection(id, addr);
+        super::dial::ensure(&self.inner, id, addr);
     }
 
     /// The addresses `name` resolves to on this node's transport (a DNS
@@ -154,25 +147,16 @@ impl Node {
     /// the same peer; [`disconnected`](Self::disconnected) waits for the end
     /// of whichever is current.
     pub async fn dial(&self, addr: &str) -> Result<PeerRun, NodeError> {
-        let conn = self.inner.transport.connect(addr).await?;
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(super::conn::run(self.inner.clone(), conn, true, Some(tx)));
-        match rx.await {
-            Ok((node, run)) => Ok(PeerRun { node, run }),
-            Err(_) => Err(NodeError::Refused(format!("no handshake with {addr}"))),
-        }
+        super::dial::once(&self.inner, addr).await
     }
 
     /// Waits until no connection to node `id` is left (or this node shuts
     /// down).
     pub async fn disconnected(&self, id: &str) {
-        let mut changed = self.inner.peer_changed.subscribe();
         let mut stop = self.inner.shutdown.subscribe();
-        while self.inner.lock_peers().contains_key(id) {
-            tokio::select! {
-                res = changed.changed() => if res.is_err() { return },
-                _ = stop.wait_for(|stopping| *stopping) => return,
-            }
+        tokio::select! {
+            () = self.inner.peers.gone(id) => {}
+            _ = stop.wait_for(|stopping| *stopping) => {}
         }
     }
 
@@ -188,34 +172,28 @@ impl Node {
         if actor.is_remote() {
             return Err(NodeError::NotLocal);
         }
-        self.table::<A>()?;
-        let addr = self
-            .inner
+        self.inner.exports.expose::<A>()?;
+        self.inner
+            .exports
             .export(std::any::TypeId::of::<A>(), actor.id(), Box::new(actor.clone()))
-            .map_err(NodeError::Refused)?;
-        Ok(addr.id)
+            .map_err(NodeError::Refused)
     }
 
     /// The handle of local actor `actor`, if it was exported.
     pub fn handle_of<A: actor_core::Actor>(&self, actor: &ActorRef<A>) -> Option<u64> {
-        self.inner.handles.get(&actor.id().as_u64()).map(|h| *h)
+        self.inner.exports.known_handle(actor.id())
     }
 
     /// The exported local actor with handle `handle`, if it is an `A`.
     pub fn exported<A: actor_core::Actor>(&self, handle: u64) -> Option<ActorRef<A>> {
-        let exposed = self.inner.exposed_ids.get(&handle).map(|e| e.value().1.clone())?;
+        let exposed = self.inner.exports.by_handle(handle)?;
         exposed.actor_any().downcast::<ActorRef<A>>().ok().map(|a| *a)
     }
 
     /// A ref to actor `handle` of `peer` (labelled `label` in logs and
     /// `Debug`), if `peer` is connected now.
     pub fn remote_ref<A: actor_core::Actor>(&self, peer: &PeerRun, handle: u64, label: &str) -> Option<ActorRef<A>> {
-        let conn = self.inner.connection_to(&peer.node, peer.run)?;
+        let conn = self.inner.peers.current(&peer.node, peer.run)?;
         Some(self.inner.remote_ref::<A>(&peer.node, &conn, label, handle))
     }
-}
-
-/// A system tell: addressed to the node itself, not to an actor.
-pub(crate) fn system_tell(wire_name: &'static str, payload: Vec<u8>) -> super::endpoint::Command {
-    super::endpoint::Command::Tell { target: Target::name(SYSTEM_TARGET), wire_name, payload }
 }

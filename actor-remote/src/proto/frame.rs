@@ -36,26 +36,69 @@ pub struct ActorAddr {
     pub id: u64,
 }
 
-/// Which actor a message is for, on the receiving node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Target {
-    /// By id (an address taken from a ref), checked against the receiving
-    /// node's incarnation by the sender; `None` to go by name.
-    pub id: Option<u64>,
-    /// By exposed name; used when `id` is `None`.
-    pub name: Option<String>,
+/// Which actor a message is for, on the receiving node. On the wire:
+/// `[id, nil]` or `[nil, name]` (a target with both is read by its id; one
+/// with neither does not decode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// By handle (an address taken from a ref or a lookup), checked against
+    /// the receiving node's run by the sender.
+    Id(u64),
+    /// By exposed name.
+    Name(String),
 }
 
 impl Target {
     /// A target by exposed name.
     pub fn name(name: impl Into<String>) -> Self {
-        Self { id: None, name: Some(name.into()) }
+        Self::Name(name.into())
     }
 
-    /// A target by actor id.
+    /// A target by actor handle.
     pub fn id(id: u64) -> Self {
-        Self { id: Some(id), name: None }
+        Self::Id(id)
     }
+
+    /// The handle, if the target is one.
+    pub fn as_id(&self) -> Option<u64> {
+        match self {
+            Self::Id(id) => Some(*id),
+            Self::Name(_) => None,
+        }
+    }
+
+    /// The name, if the target is one.
+    pub fn as_name(&self) -> Option<&str> {
+        match self {
+            Self::Id(_) => None,
+            Self::Name(name) => Some(name),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.as_id(), self.as_name()).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match <(Option<u64>, Option<String>)>::deserialize(deserializer)? {
+            (Some(id), _) => Ok(Self::Id(id)),
+            (None, Some(name)) => Ok(Self::Name(name)),
+            (None, None) => Err(serde::de::Error::custom("a target with neither id nor name")),
+        }
+    }
+}
+
+/// A [`Target`] read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetRef<'a> {
+    /// By handle.
+    Id(u64),
+    /// By exposed name.
+    Name(&'a str),
 }
 
 /// First frame each side sends on a new connection.
@@ -96,10 +139,8 @@ pub struct Tell {
 /// [`TellRef::decode`] says `None` and [`Frame::decode`] reads the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TellRef<'a> {
-    /// The receiving actor's id, when it is addressed by id.
-    pub target_id: Option<u64>,
-    /// The receiving actor's exposed name, when it is addressed by name.
-    pub target_name: Option<&'a str>,
+    /// The receiving actor.
+    pub target: TargetRef<'a>,
     /// The message type's stable wire name.
     pub wire_name: &'a str,
     /// The message, MessagePack-encoded.
@@ -145,7 +186,12 @@ impl<'a> TellRef<'a> {
         if rd.len() != len {
             return None;
         }
-        Some(Self { target_id, target_name, wire_name, payload: rd, body })
+        let target = match (target_id, target_name) {
+            (Some(id), _) => TargetRef::Id(id),
+            (None, Some(name)) => TargetRef::Name(name),
+            (None, None) => return None,
+        };
+        Some(Self { target, wire_name, payload: rd, body })
     }
 
     /// The encoded body this tell was read from: [`TellRef::decode`] reads
@@ -156,7 +202,10 @@ impl<'a> TellRef<'a> {
 
     /// The target as an owned [`Target`].
     pub fn target(&self) -> Target {
-        Target { id: self.target_id, name: self.target_name.map(str::to_owned) }
+        match self.target {
+            TargetRef::Id(id) => Target::Id(id),
+            TargetRef::Name(name) => Target::Name(name.to_owned()),
+        }
     }
 }
 
@@ -618,17 +667,15 @@ fn encode_tell(out: &mut Vec<u8>, target: &Target, wire_name: &str, payload: &[u
     // frame limit, which the caller checks on the result.
     let _ = e::write_array_len(out, 4);
     let _ = e::write_array_len(out, 2);
-    match target.id {
-        Some(id) => {
-            let _ = e::write_uint(out, id);
+    match target {
+        Target::Id(id) => {
+            let _ = e::write_uint(out, *id);
+            e::write_nil(out).unwrap_or(());
         }
-        None => e::write_nil(out).unwrap_or(()),
-    }
-    match &target.name {
-        Some(name) => {
+        Target::Name(name) => {
+            e::write_nil(out).unwrap_or(());
             let _ = e::write_str(out, name);
         }
-        None => e::write_nil(out).unwrap_or(()),
     }
     e::write_nil(out).unwrap_or(());
     let _ = e::write_str(out, wire_name);

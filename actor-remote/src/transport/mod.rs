@@ -2,9 +2,10 @@
 //!
 //! The protocol ([`crate::proto`]) runs the same over every transport. Two
 //! implementations: [`mem`] (in one process, with fault injection, for tests)
-//! and QUIC (next step). A transport authenticates the peer when it can (QUIC
-//! with mutual TLS reports the node id from the peer's certificate); the
-//! handshake then refuses a `Hello` that claims another id.
+//! and `quic` (QUIC with mutual TLS, feature `quic`; certificates from
+//! `tls`). A transport authenticates the peer when it can (QUIC with mutual
+//! TLS reports the node id from the peer's certificate); the handshake then
+//! refuses a `Hello` that claims another id.
 
 pub mod mem;
 #[cfg(feature = "quic")]

@@ -1,6 +1,7 @@
 //! Two sessions wired back to back, driven by a virtual clock.
 
 use super::*;
+use crate::proto::frame::TargetRef;
 
 struct Pair {
     now: Instant,
@@ -348,7 +349,7 @@ fn tells_taken_in_place_keep_their_order_with_events() {
     let mut taken = Vec::new();
     // Take the first two; decline the third (a full mailbox).
     p.b.handle_input_with(p.now, &bytes, |tell| {
-        assert_eq!((tell.target_id, tell.target_name, tell.wire_name), (Some(7), None, "x"));
+        assert_eq!((tell.target, tell.wire_name), (TargetRef::Id(7), "x"));
         if taken.len() < 2 {
             taken.push(tell.payload[0]);
             Offer::Taken

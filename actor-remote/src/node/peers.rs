@@ -1,0 +1,269 @@
+//! The peer table: the current connection to each peer node, and the rule
+//! that picks one when two connections join the same pair of nodes.
+//!
+//! Two nodes that dial each other at once (crossed dials), or a node that
+//! reconnects before its old connection is known dead, end up with two
+//! connections. Both sides must keep the same one without talking about
+//! it: [`keep_existing`] is that rule, a pure function of what both sides
+//! know (the peer's run and who dialed).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::conn::SystemSender;
+use super::outbox::Outbox;
+use super::service::PeerRun;
+
+/// How long a connection dialed by the node with the higher id stays
+/// unsettled: a crossed dial from the other node may still replace it.
+pub(crate) const SETTLE: Duration = Duration::from_millis(300);
+
+/// A connection in the peer table.
+pub(crate) struct PeerConn {
+    /// The connection's number, unique in this process.
+    pub(crate) id: u64,
+    pub(crate) outbox: Outbox,
+    /// System messages of services (say, registry updates), forwarded to
+    /// the outbox in order by a task of the connection.
+    pub(crate) system: SystemSender,
+    /// The node id of whoever dialed (for the crossed-dial rule).
+    pub(crate) dialer: String,
+    /// The peer's run.
+    pub(crate) run: u64,
+    pub(crate) registered_at: tokio::time::Instant,
+}
+
+impl PeerConn {
+    fn is_live(&self) -> bool {
+        !self.outbox.is_closed()
+    }
+}
+
+impl Clone for PeerConn {
+    fn clone(&self) -> Self {
+        PeerConn {
+            id: self.id,
+            outbox: self.outbox.clone(),
+            system: self.system.clone(),
+            dialer: self.dialer.clone(),
+            run: self.run,
+            registered_at: self.registered_at,
+        }
+    }
+}
+
+/// What the crossed-dial rule looks at in one connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dialed<'a> {
+    /// The peer's run on that connection.
+    pub(crate) run: u64,
+    /// Who dialed it.
+    pub(crate) dialer: &'a str,
+}
+
+/// Whether node `me` keeps its `existing` connection to `peer` over a `new`
+/// one (and closes the new one as a duplicate): a newer run of the peer
+/// wins; else the connection dialed by the node with the lower id (both
+/// sides agree on that); else, both dialed by the same side (a reconnect
+/// while the old connection is not known dead yet), the new one.
+pub(crate) fn keep_existing(me: &str, peer: &str, existing: Dialed<'_>, new: Dialed<'_>) -> bool {
+    if existing.run != new.run {
+        return existing.run > new.run;
+    }
+    if existing.dialer != new.dialer {
+        return existing.dialer == me.min(peer);
+    }
+    false
+}
+
+/// The current connection to each peer node, by node id.
+pub(crate) struct Peers {
+    map: Mutex<HashMap<String, PeerConn>>,
+    /// Bumped whenever the table changes.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Peers { map: Mutex::default(), changed: watch::channel(0).0 }
+    }
+}
+
+impl Peers {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, PeerConn>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an established connection of node `me` to `peer`, unless the
+    /// crossed-dial rule keeps the existing one: `None` then (the new one
+    /// must close). Otherwise the connection it replaced, if any (it must
+    /// close).
+    pub(crate) fn insert(&self, me: &str, peer: &str, conn: PeerConn) -> Option<Option<PeerConn>> {
+        let mut peers = self.lock();
+        if let Some(existing) = peers.get(peer) {
+            let old = Dialed { run: existing.run, dialer: &existing.dialer };
+            let new = Dialed { run: conn.run, dialer: &conn.dialer };
+            if keep_existing(me, peer, old, new) {
+                return None;
+            }
+        }
+        let replaced = peers.insert(peer.to_owned(), conn);
+        drop(peers);
+        self.changed.send_modify(|n| *n += 1);
+        Some(replaced)
+    }
+
+    /// Forgets connection `conn_id` to `peer` if it is still the peer's
+    /// current one (true if it was), and gives the live connection to the
+    /// same run `run` that replaced it, if any.
+    pub(crate) fn remove(&self, peer: &str, conn_id: u64, run: Option<u64>) -> (bool, Option<PeerConn>) {
+        let mut peers = self.lock();
+        let removed = match peers.get(peer) {
+            Some(c) if c.id == conn_id => {
+                peers.remove(peer);
+                true
+            }
+            _ => false,
+        };
+        let successor = peers.get(peer).filter(|c| Some(c.run) == run && c.is_live()).cloned();
+        drop(peers);
+        if removed {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        (removed, successor)
+    }
+
+    /// The live connection to run `run` of `peer`, if any.
+    pub(crate) fn current(&self, peer: &str, run: u64) -> Option<PeerConn> {
+        self.lock().get(peer).filter(|c| c.run == run && c.is_live()).cloned()
+    }
+
+    /// The connection to `peer`, whatever its run, if any.
+    pub(crate) fn any_run(&self, peer: &str) -> Option<PeerConn> {
+        self.lock().get(peer).cloned()
+    }
+
+    /// The outbox of connection `conn_id` if it is `peer`'s current one.
+    pub(crate) fn current_outbox(&self, peer: &str, conn_id: u64) -> Option<Outbox> {
+        self.lock().get(peer).filter(|c| c.id == conn_id).map(|c| c.outbox.clone())
+    }
+
+    /// Whether `peer` has a live connection.
+    pub(crate) fn is_connected(&self, peer: &str) -> bool {
+        self.lock().get(peer).is_some_and(PeerConn::is_live)
+    }
+
+    /// Waits (up to `grace`) for a live connection to run `run` of `peer`.
+    pub(crate) async fn await_current(&self, peer: &str, run: u64, grace: Duration) -> Option<PeerConn> {
+        let mut changed = self.changed.subscribe();
+        let wait = async {
+            loop {
+                if let Some(c) = self.current(peer, run) {
+                    return Some(c);
+                }
+                if changed.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(grace, wait).await.ok().flatten()
+    }
+
+    /// Waits until `peer` is connected and the connection is settled (see
+    /// [`Node::wait_for_peer`](super::Node::wait_for_peer)).
+    pub(crate) async fn settled(&self, me: &str, peer: &str) {
+        let mut changed = self.changed.subscribe();
+        loop {
+            let settles_at = self.lock().get(peer).map(|c| {
+                let preferred = c.dialer == me.min(peer);
+                if preferred { tokio::time::Instant::now() } else { c.registered_at + SETTLE }
+            });
+            match settles_at {
+                Some(at) if at <= tokio::time::Instant::now() => return,
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        res = changed.changed() => if res.is_err() { std::future::pending::<()>().await },
+                    }
+                }
+                None => {
+                    if changed.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until no connection to `peer` is left.
+    pub(crate) async fn gone(&self, peer: &str) {
+        let mut changed = self.changed.subscribe();
+        while self.lock().contains_key(peer) {
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The peer runs connected now, in node id order.
+    pub(crate) fn runs(&self) -> Vec<PeerRun> {
+        let mut runs: Vec<PeerRun> = self
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.is_live())
+            .map(|(id, c)| PeerRun { node: id.clone(), run: c.run })
+            .collect();
+        runs.sort_by(|a, b| a.node.cmp(&b.node));
+        runs
+    }
+
+    /// Every entry, in node id order.
+    pub(crate) fn all(&self) -> Vec<(String, PeerConn)> {
+        let mut all: Vec<(String, PeerConn)> = self.lock().iter().map(|(id, c)| (id.clone(), c.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Empties the table (the node is shutting down).
+    pub(crate) fn drain(&self) -> Vec<PeerConn> {
+        let drained: Vec<PeerConn> = self.lock().drain().map(|(_, c)| c).collect();
+        self.changed.send_modify(|n| *n += 1);
+        drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ends of a pair apply the rule to the same two connections and
+    /// must agree on which one stays.
+    #[test]
+    fn both_sides_keep_the_same_connection() {
+        // (existing run, existing dialer, new run, new dialer, kept by "a")
+        let table = [
+            // Same run, crossed dials: the one "a" (the lower id) dialed stays.
+            (1, "a", 1, "b", true),
+            (1, "b", 1, "a", false),
+            // Same run, same dialer: a reconnect, the new one wins.
+            (1, "a", 1, "a", false),
+            (1, "b", 1, "b", false),
+            // A newer run of the peer wins whoever dialed.
+            (1, "a", 2, "b", false),
+            (2, "b", 1, "a", true),
+        ];
+        for (old_run, old_dialer, new_run, new_dialer, kept) in table {
+            let old = Dialed { run: old_run, dialer: old_dialer };
+            let new = Dialed { run: new_run, dialer: new_dialer };
+            assert_eq!(keep_existing("a", "b", old, new), kept, "{old:?} vs {new:?} at a");
+            // Node "b" sees the same two connections; where the runs are
+            // equal they are the same pair, and "b" must keep the same one.
+            if old_run == new_run {
+                assert_eq!(keep_existing("b", "a", old, new), kept, "{old:?} vs {new:?} at b");
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Requests addressed to a node itself rather than to one of its actors:
+//! `Target` = the name [`SYSTEM_TARGET`]. The node answers two (a lookup by
+//! name, a stop request); the rest are its services' (membership, the
+//! registry).
+
+use std::time::Duration;
+
+use actor_core::remote::RemoteError;
+use serde::{Deserialize, Serialize};
+
+use super::expose::ReplyFuture;
+use super::outbox::{Command, Outbox};
+use crate::proto::FailureCode;
+use crate::proto::frame::Target;
+
+/// The reserved target name of a node's own requests.
+pub(crate) const SYSTEM_TARGET: &str = "$node";
+/// Wire name of a request to stop an actor (payload: its handle, u64).
+pub(crate) const STOP: &str = "footlight.Stop";
+/// Wire name of a lookup by name (payload: the name; reply: [`LookupReply`]).
+pub(crate) const LOOKUP: &str = "footlight.Lookup";
+/// How long a lookup waits for a peer's answer.
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A found actor: its handle, and its Rust type name.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct LookupReply {
+    pub(crate) id: u64,
+    pub(crate) type_name: String,
+}
+
+/// A system tell to send: addressed to the node, not to an actor.
+pub(crate) fn system_tell(wire_name: &'static str, payload: Vec<u8>) -> Command {
+    Command::Tell { target: Target::name(SYSTEM_TARGET), wire_name, payload }
+}
+
+/// Asks the peer behind `outbox` for the actor it exposes under `name`.
+pub(crate) async fn lookup(outbox: &Outbox, name: &str) -> Result<LookupReply, RemoteError> {
+    let payload = crate::codec::encode(&name).map_err(|e| RemoteError::Rejected(e.to_string()))?;
+    let bytes = ask(outbox, Target::name(SYSTEM_TARGET), LOOKUP, payload, LOOKUP_TIMEOUT).await?;
+    crate::codec::decode(&bytes).map_err(|e| RemoteError::Rejected(e.to_string()))
+}
+
+/// Answers a peer's lookup of `payload` (a name) with `found`'s result:
+/// the exported actor's handle and type name. `on_found` runs before the
+/// answer goes out (the connection watches what it found, so its end is
+/// reported even if it comes at once).
+pub(crate) fn answer_lookup(
+    wire_name: &str,
+    payload: &[u8],
+    found: impl FnOnce(&str) -> Option<(u64, &'static str)>,
+    on_found: impl FnOnce(u64),
+) -> Result<ReplyFuture, FailureCode> {
+    if wire_name != LOOKUP {
+        return Err(FailureCode::UnknownMessage);
+    }
+    let name: String = crate::codec::decode(payload).map_err(|_| FailureCode::DecodeError)?;
+    let (id, type_name) = found(&name).ok_or(FailureCode::ActorNotFound)?;
+    on_found(id);
+    let reply = LookupReply { id, type_name: type_name.to_owned() };
+    let bytes = crate::codec::encode(&reply).map_err(|_| FailureCode::Rejected)?;
+    Ok(Box::pin(async move { Ok(bytes) }))
+}
+
+/// Sends an ask through a connection and waits for its outcome, which the
+/// connection resolves exactly once (reply, failure, timeout or node loss).
+pub(crate) async fn ask(
+    outbox: &Outbox,
+    target: Target,
+    wire_name: &'static str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Vec<u8>, RemoteError> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let cmd = Command::Ask { target, wire_name, payload, timeout, reply };
+    // The timeout covers waiting for room in the queue too.
+    let asked = async {
+        outbox.send(cmd).await.map_err(|_| RemoteError::NodeDown)?;
+        rx.await.unwrap_or(Err(RemoteError::NodeDown))
+    };
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(RemoteError::Timeout),
+    }
+}
