@@ -2,10 +2,9 @@
 //!
 //! An actor runtime for distributed Rust applications. Services are actors:
 //! state plus `async fn` handlers, one message at a time; supervision trees
-//! restart what fails; death watch and links tell actors when others stop.
-//!
-//! This facade re-exports the runtime ([`actor_core`]) and the derives
-//! ([`actor_macros`]). Start with the [`prelude`]:
+//! restart what fails; death watch and links tell actors when others stop;
+//! the same [`ActorRef`] reaches an actor on another node; nodes form a
+//! cluster with cluster-wide names and groups. Start with the [`prelude`]:
 //!
 //! ```
 //! use footlight::prelude::*;
@@ -37,8 +36,28 @@
 //! # }
 //! ```
 //!
-//! See `ARCHITECTURE.md` for how the pieces fit and `examples/` for runnable
-//! programs.
+//! # A map
+//!
+//! | you want | look at |
+//! |---|---|
+//! | **local actors** | [`Actor`] (state and lifecycle hooks), [`Message`] and [`Handler`], [`ActorRef`] (`tell`, `try_tell`, `ask`), [`ActorSystem`] (spawn, registry, shutdown), [`Context`] (children, watch, links, timers), [`Mailbox`] (bounded by default), the derives [`macro@Actor`] and [`macro@Message`] |
+//! | **supervision** | [`Supervisor`] (one-for-one, one-for-all, rest-for-one; restart types and intensity; backoff) and its [module docs](supervisor), which compare it with OTP; [`ExitReason`], [`Terminated`], [`FailureDecision`] |
+//! | **remoting** (feature `remote`) | [`Node`] and [`NodeBuilder`]: expose actors ([`RemoteActor`], [`Node::spawn_named`]), [`Node::lookup`] gives a remote [`ActorRef`]; messages cross with `#[message(remote = "wire.Name")]`; transports in [`remote::transport`]: QUIC with mutual TLS (feature `quic`) and [`MemoryNetwork`](remote::transport::mem::MemoryNetwork) for tests |
+//! | **a cluster** (feature `cluster`) | [`Cluster`] ([`cluster::ClusterBuilder`]): membership and [`ClusterEvent`]s, cluster-wide names ([`Cluster::register`], [`Cluster::lookup`]), process groups ([`Cluster::join`], [`Cluster::group`], [`Cluster::broadcast`]) |
+//! | **testing** | [`MemoryNetwork`](remote::transport::mem::MemoryNetwork) (several nodes in one process, with partitions, isolation and delays) on Tokio's paused clock: seconds of failure detection take milliseconds |
+//! | **errors** | one enum per operation ([`SendError`], [`TrySendError`], [`AskError`], [`SpawnError`], [`LookupError`], [`RegisterError`], [`NodeError`], [`ClusterError`]); send errors hand the message back; [`Error`] gathers them for `?` |
+//!
+//! # Features
+//!
+//! All on by default. `default-features = false` gives local actors only and
+//! compiles none of the network crates.
+//!
+//! - `remote`: nodes, remote refs, the in-memory transport.
+//! - `quic`: the QUIC transport with mutual TLS (quinn, rustls, rcgen).
+//! - `cluster`: membership (foca), cluster-wide names and groups.
+//!
+//! `ARCHITECTURE.md` shows how the pieces fit; `examples/` has runnable
+//! programs, among them a three-node cluster demo.
 
 /// Cluster services: membership, names, groups (feature `cluster`).
 #[cfg(feature = "cluster")]

@@ -31,7 +31,42 @@ pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// A ref stays valid across restarts of a supervised actor: messages sent after a
 /// restart reach the new instance. Once the actor has stopped for good, sends
-/// fail with `Closed` and hand the message back.
+/// fail with `Closed` and hand the message back. A ref to an actor on another
+/// node (from a node's `lookup`) works the same way.
+///
+/// ```
+/// use std::time::Duration;
+/// use actor_core::{Actor, ActorSystem, Context, Handler, Message, SendError};
+///
+/// struct Counter(u64);
+/// impl Actor for Counter {}
+///
+/// struct Add(u64);
+/// impl Message for Add {
+///     type Reply = u64;
+/// }
+/// impl Handler<Add> for Counter {
+///     async fn handle(&mut self, Add(n): Add, _ctx: &mut Context<Self>) -> u64 {
+///         self.0 += n;
+///         self.0
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), actor_core::Error> {
+/// let system = ActorSystem::new("demo");
+/// let counter = system.spawn(Counter(0));
+/// counter.tell(Add(1)).await?;                       // waits while the mailbox is full
+/// counter.try_tell(Add(1)).ok();                     // or fails at once, handing the message back
+/// let n = counter.ask(Add(1)).timeout(Duration::from_secs(1)).await?;
+/// assert_eq!(n, 3);
+/// counter.stop();
+/// counter.wait_for_stop().await;
+/// assert!(matches!(counter.tell(Add(1)).await, Err(SendError::Closed(Add(1)))));
+/// # system.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 pub struct ActorRef<A: Actor> {
     inner: Arc<RefInner<A>>,
 }

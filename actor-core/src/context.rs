@@ -13,7 +13,55 @@ use crate::{
 };
 
 /// The running actor's view of itself and the system, passed to every handler
-/// and hook.
+/// and hook: its own ref, children, death watch, links and timers.
+///
+/// ```
+/// use std::time::Duration;
+/// use actor_core::{Actor, ActorSystem, Context, Handler, Message, Terminated};
+///
+/// struct Worker;
+/// impl Actor for Worker {}
+///
+/// /// Spawns a worker as a child, watches it, and greets itself later.
+/// struct Boss {
+///     ended: Option<tokio::sync::oneshot::Sender<Terminated>>,
+/// }
+/// impl Actor for Boss {
+///     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), actor_core::ActorError> {
+///         let worker = ctx.spawn(Worker);
+///         ctx.watch(&worker);
+///         worker.stop();
+///         ctx.send_after(Duration::from_millis(10), Hello);
+///         Ok(())
+///     }
+///     async fn on_terminated(&mut self, _ctx: &mut Context<Self>, t: Terminated) {
+///         if let Some(tx) = self.ended.take() {
+///             let _ = tx.send(t);
+///         }
+///     }
+/// }
+///
+/// struct Hello;
+/// impl Message for Hello {
+///     type Reply = ();
+/// }
+/// impl Handler<Hello> for Boss {
+///     async fn handle(&mut self, _: Hello, ctx: &mut Context<Self>) {
+///         ctx.stop();
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("demo");
+/// let (tx, rx) = tokio::sync::oneshot::channel();
+/// let boss = system.spawn(Boss { ended: Some(tx) });
+/// let ended = rx.await.unwrap();
+/// assert_eq!(ended.reason, actor_core::ExitReason::Normal);
+/// boss.wait_for_stop().await; // it stopped itself on `Hello`
+/// # system.shutdown().await;
+/// # }
+/// ```
 pub struct Context<A: Actor> {
     myself: ActorRef<A>,
     system: ActorSystem,

@@ -134,7 +134,43 @@ impl Backoff {
     }
 }
 
-/// An actor that starts, watches and restarts children.
+/// An actor that starts, watches and restarts children (see the
+/// [module docs](self) for the strategies and how they compare with OTP).
+///
+/// ```
+/// use std::time::Duration;
+/// use actor_core::{Actor, ActorSystem, Context, Handler, Message, Restart, Supervisor};
+///
+/// #[derive(Default)]
+/// struct Worker(u32);
+/// impl Actor for Worker {}
+///
+/// struct Crash;
+/// impl Message for Crash {
+///     type Reply = ();
+/// }
+/// impl Handler<Crash> for Worker {
+///     async fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+///         ctx.fail("asked to");
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("app");
+/// let sup = system.spawn(
+///     Supervisor::one_for_one()
+///         .max_restarts(3, Duration::from_secs(5))
+///         .child("worker", Restart::Permanent, Worker::default),
+/// );
+/// let worker = sup.child::<Worker>("worker").await.unwrap().unwrap();
+/// worker.tell(Crash).await.unwrap();
+/// // Restarted in place: the same ref reaches the new instance.
+/// while sup.child::<Worker>("worker").await.unwrap().is_none() {}
+/// assert!(worker.is_alive());
+/// system.shutdown().await;
+/// # }
+/// ```
 pub struct Supervisor {
     strategy: Strategy,
     max_restarts: u32,

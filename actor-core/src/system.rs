@@ -19,6 +19,24 @@ use crate::{Actor, ActorId, ActorRef, ExitReason, LookupError, Mailbox, Register
 /// Cheap to clone (a handle to shared state). Several systems may live in one
 /// process. Spawning needs a Tokio runtime (as `tokio::spawn` does) with its
 /// time driver enabled if timers or ask timeouts are used.
+///
+/// ```
+/// use actor_core::{Actor, ActorSystem, Mailbox, SpawnOptions};
+///
+/// struct Cache;
+/// impl Actor for Cache {}
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), actor_core::Error> {
+/// let system = ActorSystem::new("app");
+/// let cache = system.spawn_with(Cache, SpawnOptions::new().name("cache").mailbox(Mailbox::bounded(64)))?;
+/// let found = system.lookup::<Cache>("cache")?; // the registry: names are freed when actors stop
+/// assert_eq!(found.id(), cache.id());
+/// system.shutdown().await; // stops every actor, children before parents
+/// assert!(!cache.is_alive());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ActorSystem {
     inner: Arc<SystemInner>,

@@ -14,7 +14,28 @@ use super::{Node, NodeError, NodeInner, NodeService, conn, dial};
 use crate::proto::SessionConfig;
 use crate::transport::Transport;
 
-/// Builds a [`Node`].
+/// Builds a [`Node`]: its id, transport and listen address (required), and
+/// the limits of its connections.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use actor_remote::{Node, transport::mem::MemoryNetwork};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let net = MemoryNetwork::new();
+/// let node = Node::builder("billing-1")
+///     .cluster("shop")                          // peers of another cluster are refused
+///     .transport(net.transport())               // or `Quic::new(tls)`
+///     .listen("billing-1")                      // over QUIC: "0.0.0.0:7000"
+///     .idle_timeout(Duration::from_secs(5))     // silence before a peer is declared lost
+///     .max_frame(4 * 1024 * 1024)               // the largest frame accepted from peers
+///     .max_pending_asks(10_000)
+///     .start()
+///     .await?;
+/// assert_eq!(node.id(), "billing-1");
+/// # node.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct NodeBuilder {
     pub(super) id: String,
     pub(super) cluster: String,

@@ -18,12 +18,35 @@ pub(crate) type DispatchTable<A> = HashMap<&'static str, Arc<dyn Dispatch<A>>>;
 pub(crate) type ReplyFuture = BoxFuture<'static, Result<Vec<u8>, (FailureCode, String)>>;
 
 /// An actor type whose handlers peers may call. List the remote messages it
-/// accepts; each must have a wire name (`#[message(remote = "...")]`).
+/// accepts; each must have a wire name (`#[message(remote = "...")]` with
+/// the derive, or a [`Message::wire`] written by hand as below). A message
+/// not listed is refused with `UnknownMessage`.
 ///
-/// ```ignore
+/// ```
+/// use actor_core::{Actor, Context, Handler, Message};
+/// use actor_remote::{RemoteActor, RemoteMessages};
+///
+/// struct Counter(u64);
+/// impl Actor for Counter {}
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Add(u64);
+/// impl Message for Add {
+///     type Reply = u64;
+///     fn wire() -> Option<actor_core::Wire<Self>> {
+///         Some(actor_remote::codec::wire("demo.Add"))
+///     }
+/// }
+/// impl Handler<Add> for Counter {
+///     async fn handle(&mut self, Add(n): Add, _ctx: &mut Context<Self>) -> u64 {
+///         self.0 += n;
+///         self.0
+///     }
+/// }
+///
 /// impl RemoteActor for Counter {
 ///     fn remote_messages(m: &mut RemoteMessages<Self>) {
-///         m.add::<Add>().add::<Get>();
+///         m.add::<Add>();
 ///     }
 /// }
 /// ```

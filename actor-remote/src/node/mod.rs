@@ -67,6 +67,46 @@ use crate::proto::SessionConfig;
 use crate::transport::{Transport, TransportError};
 
 /// An actor system reachable by other nodes. Cheap to clone.
+///
+/// ```
+/// use actor_core::{Actor, ActorRef, Context, Handler, Message};
+/// use actor_remote::{Node, RemoteActor, RemoteMessages, transport::mem::MemoryNetwork};
+///
+/// struct Greeter;
+/// impl Actor for Greeter {}
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Greet(String);
+/// impl Message for Greet {
+///     type Reply = String;
+///     fn wire() -> Option<actor_core::Wire<Self>> {
+///         Some(actor_remote::codec::wire("demo.Greet")) // what `#[message(remote = "demo.Greet")]` writes
+///     }
+/// }
+/// impl Handler<Greet> for Greeter {
+///     async fn handle(&mut self, Greet(who): Greet, _ctx: &mut Context<Self>) -> String {
+///         format!("hello {who}")
+///     }
+/// }
+/// impl RemoteActor for Greeter {
+///     fn remote_messages(m: &mut RemoteMessages<Self>) {
+///         m.add::<Greet>();
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let net = MemoryNetwork::new();
+/// let a = Node::builder("a").transport(net.transport()).listen("a").start().await?;
+/// let b = Node::builder("b").transport(net.transport()).listen("b").start().await?;
+/// a.spawn_named("greeter", Greeter)?;               // reachable by peers, by name
+/// b.dial("a").await?;
+/// let greeter: ActorRef<Greeter> = b.lookup("greeter").await?;
+/// assert!(greeter.is_remote());
+/// assert_eq!(greeter.ask(Greet("b".into())).await?, "hello b");
+/// # a.shutdown().await; b.shutdown().await;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<NodeInner>,
