@@ -306,7 +306,7 @@ async fn demo() -> Result<(), String> {
     common::wait_for_members(&n1, 3, Duration::from_secs(20)).await?;
     let rejoined = rejoining.elapsed();
     let new_run = n1.members().into_iter().find(|m| m.id == "n3").map(|m| m.run);
-    check(new_run.is_some() && new_run != n3_run, "n3 came back with its old incarnation")?;
+    check(new_run.is_some() && new_run != n3_run, "n3 came back with its old run")?;
     check(app::wait_for_workers(&n1, 3 * WORKERS, Duration::from_secs(10)).await, "n3's workers did not rejoin")?;
     let report = app::run_jobs(&n1, 5000..5300, CONCURRENCY, JOB_MILLIS, |_| {}).await?;
     check(report.completed == 300, format!("batch 3 completed {} of 300", report.completed))?;

@@ -78,7 +78,7 @@ async fn five_nodes_join_through_one_seed_and_converge() {
         };
         tokio::time::timeout(Duration::from_secs(10), wait).await.expect("full mesh");
     }
-    // The incarnation in the view is the node's own.
+    // The run in the view is the node's own.
     let view = nodes[3].members();
     for node in &nodes {
         let seen = view.iter().find(|m| m.id == node.id()).unwrap();
@@ -119,14 +119,14 @@ async fn a_clean_leave_is_seen_at_once_as_left() {
     let mut at_a = nodes[0].subscribe();
     let mut at_b = nodes[1].subscribe();
     let started = Instant::now();
-    let c_incarnation = nodes[2].run();
+    let c_run = nodes[2].run();
     nodes[2].shutdown().await;
     for events in [&mut at_a, &mut at_b] {
         let event = next_event(events, BUDGET, |e| !matches!(e, ClusterEvent::MemberUp(_))).await;
         match event {
             ClusterEvent::MemberLeft(m) => {
                 assert_eq!(m.id, "c");
-                assert_eq!(m.run, c_incarnation);
+                assert_eq!(m.run, c_run);
             }
             other => panic!("expected c to leave, got {other:?}"),
         }

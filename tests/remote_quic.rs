@@ -135,15 +135,9 @@ async fn oversized_frame_closes_that_connection_only() {
     let raw = Quic::new(ca.issue("raw").unwrap());
     let mut conn = raw.connect(a.addr()).await.unwrap();
     let mut hello = Vec::new();
-    Frame::Hello(Hello {
-        version: 1,
-        cluster: "footlight".into(),
-        node: "raw".into(),
-        incarnation: 1,
-        max_frame: 1 << 20,
-    })
-    .encode(&mut hello, 1 << 20)
-    .unwrap();
+    Frame::Hello(Hello { version: 1, cluster: "footlight".into(), node: "raw".into(), run: 1, max_frame: 1 << 20 })
+        .encode(&mut hello, 1 << 20)
+        .unwrap();
     conn.send.write_all(&hello).await.unwrap();
     conn.send.write_all(&(100u32 << 20).to_be_bytes()).await.unwrap();
     // The node answers with its Hello and then a Close; then the stream ends.

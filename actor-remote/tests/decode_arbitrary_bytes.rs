@@ -98,7 +98,7 @@ proptest! {
         let now = Instant::now();
         let mut session = Session::new(SessionConfig::new("c", "a", 1), now);
         let mut bytes = Vec::new();
-        Frame::Hello(frame::Hello { version: 1, cluster: "c".into(), node: "b".into(), incarnation: 1, max_frame: MAX })
+        Frame::Hello(frame::Hello { version: 1, cluster: "c".into(), node: "b".into(), run: 1, max_frame: MAX })
             .encode(&mut bytes, MAX)
             .unwrap();
         bytes.extend_from_slice(&garbage);
@@ -122,7 +122,7 @@ proptest! {
             .into_iter()
             .map(|payload| Frame::Tell(Tell {
                 target: Target::name(name.clone()),
-                sender: Some(ActorAddr { node: "n".into(), incarnation: 3, id: 9 }),
+                sender: Some(ActorAddr { node: "n".into(), run: 3, id: 9 }),
                 wire_name: name.clone().into(),
                 payload,
             }))

@@ -131,7 +131,7 @@ impl NodeBuilder {
         let mut session = self.session;
         session.cluster = self.cluster.clone();
         session.node = self.id.clone();
-        session.incarnation = run;
+        session.run = run;
         let inner = Arc::new(NodeInner {
             id: self.id.clone(),
             advertised: self.advertise.unwrap_or(addr.clone()),

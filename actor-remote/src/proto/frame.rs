@@ -30,8 +30,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub struct ActorAddr {
     /// The node the actor lives on.
     pub node: String,
-    /// That node's incarnation when the address was taken.
-    pub incarnation: u64,
+    /// That node's run when the address was taken.
+    pub run: u64,
     /// The actor's id on that node.
     pub id: u64,
 }
@@ -110,8 +110,8 @@ pub struct Hello {
     pub cluster: String,
     /// The sender's node id.
     pub node: String,
-    /// The sender's incarnation: different at every start of the node.
-    pub incarnation: u64,
+    /// The sender's run: different at every start of the node.
+    pub run: u64,
     /// The largest frame the sender accepts.
     pub max_frame: u32,
 }
@@ -847,13 +847,8 @@ mod tests {
     /// change here is a protocol change.
     #[test]
     fn golden_hello() {
-        let frame = Frame::Hello(Hello {
-            version: 1,
-            cluster: "c".into(),
-            node: "a".into(),
-            incarnation: 7,
-            max_frame: 1 << 20,
-        });
+        let frame =
+            Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "a".into(), run: 7, max_frame: 1 << 20 });
         // len=13 | 0x01 | [1, "c", "a", 7, 1048576]
         assert_eq!(hex(&encoded(&frame)), "0000000d019501a163a16107ce00100000");
     }
@@ -894,7 +889,7 @@ mod tests {
         let ask = Frame::Ask(Ask {
             id: 1,
             target: Target::id(5),
-            sender: Some(ActorAddr { node: "b".into(), incarnation: 2, id: 3 }),
+            sender: Some(ActorAddr { node: "b".into(), run: 2, id: 3 }),
             wire_name: "x".into(),
             payload: vec![],
             timeout_ms: 5000,
@@ -913,9 +908,9 @@ mod tests {
 
     #[test]
     fn every_frame_round_trips() {
-        let addr = ActorAddr { node: "n".into(), incarnation: 1, id: 2 };
+        let addr = ActorAddr { node: "n".into(), run: 1, id: 2 };
         let frames = vec![
-            Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "a".into(), incarnation: 1, max_frame: 10 }),
+            Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "a".into(), run: 1, max_frame: 10 }),
             Frame::Close(Close { code: 3, reason: "bad".into() }),
             Frame::Ping(u64::MAX),
             Frame::Pong(0),
@@ -1009,7 +1004,7 @@ mod tests {
         let frame = Frame::decode(&body).unwrap();
         assert_eq!(
             frame,
-            Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "a".into(), incarnation: 7, max_frame: 1024 })
+            Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "a".into(), run: 7, max_frame: 1024 })
         );
     }
 

@@ -31,8 +31,8 @@ pub struct SessionConfig {
     pub cluster: String,
     /// This node's id.
     pub node: String,
-    /// This node's incarnation (new at every start).
-    pub incarnation: u64,
+    /// This node's run (new at every start).
+    pub run: u64,
     /// The largest frame accepted from the peer. Default 1 MiB, at most 16 MiB.
     pub max_frame: u32,
     /// Time allowed for the peer's `Hello`. Default 5 s.
@@ -55,12 +55,12 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
-    /// Defaults for a node `node` (incarnation `incarnation`) of `cluster`.
-    pub fn new(cluster: impl Into<String>, node: impl Into<String>, incarnation: u64) -> Self {
+    /// Defaults for a node `node` (run `run`) of `cluster`.
+    pub fn new(cluster: impl Into<String>, node: impl Into<String>, run: u64) -> Self {
         Self {
             cluster: cluster.into(),
             node: node.into(),
-            incarnation,
+            run,
             max_frame: frame::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(1),
@@ -77,8 +77,8 @@ impl SessionConfig {
 pub struct Peer {
     /// Its node id.
     pub node: String,
-    /// Its incarnation.
-    pub incarnation: u64,
+    /// Its run.
+    pub run: u64,
     /// The largest frame it accepts.
     pub max_frame: u32,
 }
@@ -240,7 +240,7 @@ impl Session {
             version: PROTOCOL_VERSION,
             cluster: session.config.cluster.clone(),
             node: session.config.node.clone(),
-            incarnation: session.config.incarnation,
+            run: session.config.run,
             max_frame: session.reader.max_frame(),
         });
         // A Hello is tiny; it only fails to encode if the names are absurd.
@@ -258,9 +258,9 @@ impl Session {
         }
     }
 
-    /// This side's node id and incarnation.
+    /// This side's node id and run.
     pub fn local(&self) -> (&str, u64) {
-        (&self.config.node, self.config.incarnation)
+        (&self.config.node, self.config.run)
     }
 
     /// Whether the session is over.
@@ -665,11 +665,8 @@ impl Session {
             self.close_with(now, code, reason);
             return;
         }
-        let peer = Peer {
-            node: hello.node,
-            incarnation: hello.incarnation,
-            max_frame: hello.max_frame.clamp(64, frame::HARD_MAX_FRAME),
-        };
+        let peer =
+            Peer { node: hello.node, run: hello.run, max_frame: hello.max_frame.clamp(64, frame::HARD_MAX_FRAME) };
         self.state = State::Established(peer.clone());
         self.events.push_back(Event::Established(peer));
         self.early_bytes = 0;

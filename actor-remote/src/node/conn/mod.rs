@@ -250,14 +250,14 @@ impl Driver {
         }
         self.outbox.set_max_frame(hello.max_frame);
         if let Some(tx) = self.connected.take() {
-            let _ = tx.send((hello.node.clone(), hello.incarnation));
+            let _ = tx.send((hello.node.clone(), hello.run));
         }
-        self.peer = Some((hello.node.clone(), hello.incarnation));
+        self.peer = Some((hello.node.clone(), hello.run));
         let _ = self.inbound.codec.set(Arc::new(ConnCodec {
             node: Arc::downgrade(&node),
             conn_id: self.id,
             peer: hello.node.clone(),
-            peer_run: hello.incarnation,
+            peer_run: hello.run,
             outbox: self.outbox.clone(),
         }));
         let conn = PeerConn {
@@ -265,7 +265,7 @@ impl Driver {
             outbox: self.outbox.clone(),
             system: self.system.clone(),
             dialer: if self.dialed_by_me { node.id.clone() } else { hello.node.clone() },
-            run: hello.incarnation,
+            run: hello.run,
             registered_at: tokio::time::Instant::now(),
         };
         if node.connection_up(&hello.node, conn) {

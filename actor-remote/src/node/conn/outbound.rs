@@ -99,9 +99,9 @@ fn submit(session: &mut Session, now: Instant, cmd: Command, pending: &mut Pendi
             let peer = session.peer().cloned()?;
             let (me, run) = session.local();
             let terminated = Terminated {
-                actor: ActorAddr { node: me.to_owned(), incarnation: run, id },
+                actor: ActorAddr { node: me.to_owned(), run: run, id },
                 // A watch is held by the connection, not by one actor: 0.
-                watcher: ActorAddr { node: peer.node, incarnation: peer.incarnation, id: 0 },
+                watcher: ActorAddr { node: peer.node, run: peer.run, id: 0 },
                 reason,
             };
             if let Err(e) = session.send_terminated(now, terminated) {
@@ -135,9 +135,9 @@ fn watch_of(session: &Session, id: u64) -> Option<Watch> {
     let peer = session.peer().cloned()?;
     let (me, run) = session.local();
     Some(Watch {
-        target: ActorAddr { node: peer.node, incarnation: peer.incarnation, id },
+        target: ActorAddr { node: peer.node, run: peer.run, id },
         // A watch is held by the connection, not by one actor: 0.
-        watcher: ActorAddr { node: me.to_owned(), incarnation: run, id: 0 },
+        watcher: ActorAddr { node: me.to_owned(), run: run, id: 0 },
     })
 }
 

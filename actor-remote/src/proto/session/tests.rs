@@ -95,7 +95,7 @@ fn handshake_establishes_both_sides() {
     let p = Pair::default_pair();
     assert_eq!(
         p.a_events,
-        [Event::Established(Peer { node: "b".into(), incarnation: 1, max_frame: frame::DEFAULT_MAX_FRAME })]
+        [Event::Established(Peer { node: "b".into(), run: 1, max_frame: frame::DEFAULT_MAX_FRAME })]
     );
     assert!(matches!(&p.b_events[..], [Event::Established(peer)] if peer.node == "a"));
 }
@@ -234,7 +234,7 @@ fn wrong_cluster_version_or_identity_is_refused() {
     let now = Instant::now();
     let mut a = Session::new(SessionConfig::new("c", "a", 1), now);
     let mut bytes = Vec::new();
-    Frame::Hello(Hello { version: 99, cluster: "c".into(), node: "z".into(), incarnation: 1, max_frame: 1024 })
+    Frame::Hello(Hello { version: 99, cluster: "c".into(), node: "z".into(), run: 1, max_frame: 1024 })
         .encode(&mut bytes, 1024)
         .unwrap();
     a.handle_input(now, &bytes);
@@ -250,7 +250,7 @@ fn oversized_frame_closes_with_frame_too_large_and_is_never_buffered() {
     config.max_frame = 1024;
     let mut a = Session::new(config, now);
     let mut hello = Vec::new();
-    Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "b".into(), incarnation: 1, max_frame: 1 << 20 })
+    Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "b".into(), run: 1, max_frame: 1 << 20 })
         .encode(&mut hello, 1 << 20)
         .unwrap();
     a.handle_input(now, &hello);
@@ -420,7 +420,7 @@ fn a_paused_input_resumes_where_it_stopped() {
 fn tells_with_a_sender_are_events() {
     let mut p = Pair::default_pair();
     p.b_events.clear();
-    let sender = Some(frame::ActorAddr { node: "a".into(), incarnation: 1, id: 2 });
+    let sender = Some(frame::ActorAddr { node: "a".into(), run: 1, id: 2 });
     let t = Tell { target: Target::id(7), sender, wire_name: "x".into(), payload: vec![1] };
     p.a.send_tell(p.now, t.clone()).unwrap();
     let bytes = p.a.poll_transmit().unwrap();
