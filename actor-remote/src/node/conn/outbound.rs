@@ -99,7 +99,7 @@ fn submit(session: &mut Session, now: Instant, cmd: Command, pending: &mut Pendi
             let peer = session.peer().cloned()?;
             let (me, run) = session.local();
             let terminated = Terminated {
-                actor: ActorAddr { node: me.to_owned(), run: run, id },
+                actor: ActorAddr { node: me.to_owned(), run, id },
                 // A watch is held by the connection, not by one actor: 0.
                 watcher: ActorAddr { node: peer.node, run: peer.run, id: 0 },
                 reason,
@@ -137,7 +137,7 @@ fn watch_of(session: &Session, id: u64) -> Option<Watch> {
     Some(Watch {
         target: ActorAddr { node: peer.node, run: peer.run, id },
         // A watch is held by the connection, not by one actor: 0.
-        watcher: ActorAddr { node: me.to_owned(), run: run, id: 0 },
+        watcher: ActorAddr { node: me.to_owned(), run, id: 0 },
     })
 }
 
