@@ -724,6 +724,22 @@ impl FrameReader {
         self.buf.len() - self.read
     }
 
+    /// The length (prefix included) of the frame being received, when the
+    /// bytes buffered end in a frame not complete yet (its prefix alone
+    /// while fewer than [`LENGTH_PREFIX`] bytes of it arrived); `None` when
+    /// nothing is buffered or a whole frame is.
+    pub fn partial(&self) -> Option<usize> {
+        let pending = &self.buf[self.read..];
+        if pending.is_empty() {
+            return None;
+        }
+        let Some(prefix) = pending.get(..LENGTH_PREFIX) else { return Some(LENGTH_PREFIX) };
+        let mut len_bytes = [0u8; LENGTH_PREFIX];
+        len_bytes.copy_from_slice(prefix);
+        let total = LENGTH_PREFIX + u32::from_be_bytes(len_bytes) as usize;
+        (pending.len() < total).then_some(total)
+    }
+
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     ///
     /// After an error the stream is unusable: close the connection.

@@ -9,6 +9,13 @@ use super::frame::{
     Tell, TellRef,
 };
 
+/// The slowest a frame may arrive (bytes per second) before its sender is
+/// declared lost: a frame of `len` bytes extends the idle timeout by
+/// `len / MIN_FRAME_RATE` while it arrives (a 1 MiB frame by 16 s), so a
+/// peer that trickles a frame a byte at a time holds a connection for about
+/// the idle timeout, not for ever.
+pub const MIN_FRAME_RATE: u64 = 64 * 1024;
+
 /// What becomes of a tell offered in place by
 /// [`Session::handle_input_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +46,11 @@ pub struct SessionConfig {
     pub handshake_timeout: Duration,
     /// A `Ping` is sent when nothing was sent for this long. Default 1 s.
     pub heartbeat_interval: Duration,
-    /// The peer is declared lost when nothing was received for this long.
-    /// Default 5 s: the node-loss detection budget.
+    /// The peer is declared lost when no complete frame was received for
+    /// this long (partial frames do not count: a peer that trickles bytes
+    /// is not alive), extended while a frame is arriving by the time its
+    /// length takes at [`MIN_FRAME_RATE`]. Default 5 s: the node-loss
+    /// detection budget.
     pub idle_timeout: Duration,
     /// Asks awaiting a reply from the peer; one more is refused. Default 10 000.
     pub max_pending_asks: usize,
@@ -310,13 +320,14 @@ impl Session {
             return;
         }
         if !bytes.is_empty() {
-            self.last_rx = now;
             self.reader.extend(bytes);
         }
         loop {
             let in_place = self.events.is_empty() && matches!(self.state, State::Established(_));
             let frame = match self.reader.next_raw() {
                 Ok(Some(raw)) => {
+                    // Only a complete frame shows the peer is alive.
+                    self.last_rx = now;
                     if let (true, Some((&frame::kind::TELL, body))) = (in_place, raw.split_first())
                         && let Some(tell) = TellRef::decode(body)
                     {
@@ -368,7 +379,7 @@ impl Session {
             }
             _ => {}
         }
-        if now.saturating_duration_since(self.last_rx) >= self.config.idle_timeout {
+        if now >= self.idle_deadline() {
             self.close_with(
                 now,
                 CloseCode::IdleTimeout,
@@ -541,7 +552,7 @@ impl Session {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let idle = later(self.last_rx, self.config.idle_timeout);
+        let idle = self.idle_deadline();
         match &self.state {
             State::Closed => None,
             State::Handshaking { deadline } => Some((*deadline).min(idle)),
@@ -556,6 +567,17 @@ impl Session {
     }
 
     // ------------------------------------------------------------ internals
+
+    /// When the peer is declared lost unless a frame completes: the idle
+    /// timeout after the last complete frame, plus, while a frame is
+    /// arriving, the time its length takes at [`MIN_FRAME_RATE`].
+    fn idle_deadline(&self) -> Instant {
+        let arriving = self
+            .reader
+            .partial()
+            .map_or(Duration::ZERO, |len| Duration::from_secs_f64(len as f64 / MIN_FRAME_RATE as f64));
+        later(self.last_rx, self.config.idle_timeout.saturating_add(arriving))
+    }
 
     fn peer_name(&self) -> Option<&str> {
         self.peer().map(|p| p.node.as_str())

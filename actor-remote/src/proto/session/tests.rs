@@ -195,6 +195,62 @@ fn silent_peer_is_lost_within_the_idle_timeout_and_pending_asks_fail() {
     assert!(matches!(&tail[1], Event::Closed(CloseCause::Local { code: CloseCode::IdleTimeout, .. })));
 }
 
+/// A peer that sends a frame one byte a second (and never answers pings)
+/// is declared lost once the idle timeout has passed since its last
+/// complete frame: partial frames do not count as life.
+#[test]
+fn a_peer_trickling_a_frame_is_lost_after_the_idle_timeout() {
+    let mut p = Pair::default_pair();
+    let start = p.now;
+    // A tell frame of 100 bytes, sent to `b` byte by byte from `a`'s side;
+    // `a` itself falls silent (nothing else reaches `b`).
+    let mut frame = Vec::new();
+    Frame::Tell(tell("x", &[0; 80])).encode(&mut frame, frame::DEFAULT_MAX_FRAME).unwrap();
+    p.cut = true;
+    let mut sent = 0;
+    while !p.b.is_closed() && sent < frame.len() {
+        p.now += Duration::from_secs(1);
+        p.b.handle_input(p.now, &frame[sent..sent + 1]);
+        sent += 1;
+        p.b.handle_timeout(p.now);
+    }
+    assert!(p.b.is_closed(), "still open after {sent} bytes");
+    let lost_after = p.now - start;
+    let idle = SessionConfig::new("c", "b", 1).idle_timeout;
+    assert!(lost_after <= idle + Duration::from_secs(1), "lost after {lost_after:?}");
+    while let Some(e) = p.b.poll_event() {
+        p.b_events.push(e);
+    }
+    assert!(
+        p.b_events.iter().any(|e| matches!(e, Event::Closed(CloseCause::Local { code: CloseCode::IdleTimeout, .. })))
+    );
+}
+
+/// A large frame arriving at the minimum rate or faster is not mistaken
+/// for silence, though it takes longer than the idle timeout.
+#[test]
+fn a_large_frame_arriving_steadily_is_not_idle() {
+    let mut config = SessionConfig::new("c", "b", 1);
+    config.max_frame = 4 * 1024 * 1024;
+    let mut p = Pair::new(SessionConfig::new("c", "a", 1), config);
+    let payload = vec![7u8; 2 * 1024 * 1024];
+    let mut frame = Vec::new();
+    Frame::Tell(tell("big", &payload)).encode(&mut frame, 4 * 1024 * 1024).unwrap();
+    p.cut = true;
+    // At twice the minimum rate: 2 MiB over 16 s, well past the 5 s timeout.
+    let chunk = (2 * MIN_FRAME_RATE) as usize;
+    for part in frame.chunks(chunk) {
+        p.now += Duration::from_secs(1);
+        p.b.handle_input(p.now, part);
+        p.b.handle_timeout(p.now);
+        assert!(!p.b.is_closed(), "closed while the frame kept arriving");
+    }
+    while let Some(e) = p.b.poll_event() {
+        p.b_events.push(e);
+    }
+    assert!(p.b_events.iter().any(|e| matches!(e, Event::Tell(t) if t.target == Target::name("big"))));
+}
+
 #[test]
 fn handshake_times_out() {
     let now = Instant::now();
