@@ -123,11 +123,6 @@ impl Route {
         let next = self.successor().await?;
         next.tell(target, wire_name, payload).await.map_err(refusal)
     }
-
-    /// A route to the same run through the same connection, for a task.
-    fn fork(&self) -> Route {
-        Route::new(self.node.clone(), self.peer.clone(), self.run, self.current())
-    }
 }
 
 fn refusal(refused: TellRefused) -> RemoteError {
@@ -140,7 +135,10 @@ fn refusal(refused: TellRefused) -> RemoteError {
 
 /// Sends to one actor (by handle) of one run of a peer node.
 pub(crate) struct PeerEndpoint {
-    pub(crate) route: Route,
+    pub(crate) route: Arc<Route>,
+    /// Small commands (stop, link, unlink, exit) waiting for room, in order;
+    /// `Some` while a task sends them (later ones queue behind it).
+    pub(crate) soon: Arc<std::sync::Mutex<Option<std::collections::VecDeque<Command>>>>,
     /// The remote actor's handle on its node.
     pub(crate) handle: u64,
     pub(crate) label: String,
@@ -223,13 +221,32 @@ impl PeerEndpoint {
 
     /// Queues a small command now if there is room; otherwise a task waits
     /// for room, or for the connection that replaces a closed one, rather
-    /// than drop it (it may then come after commands queued meanwhile).
+    /// than drop it. Commands of one endpoint keep their order (a `Link`
+    /// that waited is never overtaken by the `Exit` that follows it).
     fn send_soon(&self, cmd: Command) {
-        if let Err((_, cmd)) = self.route.try_send(cmd) {
-            let route = self.route.fork();
-            tokio::spawn(async move {
-                let _ = route.send(cmd).await;
-            });
+        let mut soon = self.soon.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(waiting) = soon.as_mut() {
+            waiting.push_back(cmd);
+            return;
         }
+        let Err((_, cmd)) = self.route.try_send(cmd) else { return };
+        *soon = Some(std::collections::VecDeque::from([cmd]));
+        drop(soon);
+        let (route, soon) = (self.route.clone(), self.soon.clone());
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let mut soon = soon.lock().unwrap_or_else(|p| p.into_inner());
+                    match soon.as_mut().and_then(std::collections::VecDeque::pop_front) {
+                        Some(cmd) => cmd,
+                        None => {
+                            *soon = None;
+                            return;
+                        }
+                    }
+                };
+                let _ = route.send(next).await;
+            }
+        });
     }
 }

@@ -44,11 +44,9 @@ impl Links {
         true
     }
 
-    /// Forgets one link.
-    pub(crate) fn remove(&self, peer: &str, run: u64, target: u64, linker: u64) {
-        if let Some(set) = self.lock().get_mut(&(peer.to_owned(), run)) {
-            set.remove(&(target, linker));
-        }
+    /// Forgets one link; false if that run of the peer had not made it.
+    pub(crate) fn remove(&self, peer: &str, run: u64, target: u64, linker: u64) -> bool {
+        self.lock().get_mut(&(peer.to_owned(), run)).is_some_and(|set| set.remove(&(target, linker)))
     }
 
     /// Takes every link of run `run` of `peer` (that run is gone).

@@ -361,7 +361,7 @@ impl NodeInner {
         if let Some(old) = replaced {
             tracing::debug!(node = %self.id, %peer, "replacing the connection (crossed dial or reconnect)");
             tokio::spawn(async move {
-                let _ = old.outbox.send(Command::Close).await;
+                let _ = old.outbox.send(Command::Replaced).await;
             });
         }
         // Services first (the registry's full copy goes out before anything
@@ -486,7 +486,8 @@ impl NodeInner {
             outbox: outbox.clone(),
         });
         PeerEndpoint {
-            route: Route::new(Arc::downgrade(self), peer.to_owned(), run, outbox),
+            route: Arc::new(Route::new(Arc::downgrade(self), peer.to_owned(), run, outbox)),
+            soon: Arc::default(),
             handle: id,
             label: format!("{label}@{peer}"),
             addr: actor_core::RefAddr { node: peer.to_owned(), run, id },

@@ -48,6 +48,9 @@ pub(crate) enum Command {
     Exit { target: u64, linker: u64, reason: String },
     /// Close the connection (orderly).
     Close,
+    /// Close the connection as a duplicate: another connection between the
+    /// same two nodes replaced it.
+    Replaced,
 }
 
 /// Why [`Outbox::try_send`] did not queue a command (which comes back).

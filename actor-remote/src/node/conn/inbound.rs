@@ -421,9 +421,15 @@ pub(crate) fn link(node: &NodeInner, peer: &str, run: u64, target: u64, linker: 
     }
 }
 
-/// A peer's actor `linker`, linked to our actor `target`, exited.
+/// A peer's actor `linker`, linked to our actor `target`, exited. Only a
+/// link this run of the peer made (with `Link`) carries the exit: an `Exit`
+/// for any other pair is ignored, so a peer cannot stop an actor it merely
+/// knows the handle of.
 pub(super) fn exit(node: &NodeInner, peer: &str, run: u64, conn_id: u64, target: u64, linker: u64, reason: &str) {
-    node.links.remove(peer, run, target, linker);
+    if !node.links.remove(peer, run, target, linker) {
+        tracing::debug!(node = %node.id, %peer, target, linker, "exit for a link this peer did not make; ignored");
+        return;
+    }
     if let Some(actor) = node.exports.resolve(&Target::Id(target)) {
         actor.link_exit(node.linker_id(conn_id, linker), exit_reason(reason));
     }

@@ -227,7 +227,7 @@ impl Driver {
             }
             Event::Unlink(l) => {
                 if let Some((peer, run)) = from {
-                    self.node.links.remove(peer, run, l.target, l.linker);
+                    let _ = self.node.links.remove(peer, run, l.target, l.linker);
                 }
             }
             Event::Exit(e) => {

@@ -125,6 +125,7 @@ fn submit(session: &mut Session, now: Instant, cmd: Command, pending: &mut Pendi
         }
         // What follows is failed when the connection ends.
         Command::Close => session.close(now, CloseCode::Normal, "shutting down"),
+        Command::Replaced => session.close(now, CloseCode::Duplicate, "replaced by a newer connection"),
     }
     None
 }
