@@ -85,6 +85,48 @@ mod tests {
         assert_eq!(bytes, [0x82, 0xa2, b'i', b'd', 0x07, 0xa4, b'i', b't', b'e', b'm', 0xa3, b't', b'e', b'a']);
     }
 
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Add(u64);
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Pair(u64, String);
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Ping;
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Cmd {
+        Stop,
+        Go(u64),
+        Move { x: i32 },
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Mixed {
+        a: Option<u8>,
+        b: Vec<u8>,
+    }
+
+    /// Every message shape PROTOCOL.md names, byte for byte, both ways.
+    #[test]
+    fn golden_message_shapes() {
+        fn both<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T, bytes: &[u8]) {
+            assert_eq!(encode(&value).unwrap(), bytes, "{value:?}");
+            assert_eq!(decode::<T>(bytes).unwrap(), value);
+        }
+        // A one-field tuple struct (newtype) is its field alone.
+        both(Add(1), &[0x01]);
+        // A tuple struct of two or more fields is an array.
+        both(Pair(1, "x".into()), &[0x92, 0x01, 0xa1, b'x']);
+        // A unit struct is an empty array.
+        both(Ping, &[0x90]);
+        // Enum: a unit variant is its name; others a one-key map.
+        both(Cmd::Stop, &[0xa4, b'S', b't', b'o', b'p']);
+        both(Cmd::Go(5), &[0x81, 0xa2, b'G', b'o', 0x05]);
+        both(Cmd::Move { x: -1 }, &[0x81, 0xa4, b'M', b'o', b'v', b'e', 0x81, 0xa1, b'x', 0xff]);
+        // None is nil; a Vec<u8> is an array of integers (not bin).
+        both(Mixed { a: None, b: vec![1, 2] }, &[0x82, 0xa1, b'a', 0xc0, 0xa1, b'b', 0x92, 0x01, 0x02]);
+        // Replies: `()` is nil, integers their smallest form.
+        both((), &[0xc0]);
+        both(300u64, &[0xcd, 0x01, 0x2c]);
+    }
+
     #[test]
     fn garbage_is_an_error() {
         assert!(decode::<OrderV1>(&[0xc1, 0xff]).is_err());

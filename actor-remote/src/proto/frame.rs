@@ -608,6 +608,11 @@ impl Frame {
     pub fn decode(frame: &[u8]) -> Result<Frame, FrameError> {
         let (&kind, body) = frame.split_first().ok_or(FrameError::Empty)?;
         fn body_of<T: serde::de::DeserializeOwned>(kind: u8, body: &[u8], fields: u32) -> Result<T, FrameError> {
+            // A body is an array (serde would read a struct from a map too,
+            // which the protocol does not allow).
+            if !matches!(body.first(), Some(0x90..=0x9f | 0xdc | 0xdd)) {
+                return Err(FrameError::Decode { kind, reason: "a frame body must be an array".into() });
+            }
             let trimmed = without_trailing_fields(body, fields);
             // Read in place: strings and byte strings are copied once, into
             // the value, with no staging buffer.
@@ -1009,6 +1014,40 @@ mod tests {
         assert_eq!(Frame::decode(&[0x7f]), Err(FrameError::UnknownKind(0x7f)));
         assert!(matches!(Frame::decode(&[kind::HELLO, 0xc1]), Err(FrameError::Decode { .. })));
         assert_eq!(FrameError::UnknownKind(1).close_code(), CloseCode::ProtocolError);
+    }
+
+    /// The cases PROTOCOL.md pins down for a second implementation: a frame
+    /// of length 0 has no kind (`ProtocolError`); a body must be an array (a
+    /// map of the same fields is refused: `DecodeError`); a target names an
+    /// id or a name (both: the id; neither: refused).
+    #[test]
+    fn malformed_shapes_are_refused_as_specified() {
+        // Length 0: a prefix of zeros, then nothing.
+        let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+        reader.extend(&[0, 0, 0, 0]);
+        let raw = reader.next_raw().unwrap().unwrap().to_vec();
+        assert_eq!(Frame::decode(&raw), Err(FrameError::Empty));
+        assert_eq!(FrameError::Empty.close_code(), CloseCode::ProtocolError);
+        // Close as a map {"code": 1, "reason": ""} instead of [1, ""].
+        let map =
+            [kind::CLOSE, 0x82, 0xa4, b'c', b'o', b'd', b'e', 0x01, 0xa6, b'r', b'e', b'a', b's', b'o', b'n', 0xa0];
+        assert!(Frame::decode(&[kind::CLOSE, 0x92, 0x01, 0xa0]).is_ok(), "the array form reads");
+        let err = Frame::decode(&map).unwrap_err();
+        assert!(matches!(err, FrameError::Decode { kind: kind::CLOSE, .. }), "{err:?}");
+        assert_eq!(err.close_code(), CloseCode::DecodeError);
+        // Tell to [id 5, name "x"]: by id. To [nil, nil]: refused.
+        let tell = |target: &[u8]| {
+            let mut f = vec![kind::TELL, 0x94];
+            f.extend_from_slice(target);
+            f.extend_from_slice(&[0xc0, 0xa1, b'm', 0xc4, 0x00]);
+            f
+        };
+        match Frame::decode(&tell(&[0x92, 0x05, 0xa1, b'x'])) {
+            Ok(Frame::Tell(t)) => assert_eq!(t.target, Target::Id(5)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(Frame::decode(&tell(&[0x92, 0xc0, 0xc0])), Err(FrameError::Decode { .. })));
+        assert_eq!(TellRef::decode(&tell(&[0x92, 0xc0, 0xc0])[1..]), None);
     }
 
     /// The evolution rule of PROTOCOL.md: a newer sender may append fields;

@@ -172,6 +172,44 @@ fn ask_times_out_once_and_a_late_reply_is_ignored() {
     assert!(!p.a_events.iter().any(|e| matches!(e, Event::Reply { .. })), "late reply must not resolve the ask again");
 }
 
+/// Ask ids are the asker's to keep unique among its pending asks. A
+/// receiver does not police them: two asks with one id are both delivered
+/// (and both answered); the asker's session takes the first reply for an id
+/// and ignores a second.
+#[test]
+fn a_reused_ask_id_is_delivered_twice_and_the_second_reply_ignored() {
+    let mut p = Pair::default_pair();
+    p.b_events.clear();
+    let ask = |payload: u8| {
+        let mut bytes = Vec::new();
+        Frame::Ask(frame::Ask {
+            id: 9,
+            target: Target::name("x"),
+            sender: None,
+            wire_name: "t.Q".into(),
+            payload: vec![payload],
+            timeout_ms: 1000,
+        })
+        .encode(&mut bytes, frame::DEFAULT_MAX_FRAME)
+        .unwrap();
+        bytes
+    };
+    p.b.handle_input(p.now, &ask(1));
+    p.b.handle_input(p.now, &ask(2));
+    p.drive();
+    let asks: Vec<u8> =
+        p.b_events.iter().filter_map(|e| if let Event::Ask(a) = e { Some(a.payload[0]) } else { None }).collect();
+    assert_eq!(asks, [1, 2]);
+    // On the asking side: one pending ask, two replies with its id.
+    let id = p.a.send_ask(p.now, Target::name("x"), None, "t.Q".into(), vec![], Duration::from_secs(1)).unwrap();
+    p.drive();
+    p.b.send_reply(p.now, id, vec![1]).unwrap();
+    p.b.send_reply(p.now, id, vec![2]).unwrap();
+    p.drive();
+    let replies: Vec<&Event> = p.a_events.iter().filter(|e| matches!(e, Event::Reply { .. })).collect();
+    assert!(matches!(replies[..], [Event::Reply { payload, .. }] if payload == &[1]), "{replies:?}");
+}
+
 #[test]
 fn heartbeats_keep_an_idle_connection_alive() {
     let mut p = Pair::default_pair();
