@@ -45,7 +45,7 @@
 //! | **remoting** (feature `remote`) | [`Node`] and [`NodeBuilder`]: expose actors ([`RemoteActor`], [`Node::spawn_named`]), [`Node::lookup`] gives a remote [`ActorRef`]; messages cross with `#[message(remote = "wire.Name")]`; transports in [`remote::transport`]: QUIC with mutual TLS (feature `quic`) and [`MemoryNetwork`](remote::transport::mem::MemoryNetwork) for tests |
 //! | **a cluster** (feature `cluster`) | [`Cluster`] ([`cluster::ClusterBuilder`]): membership and [`ClusterEvent`]s, cluster-wide names ([`Cluster::register`], [`Cluster::lookup`]), process groups ([`Cluster::join`], [`Cluster::group`], [`Cluster::broadcast`]) |
 //! | **testing** | [`MemoryNetwork`](remote::transport::mem::MemoryNetwork) (several nodes in one process, with partitions, isolation and delays) on Tokio's paused clock: seconds of failure detection take milliseconds |
-//! | **errors** | one enum per operation ([`SendError`], [`TrySendError`], [`AskError`], [`SpawnError`], [`LookupError`], [`RegisterError`], [`NodeError`], [`ClusterError`]); send errors hand the message back; [`Error`] gathers them for `?` |
+//! | **errors** | one enum per operation ([`SendError`], [`TrySendError`], [`AskError`], [`SpawnError`], [`LookupError`], [`RegisterError`], [`NodeError`], [`ClusterError`]); send errors hand the message back; [`Error`] gathers the local runtime's for `?` (with `Box<dyn Error>`, all of them) |
 //!
 //! # Features
 //!
@@ -68,7 +68,7 @@ pub use actor_core::{
     Actor, ActorError, ActorId, ActorRef, ActorSystem, Ask, AskError, Backoff, CodecError, Context,
     DEFAULT_ASK_TIMEOUT, Error, ExitReason, Failure, FailureDecision, Handler, LinkDecision, LookupError, Mailbox,
     Message, Recipient, RefAddr, RegisterError, Restart, SendError, SpawnError, SpawnOptions, Strategy, Supervisor,
-    Terminated, TimerHandle, TrySendError, WeakActorRef, Wire, mailbox, supervisor,
+    Terminated, Timer, TrySendError, WeakActorRef, Wire, mailbox, supervisor,
 };
 pub use actor_macros::{Actor, Message};
 /// Remoting: nodes, transports, the wire protocol (feature `remote`).
@@ -101,6 +101,6 @@ pub mod prelude {
 
 /// The README's code blocks, compiled and run as doctests so the README stays
 /// true.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "quic", feature = "cluster"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

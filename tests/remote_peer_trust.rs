@@ -11,6 +11,7 @@ use footlight::remote::proto::{Event, Session, SessionConfig};
 use footlight::remote::transport::Connection;
 use footlight::remote::transport::Transport;
 use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::remote::{NodeContext, NodeService};
 
 /// An actor that does not trap exits: a link exit stops it.
 #[derive(Actor)]
@@ -18,6 +19,26 @@ struct Victim;
 
 impl RemoteActor for Victim {
     fn remote_messages(_: &mut RemoteMessages<Self>) {}
+}
+
+/// Keeps the node's context; does nothing else.
+#[derive(Default)]
+struct Grab(std::sync::OnceLock<NodeContext>);
+
+impl NodeService for Grab {
+    fn handles(&self, _: &str) -> bool {
+        false
+    }
+    fn started(&self, node: NodeContext) {
+        let _ = self.0.set(node);
+    }
+    fn peer_connected(&self, _: &footlight::remote::PeerRun) {}
+    fn peer_disconnected(&self, _: &footlight::remote::PeerRun) {}
+    fn dial_failed(&self, _: &str) {}
+    fn system_message(&self, _: &footlight::remote::PeerRun, _: &str, _: Vec<u8>) {}
+    fn leave(&self) -> footlight::remote::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A peer driven by hand: a `Session` over a raw in-memory connection.
@@ -169,13 +190,16 @@ async fn watches_per_connection_are_bounded_and_unwatch_frees_a_slot() {
     use footlight::remote::proto::frame::{ActorAddr, Watch};
     const LIMIT: usize = 10_000;
     let net = MemoryNetwork::new();
-    let node = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    // A service only to get the node's context, which exports actors.
+    let ctx = std::sync::Arc::new(Grab::default());
+    let node = Node::builder("a").transport(net.transport()).listen("a").service(ctx.clone()).start().await.unwrap();
+    let ctx = ctx.0.get().unwrap();
     let mut actors = Vec::new();
     // The lookup below takes one slot (a lookup watches what it finds);
     // these take the rest, and one more.
     for _ in 0..LIMIT {
         let actor = node.system().spawn(Victim);
-        let handle = node.export(&actor).unwrap();
+        let handle = ctx.export(&actor).unwrap();
         actors.push((actor, handle));
     }
     node.spawn_named("victim", Victim).unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use actor_core::remote::BoxFuture;
 use actor_core::{Actor, ActorRef};
-use actor_remote::{Node, NodeBuilder, NodeError, NodeService, PeerRun, WeakNode};
+use actor_remote::{Node, NodeBuilder, NodeContext, NodeError, NodeService, PeerRun};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::membership::{self, FailureDetection, GOSSIP, GossipStats, Ident, Input, LEAVING, MAX_PACKET, Member};
@@ -74,7 +74,9 @@ impl ClusterBuilder {
         });
         let node = self.node.service(shared.clone()).start().await?;
         for seed in self.seeds {
-            tokio::spawn(keep_connected(node.downgrade(), shared.inputs.clone(), seed, self.reconnect_every));
+            if let Some(ctx) = shared.ctx() {
+                tokio::spawn(keep_connected(ctx.clone(), shared.inputs.clone(), seed, self.reconnect_every));
+            }
         }
         Ok(Cluster { node, shared })
     }
@@ -83,48 +85,38 @@ impl ClusterBuilder {
 /// Dials seed `seed` (each address it resolves to, in turn) until
 /// connected, joins the cluster through it, and dials again whenever that
 /// peer is no longer connected, until the node shuts down.
-async fn keep_connected(node: WeakNode, inputs: mpsc::Sender<Input>, seed: String, every: Duration) {
-    loop {
-        let Some(n) = node.upgrade() else { return };
-        if n.is_shutting_down() {
-            return;
-        }
-        for addr in n.resolve(&seed).await {
+async fn keep_connected(node: NodeContext, inputs: mpsc::Sender<Input>, seed: String, every: Duration) {
+    while !node.is_shutting_down() {
+        for addr in node.resolve(&seed).await {
+            let Some(n) = node.node() else { return };
             let peer = match n.dial(&addr).await {
                 Ok(peer) => peer,
                 Err(e) => {
-                    tracing::debug!(node = %n.id(), %addr, error = %e, "seed not reachable yet");
+                    tracing::debug!(node = %node.id(), %addr, error = %e, "seed not reachable yet");
                     continue;
                 }
             };
+            drop(n);
             let seed = Ident { id: peer.node.clone(), addr: addr.clone(), run: peer.run, generation: 0 };
             let _ = inputs.send(Input::Announce(seed)).await;
             // Connected (through this connection, or another one that won
             // a crossed dial): wait for the peer to be gone.
-            n.disconnected(&peer.node).await;
+            node.disconnected(&peer.node).await;
             break;
         }
-        if n.is_shutting_down() {
+        if node.is_shutting_down() {
             return;
         }
-        drop(n);
         tokio::time::sleep(every).await;
     }
-}
-
-/// What the service knows once its node has started.
-pub(crate) struct Started {
-    pub(crate) node: WeakNode,
-    pub(crate) id: String,
-    pub(crate) run: u64,
-    pub(crate) addr: String,
 }
 
 /// The cluster service of one node: membership, the view, the registry.
 pub(crate) struct Shared {
     /// Itself, for the tasks it starts (they must not keep it alive).
     this: std::sync::Weak<Shared>,
-    pub(crate) started: OnceLock<Started>,
+    /// The node, once started.
+    pub(crate) started: OnceLock<NodeContext>,
     pub(crate) inputs: mpsc::Sender<Input>,
     inputs_rx: Mutex<Option<mpsc::Receiver<Input>>>,
     detection: FailureDetection,
@@ -139,29 +131,30 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn node(&self) -> Option<Node> {
-        self.started.get()?.node.upgrade()
+    /// The service's way to act on its node (once it has started).
+    pub(crate) fn ctx(&self) -> Option<&NodeContext> {
+        self.started.get()
     }
 
     /// This node's id ("" before the node started, which no caller sees:
     /// the cluster exists only once its node has started).
     pub(crate) fn id(&self) -> &str {
-        self.started.get().map_or("", |s| s.id.as_str())
+        self.started.get().map_or("", NodeContext::id)
     }
 
     /// This node's run.
     pub(crate) fn run(&self) -> u64 {
-        self.started.get().map_or(0, |s| s.run)
+        self.started.get().map_or(0, NodeContext::run)
     }
 
     /// This node's current SWIM identity, as the view holds it.
     fn identity(&self) -> Option<Ident> {
         let started = self.started.get()?;
-        let known = self.view.lock().members.get(&started.id).map(|(m, _)| m.clone());
+        let known = self.view.lock().members.get(started.id()).map(|(m, _)| m.clone());
         Some(known.unwrap_or_else(|| Ident {
-            id: started.id.clone(),
-            addr: started.addr.clone(),
-            run: started.run,
+            id: started.id().to_owned(),
+            addr: started.advertised_addr().to_owned(),
+            run: started.run(),
             generation: 0,
         }))
     }
@@ -186,7 +179,7 @@ impl Shared {
     /// Sends a SWIM packet to member `to`; if it is not connected, holds
     /// the packet (a few per member) and dials it.
     pub(crate) fn send_gossip(&self, to: &Ident, bytes: Vec<u8>) {
-        let Some(node) = self.node() else { return };
+        let Some(node) = self.ctx() else { return };
         let peer = PeerRun { node: to.id.clone(), run: to.run };
         let len = bytes.len();
         if node.is_connected(&peer) {
@@ -213,7 +206,7 @@ impl Shared {
     pub(crate) fn member_gone(&self, old: &Ident) {
         self.registry.purge_run(&old.id, old.run);
         self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&old.id);
-        if let Some(node) = self.node() {
+        if let Some(node) = self.ctx() {
             node.close_peer(&PeerRun { node: old.id.clone(), run: old.run });
         }
     }
@@ -222,13 +215,13 @@ impl Shared {
     /// registry entries if connected already.
     pub(crate) fn member_up(&self, new: &Ident) {
         self.registry.purge_other_runs(&new.id, new.run);
-        let Some(node) = self.node() else { return };
+        let Some(node) = self.ctx() else { return };
         if new.id == node.id() {
             return;
         }
         let peer = PeerRun { node: new.id.clone(), run: new.run };
         if node.is_connected(&peer) {
-            self.registry.send_all(self, &node, &peer);
+            self.registry.send_all(self, node, &peer);
         } else {
             node.connect(&new.id, &new.addr);
         }
@@ -240,11 +233,10 @@ impl NodeService for Shared {
         matches!(wire_name, GOSSIP | LEAVING | REGISTRY)
     }
 
-    fn started(&self, node: &Node) {
+    fn started(&self, node: NodeContext) {
         let me =
             Ident { id: node.id().to_owned(), addr: node.advertised_addr().to_owned(), run: node.run(), generation: 0 };
-        let _ =
-            self.started.set(Started { node: node.downgrade(), id: me.id.clone(), run: me.run, addr: me.addr.clone() });
+        let _ = self.started.set(node);
         self.view.apply(&me.id, View::of(&me).members);
         if let Some(inputs) = self.inputs_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
             // The task holds the service weakly: it ends with the node.
@@ -253,10 +245,10 @@ impl NodeService for Shared {
     }
 
     fn peer_connected(&self, peer: &PeerRun) {
-        let Some(node) = self.node() else { return };
+        let Some(node) = self.ctx() else { return };
         // The peer gets a copy of this node's registry entries first thing,
         // then the membership packets held for it.
-        self.registry.send_all(self, &node, peer);
+        self.registry.send_all(self, node, peer);
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer.node);
         for packet in held.into_iter().flatten() {
             self.count(true, packet.len());
@@ -312,7 +304,7 @@ impl NodeService for Shared {
             // budget) and report `MemberLeft`. The notice goes to every peer
             // without waiting, then SWIM leaves (right after, so that no
             // reply can make it rejoin under a new generation first).
-            if let (Some(node), Some(me)) = (self.node(), self.identity())
+            if let (Some(node), Some(me)) = (self.ctx(), self.identity())
                 && let Ok(leaving) = actor_remote::codec::encode(&me)
             {
                 for peer in node.connected() {
@@ -416,7 +408,8 @@ impl Cluster {
     /// peer spawned under it with [`Node::spawn_named`] (asked in id order).
     pub async fn lookup<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, ClusterError> {
         if self.node.system().lookup::<A>(name).is_err()
-            && let Some(found) = self.shared.registry.lookup::<A>(&self.shared, &self.node, name).await?
+            && let Some(ctx) = self.shared.ctx()
+            && let Some(found) = self.shared.registry.lookup::<A>(&self.shared, ctx, name).await?
         {
             return Ok(found);
         }

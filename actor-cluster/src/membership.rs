@@ -409,7 +409,60 @@ mod tests {
         assert!(restarted.win_addr_conflict(&renewed));
     }
 
+    /// The member view a SWIM instance reaches from `updates`, applied
+    /// one at a time in the given order.
+    fn view_after(updates: &[FocaMember<Ident>]) -> std::collections::BTreeMap<String, (Ident, bool)> {
+        let me = ident("me");
+        let mut swim: Swim = Foca::new(
+            me.clone(),
+            FailureDetection::default().foca_config(),
+            <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+            Codec,
+        );
+        let mut runtime = AccumulatingRuntime::new();
+        for update in updates {
+            let _ = swim.apply_many(std::iter::once(update.clone()), false, &mut runtime);
+        }
+        let states = swim.iter_membership_state().map(|m| {
+            let liveness = match m.state() {
+                State::Alive => Liveness::Alive,
+                State::Suspect => Liveness::Suspect,
+                State::Down => Liveness::Down,
+            };
+            (m.id(), liveness)
+        });
+        View::next(&me, states)
+    }
+
     proptest! {
+        /// The same set of member updates, applied in any order, gives the
+        /// same view: every node that heard the same gossip agrees, whatever
+        /// order it arrived in (several runs and generations of one node
+        /// included).
+        #[test]
+        fn the_same_updates_in_any_order_give_the_same_view(
+            updates in proptest::collection::vec((0u8..4, 1u64..3, 0u32..2, 0u16..3, 0u8..3), 0..16),
+            seed in any::<u64>(),
+        ) {
+            let updates: Vec<FocaMember<Ident>> = updates
+                .into_iter()
+                .map(|(id, run, generation, incarnation, state)| {
+                    let who = Ident { id: format!("n{id}"), addr: format!("n{id}:1"), run, generation };
+                    let state = [State::Alive, State::Suspect, State::Down][usize::from(state)];
+                    FocaMember::new(who, incarnation, state)
+                })
+                .collect();
+            let mut shuffled = updates.clone();
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            prop_assert_eq!(view_after(&updates), view_after(&shuffled));
+        }
+
         #[test]
         fn arbitrary_gossip_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = sent_by(&bytes, "a");

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use actor_core::{Actor, ActorRef, Message, SendError};
-use actor_remote::{Node, NodeError, PeerRun, RemoteActor};
+use actor_remote::{NodeContext, NodeError, PeerRun, RemoteActor};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, ClusterError, Shared};
@@ -232,7 +232,7 @@ impl Registry {
     /// Sends a registry update to every connected peer. Called with the
     /// registry locked (`_tables`), so that updates reach each peer in the
     /// order they were made, and after the full copy of a new connection.
-    fn publish(node: &Node, _tables: &Tables, op: &Op) {
+    fn publish(node: &NodeContext, _tables: &Tables, op: &Op) {
         let Ok(payload) = actor_remote::codec::encode(op) else { return };
         for peer in node.connected() {
             node.send_system(&peer, REGISTRY, payload.clone());
@@ -240,7 +240,7 @@ impl Registry {
     }
 
     /// Sends all of this node's own entries to `peer`, after a reset.
-    pub(crate) fn send_all(&self, shared: &Shared, node: &Node, peer: &PeerRun) {
+    pub(crate) fn send_all(&self, shared: &Shared, node: &NodeContext, peer: &PeerRun) {
         let tables = self.lock();
         let (me, run) = (shared.id(), shared.run());
         let mine = |table: &HashMap<String, Vec<Entry>>| -> Vec<Reg> {
@@ -302,10 +302,10 @@ impl Registry {
             Op::Unname { name, id } => tables.remove(false, &name, peer, id),
             Op::Ungroup { group, id } => tables.remove(true, &group, peer, id),
         }
-        if let Some(node) = shared.node() {
+        if let Some(node) = shared.ctx() {
             for mine in &lost {
                 tables.remove(false, &mine.reg.name, me, mine.reg.id);
-                Self::publish(&node, &tables, &Op::Unname { name: mine.reg.name.clone(), id: mine.reg.id });
+                Self::publish(node, &tables, &Op::Unname { name: mine.reg.name.clone(), id: mine.reg.id });
             }
         }
         drop(tables);
@@ -338,7 +338,8 @@ impl Registry {
         if !actor.is_remote() && !actor.is_alive() {
             return Err(ClusterError::Stopped);
         }
-        let (shared, node) = (&cluster.shared, cluster.node());
+        let shared = &cluster.shared;
+        let node = shared.ctx().ok_or(ClusterError::Node(NodeError::Stopped))?;
         let handle = node.export(actor)?;
         let reg = Reg { name: name.to_owned(), id: handle, type_name: std::any::type_name::<A>().to_owned() };
         let entry = Entry { node: shared.id().to_owned(), run: shared.run(), reg: reg.clone() };
@@ -383,9 +384,9 @@ impl Registry {
         if present {
             tables.remove(groups, name, me, id);
             let name = name.to_owned();
-            if let Some(node) = shared.node() {
+            if let Some(node) = shared.ctx() {
                 let op = if groups { Op::Ungroup { group: name, id } } else { Op::Unname { name, id } };
-                Self::publish(&node, &tables, &op);
+                Self::publish(node, &tables, &op);
             }
         }
     }
@@ -393,7 +394,12 @@ impl Registry {
     /// A ref to the actor behind `entry`, if it is an `A` and reachable.
     /// If its node is a member not connected right now, waits briefly for
     /// the connection when `wait` (else gives none).
-    async fn entry_ref<A: Actor>(shared: &Shared, node: &Node, entry: &Entry, wait: bool) -> Option<ActorRef<A>> {
+    async fn entry_ref<A: Actor>(
+        shared: &Shared,
+        node: &NodeContext,
+        entry: &Entry,
+        wait: bool,
+    ) -> Option<ActorRef<A>> {
         if entry.reg.type_name != std::any::type_name::<A>() {
             return None;
         }
@@ -412,7 +418,7 @@ impl Registry {
     pub(crate) async fn lookup<A: Actor>(
         &self,
         shared: &Shared,
-        node: &Node,
+        node: &NodeContext,
         name: &str,
     ) -> Result<Option<ActorRef<A>>, ClusterError> {
         let Some(winner) = self.name_winner(shared, name) else { return Ok(None) };
@@ -473,7 +479,7 @@ impl Cluster {
 
     /// Takes the local actor `actor` out of `group`.
     pub fn leave<A: Actor>(&self, group: &str, actor: &ActorRef<A>) {
-        let Some(id) = self.node().handle_of(actor) else { return };
+        let Some(id) = self.shared.ctx().and_then(|ctx| ctx.handle_of(actor)) else { return };
         self.shared.registry.remove_local(&self.shared, true, group, id);
     }
 
@@ -488,8 +494,9 @@ impl Cluster {
         };
         entries.sort_by(|a, b| a.node.cmp(&b.node));
         let mut refs = Vec::with_capacity(entries.len());
+        let Some(ctx) = self.shared.ctx() else { return refs };
         for entry in &entries {
-            if let Some(actor) = Registry::entry_ref::<A>(&self.shared, self.node(), entry, false).await {
+            if let Some(actor) = Registry::entry_ref::<A>(&self.shared, ctx, entry, false).await {
                 refs.push(actor);
             }
         }

@@ -44,7 +44,7 @@ pub(crate) struct ActorCell {
     /// A local stand-in for an actor on another node: it has no task, so
     /// signals to it are dropped, except the exit of a linked local actor,
     /// which goes to the remote actor through this endpoint.
-    proxy: bool,
+    stand_in: bool,
     endpoint: Option<Arc<dyn crate::remote::RemoteEndpoint>>,
     /// The actor task's waker while it waits for work.
     wake: AtomicWaker,
@@ -101,7 +101,7 @@ impl ActorCell {
             type_name,
             name,
             has_signals: AtomicBool::new(false),
-            proxy: false,
+            stand_in: false,
             endpoint: None,
             wake: AtomicWaker::new(),
             exited: Notify::new(),
@@ -115,7 +115,7 @@ impl ActorCell {
         label: Arc<str>,
         endpoint: Arc<dyn crate::remote::RemoteEndpoint>,
     ) -> Self {
-        Self { proxy: true, endpoint: Some(endpoint), ..Self::new(type_name, Some(label), Mailbox::Unbounded) }
+        Self { stand_in: true, endpoint: Some(endpoint), ..Self::new(type_name, Some(label), Mailbox::Unbounded) }
     }
 
     pub(crate) fn id(&self) -> ActorId {
@@ -138,7 +138,7 @@ impl ActorCell {
 
     /// Queues a signal and wakes the actor. Signals to a dead actor are dropped.
     pub(crate) fn signal(&self, sig: Signal) {
-        if self.proxy {
+        if self.stand_in {
             // A linked local actor exited: the link reaches across.
             if let (Signal::LinkExit(exit), Some(endpoint)) = (&sig, &self.endpoint)
                 && self.lock().exit.is_none()

@@ -224,7 +224,7 @@ impl<A: Actor> Context<A> {
 
     /// Sends `msg` to this actor after `delay`. Cancelled when the actor stops
     /// (or restarts) or through the returned handle.
-    pub fn send_after<M>(&mut self, delay: Duration, msg: M) -> TimerHandle
+    pub fn send_after<M>(&mut self, delay: Duration, msg: M) -> Timer
     where
         A: Handler<M>,
         M: Message,
@@ -241,7 +241,7 @@ impl<A: Actor> Context<A> {
     /// period. A tick that finds the mailbox full waits for room; ticks missed
     /// meanwhile are skipped, not bunched. Cancelled when the actor stops (or
     /// restarts) or through the returned handle.
-    pub fn send_interval<M>(&mut self, period: Duration, msg: M) -> TimerHandle
+    pub fn send_interval<M>(&mut self, period: Duration, msg: M) -> Timer
     where
         A: Handler<M>,
         M: Message + Clone,
@@ -261,7 +261,7 @@ impl<A: Actor> Context<A> {
         self.keep_timer(task.abort_handle())
     }
 
-    fn keep_timer(&mut self, handle: AbortHandle) -> TimerHandle {
+    fn keep_timer(&mut self, handle: AbortHandle) -> Timer {
         // Forget finished timers now and then so a long-lived actor that keeps
         // arming one-shot timers does not grow without bound.
         let timers = &mut self.extra().timers;
@@ -269,7 +269,7 @@ impl<A: Actor> Context<A> {
             timers.retain(|t| !t.is_finished());
         }
         timers.push(handle.clone());
-        TimerHandle { handle }
+        Timer { handle }
     }
 
     pub(crate) fn cancel_timers(&mut self) {
@@ -289,13 +289,13 @@ impl<A: Actor> Context<A> {
 }
 
 /// A timer armed by [`Context::send_after`] or [`Context::send_interval`].
-/// Dropping the handle does not cancel the timer.
+/// Dropping it does not cancel the timer; [`cancel`](Self::cancel) does.
 #[derive(Debug, Clone)]
-pub struct TimerHandle {
+pub struct Timer {
     handle: AbortHandle,
 }
 
-impl TimerHandle {
+impl Timer {
     /// Cancels the timer; a message it already sent stays in the mailbox.
     pub fn cancel(&self) {
         self.handle.abort();

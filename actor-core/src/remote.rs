@@ -162,7 +162,7 @@ pub struct RefAddr {
     /// That node's run (on the wire under its first name, `incarnation`).
     #[serde(rename = "incarnation")]
     pub run: u64,
-    /// The actor's id on that node.
+    /// The actor's handle on that node (the number peers address it by).
     pub id: u64,
 }
 

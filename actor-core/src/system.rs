@@ -16,7 +16,7 @@ use crate::{Actor, ActorId, ActorRef, ExitReason, LookupError, Mailbox, Register
 
 /// A set of actors sharing a registry and a shutdown.
 ///
-/// Cheap to clone (a handle to shared state). Several systems may live in one
+/// Cheap to clone (a reference to shared state). Several systems may live in one
 /// process. Spawning needs a Tokio runtime (as `tokio::spawn` does) with its
 /// time driver enabled if timers or ask timeouts are used.
 ///

@@ -27,7 +27,7 @@ fn public_types_are_send_and_sync() {
     send_sync::<ActorId>();
     send_sync::<ExitReason>();
     send_sync::<Terminated>();
-    send_sync::<TimerHandle>();
+    send_sync::<Timer>();
     send_sync::<SendError<M>>();
     send_sync::<TrySendError<M>>();
     send_sync::<AskError<M>>();

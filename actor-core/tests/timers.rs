@@ -6,12 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use actor_core::{Actor, ActorSystem, Context, Handler, Message, TimerHandle};
+use actor_core::{Actor, ActorSystem, Context, Handler, Message, Timer};
 use tokio::sync::mpsc;
 
 struct Clock {
     ticks: mpsc::UnboundedSender<&'static str>,
-    timer: Option<TimerHandle>,
+    timer: Option<Timer>,
 }
 impl Actor for Clock {}
 

@@ -21,5 +21,8 @@ pub mod proto;
 #[cfg(feature = "runtime")]
 pub mod transport;
 
+/// The boxed future [`NodeService::leave`] returns.
 #[cfg(feature = "runtime")]
-pub use node::{Node, NodeBuilder, NodeError, NodeService, PeerRun, RemoteActor, RemoteMessages, WeakNode};
+pub use actor_core::remote::BoxFuture;
+#[cfg(feature = "runtime")]
+pub use node::{Node, NodeBuilder, NodeContext, NodeError, NodeService, PeerRun, RemoteActor, RemoteMessages};

@@ -151,7 +151,7 @@ impl NodeBuilder {
             accepting: Mutex::new(None),
         });
         for service in &inner.services {
-            service.started(&Node { inner: inner.clone() });
+            service.started(super::NodeContext::new(&inner));
         }
         let node = inner.clone();
         let accepting = tokio::spawn(async move {

@@ -61,7 +61,7 @@ pub use self::expose::{RemoteActor, RemoteMessages};
 use self::links::Links;
 use self::outbox::{Command, Outbox};
 use self::peers::{PeerConn, Peers};
-pub use self::service::{NodeService, PeerRun, WeakNode};
+pub use self::service::{NodeContext, NodeService, PeerRun};
 use self::standins::{SUCCESSOR_GRACE, StandIns};
 use crate::proto::SessionConfig;
 use crate::transport::{Transport, TransportError};
@@ -180,6 +180,9 @@ pub enum NodeError {
     /// Only actors of this node can be exported.
     #[error("only actors of this node can be exported")]
     NotLocal,
+    /// The node is gone.
+    #[error("the node has shut down")]
+    Stopped,
     /// A limit refused the request.
     #[error("refused: {0}")]
     Refused(String),
@@ -359,9 +362,12 @@ impl NodeInner {
         let (conn_id, run, outbox) = (conn.id, conn.run, conn.outbox.clone());
         let Some(replaced) = self.peers.insert(&self.id, peer, conn) else { return false };
         if let Some(old) = replaced {
-            tracing::debug!(node = %self.id, %peer, "replacing the connection (crossed dial or reconnect)");
+            // The same run: a duplicate (crossed dial or reconnect); an
+            // older run: that run is gone.
+            let close = if old.run == run { Command::Replaced } else { Command::Close };
+            tracing::debug!(node = %self.id, %peer, "replacing the connection (crossed dial, reconnect or restart)");
             tokio::spawn(async move {
-                let _ = old.outbox.send(Command::Replaced).await;
+                let _ = old.outbox.send(close).await;
             });
         }
         // Services first (the registry's full copy goes out before anything
@@ -520,91 +526,4 @@ impl NodeInner {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-    use crate::transport::mem::MemoryNetwork;
-
-    struct Target;
-    impl Actor for Target {}
-    impl RemoteActor for Target {
-        fn remote_messages(_: &mut RemoteMessages<Self>) {}
-    }
-
-    /// One peer run may hold at most `MAX_LINKS_PER_PEER` links to this
-    /// node's actors; more are refused, links of actors that ended make room
-    /// again, and links to actors that are gone are not kept at all.
-    #[tokio::test]
-    async fn links_from_one_peer_are_limited() {
-        use links::MAX_LINKS_PER_PEER;
-        let net = MemoryNetwork::new();
-        let node = Node::builder("n").transport(net.transport()).listen("n").start().await.unwrap();
-        let t1 = node.spawn_named("t1", Target).unwrap();
-        let t2 = node.spawn_named("t2", Target).unwrap();
-        let inner = &node.inner;
-        let (h1, h2) = (inner.exports.handle_of(t1.id()), inner.exports.handle_of(t2.id()));
-        conn::link(inner, "p", 1, 12345, 1);
-        assert!(inner.links.of_run("p", 1).is_empty(), "no actor has that handle");
-        for linker in 0..MAX_LINKS_PER_PEER as u64 {
-            conn::link(inner, "p", 1, h1, linker);
-        }
-        conn::link(inner, "p", 1, h2, 1);
-        assert_eq!(inner.links.of_run("p", 1).len(), MAX_LINKS_PER_PEER);
-        assert!(!inner.links.of_run("p", 1).contains(&(h2, 1)), "refused past the limit");
-        // Another run of the same peer has its own budget.
-        conn::link(inner, "p", 2, h2, 1);
-        assert!(inner.links.of_run("p", 2).contains(&(h2, 1)));
-        // Unlinking makes room.
-        inner.links.remove("p", 1, h1, 0);
-        conn::link(inner, "p", 1, h2, 1);
-        assert!(inner.links.of_run("p", 1).contains(&(h2, 1)));
-        // So does the end of the linked actor.
-        t1.stop();
-        t1.wait_for_stop().await;
-        conn::link(inner, "p", 1, h2, 2);
-        assert_eq!(inner.links.of_run("p", 1), [(h2, 1), (h2, 2)].into_iter().collect());
-        // A handle stays the same after the cache forgot it.
-        inner.exports.forget_dead();
-        inner.exports.clear_handles();
-        assert_eq!(inner.exports.handle_of(t2.id()), h2);
-        node.shutdown().await;
-    }
-
-    /// Waits (virtual time) until `watches` is `n`.
-    async fn watches_become(node: &Node, n: usize) {
-        let reached = async {
-            while node.inner.watches.load(std::sync::atomic::Ordering::Relaxed) != n {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), reached).await.expect("watch count reached");
-    }
-
-    /// A node watches a peer's actor while it holds a ref to it, and tells
-    /// the peer to forget the watch once nothing uses the ref: the peer's
-    /// watch slot is freed, not held until the actor dies.
-    #[tokio::test(start_paused = true)]
-    async fn a_dropped_remote_ref_releases_the_peers_watch() {
-        let net = MemoryNetwork::new();
-        let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-        let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
-        a.spawn_named("t", Target).unwrap();
-        a.spawn_named("kept", Target).unwrap();
-        b.dial("a").await.unwrap();
-        b.wait_for_peer("a").await.unwrap();
-        let dropped: ActorRef<Target> = b.lookup("t").await.unwrap();
-        let kept: ActorRef<Target> = b.lookup("kept").await.unwrap();
-        watches_become(&a, 2).await;
-        drop(dropped);
-        // The next sweep on b sends Unwatch for the ref nobody holds.
-        watches_become(&a, 1).await;
-        tokio::time::sleep(3 * conn::SWEEP_EVERY).await;
-        assert_eq!(a.inner.watches.load(std::sync::atomic::Ordering::Relaxed), 1, "the held ref keeps its watch");
-        assert!(kept.is_alive());
-        b.shutdown().await;
-        // The connection's end frees the rest.
-        watches_become(&a, 0).await;
-        a.shutdown().await;
-    }
-}
+mod tests;

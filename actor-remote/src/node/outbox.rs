@@ -66,7 +66,7 @@ pub(crate) enum Refused<T> {
 #[derive(Debug)]
 pub(crate) struct Closed<T>(pub(crate) T);
 
-/// Outbox queued before senders wait (backpressure).
+/// Commands queued before senders wait (backpressure).
 pub(crate) const MAX_COMMANDS: usize = 1024;
 /// Bytes of encoded tells queued before senders wait.
 pub(crate) const MAX_TELL_BYTES: usize = 256 * 1024;
@@ -116,7 +116,7 @@ struct State {
 pub(crate) struct Queued {
     /// Encoded tell frames.
     frames: Vec<u8>,
-    /// Outbox, each with the length `frames` had when it was queued.
+    /// Commands, each with the length `frames` had when it was queued.
     cmds: VecDeque<(usize, Command)>,
     /// How much of `frames` has been handed on (always 0 in the queue).
     done: usize,

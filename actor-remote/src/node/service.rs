@@ -2,15 +2,16 @@
 //! cluster registry: the `actor-cluster` crate).
 //!
 //! A service is attached when the node is built
-//! ([`NodeBuilder::service`](super::NodeBuilder::service)). What flows in is
-//! four kinds of event: the node started, a connection to a peer's run
-//! became that peer's current one, the last connection to a run ended, and a
-//! system message for the service arrived. What flows out is a handful of
-//! [`Node`] methods: send a system message to a peer, close a peer, dial an
-//! address, and turn handles into refs and back. Nothing else of the node is
-//! reachable from a service, and the node knows nothing of what a service
-//! does with what it is told.
+//! ([`NodeBuilder::service`](super::NodeBuilder::service)). What flows in are
+//! the [`NodeService`] callbacks: the node started, a connection to a peer's
+//! run became its current one or ended, a dial failed, a system message for
+//! the service arrived, the node is leaving. What flows out is what a
+//! [`NodeContext`] offers: send a system message to a peer, close a peer,
+//! dial, and turn actor handles into refs and back. Nothing else of the node
+//! is reachable from a service, none of it is on the user's [`Node`], and
+//! the node knows nothing of what a service does with what it is told.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actor_core::ActorRef;
@@ -37,10 +38,9 @@ pub trait NodeService: Send + Sync + 'static {
     /// Whether system messages with this wire name are this service's.
     fn handles(&self, wire_name: &str) -> bool;
 
-    /// The node has started; called once, before any other callback. A
-    /// service keeps the node as a [`WeakNode`] so it does not keep the node
-    /// alive.
-    fn started(&self, node: &Node);
+    /// The node has started; called once, before any other callback, with
+    /// the service's way to act on the node.
+    fn started(&self, node: NodeContext);
 
     /// A connection to `peer` became its current one (a first connection,
     /// or one that replaced another: a crossed dial or a reconnect).
@@ -50,8 +50,8 @@ pub trait NodeService: Send + Sync + 'static {
     /// same run replaced it.
     fn peer_disconnected(&self, peer: &PeerRun);
 
-    /// Dialing node `id` (asked for with [`Node::connect`]) failed: the
-    /// transport could not reach it.
+    /// Dialing node `id` (asked for with [`NodeContext::connect`]) failed:
+    /// the transport could not reach it.
     fn dial_failed(&self, id: &str);
 
     /// A system message for this service from `from`: authenticated (`from`
@@ -63,33 +63,55 @@ pub trait NodeService: Send + Sync + 'static {
     fn leave(&self) -> BoxFuture<'_, ()>;
 }
 
-/// A [`Node`] that does not keep the node alive; see [`Node::downgrade`].
+/// A service's way to act on its node. It does not keep the node alive:
+/// once the node is gone, sends report `false` and lookups find nothing.
 #[derive(Clone, Debug)]
-pub struct WeakNode {
-    inner: std::sync::Weak<NodeInner>,
+pub struct NodeContext {
+    inner: Weak<NodeInner>,
+    id: Arc<str>,
+    run: u64,
+    advertised: Arc<str>,
 }
 
-impl WeakNode {
-    /// The node, if it still exists.
-    pub fn upgrade(&self) -> Option<Node> {
-        self.inner.upgrade().map(|inner| Node { inner })
-    }
-}
-
-/// How long [`Node::await_connected`] waits for a connection.
+/// How long [`NodeContext::await_connected`] waits for a connection.
 const CONNECT_GRACE: Duration = super::standins::SUCCESSOR_GRACE;
 
-impl Node {
-    /// A handle that does not keep the node alive.
-    pub fn downgrade(&self) -> WeakNode {
-        WeakNode { inner: std::sync::Arc::downgrade(&self.inner) }
+impl NodeContext {
+    pub(crate) fn new(node: &Arc<NodeInner>) -> Self {
+        NodeContext {
+            inner: Arc::downgrade(node),
+            id: Arc::from(node.id.as_str()),
+            run: node.run,
+            advertised: Arc::from(node.advertised.as_str()),
+        }
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The node's run.
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
+    /// The address other nodes dial to reach this one.
+    pub fn advertised_addr(&self) -> &str {
+        &self.advertised
+    }
+
+    /// The node, if it still exists.
+    pub fn node(&self) -> Option<Node> {
+        self.inner.upgrade().map(|inner| Node { inner })
     }
 
     /// Sends a system message to `to` through its current connection, after
     /// every system message sent to it before, waiting for room rather than
     /// dropping it. False if `to` is not connected.
     pub fn send_system(&self, to: &PeerRun, wire_name: &'static str, payload: Vec<u8>) -> bool {
-        match self.inner.peers.current(&to.node, to.run) {
+        let Some(node) = self.inner.upgrade() else { return false };
+        match node.peers.current(&to.node, to.run) {
             Some(conn) => conn.system.send((wire_name, payload)).is_ok(),
             None => false,
         }
@@ -99,7 +121,8 @@ impl Node {
     /// if it has none or `to` is not connected (for traffic that tolerates
     /// loss, such as SWIM packets).
     pub fn try_send_system(&self, to: &PeerRun, wire_name: &'static str, payload: Vec<u8>) -> bool {
-        match self.inner.peers.current(&to.node, to.run) {
+        let Some(node) = self.inner.upgrade() else { return false };
+        match node.peers.current(&to.node, to.run) {
             Some(conn) => conn.outbox.try_send(system_tell(wire_name, payload)).is_ok(),
             None => false,
         }
@@ -107,22 +130,24 @@ impl Node {
 
     /// The peer runs connected now, in node id order.
     pub fn connected(&self) -> Vec<PeerRun> {
-        self.inner.peers.runs()
+        self.inner.upgrade().map(|node| node.peers.runs()).unwrap_or_default()
     }
 
     /// Whether `peer` is connected now.
     pub fn is_connected(&self, peer: &PeerRun) -> bool {
-        self.inner.peers.current(&peer.node, peer.run).is_some()
+        self.inner.upgrade().is_some_and(|node| node.peers.current(&peer.node, peer.run).is_some())
     }
 
     /// Waits (up to 2 s) until `peer` is connected; false if it is not by then.
     pub async fn await_connected(&self, peer: &PeerRun) -> bool {
-        self.inner.peers.await_current(&peer.node, peer.run, CONNECT_GRACE).await.is_some()
+        let Some(node) = self.inner.upgrade() else { return false };
+        node.peers.await_current(&peer.node, peer.run, CONNECT_GRACE).await.is_some()
     }
 
     /// Closes the connection to `peer` (an orderly close), if there is one.
     pub fn close_peer(&self, peer: &PeerRun) {
-        if let Some(conn) = self.inner.peers.current(&peer.node, peer.run) {
+        let Some(node) = self.inner.upgrade() else { return };
+        if let Some(conn) = node.peers.current(&peer.node, peer.run) {
             tokio::spawn(async move {
                 let _ = conn.outbox.send(Command::Close).await;
             });
@@ -130,70 +155,84 @@ impl Node {
     }
 
     /// Dials node `id` at `addr` in the background, unless it is connected
-    /// or being dialed already. Services hear of a dial that could not reach
-    /// the node ([`NodeService::dial_failed`]).
+    /// or being dialed already. A dial that cannot reach the node is reported
+    /// to the services ([`NodeService::dial_failed`]).
     pub fn connect(&self, id: &str, addr: &str) {
-        super::dial::ensure(&self.inner, id, addr);
+        if let Some(node) = self.inner.upgrade() {
+            super::dial::ensure(&node, id, addr);
+        }
     }
 
-    /// The addresses `name` resolves to on this node's transport (a DNS
+    /// The addresses `name` resolves to on the node's transport (a DNS
     /// name may give several).
     pub async fn resolve(&self, name: &str) -> Vec<String> {
-        self.inner.transport.resolve(name).await
+        let Some(node) = self.inner.upgrade() else { return Vec::new() };
+        node.transport.resolve(name).await
     }
 
-    /// Dials `addr` and returns the peer run its handshake named. The
-    /// connection may still lose a crossed-dial tie-break to another one to
-    /// the same peer; [`disconnected`](Self::disconnected) waits for the end
-    /// of whichever is current.
-    pub async fn dial(&self, addr: &str) -> Result<PeerRun, NodeError> {
-        super::dial::once(&self.inner, addr).await
-    }
-
-    /// Waits until no connection to node `id` is left (or this node shuts
-    /// down).
+    /// Waits until no connection to node `id` is left (or the node shuts
+    /// down, or is gone).
     pub async fn disconnected(&self, id: &str) {
-        let mut stop = self.inner.shutdown.subscribe();
+        let Some(node) = self.inner.upgrade() else { return };
+        let mut stop = node.shutdown.subscribe();
         tokio::select! {
-            () = self.inner.peers.gone(id) => {}
+            () = node.peers.gone(id) => {}
             _ = stop.wait_for(|stopping| *stopping) => {}
         }
     }
 
-    /// Whether this node is shutting down (or has).
+    /// Whether the node is shutting down, has, or is gone.
     pub fn is_shutting_down(&self) -> bool {
-        *self.inner.shutdown.borrow()
+        self.inner.upgrade().is_none_or(|node| *node.shutdown.borrow())
     }
 
     /// Makes local actor `actor` reachable by peers (see
-    /// [`expose`](Self::expose)) and returns its handle: the number peers
-    /// address it by, the same for the actor's whole life.
+    /// [`Node::expose`]) and returns its handle: the number peers address
+    /// it by, the same for the actor's whole life.
     pub fn export<A: RemoteActor>(&self, actor: &ActorRef<A>) -> Result<u64, NodeError> {
-        if actor.is_remote() {
-            return Err(NodeError::NotLocal);
-        }
-        self.inner.exports.expose::<A>()?;
-        self.inner
-            .exports
-            .export(std::any::TypeId::of::<A>(), actor.id(), Box::new(actor.clone()))
-            .map_err(NodeError::Refused)
+        let node = self.inner.upgrade().ok_or(NodeError::Stopped)?;
+        node.export(actor)
     }
 
     /// The handle of local actor `actor`, if it was exported.
     pub fn handle_of<A: actor_core::Actor>(&self, actor: &ActorRef<A>) -> Option<u64> {
-        self.inner.exports.known_handle(actor.id())
+        self.inner.upgrade()?.exports.known_handle(actor.id())
     }
 
     /// The exported local actor with handle `handle`, if it is an `A`.
     pub fn exported<A: actor_core::Actor>(&self, handle: u64) -> Option<ActorRef<A>> {
-        let exposed = self.inner.exports.by_handle(handle)?;
+        let exposed = self.inner.upgrade()?.exports.by_handle(handle)?;
         exposed.actor_any().downcast::<ActorRef<A>>().ok().map(|a| *a)
     }
 
-    /// A ref to actor `handle` of `peer` (labelled `label` in logs and
-    /// `Debug`), if `peer` is connected now.
+    /// A ref to the actor with handle `handle` on `peer` (labelled `label`
+    /// in logs and `Debug`), if `peer` is connected now.
     pub fn remote_ref<A: actor_core::Actor>(&self, peer: &PeerRun, handle: u64, label: &str) -> Option<ActorRef<A>> {
-        let conn = self.inner.peers.current(&peer.node, peer.run)?;
-        Some(self.inner.remote_ref::<A>(&peer.node, &conn, label, handle))
+        let node = self.inner.upgrade()?;
+        let conn = node.peers.current(&peer.node, peer.run)?;
+        Some(node.remote_ref::<A>(&peer.node, &conn, label, handle))
+    }
+}
+
+impl Node {
+    /// Dials `addr` and returns the peer run its handshake named, once the
+    /// connection is in the peer table (or lost the crossed-dial rule to
+    /// another connection to the same peer, which then is). A cluster dials
+    /// its members itself; this is for plain remoting.
+    pub async fn dial(&self, addr: &str) -> Result<PeerRun, NodeError> {
+        super::dial::once(&self.inner, addr).await
+    }
+}
+
+impl NodeInner {
+    /// [`NodeContext::export`].
+    fn export<A: RemoteActor>(&self, actor: &ActorRef<A>) -> Result<u64, NodeError> {
+        if actor.is_remote() {
+            return Err(NodeError::NotLocal);
+        }
+        self.exports.expose::<A>()?;
+        self.exports
+            .export(std::any::TypeId::of::<A>(), actor.id(), Box::new(actor.clone()))
+            .map_err(NodeError::Refused)
     }
 }

@@ -39,9 +39,9 @@ pub(crate) struct Entry {
 
 /// The stand-ins of one connection, by remote actor handle.
 #[derive(Default)]
-pub(crate) struct Moved(HashMap<u64, Entry>);
+pub(crate) struct ConnStandIns(HashMap<u64, Entry>);
 
-impl Moved {
+impl ConnStandIns {
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -56,7 +56,7 @@ impl Moved {
 
     /// Moves `other` in, joining the stand-ins of an actor in both; returns
     /// the actors that were not here yet.
-    fn merge(&mut self, other: Moved) -> Vec<u64> {
+    fn merge(&mut self, other: ConnStandIns) -> Vec<u64> {
         let mut added = Vec::new();
         for (id, mut entry) in other.0 {
             match self.0.get_mut(&id) {
@@ -75,18 +75,18 @@ impl Moved {
 #[derive(Default)]
 pub(crate) struct StandIns {
     /// By connection id.
-    by_conn: Mutex<HashMap<u64, Moved>>,
+    by_conn: Mutex<HashMap<u64, ConnStandIns>>,
     /// Of connections closed as duplicates, waiting for a successor, by
     /// peer node id and run.
-    waiting: Mutex<HashMap<(String, u64), Moved>>,
+    waiting: Mutex<HashMap<(String, u64), ConnStandIns>>,
 }
 
 impl StandIns {
-    fn by_conn(&self) -> MutexGuard<'_, HashMap<u64, Moved>> {
+    fn by_conn(&self) -> MutexGuard<'_, HashMap<u64, ConnStandIns>> {
         self.by_conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn waiting(&self) -> MutexGuard<'_, HashMap<(String, u64), Moved>> {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<(String, u64), ConnStandIns>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -127,20 +127,20 @@ impl StandIns {
     }
 
     /// Takes the stand-ins of connection `conn_id`.
-    pub(crate) fn take(&self, conn_id: u64) -> Moved {
+    pub(crate) fn take(&self, conn_id: u64) -> ConnStandIns {
         self.by_conn().remove(&conn_id).unwrap_or_default()
     }
 
     /// Takes the stand-ins of remote actor `id` on connection `conn_id` (it
     /// ended).
-    pub(crate) fn take_actor(&self, conn_id: u64, id: u64) -> Moved {
+    pub(crate) fn take_actor(&self, conn_id: u64, id: u64) -> ConnStandIns {
         let entry = self.by_conn().get_mut(&conn_id).and_then(|m| m.0.remove(&id));
-        Moved(entry.into_iter().map(|e| (id, e)).collect())
+        ConnStandIns(entry.into_iter().map(|e| (id, e)).collect())
     }
 
     /// Moves stand-ins to connection `conn_id` and renews their watches
     /// there (through `outbox`).
-    pub(crate) fn rehome(&self, moved: Moved, conn_id: u64, outbox: &Outbox) {
+    pub(crate) fn rehome(&self, moved: ConnStandIns, conn_id: u64, outbox: &Outbox) {
         let renew = self.by_conn().entry(conn_id).or_default().merge(moved);
         for id in renew {
             send_watch(outbox, id);
@@ -149,12 +149,12 @@ impl StandIns {
 
     /// Parks the stand-ins of a connection to run `run` of `peer` that
     /// closed as a duplicate, until a successor connection comes.
-    pub(crate) fn park(&self, peer: &str, run: u64, moved: Moved) {
+    pub(crate) fn park(&self, peer: &str, run: u64, moved: ConnStandIns) {
         self.waiting().entry((peer.to_owned(), run)).or_default().merge(moved);
     }
 
     /// Takes the stand-ins parked for run `run` of `peer`.
-    pub(crate) fn unpark(&self, peer: &str, run: u64) -> Option<Moved> {
+    pub(crate) fn unpark(&self, peer: &str, run: u64) -> Option<ConnStandIns> {
         self.waiting().remove(&(peer.to_owned(), run))
     }
 
@@ -164,28 +164,23 @@ impl StandIns {
     }
 
     /// Takes every parked stand-in (the node is shutting down).
-    pub(crate) fn unpark_all(&self) -> Vec<Moved> {
+    pub(crate) fn unpark_all(&self) -> Vec<ConnStandIns> {
         self.waiting().drain().map(|(_, m)| m).collect()
     }
 
     /// Drops the stand-ins on connection `conn_id` that nothing uses any
     /// more (no ref to them is left, no live actor watches or links to
-    /// them) and returns the remote actors that have none left: their ends
-    /// need not be reported any more.
-    pub(crate) fn sweep(&self, conn_id: u64) -> Vec<u64> {
+    /// them); for a remote actor that has none left, `unwatch` tells the
+    /// peer its end need not be reported any more. It runs under the lock,
+    /// so an adoption that follows sends its `Watch` after the `Unwatch`;
+    /// an actor whose `unwatch` found no room is kept for the next sweep.
+    pub(crate) fn sweep(&self, conn_id: u64, mut unwatch: impl FnMut(u64) -> bool) {
         let mut by_conn = self.by_conn();
-        let Some(actors) = by_conn.get_mut(&conn_id) else { return Vec::new() };
-        let mut gone = Vec::new();
+        let Some(actors) = by_conn.get_mut(&conn_id) else { return };
         actors.0.retain(|id, entry| {
             entry.stand_ins.retain(|s| !s.is_unused());
-            if entry.stand_ins.is_empty() {
-                gone.push(*id);
-                false
-            } else {
-                true
-            }
+            !entry.stand_ins.is_empty() || !unwatch(*id)
         });
-        gone
     }
 
     /// The id local actors know remote actor `id` on connection `conn_id`

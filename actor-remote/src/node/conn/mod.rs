@@ -249,9 +249,6 @@ impl Driver {
             return;
         }
         self.outbox.set_max_frame(hello.max_frame);
-        if let Some(tx) = self.connected.take() {
-            let _ = tx.send((hello.node.clone(), hello.run));
-        }
         self.peer = Some((hello.node.clone(), hello.run));
         let _ = self.inbound.codec.set(Arc::new(ConnCodec {
             node: Arc::downgrade(&node),
@@ -272,6 +269,11 @@ impl Driver {
             tracing::info!(node = %node.id, peer = %hello.node, addr = %self.remote_addr, "connected");
         } else {
             self.session.close(now(), CloseCode::Duplicate, "a connection between these nodes already exists");
+        }
+        // Only now: whoever dialed finds the peer in the peer table (this
+        // connection, or the one that won the crossed-dial rule).
+        if let Some(tx) = self.connected.take() {
+            let _ = tx.send((hello.node, hello.run));
         }
     }
 
@@ -349,9 +351,7 @@ impl Driver {
     /// Drops the stand-ins on this connection that nothing uses any more,
     /// and tells the peer it need not report their actors' ends.
     fn sweep_stand_ins(&self) {
-        for id in self.node.stand_ins.sweep(self.id) {
-            let _ = self.outbox.try_send(Command::Unwatch { id });
-        }
+        self.node.stand_ins.sweep(self.id, |id| self.outbox.try_send(Command::Unwatch { id }).is_ok());
     }
 
     /// The connection has closed: everything still waiting on it is

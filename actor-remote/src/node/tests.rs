@@ -1,0 +1,87 @@
+//! Node-level tests that look inside the parts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::transport::mem::MemoryNetwork;
+
+struct Target;
+impl Actor for Target {}
+impl RemoteActor for Target {
+    fn remote_messages(_: &mut RemoteMessages<Self>) {}
+}
+
+/// One peer run may hold at most `MAX_LINKS_PER_PEER` links to this
+/// node's actors; more are refused, links of actors that ended make room
+/// again, and links to actors that are gone are not kept at all.
+#[tokio::test]
+async fn links_from_one_peer_are_limited() {
+    use links::MAX_LINKS_PER_PEER;
+    let net = MemoryNetwork::new();
+    let node = Node::builder("n").transport(net.transport()).listen("n").start().await.unwrap();
+    let t1 = node.spawn_named("t1", Target).unwrap();
+    let t2 = node.spawn_named("t2", Target).unwrap();
+    let inner = &node.inner;
+    let (h1, h2) = (inner.exports.handle_of(t1.id()), inner.exports.handle_of(t2.id()));
+    conn::link(inner, "p", 1, 12345, 1);
+    assert!(inner.links.of_run("p", 1).is_empty(), "no actor has that handle");
+    for linker in 0..MAX_LINKS_PER_PEER as u64 {
+        conn::link(inner, "p", 1, h1, linker);
+    }
+    conn::link(inner, "p", 1, h2, 1);
+    assert_eq!(inner.links.of_run("p", 1).len(), MAX_LINKS_PER_PEER);
+    assert!(!inner.links.of_run("p", 1).contains(&(h2, 1)), "refused past the limit");
+    // Another run of the same peer has its own budget.
+    conn::link(inner, "p", 2, h2, 1);
+    assert!(inner.links.of_run("p", 2).contains(&(h2, 1)));
+    // Unlinking makes room.
+    inner.links.remove("p", 1, h1, 0);
+    conn::link(inner, "p", 1, h2, 1);
+    assert!(inner.links.of_run("p", 1).contains(&(h2, 1)));
+    // So does the end of the linked actor.
+    t1.stop();
+    t1.wait_for_stop().await;
+    conn::link(inner, "p", 1, h2, 2);
+    assert_eq!(inner.links.of_run("p", 1), [(h2, 1), (h2, 2)].into_iter().collect());
+    // A handle stays the same after the cache forgot it.
+    inner.exports.forget_dead();
+    inner.exports.clear_handles();
+    assert_eq!(inner.exports.handle_of(t2.id()), h2);
+    node.shutdown().await;
+}
+
+/// Waits (virtual time) until `watches` is `n`.
+async fn watches_become(node: &Node, n: usize) {
+    let reached = async {
+        while node.inner.watches.load(std::sync::atomic::Ordering::Relaxed) != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), reached).await.expect("watch count reached");
+}
+
+/// A node watches a peer's actor while it holds a ref to it, and tells
+/// the peer to forget the watch once nothing uses the ref: the peer's
+/// watch slot is freed, not held until the actor dies.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_remote_ref_releases_the_peers_watch() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+    a.spawn_named("t", Target).unwrap();
+    a.spawn_named("kept", Target).unwrap();
+    b.dial("a").await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    let dropped: ActorRef<Target> = b.lookup("t").await.unwrap();
+    let kept: ActorRef<Target> = b.lookup("kept").await.unwrap();
+    watches_become(&a, 2).await;
+    drop(dropped);
+    // The next sweep on b sends Unwatch for the ref nobody holds.
+    watches_become(&a, 1).await;
+    tokio::time::sleep(3 * conn::SWEEP_EVERY).await;
+    assert_eq!(a.inner.watches.load(std::sync::atomic::Ordering::Relaxed), 1, "the held ref keeps its watch");
+    assert!(kept.is_alive());
+    b.shutdown().await;
+    // The connection's end frees the rest.
+    watches_become(&a, 0).await;
+    a.shutdown().await;
+}
