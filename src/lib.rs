@@ -67,8 +67,8 @@ pub use actor_cluster::{Cluster, ClusterError, ClusterEvent, FailureDetection, M
 pub use actor_core::{
     Actor, ActorError, ActorId, ActorRef, ActorSystem, Ask, AskError, Backoff, CodecError, Context,
     DEFAULT_ASK_TIMEOUT, Error, ExitReason, Failure, FailureDecision, Handler, LinkDecision, LookupError, Mailbox,
-    Message, Recipient, RefAddr, RegisterError, Restart, SendError, SpawnError, SpawnOptions, Strategy, Supervisor,
-    Terminated, Timer, TrySendError, WeakActorRef, Wire, mailbox, supervisor,
+    Message, NotSent, Recipient, RefAddr, RegisterError, Restart, SendError, SpawnError, SpawnOptions, Strategy,
+    Supervisor, Terminated, Timer, TrySendError, WeakActorRef, Wire, mailbox, supervisor,
 };
 pub use actor_macros::{Actor, Message};
 /// Remoting: nodes, transports, the wire protocol (feature `remote`).

@@ -134,3 +134,18 @@ async fn orderly_shutdown_is_seen_at_once() {
     b.shutdown().await;
     stopping.abort();
 }
+
+/// An ask to an actor whose node is known to be down never leaves this
+/// node, and hands its message back (as a tell does); an ask lost after it
+/// left says `NodeDown` and cannot.
+#[tokio::test(start_paused = true)]
+async fn an_ask_to_a_node_known_down_hands_its_message_back() {
+    let net = MemoryNetwork::new();
+    let (a, b, remote) = pair(&net).await;
+    net.partition("a", "b");
+    remote.wait_for_stop().await; // the stand-in learns the node is lost
+    let outcome = remote.ask(Ping).await;
+    assert!(matches!(outcome, Err(AskError::NotSent(Ping, footlight::NotSent::NodeDown))), "{outcome:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use crate::cell::{ActorCell, Signal};
 use crate::mailbox::{self, BoxFuture, Queue, Refusal};
 use crate::remote::{RemoteEndpoint, RemoteError, Told, with_ref_codec};
-use crate::{Actor, ActorId, AskError, ExitReason, Handler, Message, SendError, TrySendError};
+use crate::{Actor, ActorId, AskError, ExitReason, Handler, Message, NotSent, SendError, TrySendError};
 
 /// How long an [`ask`](ActorRef::ask) waits for its reply unless told otherwise.
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -246,7 +246,7 @@ async fn send_ask<A: Handler<M>, M: Message>(
 ) -> Result<M::Reply, AskError<M>> {
     if let Some(remote) = &inner.remote {
         return match remote_end(&inner.cell) {
-            Some(RemoteEnd::NodeDown) => Err(AskError::NodeDown),
+            Some(RemoteEnd::NodeDown) => Err(AskError::NotSent(msg, NotSent::NodeDown)),
             Some(RemoteEnd::Stopped) => Err(AskError::Closed(msg)),
             None => remote_ask(remote, msg, timeout).await,
         };
@@ -334,10 +334,14 @@ async fn remote_ask<M: Message>(
 ) -> Result<M::Reply, AskError<M>> {
     let Some(wire) = M::wire() else { return Err(AskError::NotRemote(msg)) };
     let codec = remote.ref_codec();
-    let payload =
-        with_ref_codec(codec.clone(), || (wire.encode)(&msg)).map_err(|e| AskError::Rejected(e.to_string()))?;
-    drop(msg);
+    let payload = match with_ref_codec(codec.clone(), || (wire.encode)(&msg)) {
+        Ok(payload) => payload,
+        Err(e) => return Err(AskError::NotSent(msg, NotSent::Encode(e.to_string()))),
+    };
+    // Kept until the outcome: a request that could not be queued gives it
+    // back.
     match remote.ask(wire.name, payload, timeout).await {
+        Err(RemoteError::NotSent) => Err(AskError::NotSent(msg, NotSent::NodeDown)),
         Ok(reply) => {
             with_ref_codec(codec, || (wire.decode_reply)(&reply)).map_err(|e| AskError::Rejected(format!("reply: {e}")))
         }

@@ -88,6 +88,30 @@ impl<M> fmt::Debug for TrySendError<M> {
     }
 }
 
+/// Why an ask never left this node ([`AskError::NotSent`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotSent {
+    /// The actor's node was known to be down (or no connection to it could
+    /// take the request).
+    #[error("the actor's node is down")]
+    NodeDown,
+    /// The message did not encode.
+    #[error("the message did not encode: {0}")]
+    Encode(String),
+}
+
+impl<M> AskError<M> {
+    /// The message, if the request never left this node (`Closed`,
+    /// `NotRemote`, `NotSent`); `None` once it may have been handled.
+    pub fn into_message(self) -> Option<M> {
+        match self {
+            AskError::Closed(m) | AskError::NotRemote(m) | AskError::NotSent(m, _) => Some(m),
+            _ => None,
+        }
+    }
+}
+
 /// An `ask` did not produce a reply. Resolves exactly once per ask.
 #[derive(thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -107,9 +131,14 @@ pub enum AskError<M> {
     /// the message is returned.
     #[error("this message type cannot be sent to a remote actor")]
     NotRemote(M),
-    /// The actor's node is unreachable or was lost before the reply came.
+    /// The actor's node was lost after the request left this node: it may
+    /// or may not have been handled.
     #[error("the actor's node is down")]
     NodeDown,
+    /// The request never left this node (its actor's node was known to be
+    /// down, or the message did not encode); the message is returned.
+    #[error("the request was not sent: {1}")]
+    NotSent(M, NotSent),
     /// The remote node has no such actor (any more).
     #[error("no such actor on the remote node")]
     ActorNotFound,
@@ -126,6 +155,7 @@ impl<M> fmt::Debug for AskError<M> {
             AskError::NoReply => f.write_str("NoReply"),
             AskError::NotRemote(_) => f.write_str("NotRemote(..)"),
             AskError::NodeDown => f.write_str("NodeDown"),
+            AskError::NotSent(_, why) => write!(f, "NotSent(.., {why:?})"),
             AskError::ActorNotFound => f.write_str("ActorNotFound"),
             AskError::Rejected(why) => write!(f, "Rejected({why:?})"),
         }
@@ -246,7 +276,8 @@ impl<M> From<AskError<M>> for Error {
             AskError::Timeout => Error::Timeout,
             AskError::NoReply => Error::NoReply,
             AskError::NotRemote(_) => Error::NotRemote,
-            AskError::NodeDown => Error::NodeDown,
+            AskError::NodeDown | AskError::NotSent(_, NotSent::NodeDown) => Error::NodeDown,
+            AskError::NotSent(_, NotSent::Encode(why)) => Error::Rejected(why),
             AskError::ActorNotFound => Error::ActorNotFound,
             AskError::Rejected(why) => Error::Rejected(why),
         }

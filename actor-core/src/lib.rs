@@ -72,7 +72,7 @@ mod system;
 pub use actor::{Actor, ActorError, ExitReason, Failure, FailureDecision, LinkDecision, Terminated};
 pub use actor_ref::{ActorRef, Ask, DEFAULT_ASK_TIMEOUT, Recipient, WeakActorRef};
 pub use context::{Context, Timer};
-pub use error::{AskError, Error, LookupError, RegisterError, SendError, SpawnError, TrySendError};
+pub use error::{AskError, Error, LookupError, NotSent, RegisterError, SendError, SpawnError, TrySendError};
 pub use id::ActorId;
 pub use mailbox::Mailbox;
 pub use message::{Handler, Message};

@@ -87,6 +87,10 @@ pub enum RemoteError {
     /// A limit or a codec refused the message.
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The request could not be queued: there is no connection to the node
+    /// (it is down). It never left this node.
+    #[error("not sent: the actor's node is down")]
+    NotSent,
 }
 
 /// A boxed future, for the object-safe [`RemoteEndpoint`].

@@ -171,7 +171,8 @@ impl RemoteEndpoint for PeerEndpoint {
             let cmd = Command::Ask { target: Target::Id(self.handle), wire_name, payload, timeout, reply };
             // The timeout covers waiting for room in the queue too.
             let asked = async {
-                self.route.send(cmd).await?;
+                // Not queued: the request never left this node.
+                self.route.send(cmd).await.map_err(|_| RemoteError::NotSent)?;
                 rx.await.unwrap_or(Err(RemoteError::NodeDown))
             };
             tokio::time::timeout(timeout, asked).await.unwrap_or(Err(RemoteError::Timeout))
