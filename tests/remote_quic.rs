@@ -253,3 +253,18 @@ async fn a_dev_ca_saved_as_pem_issues_certificates_the_cluster_trusts() {
     b.shutdown().await;
     mallory.shutdown().await;
 }
+
+/// A node given a certificate for another node id refuses to start with
+/// an error that says so (its peers would refuse every connection; before,
+/// it started and logged a refused handshake every half second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_node_id_fails_the_start() {
+    let ca = DevCa::generate("test").unwrap();
+    let started = Node::builder("a").transport(Quic::new(ca.issue("b").unwrap())).listen("127.0.0.1:0").start().await;
+    match started {
+        Err(footlight::NodeError::IdentityMismatch { node, certified }) => {
+            assert_eq!((node.as_str(), certified.as_str()), ("a", "b"));
+        }
+        other => panic!("expected IdentityMismatch, got {other:?}"),
+    }
+}

@@ -125,6 +125,11 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, NodeError> {
         let transport = self.transport.ok_or(NodeError::NoTransport)?;
         let listen = self.listen.ok_or(NodeError::NoListenAddress)?;
+        if let Some(certified) = transport.local_identity()
+            && certified != self.id
+        {
+            return Err(NodeError::IdentityMismatch { node: self.id, certified });
+        }
         let mut listener = transport.listen(&listen).await?;
         let addr = listener.local_addr();
         let run = new_run();

@@ -183,6 +183,15 @@ pub enum NodeError {
     /// The node is gone.
     #[error("the node has shut down")]
     Stopped,
+    /// The transport's certificate names another node id: peers would refuse
+    /// every connection of this node.
+    #[error("node {node:?} has a certificate for {certified:?}; its peers would refuse it")]
+    IdentityMismatch {
+        /// The node's id.
+        node: String,
+        /// The id its certificate names.
+        certified: String,
+    },
     /// A limit refused the request.
     #[error("refused: {0}")]
     Refused(String),

@@ -683,7 +683,13 @@ impl Session {
             None
         };
         if let Some((code, reason)) = refusal {
-            tracing::warn!(peer = %hello.node, %reason, "handshake refused");
+            if code == CloseCode::ProtocolError {
+                // Dialed itself (a seed name that resolves to this node too):
+                // nothing for an operator to act on.
+                tracing::debug!(peer = %hello.node, %reason, "handshake refused");
+            } else {
+                tracing::warn!(peer = %hello.node, %reason, "handshake refused");
+            }
             self.close_with(now, code, reason);
             return;
         }

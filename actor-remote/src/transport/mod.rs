@@ -31,6 +31,13 @@ pub trait Transport: Send + Sync + 'static {
     async fn resolve(&self, addr: &str) -> Vec<String> {
         vec![addr.to_owned()]
     }
+
+    /// The node id this transport authenticates this node as (the name in
+    /// its TLS certificate), if it authenticates nodes at all. A node whose
+    /// id differs refuses to start: its peers would refuse every connection.
+    fn local_identity(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Accepts incoming connections.

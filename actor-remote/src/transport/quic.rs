@@ -200,6 +200,10 @@ fn peer_identity(conn: &quinn::Connection) -> Option<String> {
 
 #[async_trait]
 impl Transport for Quic {
+    fn local_identity(&self) -> Option<String> {
+        Some(self.tls.identity().to_owned())
+    }
+
     async fn listen(&self, addr: &str) -> Result<Box<dyn Listener>, TransportError> {
         let bind: SocketAddr = addr.parse().map_err(|_| TransportError::Listen(addr.to_owned()))?;
         let mut endpoint = quinn::Endpoint::server(self.server_config().map_err(tls_err)?, bind)?;
@@ -292,8 +296,13 @@ async fn accept_loop(endpoint: quinn::Endpoint, ready: mpsc::Sender<Connection>,
                     };
                     let _ = ready.send(connection).await;
                 }
-                Ok(Err(why)) => tracing::warn!(%remote, %why, "incoming connection refused during the handshake"),
-                Err(_) => tracing::warn!(%remote, "incoming connection dropped: handshake timed out"),
+                // A bad certificate is for an operator to see; a peer that went
+                // away mid-handshake (a restart, a leave) is not.
+                Ok(Err(why)) if why.contains("certificate") => {
+                    tracing::warn!(%remote, %why, "incoming connection refused during the handshake");
+                }
+                Ok(Err(why)) => tracing::info!(%remote, %why, "incoming connection failed during the handshake"),
+                Err(_) => tracing::info!(%remote, "incoming connection dropped: handshake timed out"),
             }
         });
     }

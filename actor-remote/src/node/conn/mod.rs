@@ -434,6 +434,16 @@ fn log_close(node: &str, peer: Option<&str>, addr: &str, cause: &CloseCause) {
         CloseCause::Local { code: CloseCode::Duplicate, .. } | CloseCause::Peer { code: CloseCode::Duplicate, .. } => {
             tracing::debug!(%node, ?peer, %addr, "duplicate connection closed");
         }
-        other => tracing::warn!(%node, ?peer, %addr, cause = ?other, "connection lost"),
+        // A peer that left mid-handshake, or stopped answering: the cluster
+        // reports the member's state; the connection is not news.
+        CloseCause::Local { code: CloseCode::HandshakeTimeout, .. }
+        | CloseCause::Peer { code: CloseCode::HandshakeTimeout, .. } => {
+            tracing::debug!(%node, ?peer, %addr, cause = ?cause, "connection lost during the handshake");
+        }
+        CloseCause::Local { code: CloseCode::IdleTimeout, .. } | CloseCause::Lost => {
+            tracing::info!(%node, ?peer, %addr, cause = ?cause, "connection lost");
+        }
+        // Misconfiguration or a misbehaving peer: for an operator to see.
+        other => tracing::warn!(%node, ?peer, %addr, cause = ?other, "connection closed"),
     }
 }
