@@ -6,6 +6,8 @@
 //! node's old run never reach its new one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/raw_peer.rs"]
+mod raw_peer;
 mod support;
 
 use std::time::Duration;
@@ -342,6 +344,33 @@ async fn a_node_back_from_a_crash_keeps_its_new_names_everywhere() {
         assert!(node.lookup::<Counter>("svc").await.is_ok(), "{} lost the new run's name", node.id());
     }
     c2.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A client that speaks only the protocol (no registry stream) finds a
+/// cluster-wide name through `footlight.Lookup` on any member: the answer
+/// names the holder (its id, run and address) and the actor's handle there,
+/// the same address a member's own lookup gives. Before, a Lookup found
+/// only actors spawned under a name on the answering node.
+#[tokio::test(start_paused = true)]
+async fn a_protocol_lookup_on_any_member_finds_cluster_wide_names() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
+    nodes[0].register("lobby", &counter(&nodes[0])).unwrap();
+    eventually(WAIT, || async { nodes[2].lookup::<Counter>("lobby").await.is_ok() }).await;
+    let seen_by_c = nodes[2].lookup::<Counter>("lobby").await.unwrap().remote_addr().unwrap();
+    let mut client = raw_peer::RawPeer::connect(&net, "b", "client").await;
+    let found = client.lookup_reply("lobby").await;
+    assert_eq!(found.node.as_deref(), Some("a"));
+    assert_eq!(found.run, Some(nodes[0].run()));
+    assert_eq!(found.addr.as_deref(), Some("a"));
+    assert_eq!(found.id, seen_by_c.id);
+    assert!(found.type_name.ends_with("Counter"));
+    // The holder itself answers for it too.
+    let mut at_a = raw_peer::RawPeer::connect(&net, "a", "client2").await;
+    assert_eq!(at_a.lookup("lobby").await, seen_by_c.id);
     for node in nodes {
         node.shutdown().await;
     }

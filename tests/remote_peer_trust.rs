@@ -3,15 +3,17 @@
 //! well-behaved node would not, and the node refuses them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/raw_peer.rs"]
+mod raw_peer;
+
 use std::time::{Duration, Instant};
 
 use footlight::prelude::*;
-use footlight::remote::proto::frame::{Exit, Link, Target};
-use footlight::remote::proto::{Event, Session, SessionConfig};
-use footlight::remote::transport::Connection;
-use footlight::remote::transport::Transport;
+use footlight::remote::proto::Event;
+use footlight::remote::proto::frame::{Exit, Link};
 use footlight::remote::transport::mem::MemoryNetwork;
 use footlight::remote::{NodeContext, NodeService};
+use raw_peer::RawPeer;
 
 /// An actor that does not trap exits: a link exit stops it.
 #[derive(Actor)]
@@ -38,74 +40,6 @@ impl NodeService for Grab {
     fn system_message(&self, _: &footlight::remote::PeerRun, _: &str, _: Vec<u8>) {}
     fn leave(&self) -> footlight::remote::BoxFuture<'_, ()> {
         Box::pin(async {})
-    }
-}
-
-/// A peer driven by hand: a `Session` over a raw in-memory connection.
-struct RawPeer {
-    conn: Connection,
-    session: Session,
-    events: Vec<Event>,
-}
-
-impl RawPeer {
-    async fn connect(net: &MemoryNetwork, to: &str, me: &str) -> RawPeer {
-        let conn = net.transport().connect(to).await.unwrap();
-        let session = Session::new(SessionConfig::new("footlight", me, 7), Instant::now());
-        let mut peer = RawPeer { conn, session, events: Vec::new() };
-        peer.until(|e| matches!(e, Event::Established(_))).await;
-        peer
-    }
-
-    /// Sends what the session has queued.
-    async fn flush(&mut self) {
-        while let Some(bytes) = self.session.poll_transmit() {
-            self.conn.send.write_all(&bytes).await.unwrap();
-        }
-    }
-
-    /// Flushes, then reads until an event matching `done` arrives.
-    async fn until(&mut self, done: impl Fn(&Event) -> bool) -> &Event {
-        let wait = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                self.flush().await;
-                if let Some(i) = self.events.iter().position(&done) {
-                    return i;
-                }
-                let n = self.conn.recv.read(&mut buf).await.unwrap().expect("the node closed the connection");
-                self.session.handle_input(Instant::now(), &buf[..n]);
-                while let Some(e) = self.session.poll_event() {
-                    self.events.push(e);
-                }
-            }
-        };
-        let i = tokio::time::timeout(Duration::from_secs(10), wait).await.expect("event in time");
-        &self.events[i]
-    }
-
-    /// Looks up `name` on the node: its handle. The ask's reply also shows
-    /// that every frame sent before it was handled.
-    async fn lookup(&mut self, name: &str) -> u64 {
-        let payload = footlight::remote::codec::encode(&name).unwrap();
-        let id = self
-            .session
-            .send_ask(
-                Instant::now(),
-                Target::name("$node"),
-                None,
-                "footlight.Lookup".into(),
-                payload,
-                Duration::from_secs(5),
-            )
-            .unwrap();
-        let reply = self.until(|e| matches!(e, Event::Reply { id: r, .. } if *r == id)).await;
-        let Event::Reply { payload, .. } = reply else { unreachable!() };
-        #[derive(serde::Deserialize)]
-        struct Found {
-            id: u64,
-        }
-        footlight::remote::codec::decode::<Found>(payload).unwrap().id
     }
 }
 

@@ -298,6 +298,10 @@ impl NodeService for Shared {
         }
     }
 
+    fn lookup(&self, name: &str) -> Option<actor_remote::Located> {
+        self.registry.locate(self, name)
+    }
+
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Members hear it at once (not after the failure-detection

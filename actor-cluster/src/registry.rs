@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use actor_core::{Actor, ActorRef, Message, SendError};
-use actor_remote::{NodeContext, NodeError, PeerRun, RemoteActor};
+use actor_remote::{Located, NodeContext, NodeError, PeerRun, RemoteActor};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, ClusterError, Shared};
@@ -412,6 +412,24 @@ impl Registry {
             return None;
         }
         node.remote_ref::<A>(&peer, entry.reg.id, &entry.reg.name)
+    }
+
+    /// Where the actor registered cluster-wide as `name` is, if anywhere
+    /// live (a peer's `footlight.Lookup`).
+    pub(crate) fn locate(&self, shared: &Shared, name: &str) -> Option<Located> {
+        let winner = self.name_winner(shared, name)?;
+        let addr = if winner.node == shared.id() {
+            shared.ctx()?.advertised_addr().to_owned()
+        } else {
+            shared.view.lock().members.get(&winner.node)?.0.addr.clone()
+        };
+        Some(Located {
+            node: winner.node,
+            run: winner.run,
+            addr,
+            handle: winner.reg.id,
+            type_name: winner.reg.type_name,
+        })
     }
 
     /// The actor registered cluster-wide as `name`, if any.

@@ -61,7 +61,7 @@ pub use self::expose::{RemoteActor, RemoteMessages};
 use self::links::Links;
 use self::outbox::{Command, Outbox};
 use self::peers::{PeerConn, Peers};
-pub use self::service::{NodeContext, NodeService, PeerRun};
+pub use self::service::{Located, NodeContext, NodeService, PeerRun};
 use self::standins::{SUCCESSOR_GRACE, StandIns};
 use crate::proto::SessionConfig;
 use crate::transport::{Transport, TransportError};
@@ -320,6 +320,17 @@ impl Node {
             if found.type_name != std::any::type_name::<A>() {
                 return Err(wrong_type(found.type_name));
             }
+            // Held by the answering peer, or by another node it names (a
+            // cluster-wide name), reached through this node's connection
+            // to that one.
+            let holder = match (found.node, found.run) {
+                (Some(node), Some(run)) if node != peer => match self.inner.peers.current(&node, run) {
+                    Some(holder) => Some((node, holder)),
+                    None => continue,
+                },
+                _ => None,
+            };
+            let (peer, conn) = holder.unwrap_or((peer, conn));
             return Ok(self.inner.remote_ref::<A>(&peer, &conn, name, found.id));
         }
         Err(NodeError::NotFound(name.to_owned()))

@@ -22,11 +22,19 @@ pub(crate) const LOOKUP: &str = "footlight.Lookup";
 /// How long a lookup waits for a peer's answer.
 pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A found actor: its handle, and its Rust type name.
+/// A found actor: its handle and Rust type name, and the node it is on
+/// (the answering node, or another member holding a cluster-wide name).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct LookupReply {
     pub(crate) id: u64,
     pub(crate) type_name: String,
+    /// Absent from older nodes' answers: then it is the answering node.
+    #[serde(default)]
+    pub(crate) node: Option<String>,
+    #[serde(default)]
+    pub(crate) run: Option<u64>,
+    #[serde(default)]
+    pub(crate) addr: Option<String>,
 }
 
 /// A system tell to send: addressed to the node, not to an actor.
@@ -34,30 +42,39 @@ pub(crate) fn system_tell(wire_name: &'static str, payload: Vec<u8>) -> Command 
     Command::Tell { target: Target::name(SYSTEM_TARGET), wire_name, payload }
 }
 
-/// Asks the peer behind `outbox` for the actor it exposes under `name`.
+/// Asks the peer behind `outbox` where the actor named `name` is.
 pub(crate) async fn lookup(outbox: &Outbox, name: &str) -> Result<LookupReply, RemoteError> {
     let payload = crate::codec::encode(&name).map_err(|e| RemoteError::Rejected(e.to_string()))?;
     let bytes = ask(outbox, Target::name(SYSTEM_TARGET), LOOKUP, payload, LOOKUP_TIMEOUT).await?;
     crate::codec::decode(&bytes).map_err(|e| RemoteError::Rejected(e.to_string()))
 }
 
-/// Answers a peer's lookup of `payload` (a name) with `found`'s result:
-/// the exported actor's handle and type name. `on_found` runs before the
-/// answer goes out (the connection watches what it found, so its end is
-/// reported even if it comes at once).
+/// Answers a peer's lookup of `payload` (a name) with where `find` says the
+/// actor is. `on_local` runs before the answer goes out for an actor of
+/// this node (the connection watches it, so its end is reported even if it
+/// comes at once).
 pub(crate) fn answer_lookup(
     wire_name: &str,
     payload: &[u8],
-    found: impl FnOnce(&str) -> Option<(u64, &'static str)>,
-    on_found: impl FnOnce(u64),
+    me: &str,
+    find: impl FnOnce(&str) -> Option<super::Located>,
+    on_local: impl FnOnce(u64),
 ) -> Result<ReplyFuture, FailureCode> {
     if wire_name != LOOKUP {
         return Err(FailureCode::UnknownMessage);
     }
     let name: String = crate::codec::decode(payload).map_err(|_| FailureCode::DecodeError)?;
-    let (id, type_name) = found(&name).ok_or(FailureCode::ActorNotFound)?;
-    on_found(id);
-    let reply = LookupReply { id, type_name: type_name.to_owned() };
+    let found = find(&name).ok_or(FailureCode::ActorNotFound)?;
+    if found.node == me {
+        on_local(found.handle);
+    }
+    let reply = LookupReply {
+        id: found.handle,
+        type_name: found.type_name,
+        node: Some(found.node),
+        run: Some(found.run),
+        addr: Some(found.addr),
+    };
     let bytes = crate::codec::encode(&reply).map_err(|_| FailureCode::Rejected)?;
     Ok(Box::pin(async move { Ok(bytes) }))
 }

@@ -61,6 +61,30 @@ pub trait NodeService: Send + Sync + 'static {
     /// The node is shutting down ([`Node::shutdown`]): called before the
     /// connections close, so the service can say goodbye to its peers.
     fn leave(&self) -> BoxFuture<'_, ()>;
+
+    /// Where the actor known by `name` to this service is (a peer's
+    /// `footlight.Lookup` asks, when no actor of this node was spawned under
+    /// that name). By default, nowhere.
+    fn lookup(&self, name: &str) -> Option<Located> {
+        let _ = name;
+        None
+    }
+}
+
+/// Where an actor is: its node (id, run and the address to dial), its
+/// handle there and its Rust type name. What [`NodeService::lookup`] gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    /// The node's id.
+    pub node: String,
+    /// The node's run.
+    pub run: u64,
+    /// The address other nodes dial to reach it.
+    pub addr: String,
+    /// The actor's handle on that node.
+    pub handle: u64,
+    /// The actor's Rust type name.
+    pub type_name: String,
 }
 
 /// A service's way to act on its node. It does not keep the node alive:

@@ -302,7 +302,17 @@ async fn deliver(node: &Arc<NodeInner>, msg: Inbound, outbox: &Outbox, watched: 
                 requests::answer_lookup(
                     &ask.wire_name,
                     &ask.payload,
-                    |name| node.exports.named(name).map(|(id, found)| (id, found.type_name())),
+                    &node.id,
+                    |name| {
+                        let local = node.exports.named(name).map(|(handle, found)| super::super::Located {
+                            node: node.id.clone(),
+                            run: node.run,
+                            addr: node.advertised.clone(),
+                            handle,
+                            type_name: found.type_name().to_owned(),
+                        });
+                        local.or_else(|| node.services.iter().find_map(|s| s.lookup(name)))
+                    },
                     |id| watch(node, outbox, watched, id),
                 )
             } else {
