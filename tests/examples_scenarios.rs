@@ -148,7 +148,7 @@ async fn work_queue_loses_no_job_to_panics_or_to_a_lost_node() {
     }
     assert!(work_queue::wait_for_workers(&nodes[0], 9, Duration::from_secs(10)).await);
 
-    let report = work_queue::run_jobs(&nodes[0], 0..300, 16, 5, |_| {}).await.unwrap();
+    let report = work_queue::run_jobs(&nodes[0], 0..300, 16, 5, work_queue::default_patience(5), |_| {}).await.unwrap();
     assert_eq!(report.completed, 300);
     assert_eq!(report.retried_after_panic, 6, "jobs 7, 57, ..., 257 are poison once");
     assert_eq!(report.by_node.len(), 3);
@@ -156,7 +156,9 @@ async fn work_queue_loses_no_job_to_panics_or_to_a_lost_node() {
     // c is lost while a batch runs.
     let batch = {
         let a = nodes[0].clone();
-        tokio::spawn(async move { work_queue::run_jobs(&a, 1000..1600, 16, 5, |_| {}).await })
+        tokio::spawn(async move {
+            work_queue::run_jobs(&a, 1000..1600, 16, 5, work_queue::default_patience(5), |_| {}).await
+        })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     net.isolate("c");

@@ -64,6 +64,13 @@ pub enum ClusterEvent {
     MemberDown(Member),
     /// A node left on purpose ([`Node::shutdown`](actor_remote::Node::shutdown)).
     /// What follows is as for [`MemberDown`](Self::MemberDown).
+    ///
+    /// A member reports `MemberLeft` when the leaving node's notice reaches
+    /// it before SWIM declares that run down some other way; when the
+    /// notice cannot reach it (the leaving node was not connected to it
+    /// yet, say right after a restart, or a partition cuts them), it
+    /// reports [`MemberDown`](Self::MemberDown) for the same run instead.
+    /// Either way the run is gone exactly once.
     MemberLeft(Member),
     /// A cluster-wide name this node registered lost to another node's
     /// registration of the same name (see [`Cluster::register`](crate::Cluster::register)).

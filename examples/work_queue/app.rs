@@ -130,14 +130,22 @@ enum Outcome {
     Lost,
 }
 
+/// How long a job of `millis` may take before it is resubmitted elsewhere,
+/// by default: half a second more than its work.
+pub fn default_patience(millis: u64) -> Duration {
+    Duration::from_millis(500 + 20 * millis)
+}
+
 /// Runs jobs `ids` over the cluster's workers, `concurrency` at a time, each
-/// taking `millis`; `progress` is told the count of completed jobs as it
-/// grows. Fails if a job cannot be completed after 50 attempts.
+/// taking `millis`; a job not answered within `patience` is resubmitted
+/// elsewhere; `progress` is told the count of completed jobs as it grows.
+/// Fails if a job cannot be completed after 50 attempts.
 pub async fn run_jobs(
     node: &Cluster,
     ids: std::ops::Range<u64>,
     concurrency: usize,
     millis: u64,
+    patience: Duration,
     progress: impl Fn(u64),
 ) -> Result<Report, String> {
     let node = Arc::new(node.clone());
@@ -148,7 +156,7 @@ pub async fn run_jobs(
     let mut next = ids.clone();
     let spawn = |tasks: &mut tokio::task::JoinSet<(u64, u32, Outcome)>, job: Job| {
         let node = node.clone();
-        tasks.spawn(async move { (job.id, job.attempt, attempt(&node, job).await) });
+        tasks.spawn(async move { (job.id, job.attempt, attempt(&node, job, patience).await) });
     };
     for id in next.by_ref().take(concurrency.max(1)) {
         first_sent.insert(id, Instant::now());
@@ -186,7 +194,7 @@ pub async fn run_jobs(
 
 /// One attempt at `job` on a worker chosen by the job's id and attempt,
 /// among those on reachable nodes.
-async fn attempt(node: &Cluster, job: Job) -> Outcome {
+async fn attempt(node: &Cluster, job: Job, patience: Duration) -> Outcome {
     let mut workers = node.group::<Worker>(GROUP).await;
     // Skip workers on nodes suspected of failure, unless none is left.
     let reachable = |w: &ActorRef<Worker>| w.remote_addr().is_none_or(|at| node.is_reachable(&at.node));
@@ -202,7 +210,6 @@ async fn attempt(node: &Cluster, job: Job) -> Outcome {
     // then run twice: jobs are idempotent, and completions are counted once).
     // This keeps a dead node from holding the dispatcher's slots until the
     // cluster declares it down.
-    let patience = Duration::from_millis(500 + 20 * job.millis);
     match worker.ask(job).timeout(patience).await {
         Ok(done) => Outcome::Done(done),
         // The worker panicked (and is being restarted).

@@ -71,7 +71,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let started = Instant::now();
     let step = (jobs / 10).max(1);
-    let report = app::run_jobs(&node, 0..jobs, cli.concurrency, cli.job_millis, |done| {
+    let patience = app::default_patience(cli.job_millis);
+    let report = app::run_jobs(&node, 0..jobs, cli.concurrency, cli.job_millis, patience, |done| {
         if done % step == 0 {
             println!("[{}] {done}/{jobs} jobs done", node.id());
         }
