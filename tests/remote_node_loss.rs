@@ -60,10 +60,12 @@ impl Handler<WatchIt> for Watcher {
 
 const BUDGET: Duration = Duration::from_secs(5);
 
-async fn pair(net: &MemoryNetwork) -> (Cluster, Cluster, ActorRef<Slow>) {
-    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
-    let b =
-        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
+/// Two plain nodes (remoting only: node loss is the connection's idle
+/// timeout, the budget here; a cluster's membership would decide sooner).
+async fn pair(net: &MemoryNetwork) -> (Node, Node, ActorRef<Slow>) {
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+    b.dial("a").await.unwrap();
     b.wait_for_peer("a").await.unwrap();
     a.spawn_named("slow", Slow).unwrap();
     let remote: ActorRef<Slow> = b.lookup("slow").await.unwrap();

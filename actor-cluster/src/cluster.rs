@@ -23,6 +23,13 @@ use crate::view::{SharedView, Subscription, View};
 
 /// SWIM packets held per member while it is being dialed.
 const HELD_GOSSIP: usize = 32;
+/// A SWIM packet held for a member, with when it was made.
+type Held = (tokio::time::Instant, Vec<u8>);
+
+/// How long a held SWIM packet stays worth sending: membership was built for
+/// datagrams, and a verdict delivered late misleads it (a packet from a
+/// partition's other side, say).
+const HELD_FOR: Duration = Duration::from_secs(1);
 
 /// Builds a [`Cluster`]: the node to run it on, the seeds to join through,
 /// failure detection.
@@ -122,9 +129,10 @@ pub(crate) struct Shared {
     detection: FailureDetection,
     pub(crate) view: SharedView,
     stats: Mutex<GossipStats>,
-    /// SWIM packets for members not connected yet, sent once they are (at
-    /// most [`HELD_GOSSIP`] per member; older ones are dropped first).
-    held: Mutex<HashMap<String, VecDeque<Vec<u8>>>>,
+    /// SWIM packets for members not connected yet, with when they were
+    /// made, sent once they are if not older than [`HELD_FOR`] (at most
+    /// [`HELD_GOSSIP`] per member; older ones are dropped first).
+    held: Mutex<HashMap<String, VecDeque<Held>>>,
     pub(crate) registry: Registry,
     /// True once the node has left: subscriptions end.
     stopped: watch::Sender<bool>,
@@ -183,7 +191,7 @@ impl Shared {
         let peer = PeerRun { node: to.id.clone(), run: to.run };
         let len = bytes.len();
         if node.is_connected(&peer) {
-            if node.try_send_system(&peer, GOSSIP, bytes) {
+            if node.send_datagram(&peer, GOSSIP, bytes) {
                 self.count(true, len);
             } else {
                 tracing::debug!(node = %node.id(), peer = %to.id, "connection busy; gossip packet dropped");
@@ -196,7 +204,7 @@ impl Shared {
             if queue.len() >= HELD_GOSSIP {
                 queue.pop_front();
             }
-            queue.push_back(bytes);
+            queue.push_back((tokio::time::Instant::now(), bytes));
         }
         node.connect(&to.id, &to.addr);
     }
@@ -250,7 +258,8 @@ impl NodeService for Shared {
         // then the membership packets held for it.
         self.registry.send_all(self, node, peer);
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer.node);
-        for packet in held.into_iter().flatten() {
+        let now = tokio::time::Instant::now();
+        for (_, packet) in held.into_iter().flatten().filter(|(at, _)| now.duration_since(*at) <= HELD_FOR) {
             self.count(true, packet.len());
             node.send_system(peer, GOSSIP, packet);
         }
@@ -312,7 +321,7 @@ impl NodeService for Shared {
                 && let Ok(leaving) = actor_remote::codec::encode(&me)
             {
                 for peer in node.connected() {
-                    node.try_send_system(&peer, LEAVING, leaving.clone());
+                    node.send_datagram(&peer, LEAVING, leaving.clone());
                 }
             }
             let (done, left) = oneshot::channel();

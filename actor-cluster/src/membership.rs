@@ -133,7 +133,7 @@ impl FailureDetection {
 /// A node's SWIM identity: the member plus a generation, bumped when the
 /// node finds it was declared down (say, on the other side of a long
 /// partition) and rejoins under the same run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct Ident {
     pub(crate) id: String,
     pub(crate) addr: String,
@@ -259,20 +259,131 @@ pub struct GossipStats {
 
 type Swim = Foca<Ident, Codec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
 
+/// Replaces the SWIM instance with a fresh one under a new generation of
+/// this node's identity, dropping what the old one judged and meant to
+/// spread; the fresh one announces itself to the members the old one knew,
+/// and keeps doing so every rejoin interval until one answers.
+#[allow(clippy::too_many_arguments)]
+fn start_over(
+    swim: &mut Swim,
+    runtime: &mut AccumulatingRuntime<Ident>,
+    timer_tx: &mut mpsc::UnboundedSender<Timer<Ident>>,
+    timers: &mut mpsc::UnboundedReceiver<Timer<Ident>>,
+    isolation: &mut Isolation,
+    me: &Ident,
+    config: &FailureDetection,
+    rng: &mut rand::rngs::StdRng,
+) {
+    use rand::SeedableRng;
+    let known: Vec<Ident> = swim.iter_membership_state().map(|m| m.id().clone()).filter(|m| m.id != me.id).collect();
+    if known.is_empty() {
+        return;
+    }
+    tracing::info!(
+        node = %me.id,
+        silent_for = ?config.suspect_timeout,
+        "heard from no member for the suspicion timeout: starting membership over rather than judge them"
+    );
+    let renewed = swim.identity().renew().unwrap_or_else(|| swim.identity().clone());
+    *swim = Foca::new(renewed, config.foca_config(), rand::rngs::StdRng::from_rng(rng), Codec);
+    *runtime = AccumulatingRuntime::new();
+    // Timers of the old instance go to a channel nobody reads.
+    let (tx, rx) = mpsc::unbounded_channel::<Timer<Ident>>();
+    (*timer_tx, *timers) = (tx, rx);
+    for known in &known {
+        let _ = swim.announce(known.clone(), &mut *runtime);
+    }
+    isolation.quarantine(known);
+}
+
+/// Whether this node is cut off: it heard from no member for the
+/// suspicion timeout, and yet its SWIM instance declared a member down.
+struct Isolation {
+    last_heard: tokio::time::Instant,
+    /// The members SWIM held down when a packet last arrived.
+    down_when_heard: std::collections::HashSet<Ident>,
+    /// The members known before starting over, while none has answered.
+    quarantined: Option<Vec<Ident>>,
+}
+
+impl Isolation {
+    fn new(now: tokio::time::Instant) -> Self {
+        Isolation { last_heard: now, down_when_heard: Default::default(), quarantined: None }
+    }
+
+    /// A SWIM packet arrived.
+    fn heard(&mut self, now: tokio::time::Instant) {
+        self.last_heard = now;
+    }
+
+    /// Whether a packet arriving now ends a silence of at least `after`
+    /// (and the node is not starting over already).
+    fn back_from_silence(&self, now: tokio::time::Instant, after: std::time::Duration) -> bool {
+        self.quarantined.is_none() && now.duration_since(self.last_heard) >= after
+    }
+
+    /// A member answered the fresh instance: no longer starting over.
+    fn rejoined(&mut self) {
+        self.quarantined = None;
+    }
+
+    /// Whether SWIM, now holding `down` down, just judged a member down while
+    /// the node heard from none for `after`: a verdict this node cannot
+    /// tell from its own isolation. While packets arrive, `down` is
+    /// remembered instead.
+    fn judged_while_cut_off(
+        &mut self,
+        now: tokio::time::Instant,
+        after: std::time::Duration,
+        down: std::collections::HashSet<Ident>,
+    ) -> bool {
+        if now.duration_since(self.last_heard) < after {
+            self.down_when_heard = down;
+            return false;
+        }
+        self.quarantined.is_none() && down.difference(&self.down_when_heard).next().is_some()
+    }
+
+    fn quarantine(&mut self, known: Vec<Ident>) {
+        self.quarantined = Some(known);
+    }
+
+    fn is_quarantined(&self) -> bool {
+        self.quarantined.is_some()
+    }
+
+    fn known(&self) -> &[Ident] {
+        self.quarantined.as_deref().unwrap_or_default()
+    }
+}
+
 /// Runs SWIM for the cluster service `shared` until it is dropped or has
 /// left.
 pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetection, mut inputs: mpsc::Receiver<Input>) {
     use rand::SeedableRng;
     use std::hash::BuildHasher;
     let seed = std::hash::RandomState::new().hash_one((me.run, &me.id));
-    let mut swim: Swim = Foca::new(me.clone(), config.foca_config(), rand::rngs::StdRng::seed_from_u64(seed), Codec);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut swim: Swim = Foca::new(me.clone(), config.foca_config(), rand::rngs::StdRng::from_rng(&mut rng), Codec);
     let mut runtime = AccumulatingRuntime::new();
-    let (timer_tx, mut timers) = mpsc::unbounded_channel::<Timer<Ident>>();
+    let (mut timer_tx, mut timers) = mpsc::unbounded_channel::<Timer<Ident>>();
+    let mut isolation = Isolation::new(tokio::time::Instant::now());
+    let mut rejoin = tokio::time::interval(config.rejoin_interval.max(std::time::Duration::from_millis(1)));
+    rejoin.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut left = None;
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(Input::Data(bytes)) => {
+                    let now = tokio::time::Instant::now();
+                    if left.is_none() && isolation.back_from_silence(now, config.suspect_timeout) {
+                        // Heard again after the suspicion timeout: every
+                        // member this node suspects meanwhile would be judged
+                        // down before its refutation could arrive. Start over
+                        // first (below), and read this packet afresh.
+                        start_over(&mut swim, &mut runtime, &mut timer_tx, &mut timers, &mut isolation, &me, &config, &mut rng);
+                    }
+                    isolation.heard(now);
                     if let Err(e) = swim.handle_data(&bytes, &mut runtime) {
                         tracing::debug!(error = %e, "gossip packet ignored");
                     }
@@ -283,6 +394,7 @@ pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetectio
                     }
                 }
                 Some(Input::Leaving(who)) => {
+                    isolation.heard(tokio::time::Instant::now());
                     if let Some(shared) = shared.upgrade() {
                         let mut view = shared.view.lock();
                         // Only members are remembered as leaving.
@@ -310,6 +422,26 @@ pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetectio
                     tracing::debug!(error = %e, "membership timer failed");
                 }
             }
+            _ = rejoin.tick(), if isolation.is_quarantined() => {
+                // Until a member answers: announce to those known before.
+                for known in isolation.known() {
+                    let _ = swim.announce(known.clone(), &mut runtime);
+                }
+            }
+        }
+        // SWIM judged a member down while this node heard from no member for
+        // the suspicion timeout: this node cannot tell whether they are down
+        // or it is cut off, and that verdict, gossiped after the heal, would
+        // down healthy members. Before anything is sent, it starts over: a
+        // fresh SWIM instance under a new generation (the old one's verdicts
+        // and the updates it still meant to spread are dropped), which
+        // announces itself to the members it knew until one answers.
+        if isolation.is_quarantined() && swim.iter_members().next().is_some() {
+            isolation.rejoined();
+        }
+        let down = swim.iter_membership_state().filter(|m| m.state() == State::Down).map(|m| m.id().clone()).collect();
+        if left.is_none() && isolation.judged_while_cut_off(tokio::time::Instant::now(), config.suspect_timeout, down) {
+            start_over(&mut swim, &mut runtime, &mut timer_tx, &mut timers, &mut isolation, &me, &config, &mut rng);
         }
         let Some(shared) = shared.upgrade() else { return };
         while let Some((to, bytes)) = runtime.to_send() {

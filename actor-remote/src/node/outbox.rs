@@ -24,6 +24,9 @@ pub(crate) enum Command {
     /// A one-way message (tells to actors go in as encoded frames instead;
     /// this is for system messages).
     Tell { target: Target, wire_name: &'static str, payload: Vec<u8> },
+    /// A system message with datagram semantics: dropped rather than sent
+    /// late (SWIM packets; see `conn::outbound`).
+    Datagram { wire_name: &'static str, payload: Vec<u8> },
     /// A request: the connection resolves `reply` exactly once.
     Ask {
         target: Target,

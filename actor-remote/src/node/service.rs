@@ -18,7 +18,6 @@ use actor_core::ActorRef;
 use actor_core::remote::BoxFuture;
 
 use super::outbox::Command;
-use super::requests::system_tell;
 use super::{Node, NodeError, NodeInner, RemoteActor};
 
 /// One run of a peer node, as a connection's handshake authenticated it: a
@@ -141,13 +140,16 @@ impl NodeContext {
         }
     }
 
-    /// Sends a system message to `to` if its connection has room now; false
-    /// if it has none or `to` is not connected (for traffic that tolerates
-    /// loss, such as SWIM packets).
-    pub fn try_send_system(&self, to: &PeerRun, wire_name: &'static str, payload: Vec<u8>) -> bool {
+    /// Sends a system message to `to` as a datagram: queued if its
+    /// connection has room now, and dropped rather than sent late: a
+    /// connection over which nothing arrived from the peer for 1.5 heartbeat
+    /// intervals (a partition not declared yet) drops it instead of letting
+    /// it arrive after the heal. False if there is no room or `to` is not
+    /// connected. For traffic built for datagrams, such as SWIM packets.
+    pub fn send_datagram(&self, to: &PeerRun, wire_name: &'static str, payload: Vec<u8>) -> bool {
         let Some(node) = self.inner.upgrade() else { return false };
         match node.peers.current(&to.node, to.run) {
-            Some(conn) => conn.outbox.try_send(system_tell(wire_name, payload)).is_ok(),
+            Some(conn) => conn.outbox.try_send(Command::Datagram { wire_name, payload }).is_ok(),
             None => false,
         }
     }

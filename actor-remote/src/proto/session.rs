@@ -295,6 +295,17 @@ impl Session {
         self.last_rx = self.last_rx.max(now);
     }
 
+    /// The interval of heartbeats: a live peer sends at least one frame this
+    /// often.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.config.heartbeat_interval
+    }
+
+    /// When the last complete frame arrived from the peer.
+    pub fn last_heard(&self) -> Instant {
+        self.last_rx
+    }
+
     /// Asks awaiting a reply.
     pub fn pending_asks(&self) -> usize {
         self.pending.len()

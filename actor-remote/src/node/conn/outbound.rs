@@ -45,6 +45,29 @@ pub(super) fn feed(session: &mut Session, batch: &mut Queued, now: Instant, pend
 fn submit(session: &mut Session, now: Instant, cmd: Command, pending: &mut Pending) -> Option<Command> {
     use crate::proto::SendError;
     match cmd {
+        Command::Datagram { wire_name, payload } => {
+            // A datagram is worth sending only while the peer is heard from:
+            // over a stalled connection (a partition, not yet declared) it
+            // would queue, and arrive all at once after the heal, stale.
+            // Membership built for UDP misjudges on such a backlog (an
+            // isolated node's old verdicts on the others).
+            if now.saturating_duration_since(session.last_heard()) > datagram_silence(session) {
+                tracing::trace!(%wire_name, "datagram dropped: the peer has not been heard from lately");
+                return None;
+            }
+            if !session.has_room() {
+                return Some(Command::Datagram { wire_name, payload });
+            }
+            let tell = Tell {
+                target: crate::proto::frame::Target::name(crate::node::requests::SYSTEM_TARGET),
+                sender: None,
+                wire_name: wire_name.into(),
+                payload,
+            };
+            if let Err(e) = session.send_tell(now, tell) {
+                tracing::debug!(error = %e, "datagram not sent");
+            }
+        }
         Command::Tell { target, wire_name, payload } => {
             if !session.has_room() {
                 return Some(Command::Tell { target, wire_name, payload });
@@ -128,6 +151,13 @@ fn submit(session: &mut Session, now: Instant, cmd: Command, pending: &mut Pendi
         Command::Replaced => session.close(now, CloseCode::Duplicate, "replaced by a newer connection"),
     }
     None
+}
+
+/// How long the peer may be silent before datagrams to it are dropped:
+/// half again its heartbeat interval (a live peer's pings arrive at least
+/// that often).
+fn datagram_silence(session: &Session) -> std::time::Duration {
+    session.heartbeat_interval().mul_f32(1.5)
 }
 
 /// The `Watch` (or `Unwatch`) frame for the peer's actor `id`, once the
