@@ -372,3 +372,40 @@ async fn isolating_one_member_of_five_downs_only_that_member() {
         }
     }
 }
+
+/// Two members cut off from each other for a little longer than the
+/// suspicion timeout, healed before either could judge the other down:
+/// each starts its membership over when it hears again (it cannot tell who
+/// was cut off), keeping the other as a member, so neither ever reports the
+/// other down or left, and both stay members.
+#[tokio::test(start_paused = true)]
+async fn coming_back_from_a_silence_keeps_the_members_it_had() {
+    for _ in 0..10 {
+        let net = MemoryNetwork::new();
+        let nodes = [start(&net, "a", &[]).await, start(&net, "b", &["a"]).await];
+        let all = set(&["a", "b"]);
+        for node in &nodes {
+            converge(node, &all, Duration::from_secs(10)).await;
+        }
+        let mut subs: Vec<_> = nodes.iter().map(Cluster::subscribe).collect();
+        net.isolate("b");
+        // Past the 2.5 s silence limit, short of the 2.75 s a verdict takes
+        // at the least (probe timeout, then the suspicion timeout).
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        net.rejoin("b");
+        tokio::time::sleep(BUDGET * 2).await;
+        for (node, events) in nodes.iter().zip(&mut subs) {
+            assert_eq!(ids(node), all, "{} lost a member", node.id());
+            while let Ok(Some(event)) = tokio::time::timeout(Duration::ZERO, events.recv()).await {
+                assert!(
+                    !matches!(event, ClusterEvent::MemberDown(_) | ClusterEvent::MemberLeft(_)),
+                    "{} saw {event:?}",
+                    node.id()
+                );
+            }
+        }
+        for node in nodes {
+            node.shutdown().await;
+        }
+    }
+}

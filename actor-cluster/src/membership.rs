@@ -111,6 +111,13 @@ impl Default for FailureDetection {
 }
 
 impl FailureDetection {
+    /// How long a node may hear from no member before it takes its own
+    /// judgements of them as unreliable (it may be the one cut off): the
+    /// suspicion timeout, and never less than two probe rounds.
+    fn silence_limit(&self) -> Duration {
+        self.suspect_timeout.max(self.probe_interval * 2 + self.probe_timeout)
+    }
+
     fn foca_config(&self) -> foca::Config {
         let mut config = foca::Config::new_lan(NonZeroU32::MIN.saturating_add(15));
         config.probe_period = self.probe_interval.max(Duration::from_millis(1));
@@ -260,55 +267,62 @@ pub struct GossipStats {
 type Swim = Foca<Ident, Codec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
 
 /// Replaces the SWIM instance with a fresh one under a new generation of
-/// this node's identity, dropping what the old one judged and meant to
-/// spread; the fresh one announces itself to the members the old one knew,
-/// and keeps doing so every rejoin interval until one answers.
-#[allow(clippy::too_many_arguments)]
+/// this node's identity. The members the old one held alive or suspected
+/// are carried over as alive (a suspicion raised while this node heard from
+/// no one says nothing about them); what the old one judged down, and the
+/// updates it still meant to spread, are dropped. The fresh instance
+/// announces itself to the members it carries, so they learn its new
+/// generation, and then probes them as usual.
 fn start_over(
     swim: &mut Swim,
     runtime: &mut AccumulatingRuntime<Ident>,
-    timer_tx: &mut mpsc::UnboundedSender<Timer<Ident>>,
-    timers: &mut mpsc::UnboundedReceiver<Timer<Ident>>,
-    isolation: &mut Isolation,
+    timers: &mut (mpsc::UnboundedSender<Timer<Ident>>, mpsc::UnboundedReceiver<Timer<Ident>>),
     me: &Ident,
     config: &FailureDetection,
     rng: &mut rand::rngs::StdRng,
 ) {
     use rand::SeedableRng;
-    let known: Vec<Ident> = swim.iter_membership_state().map(|m| m.id().clone()).filter(|m| m.id != me.id).collect();
-    if known.is_empty() {
+    let carried: Vec<FocaMember<Ident>> = swim
+        .iter_members()
+        .filter(|m| m.id().id != me.id)
+        .map(|m| FocaMember::new(m.id().clone(), m.incarnation(), State::Alive))
+        .collect();
+    if carried.is_empty() && swim.iter_membership_state().next().is_none() {
+        // Alone (say, starting up): nothing was judged, nothing to drop.
         return;
     }
     tracing::info!(
         node = %me.id,
-        silent_for = ?config.suspect_timeout,
+        silent_for = ?config.silence_limit(),
+        carried = carried.len(),
         "heard from no member for the suspicion timeout: starting membership over rather than judge them"
     );
     let renewed = swim.identity().renew().unwrap_or_else(|| swim.identity().clone());
     *swim = Foca::new(renewed, config.foca_config(), rand::rngs::StdRng::from_rng(rng), Codec);
     *runtime = AccumulatingRuntime::new();
     // Timers of the old instance go to a channel nobody reads.
-    let (tx, rx) = mpsc::unbounded_channel::<Timer<Ident>>();
-    (*timer_tx, *timers) = (tx, rx);
-    for known in &known {
-        let _ = swim.announce(known.clone(), &mut *runtime);
+    *timers = mpsc::unbounded_channel::<Timer<Ident>>();
+    let idents: Vec<Ident> = carried.iter().map(|m| m.id().clone()).collect();
+    if let Err(e) = swim.apply_many(carried.into_iter(), false, &mut *runtime) {
+        tracing::debug!(error = %e, "carried members not applied");
     }
-    isolation.quarantine(known);
+    for ident in idents {
+        let _ = swim.announce(ident, &mut *runtime);
+    }
 }
 
 /// Whether this node is cut off: it heard from no member for the
-/// suspicion timeout, and yet its SWIM instance declared a member down.
+/// silence limit, and yet its SWIM instance judged a member down; or a
+/// packet ends such a silence.
 struct Isolation {
     last_heard: tokio::time::Instant,
     /// The members SWIM held down when a packet last arrived.
     down_when_heard: std::collections::HashSet<Ident>,
-    /// The members known before starting over, while none has answered.
-    quarantined: Option<Vec<Ident>>,
 }
 
 impl Isolation {
     fn new(now: tokio::time::Instant) -> Self {
-        Isolation { last_heard: now, down_when_heard: Default::default(), quarantined: None }
+        Isolation { last_heard: now, down_when_heard: Default::default() }
     }
 
     /// A SWIM packet arrived.
@@ -316,15 +330,9 @@ impl Isolation {
         self.last_heard = now;
     }
 
-    /// Whether a packet arriving now ends a silence of at least `after`
-    /// (and the node is not starting over already).
+    /// Whether a packet arriving now ends a silence of at least `after`.
     fn back_from_silence(&self, now: tokio::time::Instant, after: std::time::Duration) -> bool {
-        self.quarantined.is_none() && now.duration_since(self.last_heard) >= after
-    }
-
-    /// A member answered the fresh instance: no longer starting over.
-    fn rejoined(&mut self) {
-        self.quarantined = None;
+        now.duration_since(self.last_heard) >= after
     }
 
     /// Whether SWIM, now holding `down` down, just judged a member down while
@@ -341,19 +349,10 @@ impl Isolation {
             self.down_when_heard = down;
             return false;
         }
-        self.quarantined.is_none() && down.difference(&self.down_when_heard).next().is_some()
-    }
-
-    fn quarantine(&mut self, known: Vec<Ident>) {
-        self.quarantined = Some(known);
-    }
-
-    fn is_quarantined(&self) -> bool {
-        self.quarantined.is_some()
-    }
-
-    fn known(&self) -> &[Ident] {
-        self.quarantined.as_deref().unwrap_or_default()
+        let judged = down.difference(&self.down_when_heard).next().is_some();
+        // Judged (and dropped) once: the next verdict needs a new silence.
+        self.down_when_heard = down;
+        judged
     }
 }
 
@@ -366,22 +365,20 @@ pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetectio
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut swim: Swim = Foca::new(me.clone(), config.foca_config(), rand::rngs::StdRng::from_rng(&mut rng), Codec);
     let mut runtime = AccumulatingRuntime::new();
-    let (mut timer_tx, mut timers) = mpsc::unbounded_channel::<Timer<Ident>>();
+    let mut timers = mpsc::unbounded_channel::<Timer<Ident>>();
     let mut isolation = Isolation::new(tokio::time::Instant::now());
-    let mut rejoin = tokio::time::interval(config.rejoin_interval.max(std::time::Duration::from_millis(1)));
-    rejoin.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut left = None;
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(Input::Data(bytes)) => {
                     let now = tokio::time::Instant::now();
-                    if left.is_none() && isolation.back_from_silence(now, config.suspect_timeout) {
-                        // Heard again after the suspicion timeout: every
-                        // member this node suspects meanwhile would be judged
-                        // down before its refutation could arrive. Start over
-                        // first (below), and read this packet afresh.
-                        start_over(&mut swim, &mut runtime, &mut timer_tx, &mut timers, &mut isolation, &me, &config, &mut rng);
+                    if isolation.back_from_silence(now, config.silence_limit()) {
+                        // Heard again after the silence limit: every member
+                        // this node suspected meanwhile would be judged down
+                        // before its refutation could arrive. Start over
+                        // first, then read this packet.
+                        start_over(&mut swim, &mut runtime, &mut timers, &me, &config, &mut rng);
                     }
                     isolation.heard(now);
                     if let Err(e) = swim.handle_data(&bytes, &mut runtime) {
@@ -417,38 +414,28 @@ pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetectio
                 }
                 None => return,
             },
-            Some(timer) = timers.recv() => {
+            Some(timer) = timers.1.recv() => {
                 if let Err(e) = swim.handle_timer(timer, &mut runtime) {
                     tracing::debug!(error = %e, "membership timer failed");
                 }
             }
-            _ = rejoin.tick(), if isolation.is_quarantined() => {
-                // Until a member answers: announce to those known before.
-                for known in isolation.known() {
-                    let _ = swim.announce(known.clone(), &mut runtime);
-                }
-            }
         }
         // SWIM judged a member down while this node heard from no member for
-        // the suspicion timeout: this node cannot tell whether they are down
-        // or it is cut off, and that verdict, gossiped after the heal, would
-        // down healthy members. Before anything is sent, it starts over: a
-        // fresh SWIM instance under a new generation (the old one's verdicts
-        // and the updates it still meant to spread are dropped), which
-        // announces itself to the members it knew until one answers.
-        if isolation.is_quarantined() && swim.iter_members().next().is_some() {
-            isolation.rejoined();
-        }
+        // the silence limit: this node cannot tell whether they are down or
+        // it is cut off, and that verdict, gossiped after the heal, would
+        // down healthy members. Before anything is sent, it starts over (see
+        // `start_over`): the verdict and what was still to spread are
+        // dropped, the members it held alive or suspected are kept.
         let down = swim.iter_membership_state().filter(|m| m.state() == State::Down).map(|m| m.id().clone()).collect();
-        if left.is_none() && isolation.judged_while_cut_off(tokio::time::Instant::now(), config.suspect_timeout, down) {
-            start_over(&mut swim, &mut runtime, &mut timer_tx, &mut timers, &mut isolation, &me, &config, &mut rng);
+        if left.is_none() && isolation.judged_while_cut_off(tokio::time::Instant::now(), config.silence_limit(), down) {
+            start_over(&mut swim, &mut runtime, &mut timers, &me, &config, &mut rng);
         }
         let Some(shared) = shared.upgrade() else { return };
         while let Some((to, bytes)) = runtime.to_send() {
             shared.send_gossip(&to, bytes.to_vec());
         }
         while let Some((after, timer)) = runtime.to_schedule() {
-            let timer_tx = timer_tx.clone();
+            let timer_tx = timers.0.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
                 let _ = timer_tx.send(timer);
@@ -571,6 +558,22 @@ mod tests {
             (m.id(), liveness)
         });
         View::next(&me, states)
+    }
+
+    /// The silence after which a node doubts its own judgements is never
+    /// shorter than two probe rounds, whatever the suspicion timeout: with
+    /// a slow probe, ordinary quiet between packets is not isolation.
+    #[test]
+    fn the_silence_limit_covers_two_probe_rounds() {
+        let default = FailureDetection::default();
+        assert_eq!(default.silence_limit(), default.suspect_timeout);
+        let slow = FailureDetection {
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(1),
+            suspect_timeout: Duration::from_secs(3),
+            ..default
+        };
+        assert_eq!(slow.silence_limit(), Duration::from_secs(11));
     }
 
     proptest! {
