@@ -375,3 +375,24 @@ async fn a_protocol_lookup_on_any_member_finds_cluster_wide_names() {
         node.shutdown().await;
     }
 }
+
+/// A plain node (no cluster) connected to one member only finds an actor
+/// registered cluster-wide on another member: the answer names the holder
+/// and its address, and the lookup dials it.
+#[tokio::test(start_paused = true)]
+async fn a_plain_node_follows_a_lookup_answer_to_the_holder() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b"], WAIT).await;
+    nodes[0].register("lobby", &counter(&nodes[0])).unwrap();
+    eventually(WAIT, || async { nodes[1].lookup::<Counter>("lobby").await.is_ok() }).await;
+    let client = Node::builder("client").transport(net.transport()).listen("client").start().await.unwrap();
+    client.dial("b").await.unwrap();
+    client.wait_for_peer("b").await.unwrap();
+    let lobby: ActorRef<Counter> = client.lookup("lobby").await.unwrap();
+    assert_eq!(lobby.remote_addr().unwrap().node, "a");
+    assert_eq!(lobby.ask(Who).await.unwrap().0, "a");
+    client.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

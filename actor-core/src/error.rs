@@ -131,8 +131,8 @@ pub enum AskError<M> {
     /// the message is returned.
     #[error("this message type cannot be sent to a remote actor")]
     NotRemote(M),
-    /// The actor's node was lost after the request left this node: it may
-    /// or may not have been handled.
+    /// The actor's node was lost while the request was queued for it, on
+    /// its way, or being handled: it may or may not have been handled.
     #[error("the actor's node is down")]
     NodeDown,
     /// The request never left this node (its actor's node was known to be

@@ -321,13 +321,31 @@ impl Node {
                 return Err(wrong_type(found.type_name));
             }
             // Held by the answering peer, or by another node it names (a
-            // cluster-wide name), reached through this node's connection
-            // to that one.
+            // cluster-wide name): this node itself, or a node reached through
+            // this node's connection to it (dialed at the address given, if
+            // there is none yet).
             let holder = match (found.node, found.run) {
-                (Some(node), Some(run)) if node != peer => match self.inner.peers.current(&node, run) {
-                    Some(holder) => Some((node, holder)),
-                    None => continue,
-                },
+                (Some(node), Some(run)) if node == self.inner.id => {
+                    if run != self.inner.run {
+                        continue;
+                    }
+                    let Some(local) = self.inner.exports.by_handle(found.id) else { continue };
+                    match local.actor_any().downcast::<ActorRef<A>>() {
+                        Ok(actor) => return Ok(*actor),
+                        Err(_) => continue,
+                    }
+                }
+                (Some(node), Some(run)) if node != peer => {
+                    if self.inner.peers.current(&node, run).is_none()
+                        && let Some(addr) = &found.addr
+                    {
+                        dial::ensure(&self.inner, &node, addr);
+                    }
+                    match self.inner.peers.await_current(&node, run, SUCCESSOR_GRACE).await {
+                        Some(holder) => Some((node, holder)),
+                        None => continue,
+                    }
+                }
                 _ => None,
             };
             let (peer, conn) = holder.unwrap_or((peer, conn));

@@ -729,20 +729,19 @@ impl FrameReader {
         self.buf.len() - self.read
     }
 
-    /// The length (prefix included) of the frame being received, when the
-    /// bytes buffered end in a frame not complete yet (its prefix alone
-    /// while fewer than [`LENGTH_PREFIX`] bytes of it arrived); `None` when
-    /// nothing is buffered or a whole frame is.
+    /// How many bytes of a frame not complete yet have arrived (its prefix
+    /// included), when the bytes buffered end in one; `None` when nothing
+    /// is buffered or a whole frame is.
     pub fn partial(&self) -> Option<usize> {
         let pending = &self.buf[self.read..];
         if pending.is_empty() {
             return None;
         }
-        let Some(prefix) = pending.get(..LENGTH_PREFIX) else { return Some(LENGTH_PREFIX) };
+        let Some(prefix) = pending.get(..LENGTH_PREFIX) else { return Some(pending.len()) };
         let mut len_bytes = [0u8; LENGTH_PREFIX];
         len_bytes.copy_from_slice(prefix);
         let total = LENGTH_PREFIX + u32::from_be_bytes(len_bytes) as usize;
-        (pending.len() < total).then_some(total)
+        (pending.len() < total).then_some(pending.len())
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.

@@ -10,10 +10,11 @@ use super::frame::{
 };
 
 /// The slowest a frame may arrive (bytes per second) before its sender is
-/// declared lost: a frame of `len` bytes extends the idle timeout by
-/// `len / MIN_FRAME_RATE` while it arrives (a 1 MiB frame by 16 s), so a
-/// peer that trickles a frame a byte at a time holds a connection for about
-/// the idle timeout, not for ever.
+/// declared lost: while a frame arrives, each `MIN_FRAME_RATE` bytes of it
+/// received extend the idle timeout by a second, so a frame arriving at
+/// least this fast is never taken for silence, and a peer that trickles a
+/// frame a byte at a time (whatever length it declares) holds a connection
+/// for about the idle timeout, not for ever.
 pub const MIN_FRAME_RATE: u64 = 64 * 1024;
 
 /// What becomes of a tell offered in place by
@@ -48,9 +49,9 @@ pub struct SessionConfig {
     pub heartbeat_interval: Duration,
     /// The peer is declared lost when no complete frame was received for
     /// this long (partial frames do not count: a peer that trickles bytes
-    /// is not alive), extended while a frame is arriving by the time its
-    /// length takes at [`MIN_FRAME_RATE`]. Default 5 s: the node-loss
-    /// detection budget.
+    /// is not alive), extended while a frame is arriving by the time what
+    /// arrived of it takes at [`MIN_FRAME_RATE`]. Default 5 s: the
+    /// node-loss detection budget.
     pub idle_timeout: Duration,
     /// Asks awaiting a reply from the peer; one more is refused. Default 10 000.
     pub max_pending_asks: usize,
@@ -224,6 +225,8 @@ pub struct Session {
     next_ask: u64,
     next_ping: u64,
     last_rx: Instant,
+    /// When bytes last arrived, a whole frame or not.
+    last_bytes: Instant,
     last_tx: Instant,
 }
 
@@ -243,6 +246,7 @@ impl Session {
             next_ask: 1,
             next_ping: 1,
             last_rx: now,
+            last_bytes: now,
             last_tx: now,
             config,
         };
@@ -301,9 +305,11 @@ impl Session {
         self.config.heartbeat_interval
     }
 
-    /// When the last complete frame arrived from the peer.
+    /// When the peer was last heard from: the later of its last complete
+    /// frame, its last bytes (a large frame arriving), and the last time
+    /// the driver stopped reading on purpose ([`defer_idle`](Self::defer_idle)).
     pub fn last_heard(&self) -> Instant {
-        self.last_rx
+        self.last_rx.max(self.last_bytes)
     }
 
     /// Asks awaiting a reply.
@@ -331,6 +337,7 @@ impl Session {
             return;
         }
         if !bytes.is_empty() {
+            self.last_bytes = now;
             self.reader.extend(bytes);
         }
         loop {
@@ -581,7 +588,7 @@ impl Session {
 
     /// When the peer is declared lost unless a frame completes: the idle
     /// timeout after the last complete frame, plus, while a frame is
-    /// arriving, the time its length takes at [`MIN_FRAME_RATE`].
+    /// arriving, the time what arrived of it takes at [`MIN_FRAME_RATE`].
     fn idle_deadline(&self) -> Instant {
         let arriving = self
             .reader
