@@ -25,6 +25,21 @@ fn ids(node: &Cluster) -> BTreeSet<String> {
     node.members().into_iter().map(|m| m.id).collect()
 }
 
+/// Every node sees `all` as members, and none reported a member down or
+/// left in the events its subscription holds.
+async fn assert_all_members_and_no_down(nodes: &[Cluster], subs: &mut [Subscription], all: &BTreeSet<String>) {
+    for (node, events) in nodes.iter().zip(subs) {
+        assert_eq!(&ids(node), all, "{} lost a member", node.id());
+        while let Ok(Some(event)) = tokio::time::timeout(Duration::ZERO, events.recv()).await {
+            assert!(
+                !matches!(event, ClusterEvent::MemberDown(_) | ClusterEvent::MemberLeft(_)),
+                "{} saw {event:?}",
+                node.id()
+            );
+        }
+    }
+}
+
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -185,16 +200,7 @@ async fn a_partition_shorter_than_the_budget_causes_no_down() {
     net.rejoin("c");
     // Give the detector far longer than its budget to (wrongly) act.
     tokio::time::sleep(BUDGET * 3).await;
-    for (node, events) in nodes.iter().zip(&mut subs) {
-        assert_eq!(ids(node), all, "{} lost a member", node.id());
-        while let Ok(Some(event)) = tokio::time::timeout(Duration::ZERO, events.recv()).await {
-            assert!(
-                !matches!(event, ClusterEvent::MemberDown(_) | ClusterEvent::MemberLeft(_)),
-                "{} saw {event:?}",
-                node.id()
-            );
-        }
-    }
+    assert_all_members_and_no_down(&nodes, &mut subs, &all).await;
     for node in nodes {
         node.shutdown().await;
     }
@@ -394,16 +400,7 @@ async fn coming_back_from_a_silence_keeps_the_members_it_had() {
         tokio::time::sleep(Duration::from_millis(2600)).await;
         net.rejoin("b");
         tokio::time::sleep(BUDGET * 2).await;
-        for (node, events) in nodes.iter().zip(&mut subs) {
-            assert_eq!(ids(node), all, "{} lost a member", node.id());
-            while let Ok(Some(event)) = tokio::time::timeout(Duration::ZERO, events.recv()).await {
-                assert!(
-                    !matches!(event, ClusterEvent::MemberDown(_) | ClusterEvent::MemberLeft(_)),
-                    "{} saw {event:?}",
-                    node.id()
-                );
-            }
-        }
+        assert_all_members_and_no_down(&nodes, &mut subs, &all).await;
         for node in nodes {
             node.shutdown().await;
         }

@@ -266,6 +266,15 @@ pub struct GossipStats {
 
 type Swim = Foca<Ident, Codec, rand::rngs::StdRng, foca::NoCustomBroadcast>;
 
+/// A SWIM member state as the view reads it.
+fn liveness(state: State) -> Liveness {
+    match state {
+        State::Alive => Liveness::Alive,
+        State::Suspect => Liveness::Suspect,
+        State::Down => Liveness::Down,
+    }
+}
+
 /// Replaces the SWIM instance with a fresh one under a new generation of
 /// this node's identity. The members the old one held alive or suspected
 /// are carried over as alive (a suspicion raised while this node heard from
@@ -455,14 +464,7 @@ pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetectio
         }
         // Our own identity changes when we rejoin; keep it in the view.
         let current = swim.identity().clone();
-        let states = swim.iter_membership_state().map(|m| {
-            let liveness = match m.state() {
-                State::Alive => Liveness::Alive,
-                State::Suspect => Liveness::Suspect,
-                State::Down => Liveness::Down,
-            };
-            (m.id(), liveness)
-        });
+        let states = swim.iter_membership_state().map(|m| (m.id(), liveness(m.state())));
         let changes = shared.view.apply(&me.id, View::next(&current, states));
         for old in changes.gone {
             shared.member_gone(&old);
@@ -549,14 +551,7 @@ mod tests {
         for update in updates {
             let _ = swim.apply_many(std::iter::once(update.clone()), false, &mut runtime);
         }
-        let states = swim.iter_membership_state().map(|m| {
-            let liveness = match m.state() {
-                State::Alive => Liveness::Alive,
-                State::Suspect => Liveness::Suspect,
-                State::Down => Liveness::Down,
-            };
-            (m.id(), liveness)
-        });
+        let states = swim.iter_membership_state().map(|m| (m.id(), liveness(m.state())));
         View::next(&me, states)
     }
 
