@@ -396,3 +396,54 @@ async fn a_plain_node_follows_a_lookup_answer_to_the_holder() {
         node.shutdown().await;
     }
 }
+
+/// A node that joins (and joins again after leaving) asks each member's
+/// registered actor as soon as the member is up and its name is known:
+/// no ask may fail with NodeDown while every node is up (crossed dials
+/// settling must not surface as a node loss).
+#[tokio::test(start_paused = true)]
+async fn a_joining_node_never_sees_node_down_while_every_node_is_up() {
+    joins_never_see_node_down(20).await;
+}
+
+/// The same on the real clock with two workers, where connection tasks
+/// race as they do between hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_never_sees_node_down_on_the_real_clock() {
+    joins_never_see_node_down(8).await;
+}
+
+async fn joins_never_see_node_down(rounds: usize) {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
+    for node in &nodes {
+        let name = format!("svc-{}", node.id());
+        node.register(&name, &counter(node)).unwrap();
+    }
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        let joiner = start(&net, "d", &["a", "b", "c"]).await;
+        for id in ["a", "b", "c"] {
+            let name = format!("svc-{id}");
+            let found = tokio::time::timeout(WAIT, async {
+                loop {
+                    if let Ok(found) = joiner.lookup::<Counter>(&name).await {
+                        return found;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .expect("name known in time");
+            match found.ask(Who).await {
+                Ok((node, _)) => assert_eq!(node, id),
+                Err(e) => failures.push(format!("round {round}, {id}: {e:?}")),
+            }
+        }
+        joiner.shutdown().await;
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -22,15 +22,34 @@ pub(crate) struct Route {
     peer: String,
     run: u64,
     current: RwLock<Outbox>,
+    /// Whether `current` is known settled (no crossed dial can replace it).
+    settled: std::sync::atomic::AtomicBool,
 }
 
 impl Route {
     pub(crate) fn new(node: Weak<NodeInner>, peer: String, run: u64, outbox: Outbox) -> Self {
-        Self { node, peer, run, current: RwLock::new(outbox) }
+        Self { node, peer, run, current: RwLock::new(outbox), settled: std::sync::atomic::AtomicBool::new(false) }
     }
 
     fn current(&self) -> Outbox {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Before a request goes out: if the connection used so far may still be
+    /// replaced by a crossed dial (dialed by the node with the higher id,
+    /// less than 300 ms ago), waits until it has settled or been replaced,
+    /// and uses what stands then. A request on a connection that a crossed
+    /// dial then closes would fail with `NodeDown` though the node is up.
+    async fn settle(&self) {
+        use std::sync::atomic::Ordering;
+        if self.settled.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(node) = self.node.upgrade() else { return };
+        if let Some(conn) = node.peers.await_settled(&node.id, &self.peer, self.run).await {
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = conn.outbox;
+            self.settled.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The live connection to the same run of the peer, if the one used so
@@ -39,6 +58,7 @@ impl Route {
         let node = self.node.upgrade()?;
         let next = node.peers.current(&self.peer, self.run)?.outbox;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        self.settled.store(false, std::sync::atomic::Ordering::Relaxed);
         Some(next)
     }
 
@@ -57,6 +77,7 @@ impl Route {
         let next = node.peers.await_current(&self.peer, self.run, SUCCESSOR_GRACE).await;
         let next = next.ok_or(RemoteError::NodeDown)?.outbox;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        self.settled.store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(next)
     }
 
@@ -171,6 +192,7 @@ impl RemoteEndpoint for PeerEndpoint {
             let cmd = Command::Ask { target: Target::Id(self.handle), wire_name, payload, timeout, reply };
             // The timeout covers waiting for room in the queue too.
             let asked = async {
+                self.route.settle().await;
                 // Not queued: the request never left this node.
                 self.route.send(cmd).await.map_err(|_| RemoteError::NotSent)?;
                 rx.await.unwrap_or(Err(RemoteError::NodeDown))

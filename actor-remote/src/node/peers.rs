@@ -198,6 +198,29 @@ impl Peers {
         }
     }
 
+    /// The connection to run `run` of `peer` once it is settled: dialed by
+    /// the node with the lower id (no crossed dial replaces it), or in place
+    /// for [`SETTLE`] without being replaced; if it is replaced meanwhile,
+    /// its successor (settled in turn). `None` if there is no live
+    /// connection to that run (then, or after a replacement).
+    pub(crate) async fn await_settled(&self, me: &str, peer: &str, run: u64) -> Option<PeerConn> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            let conn = self.current(peer, run)?;
+            if conn.dialer == me.min(peer) {
+                return Some(conn);
+            }
+            let at = conn.registered_at + SETTLE;
+            if at <= tokio::time::Instant::now() {
+                return Some(conn);
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                res = changed.changed() => if res.is_err() { return Some(conn) },
+            }
+        }
+    }
+
     /// Waits until no connection to `peer` is left.
     pub(crate) async fn gone(&self, peer: &str) {
         let mut changed = self.changed.subscribe();
