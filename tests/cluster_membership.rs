@@ -15,7 +15,7 @@ use footlight::Cluster;
 use footlight::ClusterEvent;
 use footlight::cluster::Subscription;
 use footlight::remote::transport::mem::MemoryNetwork;
-use support::start;
+use support::{cluster, start};
 use tokio::time::Instant;
 
 /// The failure-detection budget the defaults promise.
@@ -344,14 +344,8 @@ async fn isolating_one_member_of_five_downs_only_that_member() {
     for round in 0..20 {
         let net = MemoryNetwork::new();
         let names = ["a", "b", "c", "d", "e"];
-        let mut nodes = vec![start(&net, "a", &[]).await];
-        for id in &names[1..] {
-            nodes.push(start(&net, id, &["a"]).await);
-        }
+        let nodes = cluster(&net, &names, Duration::from_secs(10)).await;
         let all = set(&names);
-        for node in &nodes {
-            converge(node, &all, Duration::from_secs(10)).await;
-        }
         let mut subs: Vec<_> = nodes.iter().map(Cluster::subscribe).collect();
         let isolated = names[round % names.len()];
         net.isolate(isolated);
@@ -388,11 +382,8 @@ async fn isolating_one_member_of_five_downs_only_that_member() {
 async fn coming_back_from_a_silence_keeps_the_members_it_had() {
     for _ in 0..10 {
         let net = MemoryNetwork::new();
-        let nodes = [start(&net, "a", &[]).await, start(&net, "b", &["a"]).await];
+        let nodes = cluster(&net, &["a", "b"], Duration::from_secs(10)).await;
         let all = set(&["a", "b"]);
-        for node in &nodes {
-            converge(node, &all, Duration::from_secs(10)).await;
-        }
         let mut subs: Vec<_> = nodes.iter().map(Cluster::subscribe).collect();
         net.isolate("b");
         // Past the 2.5 s silence limit, short of the 2.75 s a verdict takes

@@ -43,16 +43,23 @@ impl NodeService for Grab {
     }
 }
 
-/// An `Exit` for a pair that was never linked does not stop the actor: a
-/// peer that knows a handle cannot kill its actor. It used to (`Exit` was
-/// delivered for any pair).
-#[tokio::test]
-async fn an_exit_for_a_pair_never_linked_is_ignored() {
+/// A node exposing a non-trapping `victim`, and a hand-driven peer that
+/// looked it up (its handle).
+async fn victim_and_peer() -> (MemoryNetwork, Node, ActorRef<Victim>, RawPeer, u64) {
     let net = MemoryNetwork::new();
     let node = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
     let victim = node.spawn_named("victim", Victim).unwrap();
     let mut peer = RawPeer::connect(&net, "a", "raw").await;
     let handle = peer.lookup("victim").await;
+    (net, node, victim, peer, handle)
+}
+
+/// An `Exit` for a pair that was never linked does not stop the actor: a
+/// peer that knows a handle cannot kill its actor. It used to (`Exit` was
+/// delivered for any pair).
+#[tokio::test]
+async fn an_exit_for_a_pair_never_linked_is_ignored() {
+    let (_net, node, victim, mut peer, handle) = victim_and_peer().await;
     peer.session.send_exit(Instant::now(), Exit { target: handle, linker: 424_242, reason: "boom".into() }).unwrap();
     // Handled in order: once this lookup is answered, the Exit was too.
     assert_eq!(peer.lookup("victim").await, handle);
@@ -64,11 +71,7 @@ async fn an_exit_for_a_pair_never_linked_is_ignored() {
 /// (the link works), and it then stops, as a linked, non-trapping actor does.
 #[tokio::test]
 async fn an_exit_for_a_pair_the_peer_linked_is_delivered() {
-    let net = MemoryNetwork::new();
-    let node = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let victim = node.spawn_named("victim", Victim).unwrap();
-    let mut peer = RawPeer::connect(&net, "a", "raw").await;
-    let handle = peer.lookup("victim").await;
+    let (_net, node, victim, mut peer, handle) = victim_and_peer().await;
     peer.session.send_link(Instant::now(), Link { target: handle, linker: 5 }).unwrap();
     peer.session.send_exit(Instant::now(), Exit { target: handle, linker: 5, reason: "boom".into() }).unwrap();
     peer.flush().await;
@@ -80,11 +83,7 @@ async fn an_exit_for_a_pair_the_peer_linked_is_delivered() {
 /// After `Unlink`, the pair's `Exit` is ignored.
 #[tokio::test]
 async fn an_exit_after_unlink_is_ignored() {
-    let net = MemoryNetwork::new();
-    let node = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let victim = node.spawn_named("victim", Victim).unwrap();
-    let mut peer = RawPeer::connect(&net, "a", "raw").await;
-    let handle = peer.lookup("victim").await;
+    let (_net, node, victim, mut peer, handle) = victim_and_peer().await;
     let now = Instant::now();
     peer.session.send_link(now, Link { target: handle, linker: 5 }).unwrap();
     peer.session.send_unlink(now, Link { target: handle, linker: 5 }).unwrap();

@@ -21,6 +21,14 @@ pub(crate) struct ConnCodec {
     pub(crate) outbox: Outbox,
 }
 
+impl ConnCodec {
+    /// The codec of connection `conn_id` (through `outbox`) to run `run` of
+    /// `peer`.
+    pub(crate) fn new(node: &Arc<NodeInner>, conn_id: u64, peer: &str, run: u64, outbox: Outbox) -> Self {
+        ConnCodec { node: Arc::downgrade(node), conn_id, peer: peer.to_owned(), peer_run: run, outbox }
+    }
+}
+
 impl RefCodec for ConnCodec {
     fn export_local(
         &self,

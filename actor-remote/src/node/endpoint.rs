@@ -10,7 +10,7 @@ use actor_core::remote::{BoxFuture, RefCodec, RemoteEndpoint, RemoteError, Told}
 
 use super::NodeInner;
 use super::outbox::{Closed, Command, Outbox, Refused, TellRefused};
-use super::requests::{STOP, system_tell};
+use super::requests::{self, STOP, system_tell};
 use super::standins::SUCCESSOR_GRACE;
 use crate::proto::frame::Target;
 
@@ -35,6 +35,13 @@ impl Route {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Routes through `outbox` from now on (`settled`: no crossed dial can
+    /// replace its connection any more).
+    fn use_outbox(&self, outbox: Outbox, settled: bool) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = outbox;
+        self.settled.store(settled, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Before a request goes out: if the connection used so far may still be
     /// replaced by a crossed dial (dialed by the node with the higher id,
     /// less than 300 ms ago), waits until it has settled or been replaced,
@@ -47,8 +54,7 @@ impl Route {
         }
         let Some(node) = self.node.upgrade() else { return };
         if let Some(conn) = node.peers.await_settled(&node.id, &self.peer, self.run).await {
-            *self.current.write().unwrap_or_else(|p| p.into_inner()) = conn.outbox;
-            self.settled.store(true, Ordering::Relaxed);
+            self.use_outbox(conn.outbox, true);
         }
     }
 
@@ -57,8 +63,7 @@ impl Route {
     fn reroute(&self) -> Option<Outbox> {
         let node = self.node.upgrade()?;
         let next = node.peers.current(&self.peer, self.run)?.outbox;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
-        self.settled.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.use_outbox(next.clone(), false);
         Some(next)
     }
 
@@ -76,8 +81,7 @@ impl Route {
         }
         let next = node.peers.await_current(&self.peer, self.run, SUCCESSOR_GRACE).await;
         let next = next.ok_or(RemoteError::NodeDown)?.outbox;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
-        self.settled.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.use_outbox(next.clone(), false);
         Ok(next)
     }
 
@@ -187,18 +191,13 @@ impl RemoteEndpoint for PeerEndpoint {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Vec<u8>, RemoteError>> {
-        Box::pin(async move {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            let cmd = Command::Ask { target: Target::Id(self.handle), wire_name, payload, timeout, reply };
-            // The timeout covers waiting for room in the queue too.
-            let asked = async {
-                self.route.settle().await;
-                // Not queued: the request never left this node.
-                self.route.send(cmd).await.map_err(|_| RemoteError::NotSent)?;
-                rx.await.unwrap_or(Err(RemoteError::NodeDown))
-            };
-            tokio::time::timeout(timeout, asked).await.unwrap_or(Err(RemoteError::Timeout))
-        })
+        let route = &self.route;
+        let queue = move |cmd| async move {
+            route.settle().await;
+            // Not queued: the request never left this node.
+            route.send(cmd).await.map_err(|_| RemoteError::NotSent)
+        };
+        Box::pin(requests::ask(queue, Target::Id(self.handle), wire_name, payload, timeout))
     }
 
     fn describe(&self) -> String {

@@ -435,15 +435,20 @@ impl NodeInner {
                 service.peer_disconnected(&peer_run);
             }
         }
-        self.links_after_loss(peer, run, conn_id, successor.is_some(), duplicate);
         let moved = self.stand_ins.take(conn_id);
-        if moved.is_empty() {
-            return;
-        }
         match successor {
-            Some(next) => self.stand_ins.rehome(moved, next.id, &next.outbox),
+            // Stand-ins move over; links are per run and stay.
+            Some(next) => {
+                if !moved.is_empty() {
+                    self.stand_ins.rehome(moved, next.id, &next.outbox);
+                }
+            }
+            // The other side keeps a connection this side does not have
+            // yet: stand-ins and links wait for it, once, a little.
             None if duplicate => {
-                self.stand_ins.park(peer, run, moved);
+                if !moved.is_empty() {
+                    self.stand_ins.park(peer, run, moved);
+                }
                 let (node, peer) = (Arc::downgrade(self), peer.to_owned());
                 tokio::spawn(async move {
                     tokio::time::sleep(SUCCESSOR_GRACE).await;
@@ -451,31 +456,16 @@ impl NodeInner {
                     if let Some(expired) = node.stand_ins.unpark(&peer, run) {
                         expired.terminate_all(&ExitReason::NodeDown);
                     }
+                    if node.peers.current(&peer, run).is_none() {
+                        node.links_lost(&peer, run, conn_id);
+                    }
                 });
             }
-            None => moved.terminate_all(&ExitReason::NodeDown),
-        }
-    }
-
-    /// A connection to `run` of `peer` ended: its links stay with a
-    /// successor, wait for one after a duplicate closed (as stand-ins do),
-    /// or are lost.
-    fn links_after_loss(self: &Arc<Self>, peer: &str, run: u64, conn_id: u64, successor: bool, duplicate: bool) {
-        if successor {
-            return;
-        }
-        if !duplicate {
-            self.links_lost(peer, run, conn_id);
-            return;
-        }
-        let (node, peer) = (Arc::downgrade(self), peer.to_owned());
-        tokio::spawn(async move {
-            tokio::time::sleep(SUCCESSOR_GRACE).await;
-            let Some(node) = node.upgrade() else { return };
-            if node.peers.current(&peer, run).is_none() {
-                node.links_lost(&peer, run, conn_id);
+            None => {
+                self.links_lost(peer, run, conn_id);
+                moved.terminate_all(&ExitReason::NodeDown);
             }
-        });
+        }
     }
 
     /// A run of a peer is gone: local actors linked to its actors get
@@ -522,13 +512,7 @@ impl NodeInner {
         id: u64,
         label: &str,
     ) -> PeerEndpoint {
-        let codec = Arc::new(codec::ConnCodec {
-            node: Arc::downgrade(self),
-            conn_id,
-            peer: peer.to_owned(),
-            peer_run: run,
-            outbox: outbox.clone(),
-        });
+        let codec = Arc::new(codec::ConnCodec::new(self, conn_id, peer, run, outbox.clone()));
         PeerEndpoint {
             route: Arc::new(Route::new(Arc::downgrade(self), peer.to_owned(), run, outbox)),
             soon: Arc::default(),

@@ -45,7 +45,8 @@ pub(crate) fn system_tell(wire_name: &'static str, payload: Vec<u8>) -> Command 
 /// Asks the peer behind `outbox` where the actor named `name` is.
 pub(crate) async fn lookup(outbox: &Outbox, name: &str) -> Result<LookupReply, RemoteError> {
     let payload = crate::codec::encode(&name).map_err(|e| RemoteError::Rejected(e.to_string()))?;
-    let bytes = ask(outbox, Target::name(SYSTEM_TARGET), LOOKUP, payload, LOOKUP_TIMEOUT).await?;
+    let queue = |cmd| async move { outbox.send(cmd).await.map_err(|_| RemoteError::NodeDown) };
+    let bytes = ask(queue, Target::name(SYSTEM_TARGET), LOOKUP, payload, LOOKUP_TIMEOUT).await?;
     crate::codec::decode(&bytes).map_err(|e| RemoteError::Rejected(e.to_string()))
 }
 
@@ -79,24 +80,26 @@ pub(crate) fn answer_lookup(
     Ok(Box::pin(async move { Ok(bytes) }))
 }
 
-/// Sends an ask through a connection and waits for its outcome, which the
-/// connection resolves exactly once (reply, failure, timeout or node loss).
-pub(crate) async fn ask(
-    outbox: &Outbox,
+/// Sends an ask (`queue` puts its command in a connection's outbox) and
+/// waits for its outcome, which the connection resolves exactly once
+/// (reply, failure, timeout or node loss). The timeout covers waiting for
+/// room in the queue too.
+pub(crate) async fn ask<F, Fut>(
+    queue: F,
     target: Target,
     wire_name: &'static str,
     payload: Vec<u8>,
     timeout: Duration,
-) -> Result<Vec<u8>, RemoteError> {
+) -> Result<Vec<u8>, RemoteError>
+where
+    F: FnOnce(Command) -> Fut,
+    Fut: std::future::Future<Output = Result<(), RemoteError>>,
+{
     let (reply, rx) = tokio::sync::oneshot::channel();
     let cmd = Command::Ask { target, wire_name, payload, timeout, reply };
-    // The timeout covers waiting for room in the queue too.
     let asked = async {
-        outbox.send(cmd).await.map_err(|_| RemoteError::NodeDown)?;
+        queue(cmd).await?;
         rx.await.unwrap_or(Err(RemoteError::NodeDown))
     };
-    match tokio::time::timeout(timeout, asked).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(RemoteError::Timeout),
-    }
+    tokio::time::timeout(timeout, asked).await.unwrap_or(Err(RemoteError::Timeout))
 }

@@ -105,7 +105,8 @@ struct Driver {
     dialed_by_me: bool,
     connected: Option<oneshot::Sender<(String, u64)>>,
     shutdown: watch::Receiver<bool>,
-    sweep: tokio::time::Interval,
+    /// When unused stand-ins are next swept (on the session's timer wake).
+    next_sweep: tokio::time::Instant,
 }
 
 impl Driver {
@@ -133,8 +134,6 @@ impl Driver {
             })
         };
         let Connection { send, recv, remote_addr, .. } = conn;
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Driver {
             id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
             shutdown: node.shutdown.subscribe(),
@@ -157,7 +156,7 @@ impl Driver {
             duplicate: false,
             dialed_by_me,
             connected,
-            sweep,
+            next_sweep: tokio::time::Instant::now() + SWEEP_EVERY,
         }
     }
 
@@ -250,13 +249,8 @@ impl Driver {
         }
         self.outbox.set_max_frame(hello.max_frame);
         self.peer = Some((hello.node.clone(), hello.run));
-        let _ = self.inbound.codec.set(Arc::new(ConnCodec {
-            node: Arc::downgrade(&node),
-            conn_id: self.id,
-            peer: hello.node.clone(),
-            peer_run: hello.run,
-            outbox: self.outbox.clone(),
-        }));
+        let codec = ConnCodec::new(&node, self.id, &hello.node, hello.run, self.outbox.clone());
+        let _ = self.inbound.codec.set(Arc::new(codec));
         let conn = PeerConn {
             id: self.id,
             outbox: self.outbox.clone(),
@@ -297,15 +291,17 @@ impl Driver {
         let unwritten = self.session.outbound_len() + (self.out.len() - self.out_at);
         let outbound_cap = self.node.session.max_outbound_bytes.saturating_mul(2);
         let reading = !backed_up && !self.session.is_input_paused() && unwritten < outbound_cap;
-        let deadline = self.session.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline = match self.session.poll_timeout() {
+            Some(at) => tokio::time::Instant::from_std(at).min(self.next_sweep),
+            None => self.next_sweep,
+        };
         let batch_done = self.batch.is_done() && !self.session.is_closed();
         let woke = tokio::select! {
             () = drive(&mut self.inbound.delivering), if self.inbound.delivering.is_some() => Woke::Delivered,
             () = self.outbox.work(), if batch_done => Woke::Work,
             read = self.source.read(&mut self.read_buf), if reading => Woke::Read(read),
             written = self.sink.write(&self.out[self.out_at..]), if !self.out.is_empty() => Woke::Wrote(written),
-            () = sleep_until(deadline) => Woke::Timer,
-            _ = self.sweep.tick() => Woke::Sweep,
+            () = tokio::time::sleep_until(deadline) => Woke::Timer,
             _ = self.shutdown.wait_for(|stopping| *stopping) => Woke::Shutdown,
         };
         match woke {
@@ -324,6 +320,10 @@ impl Driver {
             Woke::Read(Ok(None) | Err(_)) | Woke::Wrote(Err(_)) => self.session.handle_lost(),
             Woke::Wrote(Ok(n)) => self.wrote(n),
             Woke::Timer => {
+                if tokio::time::Instant::now() >= self.next_sweep {
+                    self.sweep_stand_ins();
+                    self.next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+                }
                 if backed_up {
                     // Not reading is our own doing: it says nothing about
                     // the peer's health.
@@ -331,7 +331,6 @@ impl Driver {
                 }
                 self.session.handle_timeout(now());
             }
-            Woke::Sweep => self.sweep_stand_ins(),
             Woke::Shutdown => self.session.close(now(), CloseCode::Normal, "node shutting down"),
         }
     }
@@ -403,10 +402,9 @@ enum Woke {
     Work,
     Read(std::io::Result<Option<usize>>),
     Wrote(std::io::Result<usize>),
-    /// A session timer is due (heartbeat, idle, ask deadline).
+    /// A timer is due: the session's (heartbeat, idle, ask deadline), or
+    /// the stand-in sweep.
     Timer,
-    /// Time to drop unused stand-ins.
-    Sweep,
     /// The node is shutting down.
     Shutdown,
 }
@@ -415,13 +413,6 @@ enum Woke {
 async fn drive(delivering: &mut Option<BoxFuture<'static, ()>>) {
     match delivering {
         Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }
