@@ -365,14 +365,22 @@ fn session_inner(u: &mut Unstructured<'_>) -> Result<()> {
                     pools.bytes(u, &mut input)?;
                 }
                 let before = s.outbound_len();
+                let was_established = check.established;
                 let mut rest = &input[..];
                 while !rest.is_empty() {
                     let cut = u.int_in_range(1..=rest.len())?;
                     s.handle_input(now, &rest[..cut]);
                     rest = &rest[cut..];
                 }
+                // Once established (the handshake releases frames queued
+                // before it, which is not the peer's doing), what the peer
+                // sends can queue only pongs and a close.
                 let grown = s.outbound_len().saturating_sub(before);
-                assert!(grown <= 3 * input.len() + 1024, "{} input bytes queued {grown} output bytes", input.len());
+                assert!(
+                    !was_established || grown <= 3 * input.len() + 1024,
+                    "{} input bytes queued {grown} output bytes",
+                    input.len()
+                );
             }
             5 => s.handle_input(now, &hello(u.arbitrary()?)),
             6 => {
