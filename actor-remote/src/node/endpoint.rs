@@ -75,6 +75,12 @@ impl Route {
             return Ok(next);
         }
         let node = self.node.upgrade().ok_or(RemoteError::NodeDown)?;
+        // The closed connection's end may not be processed yet: it decides
+        // whether a successor is expected (a duplicate's end parks the run).
+        if let Some(next) = node.peers.await_end_processed(&self.peer, self.run, SUCCESSOR_GRACE).await {
+            self.use_outbox(next.outbox.clone(), false);
+            return Ok(next.outbox);
+        }
         // Wait only while a replaced connection's successor is expected.
         if !node.stand_ins.is_parked(&self.peer, self.run) {
             return Err(RemoteError::NodeDown);

@@ -427,6 +427,12 @@ impl NodeInner {
     /// connection this side does not have yet: they wait for it a little),
     /// the peer's actors are out of reach: `NodeDown`.
     pub(crate) fn connection_ended(self: &Arc<Self>, peer: &str, conn_id: u64, run: Option<u64>, duplicate: bool) {
+        // A duplicate's end means a successor is expected: said before the
+        // connection leaves the table, so that a request finding it gone
+        // knows to wait for the successor rather than report NodeDown.
+        if duplicate && let Some(run) = run {
+            self.stand_ins.park(peer, run, Default::default());
+        }
         let (removed, successor) = self.peers.remove(peer, conn_id, run);
         let Some(run) = run else { return };
         if removed && successor.is_none() {
@@ -439,16 +445,20 @@ impl NodeInner {
         match successor {
             // Stand-ins move over; links are per run and stay.
             Some(next) => {
+                if let Some(parked) = self.stand_ins.unpark(peer, run) {
+                    self.stand_ins.rehome(parked, next.id, &next.outbox);
+                }
                 if !moved.is_empty() {
                     self.stand_ins.rehome(moved, next.id, &next.outbox);
                 }
             }
             // The other side keeps a connection this side does not have
-            // yet: stand-ins and links wait for it, once, a little.
+            // yet: stand-ins, links and requests wait for it, once, a
+            // little. Parked even with no stand-ins: the entry is what tells
+            // a request on the closed connection that a successor is
+            // expected (else it would fail with NodeDown, the peer up).
             None if duplicate => {
-                if !moved.is_empty() {
-                    self.stand_ins.park(peer, run, moved);
-                }
+                self.stand_ins.park(peer, run, moved);
                 let (node, peer) = (Arc::downgrade(self), peer.to_owned());
                 tokio::spawn(async move {
                     tokio::time::sleep(SUCCESSOR_GRACE).await;

@@ -172,6 +172,28 @@ impl Peers {
         tokio::time::timeout(grace, wait).await.ok().flatten()
     }
 
+    /// The live connection to run `run` of `peer` once the end of a closed
+    /// one to that run has been processed (the table still holds a closed
+    /// connection until its driver reports the end, which says whether a
+    /// successor is expected); `None` if there is none then, or after
+    /// `grace`.
+    pub(crate) async fn await_end_processed(&self, peer: &str, run: u64, grace: Duration) -> Option<PeerConn> {
+        let mut changed = self.changed.subscribe();
+        let wait = async {
+            loop {
+                match self.lock().get(peer) {
+                    Some(c) if c.run == run && c.is_live() => return Some(c.clone()),
+                    Some(c) if c.run == run => {}
+                    _ => return None,
+                }
+                if changed.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(grace, wait).await.ok().flatten()
+    }
+
     /// Waits until `peer` is connected and the connection is settled (see
     /// [`Node::wait_for_peer`](super::Node::wait_for_peer)).
     pub(crate) async fn settled(&self, me: &str, peer: &str) {
