@@ -54,7 +54,7 @@ async fn main() -> Result<(), footlight::Error> {
     // A supervised one: it panics, is restarted with fresh state, and the
     // same ref reaches the new instance.
     let sup = system.spawn(Supervisor::one_for_one().child("counter", Restart::Permanent, Counter::default));
-    let worker = sup.child::<Counter>("counter").await?.ok_or(footlight::Error::Closed)?;
+    let worker = sup.child::<Counter>("counter").await?;
     println!("supervised counter says {}", worker.ask(Add(40)).await?);
     worker.tell(Crash).await?;
     println!("after a panic and a restart it says {}", worker.ask(Add(2)).await?);

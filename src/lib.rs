@@ -41,7 +41,7 @@
 //! | you want | look at |
 //! |---|---|
 //! | **local actors** | [`Actor`] (state and lifecycle hooks), [`Message`] and [`Handler`], [`ActorRef`] (`tell`, `try_tell`, `ask`), [`ActorSystem`] (spawn, registry, shutdown), [`Context`] (children, watch, links, timers), [`Mailbox`] (bounded by default), the derives [`macro@Actor`] and [`macro@Message`] |
-//! | **supervision** | [`Supervisor`] (one-for-one, one-for-all, rest-for-one; restart types and intensity; backoff) and its [module docs](supervisor), which compare it with OTP; [`ExitReason`], [`Terminated`], [`FailureDecision`] |
+//! | **supervision** | [`Supervisor`] (one-for-one, one-for-all, rest-for-one; restart types and intensity; backoff; children started while it runs; shutdown timeouts and kill; events) and its [module docs](supervisor), which compare it with OTP; [`ExitReason`], [`Terminated`], [`FailureDecision`] |
 //! | **remoting** (feature `remote`) | [`Node`] and [`NodeBuilder`]: expose actors ([`RemoteActor`], [`Node::spawn_named`]), [`Node::lookup`] gives a remote [`ActorRef`]; messages cross with `#[message(remote = "wire.Name")]`; transports in [`remote::transport`]: QUIC with mutual TLS (feature `quic`) and [`MemoryNetwork`](remote::transport::mem::MemoryNetwork) for tests |
 //! | **a cluster** (feature `cluster`) | [`Cluster`] ([`cluster::ClusterBuilder`]): membership and [`ClusterEvent`]s, cluster-wide names ([`Cluster::register`], [`Cluster::lookup`]), process groups ([`Cluster::join`], [`Cluster::group`], [`Cluster::broadcast`]) |
 //! | **testing** | [`MemoryNetwork`](remote::transport::mem::MemoryNetwork) (several nodes in one process, with partitions, isolation and delays) on Tokio's paused clock: seconds of failure detection take milliseconds |
@@ -65,10 +65,11 @@ pub use actor_cluster as cluster;
 #[cfg(feature = "cluster")]
 pub use actor_cluster::{Cluster, ClusterError, ClusterEvent, FailureDetection, Member};
 pub use actor_core::{
-    Actor, ActorError, ActorId, ActorRef, ActorSystem, Ask, AskError, Backoff, CodecError, Context,
-    DEFAULT_ASK_TIMEOUT, Error, ExitReason, Failure, FailureDecision, Handler, LinkDecision, LookupError, Mailbox,
-    Message, NotSent, Recipient, RefAddr, RegisterError, Restart, SendError, SpawnError, SpawnOptions, Strategy,
-    Supervisor, Terminated, Timer, TrySendError, WeakActorRef, Wire, mailbox, supervisor,
+    Actor, ActorError, ActorId, ActorRef, ActorSystem, Ask, AskError, Backoff, ChildCounts, ChildError, ChildInfo,
+    ChildSpec, ChildState, CodecError, Context, DEFAULT_ASK_TIMEOUT, Error, ExitReason, Failure, FailureDecision,
+    Handler, LinkDecision, LookupError, Mailbox, Message, NotSent, Recipient, RefAddr, RegisterError, Restart,
+    SendError, Shutdown, SpawnError, SpawnOptions, Strategy, Supervisor, SupervisorEvent, Terminated, Timer,
+    TrySendError, WeakActorRef, Wire, mailbox, supervisor,
 };
 pub use actor_macros::{Actor, Message};
 /// Remoting: nodes, transports, the wire protocol (feature `remote`).
@@ -88,9 +89,10 @@ pub mod prelude {
     #[cfg(feature = "cluster")]
     pub use actor_cluster::{Cluster, ClusterError};
     pub use actor_core::{
-        Actor, ActorError, ActorId, ActorRef, ActorSystem, AskError, Backoff, Context, ExitReason, Failure,
-        FailureDecision, Handler, LinkDecision, LookupError, Mailbox, Message, Recipient, RegisterError, Restart,
-        SendError, SpawnError, SpawnOptions, Supervisor, Terminated, TrySendError, WeakActorRef,
+        Actor, ActorError, ActorId, ActorRef, ActorSystem, AskError, Backoff, ChildError, ChildSpec, Context,
+        ExitReason, Failure, FailureDecision, Handler, LinkDecision, LookupError, Mailbox, Message, Recipient,
+        RegisterError, Restart, SendError, Shutdown, SpawnError, SpawnOptions, Supervisor, SupervisorEvent, Terminated,
+        TrySendError, WeakActorRef,
     };
     pub use actor_macros::{Actor, Message};
     #[cfg(feature = "remote")]

@@ -14,7 +14,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_core::{Actor, ActorRef, ActorSystem, Context, Handler, Mailbox, Message, SpawnOptions};
+use actor_core::{
+    Actor, ActorRef, ActorSystem, ChildSpec, Context, Handler, Mailbox, Message, Restart, SpawnOptions, Supervisor,
+};
 use tokio::sync::{mpsc, oneshot};
 
 // ---------------------------------------------------------------- memory
@@ -250,6 +252,38 @@ async fn spawn_cycle(system: &ActorSystem, n: usize) -> (f64, f64, f64) {
     (n as f64 / secs, heap, per_actor)
 }
 
+/// Starts `n` children under one dynamic supervisor, each returned after its
+/// `started` hook (`start_child`), or `n` plain spawns each awaited the same
+/// way (`wait_started`): the start rate and the heap per live child, then
+/// everything stopped.
+async fn children_cycle(system: &ActorSystem, n: usize, supervised: bool) -> (f64, f64) {
+    let heap_before = live_heap();
+    let start = Instant::now();
+    let sup = system.spawn(Supervisor::one_for_one());
+    let mut refs: Vec<ActorRef<Counter>> = Vec::with_capacity(n);
+    for i in 0..n {
+        let child = if supervised {
+            sup.start_child(ChildSpec::new(format!("c{i}"), Restart::Permanent, || Counter(0))).await.expect("started")
+        } else {
+            let child = system.spawn(Counter(0));
+            child.wait_started().await.expect("started");
+            child
+        };
+        refs.push(child);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let heap = (live_heap() - heap_before - (n * std::mem::size_of::<ActorRef<Counter>>()) as isize) as f64 / n as f64;
+    for r in &refs {
+        r.stop();
+    }
+    sup.stop();
+    for r in &refs {
+        r.wait_for_stop().await;
+    }
+    sup.wait_for_stop().await;
+    (n as f64 / secs, heap)
+}
+
 async fn raw_spawn_cycle(n: usize) -> (f64, f64, f64) {
     let before = rss_bytes();
     let heap_before = live_heap();
@@ -399,7 +433,7 @@ fn best<T: Copy>(rounds: &[T], better: impl Fn(T, T) -> bool) -> T {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // `--only NAME` runs one scenario: tell, ask, spawn, ring or fan-in.
+    // `--only NAME` runs one scenario: tell, ask, spawn, children, ring or fan-in.
     let args: Vec<String> = std::env::args().collect();
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let run = move |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -477,6 +511,29 @@ fn main() {
                 ours[0].1 / raw[0].1.max(1.0)
             );
             println!("{:<34} {:>14.0} B {:>16} {:>8}", "RSS per idle actor (first round)", ours[0].2, "-", "-");
+        }
+
+        if run("children") {
+            let (mut sup, mut plain) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                plain.push(children_cycle(&system, scale.spawns, false).await);
+                sup.push(children_cycle(&system, scale.spawns, true).await);
+            }
+            let (s, p) = (best(&sup, |a, b| a.0 > b.0), best(&plain, |a, b| a.0 > b.0));
+            println!(
+                "{:<34} {:>12.0} k/s {:>12.0} k/s {:>7.2}x",
+                "start_child (vs spawn), awaited",
+                s.0 / 1e3,
+                p.0 / 1e3,
+                s.0 / p.0
+            );
+            println!(
+                "{:<34} {:>14.0} B {:>14.0} B {:>7.2}x",
+                "heap per child (vs spawn)",
+                s.1,
+                p.1,
+                s.1 / p.1.max(1.0)
+            );
         }
 
         if run("ring") {

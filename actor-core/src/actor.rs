@@ -33,6 +33,16 @@ pub trait Actor: Sized + Send + 'static {
         Mailbox::default()
     }
 
+    /// How long this actor type may take to stop when its parent, its
+    /// supervisor or the system stops it, unless
+    /// [`SpawnOptions::shutdown`](crate::SpawnOptions::shutdown) (or a
+    /// supervisor's child spec) says otherwise. Default: 5 s, then it is
+    /// killed ([`Shutdown::DEFAULT`]); supervisors wait for their children
+    /// ([`Shutdown::Infinity`]), whose own policies bound the wait.
+    fn shutdown_policy() -> Shutdown {
+        Shutdown::DEFAULT
+    }
+
     /// Runs before the first message. Returning an error fails the actor with
     /// [`ExitReason::Failed`] (its supervisor, if any, decides what follows).
     fn started(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = Result<(), ActorError>> + Send {
@@ -112,6 +122,40 @@ pub enum ExitReason {
     MaxRestartsExceeded,
     /// The actor is on another node, which was lost (or left).
     NodeDown,
+    /// It was killed: [`ActorRef::kill`](crate::ActorRef::kill), or it did
+    /// not stop within its [`Shutdown`] timeout (or its policy is
+    /// [`Shutdown::BrutalKill`]). Its task was dropped at its next await:
+    /// the handler running then, and the `stopping`/`stopped` hooks, did
+    /// not finish.
+    Killed,
+    /// A link was made to an actor that had already stopped (OTP's
+    /// `noproc`): abnormal whatever that actor's own reason was, so an actor
+    /// that links to share a partner's fate does not run on alone.
+    NoProc,
+}
+
+/// What stopping an actor may take (OTP's child `shutdown`), used when its
+/// parent, its supervisor or the system stops it.
+///
+/// A kill drops the actor's task at its next `.await`: a handler that never
+/// yields (a blocking loop, a long computation without an await) cannot be
+/// interrupted; the kill is logged, and so is an actor still running a
+/// second after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Asks it to stop (its hooks run), then kills it if it has not stopped
+    /// after this long.
+    Timeout(std::time::Duration),
+    /// Kills it at once: no hooks, no waiting for the handler.
+    BrutalKill,
+    /// Waits as long as it takes (for supervisors: their children's own
+    /// policies bound the wait).
+    Infinity,
+}
+
+impl Shutdown {
+    /// The default for workers: 5 s, then a kill (as OTP).
+    pub const DEFAULT: Shutdown = Shutdown::Timeout(std::time::Duration::from_secs(5));
 }
 
 impl ExitReason {
@@ -120,6 +164,22 @@ impl ExitReason {
     /// Transient children are restarted only on abnormal exits.
     pub fn is_abnormal(&self) -> bool {
         !matches!(self, ExitReason::Normal | ExitReason::Shutdown)
+    }
+
+    /// The reason at the end of a chain of link exits: for
+    /// [`Linked`](ExitReason::Linked), the reason of the actor whose exit
+    /// started the chain; for any other reason, itself.
+    pub fn root_cause(&self) -> &ExitReason {
+        let mut reason = self;
+        while let ExitReason::Linked { reason: inner, .. } = reason {
+            reason = inner;
+        }
+        reason
+    }
+
+    /// Whether the actor panicked (directly, not through a link).
+    pub fn is_panic(&self) -> bool {
+        matches!(self, ExitReason::Panicked(_))
     }
 }
 
@@ -133,6 +193,8 @@ impl fmt::Display for ExitReason {
             ExitReason::Linked { from, reason } => write!(f, "linked actor {from} exited: {reason}"),
             ExitReason::MaxRestartsExceeded => f.write_str("restart intensity exceeded"),
             ExitReason::NodeDown => f.write_str("node down"),
+            ExitReason::Killed => f.write_str("killed"),
+            ExitReason::NoProc => f.write_str("no such actor (already stopped)"),
         }
     }
 }

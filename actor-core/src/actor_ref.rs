@@ -190,6 +190,31 @@ impl<A: Actor> ActorRef<A> {
         self.inner.cell.wait_exit().await
     }
 
+    /// Kills the actor (OTP's `exit(Pid, kill)`): its task is dropped at its
+    /// next `.await`, without running its `stopping`/`stopped` hooks; its
+    /// exit reason is [`ExitReason::Killed`], which watchers, links and its
+    /// supervisor see (a supervised actor is not restarted), and its children
+    /// are killed too. A handler that never yields cannot be interrupted
+    /// (see [`Shutdown`](crate::Shutdown)). Does nothing to an actor that has
+    /// stopped, or to an actor on another node.
+    pub fn kill(&self) {
+        self.inner.cell.kill();
+    }
+
+    /// Waits until the actor's `started` hook has returned: `Ok` once an
+    /// instance has started (at once if one already has), or the exit reason
+    /// if it stopped before any did (its `started` failed, or it was stopped
+    /// first). `spawn` returns before the hook runs; this is how to wait for
+    /// it. For a supervised child, a failed start that its supervisor
+    /// restarts is waited out. For a ref to an actor on another node:
+    /// `Ok(())` at once.
+    pub async fn wait_started(&self) -> Result<(), ExitReason> {
+        if self.inner.remote.is_some() {
+            return Ok(());
+        }
+        self.inner.cell.wait_started().await
+    }
+
     /// This ref erased to the one message type `M`.
     pub fn recipient<M>(&self) -> Recipient<M>
     where

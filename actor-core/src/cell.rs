@@ -14,7 +14,10 @@ use atomic_waker::AtomicWaker;
 use tokio::sync::{Notify, oneshot};
 
 use crate::mailbox::Gate;
-use crate::{ActorId, ExitReason, Mailbox, Terminated};
+use crate::{ActorId, ExitReason, Mailbox, Shutdown, Terminated};
+
+/// Told once an instance's `started` hook returned: `Ok`, or why it failed.
+pub(crate) type StartAck = oneshot::Sender<Result<(), ExitReason>>;
 
 /// A system signal. Signals overtake user messages and are never refused.
 pub(crate) enum Signal {
@@ -30,8 +33,9 @@ pub(crate) enum Signal {
     /// Supervisor: end the current instance (keep the mailbox) and wait for
     /// `Restart`. Acknowledged once the instance has stopped.
     Suspend(oneshot::Sender<()>),
-    /// Supervisor: start a fresh instance. Acknowledged once `started` returned.
-    Restart(Option<oneshot::Sender<()>>),
+    /// Supervisor: start a fresh instance. Acknowledged once `started`
+    /// returned (with its failure, if it failed).
+    Restart(Option<StartAck>),
 }
 
 pub(crate) struct ActorCell {
@@ -50,12 +54,18 @@ pub(crate) struct ActorCell {
     wake: AtomicWaker,
     exited: Notify,
     state: Mutex<CellState>,
+    /// What stopping it may take (see [`Shutdown`]).
+    shutdown: Shutdown,
+    /// Its task, to kill it (none for a stand-in).
+    task: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 #[derive(Default)]
 struct CellState {
     signals: VecDeque<Signal>,
     exit: Option<ExitReason>,
+    /// An instance's `started` hook has returned.
+    started: bool,
     /// Set once the finaliser is done; `wait_exit` waits for this.
     done: bool,
     /// Watchers, links and names, in one vector: most actors have none.
@@ -94,7 +104,7 @@ pub(crate) struct Remains {
 }
 
 impl ActorCell {
-    pub(crate) fn new(type_name: &'static str, name: Option<Arc<str>>, mailbox: Mailbox) -> Self {
+    pub(crate) fn new(type_name: &'static str, name: Option<Arc<str>>, mailbox: Mailbox, shutdown: Shutdown) -> Self {
         Self {
             gate: Gate::new(mailbox),
             id: ActorId::next(),
@@ -106,6 +116,8 @@ impl ActorCell {
             wake: AtomicWaker::new(),
             exited: Notify::new(),
             state: Mutex::new(CellState::default()),
+            shutdown,
+            task: std::sync::OnceLock::new(),
         }
     }
 
@@ -115,7 +127,11 @@ impl ActorCell {
         label: Arc<str>,
         endpoint: Arc<dyn crate::remote::RemoteEndpoint>,
     ) -> Self {
-        Self { stand_in: true, endpoint: Some(endpoint), ..Self::new(type_name, Some(label), Mailbox::Unbounded) }
+        Self {
+            stand_in: true,
+            endpoint: Some(endpoint),
+            ..Self::new(type_name, Some(label), Mailbox::Unbounded, Shutdown::Infinity)
+        }
     }
 
     pub(crate) fn id(&self) -> ActorId {
@@ -221,6 +237,97 @@ impl ActorCell {
 
     pub(crate) fn is_alive(&self) -> bool {
         self.lock().exit.is_none()
+    }
+
+    /// Records the actor's task, so that it can be killed.
+    pub(crate) fn set_task(&self, task: tokio::task::AbortHandle) {
+        let _ = self.task.set(task);
+    }
+
+    /// Drops the actor's task at its next await (its exit reason becomes
+    /// `Killed`). Nothing happens to an actor that has stopped.
+    pub(crate) fn kill(&self) {
+        if let Some(task) = self.task.get()
+            && self.is_alive()
+        {
+            tracing::warn!(actor = %self, "killing the actor");
+            task.abort();
+        }
+    }
+
+    /// Stops the actor as its [`Shutdown`] policy says, and waits until it
+    /// has: asked to stop with `reason`, then killed after the timeout (or
+    /// at once for a brutal kill).
+    pub(crate) async fn stop_by_policy(&self, reason: ExitReason) -> ExitReason {
+        self.begin_stop(reason);
+        self.finish_stop(tokio::time::Instant::now()).await
+    }
+
+    /// The first half of [`stop_by_policy`](Self::stop_by_policy): the stop
+    /// signal, or the kill.
+    pub(crate) fn begin_stop(&self, reason: ExitReason) {
+        match self.shutdown {
+            Shutdown::BrutalKill => self.kill(),
+            _ => self.signal(Signal::Stop(reason)),
+        }
+    }
+
+    /// The second half: waits for the end, killing the actor once its
+    /// timeout, counted from `since`, has passed.
+    pub(crate) async fn finish_stop(&self, since: tokio::time::Instant) -> ExitReason {
+        if let Shutdown::Timeout(limit) = self.shutdown {
+            match tokio::time::timeout_at(since + limit, self.wait_exit()).await {
+                Ok(reason) => return reason,
+                Err(_) => {
+                    tracing::warn!(actor = %self, ?limit, "did not stop within its shutdown timeout");
+                    self.kill();
+                }
+            }
+        }
+        if self.shutdown == Shutdown::Infinity {
+            return self.wait_exit().await;
+        }
+        // Killed: the task ends at its next await. One that never yields
+        // cannot be interrupted; say so once.
+        match tokio::time::timeout(std::time::Duration::from_secs(1), self.wait_exit()).await {
+            Ok(reason) => reason,
+            Err(_) => {
+                tracing::error!(
+                    actor = %self,
+                    "still running a second after it was killed: a handler that never yields cannot be interrupted"
+                );
+                self.wait_exit().await
+            }
+        }
+    }
+
+    /// An instance's `started` hook returned: wakes [`wait_started`](Self::wait_started).
+    pub(crate) fn mark_started(&self) {
+        let mut st = self.lock();
+        if !st.started {
+            st.started = true;
+            drop(st);
+            self.exited.notify_waiters();
+        }
+    }
+
+    /// Waits until an instance of the actor has started (`Ok`), or the actor
+    /// has stopped without one starting (its reason).
+    pub(crate) async fn wait_started(&self) -> Result<(), ExitReason> {
+        loop {
+            let mut notified = pin!(self.exited.notified());
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.started {
+                    return Ok(());
+                }
+                if let (true, Some(reason)) = (st.done, &st.exit) {
+                    return Err(reason.clone());
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Waits until the actor has stopped and returns why.
@@ -380,9 +487,9 @@ mod tests {
 
     #[test]
     fn dead_watchers_are_pruned() {
-        let target = ActorCell::new("T", None, Mailbox::default());
+        let target = ActorCell::new("T", None, Mailbox::default(), Shutdown::DEFAULT);
         for _ in 0..1000 {
-            let watcher = Arc::new(ActorCell::new("W", None, Mailbox::default()));
+            let watcher = Arc::new(ActorCell::new("W", None, Mailbox::default(), Shutdown::DEFAULT));
             target.add_watcher(&watcher).unwrap();
         }
         let kept = target.lock().relations.len();
@@ -391,7 +498,7 @@ mod tests {
 
     #[test]
     fn a_name_held_twice_is_released_once() {
-        let cell = ActorCell::new("T", None, Mailbox::default());
+        let cell = ActorCell::new("T", None, Mailbox::default(), Shutdown::DEFAULT);
         cell.add_name("n").unwrap();
         cell.add_name("n").unwrap();
         cell.remove_name("n");
@@ -401,7 +508,7 @@ mod tests {
 
     #[test]
     fn signals_after_death_are_dropped() {
-        let cell = ActorCell::new("T", None, Mailbox::default());
+        let cell = ActorCell::new("T", None, Mailbox::default(), Shutdown::DEFAULT);
         assert!(cell.finish(ExitReason::Normal).is_some());
         cell.notify_exited();
         assert!(cell.finish(ExitReason::Shutdown).is_none(), "finish happens once");

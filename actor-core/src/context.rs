@@ -191,7 +191,8 @@ impl<A: Actor> Context<A> {
     /// Links this actor and `other` both ways, as Erlang's `link`: when either
     /// stops, the other's [`Actor::on_link_exit`] decides whether it stops too
     /// (by default it does unless the exit was normal). Linking to an actor that
-    /// has already stopped delivers its exit at once.
+    /// has already stopped delivers an exit with [`ExitReason::NoProc`] at once
+    /// (OTP's `noproc`: abnormal, so a non-trapping linker stops too).
     pub fn link<B: Actor>(&mut self, other: &ActorRef<B>) {
         let me = self.myself.cell();
         if other.id() == me.id() {
@@ -209,7 +210,9 @@ impl<A: Actor> Context<A> {
                     remote.link(me.id());
                 }
             }
-            Err(reason) => me.signal(Signal::LinkExit(Terminated { id: other.id(), reason })),
+            // OTP's `noproc`: abnormal whatever the dead actor's reason, so
+            // a linker that does not trap exits does not run on alone.
+            Err(_) => me.signal(Signal::LinkExit(Terminated { id: other.id(), reason: ExitReason::NoProc })),
         }
     }
 
@@ -279,12 +282,17 @@ impl<A: Actor> Context<A> {
         }
     }
 
-    /// Stops every child, youngest first, waiting for each.
+    /// Stops every child, youngest first, each as its shutdown policy says
+    /// (killed if it takes longer), waiting for each.
     pub(crate) async fn stop_children(&mut self) {
         while let Some((_, child)) = self.extra.as_mut().and_then(|e| e.children.pop_last()) {
-            child.signal(Signal::Stop(ExitReason::Shutdown));
-            child.wait_exit().await;
+            child.stop_by_policy(ExitReason::Shutdown).await;
         }
+    }
+
+    /// The cells of the live children.
+    pub(crate) fn child_cells(&self) -> Vec<Arc<ActorCell>> {
+        self.extra.iter().flat_map(|e| e.children.values().cloned()).collect()
     }
 }
 

@@ -244,6 +244,9 @@ pub enum Error {
     /// Spawning failed.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    /// A supervisor refused a request about its children.
+    #[error(transparent)]
+    Child(#[from] crate::supervisor::ChildError),
 }
 
 impl<M> From<SendError<M>> for Error {

@@ -69,7 +69,7 @@ mod runtime;
 pub mod supervisor;
 mod system;
 
-pub use actor::{Actor, ActorError, ExitReason, Failure, FailureDecision, LinkDecision, Terminated};
+pub use actor::{Actor, ActorError, ExitReason, Failure, FailureDecision, LinkDecision, Shutdown, Terminated};
 pub use actor_ref::{ActorRef, Ask, DEFAULT_ASK_TIMEOUT, Recipient, WeakActorRef};
 pub use context::{Context, Timer};
 pub use error::{AskError, Error, LookupError, NotSent, RegisterError, SendError, SpawnError, TrySendError};
@@ -77,5 +77,8 @@ pub use id::ActorId;
 pub use mailbox::Mailbox;
 pub use message::{Handler, Message};
 pub use remote::{CodecError, RefAddr, Wire};
-pub use supervisor::{Backoff, Restart, Strategy, Supervisor};
+pub use supervisor::{
+    Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, ChildState, OnStartFailure, Restart, Strategy, Supervisor,
+    SupervisorEvent,
+};
 pub use system::{ActorSystem, SpawnOptions};

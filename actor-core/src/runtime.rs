@@ -12,7 +12,7 @@ use std::task::{Context as TaskContext, Poll};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::cell::{ActorCell, Remains, Signal};
+use crate::cell::{ActorCell, Remains, Signal, StartAck};
 use crate::mailbox::{BoxEnvelope, Queue};
 use crate::{
     Actor, ActorId, ActorRef, ActorSystem, Context, ExitReason, Failure, FailureDecision, LinkDecision, SpawnError,
@@ -29,9 +29,9 @@ pub(crate) struct SpawnArgs<A: Actor> {
 /// How a supervised child is rebuilt and how it reports to its supervisor.
 pub(crate) struct Supervision<A> {
     pub(crate) factory: Arc<dyn Fn() -> A + Send + Sync>,
-    pub(crate) report: Box<dyn Fn(ChildReport) + Send + Sync>,
+    pub(crate) report: Arc<dyn Fn(ChildReport) + Send + Sync>,
     /// Fired once the first instance's `started` returned.
-    pub(crate) started: Option<oneshot::Sender<()>>,
+    pub(crate) started: Option<StartAck>,
 }
 
 /// A supervised child's exit, as told to its supervisor.
@@ -70,7 +70,8 @@ pub(crate) fn spawn_unnamed<A: Actor>(system: &ActorSystem, initial: Option<A>, 
 fn create<A: Actor>(options: &SpawnOptions) -> ActorRef<A> {
     let display = options.name.as_deref().or(options.label.as_deref()).map(Arc::from);
     let mailbox = options.mailbox.unwrap_or_else(A::default_mailbox);
-    let cell = Arc::new(ActorCell::new(std::any::type_name::<A>(), display, mailbox));
+    let shutdown = options.shutdown.unwrap_or_else(A::shutdown_policy);
+    let cell = Arc::new(ActorCell::new(std::any::type_name::<A>(), display, mailbox, shutdown));
     ActorRef::new(cell)
 }
 
@@ -85,15 +86,23 @@ fn launch<A: Actor>(system: &ActorSystem, myself: ActorRef<A>, initial: Option<A
     // Two task bodies rather than one that branches: an `async fn` keeps its
     // arguments beside the future it awaits, so a wrapper would add their size
     // to every idle actor.
-    match (args.supervision, initial) {
+    // The guard is made here, not in the task: a task killed before it first
+    // ran still drops it, and so still does the death bookkeeping.
+    let task = match (args.supervision, initial) {
         (Some(supervision), _) => {
-            tokio::spawn(run_supervised(ctx, supervision).instrument(span));
+            let running = Running { ctx, closed: false, report: Some(supervision.report.clone()) };
+            tokio::spawn(run_supervised(running, supervision).instrument(span))
         }
         (None, Some(actor)) => {
-            tokio::spawn(run_unsupervised(actor, ctx).instrument(span));
+            let running = Running { ctx, closed: false, report: None };
+            tokio::spawn(run_unsupervised(actor, running).instrument(span))
         }
-        (None, None) => close(&ctx, ExitReason::Failed("no actor instance to run".into())),
-    }
+        (None, None) => {
+            close(&ctx, ExitReason::Failed("no actor instance to run".into()));
+            return;
+        }
+    };
+    cell.set_task(task.abort_handle());
     if args.parent.is_none() && system.is_shutting_down() {
         cell.signal(Signal::Stop(ExitReason::Shutdown));
     }
@@ -111,32 +120,68 @@ enum InstanceEnd {
 
 /// What a supervised child waiting between instances is told.
 enum Decision {
-    Restart(Option<oneshot::Sender<()>>),
+    Restart(Option<StartAck>),
     Stop(ExitReason),
 }
 
+/// The context of a running actor task. A task dropped before it closed
+/// its actor (killed, or its runtime went away) still does the death
+/// bookkeeping: reason `Killed`, its children killed, its supervisor told.
+struct Running<A: Actor> {
+    ctx: Context<A>,
+    closed: bool,
+    report: Option<Arc<dyn Fn(ChildReport) + Send + Sync>>,
+}
+
+impl<A: Actor> Running<A> {
+    fn close(&mut self, reason: ExitReason) {
+        self.closed = true;
+        close(&self.ctx, reason);
+    }
+}
+
+impl<A: Actor> Drop for Running<A> {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.ctx.cancel_timers();
+        for child in self.ctx.child_cells() {
+            child.kill();
+        }
+        close(&self.ctx, ExitReason::Killed);
+        if let Some(report) = &self.report {
+            let id = self.ctx.id();
+            report(ChildReport { id, generation: 0, reason: ExitReason::Killed, terminal: true });
+        }
+    }
+}
+
 /// An actor without a supervisor: one instance, then the end.
-async fn run_unsupervised<A: Actor>(actor: A, mut ctx: Context<A>) {
-    let reason = match run_instance(actor, &mut ctx, None).await {
+async fn run_unsupervised<A: Actor>(actor: A, mut running: Running<A>) {
+    let reason = match run_instance(actor, &mut running.ctx, None).await {
         InstanceEnd::Exited(reason) | InstanceEnd::Stopped(reason) => reason,
         // Only a supervisor suspends, and only its own children.
         InstanceEnd::Suspended(_) => ExitReason::Shutdown,
     };
-    close(&ctx, reason);
+    running.close(reason);
 }
 
 /// A supervised child: instances come and go on the supervisor's word while
 /// the mailbox (and so every ref) stays.
-async fn run_supervised<A: Actor>(mut ctx: Context<A>, mut supervision: Supervision<A>) {
+async fn run_supervised<A: Actor>(mut running: Running<A>, mut supervision: Supervision<A>) {
+    let ctx = &mut running.ctx;
     let cell = ctx.myself().cell().clone();
     let mut started_ack = supervision.started.take();
     let mut generation = 0;
     let reason = loop {
         let end = match build(&cell, &supervision) {
-            Ok(actor) => run_instance(actor, &mut ctx, started_ack.take()).await,
+            Ok(actor) => run_instance(actor, ctx, started_ack.take()).await,
             Err(reason) => {
                 // The supervisor may be waiting for this start: let it go.
-                drop(started_ack.take());
+                if let Some(ack) = started_ack.take() {
+                    let _ = ack.send(Err(reason.clone()));
+                }
                 InstanceEnd::Exited(reason)
             }
         };
@@ -149,7 +194,7 @@ async fn run_supervised<A: Actor>(mut ctx: Context<A>, mut supervision: Supervis
                 let _ = ack.send(());
             }
         }
-        match Box::pin(wait_for_decision(&cell, &mut ctx)).await {
+        match Box::pin(wait_for_decision(&cell, ctx)).await {
             Decision::Restart(ack) => {
                 started_ack = ack;
                 generation += 1;
@@ -157,7 +202,7 @@ async fn run_supervised<A: Actor>(mut ctx: Context<A>, mut supervision: Supervis
             Decision::Stop(reason) => break reason,
         }
     };
-    close(&ctx, reason.clone());
+    running.close(reason.clone());
     (supervision.report)(ChildReport { id: cell.id(), generation, reason, terminal: true });
 }
 
@@ -216,23 +261,23 @@ async fn wait_for_decision<A: Actor>(cell: &Arc<ActorCell>, ctx: &mut Context<A>
 ///
 /// Rare paths (start, stop, signals, panics) are boxed futures so that the
 /// state every idle actor carries stays small; the message path is not boxed.
-async fn run_instance<A: Actor>(
-    mut actor: A,
-    ctx: &mut Context<A>,
-    started_ack: Option<oneshot::Sender<()>>,
-) -> InstanceEnd {
+async fn run_instance<A: Actor>(mut actor: A, ctx: &mut Context<A>, started_ack: Option<StartAck>) -> InstanceEnd {
     ctx.stop = None;
     let cell = ctx.myself().cell().clone();
     let end = match Box::pin(start_instance(&mut actor, ctx, &cell)).await {
         Ok(()) => {
+            cell.mark_started();
             if let Some(ack) = started_ack {
-                let _ = ack.send(());
+                let _ = ack.send(Ok(()));
             }
             let end = message_loop(&mut actor, ctx, &cell).await;
             Box::pin(end_instance(&mut actor, ctx, &cell, true)).await;
             end
         }
         Err(reason) => {
+            if let Some(ack) = started_ack {
+                let _ = ack.send(Err(reason.clone()));
+            }
             Box::pin(end_instance(&mut actor, ctx, &cell, false)).await;
             InstanceEnd::Exited(reason)
         }
@@ -539,7 +584,7 @@ mod tests {
     fn idle_actor_task_state_stays_small() {
         let me = create::<Empty>(&SpawnOptions::new());
         let ctx = Context::new(me, ActorSystem::new("size"), None);
-        let task = run_unsupervised(Empty, ctx);
+        let task = run_unsupervised(Empty, Running { ctx, closed: false, report: None });
         let size = std::mem::size_of_val(&task);
         assert!(size <= 900, "actor task state grew to {size} bytes");
         assert!(std::mem::size_of::<ActorCell>() <= 320, "cell grew to {}", std::mem::size_of::<ActorCell>());

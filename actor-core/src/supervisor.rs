@@ -40,14 +40,38 @@
 //! survive its restart, and notices that arrive while it waits to be
 //! restarted are delivered to the next instance.
 //!
-//! **Where this differs from OTP.**
-//! - A child that fails while the supervisor starts does not fail the
-//!   supervisor's own start; it is restarted like any failing child, within the
-//!   intensity limit.
-//! - There is no shutdown timeout or brutal kill yet: a child stuck in a
-//!   handler delays its supervisor's restarts and shutdown until it returns.
-//! - `Terminated` and link exits are system signals: they can overtake
-//!   messages the dead actor sent before it died.
+//! **Dynamic children.** Children can be added while the supervisor runs
+//! ([`start_child`](ActorRef::<Supervisor>::start_child), for an actor per
+//! customer, connection or device), terminated, restarted and deleted by
+//! name, listed ([`children`](ActorRef::<Supervisor>::children)) and
+//! counted; they are supervised like the others. Children are indexed by
+//! id and name, so a supervisor with 100 000 children handles each report
+//! in O(log n).
+//!
+//! **Shutdown.** Each child has a [`Shutdown`] policy (its type's
+//! [`Actor::shutdown_policy`], or its [`ChildSpec::shutdown`]): workers get
+//! 5 s, then are killed ([`ExitReason::Killed`]); supervisors wait for their
+//! children. [`ActorRef::kill`] kills at once.
+//!
+//! **Events.** [`subscribe`](ActorRef::<Supervisor>::subscribe) reports
+//! restarts, children leaving and giving up ([`SupervisorEvent`]).
+//!
+//! **OTP's behaviour, and Footlight's.**
+//!
+//! | OTP | Footlight |
+//! |---|---|
+//! | `one_for_one`, `one_for_all`, `rest_for_one` | the same; group stops youngest first, starts oldest first |
+//! | `simple_one_for_one` / `DynamicSupervisor` | any supervisor takes children at run time ([`start_child`](ActorRef::<Supervisor>::start_child)) |
+//! | restart types `permanent`, `transient`, `temporary` | [`Restart`], the same meaning |
+//! | intensity and period | [`max_restarts`](Supervisor::max_restarts), the same; giving up exits with `MaxRestartsExceeded` |
+//! | — | optional exponential [`Backoff`] between restarts |
+//! | a restart gives a new pid | the same [`ActorRef`] reaches the new instance; its mailbox is kept (messages queued meanwhile are not lost); the message being handled is |
+//! | `shutdown`: timeout, `brutal_kill`, `infinity` | [`Shutdown`], the same; a kill takes effect at the handler's next `.await` (a handler that never yields cannot be interrupted; this is logged) |
+//! | a child failing `init` fails `start_link` of the supervisor | the same by default; [`OnStartFailure::Restart`] restarts it instead |
+//! | `start_child`, `terminate_child`, `restart_child`, `delete_child`, `which_children`, `count_children` | the methods of the same names on `ActorRef<Supervisor>` (`children` for `which_children`), children addressed by name |
+//! | the child that made the supervisor give up exits with its own reason | the same |
+//! | `Terminated`/`'EXIT'` after the messages the dead process sent | not kept: notices are system signals and may overtake messages the dead actor sent before it died |
+//! | linking to a dead process gives `noproc` | the same: [`ExitReason::NoProc`], abnormal |
 //!
 //! ```
 //! use std::time::Duration;
@@ -70,13 +94,13 @@
 //!         .child("cache", Restart::Transient, Cache::default),
 //! );
 //! let db = sup.child::<Db>("db").await.unwrap();
-//! assert!(db.is_some());
+//! assert!(db.is_alive());
 //! system.shutdown().await;
 //! # }
 //! ```
 
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -85,10 +109,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::cell::{ActorCell, Signal};
+use crate::cell::{ActorCell, Signal, StartAck};
 use crate::runtime::{ChildReport, Supervision};
 use crate::{
-    Actor, ActorError, ActorId, ActorRef, AskError, Context, ExitReason, Handler, Mailbox, Message, SpawnOptions,
+    Actor, ActorError, ActorId, ActorRef, AskError, Context, ExitReason, Handler, Mailbox, Message, Shutdown,
+    SpawnOptions,
 };
 
 /// When a child is restarted (see the [module docs](self)).
@@ -134,6 +159,195 @@ impl Backoff {
     }
 }
 
+/// How to start and supervise one child: its name, restart type, shutdown
+/// policy and factory (OTP's child spec). Given to
+/// [`Supervisor::child_spec`] at build time or to
+/// [`ActorRef::<Supervisor>::start_child`] while the supervisor runs.
+pub struct ChildSpec<A> {
+    spec: Spec,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A: Actor> ChildSpec<A> {
+    /// A child called `name` (unique among the supervisor's children; a
+    /// label in logs, not a registered name), restarted as `restart` says,
+    /// built by `factory` at every start and restart; its shutdown policy is
+    /// `A`'s [`Actor::shutdown_policy`] until [`shutdown`](Self::shutdown)
+    /// sets another.
+    pub fn new<F>(name: impl Into<String>, restart: Restart, factory: F) -> Self
+    where
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        let spec = Spec {
+            name: Arc::from(name.into()),
+            restart,
+            shutdown: A::shutdown_policy(),
+            start: Arc::new(Factory { make: Arc::new(factory), _actor: PhantomData }),
+            type_name: std::any::type_name::<A>(),
+        };
+        Self { spec, _actor: PhantomData }
+    }
+
+    /// How long the child may take to stop before it is killed (see
+    /// [`Shutdown`]).
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.spec.shutdown = shutdown;
+        self
+    }
+}
+
+impl<A> fmt::Debug for ChildSpec<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("name", &self.spec.name)
+            .field("restart", &self.spec.restart)
+            .field("shutdown", &self.spec.shutdown)
+            .finish()
+    }
+}
+
+/// A child spec with its actor type erased.
+#[derive(Clone)]
+struct Spec {
+    name: Arc<str>,
+    restart: Restart,
+    shutdown: Shutdown,
+    start: Arc<dyn StartChild>,
+    type_name: &'static str,
+}
+
+/// What a supervisor does when one of its children fails to start while
+/// the supervisor itself starts (see [`Supervisor::on_start_failure`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnStartFailure {
+    /// As OTP: the supervisor's own start fails (the children started
+    /// before it are stopped), and its parent or supervisor sees that.
+    #[default]
+    FailSupervisor,
+    /// The child is restarted like any failing child, within the restart
+    /// intensity; the supervisor starts regardless.
+    Restart,
+}
+
+/// What a supervisor's child is doing (see [`ChildInfo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChildState {
+    /// An instance is running.
+    Running,
+    /// Between two instances: stopped by a failure (or with its group),
+    /// waiting for its restart (a backoff delay, or a sibling's restart).
+    Restarting,
+    /// Stopped with [`terminate_child`](ActorRef::<Supervisor>::terminate_child):
+    /// its spec is kept until [`restart_child`](ActorRef::<Supervisor>::restart_child)
+    /// or [`delete_child`](ActorRef::<Supervisor>::delete_child).
+    Terminated,
+}
+
+/// One child of a supervisor, as [`children`](ActorRef::<Supervisor>::children)
+/// lists it (OTP's `which_children`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChildInfo {
+    /// Its name in the supervisor.
+    pub name: String,
+    /// Its actor id; `None` once terminated.
+    pub id: Option<ActorId>,
+    /// Its actor type.
+    pub type_name: &'static str,
+    /// Its restart type.
+    pub restart: Restart,
+    /// What it is doing.
+    pub state: ChildState,
+}
+
+/// How many children a supervisor has (OTP's `count_children`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChildCounts {
+    /// Every child spec the supervisor holds, terminated children included.
+    pub specs: usize,
+    /// Children with a live actor (running or restarting).
+    pub active: usize,
+    /// Of the specs, those whose actor is a [`Supervisor`].
+    pub supervisors: usize,
+    /// Of the specs, the others.
+    pub workers: usize,
+}
+
+/// A supervisor refused a request about its children.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChildError {
+    /// No child has that name.
+    #[error("no child is called {0:?}")]
+    NotFound(String),
+    /// A child with that name exists already.
+    #[error("a child called {0:?} exists already")]
+    AlreadyPresent(String),
+    /// The child is of another actor type than the one asked for.
+    #[error("the child {name:?} is a {actual}, not a {expected}")]
+    WrongType {
+        /// The child's name.
+        name: String,
+        /// The type asked for.
+        expected: &'static str,
+        /// The child's type.
+        actual: &'static str,
+    },
+    /// The child is running: terminate it first.
+    #[error("the child {0:?} is running")]
+    Running(String),
+    /// The child's `started` hook (or its factory) failed; it was not added
+    /// (or, for a restart, stays terminated).
+    #[error("the child {name:?} failed to start: {reason}")]
+    StartFailed {
+        /// The child's name.
+        name: String,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// The supervisor has stopped (or did not answer).
+    #[error("the supervisor has stopped")]
+    SupervisorStopped,
+}
+
+/// An event of a supervisor's children, from
+/// [`subscribe`](ActorRef::<Supervisor>::subscribe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SupervisorEvent {
+    /// A child failed (or exited) and is being restarted (with its group,
+    /// per the strategy).
+    Restarting {
+        /// The child's name.
+        name: String,
+        /// Its actor id (the same after the restart).
+        id: ActorId,
+        /// Why its instance ended.
+        reason: ExitReason,
+    },
+    /// A child stopped for good and left the supervisor (stopped, not
+    /// restarted per its type, or killed).
+    ChildExited {
+        /// The child's name.
+        name: String,
+        /// Its actor id.
+        id: ActorId,
+        /// Its exit reason.
+        reason: ExitReason,
+    },
+    /// The restart intensity was exceeded: the supervisor stops its children
+    /// and exits with [`ExitReason::MaxRestartsExceeded`].
+    GaveUp {
+        /// The child whose failure was one too many.
+        name: String,
+        /// Its failure.
+        reason: ExitReason,
+    },
+}
+
 /// An actor that starts, watches and restarts children (see the
 /// [module docs](self) for the strategies and how they compare with OTP).
 ///
@@ -163,10 +377,12 @@ impl Backoff {
 ///         .max_restarts(3, Duration::from_secs(5))
 ///         .child("worker", Restart::Permanent, Worker::default),
 /// );
-/// let worker = sup.child::<Worker>("worker").await.unwrap().unwrap();
+/// let worker = sup.child::<Worker>("worker").await.unwrap();
+/// let mut events = sup.subscribe().await;
 /// worker.tell(Crash).await.unwrap();
 /// // Restarted in place: the same ref reaches the new instance.
-/// while sup.child::<Worker>("worker").await.unwrap().is_none() {}
+/// let restarted = events.recv().await.unwrap();
+/// assert!(matches!(restarted, actor_core::supervisor::SupervisorEvent::Restarting { .. }));
 /// assert!(worker.is_alive());
 /// system.shutdown().await;
 /// # }
@@ -176,35 +392,119 @@ pub struct Supervisor {
     max_restarts: u32,
     window: Duration,
     backoff: Option<Backoff>,
-    specs: Vec<ChildSpec>,
-    children: Vec<Child>,
+    specs: Vec<Spec>,
+    children: Children,
     restarts: VecDeque<Instant>,
+    events: tokio::sync::broadcast::Sender<SupervisorEvent>,
+    on_start_failure: OnStartFailure,
 }
 
-struct ChildSpec {
-    name: Arc<str>,
-    restart: Restart,
-    start: Arc<dyn StartChild>,
+/// The children, in start order, found by id and by name in O(log n).
+#[derive(Default)]
+struct Children {
+    by_seq: BTreeMap<u64, Child>,
+    by_id: HashMap<ActorId, u64>,
+    by_name: HashMap<Arc<str>, u64>,
+    next_seq: u64,
+}
+
+impl Children {
+    fn push(&mut self, child: Child) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(cell) = &child.cell {
+            self.by_id.insert(cell.id(), seq);
+        }
+        self.by_name.insert(child.spec.name.clone(), seq);
+        self.by_seq.insert(seq, child);
+    }
+
+    fn seq(&self, id: ActorId) -> Option<u64> {
+        self.by_id.get(&id).copied()
+    }
+
+    fn get(&self, id: ActorId) -> Option<&Child> {
+        self.seq(id).and_then(|seq| self.by_seq.get(&seq))
+    }
+
+    fn get_mut(&mut self, id: ActorId) -> Option<&mut Child> {
+        let seq = self.seq(id)?;
+        self.by_seq.get_mut(&seq)
+    }
+
+    fn named(&self, name: &str) -> Option<&Child> {
+        self.by_name.get(name).and_then(|seq| self.by_seq.get(seq))
+    }
+
+    fn named_mut(&mut self, name: &str) -> Option<&mut Child> {
+        let seq = *self.by_name.get(name)?;
+        self.by_seq.get_mut(&seq)
+    }
+
+    /// Removes the child (its spec too).
+    fn remove(&mut self, id: ActorId) -> Option<Child> {
+        let seq = self.by_id.remove(&id)?;
+        let child = self.by_seq.remove(&seq)?;
+        self.by_name.remove(&child.spec.name);
+        Some(child)
+    }
+
+    /// Forgets the child's actor, keeping its spec (terminated).
+    fn detach(&mut self, id: ActorId) {
+        if let Some(seq) = self.by_id.remove(&id)
+            && let Some(child) = self.by_seq.get_mut(&seq)
+        {
+            child.cell = None;
+            child.actor_ref = None;
+        }
+    }
+
+    /// Ids of the live children from `from` (a child's id) on, in start
+    /// order; all of them for `None`.
+    fn ids_from(&self, from: Option<ActorId>) -> Vec<ActorId> {
+        let start = from.and_then(|id| self.seq(id)).unwrap_or(0);
+        self.by_seq.range(start..).filter_map(|(_, c)| c.cell.as_ref().map(|cell| cell.id())).collect()
+    }
 }
 
 struct Child {
-    name: Arc<str>,
-    restart: Restart,
-    cell: Arc<ActorCell>,
-    actor_ref: Box<dyn Any + Send + Sync>,
+    spec: Spec,
+    /// `None` once terminated.
+    cell: Option<Arc<ActorCell>>,
+    actor_ref: Option<Box<dyn Any + Send + Sync>>,
     /// The instance now running (or waiting): 0 at first, one more per restart.
     generation: u64,
     consecutive: u32,
     last_restart: Option<Instant>,
+    /// Between two instances.
+    restarting: bool,
+}
+
+impl Child {
+    fn info(&self) -> ChildInfo {
+        ChildInfo {
+            name: self.spec.name.to_string(),
+            id: self.cell.as_ref().map(|c| c.id()),
+            type_name: self.spec.type_name,
+            restart: self.spec.restart,
+            state: match (&self.cell, self.restarting) {
+                (None, _) => ChildState::Terminated,
+                (Some(_), true) => ChildState::Restarting,
+                (Some(_), false) => ChildState::Running,
+            },
+        }
+    }
 }
 
 trait StartChild: Send + Sync {
-    fn start(
-        &self,
-        ctx: &mut Context<Supervisor>,
-        name: &str,
-        started: oneshot::Sender<()>,
-    ) -> (Arc<ActorCell>, Box<dyn Any + Send + Sync>);
+    fn start(&self, ctx: &mut Context<Supervisor>, spec: &Spec, started: StartAck) -> Started;
+}
+
+/// A child just spawned: its cell, its ref to keep, and one to hand out.
+struct Started {
+    cell: Arc<ActorCell>,
+    kept: Box<dyn Any + Send + Sync>,
+    handed: Box<dyn Any + Send + Sync>,
 }
 
 struct Factory<A, F> {
@@ -213,14 +513,9 @@ struct Factory<A, F> {
 }
 
 impl<A: Actor, F: Fn() -> A + Send + Sync + 'static> StartChild for Factory<A, F> {
-    fn start(
-        &self,
-        ctx: &mut Context<Supervisor>,
-        name: &str,
-        started: oneshot::Sender<()>,
-    ) -> (Arc<ActorCell>, Box<dyn Any + Send + Sync>) {
+    fn start(&self, ctx: &mut Context<Supervisor>, spec: &Spec, started: StartAck) -> Started {
         let sup = ctx.myself().downgrade();
-        let report = Box::new(move |report: ChildReport| {
+        let report = Arc::new(move |report: ChildReport| {
             if let Some(sup) = sup.upgrade() {
                 // The supervisor's mailbox is unbounded: this only fails once it stopped.
                 let _ = sup.try_tell(ChildExit(report));
@@ -228,9 +523,10 @@ impl<A: Actor, F: Fn() -> A + Send + Sync + 'static> StartChild for Factory<A, F
         });
         let make = self.make.clone();
         let supervision = Supervision { factory: Arc::new(move || make()), report, started: Some(started) };
-        let options = SpawnOptions { label: Some(name.to_owned()), ..SpawnOptions::new() };
+        let options =
+            SpawnOptions { label: Some(spec.name.to_string()), ..SpawnOptions::new() }.shutdown(spec.shutdown);
         let child = ctx.spawn_supervised::<A>(options, supervision);
-        (child.cell().clone(), Box::new(child))
+        Started { cell: child.cell().clone(), kept: Box::new(child.clone()), handed: Box::new(child) }
     }
 }
 
@@ -242,8 +538,10 @@ impl Supervisor {
             window: Duration::from_secs(5),
             backoff: None,
             specs: Vec::new(),
-            children: Vec::new(),
+            children: Children::default(),
             restarts: VecDeque::new(),
+            events: tokio::sync::broadcast::channel(256).0,
+            on_start_failure: OnStartFailure::default(),
         }
     }
 
@@ -276,20 +574,30 @@ impl Supervisor {
         self
     }
 
+    /// What happens when a child fails to start while the supervisor starts.
+    /// Default: the supervisor's start fails, as in OTP
+    /// ([`OnStartFailure::FailSupervisor`]).
+    pub fn on_start_failure(mut self, on_start_failure: OnStartFailure) -> Self {
+        self.on_start_failure = on_start_failure;
+        self
+    }
+
     /// Adds a child, built by `factory` at start and at every restart. Children
     /// start in the order they are added. `name` labels the child in logs and
     /// in [`child`](ActorRef::child) queries; it is not registered in the system.
-    pub fn child<A, F>(mut self, name: impl Into<String>, restart: Restart, factory: F) -> Self
+    /// The child's shutdown policy is its type's
+    /// [`Actor::shutdown_policy`]; [`child_spec`](Self::child_spec) sets another.
+    pub fn child<A, F>(self, name: impl Into<String>, restart: Restart, factory: F) -> Self
     where
         A: Actor,
         F: Fn() -> A + Send + Sync + 'static,
     {
-        let name: Arc<str> = Arc::from(name.into());
-        self.specs.push(ChildSpec {
-            name,
-            restart,
-            start: Arc::new(Factory { make: Arc::new(factory), _actor: PhantomData }),
-        });
+        self.child_spec(ChildSpec::new(name, restart, factory))
+    }
+
+    /// Adds a child from a full [`ChildSpec`].
+    pub fn child_spec<A: Actor>(mut self, spec: ChildSpec<A>) -> Self {
+        self.specs.push(spec.spec);
         self
     }
 
@@ -298,8 +606,9 @@ impl Supervisor {
         self.strategy
     }
 
-    fn position(&self, id: ActorId) -> Option<usize> {
-        self.children.iter().position(|c| c.cell.id() == id)
+    fn emit(&self, event: SupervisorEvent) {
+        // Nobody listening is fine.
+        let _ = self.events.send(event);
     }
 
     /// Records a restart; false when the intensity is exceeded.
@@ -312,6 +621,43 @@ impl Supervisor {
         self.restarts.len() <= self.max_restarts as usize
     }
 
+    /// Starts a child from `spec` and waits for its `started` hook: its ref,
+    /// or why it failed (then it is stopped and forgotten).
+    async fn start_one(
+        &mut self,
+        ctx: &mut Context<Self>,
+        spec: Spec,
+        keep_on_failure: bool,
+    ) -> Result<Box<dyn Any + Send + Sync>, ExitReason> {
+        let (ack, started) = oneshot::channel();
+        let Started { cell, kept, handed } = spec.start.clone().start(ctx, &spec, ack);
+        self.children.push(Child {
+            spec,
+            cell: Some(cell.clone()),
+            actor_ref: Some(kept),
+            generation: 0,
+            consecutive: 0,
+            last_restart: None,
+            restarting: false,
+        });
+        match started.await {
+            Ok(Ok(())) => Ok(handed),
+            // Its exit report, handled later, restarts it.
+            Ok(Err(reason)) if keep_on_failure => Err(reason),
+            // A dropped ack: the child was stopped before its start ended.
+            failed => {
+                let reason = match failed {
+                    Ok(Err(reason)) => reason,
+                    _ => ExitReason::Shutdown,
+                };
+                self.children.remove(cell.id());
+                cell.signal(Signal::Stop(reason.clone()));
+                cell.wait_exit().await;
+                Err(reason)
+            }
+        }
+    }
+
     /// Ends the running instances of `group` (except the failed child, whose
     /// instance already ended), youngest first. Temporary children are stopped
     /// for good and dropped from the group.
@@ -320,14 +666,14 @@ impl Supervisor {
             if id == failed {
                 continue;
             }
-            let Some(pos) = self.position(id) else { continue };
-            let cell = self.children[pos].cell.clone();
-            if self.children[pos].restart == Restart::Temporary {
-                cell.signal(Signal::Stop(ExitReason::Shutdown));
-                cell.wait_exit().await;
-                self.children.remove(pos);
+            let Some(child) = self.children.get_mut(id) else { continue };
+            let Some(cell) = child.cell.clone() else { continue };
+            if child.spec.restart == Restart::Temporary {
+                cell.stop_by_policy(ExitReason::Shutdown).await;
+                self.children.remove(id);
                 group.retain(|g| *g != id);
             } else {
+                child.restarting = true;
                 let (ack, done) = oneshot::channel();
                 cell.signal(Signal::Suspend(ack));
                 // A dropped ack means the child stopped for good meanwhile.
@@ -341,13 +687,15 @@ impl Supervisor {
     /// stopped; a child restarted since (by a newer failure) is left alone.
     async fn restart_group(&mut self, group: &[(ActorId, u64)]) {
         for &(id, generation) in group {
-            let Some(pos) = self.position(id) else { continue };
-            if self.children[pos].generation != generation {
+            let Some(child) = self.children.get_mut(id) else { continue };
+            if child.generation != generation {
                 continue;
             }
-            self.children[pos].generation += 1;
+            let Some(cell) = child.cell.clone() else { continue };
+            child.generation += 1;
+            child.restarting = false;
             let (ack, started) = oneshot::channel();
-            self.children[pos].cell.signal(Signal::Restart(Some(ack)));
+            cell.signal(Signal::Restart(Some(ack)));
             let _ = started.await;
         }
     }
@@ -360,24 +708,23 @@ impl Actor for Supervisor {
         Mailbox::unbounded()
     }
 
+    /// A supervisor waits for its children, whose own policies bound the wait
+    /// (OTP's `infinity` for supervisors).
+    fn shutdown_policy() -> Shutdown {
+        Shutdown::Infinity
+    }
+
     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-        for i in 0..self.specs.len() {
-            let (name, restart, start) =
-                (self.specs[i].name.clone(), self.specs[i].restart, self.specs[i].start.clone());
-            let (ack, started) = oneshot::channel();
-            let (cell, actor_ref) = start.start(ctx, &name, ack);
-            self.children.push(Child {
-                name,
-                restart,
-                cell,
-                actor_ref,
-                generation: 0,
-                consecutive: 0,
-                last_restart: None,
-            });
-            // If the child fails while starting, the ack is dropped and its exit
-            // report is handled once `started` has returned.
-            let _ = started.await;
+        for spec in std::mem::take(&mut self.specs) {
+            let name = spec.name.clone();
+            let keep = self.on_start_failure == OnStartFailure::Restart;
+            if let Err(reason) = self.start_one(ctx, spec, keep).await
+                && !keep
+            {
+                // OTP: a child that fails to start fails its supervisor's
+                // start; the children started so far are stopped with it.
+                return Err(ActorError::msg(format!("child {name:?} failed to start: {reason}")));
+            }
         }
         Ok(())
     }
@@ -395,26 +742,28 @@ impl Message for ChildExit {
 #[diagnostic::do_not_recommend]
 impl Handler<ChildExit> for Supervisor {
     async fn handle(&mut self, ChildExit(report): ChildExit, ctx: &mut Context<Self>) {
-        let Some(pos) = self.position(report.id) else { return };
+        let Some(child) = self.children.get(report.id) else { return };
+        let name = child.spec.name.to_string();
         if report.terminal {
-            self.children.remove(pos);
+            self.children.remove(report.id);
+            self.emit(SupervisorEvent::ChildExited { name, id: report.id, reason: report.reason });
             return;
         }
-        if report.generation != self.children[pos].generation {
+        if report.generation != child.generation {
             // An instance already replaced by a group restart: nothing to do.
-            tracing::debug!(child = %self.children[pos].cell, "stale exit report ignored");
+            tracing::debug!(child = %name, "stale exit report ignored");
             return;
         }
-        let (cell, child_restart) = (self.children[pos].cell.clone(), self.children[pos].restart);
-        let restart = match child_restart {
+        let Some(cell) = child.cell.clone() else { return };
+        let restart = match child.spec.restart {
             Restart::Permanent => true,
             Restart::Transient => report.reason.is_abnormal(),
             Restart::Temporary => false,
         };
         if !restart {
             tracing::debug!(child = %cell, reason = %report.reason, "child not restarted");
+            // It ends with its own reason; the terminal report removes it.
             cell.signal(Signal::Stop(report.reason));
-            self.children.remove(pos);
             return;
         }
         if !self.allow_restart() {
@@ -423,32 +772,39 @@ impl Handler<ChildExit> for Supervisor {
                 max_restarts = self.max_restarts, window = ?self.window,
                 "restart intensity exceeded; supervisor gives up"
             );
+            // The child that failed once too often ends with its failure,
+            // for its watchers, links and `wait_for_stop` (its siblings are
+            // shut down with the supervisor).
+            cell.signal(Signal::Stop(report.reason.clone()));
+            self.emit(SupervisorEvent::GaveUp { name, reason: report.reason });
             ctx.stop = Some(Box::new(ExitReason::MaxRestartsExceeded));
             return;
         }
         tracing::warn!(supervisor = %ctx.myself(), child = %cell, reason = %report.reason, "restarting child");
+        self.emit(SupervisorEvent::Restarting { name, id: report.id, reason: report.reason.clone() });
+        if let Some(child) = self.children.get_mut(report.id) {
+            child.restarting = true;
+        }
         let mut group: Vec<ActorId> = match self.strategy {
             Strategy::OneForOne => vec![report.id],
-            Strategy::OneForAll => self.children.iter().map(|c| c.cell.id()).collect(),
-            Strategy::RestForOne => self.children[pos..].iter().map(|c| c.cell.id()).collect(),
+            Strategy::OneForAll => self.children.ids_from(None),
+            Strategy::RestForOne => self.children.ids_from(Some(report.id)),
         };
         self.suspend(&mut group, report.id).await;
         let delay = {
             let window = self.window;
-            let Some(pos) = self.position(report.id) else { return };
-            let child = &mut self.children[pos];
+            let backoff = self.backoff;
+            let Some(child) = self.children.get_mut(report.id) else { return };
             let now = Instant::now();
             child.consecutive = match child.last_restart {
                 Some(t) if now.duration_since(t) <= window => child.consecutive.saturating_add(1),
                 _ => 0,
             };
             child.last_restart = Some(now);
-            self.backoff.map(|b| b.delay(child.consecutive)).unwrap_or_default()
+            backoff.map(|b| b.delay(child.consecutive)).unwrap_or_default()
         };
-        let group: Vec<(ActorId, u64)> = group
-            .into_iter()
-            .filter_map(|id| self.position(id).map(|pos| (id, self.children[pos].generation)))
-            .collect();
+        let group: Vec<(ActorId, u64)> =
+            group.into_iter().filter_map(|id| self.children.get(id).map(|c| (id, c.generation))).collect();
         if delay.is_zero() {
             self.restart_group(&group).await;
         } else {
@@ -473,40 +829,223 @@ impl Handler<RestartGroup> for Supervisor {
     }
 }
 
-/// Asks a [`Supervisor`] for a ref to its child called `name`, if it is an `A`.
-/// Usually sent through [`ActorRef::child`].
-pub struct WhichChild<A> {
-    name: String,
-    _actor: PhantomData<fn() -> A>,
+/// Requests to a [`Supervisor`] about its children, sent through the methods
+/// of [`ActorRef<Supervisor>`] (internal).
+#[doc(hidden)]
+pub struct ChildRequest(Request);
+
+/// The answer to a [`ChildRequest`] (internal).
+#[doc(hidden)]
+pub struct ChildReply(Reply);
+
+/// Takes a typed ref out of a child's boxed one, if the type matches.
+type Downcast = Box<dyn Fn(&(dyn Any + Send + Sync)) -> Option<Box<dyn Any + Send>> + Send>;
+
+enum Request {
+    Get(String, Downcast, &'static str),
+    Start(Spec),
+    Terminate(String),
+    Restart(String),
+    Delete(String),
+    Which,
+    Count,
+    Subscribe,
 }
 
-impl<A> WhichChild<A> {
-    /// A query for the child called `name`.
-    pub fn named(name: impl Into<String>) -> Self {
-        Self { name: name.into(), _actor: PhantomData }
+enum Reply {
+    Ref(Result<Box<dyn Any + Send>, ChildError>),
+    Started(Result<Box<dyn Any + Send + Sync>, ChildError>),
+    Done(Result<(), ChildError>),
+    Which(Vec<ChildInfo>),
+    Count(ChildCounts),
+    Events(tokio::sync::broadcast::Receiver<SupervisorEvent>),
+}
+
+#[diagnostic::do_not_recommend]
+impl Message for ChildRequest {
+    type Reply = ChildReply;
+}
+
+#[diagnostic::do_not_recommend]
+impl Handler<ChildRequest> for Supervisor {
+    async fn handle(&mut self, ChildRequest(request): ChildRequest, ctx: &mut Context<Self>) -> ChildReply {
+        ChildReply(self.answer(request, ctx).await)
     }
 }
 
-#[diagnostic::do_not_recommend]
-impl<A: Actor> Message for WhichChild<A> {
-    type Reply = Option<ActorRef<A>>;
-}
-
-#[diagnostic::do_not_recommend]
-impl<A: Actor> Handler<WhichChild<A>> for Supervisor {
-    async fn handle(&mut self, msg: WhichChild<A>, _ctx: &mut Context<Self>) -> Option<ActorRef<A>> {
-        self.children
-            .iter()
-            .find(|c| *c.name == *msg.name)
-            .and_then(|c| c.actor_ref.downcast_ref::<ActorRef<A>>().cloned())
+impl Supervisor {
+    async fn answer(&mut self, request: Request, ctx: &mut Context<Self>) -> Reply {
+        match request {
+            Request::Get(name, downcast, expected) => Reply::Ref(match self.children.named(&name) {
+                Some(Child { actor_ref: Some(actor_ref), spec, .. }) => downcast(actor_ref.as_ref())
+                    .ok_or(ChildError::WrongType { name: name.clone(), expected, actual: spec.type_name }),
+                _ => Err(ChildError::NotFound(name)),
+            }),
+            Request::Start(spec) => {
+                let name = spec.name.to_string();
+                if self.children.named(&name).is_some() {
+                    return Reply::Started(Err(ChildError::AlreadyPresent(name)));
+                }
+                Reply::Started(
+                    self.start_one(ctx, spec, false).await.map_err(|reason| ChildError::StartFailed { name, reason }),
+                )
+            }
+            Request::Terminate(name) => {
+                let Some(child) = self.children.named_mut(&name) else {
+                    return Reply::Done(Err(ChildError::NotFound(name)));
+                };
+                let Some(cell) = child.cell.clone() else { return Reply::Done(Ok(())) };
+                let temporary = child.spec.restart == Restart::Temporary;
+                // Forgotten first, so that its exit report finds nothing to
+                // restart; a temporary child's spec goes too (OTP).
+                if temporary {
+                    self.children.remove(cell.id());
+                } else {
+                    self.children.detach(cell.id());
+                }
+                cell.stop_by_policy(ExitReason::Shutdown).await;
+                Reply::Done(Ok(()))
+            }
+            Request::Restart(name) => {
+                let Some(child) = self.children.named(&name) else {
+                    return Reply::Done(Err(ChildError::NotFound(name)));
+                };
+                if child.cell.is_some() {
+                    return Reply::Done(Err(ChildError::Running(name)));
+                }
+                let spec = child.spec.clone();
+                if let Some(seq) = self.children.by_name.remove(&*spec.name) {
+                    self.children.by_seq.remove(&seq);
+                }
+                Reply::Done(
+                    self.start_one(ctx, spec, false)
+                        .await
+                        .map(|_| ())
+                        .map_err(|reason| ChildError::StartFailed { name, reason }),
+                )
+            }
+            Request::Delete(name) => Reply::Done(match self.children.named(&name) {
+                None => Err(ChildError::NotFound(name)),
+                Some(child) if child.cell.is_some() => Err(ChildError::Running(name)),
+                Some(_) => {
+                    if let Some(seq) = self.children.by_name.remove(name.as_str()) {
+                        self.children.by_seq.remove(&seq);
+                    }
+                    Ok(())
+                }
+            }),
+            Request::Which => Reply::Which(self.children.by_seq.values().map(Child::info).collect()),
+            Request::Count => {
+                let mut counts = ChildCounts::default();
+                for child in self.children.by_seq.values() {
+                    counts.specs += 1;
+                    counts.active += usize::from(child.cell.is_some());
+                    if child.spec.type_name == std::any::type_name::<Supervisor>() {
+                        counts.supervisors += 1;
+                    } else {
+                        counts.workers += 1;
+                    }
+                }
+                Reply::Count(counts)
+            }
+            Request::Subscribe => Reply::Events(self.events.subscribe()),
+        }
     }
 }
 
 impl ActorRef<Supervisor> {
-    /// A ref to the supervisor's child called `name`, if it is running (or
-    /// restarting) and is an `A`.
-    pub async fn child<A: Actor>(&self, name: &str) -> Result<Option<ActorRef<A>>, AskError<WhichChild<A>>> {
-        self.ask(WhichChild::named(name)).await
+    async fn request(&self, request: Request) -> Result<Reply, ChildError> {
+        self.ask(ChildRequest(request))
+            .timeout(Duration::MAX)
+            .await
+            .map(|ChildReply(reply)| reply)
+            .map_err(|_: AskError<ChildRequest>| ChildError::SupervisorStopped)
+    }
+
+    /// A ref to the child called `name`, running or restarting (refs stay
+    /// valid across restarts).
+    pub async fn child<A: Actor>(&self, name: &str) -> Result<ActorRef<A>, ChildError> {
+        let downcast: Downcast =
+            Box::new(|any| any.downcast_ref::<ActorRef<A>>().map(|r| Box::new(r.clone()) as Box<dyn Any + Send>));
+        match self.request(Request::Get(name.to_owned(), downcast, std::any::type_name::<A>())).await? {
+            Reply::Ref(found) => found.map(|any| match any.downcast::<ActorRef<A>>() {
+                Ok(actor) => *actor,
+                Err(_) => unreachable!("downcast checked by the supervisor"),
+            }),
+            _ => Err(ChildError::SupervisorStopped),
+        }
+    }
+
+    /// Starts a child while the supervisor runs (OTP's `start_child`;
+    /// Elixir's `DynamicSupervisor`): added after the existing children,
+    /// supervised like them (restart type, intensity, strategy), and
+    /// returned once its `started` hook has returned. A child whose start
+    /// fails is not added ([`ChildError::StartFailed`]); a name in use is
+    /// refused ([`ChildError::AlreadyPresent`]).
+    pub async fn start_child<A: Actor>(&self, spec: ChildSpec<A>) -> Result<ActorRef<A>, ChildError> {
+        match self.request(Request::Start(spec.spec)).await? {
+            Reply::Started(started) => started.map(|any| match any.downcast::<ActorRef<A>>() {
+                Ok(actor) => *actor,
+                Err(_) => unreachable!("a ChildSpec<A> starts an A"),
+            }),
+            _ => Err(ChildError::SupervisorStopped),
+        }
+    }
+
+    /// Stops the child called `name` as its shutdown policy says (OTP's
+    /// `terminate_child`); it is not restarted. Its spec is kept for
+    /// [`restart_child`](Self::restart_child), except a temporary child's,
+    /// which is deleted.
+    pub async fn terminate_child(&self, name: &str) -> Result<(), ChildError> {
+        match self.request(Request::Terminate(name.to_owned())).await? {
+            Reply::Done(done) => done,
+            _ => Err(ChildError::SupervisorStopped),
+        }
+    }
+
+    /// Starts a terminated child again from its spec (a new actor: take a
+    /// new ref with [`child`](Self::child)).
+    pub async fn restart_child(&self, name: &str) -> Result<(), ChildError> {
+        match self.request(Request::Restart(name.to_owned())).await? {
+            Reply::Done(done) => done,
+            _ => Err(ChildError::SupervisorStopped),
+        }
+    }
+
+    /// Deletes a terminated child's spec.
+    pub async fn delete_child(&self, name: &str) -> Result<(), ChildError> {
+        match self.request(Request::Delete(name.to_owned())).await? {
+            Reply::Done(done) => done,
+            _ => Err(ChildError::SupervisorStopped),
+        }
+    }
+
+    /// Every child, in start order, with its state (OTP's `which_children`).
+    pub async fn children(&self) -> Result<Vec<ChildInfo>, ChildError> {
+        match self.request(Request::Which).await? {
+            Reply::Which(children) => Ok(children),
+            _ => Err(ChildError::SupervisorStopped),
+        }
+    }
+
+    /// How many children there are (OTP's `count_children`).
+    pub async fn count_children(&self) -> Result<ChildCounts, ChildError> {
+        match self.request(Request::Count).await? {
+            Reply::Count(counts) => Ok(counts),
+            _ => Err(ChildError::SupervisorStopped),
+        }
+    }
+
+    /// The supervisor's events from now on: restarts, children leaving,
+    /// giving up. Events are kept for a slow reader up to 256; beyond that
+    /// the oldest are dropped and the receiver reports how many it missed
+    /// (`RecvError::Lagged`).
+    pub async fn subscribe(&self) -> tokio::sync::broadcast::Receiver<SupervisorEvent> {
+        match self.request(Request::Subscribe).await {
+            Ok(Reply::Events(events)) => events,
+            // A stopped supervisor: a receiver that ends at once.
+            _ => tokio::sync::broadcast::channel(1).1,
+        }
     }
 }
 
@@ -516,7 +1055,7 @@ impl fmt::Debug for Supervisor {
             .field("strategy", &self.strategy)
             .field("max_restarts", &self.max_restarts)
             .field("window", &self.window)
-            .field("children", &self.children.iter().map(|c| &*c.name).collect::<Vec<_>>())
+            .field("children", &self.children.by_seq.len())
             .finish()
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use crate::cell::{ActorCell, Signal};
+use crate::cell::ActorCell;
 use crate::runtime::{self, SpawnArgs};
 use crate::{Actor, ActorId, ActorRef, ExitReason, LookupError, Mailbox, RegisterError, SpawnError};
 
@@ -61,6 +61,7 @@ pub struct SpawnOptions {
     /// A display name that is not registered (supervised children's names).
     pub(crate) label: Option<String>,
     pub(crate) mailbox: Option<Mailbox>,
+    pub(crate) shutdown: Option<crate::Shutdown>,
 }
 
 impl SpawnOptions {
@@ -81,6 +82,14 @@ impl SpawnOptions {
     /// Sets the mailbox kind and size, overriding the actor type's default.
     pub fn mailbox(mut self, mailbox: Mailbox) -> Self {
         self.mailbox = Some(mailbox);
+        self
+    }
+
+    /// Sets how long the actor may take to stop when its parent or the
+    /// system stops it, overriding
+    /// [`Actor::shutdown_policy`](crate::Actor::shutdown_policy).
+    pub fn shutdown(mut self, shutdown: crate::Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
         self
     }
 }
@@ -168,7 +177,10 @@ impl ActorSystem {
     ///
     /// Top-level actors are told to stop together; each stops its own children
     /// first (youngest first), so `stopped` hooks run children before parents.
-    /// Actors spawned at top level during shutdown are stopped too.
+    /// Actors spawned at top level during shutdown are stopped too. Each
+    /// actor's [`Shutdown`](crate::Shutdown) policy bounds its part: one still
+    /// running after its timeout (5 s by default) is killed, so a handler
+    /// stuck on an await cannot hold the shutdown up for longer.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         loop {
@@ -177,11 +189,12 @@ impl ActorSystem {
                 break;
             }
             cells.sort_by_key(|c| Reverse(c.id()));
+            let since = tokio::time::Instant::now();
             for cell in &cells {
-                cell.signal(Signal::Stop(ExitReason::Shutdown));
+                cell.begin_stop(ExitReason::Shutdown);
             }
             for cell in &cells {
-                cell.wait_exit().await;
+                cell.finish_stop(since).await;
             }
         }
     }

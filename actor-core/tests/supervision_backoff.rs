@@ -39,7 +39,7 @@ async fn consecutive_restarts_wait_longer() {
             .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(3)))
             .child("f", Restart::Permanent, move || Flaky { starts: starts.clone() }),
     );
-    let f = sup.child::<Flaky>("f").await.unwrap().unwrap();
+    let f = sup.child::<Flaky>("f").await.unwrap();
     let mut last = events.next().await;
     for expected in [1, 2, 3, 3] {
         let crashed_at = Instant::now();

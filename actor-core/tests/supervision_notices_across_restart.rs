@@ -57,7 +57,7 @@ async fn notice_arriving_between_instances_reaches_the_next_one() {
                     seen: seen.clone(),
                 }),
         );
-    let watcher = sup.child::<Watcher>("w").await.unwrap().unwrap();
+    let watcher = sup.child::<Watcher>("w").await.unwrap();
     let target = system.spawn(Target);
     watcher.ask(Watch(target.clone())).await.unwrap();
     watcher.tell(Crash).await.unwrap();

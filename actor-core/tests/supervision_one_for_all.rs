@@ -60,8 +60,8 @@ async fn every_child_restarts_in_order() {
             .child("b", Restart::Permanent, child("b", &log))
             .child("c", Restart::Permanent, child("c", &log)),
     );
-    let b = sup.child::<Child>("b").await.unwrap().unwrap();
-    let c = sup.child::<Child>("c").await.unwrap().unwrap();
+    let b = sup.child::<Child>("b").await.unwrap();
+    let c = sup.child::<Child>("c").await.unwrap();
     assert_eq!(*log.lock().unwrap(), ["start a", "start b", "start c"]);
     log.lock().unwrap().clear();
 

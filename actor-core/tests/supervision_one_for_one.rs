@@ -40,8 +40,8 @@ async fn panicking_child_restarts_and_its_ref_stays_valid() {
         Restart::Permanent,
         Counter::default,
     ));
-    let a = sup.child::<Counter>("a").await.unwrap().unwrap();
-    let b = sup.child::<Counter>("b").await.unwrap().unwrap();
+    let a = sup.child::<Counter>("a").await.unwrap();
+    let b = sup.child::<Counter>("b").await.unwrap();
     assert_eq!(a.ask(Add(5)).await.unwrap(), 5);
     assert_eq!(b.ask(Add(7)).await.unwrap(), 7);
 
@@ -53,7 +53,7 @@ async fn panicking_child_restarts_and_its_ref_stays_valid() {
     // The sibling kept its state: it was not restarted.
     assert_eq!(b.ask(Add(0)).await.unwrap(), 7);
     // The supervisor still lists the same child.
-    assert_eq!(sup.child::<Counter>("a").await.unwrap().unwrap(), a);
+    assert_eq!(sup.child::<Counter>("a").await.unwrap(), a);
     system.shutdown().await;
     assert!(!a.is_alive() && !b.is_alive() && !sup.is_alive());
 }

@@ -43,7 +43,7 @@ async fn younger_siblings_restart_older_ones_do_not() {
     );
     let mut refs = Vec::new();
     for name in ["a", "b", "c"] {
-        let r = sup.child::<Counter>(name).await.unwrap().unwrap();
+        let r = sup.child::<Counter>(name).await.unwrap();
         r.ask(Add(10)).await.unwrap();
         refs.push(r);
     }

@@ -131,7 +131,7 @@ async fn timers_of_a_failed_instance_are_cancelled() {
         generation: generations.fetch_add(1, Ordering::SeqCst) + 1,
         ticks: ticks.clone(),
     }));
-    let ticker = sup.child::<Ticker>("ticker").await.unwrap().unwrap();
+    let ticker = sup.child::<Ticker>("ticker").await.unwrap();
     assert_eq!(events.next().await, 1);
     ticker.tell(Crash).await.unwrap();
     // Skip ticks of generation 1 still queued, then every later tick must be
