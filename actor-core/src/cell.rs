@@ -275,17 +275,23 @@ impl ActorCell {
     /// The second half: waits for the end, killing the actor once its
     /// timeout, counted from `since`, has passed.
     pub(crate) async fn finish_stop(&self, since: tokio::time::Instant) -> ExitReason {
-        if let Shutdown::Timeout(limit) = self.shutdown {
-            match tokio::time::timeout_at(since + limit, self.wait_exit()).await {
+        let deadline = match self.shutdown {
+            Shutdown::Infinity => return self.wait_exit().await,
+            // A timeout too long to represent is no timeout.
+            Shutdown::Timeout(limit) => match since.checked_add(limit) {
+                Some(deadline) => Some((deadline, limit)),
+                None => return self.wait_exit().await,
+            },
+            Shutdown::BrutalKill => None,
+        };
+        if let Some((deadline, limit)) = deadline {
+            match tokio::time::timeout_at(deadline, self.wait_exit()).await {
                 Ok(reason) => return reason,
                 Err(_) => {
                     tracing::warn!(actor = %self, ?limit, "did not stop within its shutdown timeout");
                     self.kill();
                 }
             }
-        }
-        if self.shutdown == Shutdown::Infinity {
-            return self.wait_exit().await;
         }
         // Killed: the task ends at its next await. One that never yields
         // cannot be interrupted; say so once.

@@ -212,7 +212,12 @@ impl<A: Actor> Context<A> {
             }
             // OTP's `noproc`: abnormal whatever the dead actor's reason, so
             // a linker that does not trap exits does not run on alone.
-            Err(_) => me.signal(Signal::LinkExit(Terminated { id: other.id(), reason: ExitReason::NoProc })),
+            // A remote actor known lost keeps that reason (`NodeDown`, OTP's
+            // `noconnection`).
+            Err(reason) => {
+                let reason = if reason == ExitReason::NodeDown { reason } else { ExitReason::NoProc };
+                me.signal(Signal::LinkExit(Terminated { id: other.id(), reason }))
+            }
         }
     }
 
@@ -285,8 +290,13 @@ impl<A: Actor> Context<A> {
     /// Stops every child, youngest first, each as its shutdown policy says
     /// (killed if it takes longer), waiting for each.
     pub(crate) async fn stop_children(&mut self) {
-        while let Some((_, child)) = self.extra.as_mut().and_then(|e| e.children.pop_last()) {
+        // Each child stays listed while it stops: if this actor is killed
+        // meanwhile, its guard kills the child too.
+        while let Some(child) = self.extra.as_ref().and_then(|e| e.children.last_key_value().map(|(_, c)| c.clone())) {
             child.stop_by_policy(ExitReason::Shutdown).await;
+            if let Some(extra) = self.extra.as_mut() {
+                extra.children.remove(&child.id());
+            }
         }
     }
 

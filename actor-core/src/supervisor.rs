@@ -53,6 +53,12 @@
 //! 5 s, then are killed ([`ExitReason::Killed`]); supervisors wait for their
 //! children. [`ActorRef::kill`] kills at once.
 //!
+//! **Requests wait for the supervisor.** `start_child`, `child`,
+//! `children` and the others are answered by the supervisor itself, in
+//! turn, without a timeout (a start may take as long as the child's
+//! `started`): a child must not make them from its own `started` or
+//! `stopping` hook, which its supervisor is waiting for.
+//!
 //! **Events.** [`subscribe`](ActorRef::<Supervisor>::subscribe) reports
 //! restarts, children leaving and giving up ([`SupervisorEvent`]).
 //!
@@ -69,7 +75,12 @@
 //! | `shutdown`: timeout, `brutal_kill`, `infinity` | [`Shutdown`], the same; a kill takes effect at the handler's next `.await` (a handler that never yields cannot be interrupted; this is logged) |
 //! | a child failing `init` fails `start_link` of the supervisor | the same by default; [`OnStartFailure::Restart`] restarts it instead |
 //! | `start_child`, `terminate_child`, `restart_child`, `delete_child`, `which_children`, `count_children` | the methods of the same names on `ActorRef<Supervisor>` (`children` for `which_children`), children addressed by name |
-//! | the child that made the supervisor give up exits with its own reason | the same |
+//! | the child that made the supervisor give up exits with its own reason | the same (unless its policy is a brutal kill: then `Killed`) |
+//! | a killed permanent or transient child is restarted | a killed child ([`ActorRef::kill`], or a shutdown timeout) is not restarted: a kill is a stop for good |
+//! | siblings stopped for a group restart (`one_for_all`, `rest_for_one`) obey their `shutdown` | not yet: a sibling stuck in a handler delays the restart until it returns |
+//! | `restart_child` keeps the child's place in the start order | the restarted child goes last (a new actor) |
+//! | a transient child that exits normally keeps its spec | its spec goes with it (start it again with `start_child`) |
+//! | `noconnection` for a link to a process on a lost node | [`ExitReason::NodeDown`] |
 //! | `Terminated`/`'EXIT'` after the messages the dead process sent | not kept: notices are system signals and may overtake messages the dead actor sent before it died |
 //! | linking to a dead process gives `noproc` | the same: [`ExitReason::NoProc`], abnormal |
 //!
@@ -445,7 +456,9 @@ impl Children {
     fn remove(&mut self, id: ActorId) -> Option<Child> {
         let seq = self.by_id.remove(&id)?;
         let child = self.by_seq.remove(&seq)?;
-        self.by_name.remove(&child.spec.name);
+        if self.by_name.get(&child.spec.name) == Some(&seq) {
+            self.by_name.remove(&child.spec.name);
+        }
         Some(child)
     }
 
@@ -717,6 +730,9 @@ impl Actor for Supervisor {
     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         for spec in std::mem::take(&mut self.specs) {
             let name = spec.name.clone();
+            if self.children.named(&name).is_some() {
+                return Err(ActorError::msg(format!("two children are called {name:?}")));
+            }
             let keep = self.on_start_failure == OnStartFailure::Restart;
             if let Err(reason) = self.start_one(ctx, spec, keep).await
                 && !keep
@@ -917,12 +933,22 @@ impl Supervisor {
                 if let Some(seq) = self.children.by_name.remove(&*spec.name) {
                     self.children.by_seq.remove(&seq);
                 }
-                Reply::Done(
-                    self.start_one(ctx, spec, false)
-                        .await
-                        .map(|_| ())
-                        .map_err(|reason| ChildError::StartFailed { name, reason }),
-                )
+                match self.start_one(ctx, spec.clone(), false).await {
+                    Ok(_) => Reply::Done(Ok(())),
+                    Err(reason) => {
+                        // It stays terminated, its spec kept.
+                        self.children.push(Child {
+                            spec,
+                            cell: None,
+                            actor_ref: None,
+                            generation: 0,
+                            consecutive: 0,
+                            last_restart: None,
+                            restarting: false,
+                        });
+                        Reply::Done(Err(ChildError::StartFailed { name, reason }))
+                    }
+                }
             }
             Request::Delete(name) => Reply::Done(match self.children.named(&name) {
                 None => Err(ChildError::NotFound(name)),

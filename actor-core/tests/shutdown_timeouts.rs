@@ -153,15 +153,40 @@ async fn kill_interrupts_a_handler_and_watchers_and_the_supervisor_see_killed() 
     system.shutdown().await;
 }
 
-#[test]
-fn killing_a_stopped_actor_does_nothing() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let system = ActorSystem::new("t");
-        let a = system.spawn(Sleeper { hooks: None });
-        a.stop();
-        assert_eq!(a.wait_for_stop().await, ExitReason::Normal);
-        a.kill();
-        assert_eq!(a.wait_for_stop().await, ExitReason::Normal);
-    });
+/// Spawns a sleeping child in its `started` and hands it out.
+struct Parent {
+    out: UnboundedSender<ActorRef<Sleeper>>,
+}
+
+impl Actor for Parent {
+    async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), actor_core::ActorError> {
+        let child = ctx.spawn(Sleeper { hooks: None });
+        let _ = self.out.send(child);
+        Ok(())
+    }
+}
+
+/// A parent killed while it waits for a stuck child to stop (both with the
+/// default 5 s: the parent's deadline comes first) kills that child too; it
+/// used to run on after `shutdown` returned.
+#[tokio::test(start_paused = true)]
+async fn a_parent_killed_while_stopping_a_child_kills_that_child() {
+    let system = ActorSystem::new("t");
+    let (tx, mut children) = events();
+    let _parent = system.spawn(Parent { out: tx });
+    let child = children.next().await;
+    napping(&child, Duration::from_secs(3600)).await;
+    within("shutdown", system.shutdown()).await;
+    assert_eq!(within("the child", child.wait_for_stop()).await, ExitReason::Killed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_too_long_to_represent_waits_and_does_not_panic() {
+    let system = ActorSystem::new("t");
+    let a = system
+        .spawn_with(Sleeper { hooks: None }, SpawnOptions::new().shutdown(Shutdown::Timeout(Duration::MAX)))
+        .unwrap();
+    napping(&a, Duration::from_secs(7)).await;
+    within("shutdown", system.shutdown()).await;
+    assert_eq!(a.wait_for_stop().await, ExitReason::Shutdown);
 }

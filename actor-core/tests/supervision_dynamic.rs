@@ -149,3 +149,36 @@ async fn asking_a_stopped_supervisor_says_so() {
     assert_eq!(sup.children().await.unwrap_err(), ChildError::SupervisorStopped);
     system.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failed_restart_keeps_the_child_terminated_with_its_spec() {
+    let system = ActorSystem::new("t");
+    let sup = system.spawn(Supervisor::one_for_one());
+    let starts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = starts.clone();
+    // Opens with 1 the first time, then with -1 (its start fails).
+    let spec = ChildSpec::new("flaky", Restart::Permanent, move || {
+        Account(if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 { 1 } else { -1 })
+    });
+    sup.start_child(spec).await.unwrap();
+    sup.terminate_child("flaky").await.unwrap();
+    assert!(matches!(sup.restart_child("flaky").await, Err(ChildError::StartFailed { .. })));
+    let listed = sup.children().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].name.as_str(), listed[0].state), ("flaky", ChildState::Terminated));
+    sup.delete_child("flaky").await.unwrap();
+    system.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_static_children_with_one_name_fail_the_supervisor_start() {
+    let system = ActorSystem::new("t");
+    let sup = system.spawn(Supervisor::one_for_one().child("a", Restart::Permanent, || Account(1)).child(
+        "a",
+        Restart::Permanent,
+        || Account(2),
+    ));
+    let reason = within("the supervisor", sup.wait_for_stop()).await;
+    assert!(matches!(&reason, ExitReason::Failed(why) if why.contains("two children")), "{reason:?}");
+    system.shutdown().await;
+}
