@@ -66,10 +66,11 @@ pub use actor_cluster as cluster;
 pub use actor_cluster::{Cluster, ClusterError, ClusterEvent, FailureDetection, Member};
 pub use actor_core::{
     Actor, ActorError, ActorId, ActorRef, ActorSystem, Ask, AskError, Backoff, ChildCounts, ChildError, ChildInfo,
-    ChildSpec, ChildState, CodecError, Context, DEFAULT_ASK_TIMEOUT, Error, ExitReason, Failure, FailureDecision,
-    Handler, LinkDecision, LookupError, Mailbox, Message, NotSent, Recipient, RefAddr, RegisterError, Restart,
-    SendError, Shutdown, SpawnError, SpawnOptions, Strategy, Supervisor, SupervisorEvent, Terminated, Timer,
-    TrySendError, WeakActorRef, Wire, mailbox, supervisor,
+    ChildSpec, ChildState, CodecError, Context, DEFAULT_ASK_TIMEOUT, Down, Error, ExitReason, Failure, FailureDecision,
+    Handler, LinkDecision, LookupError, Mailbox, Message, Monitor, MonitorId, NotSent, OnStartFailure, Recipient,
+    RefAddr, RegisterError, Restart, SendError, Shutdown, SpawnError, SpawnOptions, Strategy, Supervisor,
+    SupervisorEvent, Terminated, Timer, TrySendError, WeakActorRef, Wire, mailbox, monitor, quiet_actor_panics,
+    supervisor,
 };
 pub use actor_macros::{Actor, Message};
 /// Remoting: nodes, transports, the wire protocol (feature `remote`).

@@ -2,6 +2,7 @@
 //! watchers once, with its exit reason, over the in-memory network.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use footlight::prelude::*;
@@ -135,5 +136,29 @@ async fn stop_through_a_remote_ref_stops_the_actor_on_its_node() {
     assert_eq!(within(notices.recv()).await.unwrap(), Terminated { id: remote.id(), reason: ExitReason::Normal });
     assert!(matches!(remote.tell(Quit).await, Err(footlight::SendError::Closed(_))));
     a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A monitor taken outside any actor (`system.monitor`) on a remote ref
+/// resolves with the remote actor's exit reason, and with `NodeDown` when
+/// the actor's node goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_from_outside_an_actor_sees_remote_ends() {
+    let net = MemoryNetwork::new();
+    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
+    let b =
+        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    a.spawn_named("quitter", Worker).unwrap();
+    a.spawn_named("stayer", Worker).unwrap();
+    let quitter: ActorRef<Worker> = b.lookup("quitter").await.unwrap();
+    let stayer: ActorRef<Worker> = b.lookup("stayer").await.unwrap();
+    let on_quitter = b.system().monitor(&quitter);
+    let on_stayer = b.system().monitor(&stayer);
+    quitter.tell(Quit).await.unwrap();
+    let down = within(on_quitter.into_future()).await;
+    assert_eq!((down.actor, down.reason), (quitter.id(), ExitReason::Normal));
+    a.shutdown().await;
+    assert_eq!(within(on_stayer.into_future()).await.reason, ExitReason::NodeDown);
     b.shutdown().await;
 }

@@ -177,10 +177,7 @@ impl<A: Actor> Context<A> {
     /// [`Terminated`] for this watch. Watching an actor that has already stopped
     /// delivers the notice at once. Each call is one watch.
     pub fn watch<B: Actor>(&mut self, other: &ActorRef<B>) {
-        let me = self.myself.cell();
-        if let Err(reason) = other.cell().add_watcher(me) {
-            me.signal(Signal::Terminated(Terminated { id: other.id(), reason }));
-        }
+        watch_cell(self.myself.cell(), other.cell(), other.id());
     }
 
     /// Removes one watch of `other`. A notice already queued is still delivered.
@@ -322,5 +319,13 @@ impl Timer {
     /// Whether the timer has fired for the last time or was cancelled.
     pub fn is_finished(&self) -> bool {
         self.handle.is_finished()
+    }
+}
+
+/// `watcher` watches `target` (id `id`): its notice comes when the target
+/// stops, at once if it already has.
+pub(crate) fn watch_cell(watcher: &Arc<ActorCell>, target: &ActorCell, id: ActorId) {
+    if let Err(reason) = target.add_watcher(watcher) {
+        watcher.signal(Signal::Terminated(Terminated { id, reason }));
     }
 }

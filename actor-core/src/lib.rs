@@ -64,6 +64,7 @@ mod error;
 mod id;
 pub mod mailbox;
 mod message;
+pub mod monitor;
 pub mod remote;
 mod runtime;
 pub mod supervisor;
@@ -76,7 +77,9 @@ pub use error::{AskError, Error, LookupError, NotSent, RegisterError, SendError,
 pub use id::ActorId;
 pub use mailbox::Mailbox;
 pub use message::{Handler, Message};
+pub use monitor::{Down, Monitor, MonitorId};
 pub use remote::{CodecError, RefAddr, Wire};
+pub use runtime::quiet_actor_panics;
 pub use supervisor::{
     Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, ChildState, OnStartFailure, Restart, Strategy, Supervisor,
     SupervisorEvent,

@@ -222,7 +222,7 @@ fn close<A: Actor>(ctx: &Context<A>, reason: ExitReason) {
 
 /// Builds a fresh instance of a supervised actor, catching a panicking factory.
 fn build<A: Actor>(cell: &ActorCell, sup: &Supervision<A>) -> Result<A, ExitReason> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| (sup.factory)())).map_err(|payload| {
+    caught(|| std::panic::catch_unwind(AssertUnwindSafe(|| (sup.factory)()))).map_err(|payload| {
         let text = panic_text(payload.as_ref());
         tracing::error!(actor = %cell, panic = %text, "actor factory panicked");
         ExitReason::Panicked(format!("{text} (in the actor factory)"))
@@ -543,6 +543,39 @@ impl<F: Future + Unpin, G: FnOnce() + Unpin> Future for FirstPending<F, G> {
     }
 }
 
+thread_local! {
+    /// Set while actor code runs under the runtime's `catch_unwind`: a
+    /// panic then is caught and logged by the runtime.
+    static CAUGHT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`CAUGHT`] set.
+fn caught<R>(f: impl FnOnce() -> R) -> R {
+    let before = CAUGHT.with(|c| c.replace(true));
+    let out = f();
+    CAUGHT.with(|c| c.set(before));
+    out
+}
+
+/// Keeps the panics the runtime catches in actors (handlers, hooks, actor
+/// factories) off stderr: each is still recorded by `tracing` (an `ERROR`
+/// event with the panic's message and the actor, and a `DEBUG` event with
+/// its source location), and the actor's supervisor, links and watchers see
+/// it as before. Every other panic (a test's failed assertion, a panic in
+/// your own tasks or threads) goes to the panic hook that was installed
+/// before, unchanged. Call it once, early in `main` or a test.
+pub fn quiet_actor_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if CAUGHT.with(|c| c.get()) {
+            let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+            tracing::debug!(%location, "panic in an actor, caught by the runtime");
+        } else {
+            previous(info);
+        }
+    }));
+}
+
 /// Polls a future, turning a panic into an error.
 struct CatchUnwind<F>(F);
 
@@ -551,7 +584,7 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let inner = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+        match caught(|| std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx)))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
             Err(payload) => Poll::Ready(Err(payload)),

@@ -81,7 +81,8 @@
 //! | `restart_child` keeps the child's place in the start order | the restarted child goes last (a new actor) |
 //! | a transient child that exits normally keeps its spec | its spec goes with it (start it again with `start_child`) |
 //! | `noconnection` for a link to a process on a lost node | [`ExitReason::NodeDown`] |
-//! | `Terminated`/`'EXIT'` after the messages the dead process sent | not kept: notices are system signals and may overtake messages the dead actor sent before it died |
+//! | `Terminated`/`'EXIT'` after the messages the dead process sent | not kept, on purpose: notices are system signals, so they never wait behind (or are refused by) a full bounded mailbox and a failure is acted on before a backlog; they may overtake messages the dead actor sent just before it died (the README says what to do when order matters) |
+//! | `monitor`/`demonitor` from any process | [`Context::watch`] inside an actor; [`ActorSystem::monitor`](crate::ActorSystem::monitor) outside one (a [`Monitor`](crate::Monitor) future, distinct and cancellable) |
 //! | linking to a dead process gives `noproc` | the same: [`ExitReason::NoProc`], abnormal |
 //!
 //! ```
