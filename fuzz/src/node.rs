@@ -269,7 +269,8 @@ async fn run(mut u: Unstructured<'_>) {
             match op {
                 0..=3 => {
                     let mut bytes = Vec::new();
-                    for _ in 0..u.int_in_range(1..=4)? {
+                    // A burst: frames are cheap next to the clock steps.
+                    for _ in 0..u.int_in_range(1..=16)? {
                         pools.bytes(&mut u, &mut bytes)?;
                     }
                     hostile.write(&bytes).await;
@@ -289,7 +290,13 @@ async fn run(mut u: Unstructured<'_>) {
                     hostile.write(&[]).await;
                 }
                 5 => hostile.read(Duration::from_millis(u.int_in_range(1..=50)?), &mut pools).await,
-                6 => tokio::time::sleep(Duration::from_millis(u.int_in_range(0..=7_000)?)).await,
+                6 => {
+                    // Mostly short steps; now and then past the idle timeout
+                    // and ask deadlines (long virtual sleeps cost the most:
+                    // every heartbeat and gossip round in them runs).
+                    let most = if u.ratio(1, 8)? { 7_000 } else { 50 };
+                    tokio::time::sleep(Duration::from_millis(u.int_in_range(0..=most)?)).await;
+                }
                 7 => {
                     // Asks made on the nodes while the peer misbehaves: a
                     // lookup asks every peer of `a`, the hostile one too.
