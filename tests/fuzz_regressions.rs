@@ -47,7 +47,11 @@ fn replay(target: &str, run: fn(&[u8]), count: usize, len: usize) {
         eprintln!("{target}: {}", path.display());
         run(&input);
     }
-    for (i, input) in generated(0x5eed ^ target.len() as u64, count, len).into_iter().enumerate() {
+    for (i, input) in
+        generated(target.bytes().fold(0x5eed_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)), count, len)
+            .into_iter()
+            .enumerate()
+    {
         if std::panic::catch_unwind(|| run(&input)).is_err() {
             let kept = std::env::temp_dir().join(format!("footlight-fuzz-{target}-{i}"));
             std::fs::write(&kept, &input).unwrap();

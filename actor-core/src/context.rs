@@ -212,7 +212,8 @@ impl<A: Actor> Context<A> {
             // A remote actor known lost keeps that reason (`NodeDown`, OTP's
             // `noconnection`).
             Err(reason) => {
-                let reason = if reason == ExitReason::NodeDown { reason } else { ExitReason::NoProc };
+                let lost = reason == ExitReason::NodeDown && other.remote_endpoint().is_some();
+                let reason = if lost { reason } else { ExitReason::NoProc };
                 me.signal(Signal::LinkExit(Terminated { id: other.id(), reason }))
             }
         }

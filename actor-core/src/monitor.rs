@@ -67,6 +67,8 @@ pub struct Monitor {
     actor: ActorId,
     rx: oneshot::Receiver<ExitReason>,
     watcher: ActorRef<Watcher>,
+    /// The watched actor's cell, to remove the watch on cancel.
+    target: std::sync::Weak<crate::cell::ActorCell>,
     /// The actor's own end, for when the watcher is stopped first (the
     /// system shut down): a local actor's exit is read from it directly.
     local_exit: Option<std::sync::Arc<crate::cell::ActorCell>>,
@@ -91,7 +93,11 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        // The watcher unwatches as it stops; once it answered, it is gone.
+        // The watch goes first (so the target holds no entry for it), then
+        // the watcher (gone already once it answered).
+        if let Some(target) = self.target.upgrade() {
+            target.remove_watcher(self.watcher.id());
+        }
         self.watcher.stop();
     }
 }
@@ -148,6 +154,13 @@ impl ActorSystem {
     /// Watches `actor` from outside any actor: the returned [`Monitor`]
     /// resolves with a [`Down`] notice when it stops (at once if it already
     /// has). Each call is a distinct monitor; dropping one cancels it.
+    ///
+    /// A monitor is carried by a small top-level actor of this system (it
+    /// counts in [`top_level_count`](Self::top_level_count) until it has
+    /// answered or is cancelled). If this system shuts down first, a monitor
+    /// of a local actor still resolves with that actor's reason; one of a
+    /// remote actor, whose fate this node can no longer learn, resolves with
+    /// [`ExitReason::Shutdown`].
     pub fn monitor<A: Actor>(&self, actor: &ActorRef<A>) -> Monitor {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let id = MonitorId(NEXT.fetch_add(1, Ordering::Relaxed));
@@ -156,6 +169,6 @@ impl ActorSystem {
         // Watched before this returns: a stop that follows is seen.
         crate::context::watch_cell(watcher.cell(), actor.cell(), actor.id());
         let local_exit = actor.remote_endpoint().is_none().then(|| actor.cell().clone());
-        Monitor { id, actor: actor.id(), rx, watcher, local_exit }
+        Monitor { id, actor: actor.id(), rx, watcher, target: std::sync::Arc::downgrade(actor.cell()), local_exit }
     }
 }

@@ -214,7 +214,7 @@ fn close<A: Actor>(ctx: &Context<A>, reason: ExitReason) {
     let queued = ctx.myself().queue().close();
     // Dropping a queued message runs user `Drop` code: a panic there must not
     // skip the bookkeeping below.
-    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(queued))) {
+    if let Err(payload) = caught(|| std::panic::catch_unwind(AssertUnwindSafe(move || drop(queued)))) {
         tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "dropping a queued message panicked");
     }
     finish(cell, ctx, reason);
@@ -283,7 +283,7 @@ async fn run_instance<A: Actor>(mut actor: A, ctx: &mut Context<A>, started_ack:
         }
     };
     // Dropping user state can panic too; it must not take the task down.
-    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(actor))) {
+    if let Err(payload) = caught(|| std::panic::catch_unwind(AssertUnwindSafe(move || drop(actor)))) {
         tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "actor drop panicked");
     }
     end

@@ -28,9 +28,11 @@ impl Handler<Crash> for Worker {
 async fn actor_panics_stay_off_the_previous_hook_and_others_do_not() {
     let seen = Arc::new(AtomicUsize::new(0));
     let counted = seen.clone();
-    // Stands for the default hook (which prints to stderr).
-    std::panic::set_hook(Box::new(move |_| {
+    // Stands for the default hook: counts, and prints (so a failed
+    // assertion in this test still shows its message).
+    std::panic::set_hook(Box::new(move |info| {
         counted.fetch_add(1, Ordering::SeqCst);
+        eprintln!("{info}");
     }));
     actor_core::quiet_actor_panics();
 

@@ -213,6 +213,9 @@ pub fn frames(data: &[u8]) {
 
 fn frames_inner(u: &mut Unstructured<'_>) -> Result<()> {
     let max = *u.choose(&[16u32, 200, 4096, frame::DEFAULT_MAX_FRAME])?;
+    // Where the stream is cut comes from its own seed, drawn first, so the
+    // cuts vary even once the input is used up by the stream.
+    let mut cuts = XorShift(u.arbitrary::<u64>()? | 1);
     let pools = Pools {
         ids: vec![0, 1, u64::MAX],
         names: vec!["echo".into()],
@@ -222,13 +225,16 @@ fn frames_inner(u: &mut Unstructured<'_>) -> Result<()> {
         runs: vec![7],
     };
     let mut stream = Vec::new();
+    // Until the input runs out: what was generated so far is checked.
     while !u.is_empty() && stream.len() < 16 * 1024 {
-        pools.bytes(u, &mut stream)?;
+        if pools.bytes(u, &mut stream).is_err() {
+            break;
+        }
     }
     let mut reader = FrameReader::new(max);
     let mut rest = &stream[..];
     while !rest.is_empty() {
-        let cut = u.int_in_range(1..=rest.len().min(512))?;
+        let cut = 1 + (cuts.next() as usize) % rest.len().min(512);
         let (chunk, after) = rest.split_at(cut);
         rest = after;
         reader.extend(chunk);
@@ -245,6 +251,18 @@ fn frames_inner(u: &mut Unstructured<'_>) -> Result<()> {
         assert_eq!(reader.partial(), (buffered > 0).then_some(buffered), "partial() disagrees with buffered()");
     }
     Ok(())
+}
+
+/// A small deterministic generator for cut points.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
 
 fn check_frame(raw: &[u8], max: u32) {
@@ -354,68 +372,76 @@ fn session_inner(u: &mut Unstructured<'_>) -> Result<()> {
     let mut steps = 0;
     while !u.is_empty() && steps < 256 {
         steps += 1;
-        match u.int_in_range(0..=11u8)? {
-            0..=4 => {
-                // The driver reads only while the transport keeps up.
-                if s.outbound_len() >= cap {
-                    let _ = s.poll_transmit();
+        // A step that runs out of input ends the run; the end checks below
+        // still run.
+        let mut step = || -> Result<()> {
+            match u.int_in_range(0..=11u8)? {
+                0..=4 => {
+                    // The driver reads only while the transport keeps up.
+                    if s.outbound_len() >= cap {
+                        let _ = s.poll_transmit();
+                    }
+                    let mut input = Vec::new();
+                    for _ in 0..u.int_in_range(1..=4)? {
+                        pools.bytes(u, &mut input)?;
+                    }
+                    let before = s.outbound_len();
+                    let was_established = check.established;
+                    let mut rest = &input[..];
+                    while !rest.is_empty() {
+                        let cut = u.int_in_range(1..=rest.len())?;
+                        s.handle_input(now, &rest[..cut]);
+                        rest = &rest[cut..];
+                    }
+                    // Once established (the handshake releases frames queued
+                    // before it, which is not the peer's doing), what the peer
+                    // sends can queue only pongs and a close.
+                    let grown = s.outbound_len().saturating_sub(before);
+                    assert!(
+                        !was_established || grown <= 3 * input.len() + 1024,
+                        "{} input bytes queued {grown} output bytes",
+                        input.len()
+                    );
                 }
-                let mut input = Vec::new();
-                for _ in 0..u.int_in_range(1..=4)? {
-                    pools.bytes(u, &mut input)?;
+                5 => s.handle_input(now, &hello(u.arbitrary()?)),
+                6 => {
+                    now += Duration::from_millis(u.int_in_range(0..=6_000)?);
+                    s.handle_timeout(now);
                 }
-                let before = s.outbound_len();
-                let was_established = check.established;
-                let mut rest = &input[..];
-                while !rest.is_empty() {
-                    let cut = u.int_in_range(1..=rest.len())?;
-                    s.handle_input(now, &rest[..cut]);
-                    rest = &rest[cut..];
+                7 => {
+                    let target = pools.target(u)?;
+                    let timeout = Duration::from_millis(u.int_in_range(0..=10_000)?);
+                    if let Ok(id) = s.send_ask(now, target, None, "fz.Add".into(), vec![0x01], timeout) {
+                        assert!(check.asks.insert(id, 0).is_none(), "ask id {id} reused");
+                        pools.ids.push(id);
+                    }
                 }
-                // Once established (the handshake releases frames queued
-                // before it, which is not the peer's doing), what the peer
-                // sends can queue only pongs and a close.
-                let grown = s.outbound_len().saturating_sub(before);
-                assert!(
-                    !was_established || grown <= 3 * input.len() + 1024,
-                    "{} input bytes queued {grown} output bytes",
-                    input.len()
-                );
-            }
-            5 => s.handle_input(now, &hello(u.arbitrary()?)),
-            6 => {
-                now += Duration::from_millis(u.int_in_range(0..=6_000)?);
-                s.handle_timeout(now);
-            }
-            7 => {
-                let target = pools.target(u)?;
-                let timeout = Duration::from_millis(u.int_in_range(0..=10_000)?);
-                if let Ok(id) = s.send_ask(now, target, None, "fz.Add".into(), vec![0x01], timeout) {
-                    assert!(check.asks.insert(id, 0).is_none(), "ask id {id} reused");
-                    pools.ids.push(id);
+                8 => {
+                    let _ = match u.int_in_range(0..=5u8)? {
+                        0 => s.send_tell(
+                            now,
+                            Tell {
+                                target: pools.target(u)?,
+                                sender: None,
+                                wire_name: "fz.Add".into(),
+                                payload: pools.payload(u)?,
+                            },
+                        ),
+                        1 => s.send_reply(now, pools.id(u)?, pools.payload(u)?),
+                        2 => s.send_failure(now, pools.id(u)?, frame::FailureCode::Timeout, "late".into()),
+                        3 => s.send_watch(now, Watch { target: pools.addr(u)?, watcher: pools.addr(u)? }),
+                        4 => s.send_link(now, Link { target: pools.id(u)?, linker: pools.id(u)? }),
+                        _ => s.send_exit(now, Exit { target: pools.id(u)?, linker: pools.id(u)?, reason: "x".into() }),
+                    };
                 }
+                9 => while s.poll_transmit().is_some() {},
+                10 => s.close(now, frame::CloseCode::Normal, "bye"),
+                _ => s.handle_lost(),
             }
-            8 => {
-                let _ = match u.int_in_range(0..=5u8)? {
-                    0 => s.send_tell(
-                        now,
-                        Tell {
-                            target: pools.target(u)?,
-                            sender: None,
-                            wire_name: "fz.Add".into(),
-                            payload: pools.payload(u)?,
-                        },
-                    ),
-                    1 => s.send_reply(now, pools.id(u)?, pools.payload(u)?),
-                    2 => s.send_failure(now, pools.id(u)?, frame::FailureCode::Timeout, "late".into()),
-                    3 => s.send_watch(now, Watch { target: pools.addr(u)?, watcher: pools.addr(u)? }),
-                    4 => s.send_link(now, Link { target: pools.id(u)?, linker: pools.id(u)? }),
-                    _ => s.send_exit(now, Exit { target: pools.id(u)?, linker: pools.id(u)?, reason: "x".into() }),
-                };
-            }
-            9 => while s.poll_transmit().is_some() {},
-            10 => s.close(now, frame::CloseCode::Normal, "bye"),
-            _ => s.handle_lost(),
+            Ok(())
+        };
+        if step().is_err() {
+            break;
         }
         check.drain(&mut s);
         if let Some(at) = s.poll_timeout()

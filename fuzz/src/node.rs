@@ -13,8 +13,12 @@
 //!   spawned on `a` after the fact, over the connection it had all along;
 //! - both nodes shut down in bounded (virtual) time.
 //!
-//! Memory stays bounded: libFuzzer's `-malloc_limit_mb`/`-rss_limit_mb`
-//! (set by `fuzz/run`) turn unbounded growth into a crash.
+//! Memory stays bounded: libFuzzer's `-rss_limit_mb` (set by `fuzz/run`;
+//! and `-malloc_limit_mb` under a sanitizer) turns unbounded growth into a
+//! crash. The hostile peer's own asks are answered by its session (at the
+//! latest when the connection ends); what this target checks of the node
+//! is that the asks made on the nodes resolve and the honest connection
+//! keeps working.
 
 use std::time::Duration;
 
