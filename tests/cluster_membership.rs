@@ -15,6 +15,7 @@ use footlight::Cluster;
 use footlight::ClusterEvent;
 use footlight::cluster::Subscription;
 use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::{ClusterError, Node};
 use support::{cluster, start};
 use tokio::time::Instant;
 
@@ -396,4 +397,58 @@ async fn coming_back_from_a_silence_keeps_the_members_it_had() {
             node.shutdown().await;
         }
     }
+}
+
+/// Roles set at start travel with the member: every node sees every other
+/// node's roles, in the view and in events, and can pick members by role.
+#[tokio::test(start_paused = true)]
+async fn roles_set_at_start_are_seen_by_every_member() {
+    let net = MemoryNetwork::new();
+    let with_roles = |id: &str, roles: &[&str], seeds: &[&str]| {
+        Cluster::builder(Node::builder(id).transport(net.transport()).listen(id))
+            .seeds(seeds.iter().copied())
+            .roles(roles.iter().copied())
+    };
+    let a = with_roles("a", &["frontend"], &[]).start().await.unwrap();
+    let mut events = a.subscribe();
+    let b = with_roles("b", &["worker", "backend", "worker"], &["a"]).start().await.unwrap();
+    let c = with_roles("c", &[], &["a"]).start().await.unwrap();
+    let all = set(&["a", "b", "c"]);
+    for node in [&a, &b, &c] {
+        converge(node, &all, Duration::from_secs(10)).await;
+    }
+    for node in [&a, &b, &c] {
+        let roles: Vec<(String, Vec<String>)> = node.members().into_iter().map(|m| (m.id, m.roles)).collect();
+        assert_eq!(
+            roles,
+            [
+                ("a".to_owned(), vec!["frontend".to_owned()]),
+                ("b".to_owned(), vec!["backend".to_owned(), "worker".to_owned()]),
+                ("c".to_owned(), vec![]),
+            ],
+            "as {} sees them",
+            node.id()
+        );
+        let workers: Vec<String> = node.members_with_role("worker").into_iter().map(|m| m.id).collect();
+        assert_eq!(workers, ["b"]);
+    }
+    let up_b =
+        next_event(&mut events, Duration::from_secs(10), |e| matches!(e, ClusterEvent::MemberUp(m) if m.id == "b"))
+            .await;
+    let ClusterEvent::MemberUp(m) = up_b else { unreachable!() };
+    assert!(m.has_role("worker") && m.has_role("backend") && !m.has_role("frontend"));
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn roles_out_of_bounds_are_refused_at_start() {
+    let net = MemoryNetwork::new();
+    let builder =
+        |roles: Vec<String>| Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).roles(roles);
+    let too_many: Vec<String> = (0..=footlight::cluster::MAX_ROLES).map(|i| format!("r{i}")).collect();
+    assert!(matches!(builder(too_many).start().await, Err(ClusterError::BadName(_))));
+    assert!(matches!(builder(vec![String::new()]).start().await, Err(ClusterError::BadName(_))));
+    assert!(matches!(builder(vec!["x".repeat(256)]).start().await, Err(ClusterError::BadName(_))));
 }

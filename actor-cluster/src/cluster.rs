@@ -36,6 +36,7 @@ const HELD_FOR: Duration = Duration::from_secs(1);
 pub struct ClusterBuilder {
     node: NodeBuilder,
     seeds: Vec<String>,
+    roles: Vec<String>,
     detection: FailureDetection,
     reconnect_every: Duration,
 }
@@ -56,6 +57,23 @@ impl ClusterBuilder {
         self
     }
 
+    /// This member's roles (say `"frontend"`, `"worker"`): set once, seen
+    /// by every member in [`Member::roles`] and in events, and usable for
+    /// placement ([`Cluster::members_with_role`]). At most
+    /// [`MAX_ROLES`](crate::MAX_ROLES), each 1 to 255 bytes; `start` refuses
+    /// others ([`ClusterError::BadName`]).
+    pub fn roles<I, S>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut roles: Vec<String> = roles.into_iter().map(Into::into).collect();
+        roles.sort();
+        roles.dedup();
+        self.roles = roles;
+        self
+    }
+
     /// How members are probed and declared down (see [`FailureDetection`]);
     /// the defaults declare a silent member down in about 3.5 s.
     pub fn failure_detection(mut self, detection: FailureDetection) -> Self {
@@ -66,6 +84,16 @@ impl ClusterBuilder {
     /// Starts the node with the cluster service attached, and starts
     /// joining through the seeds.
     pub async fn start(self) -> Result<Cluster, ClusterError> {
+        if self.roles.len() > membership::MAX_ROLES {
+            return Err(ClusterError::BadName(format!(
+                "{} roles (at most {})",
+                self.roles.len(),
+                membership::MAX_ROLES
+            )));
+        }
+        if let Some(bad) = self.roles.iter().find(|r| r.is_empty() || r.len() > crate::MAX_NAME_LEN) {
+            return Err(ClusterError::BadName(bad.clone()));
+        }
         let (inputs, inputs_rx) = mpsc::channel(membership::INPUT_QUEUE);
         let shared = Arc::new_cyclic(|this| Shared {
             this: this.clone(),
@@ -73,6 +101,7 @@ impl ClusterBuilder {
             inputs,
             inputs_rx: Mutex::new(Some(inputs_rx)),
             detection: self.detection,
+            roles: self.roles.clone(),
             view: SharedView::default(),
             stats: Mutex::default(),
             held: Mutex::default(),
@@ -104,7 +133,8 @@ async fn keep_connected(node: NodeContext, inputs: mpsc::Sender<Input>, seed: St
                 }
             };
             drop(n);
-            let seed = Ident { id: peer.node.clone(), addr: addr.clone(), run: peer.run, generation: 0 };
+            let seed =
+                Ident { id: peer.node.clone(), addr: addr.clone(), run: peer.run, generation: 0, roles: Vec::new() };
             let _ = inputs.send(Input::Announce(seed)).await;
             // Connected (through this connection, or another one that won
             // a crossed dial): wait for the peer to be gone.
@@ -127,6 +157,8 @@ pub(crate) struct Shared {
     pub(crate) inputs: mpsc::Sender<Input>,
     inputs_rx: Mutex<Option<mpsc::Receiver<Input>>>,
     detection: FailureDetection,
+    /// This member's roles.
+    roles: Vec<String>,
     pub(crate) view: SharedView,
     stats: Mutex<GossipStats>,
     /// SWIM packets for members not connected yet, with when they were
@@ -164,6 +196,7 @@ impl Shared {
             addr: started.advertised_addr().to_owned(),
             run: started.run(),
             generation: 0,
+            roles: self.roles.clone(),
         }))
     }
 
@@ -242,8 +275,13 @@ impl NodeService for Shared {
     }
 
     fn started(&self, node: NodeContext) {
-        let me =
-            Ident { id: node.id().to_owned(), addr: node.advertised_addr().to_owned(), run: node.run(), generation: 0 };
+        let me = Ident {
+            id: node.id().to_owned(),
+            addr: node.advertised_addr().to_owned(),
+            run: node.run(),
+            generation: 0,
+            roles: self.roles.clone(),
+        };
         let _ = self.started.set(node);
         self.view.apply(&me.id, View::of(&me).members);
         if let Some(inputs) = self.inputs_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -380,6 +418,7 @@ impl Cluster {
         ClusterBuilder {
             node,
             seeds: Vec::new(),
+            roles: Vec::new(),
             detection: FailureDetection::default(),
             reconnect_every: Duration::from_millis(500),
         }
@@ -394,6 +433,11 @@ impl Cluster {
     /// suspected members too, down ones not), in id order.
     pub fn members(&self) -> Vec<Member> {
         self.shared.view.lock().members.values().map(|(m, _)| m.member()).collect()
+    }
+
+    /// The members with role `role`, in id order (see [`members`](Self::members)).
+    pub fn members_with_role(&self, role: &str) -> Vec<Member> {
+        self.members().into_iter().filter(|m| m.has_role(role)).collect()
     }
 
     /// Whether `id` is a member that answers probes now: false once it is

@@ -39,6 +39,6 @@ mod registry;
 mod view;
 
 pub use cluster::{Cluster, ClusterBuilder, ClusterError};
-pub use membership::{ClusterEvent, FailureDetection, GossipStats, Member};
+pub use membership::{ClusterEvent, FailureDetection, GossipStats, MAX_ROLES, Member};
 pub use registry::{MAX_ENTRIES_PER_NODE, MAX_NAME_LEN};
 pub use view::Subscription;

@@ -35,8 +35,10 @@ const MAX_IDENT_FIELD: usize = 255;
 const FORGET_DOWN_AFTER: Duration = Duration::from_secs(600);
 
 /// A node as the membership layer knows it: its id, the address peers dial
-/// to reach it, and its run (a restarted node comes back with a new one).
+/// to reach it, its run (a restarted node comes back with a new one) and its
+/// roles.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Member {
     /// The node id.
     pub id: String,
@@ -44,7 +46,20 @@ pub struct Member {
     pub addr: String,
     /// The run of the node ([`Node::run`](actor_remote::Node::run)).
     pub run: u64,
+    /// Its roles, set at start ([`ClusterBuilder::roles`](crate::ClusterBuilder::roles)),
+    /// sorted, without duplicates.
+    pub roles: Vec<String>,
 }
+
+impl Member {
+    /// Whether the member has role `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// The most roles a member may carry.
+pub const MAX_ROLES: usize = 16;
 
 /// A change in the cluster, as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,13 +154,32 @@ impl FailureDetection {
 
 /// A node's SWIM identity: the member plus a generation, bumped when the
 /// node finds it was declared down (say, on the other side of a long
-/// partition) and rejoins under the same run.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// partition) and rejoins under the same run. Its roles travel with it but
+/// are not part of what makes two identities the same (a seed is announced
+/// to before its roles are known).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Ident {
     pub(crate) id: String,
     pub(crate) addr: String,
     pub(crate) run: u64,
     pub(crate) generation: u32,
+    /// Absent from the identities of nodes that set none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) roles: Vec<String>,
+}
+
+impl PartialEq for Ident {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.id, &self.addr, self.run, self.generation) == (&other.id, &other.addr, other.run, other.generation)
+    }
+}
+
+impl Eq for Ident {}
+
+impl std::hash::Hash for Ident {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.id, &self.addr, self.run, self.generation).hash(state);
+    }
 }
 
 impl Identity for Ident {
@@ -168,14 +202,19 @@ impl Identity for Ident {
 impl Ident {
     /// Refuses identities with over-long fields.
     fn check(&self) -> Result<(), CodecError> {
-        if self.id.is_empty() || self.id.len() > MAX_IDENT_FIELD || self.addr.len() > MAX_IDENT_FIELD {
-            return Err(CodecError("identity with an empty or over-long field".into()));
+        if self.id.is_empty()
+            || self.id.len() > MAX_IDENT_FIELD
+            || self.addr.len() > MAX_IDENT_FIELD
+            || self.roles.len() > MAX_ROLES
+            || self.roles.iter().any(|r| r.is_empty() || r.len() > MAX_IDENT_FIELD)
+        {
+            return Err(CodecError("identity with an empty or over-long field, or too many roles".into()));
         }
         Ok(())
     }
 
     pub(crate) fn member(&self) -> Member {
-        Member { id: self.id.clone(), addr: self.addr.clone(), run: self.run }
+        Member { id: self.id.clone(), addr: self.addr.clone(), run: self.run, roles: self.roles.clone() }
     }
 }
 
@@ -494,7 +533,7 @@ mod tests {
     use super::*;
 
     fn ident(id: &str) -> Ident {
-        Ident { id: id.into(), addr: format!("{id}:1"), run: 7, generation: 1 }
+        Ident { id: id.into(), addr: format!("{id}:1"), run: 7, generation: 1, roles: Vec::new() }
     }
 
     #[test]
@@ -518,6 +557,29 @@ mod tests {
         // Named fields, as PROTOCOL.md says.
         let named = rmp_serde::to_vec_named(&ident("a")).unwrap();
         assert!(named.windows(10).any(|w| w == b"generation"));
+    }
+
+    /// An identity from a node that set no roles has no `roles` key, and
+    /// one without the key reads as no roles; roles do not make two
+    /// identities different.
+    #[test]
+    fn roles_are_optional_on_the_wire_and_not_part_of_identity() {
+        #[derive(Serialize)]
+        struct Bare<'a> {
+            id: &'a str,
+            addr: &'a str,
+            run: u64,
+            generation: u32,
+        }
+        let bare = rmp_serde::to_vec_named(&Bare { id: "a", addr: "a:1", run: 7, generation: 1 }).unwrap();
+        assert_eq!(rmp_serde::to_vec_named(&ident("a")).unwrap(), bare);
+        let read: Ident = rmp_serde::from_slice(&bare).unwrap();
+        assert!(read.roles.is_empty());
+        let with_roles = Ident { roles: vec!["worker".into()], ..ident("a") };
+        assert_eq!(with_roles, ident("a"));
+        let round: Ident = rmp_serde::from_slice(&rmp_serde::to_vec_named(&with_roles).unwrap()).unwrap();
+        assert_eq!(round.roles, ["worker"]);
+        assert!(Ident { roles: vec![String::new()], ..ident("a") }.check().is_err());
     }
 
     #[test]
@@ -584,7 +646,7 @@ mod tests {
             let updates: Vec<FocaMember<Ident>> = updates
                 .into_iter()
                 .map(|(id, run, generation, incarnation, state)| {
-                    let who = Ident { id: format!("n{id}"), addr: format!("n{id}:1"), run, generation };
+                    let who = Ident { id: format!("n{id}"), addr: format!("n{id}:1"), run, generation, roles: Vec::new() };
                     let state = [State::Alive, State::Suspect, State::Down][usize::from(state)];
                     FocaMember::new(who, incarnation, state)
                 })

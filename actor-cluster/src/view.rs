@@ -235,7 +235,7 @@ mod tests {
     use super::*;
 
     fn ident(id: u8, run: u64, generation: u32) -> Ident {
-        Ident { id: format!("n{id}"), addr: format!("n{id}:1"), run, generation }
+        Ident { id: format!("n{id}"), addr: format!("n{id}:1"), run, generation, roles: Vec::new() }
     }
 
     fn liveness(k: u8) -> Liveness {
