@@ -215,12 +215,15 @@ impl RemoteActor for Whoami {
     }
 }
 
+/// A member over QUIC on loopback, once the cluster has admitted it.
 async fn quic_member(ca: &DevCa, id: &str, seeds: &[String]) -> Cluster {
-    Cluster::builder(Node::builder(id).transport(Quic::new(ca.issue(id).unwrap())).listen("127.0.0.1:0"))
+    let member = Cluster::builder(Node::builder(id).transport(Quic::new(ca.issue(id).unwrap())).listen("127.0.0.1:0"))
         .seeds(seeds.iter().cloned())
         .start()
         .await
-        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), member.joined()).await.expect("joined in time").unwrap();
+    member
 }
 
 /// Over real QUIC on loopback (two workers, the real clock): a node that

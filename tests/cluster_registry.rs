@@ -241,6 +241,7 @@ async fn refs_to_a_restarted_node_never_reach_its_new_run() {
     // b comes back (same id and address, new run) with a new "svc".
     let b2 = start(&net, "b", &["a"]).await;
     let fresh = counter(&b2);
+    within(b2.joined()).await.unwrap();
     b2.register("svc", &fresh).unwrap();
     eventually(WAIT, || async {
         match nodes[0].lookup::<Counter>("svc").await {
@@ -321,8 +322,10 @@ async fn a_node_back_from_a_crash_keeps_its_new_names_everywhere() {
         .start()
         .await
         .unwrap();
-    // Registered at once: the name reaches a and b with c2's first
-    // connection, before they see the new run replace the old one.
+    // Registered as soon as it is admitted: the name reaches a and b with
+    // c2's first connections, maybe before they see the new run replace
+    // the old one.
+    within(c2.joined()).await.unwrap();
     c2.register("svc", &counter(&c2)).unwrap();
     for node in &nodes[..2] {
         eventually(WAIT, || async {
@@ -446,4 +449,44 @@ async fn joins_never_see_node_down(rounds: usize) {
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f).await.expect("in time")
+}
+
+/// The join barrier: a node whose seed it cannot reach is not admitted, and
+/// refuses to register (a name registered then would be a second, unseen
+/// copy once it joins); once the seed answers, it is admitted and may.
+#[tokio::test(start_paused = true)]
+async fn a_node_registers_only_once_the_cluster_has_admitted_it() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, "a", &[]).await;
+    assert!(a.is_joined(), "a node without seeds founds the cluster");
+    net.partition("a", "b");
+    let b = start(&net, "b", &["a"]).await;
+    let early = counter(&b);
+    assert!(matches!(b.register("svc", &early), Err(ClusterError::NotJoined)));
+    assert!(matches!(b.join("workers", &early), Err(ClusterError::NotJoined)));
+    assert!(!b.is_joined());
+    net.heal("a", "b");
+    within(b.joined()).await.unwrap();
+    b.register("svc", &early).unwrap();
+    eventually(WAIT, || async { a.lookup::<Counter>("svc").await.is_ok() }).await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// A node whose every seed is itself (the first pod behind a DNS seed)
+/// founds the cluster: admitted without waiting for anyone.
+#[tokio::test(start_paused = true)]
+async fn a_node_whose_only_seed_is_itself_founds_the_cluster() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, "a", &["a"]).await;
+    within(a.joined()).await.unwrap();
+    a.register("svc", &counter(&a)).unwrap();
+    let b = start(&net, "b", &["a", "b"]).await;
+    within(b.joined()).await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -109,21 +109,63 @@ impl ClusterBuilder {
             stopped: watch::channel(false).0,
         });
         let node = self.node.service(shared.clone()).start().await?;
+        // Without seeds this node founds the cluster: admitted at once.
+        if self.seeds.is_empty() {
+            shared.view.mark_joined();
+        }
+        let seeds = Arc::new(SelfSeeds { total: self.seeds.len(), seen: Mutex::default() });
         for seed in self.seeds {
             if let Some(ctx) = shared.ctx() {
-                tokio::spawn(keep_connected(ctx.clone(), shared.inputs.clone(), seed, self.reconnect_every));
+                let (inputs, weak) = (shared.inputs.clone(), Arc::downgrade(&shared));
+                tokio::spawn(keep_connected(ctx.clone(), inputs, weak, seeds.clone(), seed, self.reconnect_every));
             }
         }
         Ok(Cluster { node, shared })
     }
 }
 
+/// The seeds found to lead only to this node itself.
+struct SelfSeeds {
+    total: usize,
+    seen: Mutex<std::collections::HashSet<String>>,
+}
+
+impl SelfSeeds {
+    /// Seed `seed` resolves to this node alone; true once every seed has.
+    fn only_me(&self, seed: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(seed.to_owned());
+        seen.len() == self.total
+    }
+}
+
 /// Dials seed `seed` (each address it resolves to, in turn) until
 /// connected, joins the cluster through it, and dials again whenever that
-/// peer is no longer connected, until the node shuts down.
-async fn keep_connected(node: NodeContext, inputs: mpsc::Sender<Input>, seed: String, every: Duration) {
+/// peer is no longer connected, until the node shuts down. A node whose
+/// every seed resolves to itself alone (the first pod behind a DNS seed,
+/// say) founds the cluster: it is admitted at once.
+async fn keep_connected(
+    node: NodeContext,
+    inputs: mpsc::Sender<Input>,
+    shared: std::sync::Weak<Shared>,
+    self_seeds: Arc<SelfSeeds>,
+    seed: String,
+    every: Duration,
+) {
     while !node.is_shutting_down() {
-        for addr in node.resolve(&seed).await {
+        let addrs = node.resolve(&seed).await;
+        let Some(listening) = node.node().map(|n| n.addr().to_owned()) else { return };
+        let me = [listening.as_str(), node.advertised_addr()];
+        if !addrs.is_empty()
+            && addrs.iter().all(|a| me.contains(&a.as_str()))
+            && self_seeds.only_me(&seed)
+            && let Some(shared) = shared.upgrade()
+            && !shared.view.is_joined()
+        {
+            tracing::info!(node = %node.id(), "every seed is this node: founding the cluster");
+            shared.view.mark_joined();
+        }
+        for addr in addrs.into_iter().filter(|a| !me.contains(&a.as_str())) {
             let Some(n) = node.node() else { return };
             let peer = match n.dial(&addr).await {
                 Ok(peer) => peer,
@@ -435,6 +477,27 @@ impl Cluster {
         self.shared.view.lock().members.values().map(|(m, _)| m.member()).collect()
     }
 
+    /// Waits until the cluster has admitted this node: at once for a node
+    /// started without seeds (or whose every seed is itself), else once a
+    /// seed has answered its join and another member is in its view. Until
+    /// then [`register`](Self::register) and [`join`](Self::join) refuse
+    /// with [`ClusterError::NotJoined`] (a name registered before the join
+    /// would be a second, unseen copy). Fails with `NotJoined` if the node
+    /// shuts down first.
+    pub async fn joined(&self) -> Result<(), ClusterError> {
+        let mut joined = self.shared.view.joined_rx();
+        let mut stopped = self.shared.stopped.subscribe();
+        tokio::select! {
+            done = joined.wait_for(|j| *j) => done.map(|_| ()).map_err(|_| ClusterError::NotJoined),
+            _ = stopped.wait_for(|s| *s) => Err(ClusterError::NotJoined),
+        }
+    }
+
+    /// Whether the cluster has admitted this node (see [`joined`](Self::joined)).
+    pub fn is_joined(&self) -> bool {
+        self.shared.view.is_joined()
+    }
+
     /// The members with role `role`, in id order (see [`members`](Self::members)).
     pub fn members_with_role(&self, role: &str) -> Vec<Member> {
         self.members().into_iter().filter(|m| m.has_role(role)).collect()
@@ -499,4 +562,7 @@ pub enum ClusterError {
     /// A limit refused the request.
     #[error("refused: {0}")]
     Refused(String),
+    /// The cluster has not admitted this node yet (see [`Cluster::joined`]).
+    #[error("this node has not joined the cluster yet")]
+    NotJoined,
 }

@@ -339,6 +339,9 @@ impl Registry {
             return Err(ClusterError::Stopped);
         }
         let shared = &cluster.shared;
+        if !shared.view.is_joined() {
+            return Err(ClusterError::NotJoined);
+        }
         let node = shared.ctx().ok_or(ClusterError::Node(NodeError::Stopped))?;
         let handle = node.export(actor)?;
         let reg = Reg { name: name.to_owned(), id: handle, type_name: std::any::type_name::<A>().to_owned() };

@@ -144,11 +144,17 @@ const EVENT_BUFFER: usize = 1024;
 pub(crate) struct SharedView {
     view: Mutex<View>,
     events: broadcast::Sender<ClusterEvent>,
+    /// Whether the cluster has admitted this node (see `Cluster::joined`).
+    joined: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for SharedView {
     fn default() -> Self {
-        SharedView { view: Mutex::default(), events: broadcast::channel(EVENT_BUFFER).0 }
+        SharedView {
+            view: Mutex::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            joined: tokio::sync::watch::channel(false).0,
+        }
     }
 }
 
@@ -174,7 +180,25 @@ impl SharedView {
             let _ = self.events.send(event.clone());
         }
         drop(view);
+        // Another member in the view: the cluster answered this node's
+        // join (its answer lists the members, this node among them).
+        if changes.events.iter().any(|e| matches!(e, ClusterEvent::MemberUp(m) if m.id != me)) {
+            self.mark_joined();
+        }
         changes
+    }
+
+    /// This node is admitted (once for good).
+    pub(crate) fn mark_joined(&self) {
+        self.joined.send_if_modified(|joined| !std::mem::replace(joined, true));
+    }
+
+    pub(crate) fn is_joined(&self) -> bool {
+        *self.joined.borrow()
+    }
+
+    pub(crate) fn joined_rx(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.joined.subscribe()
     }
 
     /// Announces an event that is not a view change (say, a lost name).

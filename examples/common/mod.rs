@@ -122,7 +122,8 @@ pub fn shared_dev_ca(dir: &Path, cluster: &str) -> Result<DevCa, Box<dyn Error>>
 }
 
 /// Starts the node the flags describe, over QUIC with mutual TLS, as a
-/// member of the cluster its seeds lead to.
+/// member of the cluster its seeds lead to, and returns once the cluster has
+/// admitted it (so nothing is registered or accepted before the join).
 pub async fn start(args: &NodeArgs) -> Result<Cluster, Box<dyn Error>> {
     let mut builder = Node::builder(args.node.clone())
         .cluster(args.cluster.clone())
@@ -131,7 +132,12 @@ pub async fn start(args: &NodeArgs) -> Result<Cluster, Box<dyn Error>> {
     if let Some(addr) = &args.advertise {
         builder = builder.advertise(addr.clone());
     }
-    Ok(Cluster::builder(builder).seeds(args.seeds.clone()).start().await?)
+    let cluster = Cluster::builder(builder).seeds(args.seeds.clone()).start().await?;
+    if !cluster.is_joined() {
+        tracing::info!(seeds = ?args.seeds, "waiting to join the cluster through the seeds");
+        cluster.joined().await?;
+    }
+    Ok(cluster)
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
