@@ -36,6 +36,7 @@ const HELD_FOR: Duration = Duration::from_secs(1);
 pub struct ClusterBuilder {
     node: NodeBuilder,
     seeds: Vec<String>,
+    sbr: Option<crate::SplitBrainResolver>,
     roles: Vec<String>,
     detection: FailureDetection,
     reconnect_every: Duration,
@@ -74,6 +75,17 @@ impl ClusterBuilder {
         self
     }
 
+    /// Decides partitions with a split-brain resolver (see
+    /// [`sbr`](crate::sbr)): once the set of unreachable members has held
+    /// still for its `stable_after`, this node's side either downs them or
+    /// downs itself ([`ClusterEvent::SelfDowned`](crate::ClusterEvent::SelfDowned)).
+    /// Every member must use the same settings. Off by default for now:
+    /// without it each side of a partition downs the other and carries on.
+    pub fn split_brain_resolver(mut self, resolver: crate::SplitBrainResolver) -> Self {
+        self.sbr = Some(resolver);
+        self
+    }
+
     /// How members are probed and declared down (see [`FailureDetection`]);
     /// the defaults declare a silent member down in about 3.5 s.
     pub fn failure_detection(mut self, detection: FailureDetection) -> Self {
@@ -101,6 +113,8 @@ impl ClusterBuilder {
             inputs,
             inputs_rx: Mutex::new(Some(inputs_rx)),
             detection: self.detection,
+            sbr: self.sbr,
+            downed: std::sync::atomic::AtomicBool::new(false),
             roles: self.roles.clone(),
             view: SharedView::default(),
             stats: Mutex::default(),
@@ -153,6 +167,9 @@ async fn keep_connected(
     every: Duration,
 ) {
     while !node.is_shutting_down() {
+        if shared.upgrade().is_none_or(|s| s.is_downed()) {
+            return;
+        }
         let addrs = node.resolve(&seed).await;
         let Some(listening) = node.node().map(|n| n.addr().to_owned()) else { return };
         let me = [listening.as_str(), node.advertised_addr()];
@@ -199,6 +216,10 @@ pub(crate) struct Shared {
     pub(crate) inputs: mpsc::Sender<Input>,
     inputs_rx: Mutex<Option<mpsc::Receiver<Input>>>,
     detection: FailureDetection,
+    /// The split-brain resolver, if any.
+    sbr: Option<crate::SplitBrainResolver>,
+    /// Set once the resolver downed this node.
+    downed: std::sync::atomic::AtomicBool,
     /// This member's roles.
     roles: Vec<String>,
     pub(crate) view: SharedView,
@@ -294,11 +315,34 @@ impl Shared {
         }
     }
 
+    /// Whether the split-brain resolver downed this node.
+    pub(crate) fn is_downed(&self) -> bool {
+        self.downed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The split-brain resolver decided this node's side gives way: its
+    /// cluster services stop (membership has ended, gossip and registry
+    /// updates are ignored, nothing is dialed) and every connection is
+    /// closed, now and as peers connect.
+    pub(crate) fn self_down(&self, why: &str) {
+        tracing::error!(node = %self.id(), reason = %why, "split-brain resolver: this node downs itself");
+        self.downed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.view.emit(crate::ClusterEvent::SelfDowned { reason: why.to_owned() });
+        if let Some(node) = self.ctx() {
+            for peer in node.connected() {
+                node.close_peer(&peer);
+            }
+        }
+    }
+
     /// Membership saw `new` come up: connect to it, and send it this node's
     /// registry entries if connected already.
     pub(crate) fn member_up(&self, new: &Ident) {
         self.registry.purge_other_runs(&new.id, new.run);
         let Some(node) = self.ctx() else { return };
+        if self.is_downed() {
+            return;
+        }
         if new.id == node.id() {
             return;
         }
@@ -328,12 +372,17 @@ impl NodeService for Shared {
         self.view.apply(&me.id, View::of(&me).members);
         if let Some(inputs) = self.inputs_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
             // The task holds the service weakly: it ends with the node.
-            tokio::spawn(membership::run(self.this.clone(), me, self.detection, inputs));
+            tokio::spawn(membership::run(self.this.clone(), me, self.detection, self.sbr, inputs));
         }
     }
 
     fn peer_connected(&self, peer: &PeerRun) {
         let Some(node) = self.ctx() else { return };
+        if self.is_downed() {
+            // A downed node takes no part in the cluster any more.
+            node.close_peer(peer);
+            return;
+        }
         // The peer gets a copy of this node's registry entries first thing,
         // then the membership packets held for it.
         self.registry.send_all(self, node, peer);
@@ -355,6 +404,9 @@ impl NodeService for Shared {
     }
 
     fn system_message(&self, from: &PeerRun, wire_name: &str, payload: Vec<u8>) {
+        if self.is_downed() {
+            return;
+        }
         let me = self.id();
         let peer = &from.node;
         match wire_name {
@@ -460,6 +512,7 @@ impl Cluster {
         ClusterBuilder {
             node,
             seeds: Vec::new(),
+            sbr: None,
             roles: Vec::new(),
             detection: FailureDetection::default(),
             reconnect_every: Duration::from_millis(500),
@@ -491,6 +544,12 @@ impl Cluster {
             done = joined.wait_for(|j| *j) => done.map(|_| ()).map_err(|_| ClusterError::NotJoined),
             _ = stopped.wait_for(|s| *s) => Err(ClusterError::NotJoined),
         }
+    }
+
+    /// Whether this node's split-brain resolver downed it
+    /// ([`ClusterEvent::SelfDowned`](crate::ClusterEvent::SelfDowned)).
+    pub fn is_downed(&self) -> bool {
+        self.shared.is_downed()
     }
 
     /// Whether the cluster has admitted this node (see [`joined`](Self::joined)).

@@ -36,9 +36,11 @@
 mod cluster;
 mod membership;
 mod registry;
+pub mod sbr;
 mod view;
 
 pub use cluster::{Cluster, ClusterBuilder, ClusterError};
 pub use membership::{ClusterEvent, FailureDetection, GossipStats, MAX_ROLES, Member};
 pub use registry::{MAX_ENTRIES_PER_NODE, MAX_NAME_LEN};
+pub use sbr::SplitBrainResolver;
 pub use view::Subscription;

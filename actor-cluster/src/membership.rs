@@ -16,7 +16,10 @@ use foca::{AccumulatingRuntime, Foca, Identity, Member as FocaMember, OwnedNotif
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::cluster::Shared;
+use crate::sbr::{self, Decision, Resolver, Seen, SplitBrainResolver, Verdict};
 use crate::view::{Liveness, View};
 
 /// Wire name of a SWIM packet (the payload is foca's, see `PROTOCOL.md`).
@@ -87,6 +90,15 @@ pub enum ClusterEvent {
     /// reports [`MemberDown`](Self::MemberDown) for the same run instead.
     /// Either way the run is gone exactly once.
     MemberLeft(Member),
+    /// This node downed itself: its split-brain resolver found its side of
+    /// a partition must give way (see [`sbr`](crate::sbr)). Its cluster
+    /// services have stopped and its connections are closed; the
+    /// application decides whether to exit or to start again as a new
+    /// member (a new node, a new run). Only with a resolver configured.
+    SelfDowned {
+        /// The decision, as logged.
+        reason: String,
+    },
     /// A cluster-wide name this node registered lost to another node's
     /// registration of the same name (see [`Cluster::register`](crate::Cluster::register)).
     NameLost {
@@ -378,6 +390,12 @@ impl Isolation {
         self.last_heard = now;
     }
 
+    /// Whether nothing was heard for at least `after` (this node may be the
+    /// one cut off).
+    fn silent_for(&self, now: tokio::time::Instant, after: std::time::Duration) -> bool {
+        now.duration_since(self.last_heard) >= after
+    }
+
     /// Whether a packet arriving now ends a silence of at least `after`.
     fn back_from_silence(&self, now: tokio::time::Instant, after: std::time::Duration) -> bool {
         now.duration_since(self.last_heard) >= after
@@ -404,9 +422,102 @@ impl Isolation {
     }
 }
 
+/// What the split-brain resolver makes of one step.
+enum SbrOutcome {
+    Continue,
+    /// This side survives: down these members.
+    DownUnreachable(Vec<Ident>),
+    /// This side gives way.
+    DownSelf(String),
+}
+
+/// One step of the split-brain resolver: members SWIM holds down are kept
+/// in the view as unreachable (`held`) until a decision; the set of
+/// unreachable members (all others while this node hears no one) feeds
+/// the resolver, whose verdict is acted on.
+#[allow(clippy::too_many_arguments)]
+fn sbr_step(
+    resolver: &mut Resolver,
+    shared: &Shared,
+    current: &Ident,
+    held: &mut BTreeMap<String, Ident>,
+    states: &mut [(Ident, Liveness)],
+    cut_off: bool,
+    now: tokio::time::Instant,
+) -> SbrOutcome {
+    {
+        let view = shared.view.lock();
+        for (ident, liveness) in states.iter() {
+            let member = view.members.get(&ident.id).is_some_and(|(m, _)| m.run == ident.run);
+            let leaving = view.leaving.get(&ident.id) == Some(&ident.run);
+            if *liveness == Liveness::Down && member && !leaving {
+                held.entry(ident.id.clone()).or_insert_with(|| ident.clone());
+            }
+        }
+    }
+    for (ident, liveness) in states.iter_mut() {
+        if *liveness == Liveness::Down && held.get(&ident.id).is_some_and(|h| h.run == ident.run) {
+            *liveness = Liveness::Suspect;
+        }
+    }
+    let proposed = View::next(current, states.iter().map(|(i, l)| (i, *l)));
+    held.retain(|id, h| proposed.get(id).is_some_and(|(m, _)| m.run == h.run));
+    let others = proposed.keys().filter(|id| **id != current.id);
+    let unreachable: BTreeSet<String> = if cut_off {
+        others.cloned().collect()
+    } else {
+        others.filter(|id| proposed.get(*id).is_some_and(|(_, reachable)| !reachable)).cloned().collect()
+    };
+    resolver.observe(now, unreachable.clone());
+    match resolver.verdict(now) {
+        Verdict::Wait => SbrOutcome::Continue,
+        Verdict::DownAll => SbrOutcome::DownSelf(format!(
+            "down-all: members kept becoming unreachable and reachable again ({} unreachable now)",
+            unreachable.len()
+        )),
+        Verdict::Decide => {
+            let seen: Vec<Seen> = proposed
+                .iter()
+                .map(|(id, (m, _))| Seen {
+                    id: id.clone(),
+                    addr: m.addr.clone(),
+                    run: m.run,
+                    reachable: !unreachable.contains(id),
+                })
+                .collect();
+            let decision = sbr::decide(resolver.strategy(), &seen);
+            tracing::warn!(
+                node = %current.id,
+                strategy = ?resolver.strategy(),
+                members = ?seen.iter().map(|s| (&s.id, s.reachable)).collect::<Vec<_>>(),
+                ?decision,
+                "split-brain resolver decided"
+            );
+            match decision {
+                Decision::DownUnreachable(ids) => {
+                    resolver.decided(now);
+                    for id in &ids {
+                        held.remove(id);
+                    }
+                    SbrOutcome::DownUnreachable(
+                        ids.iter().filter_map(|id| proposed.get(id).map(|(m, _)| m.clone())).collect(),
+                    )
+                }
+                Decision::DownSelf { why } => SbrOutcome::DownSelf(why),
+            }
+        }
+    }
+}
+
 /// Runs SWIM for the cluster service `shared` until it is dropped or has
-/// left.
-pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetection, mut inputs: mpsc::Receiver<Input>) {
+/// left (or, with a split-brain resolver, has downed itself).
+pub(crate) async fn run(
+    shared: Weak<Shared>,
+    me: Ident,
+    config: FailureDetection,
+    sbr: Option<SplitBrainResolver>,
+    mut inputs: mpsc::Receiver<Input>,
+) {
     use rand::SeedableRng;
     use std::hash::BuildHasher;
     let seed = std::hash::RandomState::new().hash_one((me.run, &me.id));
@@ -415,9 +526,19 @@ pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetectio
     let mut runtime = AccumulatingRuntime::new();
     let mut timers = mpsc::unbounded_channel::<Timer<Ident>>();
     let mut isolation = Isolation::new(tokio::time::Instant::now());
+    let mut resolver = sbr.map(|settings| Resolver::new(settings, tokio::time::Instant::now()));
+    let mut held: BTreeMap<String, Ident> = BTreeMap::new();
     loop {
         let mut left = None;
+        let check_at = resolver.as_ref().and_then(Resolver::next_check);
         tokio::select! {
+            // The resolver's next decision time: the step below decides.
+            () = async {
+                match check_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             input = inputs.recv() => match input {
                 Some(Input::Data(bytes)) => {
                     let now = tokio::time::Instant::now();
@@ -503,8 +624,34 @@ pub(crate) async fn run(shared: Weak<Shared>, me: Ident, config: FailureDetectio
         }
         // Our own identity changes when we rejoin; keep it in the view.
         let current = swim.identity().clone();
-        let states = swim.iter_membership_state().map(|m| (m.id(), liveness(m.state())));
-        let changes = shared.view.apply(&me.id, View::next(&current, states));
+        let collect = |swim: &Swim| -> Vec<(Ident, Liveness)> {
+            swim.iter_membership_state().map(|m| (m.id().clone(), liveness(m.state()))).collect()
+        };
+        let mut states = collect(&swim);
+        if let Some(resolver) = resolver.as_mut() {
+            let now = tokio::time::Instant::now();
+            let cut_off = left.is_none() && isolation.silent_for(now, config.silence_limit());
+            match sbr_step(resolver, &shared, &current, &mut held, &mut states, cut_off, now) {
+                SbrOutcome::Continue => {}
+                SbrOutcome::DownUnreachable(down) => {
+                    // SWIM agrees at once (as for a leave): down is final
+                    // for those identities.
+                    let down = down.into_iter().map(|who| FocaMember::new(who, foca::Incarnation::MAX, State::Down));
+                    if let Err(e) = swim.apply_many(down, true, &mut runtime) {
+                        tracing::debug!(error = %e, "resolver's downs not applied");
+                    }
+                    while let Some((to, bytes)) = runtime.to_send() {
+                        shared.send_gossip(&to, bytes.to_vec());
+                    }
+                    states = collect(&swim);
+                }
+                SbrOutcome::DownSelf(why) => {
+                    shared.self_down(&why);
+                    return;
+                }
+            }
+        }
+        let changes = shared.view.apply(&me.id, View::next(&current, states.iter().map(|(i, l)| (i, *l))));
         for old in changes.gone {
             shared.member_gone(&old);
         }

@@ -175,7 +175,7 @@ impl SharedView {
                 ClusterEvent::MemberLeft(m) => tracing::info!(node = %me, member = %m.id, "member left"),
                 ClusterEvent::MemberUnreachable(m) => tracing::warn!(node = %me, member = %m.id, "member unreachable"),
                 ClusterEvent::MemberReachable(m) => tracing::info!(node = %me, member = %m.id, "member reachable"),
-                ClusterEvent::NameLost { .. } => {}
+                ClusterEvent::NameLost { .. } | ClusterEvent::SelfDowned { .. } => {}
             }
             let _ = self.events.send(event.clone());
         }

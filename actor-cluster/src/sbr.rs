@@ -1,0 +1,328 @@
+//! Split-brain resolution: when members become unreachable, which side of
+//! the cut carries on and which downs itself (as Akka's split-brain
+//! resolver).
+//!
+//! Failure detection cannot tell a crashed member from one behind a
+//! network partition, so without a rule each side of a partition declares
+//! the other down and carries on as a cluster of its own, and the writes
+//! both sides acknowledged conflict when it heals. A resolver makes every
+//! node take the same decision from the same view: once the set of
+//! unreachable members has stayed the same for `stable_after`, the
+//! strategy says whether this node's side keeps going (and downs the
+//! unreachable members) or downs itself
+//! ([`ClusterEvent::SelfDowned`](crate::ClusterEvent::SelfDowned)).
+//!
+//! | strategy | this side survives when |
+//! |---|---|
+//! | [`KeepMajority`](Strategy::KeepMajority) (default) | it holds more than half of the members; with exactly half, it holds the member with the lowest address |
+//! | [`StaticQuorum`](Strategy::StaticQuorum) | it holds at least the quorum |
+//! | [`KeepOldest`](Strategy::KeepOldest) | it holds the oldest member (the smallest run); with `down_if_alone`, the oldest cut off alone downs itself instead and the others survive |
+//! | [`DownAll`](Strategy::DownAll) | never: every node downs itself when any member is unreachable |
+//!
+//! When the set of unreachable members keeps changing (flapping links,
+//! members coming and going), no decision is taken; once that has gone on
+//! for `stable_after` plus `down_all_when_unstable`, every node downs
+//! itself (down-all), as Akka does.
+//!
+//! The decision is a pure function of the view (`decide`) and a small
+//! state machine over time (`Resolver`); the membership task feeds both.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Which side of a partition survives (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// The side with more than half of the members; on a tie, the side
+    /// with the lowest address.
+    KeepMajority,
+    /// The side with at least this many members.
+    StaticQuorum(usize),
+    /// The side with the oldest member. With `down_if_alone`, an oldest
+    /// member cut off alone downs itself and the others survive.
+    KeepOldest {
+        /// Whether an oldest member alone on its side gives way.
+        down_if_alone: bool,
+    },
+    /// Every node downs itself.
+    DownAll,
+}
+
+/// A split-brain resolver's settings, for
+/// [`ClusterBuilder::split_brain_resolver`](crate::ClusterBuilder::split_brain_resolver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitBrainResolver {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// How long the set of unreachable members must stay the same before a
+    /// decision. Default: 2 s (with the default failure detection, a
+    /// member silent since the partition is declared down by SWIM about
+    /// 3.5 s in; the decision follows once the view has held still).
+    pub stable_after: Duration,
+    /// How much longer than `stable_after` the view may keep changing
+    /// before every node downs itself. Default: 3 × `stable_after`.
+    pub down_all_when_unstable: Duration,
+}
+
+impl SplitBrainResolver {
+    /// A resolver with `strategy` and the default timings.
+    pub fn new(strategy: Strategy) -> Self {
+        let stable_after = Duration::from_secs(2);
+        Self { strategy, stable_after, down_all_when_unstable: stable_after * 3 }
+    }
+
+    /// Keep-majority, the default strategy.
+    pub fn keep_majority() -> Self {
+        Self::new(Strategy::KeepMajority)
+    }
+
+    /// Sets `stable_after` (and `down_all_when_unstable` to three times it).
+    pub fn stable_after(mut self, stable_after: Duration) -> Self {
+        self.stable_after = stable_after;
+        self.down_all_when_unstable = stable_after * 3;
+        self
+    }
+}
+
+impl Default for SplitBrainResolver {
+    fn default() -> Self {
+        Self::keep_majority()
+    }
+}
+
+/// One member as the resolver sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub(crate) id: String,
+    pub(crate) addr: String,
+    pub(crate) run: u64,
+    pub(crate) reachable: bool,
+}
+
+/// What a node does about its unreachable members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// This side survives: down these members.
+    DownUnreachable(Vec<String>),
+    /// This side gives way: down this node.
+    DownSelf {
+        /// Why, for the log and the event.
+        why: String,
+    },
+}
+
+/// The decision `strategy` takes on `members` (this node included, as
+/// reachable), given that some are unreachable.
+pub(crate) fn decide(strategy: Strategy, members: &[Seen]) -> Decision {
+    let unreachable: Vec<String> = members.iter().filter(|m| !m.reachable).map(|m| m.id.clone()).collect();
+    let (total, up) = (members.len(), members.len() - unreachable.len());
+    let survive = |yes: bool, why: String| {
+        if yes { Decision::DownUnreachable(unreachable.clone()) } else { Decision::DownSelf { why } }
+    };
+    match strategy {
+        Strategy::KeepMajority => {
+            if up * 2 == total {
+                let lowest = members.iter().min_by(|a, b| (&a.addr, &a.id).cmp(&(&b.addr, &b.id)));
+                let ours = lowest.is_some_and(|m| m.reachable);
+                survive(ours, format!("keep-majority: {up} of {total}, and the lowest address is on the other side"))
+            } else {
+                survive(up * 2 > total, format!("keep-majority: {up} of {total} is not a majority"))
+            }
+        }
+        Strategy::StaticQuorum(quorum) => {
+            survive(up >= quorum, format!("static-quorum: {up} reachable, below the quorum of {quorum}"))
+        }
+        Strategy::KeepOldest { down_if_alone } => {
+            let oldest = members.iter().min_by(|a, b| (a.run, &a.id).cmp(&(b.run, &b.id)));
+            let ours = oldest.is_some_and(|m| m.reachable);
+            if down_if_alone && total > 2 && ours && up == 1 {
+                survive(false, "keep-oldest: the oldest member is cut off alone".into())
+            } else if down_if_alone && total > 2 && !ours && total - up == 1 {
+                // The oldest is the one cut off alone: the rest survive.
+                survive(true, String::new())
+            } else {
+                survive(ours, "keep-oldest: the oldest member is on the other side".into())
+            }
+        }
+        Strategy::DownAll => survive(false, "down-all: members are unreachable".into()),
+    }
+}
+
+/// The resolver over time: it watches the set of unreachable members and
+/// says when to decide.
+#[derive(Debug)]
+pub(crate) struct Resolver {
+    settings: SplitBrainResolver,
+    unreachable: BTreeSet<String>,
+    /// When `unreachable` last changed.
+    stable_since: Instant,
+    /// Since when some member has been unreachable without a decision.
+    unstable_since: Option<Instant>,
+}
+
+/// What the resolver says after an observation or a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Nothing to do yet.
+    Wait,
+    /// Decide now with the strategy.
+    Decide,
+    /// The view kept changing for too long: down this node.
+    DownAll,
+}
+
+impl Resolver {
+    pub(crate) fn new(settings: SplitBrainResolver, now: Instant) -> Self {
+        Resolver { settings, unreachable: BTreeSet::new(), stable_since: now, unstable_since: None }
+    }
+
+    pub(crate) fn strategy(&self) -> Strategy {
+        self.settings.strategy
+    }
+
+    /// The unreachable members now.
+    pub(crate) fn observe(&mut self, now: Instant, unreachable: BTreeSet<String>) {
+        if unreachable != self.unreachable {
+            self.unreachable = unreachable;
+            self.stable_since = now;
+        }
+        if self.unreachable.is_empty() {
+            self.unstable_since = None;
+        } else if self.unstable_since.is_none() {
+            self.unstable_since = Some(now);
+        }
+    }
+
+    /// A decision was taken (or the unreachable members came back).
+    pub(crate) fn decided(&mut self, now: Instant) {
+        self.unreachable.clear();
+        self.stable_since = now;
+        self.unstable_since = None;
+    }
+
+    pub(crate) fn verdict(&self, now: Instant) -> Verdict {
+        let Some(unstable_since) = self.unstable_since else { return Verdict::Wait };
+        if now.duration_since(self.stable_since) >= self.settings.stable_after {
+            Verdict::Decide
+        } else if now.duration_since(unstable_since)
+            >= self.settings.stable_after + self.settings.down_all_when_unstable
+        {
+            Verdict::DownAll
+        } else {
+            Verdict::Wait
+        }
+    }
+
+    /// When [`verdict`](Self::verdict) may change without a new observation.
+    pub(crate) fn next_check(&self) -> Option<Instant> {
+        let unstable_since = self.unstable_since?;
+        let stable = self.stable_since + self.settings.stable_after;
+        let all = unstable_since + self.settings.stable_after + self.settings.down_all_when_unstable;
+        Some(stable.min(all))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use proptest::prelude::*;
+
+    use super::Strategy;
+    use super::*;
+
+    /// Members `n0..n{total}` (address order = id order, run order = id
+    /// order), those in `cut` unreachable.
+    fn view(total: usize, cut: &[usize]) -> Vec<Seen> {
+        (0..total)
+            .map(|i| Seen {
+                id: format!("n{i}"),
+                addr: format!("10.0.0.{i}:7000"),
+                run: 100 + i as u64,
+                reachable: !cut.contains(&i),
+            })
+            .collect()
+    }
+
+    fn survives(d: &Decision) -> bool {
+        matches!(d, Decision::DownUnreachable(_))
+    }
+
+    #[test]
+    fn keep_majority_keeps_the_larger_side_and_breaks_ties_by_lowest_address() {
+        // 3|2 as seen from each side.
+        assert_eq!(
+            decide(Strategy::KeepMajority, &view(5, &[3, 4])),
+            Decision::DownUnreachable(vec!["n3".into(), "n4".into()])
+        );
+        assert!(!survives(&decide(Strategy::KeepMajority, &view(5, &[0, 1, 2]))));
+        // 2|2: the side with n0 (lowest address) survives.
+        assert!(survives(&decide(Strategy::KeepMajority, &view(4, &[2, 3]))));
+        assert!(!survives(&decide(Strategy::KeepMajority, &view(4, &[0, 1]))));
+        // A single isolated node of 5.
+        assert!(!survives(&decide(Strategy::KeepMajority, &view(5, &[0, 1, 2, 3]))));
+        assert!(survives(&decide(Strategy::KeepMajority, &view(5, &[4]))));
+    }
+
+    #[test]
+    fn static_quorum_keep_oldest_and_down_all() {
+        assert!(survives(&decide(Strategy::StaticQuorum(3), &view(5, &[3, 4]))));
+        assert!(!survives(&decide(Strategy::StaticQuorum(3), &view(5, &[2, 3, 4]))));
+        let oldest = Strategy::KeepOldest { down_if_alone: false };
+        assert!(survives(&decide(oldest, &view(5, &[1, 2, 3, 4]))));
+        assert!(!survives(&decide(oldest, &view(5, &[0]))));
+        let alone = Strategy::KeepOldest { down_if_alone: true };
+        assert!(!survives(&decide(alone, &view(5, &[1, 2, 3, 4]))), "the oldest alone gives way");
+        assert!(survives(&decide(alone, &view(5, &[0]))), "the others survive the oldest alone");
+        assert!(!survives(&decide(Strategy::DownAll, &view(5, &[4]))));
+    }
+
+    #[test]
+    fn the_resolver_decides_once_the_view_held_still_and_downs_all_when_it_never_does() {
+        let t0 = Instant::now();
+        let settings = SplitBrainResolver::keep_majority().stable_after(Duration::from_secs(2));
+        let mut r = Resolver::new(settings, t0);
+        assert_eq!(r.verdict(t0), Verdict::Wait);
+        let set = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+        r.observe(t0, set(&["n4"]));
+        assert_eq!(r.verdict(t0 + Duration::from_millis(1999)), Verdict::Wait);
+        // Another member joins the unreachable set: the clock restarts.
+        r.observe(t0 + Duration::from_secs(1), set(&["n3", "n4"]));
+        assert_eq!(r.verdict(t0 + Duration::from_millis(2500)), Verdict::Wait);
+        assert_eq!(r.verdict(t0 + Duration::from_secs(3)), Verdict::Decide);
+        assert_eq!(r.next_check(), Some(t0 + Duration::from_secs(3)));
+        // Flapping: the set changes every second; after stable_after +
+        // 3 × stable_after of instability, down-all.
+        let mut r = Resolver::new(settings, t0);
+        for s in 0..8 {
+            let ids: &[&str] = if s % 2 == 0 { &["n4"] } else { &["n3", "n4"] };
+            r.observe(t0 + Duration::from_secs(s), set(ids));
+            assert_eq!(r.verdict(t0 + Duration::from_secs(s)), Verdict::Wait, "at {s} s");
+        }
+        r.observe(t0 + Duration::from_secs(8), set(&["n4"]));
+        assert_eq!(r.verdict(t0 + Duration::from_secs(8)), Verdict::DownAll);
+        // Everyone back: nothing to decide.
+        r.observe(t0 + Duration::from_secs(9), BTreeSet::new());
+        assert_eq!(r.verdict(t0 + Duration::from_secs(20)), Verdict::Wait);
+    }
+
+    proptest! {
+        /// For any cut of any cluster, keep-majority and keep-oldest let
+        /// exactly one side survive: the two sides never both carry on, and
+        /// never both give way.
+        #[test]
+        fn exactly_one_side_survives_any_cut(total in 1usize..9, mask in any::<u16>()) {
+            let cut: Vec<usize> = (0..total).filter(|i| mask & (1 << i) != 0).collect();
+            let other: Vec<usize> = (0..total).filter(|i| !cut.contains(i)).collect();
+            prop_assume!(!cut.is_empty() && !other.is_empty());
+            for strategy in [Strategy::KeepMajority, Strategy::KeepOldest { down_if_alone: false }, Strategy::KeepOldest { down_if_alone: true }] {
+                let this_side = survives(&decide(strategy, &view(total, &cut)));
+                let that_side = survives(&decide(strategy, &view(total, &other)));
+                prop_assert!(this_side != that_side, "{strategy:?} on {cut:?} of {total}: {this_side} and {that_side}");
+            }
+        }
+    }
+}

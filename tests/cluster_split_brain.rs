@@ -1,0 +1,165 @@
+//! The split-brain resolver over the in-memory network on the paused
+//! clock: partitions end with one side carrying on and the other downing
+//! itself, as keep-majority decides.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use footlight::cluster::SplitBrainResolver;
+use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::{Cluster, ClusterEvent, Node};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `ids` as one cluster (joined through the first), every member with a
+/// keep-majority resolver deciding after 2 s of a still view.
+async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let seeds: &[&str] = if i == 0 { &[] } else { &ids[..1] };
+        let node = Cluster::builder(Node::builder(*id).transport(net.transport()).listen(*id))
+            .seeds(seeds.iter().copied())
+            .split_brain_resolver(SplitBrainResolver::keep_majority().stable_after(Duration::from_secs(2)))
+            .start()
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    for node in &nodes {
+        tokio::time::timeout(WAIT, async {
+            while node.members().len() != ids.len() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the cluster formed");
+    }
+    nodes
+}
+
+fn split(net: &MemoryNetwork, left: &[&str], right: &[&str]) {
+    for a in left {
+        for b in right {
+            net.partition(a, b);
+        }
+    }
+}
+
+fn ids(node: &Cluster) -> BTreeSet<String> {
+    node.members().into_iter().map(|m| m.id).collect()
+}
+
+/// Waits for `node`'s `SelfDowned`.
+async fn self_downed(node: &Cluster) -> String {
+    let mut events = node.subscribe();
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Some(ClusterEvent::SelfDowned { reason }) => return reason,
+                Some(_) => {}
+                None => panic!("events ended without SelfDowned"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait).await.expect("SelfDowned in time")
+}
+
+async fn members_become(node: &Cluster, expected: &[&str]) {
+    let expected: BTreeSet<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+    tokio::time::timeout(WAIT, async {
+        while ids(node) != expected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} sees {:?}, not {expected:?}", node.id(), ids(node)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_two_partition_the_minority_downs_itself_and_stays_out_after_the_heal() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c", "d", "e"]).await;
+    let mut majority_events: Vec<_> = nodes[..3].iter().map(Cluster::subscribe).collect();
+    let cut_at = tokio::time::Instant::now();
+    split(&net, &["a", "b", "c"], &["d", "e"]);
+    let (d, e) = tokio::join!(self_downed(&nodes[3]), self_downed(&nodes[4]));
+    eprintln!("partition -> minority SelfDowned: {:?} (virtual time)", cut_at.elapsed());
+    assert!(d.contains("keep-majority") && e.contains("keep-majority"), "{d} / {e}");
+    assert!(nodes[3].is_downed() && nodes[4].is_downed());
+    for node in &nodes[..3] {
+        members_become(node, &["a", "b", "c"]).await;
+        assert!(!node.is_downed());
+    }
+    // Thirty seconds of partition, then the heal: the downed nodes stay out.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    net.heal_all();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for node in &nodes[..3] {
+        assert_eq!(ids(node), ["a", "b", "c"].map(String::from).into());
+    }
+    // The majority never downed itself, nor one of its own.
+    for events in &mut majority_events {
+        while let Ok(Some(event)) = tokio::time::timeout(Duration::ZERO, events.recv()).await {
+            match event {
+                ClusterEvent::SelfDowned { .. } => panic!("a majority node downed itself"),
+                ClusterEvent::MemberDown(m) => assert!(m.id == "d" || m.id == "e", "{} downed", m.id),
+                _ => {}
+            }
+        }
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn equal_halves_keep_the_side_with_the_lowest_address() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c", "d"]).await;
+    split(&net, &["a", "b"], &["c", "d"]);
+    let (c, d) = tokio::join!(self_downed(&nodes[2]), self_downed(&nodes[3]));
+    assert!(c.contains("lowest address") && d.contains("lowest address"), "{c} / {d}");
+    members_become(&nodes[0], &["a", "b"]).await;
+    members_become(&nodes[1], &["a", "b"]).await;
+    assert!(!nodes[0].is_downed() && !nodes[1].is_downed());
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_isolated_node_downs_itself_and_only_it_is_downed() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c", "d", "e"]).await;
+    net.isolate("c");
+    self_downed(&nodes[2]).await;
+    for i in [0, 1, 3, 4] {
+        members_become(&nodes[i], &["a", "b", "d", "e"]).await;
+        assert!(!nodes[i].is_downed());
+    }
+    net.rejoin("c");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(ids(&nodes[0]), ["a", "b", "d", "e"].map(String::from).into());
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A member that leaves cleanly is gone at once (not held for a decision);
+/// then, of two, the one cut off without the lowest address gives way.
+#[tokio::test(start_paused = true)]
+async fn after_a_member_leaves_a_two_member_tie_goes_to_the_lowest_address() {
+    let net = MemoryNetwork::new();
+    let mut nodes = cluster(&net, &["a", "b", "c"]).await;
+    let c = nodes.pop().unwrap();
+    c.shutdown().await;
+    members_become(&nodes[0], &["a", "b"]).await;
+    net.isolate("b");
+    // b alone of {a, b}: a tie; a has the lowest address and stays.
+    self_downed(&nodes[1]).await;
+    members_become(&nodes[0], &["a"]).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
