@@ -15,12 +15,16 @@ const WAIT: Duration = Duration::from_secs(30);
 /// `ids` as one cluster (joined through the first), every member with a
 /// keep-majority resolver deciding after 2 s of a still view.
 async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
+    cluster_with(net, ids, Duration::from_secs(2)).await
+}
+
+async fn cluster_with(net: &MemoryNetwork, ids: &[&str], stable_after: Duration) -> Vec<Cluster> {
     let mut nodes = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let seeds: &[&str] = if i == 0 { &[] } else { &ids[..1] };
         let node = Cluster::builder(Node::builder(*id).transport(net.transport()).listen(*id))
             .seeds(seeds.iter().copied())
-            .split_brain_resolver(SplitBrainResolver::keep_majority().stable_after(Duration::from_secs(2)))
+            .split_brain_resolver(SplitBrainResolver::keep_majority().stable_after(stable_after))
             .start()
             .await
             .unwrap();
@@ -87,6 +91,12 @@ async fn three_two_partition_the_minority_downs_itself_and_stays_out_after_the_h
     eprintln!("partition -> minority SelfDowned: {:?} (virtual time)", cut_at.elapsed());
     assert!(d.contains("keep-majority") && e.contains("keep-majority"), "{d} / {e}");
     assert!(nodes[3].is_downed() && nodes[4].is_downed());
+    // A downed node is a member of nothing: it sees itself alone, refuses
+    // names, and a later subscriber still learns why.
+    assert_eq!(ids(&nodes[3]), ["d"].map(String::from).into());
+    let probe = nodes[3].system().spawn(Probe);
+    assert!(matches!(nodes[3].register("late", &probe), Err(footlight::ClusterError::NotJoined)));
+    assert!(self_downed(&nodes[3]).await.contains("keep-majority"));
     for node in &nodes[..3] {
         members_become(node, &["a", "b", "c"]).await;
         assert!(!node.is_downed());
@@ -153,7 +163,20 @@ async fn after_a_member_leaves_a_two_member_tie_goes_to_the_lowest_address() {
     let net = MemoryNetwork::new();
     let mut nodes = cluster(&net, &["a", "b", "c"]).await;
     let c = nodes.pop().unwrap();
+    let mut events = nodes[0].subscribe();
     c.shutdown().await;
+    // Gone at once, as left: not held for the resolver's 2 s.
+    let left = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match events.recv().await {
+                Some(ClusterEvent::MemberLeft(m)) if m.id == "c" => return,
+                Some(ClusterEvent::MemberDown(m)) if m.id == "c" => panic!("c was downed, not seen leaving"),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(left.is_ok(), "c's leave was held");
     members_become(&nodes[0], &["a", "b"]).await;
     net.isolate("b");
     // b alone of {a, b}: a tie; a has the lowest address and stays.
@@ -162,4 +185,30 @@ async fn after_a_member_leaves_a_two_member_tie_goes_to_the_lowest_address() {
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+/// With a `stable_after` longer than the suspicion timeout, SWIM declares
+/// the isolated node's peers down (and starts over, as a node that heard
+/// from no one does) before the resolver decides; the held members keep it
+/// from carrying on alone.
+#[tokio::test(start_paused = true)]
+async fn an_isolated_node_downs_itself_even_when_swim_judges_first() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster_with(&net, &["a", "b", "c"], Duration::from_secs(6)).await;
+    net.isolate("c");
+    self_downed(&nodes[2]).await;
+    members_become(&nodes[0], &["a", "b"]).await;
+    members_become(&nodes[1], &["a", "b"]).await;
+    assert!(!nodes[0].is_downed() && !nodes[1].is_downed());
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// An actor to register.
+#[derive(footlight::Actor)]
+struct Probe;
+
+impl footlight::remote::RemoteActor for Probe {
+    fn remote_messages(_: &mut footlight::remote::RemoteMessages<Self>) {}
 }

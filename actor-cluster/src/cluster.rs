@@ -106,6 +106,13 @@ impl ClusterBuilder {
         if let Some(bad) = self.roles.iter().find(|r| r.is_empty() || r.len() > crate::MAX_NAME_LEN) {
             return Err(ClusterError::BadName(bad.clone()));
         }
+        let bytes: usize = self.roles.iter().map(String::len).sum();
+        if bytes > membership::MAX_ROLE_BYTES {
+            return Err(ClusterError::BadName(format!(
+                "{bytes} bytes of roles (at most {})",
+                membership::MAX_ROLE_BYTES
+            )));
+        }
         let (inputs, inputs_rx) = mpsc::channel(membership::INPUT_QUEUE);
         let shared = Arc::new_cyclic(|this| Shared {
             this: this.clone(),
@@ -127,7 +134,8 @@ impl ClusterBuilder {
         if self.seeds.is_empty() {
             shared.view.mark_joined();
         }
-        let seeds = Arc::new(SelfSeeds { total: self.seeds.len(), seen: Mutex::default() });
+        let distinct: std::collections::HashSet<&String> = self.seeds.iter().collect();
+        let seeds = Arc::new(SelfSeeds { total: distinct.len(), seen: Mutex::default() });
         for seed in self.seeds {
             if let Some(ctx) = shared.ctx() {
                 let (inputs, weak) = (shared.inputs.clone(), Arc::downgrade(&shared));
@@ -173,8 +181,29 @@ async fn keep_connected(
         let addrs = node.resolve(&seed).await;
         let Some(listening) = node.node().map(|n| n.addr().to_owned()) else { return };
         let me = [listening.as_str(), node.advertised_addr()];
+        // Addresses found to be this node: by their text, or by dialing
+        // them (a hostname, another form of the address).
+        let mut itself = addrs.iter().filter(|a| me.contains(&a.as_str())).count();
+        let mut joined_through = None;
+        for addr in addrs.iter().filter(|a| !me.contains(&a.as_str())) {
+            let Some(n) = node.node() else { return };
+            let peer = match n.dial(addr).await {
+                Ok(peer) => peer,
+                Err(NodeError::DialedItself(_)) => {
+                    itself += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(node = %node.id(), %addr, error = %e, "seed not reachable yet");
+                    continue;
+                }
+            };
+            drop(n);
+            joined_through = Some((peer, addr.clone()));
+            break;
+        }
         if !addrs.is_empty()
-            && addrs.iter().all(|a| me.contains(&a.as_str()))
+            && itself == addrs.len()
             && self_seeds.only_me(&seed)
             && let Some(shared) = shared.upgrade()
             && !shared.view.is_joined()
@@ -182,23 +211,12 @@ async fn keep_connected(
             tracing::info!(node = %node.id(), "every seed is this node: founding the cluster");
             shared.view.mark_joined();
         }
-        for addr in addrs.into_iter().filter(|a| !me.contains(&a.as_str())) {
-            let Some(n) = node.node() else { return };
-            let peer = match n.dial(&addr).await {
-                Ok(peer) => peer,
-                Err(e) => {
-                    tracing::debug!(node = %node.id(), %addr, error = %e, "seed not reachable yet");
-                    continue;
-                }
-            };
-            drop(n);
-            let seed =
-                Ident { id: peer.node.clone(), addr: addr.clone(), run: peer.run, generation: 0, roles: Vec::new() };
+        if let Some((peer, addr)) = joined_through {
+            let seed = Ident { id: peer.node.clone(), addr, run: peer.run, generation: 0, roles: Vec::new() };
             let _ = inputs.send(Input::Announce(seed)).await;
             // Connected (through this connection, or another one that won
             // a crossed dial): wait for the peer to be gone.
             node.disconnected(&peer.node).await;
-            break;
         }
         if node.is_shutting_down() {
             return;
@@ -322,12 +340,15 @@ impl Shared {
 
     /// The split-brain resolver decided this node's side gives way: its
     /// cluster services stop (membership has ended, gossip and registry
-    /// updates are ignored, nothing is dialed) and every connection is
-    /// closed, now and as peers connect.
+    /// updates are ignored, nothing is dialed, the view keeps this node
+    /// alone, names of others are dropped, `register` refuses) and every
+    /// connection is closed, now and as peers connect.
     pub(crate) fn self_down(&self, why: &str) {
         tracing::error!(node = %self.id(), reason = %why, "split-brain resolver: this node downs itself");
         self.downed.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.view.emit(crate::ClusterEvent::SelfDowned { reason: why.to_owned() });
+        for other in self.view.down_self(self.id(), why) {
+            self.registry.purge_run(&other.id, other.run);
+        }
         if let Some(node) = self.ctx() {
             for peer in node.connected() {
                 node.close_peer(&peer);
@@ -535,8 +556,10 @@ impl Cluster {
     /// seed has answered its join and another member is in its view. Until
     /// then [`register`](Self::register) and [`join`](Self::join) refuse
     /// with [`ClusterError::NotJoined`] (a name registered before the join
-    /// would be a second, unseen copy). Fails with `NotJoined` if the node
-    /// shuts down first.
+    /// would be a second, unseen copy), as they do again once a
+    /// split-brain resolver downed this node. Fails with `NotJoined` if the
+    /// node shuts down first. A node whose seeds are all unreachable waits
+    /// until one answers.
     pub async fn joined(&self) -> Result<(), ClusterError> {
         let mut joined = self.shared.view.joined_rx();
         let mut stopped = self.shared.stopped.subscribe();

@@ -63,6 +63,9 @@ impl Member {
 
 /// The most roles a member may carry.
 pub const MAX_ROLES: usize = 16;
+/// The most bytes of roles a member may carry in all (an identity travels
+/// in every SWIM packet, two or three times).
+pub(crate) const MAX_ROLE_BYTES: usize = 1024;
 
 /// A change in the cluster, as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,6 +222,7 @@ impl Ident {
             || self.addr.len() > MAX_IDENT_FIELD
             || self.roles.len() > MAX_ROLES
             || self.roles.iter().any(|r| r.is_empty() || r.len() > MAX_IDENT_FIELD)
+            || self.roles.iter().map(String::len).sum::<usize>() > MAX_ROLE_BYTES
         {
             return Err(CodecError("identity with an empty or over-long field, or too many roles".into()));
         }
@@ -422,6 +426,23 @@ impl Isolation {
     }
 }
 
+/// Members SWIM holds down that the view has as members (and that did not
+/// leave) are held, unreachable, until the resolver decides.
+fn hold_downs<'a>(
+    shared: &Shared,
+    held: &mut BTreeMap<String, Ident>,
+    states: impl Iterator<Item = (&'a Ident, Liveness)>,
+) {
+    let view = shared.view.lock();
+    for (ident, liveness) in states {
+        let member = view.members.get(&ident.id).is_some_and(|(m, _)| m.run == ident.run);
+        let leaving = view.leaving.get(&ident.id) == Some(&ident.run);
+        if liveness == Liveness::Down && member && !leaving {
+            held.entry(ident.id.clone()).or_insert_with(|| ident.clone());
+        }
+    }
+}
+
 /// What the split-brain resolver makes of one step.
 enum SbrOutcome {
     Continue,
@@ -441,27 +462,34 @@ fn sbr_step(
     shared: &Shared,
     current: &Ident,
     held: &mut BTreeMap<String, Ident>,
-    states: &mut [(Ident, Liveness)],
+    states: &mut Vec<(Ident, Liveness)>,
     cut_off: bool,
     now: tokio::time::Instant,
 ) -> SbrOutcome {
+    hold_downs(shared, held, states.iter().map(|(i, l)| (i, *l)));
+    // A member that left is not held (its leave may have reached SWIM
+    // before the notice reached the view).
     {
         let view = shared.view.lock();
-        for (ident, liveness) in states.iter() {
-            let member = view.members.get(&ident.id).is_some_and(|(m, _)| m.run == ident.run);
-            let leaving = view.leaving.get(&ident.id) == Some(&ident.run);
-            if *liveness == Liveness::Down && member && !leaving {
-                held.entry(ident.id.clone()).or_insert_with(|| ident.clone());
-            }
-        }
+        held.retain(|id, h| view.leaving.get(id) != Some(&h.run));
     }
     for (ident, liveness) in states.iter_mut() {
         if *liveness == Liveness::Down && held.get(&ident.id).is_some_and(|h| h.run == ident.run) {
             *liveness = Liveness::Suspect;
         }
     }
+    // Held members SWIM no longer lists (a fresh instance after this node's
+    // silence keeps only live ones) stay unreachable until the decision.
+    let missing: Vec<(Ident, Liveness)> = held
+        .values()
+        .filter(|h| !states.iter().any(|(i, _)| i.id == h.id))
+        .map(|h| (h.clone(), Liveness::Suspect))
+        .collect();
+    states.extend(missing);
     let proposed = View::next(current, states.iter().map(|(i, l)| (i, *l)));
-    held.retain(|id, h| proposed.get(id).is_some_and(|(m, _)| m.run == h.run));
+    // Held until decided, or until the member answers again or a newer run
+    // of it is in view.
+    held.retain(|id, h| proposed.get(id).is_some_and(|(m, reachable)| m.run == h.run && !reachable));
     let others = proposed.keys().filter(|id| **id != current.id);
     let unreachable: BTreeSet<String> = if cut_off {
         others.cloned().collect()
@@ -595,6 +623,13 @@ pub(crate) async fn run(
         // down healthy members. Before anything is sent, it starts over (see
         // `start_over`): the verdict and what was still to spread are
         // dropped, the members it held alive or suspected are kept.
+        // With a resolver, the down verdicts are held first: starting over
+        // drops them from SWIM, not from the resolver's view.
+        if resolver.is_some()
+            && let Some(shared) = shared.upgrade()
+        {
+            hold_downs(&shared, &mut held, swim.iter_membership_state().map(|m| (m.id(), liveness(m.state()))));
+        }
         let down = swim.iter_membership_state().filter(|m| m.state() == State::Down).map(|m| m.id().clone()).collect();
         if left.is_none() && isolation.judged_while_cut_off(tokio::time::Instant::now(), config.silence_limit(), down) {
             start_over(&mut swim, &mut runtime, &mut timers, &me, &config, &mut rng);

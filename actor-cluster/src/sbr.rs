@@ -39,7 +39,8 @@ pub enum Strategy {
     /// The side with more than half of the members; on a tie, the side
     /// with the lowest address.
     KeepMajority,
-    /// The side with at least this many members.
+    /// The side with at least this many members. Choose more than half of
+    /// the cluster's size: with less, both sides of a cut may carry on.
     StaticQuorum(usize),
     /// The side with the oldest member. With `down_if_alone`, an oldest
     /// member cut off alone downs itself and the others survive.

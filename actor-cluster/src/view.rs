@@ -31,6 +31,8 @@ pub(crate) struct View {
     pub(crate) members: BTreeMap<String, (Ident, bool)>,
     /// Members that said they are leaving, by id and run.
     pub(crate) leaving: HashMap<String, u64>,
+    /// Why this node downed itself, once it has.
+    pub(crate) self_downed: Option<String>,
 }
 
 /// What [`View::apply`] found changed.
@@ -132,6 +134,9 @@ impl View {
                 snapshot.push_back(ClusterEvent::MemberUnreachable(m.member()));
             }
         }
+        if let Some(reason) = &self.self_downed {
+            snapshot.push_back(ClusterEvent::SelfDowned { reason: reason.clone() });
+        }
         snapshot
     }
 }
@@ -199,6 +204,20 @@ impl SharedView {
 
     pub(crate) fn joined_rx(&self) -> tokio::sync::watch::Receiver<bool> {
         self.joined.subscribe()
+    }
+
+    /// This node downed itself: the view keeps only this node (the others
+    /// are no longer its members; no event for each), it is no longer
+    /// joined, and `SelfDowned` goes to subscribers now and to later ones in
+    /// their snapshot. Returns the members dropped.
+    pub(crate) fn down_self(&self, me: &str, reason: &str) -> Vec<Ident> {
+        let mut view = self.lock();
+        let others: Vec<Ident> = view.members.iter().filter(|(id, _)| *id != me).map(|(_, (m, _))| m.clone()).collect();
+        view.members.retain(|id, _| id == me);
+        view.self_downed = Some(reason.to_owned());
+        self.joined.send_replace(false);
+        let _ = self.events.send(ClusterEvent::SelfDowned { reason: reason.to_owned() });
+        others
     }
 
     /// Announces an event that is not a view change (say, a lost name).

@@ -71,6 +71,7 @@ pub(crate) async fn once(node: &Arc<NodeInner>, addr: &str) -> Result<PeerRun, N
     let (tx, rx) = oneshot::channel();
     tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
     match rx.await {
+        Ok((id, _)) if id == node.id => Err(NodeError::DialedItself(addr.to_owned())),
         Ok((node, run)) => Ok(PeerRun { node, run }),
         Err(_) => Err(NodeError::Refused(format!("no handshake with {addr}"))),
     }

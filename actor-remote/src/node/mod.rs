@@ -141,6 +141,10 @@ pub(crate) struct NodeInner {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
+    /// A dial reached this node itself (an address or seed name that
+    /// resolves to this node).
+    #[error("{0} is this node itself")]
+    DialedItself(String),
     /// The builder was given no transport.
     #[error("no transport configured")]
     NoTransport,

@@ -244,6 +244,10 @@ impl Driver {
         if hello.node == node.id {
             // A seed name that resolves to this node too.
             tracing::debug!(node = %node.id, addr = %self.remote_addr, "dialed itself; closing");
+            // The dialer learns it reached itself.
+            if let Some(tx) = self.connected.take() {
+                let _ = tx.send((hello.node.clone(), hello.run));
+            }
             self.session.close(now(), CloseCode::Normal, "connected to itself");
             return;
         }
