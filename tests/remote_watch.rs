@@ -57,13 +57,19 @@ async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(10), f).await.expect("in time")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_actor_ends_reach_local_watchers() {
+/// Members `a` and `b` over the in-memory network, `b` connected to `a`.
+async fn two_nodes() -> (MemoryNetwork, Cluster, Cluster) {
     let net = MemoryNetwork::new();
     let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
     let b =
         Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
     b.wait_for_peer("a").await.unwrap();
+    (net, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_actor_ends_reach_local_watchers() {
+    let (_net, a, b) = two_nodes().await;
     a.spawn_named("quitter", Worker).unwrap();
     a.spawn_named("crasher", Worker).unwrap();
     let quitter: ActorRef<Worker> = b.lookup("quitter").await.unwrap();
@@ -94,11 +100,7 @@ async fn remote_actor_ends_reach_local_watchers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_outlives_the_refs_it_was_made_through() {
-    let net = MemoryNetwork::new();
-    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
-    let b =
-        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
-    b.wait_for_peer("a").await.unwrap();
+    let (_net, a, b) = two_nodes().await;
     let local = a.spawn_named("quitter", Worker).unwrap();
     let (seen, mut notices) = mpsc::unbounded_channel();
     let watcher = b.system().spawn(Watcher(seen));
@@ -117,11 +119,7 @@ async fn a_watch_outlives_the_refs_it_was_made_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_through_a_remote_ref_stops_the_actor_on_its_node() {
-    let net = MemoryNetwork::new();
-    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
-    let b =
-        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
-    b.wait_for_peer("a").await.unwrap();
+    let (_net, a, b) = two_nodes().await;
     let local = a.spawn_named("worker", Worker).unwrap();
     let remote: ActorRef<Worker> = b.lookup("worker").await.unwrap();
     let (seen, mut notices) = mpsc::unbounded_channel();
@@ -144,11 +142,7 @@ async fn stop_through_a_remote_ref_stops_the_actor_on_its_node() {
 /// the actor's node goes away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitor_from_outside_an_actor_sees_remote_ends() {
-    let net = MemoryNetwork::new();
-    let a = Cluster::builder(Node::builder("a").transport(net.transport()).listen("a")).start().await.unwrap();
-    let b =
-        Cluster::builder(Node::builder("b").transport(net.transport()).listen("b")).seeds(["a"]).start().await.unwrap();
-    b.wait_for_peer("a").await.unwrap();
+    let (_net, a, b) = two_nodes().await;
     a.spawn_named("quitter", Worker).unwrap();
     a.spawn_named("stayer", Worker).unwrap();
     let quitter: ActorRef<Worker> = b.lookup("quitter").await.unwrap();

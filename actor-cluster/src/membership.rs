@@ -452,8 +452,9 @@ enum SbrOutcome {
     DownSelf(String),
 }
 
-/// One step of the split-brain resolver: members SWIM holds down are kept
-/// in the view as unreachable (`held`) until a decision; the set of
+/// One step of the split-brain resolver: members SWIM holds down (held by
+/// [`hold_downs`] earlier in the step) stay in the view as unreachable
+/// until a decision; the set of
 /// unreachable members (all others while this node hears no one) feeds
 /// the resolver, whose verdict is acted on.
 #[allow(clippy::too_many_arguments)]
@@ -466,7 +467,6 @@ fn sbr_step(
     cut_off: bool,
     now: tokio::time::Instant,
 ) -> SbrOutcome {
-    hold_downs(shared, held, states.iter().map(|(i, l)| (i, *l)));
     // A member that left is not held (its leave may have reached SWIM
     // before the notice reached the view).
     {

@@ -463,6 +463,13 @@ impl Children {
         Some(child)
     }
 
+    /// Removes a terminated child's spec, by name.
+    fn forget(&mut self, name: &str) {
+        if let Some(seq) = self.by_name.remove(name) {
+            self.by_seq.remove(&seq);
+        }
+    }
+
     /// Forgets the child's actor, keeping its spec (terminated).
     fn detach(&mut self, id: ActorId) {
         if let Some(seq) = self.by_id.remove(&id)
@@ -931,9 +938,7 @@ impl Supervisor {
                     return Reply::Done(Err(ChildError::Running(name)));
                 }
                 let spec = child.spec.clone();
-                if let Some(seq) = self.children.by_name.remove(&*spec.name) {
-                    self.children.by_seq.remove(&seq);
-                }
+                self.children.forget(&spec.name);
                 match self.start_one(ctx, spec.clone(), false).await {
                     Ok(_) => Reply::Done(Ok(())),
                     Err(reason) => {
@@ -955,9 +960,7 @@ impl Supervisor {
                 None => Err(ChildError::NotFound(name)),
                 Some(child) if child.cell.is_some() => Err(ChildError::Running(name)),
                 Some(_) => {
-                    if let Some(seq) = self.children.by_name.remove(name.as_str()) {
-                        self.children.by_seq.remove(&seq);
-                    }
+                    self.children.forget(&name);
                     Ok(())
                 }
             }),
@@ -981,6 +984,14 @@ impl Supervisor {
 }
 
 impl ActorRef<Supervisor> {
+    /// A request answered with `Done`.
+    async fn done(&self, request: Request) -> Result<(), ChildError> {
+        match self.request(request).await? {
+            Reply::Done(done) => done,
+            _ => Err(ChildError::SupervisorStopped),
+        }
+    }
+
     async fn request(&self, request: Request) -> Result<Reply, ChildError> {
         self.ask(ChildRequest(request))
             .timeout(Duration::MAX)
@@ -1024,27 +1035,18 @@ impl ActorRef<Supervisor> {
     /// [`restart_child`](Self::restart_child), except a temporary child's,
     /// which is deleted.
     pub async fn terminate_child(&self, name: &str) -> Result<(), ChildError> {
-        match self.request(Request::Terminate(name.to_owned())).await? {
-            Reply::Done(done) => done,
-            _ => Err(ChildError::SupervisorStopped),
-        }
+        self.done(Request::Terminate(name.to_owned())).await
     }
 
     /// Starts a terminated child again from its spec (a new actor: take a
     /// new ref with [`child`](Self::child)).
     pub async fn restart_child(&self, name: &str) -> Result<(), ChildError> {
-        match self.request(Request::Restart(name.to_owned())).await? {
-            Reply::Done(done) => done,
-            _ => Err(ChildError::SupervisorStopped),
-        }
+        self.done(Request::Restart(name.to_owned())).await
     }
 
     /// Deletes a terminated child's spec.
     pub async fn delete_child(&self, name: &str) -> Result<(), ChildError> {
-        match self.request(Request::Delete(name.to_owned())).await? {
-            Reply::Done(done) => done,
-            _ => Err(ChildError::SupervisorStopped),
-        }
+        self.done(Request::Delete(name.to_owned())).await
     }
 
     /// Every child, in start order, with its state (OTP's `which_children`).
