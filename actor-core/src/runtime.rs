@@ -549,8 +549,15 @@ thread_local! {
     static CAUGHT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with [`CAUGHT`] set.
+/// Whether [`quiet_actor_panics`] was called: only then is [`CAUGHT`]
+/// kept, so a program that never asks pays nothing per message for it.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs `f` with [`CAUGHT`] set (when quiet panics were asked for).
 fn caught<R>(f: impl FnOnce() -> R) -> R {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return f();
+    }
     let before = CAUGHT.with(|c| c.replace(true));
     let out = f();
     CAUGHT.with(|c| c.set(before));
@@ -565,6 +572,7 @@ fn caught<R>(f: impl FnOnce() -> R) -> R {
 /// your own tasks or threads) goes to the panic hook that was installed
 /// before, unchanged. Call it once, early in `main` or a test.
 pub fn quiet_actor_panics() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if CAUGHT.with(|c| c.get()) {
