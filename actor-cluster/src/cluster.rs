@@ -128,6 +128,7 @@ impl ClusterBuilder {
             held: Mutex::default(),
             registry: Registry::default(),
             stopped: watch::channel(false).0,
+            before_leave: Mutex::default(),
         });
         let node = self.node.service(shared.clone()).start().await?;
         // Without seeds this node founds the cluster: admitted at once.
@@ -233,9 +234,9 @@ pub(crate) struct Shared {
     pub(crate) started: OnceLock<NodeContext>,
     pub(crate) inputs: mpsc::Sender<Input>,
     inputs_rx: Mutex<Option<mpsc::Receiver<Input>>>,
-    detection: FailureDetection,
+    pub(crate) detection: FailureDetection,
     /// The split-brain resolver, if any.
-    sbr: Option<crate::SplitBrainResolver>,
+    pub(crate) sbr: Option<crate::SplitBrainResolver>,
     /// Set once the resolver downed this node.
     downed: std::sync::atomic::AtomicBool,
     /// This member's roles.
@@ -249,7 +250,12 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     /// True once the node has left: subscriptions end.
     stopped: watch::Sender<bool>,
+    /// What runs before this node leaves (singletons hand over).
+    before_leave: Mutex<Vec<LeaveHook>>,
 }
+
+/// Something to finish before the node leaves the cluster.
+pub(crate) type LeaveHook = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 impl Shared {
     /// The service's way to act on its node (once it has started).
@@ -331,6 +337,12 @@ impl Shared {
         if let Some(node) = self.ctx() {
             node.close_peer(&PeerRun { node: old.id.clone(), run: old.run });
         }
+    }
+
+    /// Runs `hook` (and waits for it) when this node leaves, before the
+    /// others are told.
+    pub(crate) fn before_leave(&self, hook: LeaveHook) {
+        self.before_leave.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
     }
 
     /// Whether the split-brain resolver downed this node.
@@ -466,6 +478,13 @@ impl NodeService for Shared {
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // Singletons on this node stop before the others hear of the
+            // leave (and start theirs).
+            let hooks: Vec<BoxFuture<'static, ()>> =
+                self.before_leave.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|hook| hook()).collect();
+            for hook in hooks {
+                hook.await;
+            }
             // Members hear it at once (not after the failure-detection
             // budget) and report `MemberLeft`. The notice goes to every peer
             // without waiting, then SWIM leaves (right after, so that no

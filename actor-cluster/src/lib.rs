@@ -5,7 +5,13 @@
 //!   [`ClusterEvent`]s ([`Cluster::subscribe`]);
 //! - **the registry**: cluster-wide names ([`Cluster::register`],
 //!   [`Cluster::lookup`]) and process groups ([`Cluster::join`],
-//!   [`Cluster::group`], [`Cluster::broadcast`]).
+//!   [`Cluster::group`], [`Cluster::broadcast`]);
+//! - **split-brain resolution** ([`sbr`]): which side of a partition
+//!   carries on;
+//! - **singletons** ([`singleton`]): one instance of an actor in the
+//!   cluster, on the oldest member, with hand-over and a proxy;
+//! - **leases** ([`lease`]): fencing through a coordination service
+//!   (in memory, or etcd with the `etcd` feature).
 //!
 //! A [`Cluster`] is started from a [`NodeBuilder`](actor_remote::NodeBuilder)
 //! and derefs to the node, so one value does both jobs:
@@ -34,13 +40,16 @@
 //! to that peer", "close that peer" and "dial that address".
 
 mod cluster;
+pub mod lease;
 mod membership;
 mod registry;
 pub mod sbr;
+pub mod singleton;
 mod view;
 
 pub use cluster::{Cluster, ClusterBuilder, ClusterError};
 pub use membership::{ClusterEvent, FailureDetection, GossipStats, MAX_ROLES, Member};
 pub use registry::{MAX_ENTRIES_PER_NODE, MAX_NAME_LEN};
 pub use sbr::SplitBrainResolver;
+pub use singleton::{Singleton, SingletonAskError, SingletonBuilder, SingletonError};
 pub use view::Subscription;
