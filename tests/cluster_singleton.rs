@@ -86,8 +86,8 @@ async fn cluster(net: &MemoryNetwork, ids: &[&str], sbr: Option<SplitBrainResolv
         let seeds: &[&str] = if i == 0 { &[] } else { &ids[..1] };
         let mut builder =
             Cluster::builder(Node::builder(*id).transport(net.transport()).listen(*id)).seeds(seeds.iter().copied());
-        if let Some(sbr) = sbr {
-            builder = builder.split_brain_resolver(sbr);
+        if let Some(sbr) = &sbr {
+            builder = builder.split_brain_resolver(sbr.clone());
         }
         nodes.push(builder.start().await.unwrap());
     }

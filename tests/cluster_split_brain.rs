@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use footlight::cluster::SplitBrainResolver;
+use footlight::cluster::lease::MemoryLeases;
 use footlight::remote::transport::mem::MemoryNetwork;
 use footlight::{Cluster, ClusterEvent, Node};
 
@@ -19,12 +20,21 @@ async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
 }
 
 async fn cluster_with(net: &MemoryNetwork, ids: &[&str], stable_after: Duration) -> Vec<Cluster> {
+    cluster_resolved(net, ids, |_| SplitBrainResolver::keep_majority().stable_after(stable_after)).await
+}
+
+/// `ids` as one cluster, node `id` with resolver `resolver(id)`.
+async fn cluster_resolved(
+    net: &MemoryNetwork,
+    ids: &[&str],
+    resolver: impl Fn(&str) -> SplitBrainResolver,
+) -> Vec<Cluster> {
     let mut nodes = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let seeds: &[&str] = if i == 0 { &[] } else { &ids[..1] };
         let node = Cluster::builder(Node::builder(*id).transport(net.transport()).listen(*id))
             .seeds(seeds.iter().copied())
-            .split_brain_resolver(SplitBrainResolver::keep_majority().stable_after(stable_after))
+            .split_brain_resolver(resolver(id))
             .start()
             .await
             .unwrap();
@@ -211,4 +221,55 @@ struct Probe;
 
 impl footlight::remote::RemoteActor for Probe {
     fn remote_messages(_: &mut footlight::remote::RemoteMessages<Self>) {}
+}
+
+/// Lease-majority, each node the owner of its own handle on one lease.
+async fn lease_cluster(net: &MemoryNetwork, leases: &MemoryLeases, ids: &[&str]) -> Vec<Cluster> {
+    cluster_resolved(net, ids, |id| {
+        SplitBrainResolver::lease_majority(leases.lease("sbr", id, Duration::from_secs(5)))
+            .stable_after(Duration::from_secs(2))
+    })
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_majority_the_majority_takes_the_lease_and_the_minority_downs_itself() {
+    let net = MemoryNetwork::new();
+    let leases = MemoryLeases::new();
+    let nodes = lease_cluster(&net, &leases, &["a", "b", "c", "d", "e"]).await;
+    split(&net, &["a", "b", "c"], &["d", "e"]);
+    let (d, e) = tokio::join!(self_downed(&nodes[3]), self_downed(&nodes[4]));
+    assert!(d.contains("on the other side") && e.contains("on the other side"), "{d} / {e}");
+    for node in &nodes[..3] {
+        members_become(node, &["a", "b", "c"]).await;
+        assert!(!node.is_downed());
+    }
+    let holder = leases.holder("sbr").expect("the majority holds the lease");
+    assert!(["a", "b", "c"].contains(&holder.as_str()), "held by {holder}");
+    // Released once the other side has surely given up.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(leases.holder("sbr"), None);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_majority_a_side_that_cannot_reach_the_lease_downs_itself_even_with_the_tie_break() {
+    let net = MemoryNetwork::new();
+    let leases = MemoryLeases::new();
+    let nodes = lease_cluster(&net, &leases, &["a", "b", "c", "d"]).await;
+    // a and b (which keep-majority's tie-break would keep) cannot reach the
+    // lease service: c and d take the lease after the minority's delay.
+    leases.freeze("a");
+    leases.freeze("b");
+    split(&net, &["a", "b"], &["c", "d"]);
+    let (a, b) = tokio::join!(self_downed(&nodes[0]), self_downed(&nodes[1]));
+    assert!(a.contains("could not be taken") && b.contains("could not be taken"), "{a} / {b}");
+    members_become(&nodes[2], &["c", "d"]).await;
+    members_become(&nodes[3], &["c", "d"]).await;
+    assert!(!nodes[2].is_downed() && !nodes[3].is_downed());
+    for node in nodes {
+        node.shutdown().await;
+    }
 }

@@ -405,7 +405,7 @@ impl NodeService for Shared {
         self.view.apply(&me.id, View::of(&me).members);
         if let Some(inputs) = self.inputs_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
             // The task holds the service weakly: it ends with the node.
-            tokio::spawn(membership::run(self.this.clone(), me, self.detection, self.sbr, inputs));
+            tokio::spawn(membership::run(self.this.clone(), me, self.detection, self.sbr.clone(), inputs));
         }
     }
 

@@ -68,6 +68,11 @@ pub trait Lease: fmt::Debug + Send + Sync + 'static {
     /// free now; `Ok(false)`: this owner did not hold it.
     async fn release(&self) -> Result<bool, LeaseError>;
 
+    /// Who holds the lease now, as the service says (`None`: nobody). The
+    /// lease-majority strategy uses it: a node whose own acquire failed
+    /// still survives when a member of its side holds the lease.
+    async fn holder(&self) -> Result<Option<String>, LeaseError>;
+
     /// Whether this owner may still act as the holder, from what it knows
     /// without asking the service: false once it was released, lost to
     /// another owner, or not renewed for long enough that the service may
@@ -254,9 +259,17 @@ impl Lease for MemoryLease {
         }
     }
 
-    fn check(&self) -> bool {
+    async fn holder(&self) -> Result<Option<String>, LeaseError> {
         let now = Instant::now();
-        self.store.held().get(&self.name).is_some_and(|(holder, until)| holder == &self.owner && *until > now)
+        Ok(self.store.held().get(&self.name).filter(|(_, until)| *until > now).map(|(owner, _)| owner.clone()))
+    }
+
+    /// Held, with at least a quarter of the time to live to spare (while
+    /// renewals work, two thirds are): an owner whose renewals stopped
+    /// gives up before another can take the lease.
+    fn check(&self) -> bool {
+        let spare = Instant::now() + self.ttl / 4;
+        self.store.held().get(&self.name).is_some_and(|(holder, until)| holder == &self.owner && *until > spare)
     }
 }
 
@@ -281,11 +294,18 @@ mod tests {
         assert!(!b.check());
         leases.freeze("a");
         let frozen_at = Instant::now();
+        let mut a_gave_up = None;
         while !b.acquire().await.unwrap() {
-            assert!(a.check() || Instant::now() >= frozen_at + ttl / 3, "a trusted a lease b could take");
+            if !a.check() && a_gave_up.is_none() {
+                a_gave_up = Some(Instant::now());
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(Instant::now() >= frozen_at + ttl, "taken before the time to live ran out");
+        // The last renewal was at most a third of the ttl before the freeze.
+        assert!(Instant::now() >= frozen_at + ttl - ttl / 3, "taken before the time to live ran out");
+        // a stopped trusting its lease at least a quarter ttl before b took it.
+        let gave_up = a_gave_up.expect("a stopped trusting the lease before it expired");
+        assert!(Instant::now() >= gave_up + ttl / 4 - Duration::from_millis(100));
         assert!(!a.check());
         assert_eq!(leases.holder("s").as_deref(), Some("b"));
         assert!(!a.release().await.unwrap());

@@ -303,6 +303,18 @@ pub(crate) enum Input {
     Leaving(Ident),
     /// This node leaves: tell the others, then answer.
     Leave(oneshot::Sender<()>),
+    /// The lease of a lease-majority decision was taken (or not).
+    LeaseAnswer(LeaseAnswer),
+}
+
+/// What asking for the lease of a lease-majority decision gave.
+pub(crate) struct LeaseAnswer {
+    /// Whether this node took the lease.
+    won: bool,
+    /// The members to down if it did.
+    unreachable: Vec<String>,
+    /// Why not, if not.
+    why: String,
 }
 
 /// Counters of the membership protocol's traffic on one node.
@@ -450,6 +462,12 @@ enum SbrOutcome {
     DownUnreachable(Vec<Ident>),
     /// This side gives way.
     DownSelf(String),
+    /// Lease-majority: ask for the lease after `delay`.
+    AskLease {
+        delay: std::time::Duration,
+        unreachable: Vec<String>,
+        side: Vec<String>,
+    },
 }
 
 /// One step of the split-brain resolver: members SWIM holds down (held by
@@ -466,6 +484,7 @@ fn sbr_step(
     states: &mut Vec<(Ident, Liveness)>,
     cut_off: bool,
     now: tokio::time::Instant,
+    answer: Option<LeaseAnswer>,
 ) -> SbrOutcome {
     // A member that left is not held (its leave may have reached SWIM
     // before the notice reached the view).
@@ -497,6 +516,25 @@ fn sbr_step(
         others.filter(|id| proposed.get(*id).is_some_and(|(_, reachable)| !reachable)).cloned().collect()
     };
     resolver.observe(now, unreachable.clone());
+    if let Some(answer) = answer {
+        resolver.decided(now);
+        tracing::warn!(node = %current.id, won = answer.won, unreachable = ?answer.unreachable, "lease-majority: the lease answered");
+        if !answer.won {
+            return SbrOutcome::DownSelf(answer.why);
+        }
+        // Down those still unreachable (a member that answered again
+        // meanwhile is judged afresh).
+        let down: Vec<Ident> = answer
+            .unreachable
+            .iter()
+            .filter(|id| unreachable.contains(*id))
+            .filter_map(|id| proposed.get(id).map(|(m, _)| m.clone()))
+            .collect();
+        for m in &down {
+            held.remove(&m.id);
+        }
+        return SbrOutcome::DownUnreachable(down);
+    }
     match resolver.verdict(now) {
         Verdict::Wait => SbrOutcome::Continue,
         Verdict::DownAll => SbrOutcome::DownSelf(format!(
@@ -532,9 +570,66 @@ fn sbr_step(
                     )
                 }
                 Decision::DownSelf { why } => SbrOutcome::DownSelf(why),
+                Decision::AskLease { delay, unreachable } => {
+                    resolver.asking();
+                    let side = seen.iter().filter(|s| s.reachable).map(|s| s.id.clone()).collect();
+                    SbrOutcome::AskLease { delay, unreachable, side }
+                }
             }
         }
     }
+}
+
+/// Asks for the lease of a lease-majority decision after `delay`, and
+/// hands the answer to the membership task: this side won if this node
+/// took the lease or a member of its `side` holds it (every node of a side
+/// asks; one of them takes it, its owner name being its node id). The
+/// taker holds the lease for [`SplitBrainResolver::lease_hold`], then
+/// releases it.
+fn ask_lease(
+    settings: &SplitBrainResolver,
+    shared: &Shared,
+    me: &str,
+    delay: std::time::Duration,
+    unreachable: Vec<String>,
+    side: Vec<String>,
+) {
+    let inputs = shared.inputs.clone();
+    let hold = settings.lease_hold();
+    let me = me.to_owned();
+    let Some(lease) = settings.lease.clone() else {
+        let why = "lease-majority without a lease: downing this side".to_owned();
+        let _ = inputs.try_send(Input::LeaseAnswer(LeaseAnswer { won: false, unreachable, why }));
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let (took, won, why) = match lease.acquire().await {
+            Ok(true) => (true, true, String::new()),
+            Ok(false) => match lease.holder().await {
+                Ok(Some(holder)) if side.contains(&holder) => (false, true, String::new()),
+                Ok(holder) => (
+                    false,
+                    false,
+                    format!("lease-majority: the lease {:?} is held by {holder:?}, on the other side", lease.name()),
+                ),
+                Err(e) => {
+                    (false, false, format!("lease-majority: the lease {:?} could not be read: {e}", lease.name()))
+                }
+            },
+            Err(e) => (false, false, format!("lease-majority: the lease {:?} could not be taken: {e}", lease.name())),
+        };
+        tracing::warn!(node = %me, won, ?delay, "lease-majority: asked for the lease");
+        if inputs.send(Input::LeaseAnswer(LeaseAnswer { won, unreachable, why })).await.is_err() {
+            return;
+        }
+        if took {
+            tokio::time::sleep(hold).await;
+            if let Err(e) = lease.release().await {
+                tracing::warn!(node = %me, error = %e, "lease-majority: the lease was not released; it expires by itself");
+            }
+        }
+    });
 }
 
 /// Runs SWIM for the cluster service `shared` until it is dropped or has
@@ -558,6 +653,7 @@ pub(crate) async fn run(
     let mut held: BTreeMap<String, Ident> = BTreeMap::new();
     loop {
         let mut left = None;
+        let mut lease_answer = None;
         let check_at = resolver.as_ref().and_then(Resolver::next_check);
         tokio::select! {
             // The resolver's next decision time: the step below decides.
@@ -603,6 +699,7 @@ pub(crate) async fn run(
                         tracing::debug!(error = %e, "leave not applied");
                     }
                 }
+                Some(Input::LeaseAnswer(answer)) => lease_answer = Some(answer),
                 Some(Input::Leave(done)) => {
                     if let Err(e) = swim.leave_cluster(&mut runtime) {
                         tracing::debug!(error = %e, "leave gossip failed");
@@ -666,8 +763,11 @@ pub(crate) async fn run(
         if let Some(resolver) = resolver.as_mut() {
             let now = tokio::time::Instant::now();
             let cut_off = left.is_none() && isolation.silent_for(now, config.silence_limit());
-            match sbr_step(resolver, &shared, &current, &mut held, &mut states, cut_off, now) {
+            match sbr_step(resolver, &shared, &current, &mut held, &mut states, cut_off, now, lease_answer.take()) {
                 SbrOutcome::Continue => {}
+                SbrOutcome::AskLease { delay, unreachable, side } => {
+                    ask_lease(resolver.settings(), &shared, &me.id, delay, unreachable, side);
+                }
                 SbrOutcome::DownUnreachable(down) => {
                     // SWIM agrees at once (as for a leave): down is final
                     // for those identities.

@@ -18,6 +18,15 @@
 //! | [`StaticQuorum`](Strategy::StaticQuorum) | it holds at least the quorum |
 //! | [`KeepOldest`](Strategy::KeepOldest) | it holds the oldest member (the smallest run); with `down_if_alone`, the oldest cut off alone downs itself instead and the others survive |
 //! | [`DownAll`](Strategy::DownAll) | never: every node downs itself when any member is unreachable |
+//! | [`LeaseMajority`](Strategy::LeaseMajority) | it takes the [lease](crate::lease) (the majority side asks first; the minority side waits `acquire_delay_for_minority`) |
+//!
+//! Lease-majority is for when the members alone cannot decide well: equal
+//! halves, or a majority cut off from the clients. The lease is held in a
+//! coordination service both sides ask (etcd, say): the side that reaches
+//! it and takes the lease carries on, the other downs itself, and a side
+//! that cannot reach the service downs itself too. The winner holds the
+//! lease for `stable_after + down_all_when_unstable` after deciding (long
+//! enough for the other side to have given up), then releases it.
 //!
 //! When the set of unreachable members keeps changing (flapping links,
 //! members coming and going), no decision is taken; once that has gone on
@@ -28,6 +37,7 @@
 //! state machine over time (`Resolver`); the membership task feeds both.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -50,11 +60,19 @@ pub enum Strategy {
     },
     /// Every node downs itself.
     DownAll,
+    /// The side that takes the resolver's lease
+    /// ([`SplitBrainResolver::lease_majority`]); the side without a
+    /// majority (as keep-majority counts) asks this much later, so the
+    /// majority wins when both reach the lease service.
+    LeaseMajority {
+        /// How long the minority side waits before asking for the lease.
+        acquire_delay_for_minority: Duration,
+    },
 }
 
 /// A split-brain resolver's settings, for
 /// [`ClusterBuilder::split_brain_resolver`](crate::ClusterBuilder::split_brain_resolver).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SplitBrainResolver {
     /// The strategy.
     pub strategy: Strategy,
@@ -66,13 +84,28 @@ pub struct SplitBrainResolver {
     /// How much longer than `stable_after` the view may keep changing
     /// before every node downs itself. Default: 3 × `stable_after`.
     pub down_all_when_unstable: Duration,
+    /// The lease of [`Strategy::LeaseMajority`] (this node as its owner).
+    pub lease: Option<Arc<dyn crate::lease::Lease>>,
 }
 
 impl SplitBrainResolver {
     /// A resolver with `strategy` and the default timings.
     pub fn new(strategy: Strategy) -> Self {
         let stable_after = Duration::from_secs(2);
-        Self { strategy, stable_after, down_all_when_unstable: stable_after * 3 }
+        Self { strategy, stable_after, down_all_when_unstable: stable_after * 3, lease: None }
+    }
+
+    /// Lease-majority with `lease` (one per node, this node its owner, the
+    /// same lease name everywhere); the minority side asks 2 s later.
+    pub fn lease_majority(lease: Arc<dyn crate::lease::Lease>) -> Self {
+        let mut resolver = Self::new(Strategy::LeaseMajority { acquire_delay_for_minority: Duration::from_secs(2) });
+        resolver.lease = Some(lease);
+        resolver
+    }
+
+    /// How long the winner of a lease-majority decision holds the lease.
+    pub(crate) fn lease_hold(&self) -> Duration {
+        self.stable_after + self.down_all_when_unstable
     }
 
     /// Keep-majority, the default strategy.
@@ -113,6 +146,14 @@ pub(crate) enum Decision {
         /// Why, for the log and the event.
         why: String,
     },
+    /// Lease-majority: ask for the lease (after `delay`); this side
+    /// survives if it takes it.
+    AskLease {
+        /// How long to wait first (the minority's delay, or zero).
+        delay: Duration,
+        /// The members to down if the lease is taken.
+        unreachable: Vec<String>,
+    },
 }
 
 /// The decision `strategy` takes on `members` (this node included, as
@@ -149,6 +190,11 @@ pub(crate) fn decide(strategy: Strategy, members: &[Seen]) -> Decision {
             }
         }
         Strategy::DownAll => survive(false, "down-all: members are unreachable".into()),
+        Strategy::LeaseMajority { acquire_delay_for_minority } => {
+            let majority = matches!(decide(Strategy::KeepMajority, members), Decision::DownUnreachable(_));
+            let delay = if majority { Duration::ZERO } else { acquire_delay_for_minority };
+            Decision::AskLease { delay, unreachable }
+        }
     }
 }
 
@@ -162,6 +208,8 @@ pub(crate) struct Resolver {
     stable_since: Instant,
     /// Since when some member has been unreachable without a decision.
     unstable_since: Option<Instant>,
+    /// A lease-majority decision is being asked of the lease.
+    asking: bool,
 }
 
 /// What the resolver says after an observation or a tick.
@@ -177,11 +225,20 @@ pub(crate) enum Verdict {
 
 impl Resolver {
     pub(crate) fn new(settings: SplitBrainResolver, now: Instant) -> Self {
-        Resolver { settings, unreachable: BTreeSet::new(), stable_since: now, unstable_since: None }
+        Resolver { settings, unreachable: BTreeSet::new(), stable_since: now, unstable_since: None, asking: false }
     }
 
     pub(crate) fn strategy(&self) -> Strategy {
         self.settings.strategy
+    }
+
+    pub(crate) fn settings(&self) -> &SplitBrainResolver {
+        &self.settings
+    }
+
+    /// The lease is being asked: no other verdict until the answer.
+    pub(crate) fn asking(&mut self) {
+        self.asking = true;
     }
 
     /// The unreachable members now.
@@ -199,12 +256,16 @@ impl Resolver {
 
     /// A decision was taken (or the unreachable members came back).
     pub(crate) fn decided(&mut self, now: Instant) {
+        self.asking = false;
         self.unreachable.clear();
         self.stable_since = now;
         self.unstable_since = None;
     }
 
     pub(crate) fn verdict(&self, now: Instant) -> Verdict {
+        if self.asking {
+            return Verdict::Wait;
+        }
         let Some(unstable_since) = self.unstable_since else { return Verdict::Wait };
         if now.duration_since(self.stable_since) >= self.settings.stable_after {
             Verdict::Decide
@@ -219,6 +280,9 @@ impl Resolver {
 
     /// When [`verdict`](Self::verdict) may change without a new observation.
     pub(crate) fn next_check(&self) -> Option<Instant> {
+        if self.asking {
+            return None;
+        }
         let unstable_since = self.unstable_since?;
         let stable = self.stable_since + self.settings.stable_after;
         let all = unstable_since + self.settings.stable_after + self.settings.down_all_when_unstable;
@@ -279,13 +343,22 @@ mod tests {
         assert!(!survives(&decide(alone, &view(5, &[1, 2, 3, 4]))), "the oldest alone gives way");
         assert!(survives(&decide(alone, &view(5, &[0]))), "the others survive the oldest alone");
         assert!(!survives(&decide(Strategy::DownAll, &view(5, &[4]))));
+        // Lease-majority: both sides ask; the minority later.
+        let lease = Strategy::LeaseMajority { acquire_delay_for_minority: Duration::from_secs(2) };
+        assert_eq!(
+            decide(lease, &view(5, &[3, 4])),
+            Decision::AskLease { delay: Duration::ZERO, unreachable: vec!["n3".into(), "n4".into()] }
+        );
+        assert!(
+            matches!(decide(lease, &view(5, &[0, 1, 2])), Decision::AskLease { delay, .. } if delay == Duration::from_secs(2))
+        );
     }
 
     #[test]
     fn the_resolver_decides_once_the_view_held_still_and_downs_all_when_it_never_does() {
         let t0 = Instant::now();
         let settings = SplitBrainResolver::keep_majority().stable_after(Duration::from_secs(2));
-        let mut r = Resolver::new(settings, t0);
+        let mut r = Resolver::new(settings.clone(), t0);
         assert_eq!(r.verdict(t0), Verdict::Wait);
         let set = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
         r.observe(t0, set(&["n4"]));

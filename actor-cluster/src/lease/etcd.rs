@@ -211,6 +211,12 @@ impl Lease for EtcdLease {
         Ok(true)
     }
 
+    async fn holder(&self) -> Result<Option<String>, LeaseError> {
+        let mut client = self.client.clone();
+        let answer = timed(client.get(self.key.as_str(), None)).await?;
+        Ok(answer.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
     fn check(&self) -> bool {
         let state = self.lock();
         state.held.is_some() && state.trusted_until.is_some_and(|until| Instant::now() < until)
