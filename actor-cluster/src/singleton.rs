@@ -22,7 +22,7 @@
 //! [split-brain resolver](crate::sbr) whose `stable_after` is at most the
 //! margin never runs two instances.
 //!
-//! **Leases.** With a [`Lease`](crate::lease::Lease)
+//! **Leases.** With a [`Lease`]
 //! ([`SingletonBuilder::lease`]) a node also needs the lease to start the
 //! instance, and stops it as soon as its lease [`check`](crate::lease::Lease::check)
 //! fails: at most one instance, even without a resolver and even when the
