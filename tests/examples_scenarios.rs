@@ -169,3 +169,29 @@ async fn work_queue_loses_no_job_to_panics_or_to_a_lost_node() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn work_queue_dispatchers_get_disjoint_job_ids_from_the_dispenser_even_after_it_moves() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"], WAIT).await;
+    let dispensers: Vec<_> = nodes.iter().map(|n| work_queue::dispenser(n).unwrap()).collect();
+    let mut ranges = Vec::new();
+    for (i, d) in dispensers.iter().enumerate() {
+        let (first, from) = d.ask(work_queue::Reserve(100 + i as u64)).await.unwrap();
+        assert_eq!(from, "a", "the dispenser runs on the oldest member");
+        ranges.push(first..first + 100 + i as u64);
+    }
+    // a leaves: the dispenser moves to b, and goes on with ids not handed out.
+    nodes[0].shutdown().await;
+    let (first, from) = dispensers[2].ask(work_queue::Reserve(10)).await.unwrap();
+    assert_eq!(from, "b");
+    ranges.push(first..first + 10);
+    for (i, r) in ranges.iter().enumerate() {
+        for other in &ranges[i + 1..] {
+            assert!(r.end <= other.start || other.end <= r.start, "{r:?} and {other:?} overlap");
+        }
+    }
+    for node in &nodes[1..] {
+        node.shutdown().await;
+    }
+}

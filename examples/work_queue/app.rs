@@ -4,14 +4,16 @@
 //! supervisor restarts the worker in place); a job whose worker does not
 //! answer in time (its node is lost, say) is resubmitted to a worker on a
 //! reachable node. The report counts distinct completed jobs:
-//! nothing may be lost. Shared by the example binary, the flagship demo and
-//! the in-process test.
+//! nothing may be lost. Job ids come from the `Dispenser`, a cluster
+//! singleton: dispatchers on several nodes never hand out the same id.
+//! Shared by the example binary, the flagship demo and the in-process test.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use footlight::cluster::Singleton;
 use footlight::prelude::*;
 use footlight::{AskError, Restart, Supervisor};
 
@@ -84,6 +86,50 @@ pub fn start_pool(node: &Cluster, workers: usize) -> ActorRef<Supervisor> {
         supervisor = supervisor.child(format!("worker-{i}"), Restart::Permanent, move || Worker { node: node.clone() });
     }
     node.system().spawn(supervisor)
+}
+
+/// Hands out job ids, each once: one instance in the cluster (a singleton
+/// on the oldest member), reached from every node.
+#[derive(Default)]
+pub struct Dispenser {
+    next: u64,
+    node: String,
+}
+
+impl Actor for Dispenser {}
+
+/// Reserves this many consecutive job ids; the reply is the first one and
+/// the node the dispenser runs on.
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = (u64, String), remote = "work.Reserve")]
+pub struct Reserve(pub u64);
+
+impl Handler<Reserve> for Dispenser {
+    async fn handle(&mut self, Reserve(n): Reserve, _ctx: &mut Context<Self>) -> (u64, String) {
+        let first = self.next;
+        self.next += n;
+        (first, self.node.clone())
+    }
+}
+
+impl RemoteActor for Dispenser {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Reserve>();
+    }
+}
+
+/// This node's handle on the dispenser singleton (every node starts it).
+/// An instance starts counting at the wall-clock time in milliseconds times
+/// 1000, so an instance that replaces another (its node left or was lost)
+/// never repeats an id without any state passed between them, as long as
+/// fewer than 1000 ids a millisecond were handed out on average.
+pub fn dispenser(node: &Cluster) -> Result<Singleton<Dispenser>, ClusterError> {
+    let id = node.id().to_owned();
+    node.singleton("job-ids", move || {
+        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Dispenser { next: u64::try_from(millis).unwrap_or(u64::MAX / 1000) * 1000, node: id.clone() }
+    })
+    .start()
 }
 
 /// Waits until the group holds `n` workers as seen from `node`.

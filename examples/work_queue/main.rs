@@ -19,7 +19,9 @@
 //!
 //! While node c works through the jobs, Ctrl-C (or `kill -9`) node b; the
 //! report still says 5000 of 5000. Nodes without `--jobs` serve until
-//! Ctrl-C.
+//! Ctrl-C. Job ids come from a cluster singleton (the dispenser, on the
+//! oldest member): start `--jobs` on several nodes and no two dispatch the
+//! same job.
 
 mod app;
 #[path = "../common/mod.rs"]
@@ -59,6 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let node = common::start(&cli.node).await?;
     common::log_cluster_events(&node);
     app::start_pool(&node, cli.workers);
+    let dispenser = app::dispenser(&node)?;
     println!("[{}] {} workers up, listening on {}", node.id(), cli.workers, node.addr());
     let Some(jobs) = cli.jobs else {
         common::stop_requested().await;
@@ -69,10 +72,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !app::wait_for_workers(&node, cli.workers * cli.members, Duration::from_secs(10)).await {
         return Err("the workers of every member did not show up in the group".into());
     }
+    let (first, from) = dispenser.ask(app::Reserve(jobs)).await?;
+    println!("[{}] job ids {first}..{} reserved from the dispenser singleton on {from}", node.id(), first + jobs);
     let started = Instant::now();
     let step = (jobs / 10).max(1);
     let patience = app::default_patience(cli.job_millis);
-    let report = app::run_jobs(&node, 0..jobs, cli.concurrency, cli.job_millis, patience, |done| {
+    let report = app::run_jobs(&node, first..first + jobs, cli.concurrency, cli.job_millis, patience, |done| {
         if done % step == 0 {
             println!("[{}] {done}/{jobs} jobs done", node.id());
         }
