@@ -225,6 +225,7 @@ async fn demo() -> Result<(), String> {
         key: None,
         ca: None,
         dev_ca_dir: Some(ca_dir.clone()),
+        split_brain: common::SplitBrain::default(),
     };
     println!("footlight cluster demo: three OS processes on 127.0.0.1, QUIC with mutual TLS\n");
 

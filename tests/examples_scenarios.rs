@@ -195,3 +195,187 @@ async fn work_queue_dispatchers_get_disjoint_job_ids_from_the_dispenser_even_aft
         node.shutdown().await;
     }
 }
+
+/// `ids` on `net` joined through the first, with keep-majority.
+async fn majority_cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        nodes.push(majority_node(net, id, if i == 0 { &[] } else { &ids[..1] }).await);
+    }
+    for node in &nodes {
+        eventually(WAIT, || async { node.members().len() == ids.len() && node.peers().len() == ids.len() - 1 }).await;
+    }
+    nodes
+}
+
+async fn majority_node(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
+    let node = Cluster::builder(footlight::Node::builder(id).transport(net.transport()).listen(id))
+        .seeds(seeds.iter().copied())
+        .split_brain_resolver(footlight::cluster::SplitBrainResolver::keep_majority())
+        .start()
+        .await
+        .unwrap();
+    node.joined().await.unwrap();
+    node
+}
+
+/// A key whose two owners among `members` are both in `side`.
+fn key_owned_by(members: &[String], side: &[&str], prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| kv::owners(members, k, kv::REPLICAS).iter().all(|o| side.contains(&o.as_str())))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn kv_under_keep_majority_the_minority_refuses_writes_and_nothing_acknowledged_is_lost_after_the_heal() {
+    let net = MemoryNetwork::new();
+    let ids = ["a", "b", "c", "d", "e"];
+    let mut nodes = majority_cluster(&net, &ids).await;
+    let mut shards: Vec<_> = nodes.iter().map(|n| kv::serve(n).unwrap()).collect();
+    for node in &nodes {
+        for id in ids {
+            eventually(WAIT, || async { node.lookup::<kv::Shard>(&kv::name_of(id)).await.is_ok() }).await;
+        }
+    }
+    // What was acknowledged, and the value each key must end with.
+    let mut acked: std::collections::BTreeMap<String, String> = Default::default();
+    for i in 0..40 {
+        let (k, v) = (format!("before{i}"), format!("v{i}"));
+        assert_eq!(kv::put(&nodes[i % 5], &k, &v).await.unwrap(), 2);
+        acked.insert(k, v);
+    }
+    let all: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+    let minority_key = key_owned_by(&all, &["d", "e"], "m");
+    let shared_key = key_owned_by(&all, &["d", "e"], "s");
+    // After the heal only d comes back: the shared key's owners are then d
+    // and a majority node holding the newer value, which d's older copy
+    // must not overwrite.
+    let after: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| (*s).to_owned()).collect();
+    for a in ["a", "b", "c"] {
+        for b in ["d", "e"] {
+            net.partition(a, b);
+        }
+    }
+    // Right after the cut nobody has noticed yet: d acknowledges writes of
+    // keys d and e own.
+    assert_eq!(kv::put(&nodes[3], &minority_key, "written on the minority").await.unwrap(), 2);
+    acked.insert(minority_key.clone(), "written on the minority".into());
+    kv::put(&nodes[3], &shared_key, "older").await.unwrap();
+    // Once members are unreachable, both sides refuse until decided.
+    eventually(WAIT, || async { kv::refusal(&nodes[0]).is_some() && kv::refusal(&nodes[3]).is_some() }).await;
+    let refused = kv::put(&nodes[0], "during", "x").await.unwrap_err().to_string();
+    assert!(refused.contains("unreachable"), "{refused}");
+    // The minority downs itself and says why; the majority carries on.
+    eventually(WAIT, || async { nodes[3].is_downed() && nodes[4].is_downed() }).await;
+    let refused = kv::put(&nodes[4], "late", "x").await.unwrap_err().to_string();
+    assert!(refused.contains("losing side") && refused.contains("keep-majority"), "{refused}");
+    eventually(WAIT, || async { (0..3).all(|i| nodes[i].members().len() == 3 && kv::refusal(&nodes[i]).is_none()) })
+        .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    kv::put(&nodes[0], &shared_key, "newer").await.unwrap();
+    acked.insert(shared_key.clone(), "newer".into());
+    for i in 0..20 {
+        let (k, v) = (format!("during{i}"), format!("w{i}"));
+        assert_eq!(kv::put(&nodes[i % 3], &k, &v).await.unwrap(), 2);
+        acked.insert(k, v);
+    }
+    // Thirty seconds of partition, then the heal; d starts again as a new
+    // member (as the example does) with what it held; e stays away.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    net.heal_all();
+    nodes.pop().unwrap().shutdown().await;
+    let data = shards[3].ask(kv::Dump).await.unwrap();
+    nodes[3].shutdown().await;
+    nodes[3] = majority_node(&net, "d", &["a"]).await;
+    shards[3] = kv::resume(&nodes[3], data).unwrap();
+    for node in &nodes {
+        eventually(WAIT, || async { node.members().len() == 4 }).await;
+    }
+    assert!(kv::owners(&after, &shared_key, kv::REPLICAS).iter().any(|o| o != "d"));
+    // Every acknowledged write is there, on every owner, with the value of
+    // the last acknowledged write of its key.
+    let copies = |k: String| {
+        let node = nodes[0].clone();
+        let owners = kv::owners(&after, &k, kv::REPLICAS);
+        async move {
+            let mut values = Vec::new();
+            for owner in owners {
+                let shard = node.lookup::<kv::Shard>(&kv::name_of(&owner)).await.ok();
+                values.push(match shard {
+                    Some(shard) => shard.ask(kv::Get(k.clone())).await.ok().flatten(),
+                    None => None,
+                });
+            }
+            values
+        }
+    };
+    for (k, v) in &acked {
+        eventually(WAIT, || async { copies(k.clone()).await.iter().all(|c| c.as_deref() == Some(v.as_str())) }).await;
+    }
+    // Still so after several rounds of re-checking ownership.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for (k, v) in &acked {
+        assert!(copies(k.clone()).await.iter().all(|c| c.as_deref() == Some(v.as_str())), "{k}");
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn kv_a_copy_never_replaces_a_later_version_of_its_key() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a"], WAIT).await;
+    let version = |millis| kv::Version { millis, node: "a".into() };
+    let shard = kv::resume(&nodes[0], [("k".to_owned(), ("newer".to_owned(), version(2)))].into()).unwrap();
+    shard.ask(kv::Handoff(vec![("k".into(), ("older".into(), version(1)))])).await.unwrap();
+    shard.ask(kv::Put { key: "k".into(), value: "older".into(), version: version(1) }).await.unwrap();
+    assert_eq!(shard.ask(kv::Get("k".into())).await.unwrap().as_deref(), Some("newer"));
+    shard.ask(kv::Handoff(vec![("k".into(), ("newest".into(), version(3)))])).await.unwrap();
+    assert_eq!(shard.ask(kv::Get("k".into())).await.unwrap().as_deref(), Some("newest"));
+    nodes[0].shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn chat_under_keep_majority_the_minority_refuses_lines_and_there_is_one_room() {
+    let net = MemoryNetwork::new();
+    let ids = ["a", "b", "c", "d", "e"];
+    let nodes = majority_cluster(&net, &ids).await;
+    for node in &nodes {
+        chat::setup(node).unwrap();
+    }
+    // The room lives on d, on what becomes the minority side.
+    let (mut dora, _at_dora) = chat::Client::new(&nodes[3], "dora");
+    dora.join("lobby").await.unwrap();
+    let (mut alice, mut at_alice) = chat::Client::new(&nodes[0], "alice");
+    eventually(WAIT, || async { nodes[0].lookup::<chat::Room>("room:lobby").await.is_ok() }).await;
+    alice.join("lobby").await.unwrap();
+    alice.say("before").await.unwrap();
+    line_with(&mut at_alice, "before").await;
+    for a in ["a", "b", "c"] {
+        for b in ["d", "e"] {
+            net.partition(a, b);
+        }
+    }
+    eventually(WAIT, || async { nodes[3].is_downed() && nodes[4].is_downed() }).await;
+    let refused = dora.say("anyone?").await.unwrap_err().to_string();
+    assert!(refused.contains("losing side") && refused.contains("keep-majority"), "{refused}");
+    assert!(dora.join("lobby").await.unwrap_err().to_string().contains("losing side"));
+    // The majority re-creates the room on its side once d is down; its users
+    // go on talking there.
+    eventually(WAIT, || async { nodes[0].members().len() == 3 }).await;
+    alice.say("after").await.unwrap();
+    line_with(&mut at_alice, "after").await;
+    // One room of that name in the view of every member of the majority.
+    let mut rooms = std::collections::BTreeSet::new();
+    for node in &nodes[..3] {
+        eventually(WAIT, || async { node.lookup::<chat::Room>("room:lobby").await.is_ok() }).await;
+        let room = node.lookup::<chat::Room>("room:lobby").await.unwrap();
+        rooms.insert(room.remote_addr().map_or_else(|| node.id().to_owned(), |a| a.node));
+    }
+    assert_eq!(rooms.len(), 1, "rooms on {rooms:?}");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

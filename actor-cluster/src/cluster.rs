@@ -594,6 +594,12 @@ impl Cluster {
         self.shared.is_downed()
     }
 
+    /// Why this node's split-brain resolver downed it, once it has (the
+    /// reason of [`ClusterEvent::SelfDowned`](crate::ClusterEvent::SelfDowned)).
+    pub fn downed_reason(&self) -> Option<String> {
+        self.shared.view.lock().self_downed.clone()
+    }
+
     /// Whether the cluster has admitted this node (see [`joined`](Self::joined)).
     pub fn is_joined(&self) -> bool {
         self.shared.view.is_joined()

@@ -4,6 +4,11 @@
 //! fans each line out to its users across nodes and watches them: a user
 //! whose node dies leaves the room, and the others are told. Shared by the
 //! example binary and the in-process test.
+//!
+//! Partitions: the nodes run a keep-majority split-brain resolver. A node
+//! on the minority side downs itself; its users' lines and joins are then
+//! refused with the reason (so no second room of one name grows there),
+//! and the majority side re-creates a room that lived on the minority.
 #![allow(dead_code, unreachable_pub)]
 
 use footlight::prelude::*;
@@ -204,8 +209,20 @@ impl Client {
         (Client { node: node.clone(), name: name.to_owned(), inbox, current: None }, lines)
     }
 
+    /// Why this node refuses lines, if it does: it downed itself.
+    fn refusal(&self) -> Result<(), Box<dyn std::error::Error>> {
+        match self.node.downed_reason() {
+            Some(reason) => Err(format!(
+                "refused: this node is on the losing side of a partition and downed itself ({reason}); restart it to rejoin"
+            )
+            .into()),
+            None => Ok(()),
+        }
+    }
+
     /// Enters room `name` (leaving the current one).
     pub async fn join(&mut self, name: &str) -> Result<(), Box<dyn std::error::Error>> {
+        self.refusal()?;
         self.leave().await;
         let room = room(&self.node, name).await?;
         room.tell(Join { user: self.name.clone(), inbox: self.inbox.clone() }).await?;
@@ -223,6 +240,7 @@ impl Client {
     /// Says `text` in the current room. If the room's node is gone, the room
     /// is made again (here, or wherever another user made it) and rejoined.
     pub async fn say(&mut self, text: &str) -> Result<(), Box<dyn std::error::Error>> {
+        self.refusal()?;
         let Some((name, room)) = self.current.clone() else { return Err("join a room first: /join NAME".into()) };
         match room.tell(Say { user: self.name.clone(), text: text.to_owned() }).await {
             Ok(()) => Ok(()),

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use footlight::Cluster;
 use footlight::Node;
+use footlight::cluster::SplitBrainResolver;
+use footlight::cluster::sbr::Strategy;
 use footlight::remote::transport::quic::Quic;
 use footlight::remote::transport::tls::{DevCa, Tls};
 
@@ -45,6 +47,39 @@ pub struct NodeArgs {
     /// machine is kept (created on first use).
     #[arg(long)]
     pub dev_ca_dir: Option<PathBuf>,
+    /// How a partition is decided: `keep-majority`, `keep-oldest`,
+    /// `down-all`, `static-quorum=N`, or `off` (each side then carries on
+    /// alone). Every node of a cluster must use the same.
+    #[arg(long, default_value = "keep-majority", value_parser = parse_split_brain)]
+    pub split_brain: SplitBrain,
+}
+
+/// A `--split-brain` choice.
+#[derive(Debug, Clone)]
+pub struct SplitBrain(pub Option<SplitBrainResolver>);
+
+impl Default for SplitBrain {
+    fn default() -> Self {
+        SplitBrain(Some(SplitBrainResolver::keep_majority()))
+    }
+}
+
+fn parse_split_brain(text: &str) -> Result<SplitBrain, String> {
+    let strategy = match text {
+        "off" => return Ok(SplitBrain(None)),
+        "keep-majority" => Strategy::KeepMajority,
+        "keep-oldest" => Strategy::KeepOldest { down_if_alone: true },
+        "down-all" => Strategy::DownAll,
+        other => match other.strip_prefix("static-quorum=").map(str::parse::<usize>) {
+            Some(Ok(quorum)) if quorum > 0 => Strategy::StaticQuorum(quorum),
+            _ => {
+                return Err(format!(
+                    "{other:?}: expected keep-majority, keep-oldest, down-all, static-quorum=N or off"
+                ));
+            }
+        },
+    };
+    Ok(SplitBrain(Some(SplitBrainResolver::new(strategy))))
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default level (`warn`).
@@ -132,7 +167,11 @@ pub async fn start(args: &NodeArgs) -> Result<Cluster, Box<dyn Error>> {
     if let Some(addr) = &args.advertise {
         builder = builder.advertise(addr.clone());
     }
-    let cluster = Cluster::builder(builder).seeds(args.seeds.clone()).start().await?;
+    let mut cluster = Cluster::builder(builder).seeds(args.seeds.clone());
+    if let Some(resolver) = &args.split_brain.0 {
+        cluster = cluster.split_brain_resolver(resolver.clone());
+    }
+    let cluster = cluster.start().await?;
     if !cluster.is_joined() {
         tracing::info!(seeds = ?args.seeds, "waiting to join the cluster through the seeds");
         cluster.joined().await?;
@@ -189,6 +228,7 @@ pub fn log_cluster_events(node: &Cluster) {
                 MemberDown(m) => eprintln!("[{me}] member down: {}", m.id),
                 MemberLeft(m) => eprintln!("[{me}] member left: {}", m.id),
                 NameLost { name, winner } => eprintln!("[{me}] name {name:?} lost to {winner}"),
+                SelfDowned { reason } => eprintln!("[{me}] this node downed itself: {reason}"),
                 _ => {}
             }
         }

@@ -6,6 +6,17 @@
 //! them to their new owners and drops those it no longer owns; a node that
 //! leaves hands its keys over first. With two replicas, one node lost at a
 //! time loses nothing. Shared by the example binary and the in-process test.
+//!
+//! Partitions: the nodes run a keep-majority split-brain resolver. A write
+//! is acknowledged only when every owner stored it and this node sees no
+//! member unreachable; while one is (a crash or a partition being decided)
+//! and once this node downed itself (it was on the minority side), writes
+//! are refused with the reason. Every value carries a version (wall-clock
+//! milliseconds, then the writing node), and a copy only ever replaces an
+//! older one: a downed node that starts again as a new member (`resume`)
+//! hands its keys back to their owners after the heal, so a write it
+//! acknowledged just before the partition was detected is not lost, and
+//! never overwrites a later one.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +34,30 @@ const HANDOFF_CHUNK: usize = 256;
 #[derive(Actor)]
 pub struct Shard {
     node: Cluster,
-    data: BTreeMap<String, String>,
+    data: Data,
+}
+
+/// A value's version: when it was written (wall-clock milliseconds), then
+/// by which node (to order two writes of one millisecond). Later wins.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    /// Milliseconds since the Unix epoch at the writing node.
+    pub millis: u64,
+    /// The node that took the write.
+    pub node: String,
+}
+
+/// A shard's keys, with their values and versions.
+pub type Data = BTreeMap<String, (String, Version)>;
+
+/// Stores `value` under `key` unless a later version is there already.
+fn store(data: &mut Data, key: String, value: String, version: Version) {
+    match data.get(&key) {
+        Some((_, held)) if *held > version => {}
+        _ => {
+            data.insert(key, (value, version));
+        }
+    }
 }
 
 /// Stores a value.
@@ -34,6 +68,8 @@ pub struct Put {
     pub key: String,
     /// The value.
     pub value: String,
+    /// Its version.
+    pub version: Version,
 }
 
 /// Reads a value.
@@ -44,7 +80,12 @@ pub struct Get(pub String);
 /// Keys handed over by another shard (ownership moved).
 #[derive(Message, Serialize, Deserialize)]
 #[message(reply = (), remote = "kv.Handoff")]
-pub struct Handoff(pub Vec<(String, String)>);
+pub struct Handoff(pub Vec<(String, (String, Version))>);
+
+/// Everything the shard holds (local).
+#[derive(Message)]
+#[message(reply = Data)]
+pub struct Dump;
 
 /// How many keys the shard holds.
 #[derive(Message, Serialize, Deserialize)]
@@ -60,19 +101,27 @@ pub struct Rebalance {
 
 impl Handler<Put> for Shard {
     async fn handle(&mut self, put: Put, _ctx: &mut Context<Self>) {
-        self.data.insert(put.key, put.value);
+        store(&mut self.data, put.key, put.value, put.version);
     }
 }
 
 impl Handler<Get> for Shard {
     async fn handle(&mut self, Get(key): Get, _ctx: &mut Context<Self>) -> Option<String> {
-        self.data.get(&key).cloned()
+        self.data.get(&key).map(|(value, _)| value.clone())
     }
 }
 
 impl Handler<Handoff> for Shard {
     async fn handle(&mut self, Handoff(pairs): Handoff, _ctx: &mut Context<Self>) {
-        self.data.extend(pairs);
+        for (key, (value, version)) in pairs {
+            store(&mut self.data, key, value, version);
+        }
+    }
+}
+
+impl Handler<Dump> for Shard {
+    async fn handle(&mut self, _: Dump, _ctx: &mut Context<Self>) -> Data {
+        self.data.clone()
     }
 }
 
@@ -90,7 +139,7 @@ impl Handler<Rebalance> for Shard {
             members.retain(|m| *m != me);
         }
         // Keys to copy, per new owner; keys this shard no longer owns.
-        let mut moves: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut moves: HashMap<String, Vec<(String, (String, Version))>> = HashMap::new();
         let mut not_mine = Vec::new();
         for (key, value) in &self.data {
             let owners = owners(&members, key, REPLICAS);
@@ -163,7 +212,13 @@ pub fn owners(members: &[String], key: &str, n: usize) -> Vec<String> {
 /// Starts this node's shard, registers it, and re-checks ownership on every
 /// membership change (and every 2 s, to retry hand-overs that failed).
 pub fn serve(node: &Cluster) -> Result<ActorRef<Shard>, ClusterError> {
-    let shard = node.system().spawn(Shard { node: node.clone(), data: BTreeMap::new() });
+    resume(node, Data::new())
+}
+
+/// Starts this node's shard holding `data` (what a shard of this node held
+/// before it downed itself), which it hands to the keys' owners.
+pub fn resume(node: &Cluster, data: Data) -> Result<ActorRef<Shard>, ClusterError> {
+    let shard = node.system().spawn(Shard { node: node.clone(), data });
     node.register(&name_of(node.id()), &shard)?;
     let mut events = node.subscribe();
     let weak = shard.downgrade();
@@ -195,17 +250,43 @@ pub async fn leave(node: &Cluster, shard: &ActorRef<Shard>) {
     node.shutdown().await;
 }
 
-/// Writes `key` on its owners; returns how many copies were written.
+/// Why this node refuses writes now, if it does: it downed itself, or it
+/// sees members unreachable (a crash or a partition not decided yet).
+pub fn refusal(node: &Cluster) -> Option<String> {
+    if let Some(reason) = node.downed_reason() {
+        return Some(format!(
+            "refused: this node is on the losing side of a partition and downed itself ({reason}); restart it to rejoin"
+        ));
+    }
+    let unreachable: Vec<String> =
+        node.members().into_iter().filter(|m| !node.is_reachable(&m.id)).map(|m| m.id).collect();
+    (!unreachable.is_empty())
+        .then(|| format!("refused: {} unreachable; writes wait until the cluster has decided", unreachable.join(", ")))
+}
+
+/// Writes `key` on its owners; returns how many copies were written. The
+/// write is acknowledged (`Ok`) only when every owner stored it and this
+/// node sees the whole cluster (see [`refusal`]).
 pub async fn put(node: &Cluster, key: &str, value: &str) -> Result<usize, Box<dyn std::error::Error>> {
+    if let Some(refused) = refusal(node) {
+        return Err(refused.into());
+    }
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let version = Version { millis: u64::try_from(millis).unwrap_or(u64::MAX), node: node.id().to_owned() };
+    let owners = owners(&member_ids(node), key, REPLICAS);
     let mut written = 0;
-    for owner in owners(&member_ids(node), key, REPLICAS) {
-        let Ok(shard) = node.lookup::<Shard>(&name_of(&owner)).await else { continue };
-        if shard.ask(Put { key: key.to_owned(), value: value.to_owned() }).await.is_ok() {
+    for owner in &owners {
+        let Ok(shard) = node.lookup::<Shard>(&name_of(owner)).await else { continue };
+        let put = Put { key: key.to_owned(), value: value.to_owned(), version: version.clone() };
+        if shard.ask(put).await.is_ok() {
             written += 1;
         }
     }
-    if written == 0 {
-        return Err(format!("no owner of {key:?} reachable").into());
+    if written < owners.len() {
+        return Err(format!("{written} of {} copies of {key:?} written; not acknowledged", owners.len()).into());
+    }
+    if let Some(refused) = refusal(node) {
+        return Err(format!("{written} copies written, but {refused}").into());
     }
     Ok(written)
 }

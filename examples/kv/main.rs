@@ -26,10 +26,19 @@
 //! `put x 1` on one, `get x` on another; `quit` one node (or `kill -9` it)
 //! and read every key back from the others. With stdin closed (under a
 //! launcher or in a container) a node keeps serving until SIGTERM.
+//!
+//! Partitions are decided by keep-majority (`--split-brain` to change): a
+//! node on the minority side downs itself and refuses writes, saying why;
+//! it then starts again as a new member, rejoins once the partition heals,
+//! and hands the keys it held back to their owners (a later write of a key
+//! always wins over an earlier one).
 
 mod app;
 #[path = "../common/mod.rs"]
 mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -45,9 +54,12 @@ struct Cli {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let cli = Cli::parse();
-    let node = common::start(&cli.node).await?;
+    let mut node = common::start(&cli.node).await?;
     common::log_cluster_events(&node);
-    let shard = app::serve(&node)?;
+    let mut shard = app::serve(&node)?;
+    let mut known = known_members(&node);
+    let mut events = node.subscribe();
+    let mut rejoining: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Rejoined>>>> = None;
     println!("[{}] kv shard up, listening on {}", node.id(), node.addr());
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -55,6 +67,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::pin!(stop);
     loop {
         tokio::select! {
+            event = events.recv(), if rejoining.is_none() => match event {
+                Some(footlight::ClusterEvent::SelfDowned { reason }) => {
+                    println!("[{}] on the losing side of a partition ({reason}): writes are refused; starting again as a new member, to rejoin once the partition heals", node.id());
+                    let seeds: Vec<String> = known.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+                    rejoining = Some(Box::pin(rejoin(cli.node.clone(), node.clone(), shard.clone(), seeds)));
+                }
+                Some(_) => {}
+                None => break,
+            },
+            rejoined = async {
+                match rejoining.as_mut() {
+                    Some(rejoin) => rejoin.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                rejoining = None;
+                match rejoined {
+                    Ok((new_node, new_shard, keys)) => {
+                        node = new_node;
+                        shard = new_shard;
+                        common::log_cluster_events(&node);
+                        known = known_members(&node);
+                        events = node.subscribe();
+                        println!("[{}] rejoined as a new member; {keys} keys handed back to their owners", node.id());
+                    }
+                    Err(e) => {
+                        println!("[{}] could not start again: {e}", node.id());
+                        break;
+                    }
+                }
+            }
             input = stdin.next_line(), if stdin_open => match input {
                 Ok(Some(line)) => {
                     let words: Vec<&str> = line.split_whitespace().collect();
@@ -94,4 +137,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("[{}] handing keys over and leaving", node.id());
     app::leave(&node, &shard).await;
     Ok(())
+}
+
+type Rejoined = Result<(footlight::Cluster, footlight::ActorRef<app::Shard>, usize), Box<dyn std::error::Error>>;
+
+/// The members this node has seen, by id, with their addresses (the seeds
+/// to rejoin through once it has downed itself, when its view is empty).
+fn known_members(node: &footlight::Cluster) -> Arc<Mutex<BTreeMap<String, String>>> {
+    let known = Arc::new(Mutex::new(BTreeMap::new()));
+    let (mut events, me, map) = (node.subscribe(), node.id().to_owned(), known.clone());
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let footlight::ClusterEvent::MemberUp(m) = event
+                && m.id != me
+            {
+                map.lock().unwrap_or_else(|p| p.into_inner()).insert(m.id, m.addr);
+            }
+        }
+    });
+    known
+}
+
+/// Starts this node again as a new member (a new run) through the members
+/// it knew, once one answers, and hands the old shard's keys to their
+/// owners.
+async fn rejoin(
+    mut args: common::NodeArgs,
+    old: footlight::Cluster,
+    shard: footlight::ActorRef<app::Shard>,
+    seeds: Vec<String>,
+) -> Rejoined {
+    let data = shard.ask(app::Dump).await.unwrap_or_default();
+    let keys = data.len();
+    // Listen where it did (the address the others knew).
+    args.listen = old.addr().to_owned();
+    args.seeds.extend(seeds);
+    args.seeds.sort();
+    args.seeds.dedup();
+    old.shutdown().await;
+    let node = common::start(&args).await?;
+    let shard = app::resume(&node, data)?;
+    Ok((node, shard, keys))
 }
