@@ -1,8 +1,11 @@
-//! The cluster on real separate hosts: three `kv` example nodes, each in its
-//! own Linux network namespace on a virtual switch, over QUIC with mutual
-//! TLS, made by `../shared/tools/netns-cluster.sh`. A short isolation of one
-//! host causes no down; a SIGKILLed host is declared down by both survivors
-//! within the 5 s budget.
+//! The cluster on real separate hosts: `kv` example nodes, each in its own
+//! Linux network namespace on a virtual switch, over QUIC with mutual TLS,
+//! made by `../shared/tools/netns-cluster.sh`. Three hosts: a short
+//! isolation of one host causes no down; a SIGKILLed host is declared down
+//! by both survivors within the 5 s budget. Five hosts cut 3|2 (keep-
+//! majority): the minority downs itself and refuses writes, saying why,
+//! the majority takes writes; after the heal the minority's nodes rejoin as
+//! new members and read what the majority wrote.
 //!
 //! Needs root and the tool: where either is missing, the test says so and
 //! does nothing else.
@@ -52,9 +55,12 @@ impl Drop for Hosts {
     }
 }
 
-/// A node process on one host, and its stderr lines (its cluster events).
+/// A node process on one host: its stdin (kv commands), its stdout lines
+/// (answers) and its stderr lines (its cluster events).
 struct Host {
     _process: Child,
+    stdin: std::process::ChildStdin,
+    out: Lines,
     lines: Lines,
 }
 
@@ -66,14 +72,34 @@ impl Host {
             .args(["--node", &format!("n{i}"), "--listen", &format!("10.77.0.{i}:7000")])
             .args(["--seeds", "10.77.0.1:7000", "--dev-ca-dir"])
             .arg(ca_dir)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .env("RUST_LOG", std::env::var("FOOTLIGHT_NETNS_LOG").unwrap_or_else(|_| "error".into()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let lines = Lines::read(process.stderr.take().unwrap());
-        Host { _process: process, lines }
+        let out = Lines::read(process.stdout.take().unwrap());
+        let stdin = process.stdin.take().unwrap();
+        Host { _process: process, stdin, out, lines }
+    }
+
+    /// Sends a kv command and returns its answer: the first stdout line
+    /// holding one of `answers`.
+    fn command(&mut self, line: &str, answers: &[&str]) -> String {
+        use std::io::Write;
+        self.out.mark();
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            for answer in answers {
+                if let Some(found) = self.out.find(answer, Duration::from_millis(100)) {
+                    return found;
+                }
+            }
+        }
+        panic!("no answer to {line:?}: {:#?} {:#?}", self.out.seen(), self.lines.seen());
     }
 
     /// Whether a line holding `text` came since the last mark, waiting up
@@ -128,6 +154,78 @@ fn separate_hosts_short_isolation_no_down_killed_host_down_within_budget() {
         assert!(node.saw("member down: n3", BUDGET), "n{} did not declare n3 down within {BUDGET:?}", i + 1);
     }
     eprintln!("kill -> both survivors report down: {:?}", killed.elapsed());
+    drop(nodes);
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(ca_dir);
+}
+
+#[test]
+fn separate_hosts_a_three_two_partition_the_minority_refuses_writes_and_rejoins_after_the_heal() {
+    let (Some(tool), true) = (tool(), is_root()) else {
+        eprintln!("skipped: needs root and ../shared/tools/netns-cluster.sh");
+        return;
+    };
+    example("kv");
+    let hosts = Hosts { tool, prefix: format!("fp{}", std::process::id() % 1_000_000) };
+    if !hosts.run(&["up", "5"]) {
+        eprintln!("skipped: network namespaces cannot be made here");
+        return;
+    }
+    let ca_dir = std::env::temp_dir().join(format!("footlight-netns-p-{}", std::process::id()));
+    let mut nodes: Vec<Host> = (1..=5).map(|i| Host::start(&hosts, i, &ca_dir)).collect();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in (1..=5).filter(|j| *j != i + 1) {
+            assert!(node.saw(&format!("member up: n{j}"), Duration::from_secs(30)), "n{} never saw n{j}", i + 1);
+        }
+    }
+    assert!(nodes[0].command("put before 1", &["ok (", "error"]).starts_with("ok (2 copies)"));
+    for node in &nodes {
+        node.mark();
+    }
+    assert!(hosts.run(&["split", "1,2,3", "4,5"]));
+    let cut = Instant::now();
+    for (i, node) in nodes[3..].iter().enumerate() {
+        assert!(
+            node.saw("this node downed itself", Duration::from_secs(20)),
+            "n{} did not down itself: {:#?}",
+            i + 4,
+            node.lines.seen()
+        );
+    }
+    eprintln!("partition -> minority downed itself: {:?}", cut.elapsed());
+    for node in &nodes[..3] {
+        assert!(
+            node.saw("member down: n4", Duration::from_secs(20))
+                && node.saw("member down: n5", Duration::from_secs(20))
+        );
+    }
+    eprintln!("partition -> majority downed the minority: {:?}", cut.elapsed());
+    let refused = nodes[3].command("put during 2", &["ok (", "error"]);
+    assert!(refused.contains("refused") && refused.contains("losing side"), "{refused}");
+    let accepted = nodes[0].command("put during 3", &["ok (", "error"]);
+    assert!(accepted.starts_with("ok (2 copies)"), "{accepted}");
+    // The heal: the minority's nodes start again as new members and rejoin.
+    assert!(hosts.run(&["heal", "all"]));
+    for (i, node) in nodes[3..].iter().enumerate() {
+        assert!(
+            node.out.find("rejoined as a new member", Duration::from_secs(60)).is_some(),
+            "n{} did not rejoin: {:#?} {:#?}",
+            i + 4,
+            node.out.seen(),
+            node.lines.seen()
+        );
+    }
+    for node in &mut nodes[3..] {
+        let wait = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = node.command("get during", &["during =", "not found", "error"]);
+            if got == "during = 3" {
+                break;
+            }
+            assert!(Instant::now() < wait, "a rejoined node reads {got:?}");
+        }
+        assert_eq!(node.command("get before", &["before =", "not found", "error"]), "before = 1");
+    }
     drop(nodes);
     drop(hosts);
     let _ = std::fs::remove_dir_all(ca_dir);

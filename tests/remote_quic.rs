@@ -300,3 +300,26 @@ async fn a_certificate_for_another_node_id_fails_the_start() {
         other => panic!("expected IdentityMismatch, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_shut_down_node_frees_its_listen_address_even_while_clones_of_it_live() {
+    let ca = DevCa::generate("test").unwrap();
+    let a = node("a", ca.issue("a").unwrap(), &[]).await;
+    let b = node("b", ca.issue("b").unwrap(), &[a.addr().to_owned()]).await;
+    b.joined().await.unwrap();
+    let addr = b.addr().to_owned();
+    // Something of the application still holds the node (an actor, a task).
+    let clone = b.clone();
+    b.shutdown().await;
+    // A new run of b, on the same address, at once.
+    let again = Cluster::builder(Node::builder("b").transport(Quic::new(ca.issue("b").unwrap())).listen(addr.clone()))
+        .seeds([a.addr().to_owned()])
+        .start()
+        .await
+        .expect("the address is free again");
+    assert_eq!(again.addr(), addr);
+    again.joined().await.unwrap();
+    drop(clone);
+    again.shutdown().await;
+    a.shutdown().await;
+}

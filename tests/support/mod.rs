@@ -109,6 +109,14 @@ impl Lines {
         }
     }
 
+    /// The lines received since the last mark that were looked at.
+    pub fn seen(&self) -> Vec<String> {
+        while let Ok(line) = self.rx.try_recv() {
+            self.seen.borrow_mut().push(line);
+        }
+        self.seen.borrow().clone()
+    }
+
     /// Forgets the lines received so far.
     pub fn mark(&self) {
         while self.rx.try_recv().is_ok() {}

@@ -384,6 +384,8 @@ impl Node {
         for parked in self.inner.stand_ins.unpark_all() {
             parked.terminate_all(&ExitReason::NodeDown);
         }
+        // Sockets go, even while clones of this node live on.
+        self.inner.transport.shutdown().await;
         self.inner.system.shutdown().await;
     }
 }

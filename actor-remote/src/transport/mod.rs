@@ -32,6 +32,11 @@ pub trait Transport: Send + Sync + 'static {
         vec![addr.to_owned()]
     }
 
+    /// The node is shutting down and has closed its connections: release
+    /// what the transport holds (sockets), so that its listen address is
+    /// free once this returns. The default does nothing.
+    async fn shutdown(&self) {}
+
     /// The node id this transport authenticates this node as (the name in
     /// its TLS certificate), if it authenticates nodes at all. A node whose
     /// id differs refuses to start: its peers would refuse every connection.

@@ -230,6 +230,31 @@ impl Transport for Quic {
         }
     }
 
+    /// Closes the endpoint (its connections are closed already) and waits,
+    /// a few seconds at most, until it is idle: its UDP socket is released
+    /// once the last handle goes, right after.
+    async fn shutdown(&self) {
+        let endpoint = self.endpoint.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(endpoint) = endpoint else { return };
+        let local = endpoint.local_addr().ok();
+        endpoint.close(0u32.into(), b"shutdown");
+        if tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await.is_err() {
+            tracing::debug!("QUIC endpoint still draining after 3 s");
+        }
+        drop(endpoint);
+        // The endpoint's driver task drops the socket once it sees the last
+        // handle gone: wait (a second at most) until the address binds.
+        let Some(local) = local.filter(|a| a.port() != 0) else { return };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while std::net::UdpSocket::bind(local).is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!(%local, "QUIC socket not released within 1 s of the shutdown");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn connect(&self, addr: &str) -> Result<Connection, TransportError> {
         // `ip:port`, or `name:port` (the first address DNS gives).
         let to: SocketAddr = match addr.parse() {
