@@ -273,3 +273,28 @@ async fn lease_majority_a_side_that_cannot_reach_the_lease_downs_itself_even_wit
         node.shutdown().await;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_gets_self_downed_even_when_the_node_shuts_down_right_after() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let mut events = nodes[2].subscribe();
+    net.isolate("c");
+    tokio::time::timeout(WAIT, async {
+        while !nodes[2].is_downed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // The application reacts by shutting down before its event loop ran.
+    nodes[2].shutdown().await;
+    let mut seen = Vec::new();
+    while let Some(event) = events.recv().await {
+        seen.push(event);
+    }
+    assert!(seen.iter().any(|e| matches!(e, ClusterEvent::SelfDowned { .. })), "{seen:?}");
+    for node in &nodes[..2] {
+        node.shutdown().await;
+    }
+}

@@ -244,16 +244,25 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next event; `None` once the node has shut down (or is gone). A
-    /// subscriber that falls more than 1024 events behind skips the oldest
-    /// (logged).
+    /// The next event; `None` once the node has shut down (or is gone) and
+    /// every event from before is delivered. A subscriber that falls more
+    /// than 1024 events behind skips the oldest (logged).
     pub async fn recv(&mut self) -> Option<ClusterEvent> {
         if let Some(event) = self.snapshot.pop_front() {
             return Some(event);
         }
         loop {
             if *self.stopped.borrow() {
-                return None;
+                // Events sent before the node stopped still arrive.
+                return loop {
+                    match self.events.try_recv() {
+                        Ok(event) => break Some(event),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            tracing::warn!(skipped = n, "cluster event subscriber fell behind");
+                        }
+                        Err(_) => break None,
+                    }
+                };
             }
             tokio::select! {
                 event = self.events.recv() => match event {

@@ -70,7 +70,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             event = events.recv(), if rejoining.is_none() => match event {
                 Some(footlight::ClusterEvent::SelfDowned { reason }) => {
                     println!("[{}] on the losing side of a partition ({reason}): writes are refused; starting again as a new member, to rejoin once the partition heals", node.id());
-                    let seeds: Vec<String> = known.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+                    // Rejoin through the other side (those this node could
+                    // not reach): its own side is downing itself too.
+                    let known = known.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let other_side: Vec<String> = known.values().filter(|(_, up)| !up).map(|(addr, _)| addr.clone()).collect();
+                    let seeds = if other_side.is_empty() { known.values().map(|(addr, _)| addr.clone()).collect() } else { other_side };
                     rejoining = Some(Box::pin(rejoin(cli.node.clone(), node.clone(), shard.clone(), seeds)));
                 }
                 Some(_) => {}
@@ -141,17 +145,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 type Rejoined = Result<(footlight::Cluster, footlight::ActorRef<app::Shard>, usize), Box<dyn std::error::Error>>;
 
-/// The members this node has seen, by id, with their addresses (the seeds
-/// to rejoin through once it has downed itself, when its view is empty).
-fn known_members(node: &footlight::Cluster) -> Arc<Mutex<BTreeMap<String, String>>> {
-    let known = Arc::new(Mutex::new(BTreeMap::new()));
+/// The members this node has seen, by id: their addresses and whether they
+/// are reachable (the seeds to rejoin through once it has downed itself,
+/// when its view is empty).
+type Known = Arc<Mutex<BTreeMap<String, (String, bool)>>>;
+
+fn known_members(node: &footlight::Cluster) -> Known {
+    use footlight::ClusterEvent::*;
+    let known = Known::default();
     let (mut events, me, map) = (node.subscribe(), node.id().to_owned(), known.clone());
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let footlight::ClusterEvent::MemberUp(m) = event
-                && m.id != me
-            {
-                map.lock().unwrap_or_else(|p| p.into_inner()).insert(m.id, m.addr);
+            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            match event {
+                MemberUp(m) if m.id != me => {
+                    map.insert(m.id, (m.addr, true));
+                }
+                MemberUnreachable(m) => {
+                    if let Some(entry) = map.get_mut(&m.id) {
+                        entry.1 = false;
+                    }
+                }
+                MemberReachable(m) => {
+                    if let Some(entry) = map.get_mut(&m.id) {
+                        entry.1 = true;
+                    }
+                }
+                MemberDown(m) | MemberLeft(m) => {
+                    map.remove(&m.id);
+                }
+                _ => {}
             }
         }
     });
