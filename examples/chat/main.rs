@@ -19,6 +19,11 @@
 //! `/leave`, `/who`, `/members`, `/quit`; any other line is said in the
 //! current room. Kill one terminal (Ctrl-C, or `kill -9` its process) and
 //! watch the others.
+//!
+//! Partitions are decided by keep-majority (`--split-brain` to change): a
+//! node on the minority side downs itself and refuses its users' lines,
+//! saying why, so no second room of one name grows there; restart it to
+//! rejoin.
 
 mod app;
 #[path = "../common/mod.rs"]
