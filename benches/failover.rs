@@ -66,7 +66,9 @@ async fn cluster(net: &MemoryNetwork, ids: &[String]) -> Vec<Cluster> {
                 events.recv().await.unwrap();
             }
         };
-        tokio::time::timeout(WAIT, formed).await.unwrap_or_else(|_| panic!("{} never saw {ids:?}: {:?}", node.id(), node.members()));
+        tokio::time::timeout(WAIT, formed)
+            .await
+            .unwrap_or_else(|_| panic!("{} never saw {ids:?}: {:?}", node.id(), node.members()));
     }
     nodes
 }
@@ -113,8 +115,9 @@ async fn partition(trial: usize) -> (Duration, Duration) {
         }
         cut.elapsed()
     };
-    let (minority, majority) =
-        tokio::time::timeout(WAIT, async { tokio::join!(minority, majority) }).await.expect("the partition was decided");
+    let (minority, majority) = tokio::time::timeout(WAIT, async { tokio::join!(minority, majority) })
+        .await
+        .expect("the partition was decided");
     shutdown(nodes).await;
     (minority, majority)
 }
@@ -150,7 +153,9 @@ async fn singleton_owner_lost(trial: usize, lease: bool) -> Duration {
             }
         }
     };
-    tokio::time::timeout(WAIT, answers_from(&singletons[2], ids[0].clone())).await.expect("the singleton ran on the oldest");
+    tokio::time::timeout(WAIT, answers_from(&singletons[2], ids[0].clone()))
+        .await
+        .expect("the singleton ran on the oldest");
     let lost = Instant::now();
     net.isolate(&ids[0]);
     leases.freeze(&ids[0]);
@@ -186,11 +191,7 @@ fn report(label: &str, mut samples: Vec<Duration>) {
 }
 
 fn run(label: &str, paused: bool, trials: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rt = if paused {
         tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
     } else {

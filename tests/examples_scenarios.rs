@@ -272,7 +272,9 @@ async fn kv_under_keep_majority_the_minority_refuses_writes_and_nothing_acknowle
     assert!(refused.contains("losing side") && refused.contains("keep-majority"), "{refused}");
     eventually(WAIT, || async { (0..3).all(|i| nodes[i].members().len() == 3 && kv::refusal(&nodes[i]).is_none()) })
         .await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Versions are wall-clock milliseconds, which the paused test clock
+    // does not move: let a few real ones pass.
+    std::thread::sleep(Duration::from_millis(3));
     kv::put(&nodes[0], &shared_key, "newer").await.unwrap();
     acked.insert(shared_key.clone(), "newer".into());
     for i in 0..20 {

@@ -482,8 +482,10 @@ impl NodeService for Shared {
             // leave (and start theirs).
             let hooks: Vec<BoxFuture<'static, ()>> =
                 self.before_leave.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|hook| hook()).collect();
+            // All at once: each singleton's stop is bounded on its own.
+            let hooks: Vec<_> = hooks.into_iter().map(tokio::spawn).collect();
             for hook in hooks {
-                hook.await;
+                let _ = hook.await;
             }
             // Members hear it at once (not after the failure-detection
             // budget) and report `MemberLeft`. The notice goes to every peer

@@ -595,35 +595,48 @@ fn ask_lease(
     side: Vec<String>,
 ) {
     let inputs = shared.inputs.clone();
-    let hold = settings.lease_hold();
+    let hold = settings.lease_hold(shared.detection.suspect_timeout);
     let me = me.to_owned();
-    let Some(lease) = settings.lease.clone() else {
-        let why = "lease-majority without a lease: downing this side".to_owned();
-        let _ = inputs.try_send(Input::LeaseAnswer(LeaseAnswer { won: false, unreachable, why }));
-        return;
-    };
+    let lease = settings.lease.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        let (took, won, why) = match lease.acquire().await {
-            Ok(true) => (true, true, String::new()),
-            Ok(false) => match lease.holder().await {
-                Ok(Some(holder)) if side.contains(&holder) => (false, true, String::new()),
-                Ok(holder) => (
-                    false,
-                    false,
-                    format!("lease-majority: the lease {:?} is held by {holder:?}, on the other side", lease.name()),
-                ),
+        let ask = async {
+            let Some(lease) = &lease else {
+                return (false, false, "lease-majority without a lease: downing this side".to_owned());
+            };
+            match lease.acquire().await {
+                Ok(true) => (true, true, String::new()),
+                Ok(false) => match lease.holder().await {
+                    Ok(Some(holder)) if side.contains(&holder) => (false, true, String::new()),
+                    Ok(holder) => (
+                        false,
+                        false,
+                        format!(
+                            "lease-majority: the lease {:?} is held by {holder:?}, on the other side",
+                            lease.name()
+                        ),
+                    ),
+                    Err(e) => {
+                        (false, false, format!("lease-majority: the lease {:?} could not be read: {e}", lease.name()))
+                    }
+                },
                 Err(e) => {
-                    (false, false, format!("lease-majority: the lease {:?} could not be read: {e}", lease.name()))
+                    (false, false, format!("lease-majority: the lease {:?} could not be taken: {e}", lease.name()))
                 }
-            },
-            Err(e) => (false, false, format!("lease-majority: the lease {:?} could not be taken: {e}", lease.name())),
+            }
+        };
+        let (took, won, why) = match tokio::time::timeout(crate::sbr::LEASE_ANSWER, ask).await {
+            Ok(answer) => answer,
+            Err(_) => (
+                false,
+                false,
+                format!("lease-majority: the lease service did not answer within {:?}", crate::sbr::LEASE_ANSWER),
+            ),
         };
         tracing::warn!(node = %me, won, ?delay, "lease-majority: asked for the lease");
-        if inputs.send(Input::LeaseAnswer(LeaseAnswer { won, unreachable, why })).await.is_err() {
-            return;
-        }
-        if took {
+        // The lease is held (and then released) whatever becomes of the answer.
+        let _ = inputs.send(Input::LeaseAnswer(LeaseAnswer { won, unreachable, why })).await;
+        if let (true, Some(lease)) = (took, lease) {
             tokio::time::sleep(hold).await;
             if let Err(e) = lease.release().await {
                 tracing::warn!(node = %me, error = %e, "lease-majority: the lease was not released; it expires by itself");

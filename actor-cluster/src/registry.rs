@@ -192,6 +192,20 @@ impl Registry {
     fn lock(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The nodes (by id) whose live registrations of `name` this node
+    /// knows of, itself excepted.
+    pub(crate) fn other_holders(&self, shared: &Shared, name: &str) -> Vec<String> {
+        let me = shared.id();
+        self.lock()
+            .names
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.node != me && Self::is_live(shared, e))
+            .map(|e| e.node.clone())
+            .collect()
+    }
 }
 
 /// Whether `a` wins the name over `b`: the smaller node id (then run, then

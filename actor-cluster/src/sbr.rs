@@ -24,9 +24,12 @@
 //! halves, or a majority cut off from the clients. The lease is held in a
 //! coordination service both sides ask (etcd, say): the side that reaches
 //! it and takes the lease carries on, the other downs itself, and a side
-//! that cannot reach the service downs itself too. The winner holds the
-//! lease for `stable_after + down_all_when_unstable` after deciding (long
-//! enough for the other side to have given up), then releases it.
+//! that cannot reach the service downs itself too, as does one whose
+//! lease service has not answered within 10 s. The winner holds the lease
+//! until the other side has surely asked and given up (`stable_after +
+//! down_all_when_unstable + acquire_delay_for_minority` + 10 s + the
+//! suspicion timeout, 22.5 s with the defaults), then releases it; a side
+//! whose view kept changing for longer downs itself rather than ask.
 //!
 //! When the set of unreachable members keeps changing (flapping links,
 //! members coming and going), no decision is taken; once that has gone on
@@ -103,9 +106,25 @@ impl SplitBrainResolver {
         resolver
     }
 
-    /// How long the winner of a lease-majority decision holds the lease.
-    pub(crate) fn lease_hold(&self) -> Duration {
-        self.stable_after + self.down_all_when_unstable
+    /// How long after this side decided the losing side may still take to
+    /// down itself (besides having seen the partition later): it may wait
+    /// `down_all_when_unstable` when its view keeps changing; with
+    /// lease-majority, also the minority's delay and the lease service's
+    /// answer (at most [`LEASE_ANSWER`]).
+    pub(crate) fn losing_side_within(&self) -> Duration {
+        match self.strategy {
+            Strategy::LeaseMajority { acquire_delay_for_minority } => {
+                self.down_all_when_unstable + acquire_delay_for_minority + LEASE_ANSWER
+            }
+            _ => self.down_all_when_unstable,
+        }
+    }
+
+    /// How long the winner of a lease-majority decision holds the lease:
+    /// until the losing side has surely asked (it decided at most
+    /// `suspicion` after this side, then waited its delay) and given up.
+    pub(crate) fn lease_hold(&self, suspicion: Duration) -> Duration {
+        self.stable_after + self.losing_side_within() + suspicion
     }
 
     /// Keep-majority, the default strategy.
@@ -126,6 +145,10 @@ impl Default for SplitBrainResolver {
         Self::keep_majority()
     }
 }
+
+/// The longest a lease-majority decision waits for the lease service to
+/// answer; a node whose lease does not answer in time downs itself.
+pub(crate) const LEASE_ANSWER: Duration = Duration::from_secs(10);
 
 /// One member as the resolver sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

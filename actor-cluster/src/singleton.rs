@@ -9,39 +9,52 @@
 //! the view, reachable or not, that carry the role. Every node computes
 //! the same oldest from the same view, so they agree without a vote.
 //!
-//! **Moves.** Joins never move it (a newcomer is never the oldest). When
+//! **Moves.** "Oldest" goes by the run, the node's start time: a node
+//! that started earlier but joins later becomes the oldest when it joins.
+//! Whenever the oldest changes, the old owner stops its instance (its
+//! `stopping` hook runs) and only then withdraws the instance's
+//! cluster-wide name; the new owner starts once it is connected to every
+//! member and no other member still holds that name: **hand-over**. When
 //! the oldest leaves ([`Node::shutdown`](actor_remote::Node::shutdown)),
-//! its instance has stopped (its `stopping` hook has run) before the leave
-//! notice goes out, and the next oldest starts the instance as soon as it
-//! hears of the leave: **hand-over**. When the oldest is downed (it
-//! crashed, or a split-brain resolver cut its side off), the next oldest
-//! waits the [removal margin](SingletonBuilder::removal_margin) after the
-//! down before it starts the instance: **take-over**. The margin covers
-//! the time the other side of a partition takes to down itself (its
-//! instance stops then), so a cluster with a
-//! [split-brain resolver](crate::sbr) whose `stable_after` is at most the
-//! margin never runs two instances.
+//! this happens before the leave notice goes out. When the oldest is
+//! downed (it crashed, or a split-brain resolver cut its side off), its
+//! name goes with it, and the next oldest waits the
+//! [removal margin](SingletonBuilder::removal_margin) after the down before
+//! it starts the instance: **take-over**. The margin covers the time the
+//! losing side of a partition may take to down itself; a node that downs
+//! itself kills its instance at once (no `stopping` hook: it must be gone
+//! before the other side's margin ends). So with a
+//! [split-brain resolver](crate::sbr) and the default margin, two instances
+//! never run at once unless a process stalls for longer than the margin.
 //!
-//! **Leases.** With a [`Lease`]
-//! ([`SingletonBuilder::lease`]) a node also needs the lease to start the
-//! instance, and stops it as soon as its lease [`check`](crate::lease::Lease::check)
-//! fails: at most one instance, even without a resolver and even when the
-//! view is wrong (a process paused for longer than the failure detector).
+//! **Leases.** With a [`Lease`] ([`SingletonBuilder::lease`]) a node also
+//! needs the lease to start the instance, and kills it (at once, no
+//! `stopping` hook) as soon as its lease [`check`](crate::lease::Lease::check)
+//! fails, which happens a quarter of the lease's time to live before the
+//! lease can go to another owner: at most one instance, even without a
+//! resolver and even when the view is wrong, as long as the clocks run at
+//! the same rate and the instance's task is not stuck in code that never
+//! yields.
 //!
 //! **Without either**, each side of a partition downs the other and starts
 //! its own instance: starting a singleton with neither logs a warning.
 //!
 //! **The proxy.** [`Singleton::tell`] and [`Singleton::ask`] go through a
 //! buffer on this node (bounded: [`SingletonBuilder::buffer`], default
-//! 1000 messages; a full buffer refuses with
+//! 1000 messages, plus the one being sent; a full buffer refuses with
 //! [`SingletonError::Full`], handing the message back) to wherever the
 //! instance runs now. While the instance moves, messages wait in the
-//! buffer, and keep the order in which this node sent them. Messages that
-//! reached an instance that then stopped are lost, as any message to an
-//! actor that stops: a tell is delivered at most once.
+//! buffer, and tells keep the order in which this node sent them; an ask
+//! keeps its place too unless the instance's mailbox or connection is full
+//! when its turn comes (it then waits on its own). Messages that reached
+//! an instance that then stopped are lost, as any message to an actor that
+//! stops: a tell is delivered at most once.
 //!
 //! If the instance stops by itself (it returned an error, or stopped), the
-//! oldest member starts a new one a second later.
+//! oldest member starts a new one a second later. The instance must not
+//! await its own node's [`shutdown`](actor_remote::Node::shutdown): the
+//! shutdown first stops the instance, which would cut that await short
+//! (spawn the shutdown on a task instead).
 //!
 //! ```ignore
 //! // Every node starts it, with the same name and settings; it runs on the
@@ -86,6 +99,10 @@ const LEASE_RETRY: Duration = Duration::from_millis(500);
 
 /// How long a stopping instance has before it is killed.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a node that should run the instance checks whether the
+/// previous owner has handed over.
+const HAND_OVER_CHECK: Duration = Duration::from_millis(100);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -213,9 +230,11 @@ impl<A: RemoteActor> SingletonBuilder<A> {
     /// over. It must cover the time the downed side may take to down
     /// itself after this side decided: with a split-brain resolver, its
     /// `down_all_when_unstable` (the longest the losing side may wait when
-    /// its view keeps changing) plus the suspicion timeout (how much later
-    /// it may have seen the partition); that is the default (8.5 s with
-    /// the default settings). Without a resolver: the suspicion timeout.
+    /// its view keeps changing; with lease-majority, plus the minority's
+    /// delay and the lease service's answer) plus the suspicion timeout
+    /// (how much later it may have seen the partition); that is the
+    /// default (8.5 s with keep-majority's defaults, 20.5 s with
+    /// lease-majority's). Without a resolver: the suspicion timeout.
     pub fn removal_margin(mut self, margin: Duration) -> Self {
         self.removal_margin = Some(margin);
         self
@@ -232,7 +251,7 @@ impl<A: RemoteActor> SingletonBuilder<A> {
         let shared = &self.cluster.shared;
         let margin = self.removal_margin.unwrap_or_else(|| {
             let detection = shared.detection.suspect_timeout;
-            shared.sbr.as_ref().map_or(detection, |s| s.down_all_when_unstable + detection)
+            shared.sbr.as_ref().map_or(detection, |s| s.losing_side_within() + detection)
         });
         if shared.sbr.is_none() && self.lease.is_none() {
             tracing::warn!(
@@ -435,7 +454,9 @@ where
 fn asked<R, M>(result: Result<R, AskError<M>>) -> Result<R, SingletonAskError> {
     result.map_err(|e| match e {
         AskError::Timeout => SingletonAskError::Timeout,
-        AskError::NoReply | AskError::NodeDown | AskError::Closed(_) => SingletonAskError::NoReply,
+        AskError::NoReply | AskError::NodeDown | AskError::Closed(_) | AskError::ActorNotFound => {
+            SingletonAskError::NoReply
+        }
         other => SingletonAskError::Refused(other.to_string()),
     })
 }
@@ -536,26 +557,26 @@ impl<A: RemoteActor> Manager<A> {
         let me = self.cluster.id().to_owned();
         let my_run = self.cluster.run();
         let mut events = self.cluster.subscribe();
-        // A node that joined through seeds may not know every member yet:
-        // it waits the margin before it trusts that it is the oldest.
-        let founder = self.cluster.is_joined();
         tokio::select! {
             joined = self.cluster.joined() => if joined.is_err() { return },
             Some(done) = leave.recv() => { let _ = done.send(()); return }
         }
-        let mut not_before = if founder { Instant::now() } else { Instant::now() + self.margin };
+        let mut not_before = Instant::now();
         let mut running: Option<ActorRef<A>> = None;
         let mut lease_held = false;
         loop {
-            let downed = self.cluster.is_downed();
+            // The view before the flag: a node downing itself sets the flag
+            // first, then empties its view.
             let members = self.cluster.members();
+            let downed = self.cluster.is_downed();
             // Events are sent under the view's lock: every down that made
             // `members` is among the events ready now.
             while let Some(event) = ready(events.recv()) {
                 let Some(event) = event else {
                     if let Some(instance) = running.take() {
-                        self.stop(&instance, &mut lease_held).await;
+                        self.stop(&instance, &mut lease_held, false).await;
                     }
+                    self.release(&mut lease_held).await;
                     return;
                 };
                 self.note(&event, &me, my_run, &mut not_before);
@@ -573,12 +594,17 @@ impl<A: RemoteActor> Manager<A> {
                 tracing::error!(node = %me, singleton = %self.name, "lease lost: stopping the singleton's instance");
             }
             if let Some(instance) = &running
-                && (!mine || lease_lost)
+                && (!mine || lease_lost || downed)
             {
-                self.stop(instance, &mut lease_held).await;
+                // Out of the cluster, or no longer fenced: gone at once.
+                self.stop(instance, &mut lease_held, lease_lost || downed).await;
                 running = None;
             }
-            if mine && running.is_none() && Instant::now() >= not_before {
+            if running.is_none() && lease_held && !mine {
+                self.release(&mut lease_held).await;
+            }
+            let handed_over = mine && running.is_none() && self.handed_over(&members);
+            if handed_over && Instant::now() >= not_before {
                 if self.acquire(&mut lease_held).await {
                     running = self.start(&me);
                     if running.is_none() {
@@ -591,7 +617,8 @@ impl<A: RemoteActor> Manager<A> {
             let wake = if running.is_some() && self.lease.is_some() {
                 Some(Instant::now() + LEASE_CHECK)
             } else if mine && running.is_none() {
-                Some(not_before.max(Instant::now()))
+                // Waiting for the margin, the lease, or the old owner.
+                Some(not_before.max(Instant::now() + HAND_OVER_CHECK))
             } else {
                 None
             };
@@ -612,8 +639,9 @@ impl<A: RemoteActor> Manager<A> {
                     Some(event) => self.note(&event, &me, my_run, &mut not_before),
                     None => {
                         if let Some(instance) = running.take() {
-                            self.stop(&instance, &mut lease_held).await;
+                            self.stop(&instance, &mut lease_held, false).await;
                         }
+                        self.release(&mut lease_held).await;
                         return;
                     }
                 },
@@ -626,8 +654,9 @@ impl<A: RemoteActor> Manager<A> {
                 _ = sleep => {}
                 done = leave.recv() => {
                     if let Some(instance) = running.take() {
-                        self.stop(&instance, &mut lease_held).await;
+                        self.stop(&instance, &mut lease_held, false).await;
                     }
+                    self.release(&mut lease_held).await;
                     self.location.send_replace(None);
                     if let Some(done) = done {
                         let _ = done.send(());
@@ -681,18 +710,46 @@ impl<A: RemoteActor> Manager<A> {
         Some(instance)
     }
 
-    /// Stops the instance (killed if it takes longer than the hand-over
-    /// timeout) and then gives the lease up.
-    async fn stop(&self, instance: &ActorRef<A>, lease_held: &mut bool) {
-        self.cluster.unregister(&self.reg_name);
+    /// Whether the previous owner has handed over: this node is connected
+    /// to every other member (so it has their registrations) and none of
+    /// them still holds the instance's name (an old owner withdraws it
+    /// only once its instance has stopped; a downed one's goes with it).
+    fn handed_over(&self, members: &[Member]) -> bool {
+        let peers = self.cluster.peers();
+        let me = self.cluster.id();
+        if let Some(missing) = members.iter().find(|m| m.id != me && !peers.contains(&m.id)) {
+            tracing::debug!(node = %me, singleton = %self.name, member = %missing.id, "not connected to every member yet");
+            return false;
+        }
+        let holders = self.cluster.shared.registry.other_holders(&self.cluster.shared, &self.reg_name);
+        if !holders.is_empty() {
+            tracing::debug!(node = %me, singleton = %self.name, ?holders, "waiting for the previous owner to hand over");
+        }
+        holders.is_empty()
+    }
+
+    /// Stops the instance (`kill`: at once; else gracefully, killed if it
+    /// takes longer than the hand-over timeout), then withdraws its name
+    /// (the next owner waits for that) and gives the lease up.
+    async fn stop(&self, instance: &ActorRef<A>, lease_held: &mut bool, kill: bool) {
         self.clear_local();
-        instance.stop();
+        if kill {
+            instance.kill();
+        } else {
+            instance.stop();
+        }
         if tokio::time::timeout(HAND_OVER_TIMEOUT, instance.wait_for_stop()).await.is_err() {
             tracing::error!(node = %self.cluster.id(), singleton = %self.name, "the singleton's instance did not stop in {HAND_OVER_TIMEOUT:?}; killing it");
             instance.kill();
             instance.wait_for_stop().await;
         }
-        tracing::info!(node = %self.cluster.id(), singleton = %self.name, "singleton instance stopped here");
+        self.cluster.unregister(&self.reg_name);
+        tracing::info!(node = %self.cluster.id(), singleton = %self.name, killed = kill, "singleton instance stopped here");
+        self.release(lease_held).await;
+    }
+
+    /// Gives the lease up if this node holds it.
+    async fn release(&self, lease_held: &mut bool) {
         if let Some(lease) = &self.lease
             && std::mem::take(lease_held)
             && let Err(e) = lease.release().await

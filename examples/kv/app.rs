@@ -16,7 +16,9 @@
 //! older one: a downed node that starts again as a new member (`resume`)
 //! hands its keys back to their owners after the heal, so a write it
 //! acknowledged just before the partition was detected is not lost, and
-//! never overwrites a later one.
+//! never overwrites a later one ("later" by the writing nodes' clocks:
+//! nodes whose clocks disagree by more than the time between two writes
+//! of one key may order those two wrongly).
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +52,9 @@ pub struct Version {
 /// A shard's keys, with their values and versions.
 pub type Data = BTreeMap<String, (String, Version)>;
 
+/// One key with its value and version, as handed over.
+pub type Entry = (String, (String, Version));
+
 /// Stores `value` under `key` unless a later version is there already.
 fn store(data: &mut Data, key: String, value: String, version: Version) {
     match data.get(&key) {
@@ -80,7 +85,7 @@ pub struct Get(pub String);
 /// Keys handed over by another shard (ownership moved).
 #[derive(Message, Serialize, Deserialize)]
 #[message(reply = (), remote = "kv.Handoff")]
-pub struct Handoff(pub Vec<(String, (String, Version))>);
+pub struct Handoff(pub Vec<Entry>);
 
 /// Everything the shard holds (local).
 #[derive(Message)]
@@ -139,7 +144,7 @@ impl Handler<Rebalance> for Shard {
             members.retain(|m| *m != me);
         }
         // Keys to copy, per new owner; keys this shard no longer owns.
-        let mut moves: HashMap<String, Vec<(String, (String, Version))>> = HashMap::new();
+        let mut moves: HashMap<String, Vec<Entry>> = HashMap::new();
         let mut not_mine = Vec::new();
         for (key, value) in &self.data {
             let owners = owners(&members, key, REPLICAS);

@@ -107,7 +107,7 @@ pub struct Reserve(pub u64);
 impl Handler<Reserve> for Dispenser {
     async fn handle(&mut self, Reserve(n): Reserve, _ctx: &mut Context<Self>) -> (u64, String) {
         let first = self.next;
-        self.next += n;
+        self.next = self.next.saturating_add(n);
         (first, self.node.clone())
     }
 }
@@ -122,7 +122,8 @@ impl RemoteActor for Dispenser {
 /// An instance starts counting at the wall-clock time in milliseconds times
 /// 1000, so an instance that replaces another (its node left or was lost)
 /// never repeats an id without any state passed between them, as long as
-/// fewer than 1000 ids a millisecond were handed out on average.
+/// fewer than 1000 ids a millisecond were handed out on average and the
+/// nodes' clocks agree to within the time between two moves.
 pub fn dispenser(node: &Cluster) -> Result<Singleton<Dispenser>, ClusterError> {
     let id = node.id().to_owned();
     node.singleton("job-ids", move || {

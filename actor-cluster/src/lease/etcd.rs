@@ -99,7 +99,8 @@ impl EtcdLease {
             name: name.to_owned(),
             owner: owner.to_owned(),
             key: format!("{ETCD_KEY_PREFIX}{name}"),
-            ttl: ttl.max(Duration::from_secs(1)),
+            // etcd counts whole seconds: round up.
+            ttl: Duration::from_secs(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(Duration::from_secs(1)),
             state: Arc::default(),
         }))
     }
@@ -166,6 +167,9 @@ impl Lease for EtcdLease {
         let sent = Instant::now();
         let granted = timed(client.lease_grant(self.ttl_secs(), None)).await?;
         let lease = granted.id();
+        // Trust what etcd granted (it may round or raise the ttl), never more
+        // than asked.
+        let ttl = Duration::from_secs(u64::try_from(granted.ttl()).unwrap_or(0)).min(self.ttl);
         let txn = Txn::new()
             .when([Compare::create_revision(self.key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(self.key.as_str(), self.owner.as_str(), Some(PutOptions::new().with_lease(lease)))])
@@ -188,11 +192,11 @@ impl Lease for EtcdLease {
         }
         let mut state = self.lock();
         state.held = Some(lease);
-        state.trusted_until = Some(sent + self.ttl - self.ttl / 4);
+        state.trusted_until = Some(sent + ttl - ttl / 4);
         if let Some(old) = state.renewing.take() {
             old.abort();
         }
-        state.renewing = Some(tokio::spawn(keep_alive(client, lease, self.ttl, Arc::downgrade(&self.state))));
+        state.renewing = Some(tokio::spawn(keep_alive(client, lease, ttl, Arc::downgrade(&self.state))));
         Ok(true)
     }
 
