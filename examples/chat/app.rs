@@ -256,6 +256,11 @@ impl Client {
         }
     }
 
+    /// The current room's name, if in one.
+    pub fn room_name(&self) -> Option<String> {
+        self.current.as_ref().map(|(name, _)| name.clone())
+    }
+
     /// Who is in the current room.
     pub async fn who(&self) -> Result<Vec<String>, Box<dyn std::error::Error>> {
         let Some((_, room)) = &self.current else { return Err("join a room first: /join NAME".into()) };

@@ -22,8 +22,9 @@
 //!
 //! Partitions are decided by keep-majority (`--split-brain` to change): a
 //! node on the minority side downs itself and refuses its users' lines,
-//! saying why, so no second room of one name grows there; restart it to
-//! rejoin.
+//! saying why, so no second room of one name grows there; it then starts
+//! again as a new member, rejoins once the partition heals, and its user
+//! re-enters the room they were in.
 
 mod app;
 #[path = "../common/mod.rs"]
@@ -46,11 +47,16 @@ struct Cli {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let cli = Cli::parse();
-    let node = common::start(&cli.node).await?;
+    let mut node = common::start(&cli.node).await?;
     common::log_cluster_events(&node);
     app::setup(&node)?;
-    let user = cli.user.unwrap_or_else(|| node.id().to_owned());
+    let user = cli.user.clone().unwrap_or_else(|| node.id().to_owned());
     let (mut client, mut lines) = app::Client::new(&node, &user);
+    let mut known = common::Known::watch(&node);
+    let mut events = node.subscribe();
+    type Again =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<footlight::Cluster, Box<dyn std::error::Error>>>>>;
+    let mut rejoining: Option<Again> = None;
     println!("[{}] {user} here, listening on {}; /join ROOM to start", node.id(), node.addr());
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
@@ -58,7 +64,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            line = lines.recv() => match line {
+            event = events.recv(), if rejoining.is_none() => match event {
+                Some(footlight::ClusterEvent::SelfDowned { reason }) => {
+                    println!("[{}] on the losing side of a partition ({reason}): lines are refused; starting again as a new member, to rejoin once the partition heals", node.id());
+                    rejoining = Some(Box::pin(common::start_again(cli.node.clone(), node.clone(), known.other_side())));
+                }
+                Some(_) => {}
+                None => break,
+            },
+            again = async {
+                match rejoining.as_mut() {
+                    Some(again) => again.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                rejoining = None;
+                let room = client.room_name();
+                match again {
+                    Ok(new_node) => {
+                        node = new_node;
+                        common::log_cluster_events(&node);
+                        app::setup(&node)?;
+                        (client, lines) = app::Client::new(&node, &user);
+                        known = common::Known::watch(&node);
+                        events = node.subscribe();
+                        println!("[{}] rejoined as a new member", node.id());
+                        if let Some(room) = room
+                            && let Err(e) = client.join(&room).await
+                        {
+                            println!("! {e}");
+                        }
+                    }
+                    Err(e) => {
+                        println!("[{}] could not start again: {e}", node.id());
+                        break;
+                    }
+                }
+            }
+            // While it starts again, the old node's user is gone.
+            line = lines.recv(), if rejoining.is_none() => match line {
                 Some(line) => println!("{line}"),
                 None => break,
             },

@@ -234,3 +234,65 @@ pub fn log_cluster_events(node: &Cluster) {
         }
     });
 }
+
+/// The members a node has seen, by id: their addresses and whether they
+/// are reachable now. Once the node has downed itself its view is empty;
+/// this says whom to rejoin through.
+#[derive(Clone, Default)]
+pub struct Known(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, (String, bool)>>>);
+
+impl Known {
+    /// Follows `node`'s events.
+    pub fn watch(node: &Cluster) -> Known {
+        use footlight::ClusterEvent::*;
+        let known = Known::default();
+        let (mut events, me, map) = (node.subscribe(), node.id().to_owned(), known.0.clone());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+                match event {
+                    MemberUp(m) if m.id != me => {
+                        map.insert(m.id, (m.addr, true));
+                    }
+                    MemberUnreachable(m) => {
+                        if let Some(entry) = map.get_mut(&m.id) {
+                            entry.1 = false;
+                        }
+                    }
+                    MemberReachable(m) => {
+                        if let Some(entry) = map.get_mut(&m.id) {
+                            entry.1 = true;
+                        }
+                    }
+                    MemberDown(m) | MemberLeft(m) => {
+                        map.remove(&m.id);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        known
+    }
+
+    /// The addresses of the members this node could not reach (the side
+    /// that won, once it has downed itself): its own side is downing itself
+    /// too. All it knew if it could reach every one.
+    pub fn other_side(&self) -> Vec<String> {
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let other: Vec<String> = known.values().filter(|(_, up)| !up).map(|(addr, _)| addr.clone()).collect();
+        if other.is_empty() { known.values().map(|(addr, _)| addr.clone()).collect() } else { other }
+    }
+}
+
+/// Shuts `old` (a node that downed itself) down and starts this node again
+/// as a new member (a new run) on the address it had, joining through
+/// `seeds` and its own seeds; returns once the cluster has admitted it
+/// (after the partition heals).
+pub async fn start_again(mut args: NodeArgs, old: Cluster, seeds: Vec<String>) -> Result<Cluster, Box<dyn Error>> {
+    args.listen = old.addr().to_owned();
+    args.seeds.extend(seeds);
+    args.seeds.sort();
+    args.seeds.dedup();
+    old.shutdown().await;
+    start(&args).await
+}

@@ -37,9 +37,6 @@ mod app;
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -57,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut node = common::start(&cli.node).await?;
     common::log_cluster_events(&node);
     let mut shard = app::serve(&node)?;
-    let mut known = known_members(&node);
+    let mut known = common::Known::watch(&node);
     let mut events = node.subscribe();
     let mut rejoining: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Rejoined>>>> = None;
     println!("[{}] kv shard up, listening on {}", node.id(), node.addr());
@@ -72,9 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     println!("[{}] on the losing side of a partition ({reason}): writes are refused; starting again as a new member, to rejoin once the partition heals", node.id());
                     // Rejoin through the other side (those this node could
                     // not reach): its own side is downing itself too.
-                    let known = known.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    let other_side: Vec<String> = known.values().filter(|(_, up)| !up).map(|(addr, _)| addr.clone()).collect();
-                    let seeds = if other_side.is_empty() { known.values().map(|(addr, _)| addr.clone()).collect() } else { other_side };
+                    let seeds = known.other_side();
                     rejoining = Some(Box::pin(rejoin(cli.node.clone(), node.clone(), shard.clone(), seeds)));
                 }
                 Some(_) => {}
@@ -92,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         node = new_node;
                         shard = new_shard;
                         common::log_cluster_events(&node);
-                        known = known_members(&node);
+                        known = common::Known::watch(&node);
                         events = node.subscribe();
                         println!("[{}] rejoined as a new member; {keys} keys handed back to their owners", node.id());
                     }
@@ -145,60 +140,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 type Rejoined = Result<(footlight::Cluster, footlight::ActorRef<app::Shard>, usize), Box<dyn std::error::Error>>;
 
-/// The members this node has seen, by id: their addresses and whether they
-/// are reachable (the seeds to rejoin through once it has downed itself,
-/// when its view is empty).
-type Known = Arc<Mutex<BTreeMap<String, (String, bool)>>>;
-
-fn known_members(node: &footlight::Cluster) -> Known {
-    use footlight::ClusterEvent::*;
-    let known = Known::default();
-    let (mut events, me, map) = (node.subscribe(), node.id().to_owned(), known.clone());
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-            match event {
-                MemberUp(m) if m.id != me => {
-                    map.insert(m.id, (m.addr, true));
-                }
-                MemberUnreachable(m) => {
-                    if let Some(entry) = map.get_mut(&m.id) {
-                        entry.1 = false;
-                    }
-                }
-                MemberReachable(m) => {
-                    if let Some(entry) = map.get_mut(&m.id) {
-                        entry.1 = true;
-                    }
-                }
-                MemberDown(m) | MemberLeft(m) => {
-                    map.remove(&m.id);
-                }
-                _ => {}
-            }
-        }
-    });
-    known
-}
-
-/// Starts this node again as a new member (a new run) through the members
-/// it knew, once one answers, and hands the old shard's keys to their
-/// owners.
+/// Starts this node again as a new member through `seeds`, and hands the
+/// old shard's keys to their owners.
 async fn rejoin(
-    mut args: common::NodeArgs,
+    args: common::NodeArgs,
     old: footlight::Cluster,
     shard: footlight::ActorRef<app::Shard>,
     seeds: Vec<String>,
 ) -> Rejoined {
     let data = shard.ask(app::Dump).await.unwrap_or_default();
     let keys = data.len();
-    // Listen where it did (the address the others knew).
-    args.listen = old.addr().to_owned();
-    args.seeds.extend(seeds);
-    args.seeds.sort();
-    args.seeds.dedup();
-    old.shutdown().await;
-    let node = common::start(&args).await?;
+    let node = common::start_again(args, old, seeds).await?;
     let shard = app::resume(&node, data)?;
     Ok((node, shard, keys))
 }
