@@ -342,21 +342,14 @@ impl<A: Actor> Singleton<A> {
         A: Handler<M>,
         M: Message,
     {
-        // The message comes back out of a refused op through this slot.
-        let slot = Arc::new(Mutex::new(Some(msg)));
-        match self.ops.try_send(tell_op::<A, M>(slot.clone())) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let full = matches!(e, mpsc::error::TrySendError::Full(_));
-                drop(e);
-                let msg = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-                match (msg, full) {
-                    (Some(msg), true) => Err(SingletonError::Full(msg)),
-                    (Some(msg), false) => Err(SingletonError::Stopped(msg)),
-                    // Unreachable: the op was dropped unsent.
-                    (None, _) => Ok(()),
-                }
+        // A place in the buffer first: a refused message is still ours.
+        match self.ops.try_reserve() {
+            Ok(place) => {
+                place.send(tell_op::<A, M>(msg));
+                Ok(())
             }
+            Err(mpsc::error::TrySendError::Full(())) => Err(SingletonError::Full(msg)),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(SingletonError::Stopped(msg)),
         }
     }
 
@@ -393,20 +386,16 @@ impl<A: Actor> Singleton<A> {
     }
 }
 
-fn tell_op<A, M>(slot: Arc<Mutex<Option<M>>>) -> Op<A>
+fn tell_op<A, M>(msg: M) -> Op<A>
 where
     A: Handler<M>,
     M: Message,
 {
     Box::new(move |instance: ActorRef<A>| {
         Box::pin(async move {
-            let msg = slot.lock().unwrap_or_else(|p| p.into_inner()).take()?;
             match instance.tell(msg).await {
                 Ok(()) => None,
-                Err(SendError::Closed(msg) | SendError::NodeDown(msg)) => {
-                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
-                    Some(Pending(tell_op(slot)))
-                }
+                Err(SendError::Closed(msg) | SendError::NodeDown(msg)) => Some(Pending(tell_op(msg))),
                 Err(e) => {
                     tracing::warn!(error = %e, "message for a singleton refused; dropped");
                     None

@@ -5,21 +5,8 @@
 
 mod common;
 
-use actor_core::{Actor, ActorSystem, Context, ExitReason, Handler, Message};
-use common::within;
-
-struct Worker;
-impl Actor for Worker {}
-
-struct Crash;
-impl Message for Crash {
-    type Reply = ();
-}
-impl Handler<Crash> for Worker {
-    async fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        ctx.fail("boom");
-    }
-}
+use actor_core::{ActorSystem, ExitReason};
+use common::{Crash, Worker, within};
 
 #[tokio::test]
 async fn each_monitor_gets_its_own_notice_with_the_exit_reason() {

@@ -7,24 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use actor_core::{
-    Actor, ActorRef, ActorSystem, Context, ExitReason, Handler, Message, Restart, Supervisor, SupervisorEvent,
-};
-use common::within;
-
-#[derive(Default)]
-struct Worker;
-impl Actor for Worker {}
-
-struct Crash;
-impl Message for Crash {
-    type Reply = ();
-}
-impl Handler<Crash> for Worker {
-    async fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        ctx.fail("boom");
-    }
-}
+use actor_core::{ActorRef, ActorSystem, Context, ExitReason, Handler, Message, Restart, Supervisor, SupervisorEvent};
+use common::{Crash, Worker, within};
 
 struct Link(ActorRef<Worker>);
 impl Message for Link {

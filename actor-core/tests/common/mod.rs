@@ -50,3 +50,19 @@ impl<T: std::fmt::Debug> Events<T> {
         out
     }
 }
+
+/// An actor with no state of its own, for tests about lifecycles.
+#[derive(Default)]
+pub struct Worker;
+impl actor_core::Actor for Worker {}
+
+/// Makes a [`Worker`] fail (`ctx.fail("boom")`).
+pub struct Crash;
+impl actor_core::Message for Crash {
+    type Reply = ();
+}
+impl actor_core::Handler<Crash> for Worker {
+    async fn handle(&mut self, _: Crash, ctx: &mut actor_core::Context<Self>) {
+        ctx.fail("boom");
+    }
+}
