@@ -56,8 +56,6 @@ pub(crate) struct ActorCell {
     state: Mutex<CellState>,
     /// What stopping it may take (see [`Shutdown`]).
     shutdown: Shutdown,
-    /// Its task, to kill it (none for a stand-in).
-    task: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 #[derive(Default)]
@@ -68,6 +66,9 @@ struct CellState {
     started: bool,
     /// Set once the finaliser is done; `wait_exit` waits for this.
     done: bool,
+    /// Its task while it runs, to kill it (never for a stand-in; dropped
+    /// at the end, so a dead actor's task is freed while refs live on).
+    task: Option<tokio::task::AbortHandle>,
     /// Watchers, links and names, in one vector: most actors have none.
     relations: Vec<Relation>,
 }
@@ -117,7 +118,6 @@ impl ActorCell {
             exited: Notify::new(),
             state: Mutex::new(CellState::default()),
             shutdown,
-            task: std::sync::OnceLock::new(),
         }
     }
 
@@ -239,20 +239,23 @@ impl ActorCell {
         self.lock().exit.is_none()
     }
 
-    /// Records the actor's task, so that it can be killed.
+    /// Records the actor's task, so that it can be killed (not once it has
+    /// ended).
     pub(crate) fn set_task(&self, task: tokio::task::AbortHandle) {
-        let _ = self.task.set(task);
+        let mut st = self.lock();
+        if st.exit.is_none() {
+            st.task = Some(task);
+        }
     }
 
     /// Drops the actor's task at its next await (its exit reason becomes
     /// `Killed`). Nothing happens to an actor that has stopped.
     pub(crate) fn kill(&self) {
-        if let Some(task) = self.task.get()
-            && self.is_alive()
-        {
-            tracing::warn!(actor = %self, "killing the actor");
-            task.abort();
-        }
+        let st = self.lock();
+        let Some(task) = st.task.as_ref().filter(|_| st.exit.is_none()) else { return };
+        task.abort();
+        drop(st);
+        tracing::warn!(actor = %self, "killing the actor");
     }
 
     /// Stops the actor as its [`Shutdown`] policy says, and waits until it
@@ -275,22 +278,17 @@ impl ActorCell {
     /// The second half: waits for the end, killing the actor once its
     /// timeout, counted from `since`, has passed.
     pub(crate) async fn finish_stop(&self, since: tokio::time::Instant) -> ExitReason {
-        let deadline = match self.shutdown {
+        match self.shutdown {
             Shutdown::Infinity => return self.wait_exit().await,
-            // A timeout too long to represent is no timeout.
-            Shutdown::Timeout(limit) => match since.checked_add(limit) {
-                Some(deadline) => Some((deadline, limit)),
-                None => return self.wait_exit().await,
-            },
-            Shutdown::BrutalKill => None,
-        };
-        if let Some((deadline, limit)) = deadline {
-            match tokio::time::timeout_at(deadline, self.wait_exit()).await {
-                Ok(reason) => return reason,
-                Err(_) => {
-                    tracing::warn!(actor = %self, ?limit, "did not stop within its shutdown timeout");
-                    self.kill();
+            Shutdown::BrutalKill => {}
+            Shutdown::Timeout(limit) => {
+                // A timeout too long to represent is no timeout.
+                let Some(deadline) = since.checked_add(limit) else { return self.wait_exit().await };
+                if let Ok(reason) = tokio::time::timeout_at(deadline, self.wait_exit()).await {
+                    return reason;
                 }
+                tracing::warn!(actor = %self, ?limit, "did not stop within its shutdown timeout");
+                self.kill();
             }
         }
         // Killed: the task ends at its next await. One that never yields
@@ -320,32 +318,31 @@ impl ActorCell {
     /// Waits until an instance of the actor has started (`Ok`), or the actor
     /// has stopped without one starting (its reason).
     pub(crate) async fn wait_started(&self) -> Result<(), ExitReason> {
-        loop {
-            let mut notified = pin!(self.exited.notified());
-            notified.as_mut().enable();
-            {
-                let st = self.lock();
-                if st.started {
-                    return Ok(());
-                }
-                if let (true, Some(reason)) = (st.done, &st.exit) {
-                    return Err(reason.clone());
-                }
-            }
-            notified.await;
-        }
+        self.wait_until(|st| match (st.started, st.done, &st.exit) {
+            (true, _, _) => Some(Ok(())),
+            (false, true, Some(reason)) => Some(Err(reason.clone())),
+            _ => None,
+        })
+        .await
     }
 
     /// Waits until the actor has stopped and returns why.
     pub(crate) async fn wait_exit(&self) -> ExitReason {
+        self.wait_until(|st| match (st.done, &st.exit) {
+            (true, Some(reason)) => Some(reason.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits until `ready` says something of the state (checked now and on
+    /// every start or exit notice).
+    async fn wait_until<T>(&self, ready: impl Fn(&CellState) -> Option<T>) -> T {
         loop {
             let mut notified = pin!(self.exited.notified());
             notified.as_mut().enable();
-            {
-                let st = self.lock();
-                if let (true, Some(reason)) = (st.done, &st.exit) {
-                    return reason.clone();
-                }
+            if let Some(out) = ready(&self.lock()) {
+                return out;
             }
             notified.await;
         }
@@ -432,6 +429,7 @@ impl ActorCell {
             }
             st.exit = Some(reason);
             st.signals.clear();
+            st.task = None;
             let mut remains = Remains { watchers: Vec::new(), links: Vec::new(), names: Vec::new() };
             for relation in std::mem::take(&mut st.relations) {
                 match relation {

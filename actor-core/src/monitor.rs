@@ -65,7 +65,8 @@ pub struct Down {
 pub struct Monitor {
     id: MonitorId,
     actor: ActorId,
-    rx: oneshot::Receiver<ExitReason>,
+    /// The watcher's answer (taken when the monitor is awaited).
+    rx: Option<oneshot::Receiver<ExitReason>>,
     watcher: ActorRef<Watcher>,
     /// The watched actor's cell, to remove the watch on cancel.
     target: std::sync::Weak<crate::cell::ActorCell>,
@@ -114,17 +115,21 @@ impl IntoFuture for Monitor {
 
     fn into_future(mut self) -> Self::IntoFuture {
         let (id, actor) = (self.id, self.actor);
-        let rx = std::mem::replace(&mut self.rx, oneshot::channel().1);
+        let rx = self.rx.take();
         let local = self.local_exit.take();
         Box::pin(async move {
             // Keeps the watch while waiting; dropping the future cancels it.
             let _monitor = self;
-            let reason = match rx.await {
-                Ok(reason) => reason,
+            let answer = match rx {
+                Some(rx) => rx.await.ok(),
+                None => None,
+            };
+            let reason = match answer {
+                Some(reason) => reason,
                 // The watcher was stopped before the actor (the system shut
                 // down): a local actor's reason is read from the actor; a
                 // remote one's is unknown from here.
-                Err(_) => match local {
+                None => match local {
                     Some(cell) => cell.wait_exit().await,
                     None => ExitReason::Shutdown,
                 },
@@ -169,6 +174,13 @@ impl ActorSystem {
         // Watched before this returns: a stop that follows is seen.
         crate::context::watch_cell(watcher.cell(), actor.cell(), actor.id());
         let local_exit = actor.remote_endpoint().is_none().then(|| actor.cell().clone());
-        Monitor { id, actor: actor.id(), rx, watcher, target: std::sync::Arc::downgrade(actor.cell()), local_exit }
+        Monitor {
+            id,
+            actor: actor.id(),
+            rx: Some(rx),
+            watcher,
+            target: std::sync::Arc::downgrade(actor.cell()),
+            local_exit,
+        }
     }
 }

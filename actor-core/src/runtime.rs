@@ -550,7 +550,7 @@ thread_local! {
 }
 
 /// Whether [`quiet_actor_panics`] was called: only then is [`CAUGHT`]
-/// kept, so a program that never asks pays nothing per message for it.
+/// kept, so a program that never asks pays one relaxed load per poll.
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Runs `f` with [`CAUGHT`] set (when quiet panics were asked for).

@@ -502,6 +502,12 @@ struct Child {
 }
 
 impl Child {
+    /// A child as first started (`cell` and `actor_ref`), or kept
+    /// terminated with its spec (`None`s).
+    fn new(spec: Spec, cell: Option<Arc<ActorCell>>, actor_ref: Option<Box<dyn Any + Send + Sync>>) -> Child {
+        Child { spec, cell, actor_ref, generation: 0, consecutive: 0, last_restart: None, restarting: false }
+    }
+
     fn info(&self) -> ChildInfo {
         ChildInfo {
             name: self.spec.name.to_string(),
@@ -652,15 +658,7 @@ impl Supervisor {
     ) -> Result<Box<dyn Any + Send + Sync>, ExitReason> {
         let (ack, started) = oneshot::channel();
         let Started { cell, kept, handed } = spec.start.clone().start(ctx, &spec, ack);
-        self.children.push(Child {
-            spec,
-            cell: Some(cell.clone()),
-            actor_ref: Some(kept),
-            generation: 0,
-            consecutive: 0,
-            last_restart: None,
-            restarting: false,
-        });
+        self.children.push(Child::new(spec, Some(cell.clone()), Some(kept)));
         match started.await {
             Ok(Ok(())) => Ok(handed),
             // Its exit report, handled later, restarts it.
@@ -943,15 +941,7 @@ impl Supervisor {
                     Ok(_) => Reply::Done(Ok(())),
                     Err(reason) => {
                         // It stays terminated, its spec kept.
-                        self.children.push(Child {
-                            spec,
-                            cell: None,
-                            actor_ref: None,
-                            generation: 0,
-                            consecutive: 0,
-                            last_restart: None,
-                            restarting: false,
-                        });
+                        self.children.push(Child::new(spec, None, None));
                         Reply::Done(Err(ChildError::StartFailed { name, reason }))
                     }
                 }
