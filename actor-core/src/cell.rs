@@ -56,6 +56,9 @@ pub(crate) struct ActorCell {
     state: Mutex<CellState>,
     /// What stopping it may take (see [`Shutdown`]).
     shutdown: Shutdown,
+    /// Its task, to kill it (none for a stand-in). Set once, without the
+    /// state's lock: the new task may be holding it on another worker.
+    task: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 #[derive(Default)]
@@ -66,9 +69,6 @@ struct CellState {
     started: bool,
     /// Set once the finaliser is done; `wait_exit` waits for this.
     done: bool,
-    /// Its task while it runs, to kill it (never for a stand-in; dropped
-    /// at the end, so a dead actor's task is freed while refs live on).
-    task: Option<tokio::task::AbortHandle>,
     /// Watchers, links and names, in one vector: most actors have none.
     relations: Vec<Relation>,
 }
@@ -118,6 +118,7 @@ impl ActorCell {
             exited: Notify::new(),
             state: Mutex::new(CellState::default()),
             shutdown,
+            task: std::sync::OnceLock::new(),
         }
     }
 
@@ -239,23 +240,20 @@ impl ActorCell {
         self.lock().exit.is_none()
     }
 
-    /// Records the actor's task, so that it can be killed (not once it has
-    /// ended).
+    /// Records the actor's task, so that it can be killed.
     pub(crate) fn set_task(&self, task: tokio::task::AbortHandle) {
-        let mut st = self.lock();
-        if st.exit.is_none() {
-            st.task = Some(task);
-        }
+        let _ = self.task.set(task);
     }
 
     /// Drops the actor's task at its next await (its exit reason becomes
     /// `Killed`). Nothing happens to an actor that has stopped.
     pub(crate) fn kill(&self) {
-        let st = self.lock();
-        let Some(task) = st.task.as_ref().filter(|_| st.exit.is_none()) else { return };
-        task.abort();
-        drop(st);
-        tracing::warn!(actor = %self, "killing the actor");
+        if let Some(task) = self.task.get()
+            && self.is_alive()
+        {
+            tracing::warn!(actor = %self, "killing the actor");
+            task.abort();
+        }
     }
 
     /// Stops the actor as its [`Shutdown`] policy says, and waits until it
@@ -429,7 +427,6 @@ impl ActorCell {
             }
             st.exit = Some(reason);
             st.signals.clear();
-            st.task = None;
             let mut remains = Remains { watchers: Vec::new(), links: Vec::new(), names: Vec::new() };
             for relation in std::mem::take(&mut st.relations) {
                 match relation {
