@@ -184,6 +184,25 @@ impl<A: Actor> ActorRef<A> {
         }
     }
 
+    /// Asks the actor to stop once it has handled the messages already in its
+    /// mailbox (Akka's `PoisonPill`): the request queues like a message (it
+    /// waits for room in a full bounded mailbox) and stops the actor as
+    /// [`stop`](Self::stop) does when its turn comes; messages sent after it
+    /// are dropped. Returns `false` if the actor had already stopped. For an
+    /// actor on another node this is [`stop`](Self::stop), which already
+    /// follows what this ref sent before it.
+    pub async fn stop_after_queued(&self) -> bool {
+        if let Some(remote) = self.remote_endpoint() {
+            remote.stop();
+            return true;
+        }
+        if self.inner.cell.gate.acquire().await.is_err() {
+            return false;
+        }
+        self.inner.enqueue(Box::new(mailbox::StopAfterQueued));
+        true
+    }
+
     /// Waits until the actor has stopped for good and returns why. Returns at
     /// once if it already has.
     pub async fn wait_for_stop(&self) -> ExitReason {

@@ -45,6 +45,9 @@ pub(crate) struct ActorCell {
     type_name: &'static str,
     name: Option<Arc<str>>,
     has_signals: AtomicBool,
+    /// Set when the actor takes a batch of messages; cleared by
+    /// [`take_active`](Self::take_active) (idle detection).
+    active: AtomicBool,
     /// A local stand-in for an actor on another node: it has no task, so
     /// signals to it are dropped, except the exit of a linked local actor,
     /// which goes to the remote actor through this endpoint.
@@ -112,6 +115,7 @@ impl ActorCell {
             type_name,
             name,
             has_signals: AtomicBool::new(false),
+            active: AtomicBool::new(false),
             stand_in: false,
             endpoint: None,
             wake: AtomicWaker::new(),
@@ -192,6 +196,18 @@ impl ActorCell {
         }
         self.has_signals.store(true, Ordering::SeqCst);
         self.wake.wake();
+    }
+
+    /// Notes that the actor took messages.
+    pub(crate) fn mark_active(&self) {
+        if !self.active.load(Ordering::Relaxed) {
+            self.active.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the actor took messages since the last call.
+    pub(crate) fn take_active(&self) -> bool {
+        self.active.swap(false, Ordering::Relaxed)
     }
 
     pub(crate) fn has_signals(&self) -> bool {

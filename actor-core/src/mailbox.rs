@@ -110,6 +110,20 @@ impl<A: Handler<M>, M: Message> Envelope<A> for Ask<M> {
     }
 }
 
+/// Stops the actor when its turn comes (after the messages queued before it).
+pub(crate) struct StopAfterQueued;
+
+impl<A: Actor> Envelope<A> for StopAfterQueued {
+    fn handle<'a>(self: Box<Self>, _actor: &'a mut A, ctx: &'a mut Context<A>) -> BoxFuture<'a, ()> {
+        ctx.stop();
+        Box::pin(std::future::ready(()))
+    }
+
+    fn message_type(&self) -> &'static str {
+        "stop_after_queued"
+    }
+}
+
 /// The queue of a mailbox: a lock-protected deque that the actor drains in
 /// batches.
 ///

@@ -364,6 +364,7 @@ async fn message_loop_inner<A: Actor>(
                         return Poll::Ready(false);
                     }
                     if queue.take_all(&mut st.batch, || cell.register(cx.waker())) {
+                        cell.mark_active();
                         return Poll::Ready(true);
                     }
                     // About to wait (the waker is registered): hand every slot
