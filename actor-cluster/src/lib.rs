@@ -10,6 +10,9 @@
 //!   carries on;
 //! - **singletons** ([`singleton`]): one instance of an actor in the
 //!   cluster, on the oldest member, with hand-over and a proxy;
+//! - **sharding** ([`sharding`]): virtual actors addressed by id,
+//!   activated on the member that owns their shard, moved with a hand-off,
+//!   passivated when idle;
 //! - **leases** ([`lease`]): fencing through a coordination service
 //!   (in memory, or etcd with the `etcd` feature).
 //!
@@ -44,6 +47,7 @@ pub mod lease;
 mod membership;
 mod registry;
 pub mod sbr;
+pub mod sharding;
 pub mod singleton;
 mod view;
 
@@ -51,5 +55,6 @@ pub use cluster::{Cluster, ClusterBuilder, ClusterError};
 pub use membership::{ClusterEvent, FailureDetection, GossipStats, MAX_ROLES, Member};
 pub use registry::{MAX_ENTRIES_PER_NODE, MAX_NAME_LEN};
 pub use sbr::SplitBrainResolver;
+pub use sharding::{EntityAskError, EntityError, EntityRef, Sharding, ShardingBuilder};
 pub use singleton::{Singleton, SingletonAskError, SingletonBuilder, SingletonError};
 pub use view::Subscription;

@@ -1,0 +1,1604 @@
+//! Cluster sharding: virtual actors (Akka's cluster sharding, Orleans'
+//! grains). An actor per account, device or game, addressed by an id from
+//! any node, activated on first use on the member that owns its shard, at
+//! most one of each id in the cluster, moved when members come and go,
+//! stopped when idle.
+//!
+//! Every node starts sharding for an entity type with the same name and
+//! settings ([`Cluster::sharding`]); [`Sharding::entity_ref`] gives an
+//! [`EntityRef`] from any node, before the entity exists. The first message
+//! activates it (the factory makes it from its id).
+//!
+//! **Allocation.** An entity id maps to one of a fixed number of shards
+//! ([`ShardingBuilder::shards`], a stable hash of the id); a shard maps to
+//! the member that wins rendezvous hashing among the members in the view
+//! (reachable or not, until downed) with the type's role. Every node
+//! computes the same owner from the same view: no coordinator, and a join
+//! moves only the shards the newcomer wins (about one in n).
+//!
+//! **Fencing and hand-off.** A node hosts a shard only while it holds the
+//! shard's cluster-wide name (`footlight.shard.<type>.<shard>`, see
+//! [`Cluster::register`]), and takes a shard only when it is connected to
+//! every member and no other member holds that name. A node that must give
+//! a shard away (a join moved it, or the node is leaving) first tells every
+//! member's region to stop sending to it and buffer (and waits for each to
+//! acknowledge, up to 5 s), then stops the shard's entities after the
+//! messages already in their mailboxes (their `stopping` hooks run), and
+//! only then withdraws the name; the new owner activates nothing before
+//! that. At most [`max_moves`](ShardingBuilder::max_moves) shards with live
+//! entities are handed off by a node at once (empty ones move freely).
+//! After a member is **downed**, its shards are taken over only after the
+//! removal margin (as for [singletons](crate::singleton)): the downed side
+//! kills its entities at once when it downs itself. So with a
+//! [split-brain resolver](crate::sbr), an entity id is active on at most
+//! one node at any instant, unless a process stalls for longer than the
+//! margin or two nodes' views differ in two ways at once (then the
+//! registry's conflict rule stops the loser's shard at once, and the node
+//! reports [`ClusterEvent::NameLost`]).
+//!
+//! **Messages.** An [`EntityRef`] sends through this node's region: a
+//! buffer (bounded by [`ShardingBuilder::buffer`], default 10,000 messages
+//! per node and type; a full buffer refuses, handing the message back) in
+//! front of the entity, wherever it runs. Tells from one node to one entity
+//! arrive in the order sent, across moves: while a shard moves, its
+//! messages wait in each sender's buffer. An ask keeps its place too, unless
+//! the entity's mailbox is full when its turn comes. Delivery is at most
+//! once, as for any actor: messages in flight to a node that crashes are
+//! lost, and so are messages to an entity that stops or fails by itself
+//! (rather than through [`Sharding::passivate`]) until its region notices,
+//! within a second. A failed entity is activated afresh by the next message.
+//!
+//! **Passivation.** [`ShardingBuilder::passivate_after`] stops entities that
+//! handled nothing for that long; [`Sharding::passivate`] stops one on
+//! request (an entity can ask for its own, through a `Sharding` handle it
+//! keeps). Both go through the same hand-off as a move, so no message is
+//! lost: messages sent meanwhile wait and re-activate the entity.
+//!
+//! ```ignore
+//! // On every node (a complete, compiled version is in the README;
+//! // `examples/bank` runs one):
+//! let accounts = cluster.sharding("account", |id: &str| Account::new(id)).start()?;
+//! accounts.entity_ref("alice").tell(Deposit(10))?;
+//! let balance = accounts.entity_ref("alice").ask(Balance).await?;
+//! ```
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use actor_core::remote::BoxFuture;
+use actor_core::{Actor, ActorRef, AskError, Context, Handler, Message, SendError, TrySendError};
+use actor_remote::{PeerRun, RemoteActor, RemoteMessages};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::{Cluster, ClusterError, ClusterEvent, Member};
+
+/// The prefix of a shard's cluster-wide name (followed by the type's name,
+/// a dot and the shard's number).
+pub const NAME_PREFIX: &str = "footlight.shard.";
+/// The prefix of the process group of a type's regions (followed by the
+/// type's name).
+pub const GROUP_PREFIX: &str = "footlight.sharding.";
+/// The default number of shards.
+pub const DEFAULT_SHARDS: u32 = 1000;
+/// The default bound of a region's buffer (messages, per node and type).
+pub const DEFAULT_BUFFER: usize = 10_000;
+/// The default number of shards with live entities a node hands off at once.
+pub const DEFAULT_MAX_MOVES: usize = 20;
+/// The longest entity id (bytes).
+pub const MAX_ENTITY_ID_LEN: usize = 1024;
+/// The most shards a type may have.
+pub const MAX_SHARDS: u32 = 65_536;
+
+/// How long a region waits for each member to acknowledge a hand-off.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long stopping entities may take before they are killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a region retries while something waits (a shard to take, a
+/// holder to find, an entity that is moving).
+const RETRY: Duration = Duration::from_millis(20);
+/// How often a region checks its entities (stopped by themselves, idle).
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// Why a message for an entity was refused.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum EntityError<M> {
+    /// This node's region buffer is full (entities are moving, or slow);
+    /// the message is handed back.
+    #[error("the sharding buffer is full; message not sent")]
+    Full(M),
+    /// Sharding has stopped on this node (it left, or downed itself); the
+    /// message is handed back.
+    #[error("sharding has stopped on this node; message not sent")]
+    Stopped(M),
+}
+
+impl<M> fmt::Debug for EntityError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntityError::Full(_) => f.write_str("Full(..)"),
+            EntityError::Stopped(_) => f.write_str("Stopped(..)"),
+        }
+    }
+}
+
+/// Why an ask to an entity failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntityAskError {
+    /// This node's region buffer is full.
+    #[error("the sharding buffer is full; request not sent")]
+    Full,
+    /// Sharding has stopped on this node.
+    #[error("sharding has stopped on this node; request not sent")]
+    Stopped,
+    /// No reply within the ask's timeout (counted from the call, buffering
+    /// included). The request may or may not have been handled.
+    #[error("no reply from the entity within the timeout")]
+    Timeout,
+    /// The entity stopped, or its node was lost, before it replied. The
+    /// request may or may not have been handled.
+    #[error("the entity stopped before replying")]
+    NoReply,
+    /// The request was refused on its way (say, its type cannot cross
+    /// nodes).
+    #[error("the request was refused: {0}")]
+    Refused(String),
+}
+
+/// Starts sharding for an entity type (see [`Cluster::sharding`]).
+pub struct ShardingBuilder<A: Actor> {
+    cluster: Cluster,
+    type_name: String,
+    factory: Arc<dyn Fn(&str) -> A + Send + Sync>,
+    shards: u32,
+    role: Option<String>,
+    buffer: usize,
+    max_moves: usize,
+    idle: Option<Duration>,
+    removal_margin: Option<Duration>,
+}
+
+impl<A: Actor> fmt::Debug for ShardingBuilder<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardingBuilder")
+            .field("type_name", &self.type_name)
+            .field("shards", &self.shards)
+            .field("role", &self.role)
+            .field("buffer", &self.buffer)
+            .field("max_moves", &self.max_moves)
+            .field("idle", &self.idle)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Sharding for the entity type named `type_name`, whose entities
+    /// `factory` makes from their ids (see the [`sharding`](crate::sharding)
+    /// module): call it with the same name and settings on every node, then
+    /// [`start`](ShardingBuilder::start).
+    pub fn sharding<A, F>(&self, type_name: &str, factory: F) -> ShardingBuilder<A>
+    where
+        A: RemoteActor,
+        F: Fn(&str) -> A + Send + Sync + 'static,
+    {
+        ShardingBuilder {
+            cluster: self.clone(),
+            type_name: type_name.to_owned(),
+            factory: Arc::new(factory),
+            shards: DEFAULT_SHARDS,
+            role: None,
+            buffer: DEFAULT_BUFFER,
+            max_moves: DEFAULT_MAX_MOVES,
+            idle: None,
+            removal_margin: None,
+        }
+    }
+}
+
+impl<A: RemoteActor> ShardingBuilder<A> {
+    /// The number of shards (default [`DEFAULT_SHARDS`], at most
+    /// [`MAX_SHARDS`]). It must be the same on every node and never change
+    /// while the cluster runs: it decides which shard an id belongs to. Ten
+    /// times the most members the type will run on is a good number.
+    pub fn shards(mut self, shards: u32) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Hosts entities only on members with `role`. Nodes without it only
+    /// send.
+    pub fn role(mut self, role: &str) -> Self {
+        self.role = Some(role.to_owned());
+        self
+    }
+
+    /// The most messages this node's region holds while their entities are
+    /// being located or moved (default [`DEFAULT_BUFFER`]); at least 1.
+    pub fn buffer(mut self, messages: usize) -> Self {
+        self.buffer = messages.max(1);
+        self
+    }
+
+    /// How many shards with live entities this node hands off at once
+    /// (default [`DEFAULT_MAX_MOVES`]); at least 1. Shards without
+    /// entities are not counted.
+    pub fn max_moves(mut self, shards: usize) -> Self {
+        self.max_moves = shards.max(1);
+        self
+    }
+
+    /// Stops (passivates) entities that handled no message for `idle`
+    /// (checked every second or every half of `idle`, whichever is longer).
+    /// Off by default.
+    pub fn passivate_after(mut self, idle: Duration) -> Self {
+        self.idle = Some(idle);
+        self
+    }
+
+    /// How long after a member was downed the others take its shards over
+    /// (see [`SingletonBuilder::removal_margin`](crate::SingletonBuilder::removal_margin);
+    /// the same default).
+    pub fn removal_margin(mut self, margin: Duration) -> Self {
+        self.removal_margin = Some(margin);
+        self
+    }
+
+    /// Starts this node's region. Needs a Tokio runtime. Refuses an empty
+    /// or too long type name and a shard count of 0 or above
+    /// [`MAX_SHARDS`].
+    pub fn start(self) -> Result<Sharding<A>, ClusterError> {
+        let longest = shard_name(&self.type_name, MAX_SHARDS);
+        if self.type_name.is_empty() || longest.len() > crate::MAX_NAME_LEN {
+            return Err(ClusterError::BadName(self.type_name));
+        }
+        if self.shards == 0 || self.shards > MAX_SHARDS {
+            return Err(ClusterError::BadName(format!("{} (shards: {})", self.type_name, self.shards)));
+        }
+        let shared = &self.cluster.shared;
+        let margin = self.removal_margin.unwrap_or_else(|| {
+            let detection = shared.detection.suspect_timeout;
+            shared.sbr.as_ref().map_or(detection, |s| s.losing_side_within() + detection)
+        });
+        if shared.sbr.is_none() {
+            tracing::warn!(
+                node = %self.cluster.id(),
+                entity_type = %self.type_name,
+                "sharding without a split-brain resolver: each side of a partition would activate its own copy of an entity"
+            );
+        }
+        let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+        let endpoint = self.cluster.system().spawn(Endpoint { tx: peer_tx });
+        let group = format!("{GROUP_PREFIX}{}", self.type_name);
+        let (ops, ops_rx) = mpsc::channel(self.buffer);
+        let (internal, internal_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(Stats::default());
+        let region = Region {
+            cluster: self.cluster.clone(),
+            type_name: self.type_name.clone(),
+            group,
+            factory: self.factory,
+            shards: self.shards,
+            role: self.role,
+            buffer: self.buffer,
+            max_moves: self.max_moves,
+            idle: self.idle,
+            margin,
+            endpoint,
+            internal: internal.clone(),
+            stats: stats.clone(),
+            hosted: HashMap::new(),
+            routes: HashMap::new(),
+            buffered: 0,
+            retry: HashSet::new(),
+            rounds: HashMap::new(),
+            next_round: 0,
+            held_acks: Vec::new(),
+            not_before: Instant::now(),
+            leaving: None,
+            unsettled: true,
+            dirty: false,
+            next_sweep: Instant::now() + SWEEP,
+        };
+        tokio::spawn(region.run(ops_rx, internal_rx, peer_rx));
+        let leave = internal.clone();
+        shared.before_leave(Box::new(move || {
+            let leave = leave.clone();
+            Box::pin(async move {
+                let (done, left) = oneshot::channel();
+                if leave.send(Internal::Leave(done)).is_ok() {
+                    let _ = left.await;
+                }
+            })
+        }));
+        Ok(Sharding {
+            inner: Arc::new(Shared { type_name: self.type_name.into(), shards: self.shards, ops, internal, stats }),
+        })
+    }
+}
+
+/// The name of shard `shard` of `type_name` in the registry.
+fn shard_name(type_name: &str, shard: u32) -> String {
+    format!("{NAME_PREFIX}{type_name}.{shard}")
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, as every node
+/// must compute the same shard for an id and the same owner for a shard.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in *part {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    // A final mix, so that ids differing in the last byte spread well.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
+/// The shard of entity `id` among `shards`.
+pub fn shard_of(id: &str, shards: u32) -> u32 {
+    (fnv1a(&[id.as_bytes()]) % u64::from(shards.max(1))) as u32
+}
+
+/// The owner of `shard` among `members` (rendezvous hashing; ties by id).
+fn owner_of<'a>(shard: u32, members: &[&'a Member]) -> Option<&'a Member> {
+    let key = shard.to_le_bytes();
+    members.iter().copied().max_by(|a, b| {
+        let sa = fnv1a(&[a.id.as_bytes(), &key]);
+        let sb = fnv1a(&[b.id.as_bytes(), &key]);
+        sa.cmp(&sb).then_with(|| b.id.cmp(&a.id))
+    })
+}
+
+#[derive(Default)]
+struct Stats {
+    entities: AtomicUsize,
+    activations: AtomicUsize,
+    shards: Mutex<Vec<u32>>,
+}
+
+struct Shared<A: Actor> {
+    type_name: Arc<str>,
+    shards: u32,
+    ops: mpsc::Sender<Delivery<A>>,
+    internal: mpsc::UnboundedSender<Internal<A>>,
+    stats: Arc<Stats>,
+}
+
+/// This node's handle on an entity type's sharding (see the
+/// [module docs](self)). Cheap to clone.
+pub struct Sharding<A: Actor> {
+    inner: Arc<Shared<A>>,
+}
+
+impl<A: Actor> Clone for Sharding<A> {
+    fn clone(&self) -> Self {
+        Sharding { inner: self.inner.clone() }
+    }
+}
+
+impl<A: Actor> fmt::Debug for Sharding<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sharding").field("type_name", &self.inner.type_name).finish()
+    }
+}
+
+impl<A: Actor> Sharding<A> {
+    /// The entity type's name.
+    pub fn type_name(&self) -> &str {
+        &self.inner.type_name
+    }
+
+    /// A ref to entity `id`, wherever it runs (or will). Ids longer than
+    /// [`MAX_ENTITY_ID_LEN`] bytes are refused when sent to.
+    pub fn entity_ref(&self, id: impl Into<Arc<str>>) -> EntityRef<A> {
+        let id = id.into();
+        let shard = shard_of(&id, self.inner.shards);
+        EntityRef { id, shard, shared: self.inner.clone() }
+    }
+
+    /// The shard entity `id` belongs to.
+    pub fn shard_of(&self, id: &str) -> u32 {
+        shard_of(id, self.inner.shards)
+    }
+
+    /// Passivates entity `id` if it runs on this node: it stops after the
+    /// messages it already has, messages sent to it meanwhile wait, and the
+    /// next one activates it again.
+    pub fn passivate(&self, id: &str) {
+        let _ = self.inner.internal.send(Internal::Passivate(id.into()));
+    }
+
+    /// The shards this node hosts now, in order.
+    pub fn local_shards(&self) -> Vec<u32> {
+        self.inner.stats.shards.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How many entities run on this node now.
+    pub fn local_entities(&self) -> usize {
+        self.inner.stats.entities.load(Ordering::Relaxed)
+    }
+
+    /// How many entities this node has activated since it started.
+    pub fn activations(&self) -> usize {
+        self.inner.stats.activations.load(Ordering::Relaxed)
+    }
+}
+
+/// A ref to a sharded entity, from any node (see the [module docs](self)).
+/// Cheap to clone.
+pub struct EntityRef<A: Actor> {
+    id: Arc<str>,
+    shard: u32,
+    shared: Arc<Shared<A>>,
+}
+
+impl<A: Actor> Clone for EntityRef<A> {
+    fn clone(&self) -> Self {
+        EntityRef { id: self.id.clone(), shard: self.shard, shared: self.shared.clone() }
+    }
+}
+
+impl<A: Actor> fmt::Debug for EntityRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntityRef({}/{})", self.shared.type_name, self.id)
+    }
+}
+
+impl<A: Actor> EntityRef<A> {
+    /// The entity's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The entity's shard.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    fn delivery(&self, op: Box<dyn EntityOp<A>>) -> Delivery<A> {
+        Delivery { shard: self.shard, entity: self.id.clone(), op }
+    }
+
+    /// Sends `msg` to the entity through this node's region, in order with
+    /// what this node sent to it before. Refuses with [`EntityError::Full`]
+    /// when the buffer is full.
+    pub fn tell<M>(&self, msg: M) -> Result<(), EntityError<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        if self.id.len() > MAX_ENTITY_ID_LEN {
+            tracing::warn!(entity_type = %self.shared.type_name, len = self.id.len(), "entity id too long; message dropped");
+            return Ok(());
+        }
+        match self.shared.ops.try_reserve() {
+            Ok(place) => {
+                place.send(self.delivery(Box::new(TellOp(msg))));
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(())) => Err(EntityError::Full(msg)),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(EntityError::Stopped(msg)),
+        }
+    }
+
+    /// As [`tell`](Self::tell), but waits for room in the buffer instead of
+    /// refusing (backpressure).
+    pub async fn send<M>(&self, msg: M) -> Result<(), EntityError<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        match self.shared.ops.reserve().await {
+            Ok(place) => {
+                place.send(self.delivery(Box::new(TellOp(msg))));
+                Ok(())
+            }
+            Err(_) => Err(EntityError::Stopped(msg)),
+        }
+    }
+
+    /// Asks the entity and waits for its reply, for at most the default ask
+    /// timeout ([`DEFAULT_ASK_TIMEOUT`](actor_core::DEFAULT_ASK_TIMEOUT)),
+    /// buffering included.
+    pub async fn ask<M>(&self, msg: M) -> Result<M::Reply, EntityAskError>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        self.ask_timeout(msg, actor_core::DEFAULT_ASK_TIMEOUT).await
+    }
+
+    /// [`ask`](Self::ask) with its own timeout.
+    pub async fn ask_timeout<M>(&self, msg: M, timeout: Duration) -> Result<M::Reply, EntityAskError>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        if self.id.len() > MAX_ENTITY_ID_LEN {
+            return Err(EntityAskError::Refused(format!("entity id longer than {MAX_ENTITY_ID_LEN} bytes")));
+        }
+        let deadline = Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let op = Box::new(AskOp { msg, deadline, reply });
+        match self.shared.ops.try_send(self.delivery(op)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(EntityAskError::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(EntityAskError::Stopped),
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(EntityAskError::Stopped),
+            Err(_) => Err(EntityAskError::Timeout),
+        }
+    }
+}
+
+/// A message for an entity, as a region holds it.
+struct Delivery<A: Actor> {
+    shard: u32,
+    entity: Arc<str>,
+    op: Box<dyn EntityOp<A>>,
+}
+
+/// What trying to send an op did.
+enum Attempt<A: Actor> {
+    /// Sent (or dropped for good, logged).
+    Done,
+    /// The entity's mailbox (or the connection to it) is full.
+    Full(Box<dyn EntityOp<A>>),
+    /// The entity is gone: locate it again.
+    Gone(Box<dyn EntityOp<A>>),
+}
+
+/// One message for an entity.
+trait EntityOp<A: Actor>: Send {
+    /// Sends now if that needs no waiting.
+    fn try_send(self: Box<Self>, to: &ActorRef<A>) -> Attempt<A>;
+    /// Sends, waiting for room; hands itself back if the entity is gone.
+    fn send(self: Box<Self>, to: ActorRef<A>) -> BoxFuture<'static, Option<Box<dyn EntityOp<A>>>>;
+}
+
+struct TellOp<M>(M);
+
+impl<A: Handler<M>, M: Message> EntityOp<A> for TellOp<M> {
+    fn try_send(self: Box<Self>, to: &ActorRef<A>) -> Attempt<A> {
+        match to.try_tell(self.0) {
+            Ok(()) => Attempt::Done,
+            Err(TrySendError::Full(m)) => Attempt::Full(Box::new(TellOp(m))),
+            Err(TrySendError::Closed(m) | TrySendError::NodeDown(m)) => Attempt::Gone(Box::new(TellOp(m))),
+            Err(e) => {
+                tracing::warn!(error = %e, "message for an entity refused; dropped");
+                Attempt::Done
+            }
+        }
+    }
+
+    fn send(self: Box<Self>, to: ActorRef<A>) -> BoxFuture<'static, Option<Box<dyn EntityOp<A>>>> {
+        Box::pin(async move {
+            match to.tell(self.0).await {
+                Ok(()) => None,
+                Err(SendError::Closed(m) | SendError::NodeDown(m)) => Some(Box::new(TellOp(m)) as Box<dyn EntityOp<A>>),
+                Err(e) => {
+                    tracing::warn!(error = %e, "message for an entity refused; dropped");
+                    None
+                }
+            }
+        })
+    }
+}
+
+struct AskOp<M: Message> {
+    msg: M,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<M::Reply, EntityAskError>>,
+}
+
+impl<A: Handler<M>, M: Message> EntityOp<A> for AskOp<M> {
+    fn try_send(self: Box<Self>, to: &ActorRef<A>) -> Attempt<A> {
+        let AskOp { msg, deadline, reply } = *self;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let to = to.clone();
+        // Sent now, in order; the reply is awaited elsewhere.
+        let mut asking = Box::pin(async move { to.ask(msg).timeout(timeout).await });
+        let first = asking.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let answer = match first {
+            Poll::Ready(answer) => answer,
+            Poll::Pending => {
+                tokio::spawn(async move {
+                    let _ = reply.send(asked(asking.await));
+                });
+                return Attempt::Done;
+            }
+        };
+        match answer {
+            Err(AskError::Closed(msg)) => Attempt::Gone(Box::new(AskOp { msg, deadline, reply })),
+            other => {
+                let _ = reply.send(asked(other));
+                Attempt::Done
+            }
+        }
+    }
+
+    fn send(self: Box<Self>, to: ActorRef<A>) -> BoxFuture<'static, Option<Box<dyn EntityOp<A>>>> {
+        Box::pin(async move {
+            match EntityOp::<A>::try_send(self, &to) {
+                Attempt::Gone(op) => Some(op),
+                Attempt::Done | Attempt::Full(_) => None,
+            }
+        })
+    }
+}
+
+fn asked<R, M>(result: Result<R, AskError<M>>) -> Result<R, EntityAskError> {
+    result.map_err(|e| match e {
+        AskError::Timeout => EntityAskError::Timeout,
+        AskError::NoReply | AskError::NodeDown | AskError::Closed(_) | AskError::ActorNotFound => {
+            EntityAskError::NoReply
+        }
+        other => EntityAskError::Refused(other.to_string()),
+    })
+}
+
+// ---- the region protocol (between nodes) ----
+
+/// Where is this entity? Asked of the node holding its shard, which
+/// activates it if it is not running.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Locate {
+    shard: u32,
+    entity: String,
+}
+
+/// The answer to [`Locate`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Located {
+    /// The entity runs here, with this handle.
+    Here(u64),
+    /// It is being stopped (its shard moves, or it is passivated): ask again.
+    Busy,
+    /// This node does not hold the shard.
+    NotHere,
+}
+
+impl Message for Locate {
+    type Reply = Located;
+    fn wire() -> Option<actor_core::Wire<Self>> {
+        Some(actor_remote::codec::wire("footlight.sharding.Locate"))
+    }
+}
+
+/// Stop sending to these shards and entities of the sender; buffer what is
+/// for them and locate them again. Answered once nothing sent to them from
+/// here before is still on its way out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Release {
+    shards: Vec<u32>,
+    entities: Vec<(u32, String)>,
+}
+
+impl Message for Release {
+    type Reply = ();
+    fn wire() -> Option<actor_core::Wire<Self>> {
+        Some(actor_remote::codec::wire("footlight.sharding.Release"))
+    }
+}
+
+/// A region's face to peers: hands their requests to the region's task.
+pub(crate) struct Endpoint {
+    tx: mpsc::UnboundedSender<PeerCmd>,
+}
+
+enum PeerCmd {
+    Locate(Locate, oneshot::Sender<Located>),
+    Release(Release, oneshot::Sender<()>),
+}
+
+impl Actor for Endpoint {}
+
+impl Handler<Locate> for Endpoint {
+    async fn handle(&mut self, msg: Locate, _ctx: &mut Context<Self>) -> Located {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(PeerCmd::Locate(msg, tx)).is_err() {
+            return Located::NotHere;
+        }
+        rx.await.unwrap_or(Located::NotHere)
+    }
+}
+
+impl Handler<Release> for Endpoint {
+    async fn handle(&mut self, msg: Release, _ctx: &mut Context<Self>) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(PeerCmd::Release(msg, tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+impl RemoteActor for Endpoint {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Locate>().add::<Release>();
+    }
+}
+
+// ---- the region ----
+
+/// What the region's own tasks and handles report.
+enum Internal<A: Actor> {
+    Passivate(Arc<str>),
+    Located { shard: u32, entity: Arc<str>, epoch: u64, answer: Option<(Located, ActorRef<Endpoint>)> },
+    Holder { shard: u32, epoch: u64, holder: Option<ActorRef<Endpoint>> },
+    Sent { shard: u32, entity: Arc<str>, back: Option<Box<dyn EntityOp<A>>> },
+    Released { round: u64 },
+    Stopped { round: u64 },
+    Leave(oneshot::Sender<()>),
+}
+
+/// Where a shard's holder is, as this node's region knows.
+enum Holder {
+    Unknown,
+    Looking(u64),
+    Local,
+    Remote(ActorRef<Endpoint>),
+}
+
+/// This node's route to a shard (as a sender).
+struct Route<A: Actor> {
+    holder: Holder,
+    /// Bumped whenever what this node knew of the shard is dropped: an
+    /// answer asked for before is stale.
+    epoch: u64,
+    /// Sends waiting for room, in flight from spawned tasks.
+    sending: usize,
+    slots: HashMap<Arc<str>, Slot<A>>,
+}
+
+impl<A: Actor> Default for Route<A> {
+    fn default() -> Self {
+        Route { holder: Holder::Unknown, epoch: 0, sending: 0, slots: HashMap::new() }
+    }
+}
+
+/// One entity as a sender sees it.
+struct Slot<A: Actor> {
+    target: Option<ActorRef<A>>,
+    pending: VecDeque<Box<dyn EntityOp<A>>>,
+    /// A locate or a waiting send is in flight.
+    busy: bool,
+}
+
+impl<A: Actor> Default for Slot<A> {
+    fn default() -> Self {
+        Slot { target: None, pending: VecDeque::new(), busy: false }
+    }
+}
+
+/// A shard this node hosts.
+struct Hosted<A: Actor> {
+    entities: HashMap<Arc<str>, Active<A>>,
+    handing_off: bool,
+}
+
+struct Active<A: Actor> {
+    actor: ActorRef<A>,
+    passivating: bool,
+    idle_since: Instant,
+}
+
+/// A hand-off or passivation in progress.
+struct Round {
+    shards: Vec<u32>,
+    entities: Vec<(u32, Arc<str>)>,
+}
+
+struct Region<A: RemoteActor> {
+    cluster: Cluster,
+    type_name: String,
+    group: String,
+    factory: Arc<dyn Fn(&str) -> A + Send + Sync>,
+    shards: u32,
+    role: Option<String>,
+    buffer: usize,
+    max_moves: usize,
+    idle: Option<Duration>,
+    margin: Duration,
+    endpoint: ActorRef<Endpoint>,
+    internal: mpsc::UnboundedSender<Internal<A>>,
+    stats: Arc<Stats>,
+    hosted: HashMap<u32, Hosted<A>>,
+    routes: HashMap<u32, Route<A>>,
+    /// Ops waiting in slots.
+    buffered: usize,
+    /// Shards with slots to locate again at the next retry.
+    retry: HashSet<u32>,
+    rounds: HashMap<u64, Round>,
+    next_round: u64,
+    /// Releases asked of this node, answered once their shards' waiting
+    /// sends are out.
+    held_acks: Vec<(Vec<u32>, oneshot::Sender<()>)>,
+    /// No shard is taken before this (the removal margin after a down).
+    not_before: Instant,
+    leaving: Option<Vec<oneshot::Sender<()>>>,
+    /// Shards to take or give away wait: rebalance again at the next retry.
+    unsettled: bool,
+    /// The view or the hosted shards changed: rebalance now.
+    dirty: bool,
+    next_sweep: Instant,
+}
+
+impl<A: RemoteActor> Region<A> {
+    async fn run(
+        mut self,
+        mut ops: mpsc::Receiver<Delivery<A>>,
+        mut internal: mpsc::UnboundedReceiver<Internal<A>>,
+        mut peers: mpsc::UnboundedReceiver<PeerCmd>,
+    ) {
+        let mut events = self.cluster.subscribe();
+        tokio::select! {
+            joined = self.cluster.joined() => if joined.is_err() { return },
+            Some(Internal::Leave(done)) = internal.recv() => { let _ = done.send(()); return }
+        }
+        if let Err(e) = self.cluster.join(&self.group, &self.endpoint) {
+            tracing::error!(node = %self.me(), entity_type = %self.type_name, error = %e, "sharding region not started");
+            return;
+        }
+        self.rebalance();
+        loop {
+            let waiting = self.unsettled || !self.retry.is_empty();
+            let wake = if waiting { (Instant::now() + RETRY).min(self.next_sweep) } else { self.next_sweep };
+            tokio::select! {
+                biased;
+                Some(cmd) = internal.recv() => self.internal(cmd),
+                Some(cmd) = peers.recv() => self.peer(cmd),
+                event = events.recv() => match event {
+                    Some(ClusterEvent::SelfDowned { .. }) | None => break,
+                    Some(event) => self.event(event),
+                },
+                Some(d) = ops.recv(), if self.buffered < self.buffer => {
+                    self.deliver(d.shard, d.entity, d.op);
+                    // Take what else is ready without another turn of the loop.
+                    for _ in 0..64 {
+                        if self.buffered >= self.buffer {
+                            break;
+                        }
+                        match ops.try_recv() {
+                            Ok(d) => self.deliver(d.shard, d.entity, d.op),
+                            Err(_) => break,
+                        }
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= self.next_sweep {
+                        self.sweep();
+                    }
+                    for shard in std::mem::take(&mut self.retry) {
+                        self.resolve_shard(shard);
+                    }
+                    if self.unsettled {
+                        self.rebalance();
+                    }
+                    continue;
+                }
+            }
+            if self.dirty {
+                self.rebalance();
+            }
+        }
+        // The cluster stopped here (it downed itself, or the node stopped).
+        self.kill_all();
+        if let Some(waiting) = self.leaving.take() {
+            for done in waiting {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn me(&self) -> &str {
+        self.cluster.id()
+    }
+
+    fn publish_shards(&self) {
+        let mut shards: Vec<u32> = self.hosted.keys().copied().collect();
+        shards.sort_unstable();
+        *self.stats.shards.lock().unwrap_or_else(|p| p.into_inner()) = shards;
+    }
+
+    // ---- sending ----
+
+    fn deliver(&mut self, shard: u32, entity: Arc<str>, op: Box<dyn EntityOp<A>>) {
+        let route = self.routes.entry(shard).or_default();
+        let slot = route.slots.entry(entity.clone()).or_default();
+        if let Some(target) = &slot.target
+            && !slot.busy
+            && slot.pending.is_empty()
+        {
+            match op.try_send(target) {
+                Attempt::Done => {}
+                Attempt::Full(op) => {
+                    slot.pending.push_front(op);
+                    self.buffered += 1;
+                    self.send_waiting(shard, &entity);
+                }
+                Attempt::Gone(op) => {
+                    slot.pending.push_front(op);
+                    slot.target = None;
+                    self.buffered += 1;
+                    self.resolve(shard, &entity);
+                }
+            }
+            return;
+        }
+        slot.pending.push_back(op);
+        self.buffered += 1;
+        if !slot.busy && slot.target.is_none() {
+            self.resolve(shard, &entity);
+        }
+    }
+
+    /// Sends the first waiting op of a slot on a task, waiting for room.
+    fn send_waiting(&mut self, shard: u32, entity: &Arc<str>) {
+        let Some(route) = self.routes.get_mut(&shard) else { return };
+        let Some(slot) = route.slots.get_mut(entity) else { return };
+        let (Some(target), Some(op)) = (slot.target.clone(), slot.pending.pop_front()) else { return };
+        self.buffered -= 1;
+        slot.busy = true;
+        route.sending += 1;
+        let internal = self.internal.clone();
+        let entity = entity.clone();
+        tokio::spawn(async move {
+            let back = op.send(target).await;
+            let _ = internal.send(Internal::Sent { shard, entity, back });
+        });
+    }
+
+    /// Sends a slot's waiting ops to its target, in order, while they go
+    /// without waiting.
+    fn flush(&mut self, shard: u32, entity: &Arc<str>) {
+        let Some(route) = self.routes.get_mut(&shard) else { return };
+        let Some(slot) = route.slots.get_mut(entity) else { return };
+        if slot.busy {
+            return;
+        }
+        let Some(target) = slot.target.clone() else { return };
+        while let Some(op) = slot.pending.pop_front() {
+            self.buffered -= 1;
+            match op.try_send(&target) {
+                Attempt::Done => {}
+                Attempt::Full(op) => {
+                    slot.pending.push_front(op);
+                    self.buffered += 1;
+                    self.send_waiting(shard, entity);
+                    return;
+                }
+                Attempt::Gone(op) => {
+                    slot.pending.push_front(op);
+                    slot.target = None;
+                    self.buffered += 1;
+                    self.resolve(shard, entity);
+                    return;
+                }
+            }
+        }
+        if slot.target.is_none() && slot.pending.is_empty() {
+            route.slots.remove(entity);
+        }
+    }
+
+    /// Finds the entity's target: locally, or by asking its shard's holder.
+    fn resolve(&mut self, shard: u32, entity: &Arc<str>) {
+        let Some(route) = self.routes.get_mut(&shard) else { return };
+        match &route.holder {
+            Holder::Looking(_) => {}
+            Holder::Unknown => {
+                if self.hosted.contains_key(&shard) {
+                    route.holder = Holder::Local;
+                    self.resolve(shard, entity);
+                    return;
+                }
+                let epoch = route.epoch;
+                route.holder = Holder::Looking(epoch);
+                let cluster = self.cluster.clone();
+                let internal = self.internal.clone();
+                let name = shard_name(&self.type_name, shard);
+                tokio::spawn(async move {
+                    let holder = cluster.lookup::<Endpoint>(&name).await.ok();
+                    let _ = internal.send(Internal::Holder { shard, epoch, holder });
+                });
+            }
+            Holder::Local => match self.local_target(shard, entity) {
+                Some(target) => {
+                    if let Some(slot) = self.routes.get_mut(&shard).and_then(|r| r.slots.get_mut(entity)) {
+                        slot.target = Some(target);
+                    }
+                    self.flush(shard, entity);
+                }
+                None => {
+                    if !self.hosted.contains_key(&shard) {
+                        route_reset(self.routes.get_mut(&shard));
+                    }
+                    self.retry.insert(shard);
+                }
+            },
+            Holder::Remote(endpoint) => {
+                let Some(slot) = route.slots.get_mut(entity) else { return };
+                slot.busy = true;
+                let endpoint = endpoint.clone();
+                let epoch = route.epoch;
+                let internal = self.internal.clone();
+                let entity = entity.clone();
+                tokio::spawn(async move {
+                    let asked = Locate { shard, entity: entity.to_string() };
+                    let answer = endpoint.ask(asked).timeout(ROUND_TIMEOUT).await.ok().map(|a| (a, endpoint));
+                    let _ = internal.send(Internal::Located { shard, entity, epoch, answer });
+                });
+            }
+        }
+    }
+
+    /// Resolves every slot of a shard that waits with nothing in flight.
+    fn resolve_shard(&mut self, shard: u32) {
+        let Some(route) = self.routes.get(&shard) else { return };
+        let waiting: Vec<Arc<str>> = route
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.busy && s.target.is_none() && !s.pending.is_empty())
+            .map(|(e, _)| e.clone())
+            .collect();
+        for entity in waiting {
+            self.resolve(shard, &entity);
+        }
+    }
+
+    // ---- hosting ----
+
+    /// The local entity, activated if need be; `None` while it, or its
+    /// shard, is being stopped, or the shard is not hosted here.
+    fn local_target(&mut self, shard: u32, entity: &Arc<str>) -> Option<ActorRef<A>> {
+        let hosted = self.hosted.get_mut(&shard)?;
+        if hosted.handing_off {
+            return None;
+        }
+        if let Some(active) = hosted.entities.get(entity) {
+            if active.passivating {
+                return None;
+            }
+            if active.actor.is_alive() {
+                return Some(active.actor.clone());
+            }
+        }
+        let actor = self.cluster.system().spawn((self.factory)(entity));
+        let fresh = hosted
+            .entities
+            .insert(entity.clone(), Active { actor: actor.clone(), passivating: false, idle_since: Instant::now() })
+            .is_none();
+        if fresh {
+            self.stats.entities.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.activations.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(node = %self.me(), entity_type = %self.type_name, %entity, shard, "entity activated");
+        Some(actor)
+    }
+
+    fn locate(&mut self, msg: Locate) -> Located {
+        if msg.shard >= self.shards || msg.entity.len() > MAX_ENTITY_ID_LEN {
+            tracing::warn!(node = %self.me(), entity_type = %self.type_name, shard = msg.shard, "malformed locate from a peer; refused");
+            return Located::NotHere;
+        }
+        match self.hosted.get(&msg.shard) {
+            None => return Located::NotHere,
+            Some(h) if h.handing_off => return Located::Busy,
+            Some(_) => {}
+        }
+        let entity: Arc<str> = msg.entity.into();
+        let Some(actor) = self.local_target(msg.shard, &entity) else { return Located::Busy };
+        match self.cluster.shared.ctx().map(|ctx| ctx.export(&actor)) {
+            Some(Ok(handle)) => Located::Here(handle),
+            _ => Located::NotHere,
+        }
+    }
+
+    // ---- commands ----
+
+    fn peer(&mut self, cmd: PeerCmd) {
+        match cmd {
+            PeerCmd::Locate(msg, reply) => {
+                let _ = reply.send(self.locate(msg));
+            }
+            PeerCmd::Release(msg, reply) => {
+                let entities: Vec<(u32, Arc<str>)> =
+                    msg.entities.into_iter().map(|(s, e)| (s, Arc::<str>::from(e))).collect();
+                let mut shards: Vec<u32> = msg.shards.into_iter().filter(|s| *s < self.shards).collect();
+                self.release(&shards, &entities);
+                shards.extend(entities.iter().map(|(s, _)| *s));
+                self.held_acks.push((shards, reply));
+                self.answer_releases();
+            }
+        }
+    }
+
+    /// Drops what this node knows of `shards` and `entities` as a sender:
+    /// what is for them waits, and is located again later.
+    fn release(&mut self, shards: &[u32], entities: &[(u32, Arc<str>)]) {
+        for shard in shards {
+            if let Some(route) = self.routes.get_mut(shard) {
+                route_reset(Some(route));
+                self.retry.insert(*shard);
+            }
+        }
+        for (shard, entity) in entities {
+            if let Some(route) = self.routes.get_mut(shard) {
+                route.epoch += 1;
+                if let Some(slot) = route.slots.get_mut(entity) {
+                    slot.target = None;
+                    if !slot.busy && slot.pending.is_empty() {
+                        route.slots.remove(entity);
+                    }
+                }
+                self.retry.insert(*shard);
+            }
+        }
+    }
+
+    /// Answers the releases whose shards have no send in flight any more.
+    fn answer_releases(&mut self) {
+        let routes = &self.routes;
+        let (still, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_acks)
+            .into_iter()
+            .partition(|(shards, _)| shards.iter().any(|s| routes.get(s).is_some_and(|r| r.sending > 0)));
+        self.held_acks = still;
+        for (_, reply) in ready {
+            let _ = reply.send(());
+        }
+    }
+
+    fn internal(&mut self, cmd: Internal<A>) {
+        match cmd {
+            Internal::Passivate(entity) => {
+                let shard = shard_of(&entity, self.shards);
+                let Some(hosted) = self.hosted.get_mut(&shard) else { return };
+                if hosted.handing_off {
+                    return;
+                }
+                let Some(active) = hosted.entities.get_mut(&entity) else { return };
+                if active.passivating {
+                    return;
+                }
+                active.passivating = true;
+                self.start_round(Vec::new(), vec![(shard, entity)]);
+            }
+            Internal::Holder { shard, epoch, holder } => {
+                let local = self.hosted.contains_key(&shard);
+                let Some(route) = self.routes.get_mut(&shard) else { return };
+                if !matches!(route.holder, Holder::Looking(e) if e == epoch) {
+                    return;
+                }
+                // The registry may still name this node for a shard it just
+                // gave away: look again later then.
+                route.holder = match holder {
+                    Some(h) if h.remote_addr().is_some() => Holder::Remote(h),
+                    Some(_) if local => Holder::Local,
+                    _ => {
+                        self.retry.insert(shard);
+                        Holder::Unknown
+                    }
+                };
+                if !matches!(route.holder, Holder::Unknown) {
+                    self.resolve_shard(shard);
+                }
+            }
+            Internal::Located { shard, entity, epoch, answer } => {
+                let Some(route) = self.routes.get_mut(&shard) else { return };
+                let Some(slot) = route.slots.get_mut(&entity) else { return };
+                slot.busy = false;
+                if route.epoch != epoch {
+                    self.retry.insert(shard);
+                    return;
+                }
+                match answer {
+                    Some((Located::Here(handle), endpoint)) => {
+                        let target = endpoint.remote_addr().and_then(|addr| {
+                            let peer = PeerRun { node: addr.node, run: addr.run };
+                            self.cluster.shared.ctx()?.remote_ref::<A>(&peer, handle, &entity)
+                        });
+                        match target {
+                            Some(target) => {
+                                slot.target = Some(target);
+                                self.flush(shard, &entity);
+                            }
+                            None => {
+                                route_reset(Some(route));
+                                self.retry.insert(shard);
+                            }
+                        }
+                    }
+                    Some((Located::Busy, _)) => {
+                        self.retry.insert(shard);
+                    }
+                    Some((Located::NotHere, _)) | None => {
+                        route_reset(Some(route));
+                        self.retry.insert(shard);
+                    }
+                }
+            }
+            Internal::Sent { shard, entity, back } => {
+                if let Some(route) = self.routes.get_mut(&shard) {
+                    route.sending -= 1;
+                    if let Some(slot) = route.slots.get_mut(&entity) {
+                        slot.busy = false;
+                        if let Some(op) = back {
+                            slot.pending.push_front(op);
+                            slot.target = None;
+                            self.buffered += 1;
+                        }
+                        if slot.target.is_some() {
+                            self.flush(shard, &entity);
+                        } else {
+                            self.retry.insert(shard);
+                        }
+                    }
+                }
+                self.answer_releases();
+            }
+            Internal::Released { round } => self.stop_round(round),
+            Internal::Stopped { round } => self.end_round(round),
+            Internal::Leave(done) => {
+                self.leaving.get_or_insert_with(Vec::new).push(done);
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn event(&mut self, event: ClusterEvent) {
+        match event {
+            ClusterEvent::MemberDown(m) => {
+                if self.role.as_deref().is_none_or(|r| m.has_role(r)) {
+                    self.not_before = self.not_before.max(Instant::now() + self.margin);
+                    tracing::info!(node = %self.me(), entity_type = %self.type_name, down = %m.id, margin = ?self.margin, "a member was downed: its shards are taken over after the removal margin");
+                }
+                self.forget_holder(&m.id);
+            }
+            ClusterEvent::MemberLeft(m) => self.forget_holder(&m.id),
+            ClusterEvent::NameLost { name, winner } => {
+                let prefix = format!("{NAME_PREFIX}{}.", self.type_name);
+                if let Some(shard) = name.strip_prefix(&prefix).and_then(|s| s.parse::<u32>().ok())
+                    && let Some(hosted) = self.hosted.remove(&shard)
+                {
+                    tracing::error!(node = %self.me(), entity_type = %self.type_name, shard, %winner, "another node holds this shard too; its entities here are killed");
+                    self.kill(hosted);
+                    route_reset(self.routes.get_mut(&shard));
+                    self.retry.insert(shard);
+                    self.publish_shards();
+                }
+            }
+            _ => {}
+        }
+        self.dirty = true;
+    }
+
+    /// A member is gone: routes to shards it held are looked up again.
+    fn forget_holder(&mut self, node: &str) {
+        let mut gone = Vec::new();
+        for (shard, route) in &mut self.routes {
+            if let Holder::Remote(ep) = &route.holder
+                && ep.remote_addr().is_some_and(|a| a.node == node)
+            {
+                route_reset(Some(route));
+                gone.push(*shard);
+            }
+        }
+        self.retry.extend(gone);
+    }
+
+    // ---- rounds: hand-off and passivation ----
+
+    fn start_round(&mut self, shards: Vec<u32>, entities: Vec<(u32, Arc<str>)>) {
+        let round = self.next_round;
+        self.next_round += 1;
+        for shard in &shards {
+            if let Some(h) = self.hosted.get_mut(shard) {
+                h.handing_off = true;
+            }
+        }
+        // This node is a sender too.
+        self.release(&shards, &entities);
+        tracing::debug!(node = %self.me(), entity_type = %self.type_name, ?shards, entities = entities.len(), "hand-off: asking every region to stop sending");
+        let msg =
+            Release { shards: shards.clone(), entities: entities.iter().map(|(s, e)| (*s, e.to_string())).collect() };
+        self.rounds.insert(round, Round { shards, entities });
+        let cluster = self.cluster.clone();
+        let group = self.group.clone();
+        let internal = self.internal.clone();
+        let me = self.endpoint.id();
+        tokio::spawn(async move {
+            let mut asks = tokio::task::JoinSet::new();
+            for endpoint in cluster.group::<Endpoint>(&group).await {
+                if endpoint.id() == me || endpoint.remote_addr().is_none() {
+                    continue;
+                }
+                let msg = msg.clone();
+                asks.spawn(async move {
+                    if endpoint.ask(msg).timeout(ROUND_TIMEOUT).await.is_err() {
+                        tracing::warn!(region = ?endpoint, "a region did not acknowledge a hand-off; its messages in flight may be lost");
+                    }
+                });
+            }
+            while asks.join_next().await.is_some() {}
+            let _ = internal.send(Internal::Released { round });
+        });
+    }
+
+    /// Every region stopped sending: stop the entities, after what they
+    /// already have.
+    fn stop_round(&mut self, round: u64) {
+        let Some(r) = self.rounds.get(&round) else { return };
+        let mut actors = Vec::new();
+        for shard in &r.shards {
+            if let Some(h) = self.hosted.get(shard) {
+                actors.extend(h.entities.values().map(|a| a.actor.clone()));
+            }
+        }
+        for (shard, entity) in &r.entities {
+            if let Some(a) = self.hosted.get(shard).and_then(|h| h.entities.get(entity)) {
+                actors.push(a.actor.clone());
+            }
+        }
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let mut stops = tokio::task::JoinSet::new();
+            for actor in actors {
+                stops.spawn(async move {
+                    actor.stop_after_queued().await;
+                    if tokio::time::timeout(STOP_TIMEOUT, actor.wait_for_stop()).await.is_err() {
+                        tracing::error!(entity = ?actor, "an entity did not stop in {STOP_TIMEOUT:?}; killing it");
+                        actor.kill();
+                        actor.wait_for_stop().await;
+                    }
+                });
+            }
+            while stops.join_next().await.is_some() {}
+            let _ = internal.send(Internal::Stopped { round });
+        });
+    }
+
+    /// The entities stopped: withdraw the shards' names.
+    fn end_round(&mut self, round: u64) {
+        let Some(r) = self.rounds.remove(&round) else { return };
+        for shard in &r.shards {
+            if let Some(h) = self.hosted.remove(shard) {
+                self.stats.entities.fetch_sub(h.entities.len(), Ordering::Relaxed);
+                self.cluster.unregister(&shard_name(&self.type_name, *shard));
+                route_reset(self.routes.get_mut(shard));
+                self.retry.insert(*shard);
+            }
+        }
+        for (shard, entity) in &r.entities {
+            if let Some(h) = self.hosted.get_mut(shard)
+                && h.entities.remove(entity).is_some()
+            {
+                self.stats.entities.fetch_sub(1, Ordering::Relaxed);
+                self.retry.insert(*shard);
+            }
+        }
+        if !r.shards.is_empty() {
+            tracing::debug!(node = %self.me(), entity_type = %self.type_name, shards = ?r.shards, "hand-off done");
+            self.publish_shards();
+        }
+        self.dirty = true;
+    }
+
+    /// Kills a shard's entities at once (no hooks).
+    fn kill(&self, hosted: Hosted<A>) {
+        self.stats.entities.fetch_sub(hosted.entities.len(), Ordering::Relaxed);
+        for active in hosted.entities.into_values() {
+            active.actor.kill();
+        }
+    }
+
+    fn kill_all(&mut self) {
+        let hosted: Vec<_> = self.hosted.drain().collect();
+        if !hosted.is_empty() {
+            tracing::warn!(node = %self.me(), entity_type = %self.type_name, shards = hosted.len(), "out of the cluster: killing every entity here");
+        }
+        for (_, h) in hosted {
+            self.kill(h);
+        }
+        self.rounds.clear();
+        for route in self.routes.values_mut() {
+            route_reset(Some(route));
+        }
+        self.publish_shards();
+    }
+
+    /// Entities that stopped by themselves leave; idle ones are passivated.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let every = self.idle.map_or(SWEEP, |i| (i / 2).max(SWEEP));
+        self.next_sweep = now + every;
+        let mut dead = Vec::new();
+        let mut idle = Vec::new();
+        for (shard, hosted) in &mut self.hosted {
+            if hosted.handing_off {
+                continue;
+            }
+            for (entity, active) in &mut hosted.entities {
+                if active.passivating {
+                    continue;
+                }
+                if !active.actor.is_alive() {
+                    dead.push((*shard, entity.clone()));
+                } else if actor_core::remote::take_activity(&active.actor) {
+                    active.idle_since = now;
+                } else if self.idle.is_some_and(|i| now.duration_since(active.idle_since) >= i) {
+                    active.passivating = true;
+                    idle.push((*shard, entity.clone()));
+                }
+            }
+        }
+        if !dead.is_empty() {
+            for (shard, entity) in &dead {
+                if let Some(h) = self.hosted.get_mut(shard) {
+                    h.entities.remove(entity);
+                    self.stats.entities.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            // Senders drop their refs to them (nothing to stop).
+            self.start_round(Vec::new(), dead);
+        }
+        if !idle.is_empty() {
+            tracing::debug!(node = %self.me(), entity_type = %self.type_name, count = idle.len(), "passivating idle entities");
+            self.start_round(Vec::new(), idle);
+        }
+    }
+
+    /// Gives away the shards this node should no longer host (a bounded
+    /// number with entities at once), and takes those it should, once
+    /// their previous holders let go.
+    fn rebalance(&mut self) {
+        self.unsettled = false;
+        self.dirty = false;
+        if self.cluster.is_downed() {
+            // The loop ends at the `SelfDowned` event, which follows.
+            self.kill_all();
+            return;
+        }
+        let me = self.me().to_owned();
+        let members = self.cluster.members();
+        let leaving = self.leaving.is_some();
+        let eligible: Vec<&Member> = members
+            .iter()
+            .filter(|m| self.role.as_deref().is_none_or(|r| m.has_role(r)))
+            .filter(|m| !(leaving && m.id == me))
+            .collect();
+        // Give away.
+        let mut empty = Vec::new();
+        let mut full = Vec::new();
+        let mut moving = 0;
+        for (shard, hosted) in &self.hosted {
+            if hosted.handing_off {
+                moving += 1;
+                continue;
+            }
+            if owner_of(*shard, &eligible).is_some_and(|o| o.id == me) {
+                continue;
+            }
+            if hosted.entities.is_empty() { empty.push(*shard) } else { full.push(*shard) }
+        }
+        for shard in &empty {
+            self.hosted.remove(shard);
+            self.cluster.unregister(&shard_name(&self.type_name, *shard));
+            route_reset(self.routes.get_mut(shard));
+            self.retry.insert(*shard);
+        }
+        full.sort_unstable();
+        let room = self.max_moves.saturating_sub(moving);
+        if full.len() > room {
+            self.unsettled = true;
+        }
+        full.truncate(room);
+        if !full.is_empty() {
+            self.start_round(full, Vec::new());
+        }
+        // Take.
+        if !leaving && eligible.iter().any(|m| m.id == me) {
+            let peers = self.cluster.peers();
+            let connected = members.iter().all(|m| m.id == me || peers.contains(&m.id));
+            let mut waiting = false;
+            if Instant::now() < self.not_before || !connected {
+                waiting = true;
+            } else {
+                for shard in 0..self.shards {
+                    if self.hosted.contains_key(&shard) || owner_of(shard, &eligible).is_none_or(|o| o.id != me) {
+                        continue;
+                    }
+                    let name = shard_name(&self.type_name, shard);
+                    if !self.cluster.shared.registry.other_holders(&self.cluster.shared, &name).is_empty() {
+                        waiting = true;
+                        continue;
+                    }
+                    if let Err(e) = self.cluster.register(&name, &self.endpoint) {
+                        tracing::debug!(node = %me, entity_type = %self.type_name, shard, error = %e, "shard not taken yet");
+                        waiting = true;
+                        continue;
+                    }
+                    self.hosted.insert(shard, Hosted { entities: HashMap::new(), handing_off: false });
+                    let route = self.routes.entry(shard).or_default();
+                    route_reset(Some(route));
+                    route.holder = Holder::Local;
+                    self.retry.insert(shard);
+                }
+            }
+            if waiting {
+                self.unsettled = true;
+            }
+        }
+        if self.hosted.len() != self.stats.shards.lock().map_or(0, |s| s.len()) || !empty.is_empty() {
+            self.publish_shards();
+        }
+        if leaving && self.hosted.is_empty() && self.rounds.is_empty() {
+            for done in self.leaving.as_mut().map(std::mem::take).unwrap_or_default() {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Forgets where a shard's entities are: every slot is located again.
+fn route_reset<A: Actor>(route: Option<&mut Route<A>>) {
+    let Some(route) = route else { return };
+    route.epoch += 1;
+    route.holder = Holder::Unknown;
+    route.slots.retain(|_, slot| {
+        slot.target = None;
+        slot.busy || !slot.pending.is_empty()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_spread_and_are_stable() {
+        let mut counts = vec![0u32; 10];
+        for i in 0..10_000 {
+            counts[shard_of(&format!("account-{i}"), 10) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+        // Fixed values: every build must agree.
+        assert_eq!(shard_of("alice", 1000), shard_of("alice", 1000));
+        assert_eq!(fnv1a(&[b"a"]), fnv1a(&[b"a"]));
+        assert_ne!(fnv1a(&[b"ab"]), fnv1a(&[b"a", b"c"]));
+    }
+
+    fn member(id: &str) -> Member {
+        Member { id: id.into(), addr: id.into(), run: 1, roles: Vec::new() }
+    }
+
+    #[test]
+    fn a_join_moves_about_one_in_n_shards_and_only_to_the_newcomer() {
+        let (a, b, c, d) = (member("a"), member("b"), member("c"), member("d"));
+        let three = [&a, &b, &c];
+        let four = [&a, &b, &c, &d];
+        let mut moved = 0;
+        for shard in 0..1000 {
+            let before = owner_of(shard, &three).unwrap().id.clone();
+            let after = owner_of(shard, &four).unwrap().id.clone();
+            if before != after {
+                assert_eq!(after, "d", "shard {shard} moved between old members");
+                moved += 1;
+            }
+        }
+        assert!((180..320).contains(&moved), "{moved} of 1000 moved");
+    }
+}

@@ -1,0 +1,379 @@
+//! Cluster sharding over the in-memory network on the paused clock:
+//! activation on the shard's owner, reached from every node; hand-off on a
+//! join and a leave with no message lost or reordered; take-over after a
+//! partition decided by keep-majority; passivation. A table shared by every
+//! node counts the live activations of each entity id, so that two at once
+//! anywhere in the cluster fail the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use footlight::cluster::{EntityError, EntityRef, Sharding, ShardingBuilder, SplitBrainResolver};
+use footlight::prelude::*;
+use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::{ClusterEvent, Node};
+use support::eventually;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// What every entity, on every node, reports, by id.
+#[derive(Default, Clone, Debug)]
+struct Life {
+    /// Activations running now, and the most ever at once.
+    active: usize,
+    most: usize,
+    /// Each activation's node.
+    nodes: Vec<String>,
+    /// The numbers received, in order.
+    received: Vec<u64>,
+    /// `stopping` hooks run.
+    stopped: usize,
+}
+
+type Table = Arc<Mutex<HashMap<String, Life>>>;
+
+struct Probe {
+    id: String,
+    node: String,
+    table: Table,
+}
+
+impl Probe {
+    fn life<R>(&self, f: impl FnOnce(&mut Life) -> R) -> R {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        f(table.entry(self.id.clone()).or_default())
+    }
+}
+
+impl Actor for Probe {
+    async fn started(&mut self, _ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let node = self.node.clone();
+        self.life(|l| {
+            l.active += 1;
+            l.most = l.most.max(l.active);
+            l.nodes.push(node);
+        });
+        Ok(())
+    }
+
+    async fn stopping(&mut self, _ctx: &mut Context<Self>) {
+        self.life(|l| l.stopped += 1);
+    }
+}
+
+/// Gone for good: stopped, or killed (no hook runs then, the state is
+/// dropped).
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.life(|l| l.active -= 1);
+    }
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(reply = String, remote = "test.shard.Where")]
+struct Where;
+
+#[derive(Message, Serialize, Deserialize)]
+#[message(remote = "test.shard.Note")]
+struct Note(u64);
+
+impl Handler<Where> for Probe {
+    async fn handle(&mut self, _: Where, _ctx: &mut Context<Self>) -> String {
+        self.node.clone()
+    }
+}
+
+impl Handler<Note> for Probe {
+    async fn handle(&mut self, Note(n): Note, _ctx: &mut Context<Self>) {
+        self.life(|l| l.received.push(n));
+    }
+}
+
+impl RemoteActor for Probe {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Where>().add::<Note>();
+    }
+}
+
+fn sbr() -> SplitBrainResolver {
+    SplitBrainResolver::keep_majority().stable_after(Duration::from_secs(2))
+}
+
+async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
+    Cluster::builder(Node::builder(id).transport(net.transport()).listen(id))
+        .seeds(seeds.iter().copied())
+        .split_brain_resolver(sbr())
+        .start()
+        .await
+        .unwrap()
+}
+
+/// `ids` as one cluster joined through the first, with keep-majority.
+async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let seeds: &[&str] = if i == 0 { &[] } else { &ids[..1] };
+        nodes.push(start(net, id, seeds).await);
+    }
+    for node in &nodes {
+        eventually(WAIT, || async { node.members().len() == ids.len() && node.is_joined() }).await;
+    }
+    nodes
+}
+
+fn probes(node: &Cluster, table: &Table) -> ShardingBuilder<Probe> {
+    let (me, table) = (node.id().to_owned(), table.clone());
+    node.sharding("probe", move |id: &str| Probe { id: id.to_owned(), node: me.clone(), table: table.clone() })
+        .shards(32)
+}
+
+fn snapshot(table: &Table) -> HashMap<String, Life> {
+    table.lock().unwrap().clone()
+}
+
+/// Every shard hosted by exactly one of `regions`.
+async fn settled(regions: &[&Sharding<Probe>], shards: u32) {
+    eventually(WAIT, || async {
+        let mut all: Vec<u32> = regions.iter().flat_map(|r| r.local_shards()).collect();
+        all.sort_unstable();
+        all == (0..shards).collect::<Vec<_>>()
+    })
+    .await;
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("e{i}")).collect()
+}
+
+fn assert_at_most_one(table: &Table) {
+    for (id, life) in snapshot(table) {
+        assert!(life.most <= 1, "{id} was active {} times at once: {:?}", life.most, life.nodes);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entity_runs_once_on_its_shards_owner_and_answers_every_node() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["n1", "n2", "n3"]).await;
+    let table = Table::default();
+    let regions: Vec<Sharding<Probe>> = nodes.iter().map(|n| probes(n, &table).start().unwrap()).collect();
+    settled(&regions.iter().collect::<Vec<_>>(), 32).await;
+    // Each node hosts some shards.
+    for r in &regions {
+        assert!(!r.local_shards().is_empty(), "every node hosts shards");
+    }
+    for id in ids(60) {
+        let mut answers = Vec::new();
+        for r in &regions {
+            answers.push(r.entity_ref(id.as_str()).ask(Where).await.unwrap());
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{id} answered from {answers:?}");
+        let host = regions.iter().position(|r| r.local_shards().contains(&r.shard_of(&id))).unwrap();
+        assert_eq!(answers[0], nodes[host].id(), "{id} runs where its shard is hosted");
+    }
+    let lives = snapshot(&table);
+    assert_eq!(lives.len(), 60);
+    for (id, life) in &lives {
+        assert_eq!(life.nodes.len(), 1, "{id} activated once: {:?}", life.nodes);
+    }
+    let activations: usize = regions.iter().map(|r| r.activations()).sum();
+    assert_eq!(activations, 60);
+    assert_eq!(regions.iter().map(|r| r.local_entities()).sum::<usize>(), 60);
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Sends `0..count` to each id from `region`, in turns, yielding between.
+async fn stream(region: &Sharding<Probe>, ids: &[String], from: u64, count: u64) {
+    let refs: Vec<EntityRef<Probe>> = ids.iter().map(|id| region.entity_ref(id.as_str())).collect();
+    for n in from..from + count {
+        for r in &refs {
+            r.send(Note(n)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shards_move_on_a_join_and_a_leave_without_losing_or_reordering_a_message() {
+    let net = MemoryNetwork::new();
+    let mut nodes = cluster(&net, &["n1", "n2", "n3"]).await;
+    let table = Table::default();
+    let mut regions: Vec<Sharding<Probe>> = nodes.iter().map(|n| probes(n, &table).start().unwrap()).collect();
+    settled(&regions.iter().collect::<Vec<_>>(), 32).await;
+    let entities = ids(40);
+    // n3 sends all the way through; n4 joins, then n1 leaves.
+    let sender = regions[2].clone();
+    let ids2 = entities.clone();
+    let sending = tokio::spawn(async move { stream(&sender, &ids2, 0, 300).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n4 = start(&net, "n4", &["n1"]).await;
+    let r4 = probes(&n4, &table).start().unwrap();
+    eventually(WAIT, || async { !r4.local_shards().is_empty() }).await;
+    nodes.push(n4);
+    regions.push(r4);
+    settled(&[&regions[0], &regions[1], &regions[2], &regions[3]], 32).await;
+    let leaving = nodes[0].clone();
+    leaving.shutdown().await;
+    settled(&[&regions[1], &regions[2], &regions[3]], 32).await;
+    sending.await.unwrap();
+    // Everything sent arrives: nothing crashed, every move was a hand-off.
+    eventually(WAIT, || async { snapshot(&table).values().all(|l| l.received.len() == 300) }).await;
+    let lives = snapshot(&table);
+    let moved = lives.values().filter(|l| l.nodes.len() > 1).count();
+    assert!(moved > 0, "some entities moved");
+    for (id, life) in &lives {
+        assert_eq!(life.received, (0..300).collect::<Vec<u64>>(), "{id}: lost or out of order");
+        assert_eq!(life.most, 1, "{id} active twice at once: {:?}", life.nodes);
+        // A moved entity's `stopping` hook ran on the node it left.
+        assert_eq!(life.stopped, life.nodes.len() - 1, "{id}: {life:?}");
+    }
+    for node in &nodes[1..] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_moves_shards_to_the_majority_without_two_activations() {
+    let net = MemoryNetwork::new();
+    let ids5 = ["n1", "n2", "n3", "n4", "n5"];
+    let nodes = cluster(&net, &ids5).await;
+    let table = Table::default();
+    let regions: Vec<Sharding<Probe>> = nodes.iter().map(|n| probes(n, &table).start().unwrap()).collect();
+    settled(&regions.iter().collect::<Vec<_>>(), 32).await;
+    let entities = ids(50);
+    for id in &entities {
+        regions[4].entity_ref(id.as_str()).ask(Where).await.unwrap();
+    }
+    let mut minority = nodes[0].subscribe();
+    for a in ["n1", "n2"] {
+        for b in ["n3", "n4", "n5"] {
+            net.partition(a, b);
+        }
+    }
+    let downed = async {
+        loop {
+            if let Some(ClusterEvent::SelfDowned { .. }) = minority.recv().await {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, downed).await.expect("n1 downed itself");
+    // The minority's entities are gone at once.
+    eventually(WAIT, || async { regions[0].local_entities() + regions[1].local_entities() == 0 }).await;
+    settled(&[&regions[2], &regions[3], &regions[4]], 32).await;
+    for id in &entities {
+        let at = regions[4].entity_ref(id.as_str()).ask(Where).await.unwrap();
+        assert!(["n3", "n4", "n5"].contains(&at.as_str()), "{id} on {at}");
+    }
+    assert_at_most_one(&table);
+    // The downed side refuses: its sharding has stopped.
+    eventually(WAIT, || async { matches!(regions[0].entity_ref("e1").tell(Note(0)), Err(EntityError::Stopped(_))) })
+        .await;
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn passivation_stops_idle_entities_and_the_next_message_brings_them_back() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["n1", "n2"]).await;
+    let table = Table::default();
+    let regions: Vec<Sharding<Probe>> =
+        nodes.iter().map(|n| probes(n, &table).passivate_after(Duration::from_secs(10)).start().unwrap()).collect();
+    settled(&regions.iter().collect::<Vec<_>>(), 32).await;
+    let alice = regions[1].entity_ref("alice");
+    alice.tell(Note(1)).unwrap();
+    eventually(WAIT, || async { snapshot(&table).get("alice").is_some_and(|l| l.received == [1]) }).await;
+    // Busy entities stay.
+    let busy = regions[0].entity_ref("bob");
+    for n in 0..30 {
+        busy.tell(Note(n)).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let lives = snapshot(&table);
+    assert_eq!(lives["alice"].active, 0, "idle alice was passivated");
+    assert_eq!(lives["alice"].stopped, 1, "with her stopping hook");
+    assert_eq!(lives["bob"].active, 1, "busy bob stays");
+    alice.tell(Note(2)).unwrap();
+    eventually(WAIT, || async { snapshot(&table)["alice"].received == [1, 2] }).await;
+    assert_eq!(snapshot(&table)["alice"].nodes.len(), 2, "activated again");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn passivation_on_request_loses_nothing_sent_meanwhile() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["n1", "n2"]).await;
+    let table = Table::default();
+    let regions: Vec<Sharding<Probe>> = nodes.iter().map(|n| probes(n, &table).start().unwrap()).collect();
+    settled(&regions.iter().collect::<Vec<_>>(), 32).await;
+    let host = regions.iter().find(|r| r.local_shards().contains(&r.shard_of("carol"))).unwrap().clone();
+    let sender = regions.iter().find(|r| !r.local_shards().contains(&r.shard_of("carol"))).unwrap();
+    let carol = sender.entity_ref("carol");
+    carol.ask(Where).await.unwrap();
+    for n in 0..200 {
+        carol.send(Note(n)).await.unwrap();
+        if n % 50 == 25 {
+            host.passivate("carol");
+        }
+        // Time for the passivation to be under way as more arrive.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eventually(WAIT, || async { snapshot(&table).get("carol").is_some_and(|l| l.received.len() == 200) }).await;
+    let life = snapshot(&table)["carol"].clone();
+    assert_eq!(life.received, (0..200).collect::<Vec<u64>>());
+    assert!(life.nodes.len() >= 2, "passivated and activated again: {life:?}");
+    assert_eq!(life.most, 1);
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_buffer_refuses_and_hands_the_message_back() {
+    let net = MemoryNetwork::new();
+    let node = cluster(&net, &["n1"]).await.remove(0);
+    let table = Table::default();
+    let region = probes(&node, &table).buffer(3).start().unwrap();
+    let dave = region.entity_ref("dave");
+    // The region has not run yet (one thread, no await): the buffer fills.
+    for n in 0..3 {
+        dave.tell(Note(n)).unwrap();
+    }
+    match dave.tell(Note(3)) {
+        Err(EntityError::Full(Note(3))) => {}
+        other => panic!("expected Full(Note(3)), got {other:?}"),
+    }
+    // What was accepted is delivered.
+    eventually(WAIT, || async { snapshot(&table).get("dave").is_some_and(|l| l.received == [0, 1, 2]) }).await;
+    dave.tell(Note(3)).unwrap();
+    eventually(WAIT, || async { snapshot(&table)["dave"].received == [0, 1, 2, 3] }).await;
+    node.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_type_name_or_shard_count_is_refused() {
+    let net = MemoryNetwork::new();
+    let node = cluster(&net, &["n1"]).await.remove(0);
+    let table = Table::default();
+    assert!(probes(&node, &table).shards(0).start().is_err());
+    assert!(probes(&node, &table).shards(1_000_000).start().is_err());
+    let long = "x".repeat(300);
+    let t = table.clone();
+    let me = node.id().to_owned();
+    assert!(
+        node.sharding(&long, move |id: &str| Probe { id: id.into(), node: me.clone(), table: t.clone() })
+            .start()
+            .is_err()
+    );
+    node.shutdown().await;
+}
