@@ -13,7 +13,12 @@
 //!    completes without losing a job;
 //! 4. the killed node is started again: it rejoins as a new member (a new
 //!    run) and takes work again;
-//! 5. a summary with the figures.
+//! 5. sharding: the `bank` example's accounts are entities spread over the
+//!    three nodes; while transfers run, another node is killed with
+//!    SIGKILL; its accounts are activated again on the survivors, and the
+//!    audit finds the total balance unchanged and every account active on
+//!    exactly one node;
+//! 6. a summary with the figures.
 //!
 //! ```sh
 //! cargo run --release --example cluster_demo
@@ -25,6 +30,8 @@
 
 #[path = "work_queue/app.rs"]
 mod app;
+#[path = "bank/app.rs"]
+mod bank;
 #[path = "common/mod.rs"]
 mod common;
 
@@ -58,6 +65,9 @@ struct ChildCli {
     /// Run as one of the demo's child nodes.
     #[arg(long)]
     child: bool,
+    /// The bank's ledger directory.
+    #[arg(long)]
+    ledger: std::path::PathBuf,
     #[command(flatten)]
     node: common::NodeArgs,
 }
@@ -72,7 +82,7 @@ fn main() {
     };
     if std::env::args().nth(1).as_deref() == Some("--child") {
         let cli = ChildCli::parse();
-        if let Err(e) = rt.block_on(child(cli.node)) {
+        if let Err(e) = rt.block_on(child(cli.node, cli.ledger)) {
             eprintln!("child failed: {e}");
             std::process::exit(1);
         }
@@ -96,11 +106,12 @@ fn main() {
     }
 }
 
-/// A child node: a worker pool; prints `READY <addr>` and membership
-/// changes; leaves when its stdin closes.
-async fn child(args: common::NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
+/// A child node: a worker pool and the bank's accounts; prints
+/// `READY <addr>` and membership changes; leaves when its stdin closes.
+async fn child(args: common::NodeArgs, ledger: std::path::PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let node = common::start(&args).await?;
     app::start_pool(&node, WORKERS);
+    let _bank = bank::start(&node, &ledger)?;
     println!("READY {}", node.addr());
     let mut events = node.subscribe();
     let stdin_closed = tokio::task::spawn_blocking(|| {
@@ -140,6 +151,8 @@ impl ChildNode {
             .args(["--child", "--node", id, "--listen", "127.0.0.1:0", "--seeds", seed, "--cluster", CLUSTER])
             .arg("--dev-ca-dir")
             .arg(ca_dir)
+            .arg("--ledger")
+            .arg(ca_dir.join("ledger"))
             .env("RUST_LOG", "error")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -232,6 +245,7 @@ async fn demo() -> Result<(), String> {
     // 1. Form the cluster.
     let n1 = common::start(&args("n1", vec![])).await.map_err(|e| format!("n1 did not start: {e}"))?;
     app::start_pool(&n1, WORKERS);
+    let bank = bank::start(&n1, &ca_dir.join("ledger")).map_err(|e| format!("n1's bank did not start: {e}"))?;
     let forming = Instant::now();
     let n2 = tokio::task::block_in_place(|| ChildNode::spawn("n2", n1.addr(), &ca_dir))?;
     let n3 = tokio::task::block_in_place(|| ChildNode::spawn("n3", n1.addr(), &ca_dir))?;
@@ -327,18 +341,55 @@ async fn demo() -> Result<(), String> {
     );
     asks += report.completed + report.retried_after_panic + report.resubmitted_after_loss;
 
-    // 5. Summary; everyone leaves.
+    // 5. Sharding: accounts as entities; kill n2 while transfers run.
+    const ACCOUNTS: u64 = 200;
+    const TRANSFERS: u64 = 3000;
+    let before = bank::audit(&n1, &bank, ACCOUNTS).await?;
+    check(before.total == ACCOUNTS * bank::OPENING_BALANCE, format!("the accounts opened with {}", before.total))?;
+    check(before.not_once().is_empty(), format!("accounts not active exactly once: {:?}", before.not_once()))?;
+    let spread = before.per_node.clone();
+    let done = std::sync::Arc::new(AtomicU64::new(0));
+    let transfers = {
+        let (bank, done) = (bank.clone(), done.clone());
+        tokio::spawn(async move { bank::run_transfers(&bank, 0..TRANSFERS, ACCOUNTS, CONCURRENCY, 5, done).await })
+    };
+    while done.load(Ordering::Relaxed) < 500 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut n2 = n2;
+    let at_kill = done.load(Ordering::Relaxed);
+    n2.process.kill().map_err(|e| format!("cannot kill n2: {e}"))?;
+    let killed = Instant::now();
+    let report = transfers.await.map_err(|e| format!("transfers task: {e}"))??;
+    let took = killed.elapsed();
+    let after = bank::audit(&n1, &bank, ACCOUNTS).await?;
+    check(after.total == before.total, format!("the total balance went from {} to {}", before.total, after.total))?;
+    check(after.not_once().is_empty(), format!("accounts not active exactly once: {:?}", after.not_once()))?;
+    check(after.answered_from.values().all(|n| n != "n2"), "an account still answered from the killed n2")?;
+    println!(
+        "5. {ACCOUNTS} accounts as sharded entities ({}); n2 killed with SIGKILL after {at_kill} of {TRANSFERS} \
+         transfers; its accounts were activated again on n1 and n3, and the rest ran in {} ({} asks repeated \
+         after a timeout); total balance {} before and after; every account active on exactly one node ({})",
+        spread.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", "),
+        ms(took),
+        report.retries,
+        after.total,
+        after.per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", "),
+    );
+
+    // 6. Summary; everyone leaves.
     let gossip = n1.gossip_stats();
     tokio::task::block_in_place(|| {
-        n2.stop();
+        drop(n2);
         n3.stop();
     });
     n1.shutdown().await;
-    println!("5. summary:");
+    println!("6. summary:");
     println!("   jobs submitted / completed      2400 / 2400 (none lost)");
     println!("   job asks sent (with retries)    {asks}");
     println!("   job latency, batch with a kill  p50 {}, p99 {}", ms(latency.0), ms(latency.1));
     println!("   kill -> down (budget 5 s)       n1 {}, n2 {}", ms(detected_n1), ms(detected_n2));
+    println!("   transfers / balance             {TRANSFERS} with a kill / {} conserved", after.total);
     println!("   gossip at n1                    {} packets, {} bytes sent", gossip.packets_sent, gossip.bytes_sent);
     println!("   wall time                       {}", ms(started.elapsed()));
     let _ = std::io::stdout().flush();

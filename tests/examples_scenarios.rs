@@ -4,6 +4,8 @@
 //! deterministically.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../examples/bank/app.rs"]
+mod bank;
 #[path = "../examples/chat/app.rs"]
 mod chat;
 #[path = "../examples/kv/app.rs"]
@@ -380,4 +382,44 @@ async fn chat_under_keep_majority_the_minority_refuses_lines_and_there_is_one_ro
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bank_conserves_money_and_keeps_one_activation_per_account_through_a_lost_node() {
+    let net = MemoryNetwork::new();
+    let nodes = majority_cluster(&net, &["a", "b", "c"]).await;
+    let ledger = std::env::temp_dir().join(format!(
+        "footlight-bank-scenario-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
+    let banks: Vec<bank::Bank> = nodes.iter().map(|n| bank::start(n, &ledger).unwrap()).collect();
+    const ACCOUNTS: u64 = 60;
+    let before = bank::audit(&nodes[0], &banks[0], ACCOUNTS).await.unwrap();
+    assert_eq!(before.total, ACCOUNTS * bank::OPENING_BALANCE);
+    assert!(before.not_once().is_empty(), "{:?}", before.not_once());
+    assert_eq!(before.per_node.len(), 3, "accounts on every node: {:?}", before.per_node);
+    // c is lost while the transfers run.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let run = {
+        let (bank, done) = (banks[0].clone(), done.clone());
+        tokio::spawn(async move { bank::run_transfers(&bank, 0..800, ACCOUNTS, 16, 7, done).await })
+    };
+    while done.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+        tokio::task::yield_now().await;
+    }
+    net.isolate("c");
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.transfers, 800);
+    assert!(report.moved > 0);
+    assert!(report.retries > 0, "transfers waited for the accounts that were on c");
+    let after = bank::audit(&nodes[0], &banks[0], ACCOUNTS).await.unwrap();
+    assert_eq!(after.total, before.total, "money was created or lost");
+    assert!(after.not_once().is_empty(), "not active exactly once: {:?}", after.not_once());
+    assert!(after.answered_from.values().all(|n| n != "c"), "{:?}", after.answered_from);
+    assert!(banks[2].active.lock().unwrap().is_empty(), "c, downed, runs no account");
+    for node in nodes {
+        node.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&ledger);
 }
