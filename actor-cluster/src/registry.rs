@@ -88,6 +88,8 @@ pub(crate) enum Op {
     Unname { name: String, id: u64 },
     /// The sender's actor `id` left `group`.
     Ungroup { group: String, id: u64 },
+    /// The full copy that followed `Reset` is complete.
+    Synced,
 }
 
 /// An entry as stored: whose it is, and what.
@@ -118,6 +120,8 @@ struct Tables {
     /// Every entry's key, so adding one is O(1) however long its list is.
     keys: std::collections::HashSet<Key>,
     per_node: HashMap<String, usize>,
+    /// The peer runs whose full copy has arrived (`Synced` after `Reset`).
+    synced: std::collections::HashSet<(String, u64)>,
 }
 
 impl Tables {
@@ -149,6 +153,7 @@ impl Tables {
 
     /// Removes every entry of `node` for which `pick(run)` holds.
     fn purge(&mut self, node: &str, pick: impl Fn(u64) -> bool) {
+        self.synced.retain(|(n, r)| !(n == node && pick(*r)));
         self.remove_where(None, |e| e.node == node && pick(e.run));
     }
 
@@ -191,6 +196,14 @@ pub(crate) struct Registry {
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the full copy of `node`'s entries from its current run (the
+    /// one in the view) has arrived: only then does "no entry of that node"
+    /// mean it holds none.
+    pub(crate) fn synced_with(&self, shared: &Shared, node: &str) -> bool {
+        let Some(run) = shared.run_of(node) else { return false };
+        self.lock().synced.contains(&(node.to_owned(), run))
     }
 
     /// The nodes (by id) whose live registrations of `name` this node
@@ -264,6 +277,7 @@ impl Registry {
         let mut ops = vec![Op::Reset];
         ops.extend(chunks(names).into_iter().map(Op::Names));
         ops.extend(chunks(groups).into_iter().map(Op::Groups));
+        ops.push(Op::Synced);
         for op in ops {
             if let Ok(payload) = actor_remote::codec::encode(&op) {
                 node.send_system(peer, REGISTRY, payload);
@@ -315,6 +329,9 @@ impl Registry {
             }
             Op::Unname { name, id } => tables.remove(false, &name, peer, id),
             Op::Ungroup { group, id } => tables.remove(true, &group, peer, id),
+            Op::Synced => {
+                tables.synced.insert((peer.to_owned(), run));
+            }
         }
         if let Some(node) = shared.ctx() {
             for mine in &lost {
@@ -532,6 +549,25 @@ impl Cluster {
         let Some(ctx) = self.shared.ctx() else { return refs };
         for entry in &entries {
             if let Some(actor) = Registry::entry_ref::<A>(&self.shared, ctx, entry, false).await {
+                refs.push(actor);
+            }
+        }
+        refs
+    }
+
+    /// As [`group`](Self::group), but waiting (up to `wait` for each) for
+    /// the connection to a member that is not connected right now.
+    pub(crate) async fn group_waiting<A: Actor>(&self, group: &str, wait: std::time::Duration) -> Vec<ActorRef<A>> {
+        let entries: Vec<_> = {
+            let tables = self.shared.registry.lock();
+            let groups = tables.groups.get(group).into_iter().flatten();
+            groups.filter(|e| Registry::is_live(&self.shared, e)).cloned().collect()
+        };
+        let mut refs = Vec::with_capacity(entries.len());
+        let Some(ctx) = self.shared.ctx() else { return refs };
+        for entry in &entries {
+            let found = Registry::entry_ref::<A>(&self.shared, ctx, entry, true);
+            if let Ok(Some(actor)) = tokio::time::timeout(wait, found).await {
                 refs.push(actor);
             }
         }

@@ -301,6 +301,7 @@ impl<A: RemoteActor> ShardingBuilder<A> {
             rounds: HashMap::new(),
             next_round: 0,
             held_acks: Vec::new(),
+            settle_at: None,
             not_before: Instant::now(),
             leaving: None,
             unsettled: true,
@@ -607,6 +608,10 @@ struct AskOp<M: Message> {
 impl<A: Handler<M>, M: Message> EntityOp<A> for AskOp<M> {
     fn try_send(self: Box<Self>, to: &ActorRef<A>) -> Attempt<A> {
         let AskOp { msg, deadline, reply } = *self;
+        if reply.is_closed() {
+            // The asker gave up: nothing to send.
+            return Attempt::Done;
+        }
         let timeout = deadline.saturating_duration_since(Instant::now());
         let to = to.clone();
         // Sent now, in order; the reply is awaited elsewhere.
@@ -678,11 +683,14 @@ impl Message for Locate {
     }
 }
 
-/// Stop sending to these shards and entities of the sender; buffer what is
-/// for them and locate them again. Answered once nothing sent to them from
-/// here before is still on its way out.
+/// Stop sending to these shards and entities of `from`'s node; buffer what
+/// is for them and locate them again. Answered with [`Acked`] to `from`
+/// once nothing sent to them from here before is still on its way out: a
+/// tell, so that it reaches `from`'s node after those messages.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Release {
+    round: u64,
+    from: ActorRef<Endpoint>,
     shards: Vec<u32>,
     entities: Vec<(u32, String)>,
 }
@@ -694,6 +702,21 @@ impl Message for Release {
     }
 }
 
+/// `node`'s region has sent all it will to round `round`'s shards and
+/// entities.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Acked {
+    round: u64,
+    node: String,
+}
+
+impl Message for Acked {
+    type Reply = ();
+    fn wire() -> Option<actor_core::Wire<Self>> {
+        Some(actor_remote::codec::wire("footlight.sharding.Acked"))
+    }
+}
+
 /// A region's face to peers: hands their requests to the region's task.
 pub(crate) struct Endpoint {
     tx: mpsc::UnboundedSender<PeerCmd>,
@@ -701,7 +724,8 @@ pub(crate) struct Endpoint {
 
 enum PeerCmd {
     Locate(Locate, oneshot::Sender<Located>),
-    Release(Release, oneshot::Sender<()>),
+    Release(Release),
+    Acked(Acked),
 }
 
 impl Actor for Endpoint {}
@@ -718,16 +742,19 @@ impl Handler<Locate> for Endpoint {
 
 impl Handler<Release> for Endpoint {
     async fn handle(&mut self, msg: Release, _ctx: &mut Context<Self>) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(PeerCmd::Release(msg, tx)).is_ok() {
-            let _ = rx.await;
-        }
+        let _ = self.tx.send(PeerCmd::Release(msg));
+    }
+}
+
+impl Handler<Acked> for Endpoint {
+    async fn handle(&mut self, msg: Acked, _ctx: &mut Context<Self>) {
+        let _ = self.tx.send(PeerCmd::Acked(msg));
     }
 }
 
 impl RemoteActor for Endpoint {
     fn remote_messages(m: &mut RemoteMessages<Self>) {
-        m.add::<Locate>().add::<Release>();
+        m.add::<Locate>().add::<Release>().add::<Acked>();
     }
 }
 
@@ -736,11 +763,30 @@ impl RemoteActor for Endpoint {
 /// What the region's own tasks and handles report.
 enum Internal<A: Actor> {
     Passivate(Arc<str>),
-    Located { shard: u32, entity: Arc<str>, epoch: u64, answer: Option<(Located, ActorRef<Endpoint>)> },
-    Holder { shard: u32, epoch: u64, holder: Option<ActorRef<Endpoint>> },
-    Sent { shard: u32, entity: Arc<str>, back: Option<Box<dyn EntityOp<A>>> },
-    Released { round: u64 },
-    Stopped { round: u64 },
+    Located {
+        shard: u32,
+        entity: Arc<str>,
+        epoch: u64,
+        answer: Option<(Located, ActorRef<Endpoint>)>,
+    },
+    Holder {
+        shard: u32,
+        epoch: u64,
+        holder: Option<ActorRef<Endpoint>>,
+    },
+    Sent {
+        shard: u32,
+        entity: Arc<str>,
+        back: Option<Box<dyn EntityOp<A>>>,
+    },
+    /// The round's Release went to these nodes.
+    Asked {
+        round: u64,
+        nodes: Vec<String>,
+    },
+    Stopped {
+        round: u64,
+    },
     Leave(oneshot::Sender<()>),
 }
 
@@ -773,13 +819,21 @@ impl<A: Actor> Default for Route<A> {
 struct Slot<A: Actor> {
     target: Option<ActorRef<A>>,
     pending: VecDeque<Box<dyn EntityOp<A>>>,
-    /// A locate or a waiting send is in flight.
-    busy: bool,
+    /// A locate is in flight.
+    locating: bool,
+    /// A send waiting for room is in flight.
+    sending: bool,
+}
+
+impl<A: Actor> Slot<A> {
+    fn busy(&self) -> bool {
+        self.locating || self.sending
+    }
 }
 
 impl<A: Actor> Default for Slot<A> {
     fn default() -> Self {
-        Slot { target: None, pending: VecDeque::new(), busy: false }
+        Slot { target: None, pending: VecDeque::new(), locating: false, sending: false }
     }
 }
 
@@ -795,10 +849,26 @@ struct Active<A: Actor> {
     idle_since: Instant,
 }
 
-/// A hand-off or passivation in progress.
-struct Round {
+/// A Release to acknowledge once this node's sends to it are out.
+struct HeldAck {
+    round: u64,
+    to: ActorRef<Endpoint>,
     shards: Vec<u32>,
     entities: Vec<(u32, Arc<str>)>,
+}
+
+/// A hand-off or passivation in progress.
+struct Round<A: Actor> {
+    shards: Vec<u32>,
+    /// The entities, as they were when the round began.
+    entities: Vec<(u32, Arc<str>, ActorRef<A>)>,
+    /// The nodes whose acknowledgement is awaited (`None` until the
+    /// Release went out), and those that came early.
+    awaiting: Option<HashSet<String>>,
+    early: HashSet<String>,
+    /// Past this, the round goes on without the missing acknowledgements.
+    deadline: Instant,
+    stopping: bool,
 }
 
 struct Region<A: RemoteActor> {
@@ -821,11 +891,14 @@ struct Region<A: RemoteActor> {
     buffered: usize,
     /// Shards with slots to locate again at the next retry.
     retry: HashSet<u32>,
-    rounds: HashMap<u64, Round>,
+    rounds: HashMap<u64, Round<A>>,
     next_round: u64,
-    /// Releases asked of this node, answered once their shards' waiting
-    /// sends are out.
-    held_acks: Vec<(Vec<u32>, oneshot::Sender<()>)>,
+    /// Releases asked of this node, acknowledged once what it sent to
+    /// their shards and entities is out.
+    held_acks: Vec<HeldAck>,
+    /// The next time a waiting rebalance needs to run (the end of the
+    /// removal margin).
+    settle_at: Option<Instant>,
     /// No shard is taken before this (the removal margin after a down).
     not_before: Instant,
     leaving: Option<Vec<oneshot::Sender<()>>>,
@@ -844,9 +917,20 @@ impl<A: RemoteActor> Region<A> {
         mut peers: mpsc::UnboundedReceiver<PeerCmd>,
     ) {
         let mut events = self.cluster.subscribe();
-        tokio::select! {
-            joined = self.cluster.joined() => if joined.is_err() { return },
-            Some(Internal::Leave(done)) = internal.recv() => { let _ = done.send(()); return }
+        // Until this node has joined, only a leave matters.
+        {
+            let cluster = self.cluster.clone();
+            let joined = cluster.joined();
+            tokio::pin!(joined);
+            loop {
+                tokio::select! {
+                    result = &mut joined => if result.is_err() { return } else { break },
+                    cmd = internal.recv() => if let Some(Internal::Leave(done)) = cmd {
+                        let _ = done.send(());
+                        return;
+                    },
+                }
+            }
         }
         if let Err(e) = self.cluster.join(&self.group, &self.endpoint) {
             tracing::error!(node = %self.me(), entity_type = %self.type_name, error = %e, "sharding region not started");
@@ -854,8 +938,16 @@ impl<A: RemoteActor> Region<A> {
         }
         self.rebalance();
         loop {
-            let waiting = self.unsettled || !self.retry.is_empty();
-            let wake = if waiting { (Instant::now() + RETRY).min(self.next_sweep) } else { self.next_sweep };
+            let mut wake = self.next_sweep;
+            if self.unsettled || !self.retry.is_empty() {
+                wake = wake.min(Instant::now() + RETRY);
+            }
+            if let Some(at) = self.settle_at {
+                wake = wake.min(at);
+            }
+            if let Some(at) = self.rounds.values().filter(|r| !r.stopping).map(|r| r.deadline).min() {
+                wake = wake.min(at);
+            }
             tokio::select! {
                 biased;
                 Some(cmd) = internal.recv() => self.internal(cmd),
@@ -879,13 +971,15 @@ impl<A: RemoteActor> Region<A> {
                     continue;
                 }
                 _ = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= self.next_sweep {
+                    let now = Instant::now();
+                    if now >= self.next_sweep {
                         self.sweep();
                     }
                     for shard in std::mem::take(&mut self.retry) {
                         self.resolve_shard(shard);
                     }
-                    if self.unsettled {
+                    self.check_rounds();
+                    if self.unsettled || self.settle_at.is_some_and(|at| now >= at) {
                         self.rebalance();
                     }
                     continue;
@@ -920,7 +1014,7 @@ impl<A: RemoteActor> Region<A> {
         let route = self.routes.entry(shard).or_default();
         let slot = route.slots.entry(entity.clone()).or_default();
         if let Some(target) = &slot.target
-            && !slot.busy
+            && !slot.busy()
             && slot.pending.is_empty()
         {
             match op.try_send(target) {
@@ -941,7 +1035,7 @@ impl<A: RemoteActor> Region<A> {
         }
         slot.pending.push_back(op);
         self.buffered += 1;
-        if !slot.busy && slot.target.is_none() {
+        if !slot.busy() && slot.target.is_none() {
             self.resolve(shard, &entity);
         }
     }
@@ -952,7 +1046,7 @@ impl<A: RemoteActor> Region<A> {
         let Some(slot) = route.slots.get_mut(entity) else { return };
         let (Some(target), Some(op)) = (slot.target.clone(), slot.pending.pop_front()) else { return };
         self.buffered -= 1;
-        slot.busy = true;
+        slot.sending = true;
         route.sending += 1;
         let internal = self.internal.clone();
         let entity = entity.clone();
@@ -967,7 +1061,7 @@ impl<A: RemoteActor> Region<A> {
     fn flush(&mut self, shard: u32, entity: &Arc<str>) {
         let Some(route) = self.routes.get_mut(&shard) else { return };
         let Some(slot) = route.slots.get_mut(entity) else { return };
-        if slot.busy {
+        if slot.busy() {
             return;
         }
         let Some(target) = slot.target.clone() else { return };
@@ -990,9 +1084,6 @@ impl<A: RemoteActor> Region<A> {
                 }
             }
         }
-        if slot.target.is_none() && slot.pending.is_empty() {
-            route.slots.remove(entity);
-        }
     }
 
     /// Finds the entity's target: locally, or by asking its shard's holder.
@@ -1012,7 +1103,12 @@ impl<A: RemoteActor> Region<A> {
                 let internal = self.internal.clone();
                 let name = shard_name(&self.type_name, shard);
                 tokio::spawn(async move {
-                    let holder = cluster.lookup::<Endpoint>(&name).await.ok();
+                    // The registry's copy only: no asking around.
+                    let shared = &cluster.shared;
+                    let holder = match shared.ctx() {
+                        Some(ctx) => shared.registry.lookup::<Endpoint>(shared, ctx, &name).await.ok().flatten(),
+                        None => None,
+                    };
                     let _ = internal.send(Internal::Holder { shard, epoch, holder });
                 });
             }
@@ -1032,7 +1128,7 @@ impl<A: RemoteActor> Region<A> {
             },
             Holder::Remote(endpoint) => {
                 let Some(slot) = route.slots.get_mut(entity) else { return };
-                slot.busy = true;
+                slot.locating = true;
                 let endpoint = endpoint.clone();
                 let epoch = route.epoch;
                 let internal = self.internal.clone();
@@ -1052,7 +1148,7 @@ impl<A: RemoteActor> Region<A> {
         let waiting: Vec<Arc<str>> = route
             .slots
             .iter()
-            .filter(|(_, s)| !s.busy && s.target.is_none() && !s.pending.is_empty())
+            .filter(|(_, s)| !s.busy() && s.target.is_none() && !s.pending.is_empty())
             .map(|(e, _)| e.clone())
             .collect();
         for entity in waiting {
@@ -1070,29 +1166,26 @@ impl<A: RemoteActor> Region<A> {
             return None;
         }
         if let Some(active) = hosted.entities.get(entity) {
-            if active.passivating {
-                return None;
-            }
-            if active.actor.is_alive() {
-                return Some(active.actor.clone());
-            }
+            // One that stopped by itself waits for the sweep's round, which
+            // tells every sender to drop its ref first.
+            return (!active.passivating && active.actor.is_alive()).then(|| active.actor.clone());
         }
         let actor = self.cluster.system().spawn((self.factory)(entity));
-        let fresh = hosted
+        hosted
             .entities
-            .insert(entity.clone(), Active { actor: actor.clone(), passivating: false, idle_since: Instant::now() })
-            .is_none();
-        if fresh {
-            self.stats.entities.fetch_add(1, Ordering::Relaxed);
-        }
+            .insert(entity.clone(), Active { actor: actor.clone(), passivating: false, idle_since: Instant::now() });
+        self.stats.entities.fetch_add(1, Ordering::Relaxed);
         self.stats.activations.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(node = %self.me(), entity_type = %self.type_name, %entity, shard, "entity activated");
         Some(actor)
     }
 
     fn locate(&mut self, msg: Locate) -> Located {
-        if msg.shard >= self.shards || msg.entity.len() > MAX_ENTITY_ID_LEN {
-            tracing::warn!(node = %self.me(), entity_type = %self.type_name, shard = msg.shard, "malformed locate from a peer; refused");
+        if msg.shard >= self.shards
+            || msg.entity.len() > MAX_ENTITY_ID_LEN
+            || shard_of(&msg.entity, self.shards) != msg.shard
+        {
+            tracing::warn!(node = %self.me(), entity_type = %self.type_name, shard = msg.shard, "locate for an entity not of that shard (malformed, or another shard count); refused");
             return Located::NotHere;
         }
         match self.hosted.get(&msg.shard) {
@@ -1115,16 +1208,42 @@ impl<A: RemoteActor> Region<A> {
             PeerCmd::Locate(msg, reply) => {
                 let _ = reply.send(self.locate(msg));
             }
-            PeerCmd::Release(msg, reply) => {
-                let entities: Vec<(u32, Arc<str>)> =
-                    msg.entities.into_iter().map(|(s, e)| (s, Arc::<str>::from(e))).collect();
-                let mut shards: Vec<u32> = msg.shards.into_iter().filter(|s| *s < self.shards).collect();
+            PeerCmd::Release(msg) => {
+                let entities: Vec<(u32, Arc<str>)> = msg
+                    .entities
+                    .into_iter()
+                    .filter(|(s, _)| *s < self.shards)
+                    .map(|(s, e)| (s, Arc::<str>::from(e)))
+                    .collect();
+                let shards: Vec<u32> = msg.shards.into_iter().filter(|s| *s < self.shards).collect();
                 self.release(&shards, &entities);
-                shards.extend(entities.iter().map(|(s, _)| *s));
-                self.held_acks.push((shards, reply));
+                self.held_acks.push(HeldAck { round: msg.round, to: msg.from, shards, entities });
                 self.answer_releases();
             }
+            PeerCmd::Acked(Acked { round, node }) => {
+                if let Some(r) = self.rounds.get_mut(&round) {
+                    match &mut r.awaiting {
+                        Some(awaiting) => {
+                            awaiting.remove(&node);
+                        }
+                        None => {
+                            r.early.insert(node);
+                        }
+                    }
+                }
+                self.check_rounds();
+            }
         }
+    }
+
+    /// Whether this node still has a send waiting for room to any of
+    /// `shards` or `entities` (a send already handed to the connection is
+    /// ahead of anything sent after it).
+    fn sending_to(&self, shards: &[u32], entities: &[(u32, Arc<str>)]) -> bool {
+        shards.iter().any(|s| self.routes.get(s).is_some_and(|r| r.sending > 0))
+            || entities
+                .iter()
+                .any(|(s, e)| self.routes.get(s).and_then(|r| r.slots.get(e)).is_some_and(|slot| slot.sending))
     }
 
     /// Drops what this node knows of `shards` and `entities` as a sender:
@@ -1141,7 +1260,7 @@ impl<A: RemoteActor> Region<A> {
                 route.epoch += 1;
                 if let Some(slot) = route.slots.get_mut(entity) {
                     slot.target = None;
-                    if !slot.busy && slot.pending.is_empty() {
+                    if !slot.busy() && slot.pending.is_empty() {
                         route.slots.remove(entity);
                     }
                 }
@@ -1150,15 +1269,21 @@ impl<A: RemoteActor> Region<A> {
         }
     }
 
-    /// Answers the releases whose shards have no send in flight any more.
+    /// Acknowledges the releases this node has no send waiting for any
+    /// more. The acknowledgement is a tell on the connection the messages
+    /// went out on, so it reaches the releasing node after them.
     fn answer_releases(&mut self) {
-        let routes = &self.routes;
-        let (still, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_acks)
-            .into_iter()
-            .partition(|(shards, _)| shards.iter().any(|s| routes.get(s).is_some_and(|r| r.sending > 0)));
+        let held = std::mem::take(&mut self.held_acks);
+        let (still, ready): (Vec<_>, Vec<_>) = held.into_iter().partition(|h| self.sending_to(&h.shards, &h.entities));
         self.held_acks = still;
-        for (_, reply) in ready {
-            let _ = reply.send(());
+        for h in ready {
+            let ack = Acked { round: h.round, node: self.me().to_owned() };
+            if let Err(actor_core::TrySendError::Full(ack)) = h.to.try_tell(ack) {
+                let to = h.to.clone();
+                tokio::spawn(async move {
+                    let _ = to.tell(ack).await;
+                });
+            }
         }
     }
 
@@ -1175,7 +1300,8 @@ impl<A: RemoteActor> Region<A> {
                     return;
                 }
                 active.passivating = true;
-                self.start_round(Vec::new(), vec![(shard, entity)]);
+                let actor = active.actor.clone();
+                self.start_round(Vec::new(), vec![(shard, entity, actor)]);
             }
             Internal::Holder { shard, epoch, holder } => {
                 let local = self.hosted.contains_key(&shard);
@@ -1200,7 +1326,7 @@ impl<A: RemoteActor> Region<A> {
             Internal::Located { shard, entity, epoch, answer } => {
                 let Some(route) = self.routes.get_mut(&shard) else { return };
                 let Some(slot) = route.slots.get_mut(&entity) else { return };
-                slot.busy = false;
+                slot.locating = false;
                 if route.epoch != epoch {
                     self.retry.insert(shard);
                     return;
@@ -1235,7 +1361,7 @@ impl<A: RemoteActor> Region<A> {
                 if let Some(route) = self.routes.get_mut(&shard) {
                     route.sending -= 1;
                     if let Some(slot) = route.slots.get_mut(&entity) {
-                        slot.busy = false;
+                        slot.sending = false;
                         if let Some(op) = back {
                             slot.pending.push_front(op);
                             slot.target = None;
@@ -1249,8 +1375,15 @@ impl<A: RemoteActor> Region<A> {
                     }
                 }
                 self.answer_releases();
+                self.check_rounds();
             }
-            Internal::Released { round } => self.stop_round(round),
+            Internal::Asked { round, nodes } => {
+                if let Some(r) = self.rounds.get_mut(&round) {
+                    let awaiting: HashSet<String> = nodes.into_iter().filter(|n| !r.early.contains(n)).collect();
+                    r.awaiting = Some(awaiting);
+                }
+                self.check_rounds();
+            }
             Internal::Stopped { round } => self.end_round(round),
             Internal::Leave(done) => {
                 self.leaving.get_or_insert_with(Vec::new).push(done);
@@ -1302,7 +1435,7 @@ impl<A: RemoteActor> Region<A> {
 
     // ---- rounds: hand-off and passivation ----
 
-    fn start_round(&mut self, shards: Vec<u32>, entities: Vec<(u32, Arc<str>)>) {
+    fn start_round(&mut self, shards: Vec<u32>, entities: Vec<(u32, Arc<str>, ActorRef<A>)>) {
         let round = self.next_round;
         self.next_round += 1;
         for shard in &shards {
@@ -1310,47 +1443,83 @@ impl<A: RemoteActor> Region<A> {
                 h.handing_off = true;
             }
         }
+        let names: Vec<(u32, Arc<str>)> = entities.iter().map(|(s, e, _)| (*s, e.clone())).collect();
         // This node is a sender too.
-        self.release(&shards, &entities);
+        self.release(&shards, &names);
         tracing::debug!(node = %self.me(), entity_type = %self.type_name, ?shards, entities = entities.len(), "hand-off: asking every region to stop sending");
-        let msg =
-            Release { shards: shards.clone(), entities: entities.iter().map(|(s, e)| (*s, e.to_string())).collect() };
-        self.rounds.insert(round, Round { shards, entities });
+        let msg = Release {
+            round,
+            from: self.endpoint.clone(),
+            shards: shards.clone(),
+            entities: names.iter().map(|(s, e)| (*s, e.to_string())).collect(),
+        };
+        self.rounds.insert(
+            round,
+            Round {
+                shards,
+                entities,
+                awaiting: None,
+                early: HashSet::new(),
+                // Finding the regions, then their answers.
+                deadline: Instant::now() + 2 * ROUND_TIMEOUT,
+                stopping: false,
+            },
+        );
         let cluster = self.cluster.clone();
         let group = self.group.clone();
         let internal = self.internal.clone();
         let me = self.endpoint.id();
         tokio::spawn(async move {
-            let mut asks = tokio::task::JoinSet::new();
-            for endpoint in cluster.group::<Endpoint>(&group).await {
-                if endpoint.id() == me || endpoint.remote_addr().is_none() {
+            let mut nodes = Vec::new();
+            for endpoint in cluster.group_waiting::<Endpoint>(&group, ROUND_TIMEOUT).await {
+                let Some(addr) = endpoint.remote_addr() else { continue };
+                if endpoint.id() == me {
                     continue;
                 }
-                let msg = msg.clone();
-                asks.spawn(async move {
-                    if endpoint.ask(msg).timeout(ROUND_TIMEOUT).await.is_err() {
-                        tracing::warn!(region = ?endpoint, "a region did not acknowledge a hand-off; its messages in flight may be lost");
+                match endpoint.tell(msg.clone()).await {
+                    Ok(()) => nodes.push(addr.node),
+                    Err(e) => {
+                        tracing::debug!(region = ?endpoint, error = %e, "a region was not told of a hand-off (it is gone)")
                     }
-                });
+                }
             }
-            while asks.join_next().await.is_some() {}
-            let _ = internal.send(Internal::Released { round });
+            let _ = internal.send(Internal::Asked { round, nodes });
         });
+    }
+
+    /// Stops the entities of the rounds that every region has acknowledged
+    /// (or whose time is up) and that this node no longer sends to.
+    fn check_rounds(&mut self) {
+        let now = Instant::now();
+        let ready: Vec<u64> = self
+            .rounds
+            .iter()
+            .filter(|(_, r)| !r.stopping)
+            .filter(|(_, r)| {
+                let names: Vec<(u32, Arc<str>)> = r.entities.iter().map(|(s, e, _)| (*s, e.clone())).collect();
+                let acked = r.awaiting.as_ref().is_some_and(HashSet::is_empty);
+                let late = now >= r.deadline;
+                if late && !acked {
+                    tracing::warn!(node = %self.me(), entity_type = %self.type_name, missing = ?r.awaiting, "regions did not acknowledge a hand-off in time; messages they had in flight may be lost");
+                }
+                (acked || late) && !self.sending_to(&r.shards, &names)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for round in ready {
+            self.stop_round(round);
+        }
     }
 
     /// Every region stopped sending: stop the entities, after what they
     /// already have.
     fn stop_round(&mut self, round: u64) {
-        let Some(r) = self.rounds.get(&round) else { return };
-        let mut actors = Vec::new();
+        let Some(r) = self.rounds.get_mut(&round) else { return };
+        r.stopping = true;
+        let mut actors: Vec<ActorRef<A>> = r.entities.iter().map(|(_, _, a)| a.clone()).collect();
         for shard in &r.shards {
             if let Some(h) = self.hosted.get(shard) {
                 actors.extend(h.entities.values().map(|a| a.actor.clone()));
-            }
-        }
-        for (shard, entity) in &r.entities {
-            if let Some(a) = self.hosted.get(shard).and_then(|h| h.entities.get(entity)) {
-                actors.push(a.actor.clone());
             }
         }
         let internal = self.internal.clone();
@@ -1358,8 +1527,11 @@ impl<A: RemoteActor> Region<A> {
             let mut stops = tokio::task::JoinSet::new();
             for actor in actors {
                 stops.spawn(async move {
-                    actor.stop_after_queued().await;
-                    if tokio::time::timeout(STOP_TIMEOUT, actor.wait_for_stop()).await.is_err() {
+                    let graceful = async {
+                        actor.stop_after_queued().await;
+                        actor.wait_for_stop().await
+                    };
+                    if tokio::time::timeout(STOP_TIMEOUT, graceful).await.is_err() {
                         tracing::error!(entity = ?actor, "an entity did not stop in {STOP_TIMEOUT:?}; killing it");
                         actor.kill();
                         actor.wait_for_stop().await;
@@ -1382,10 +1554,13 @@ impl<A: RemoteActor> Region<A> {
                 self.retry.insert(*shard);
             }
         }
-        for (shard, entity) in &r.entities {
+        for (shard, entity, actor) in &r.entities {
+            // Only the activation the round stopped (the shard may have
+            // moved away and back meanwhile).
             if let Some(h) = self.hosted.get_mut(shard)
-                && h.entities.remove(entity).is_some()
+                && h.entities.get(entity).is_some_and(|a| a.actor.id() == actor.id())
             {
+                h.entities.remove(entity);
                 self.stats.entities.fetch_sub(1, Ordering::Relaxed);
                 self.retry.insert(*shard);
             }
@@ -1436,23 +1611,19 @@ impl<A: RemoteActor> Region<A> {
                     continue;
                 }
                 if !active.actor.is_alive() {
-                    dead.push((*shard, entity.clone()));
+                    active.passivating = true;
+                    dead.push((*shard, entity.clone(), active.actor.clone()));
                 } else if actor_core::remote::take_activity(&active.actor) {
                     active.idle_since = now;
                 } else if self.idle.is_some_and(|i| now.duration_since(active.idle_since) >= i) {
                     active.passivating = true;
-                    idle.push((*shard, entity.clone()));
+                    idle.push((*shard, entity.clone(), active.actor.clone()));
                 }
             }
         }
         if !dead.is_empty() {
-            for (shard, entity) in &dead {
-                if let Some(h) = self.hosted.get_mut(shard) {
-                    h.entities.remove(entity);
-                    self.stats.entities.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            // Senders drop their refs to them (nothing to stop).
+            // Senders drop their refs to them; the round removes them (while
+            // it runs, they count as passivating: nothing activates them).
             self.start_round(Vec::new(), dead);
         }
         if !idle.is_empty() {
@@ -1560,7 +1731,7 @@ fn route_reset<A: Actor>(route: Option<&mut Route<A>>) {
     route.holder = Holder::Unknown;
     route.slots.retain(|_, slot| {
         slot.target = None;
-        slot.busy || !slot.pending.is_empty()
+        slot.busy() || !slot.pending.is_empty()
     });
 }
 

@@ -699,15 +699,16 @@ impl<A: RemoteActor> Manager<A> {
         Some(instance)
     }
 
-    /// Whether the previous owner has handed over: this node is connected
-    /// to every other member (so it has their registrations) and none of
+    /// Whether the previous owner has handed over: this node has every
+    /// other member's full registry copy and none of
     /// them still holds the instance's name (an old owner withdraws it
     /// only once its instance has stopped; a downed one's goes with it).
     fn handed_over(&self, members: &[Member]) -> bool {
-        let peers = self.cluster.peers();
         let me = self.cluster.id();
-        if let Some(missing) = members.iter().find(|m| m.id != me && !peers.contains(&m.id)) {
-            tracing::debug!(node = %me, singleton = %self.name, member = %missing.id, "not connected to every member yet");
+        let registry = &self.cluster.shared.registry;
+        if let Some(missing) = members.iter().find(|m| m.id != me && !registry.synced_with(&self.cluster.shared, &m.id))
+        {
+            tracing::debug!(node = %me, singleton = %self.name, member = %missing.id, "no full registry copy from every member yet");
             return false;
         }
         let holders = self.cluster.shared.registry.other_holders(&self.cluster.shared, &self.reg_name);
