@@ -1335,7 +1335,7 @@ impl<A: RemoteActor> Region<A> {
                     Some((Located::Here(handle), endpoint)) => {
                         let target = endpoint.remote_addr().and_then(|addr| {
                             let peer = PeerRun { node: addr.node, run: addr.run };
-                            self.cluster.shared.ctx()?.remote_ref::<A>(&peer, handle, &entity)
+                            self.cluster.shared.ctx()?.remote_ref_unwatched::<A>(&peer, handle, &entity)
                         });
                         match target {
                             Some(target) => {

@@ -240,6 +240,29 @@ impl NodeContext {
     }
 }
 
+impl NodeContext {
+    /// As [`remote_ref`](Self::remote_ref), but the ref does not subscribe
+    /// to the actor's end: no watch goes to the peer (a connection accepts
+    /// at most 10,000), and nothing is kept on this node for it but the
+    /// ref itself. Its sends fail only when the node is lost; messages to
+    /// an actor that has ended are dropped by the peer, and the ref's
+    /// [`wait_for_stop`](actor_core::ActorRef::wait_for_stop) never returns.
+    /// For services that learn of their actors' ends by their own protocol
+    /// and hold refs to many remote actors (cluster sharding).
+    pub fn remote_ref_unwatched<A: actor_core::Actor>(
+        &self,
+        peer: &PeerRun,
+        handle: u64,
+        label: &str,
+    ) -> Option<ActorRef<A>> {
+        let node = self.inner.upgrade()?;
+        let conn = node.peers.current(&peer.node, peer.run)?;
+        let endpoint = node.endpoint(&peer.node, conn.run, conn.id, conn.outbox.clone(), handle, label);
+        let (actor, _unkept) = actor_core::remote::remote_ref::<A>(Arc::new(endpoint));
+        Some(actor)
+    }
+}
+
 impl Node {
     /// Dials `addr` and returns the peer run its handshake named, once the
     /// connection is in the peer table (or lost the crossed-dial rule to

@@ -29,6 +29,11 @@ use super::{ByteSink, ByteSource, Connection, Listener, Transport, TransportErro
 
 /// Chunks in flight per direction before a writer waits (backpressure).
 const PIPE_CHUNKS: usize = 64;
+/// The most bytes one chunk carries: with [`PIPE_CHUNKS`], at most 1 MiB in
+/// flight per direction, as a socket buffer would hold. (Unbounded chunks let
+/// a flood of tells put tens of MiB ahead of a membership probe, which then
+/// arrived too late and got a busy node suspected.)
+const CHUNK_BYTES: usize = 16 * 1024;
 
 /// A network of in-memory transports: every node of a test in one process,
 /// with faults injected on purpose.
@@ -260,8 +265,9 @@ impl ByteSink for MemSink {
     async fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         // Cancel safe: nothing is queued until room is reserved.
         let permit = self.tx.reserve().await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "peer closed"))?;
-        permit.send(bytes.to_vec());
-        Ok(bytes.len())
+        let n = bytes.len().min(CHUNK_BYTES);
+        permit.send(bytes[..n].to_vec());
+        Ok(n)
     }
 
     async fn close(&mut self) {
@@ -375,5 +381,32 @@ mod tests {
         assert_eq!(got, [1, 2, 3, 4, 5, 6, 7]);
         conn.send.close().await;
         assert_eq!(accepted.recv.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}")), None);
+    }
+
+    /// A pipe holds at most `PIPE_CHUNKS` chunks of at most `CHUNK_BYTES`:
+    /// a writer waits once about 1 MiB is in flight, as on a socket, so
+    /// what is written later (a membership probe) is not queued behind
+    /// tens of MiB.
+    #[tokio::test]
+    async fn a_pipe_holds_a_bounded_number_of_bytes() {
+        let net = MemoryNetwork::new();
+        let mut listener = net.transport().listen("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = net.transport().connect("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let mut accepted = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        let big = vec![7u8; 3 * CHUNK_BYTES];
+        assert_eq!(conn.send.write(&big).await.unwrap_or_else(|e| panic!("{e}")), CHUNK_BYTES);
+        let mut in_flight = CHUNK_BYTES;
+        loop {
+            let write = conn.send.write(&big);
+            match tokio::time::timeout(std::time::Duration::from_millis(50), write).await {
+                Ok(written) => in_flight += written.unwrap_or_else(|e| panic!("{e}")),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(in_flight, PIPE_CHUNKS * CHUNK_BYTES, "the writer waits at the bound");
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let n = accepted.recv.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or(0);
+        assert_eq!(n, CHUNK_BYTES);
+        assert_eq!(conn.send.write(&big).await.unwrap_or_else(|e| panic!("{e}")), CHUNK_BYTES, "room again");
     }
 }
