@@ -466,3 +466,57 @@ async fn an_entity_that_stops_by_itself_is_activated_afresh_and_never_twice() {
         node.shutdown().await;
     }
 }
+
+/// Tells from one node take the fast path (straight to the entity) while
+/// nothing waits for it, and the region's path otherwise; on two worker
+/// threads, with passivations closing the path now and then, what one
+/// sender sent still arrives in order and complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_stay_in_order_between_the_fast_path_and_the_region_on_two_threads() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["n1", "n2"]).await;
+    let table = Table::default();
+    let regions: Vec<Sharding<Probe>> = nodes.iter().map(|n| probes(n, &table).start().unwrap()).collect();
+    settled(&regions.iter().collect::<Vec<_>>(), 32).await;
+    let ids = ids(4);
+    const N: u64 = 20_000;
+    let mut senders = Vec::new();
+    for id in ids.clone() {
+        let region = regions[0].clone();
+        senders.push(tokio::spawn(async move {
+            for n in 0..N {
+                // A fresh ref now and then: refs of one id share the path.
+                let entity = region.entity_ref(id.as_str());
+                if n % 1000 == 999 {
+                    entity.ask(Where).await.unwrap();
+                }
+                entity.send(Note(n)).await.unwrap();
+            }
+        }));
+    }
+    let passivating = {
+        let (regions, ids) = (regions.clone(), ids.clone());
+        tokio::spawn(async move {
+            for round in 0..20 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                for r in &regions {
+                    r.passivate(&ids[round % ids.len()]);
+                }
+            }
+        })
+    };
+    for s in senders {
+        s.await.unwrap();
+    }
+    passivating.await.unwrap();
+    eventually(WAIT, || async { ids.iter().all(|id| snapshot(&table)[id].received.len() == N as usize) }).await;
+    let lives = snapshot(&table);
+    assert!(lives.values().any(|l| l.nodes.len() > 1), "passivations happened while sending");
+    for (id, life) in lives {
+        assert_eq!(life.received, (0..N).collect::<Vec<u64>>(), "{id}: lost or out of order");
+        assert_eq!(life.most, 1, "{id} active twice at once");
+    }
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}

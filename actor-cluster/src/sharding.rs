@@ -320,7 +320,14 @@ impl<A: RemoteActor> ShardingBuilder<A> {
             })
         }));
         Ok(Sharding {
-            inner: Arc::new(Shared { type_name: self.type_name.into(), shards: self.shards, ops, internal, stats }),
+            inner: Arc::new(Shared {
+                type_name: self.type_name.into(),
+                shards: self.shards,
+                ops,
+                internal,
+                stats,
+                lanes: Mutex::new(HashMap::new()),
+            }),
         })
     }
 }
@@ -374,6 +381,60 @@ struct Shared<A: Actor> {
     ops: mpsc::Sender<Delivery<A>>,
     internal: mpsc::UnboundedSender<Internal<A>>,
     stats: Arc<Stats>,
+    /// Each entity's lane on this node, shared by its refs.
+    lanes: Mutex<HashMap<Arc<str>, Arc<Lane<A>>>>,
+}
+
+/// The fast path to one entity from this node: while the region knows
+/// the entity's ref and nothing for it waits (in the region or in its
+/// channel), a tell goes straight to the entity, in order with the rest.
+struct Lane<A: Actor> {
+    state: Mutex<LaneState<A>>,
+}
+
+struct LaneState<A: Actor> {
+    /// Set by the region while the way is clear; cleared by the region
+    /// before it stops sending (a move, a release), and by a sender whose
+    /// message must go through the region.
+    direct: Option<ActorRef<A>>,
+    /// Messages for the entity in the region's channel, not yet taken.
+    in_channel: usize,
+    /// Senders waiting for room to send straight to the entity: the region
+    /// acknowledges a release only once there are none.
+    waiting: usize,
+}
+
+impl<A: Actor> Lane<A> {
+    fn new() -> Self {
+        Lane { state: Mutex::new(LaneState { direct: None, in_channel: 0, waiting: 0 }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState<A>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn waiting(&self) -> bool {
+        self.lock().waiting > 0
+    }
+}
+
+/// A sender waiting to send straight to an entity; when the last one is
+/// done (or gives up) after the region closed the lane, the region hears
+/// of it, to acknowledge what waited for that.
+struct Waiting<'a, A: Actor> {
+    lane: &'a Lane<A>,
+    internal: &'a mpsc::UnboundedSender<Internal<A>>,
+}
+
+impl<A: Actor> Drop for Waiting<'_, A> {
+    fn drop(&mut self) {
+        let mut lane = self.lane.lock();
+        lane.waiting -= 1;
+        if lane.waiting == 0 && lane.direct.is_none() {
+            drop(lane);
+            let _ = self.internal.send(Internal::LaneIdle);
+        }
+    }
 }
 
 /// This node's handle on an entity type's sharding (see the
@@ -403,9 +464,17 @@ impl<A: Actor> Sharding<A> {
     /// A ref to entity `id`, wherever it runs (or will). Ids longer than
     /// [`MAX_ENTITY_ID_LEN`] bytes are refused when sent to.
     pub fn entity_ref(&self, id: impl Into<Arc<str>>) -> EntityRef<A> {
-        let id = id.into();
+        let id: Arc<str> = id.into();
         let shard = shard_of(&id, self.inner.shards);
-        EntityRef { id, shard, shared: self.inner.clone() }
+        let lane = self
+            .inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Lane::new()))
+            .clone();
+        EntityRef { id, shard, shared: self.inner.clone(), lane }
     }
 
     /// The shard entity `id` belongs to.
@@ -442,11 +511,12 @@ pub struct EntityRef<A: Actor> {
     id: Arc<str>,
     shard: u32,
     shared: Arc<Shared<A>>,
+    lane: Arc<Lane<A>>,
 }
 
 impl<A: Actor> Clone for EntityRef<A> {
     fn clone(&self) -> Self {
-        EntityRef { id: self.id.clone(), shard: self.shard, shared: self.shared.clone() }
+        EntityRef { id: self.id.clone(), shard: self.shard, shared: self.shared.clone(), lane: self.lane.clone() }
     }
 }
 
@@ -468,7 +538,28 @@ impl<A: Actor> EntityRef<A> {
     }
 
     fn delivery(&self, op: Box<dyn EntityOp<A>>) -> Delivery<A> {
-        Delivery { shard: self.shard, entity: self.id.clone(), op }
+        Delivery { shard: self.shard, entity: self.id.clone(), lane: self.lane.clone(), op }
+    }
+
+    /// Sends `msg` straight to the entity if its lane is open; hands it
+    /// back otherwise, with the lane closed (it goes through the region).
+    fn direct<M>(&self, lane: &mut LaneState<A>, msg: M) -> Option<M>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        let Some(target) = lane.direct.as_ref() else { return Some(msg) };
+        match target.try_tell(msg) {
+            Ok(()) => None,
+            Err(TrySendError::Full(m) | TrySendError::Closed(m) | TrySendError::NodeDown(m)) => {
+                lane.direct = None;
+                Some(m)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "message for an entity refused; dropped");
+                None
+            }
+        }
     }
 
     /// Sends `msg` to the entity through this node's region, in order with
@@ -483,8 +574,11 @@ impl<A: Actor> EntityRef<A> {
             tracing::warn!(entity_type = %self.shared.type_name, len = self.id.len(), "entity id too long; message dropped");
             return Ok(());
         }
+        let mut lane = self.lane.lock();
+        let Some(msg) = self.direct(&mut lane, msg) else { return Ok(()) };
         match self.shared.ops.try_reserve() {
             Ok(place) => {
+                lane.in_channel += 1;
                 place.send(self.delivery(Box::new(TellOp(msg))));
                 Ok(())
             }
@@ -500,8 +594,54 @@ impl<A: Actor> EntityRef<A> {
         A: Handler<M>,
         M: Message,
     {
+        let waited = {
+            let mut lane = self.lane.lock();
+            match lane.direct.as_ref() {
+                None => Err(msg),
+                Some(target) => match target.try_tell(msg) {
+                    Ok(()) => return Ok(()),
+                    // Wait for room right there (backpressure), counted, so
+                    // that a release waits for this send to be out.
+                    Err(TrySendError::Full(msg)) => {
+                        let target = target.clone();
+                        lane.waiting += 1;
+                        Ok((target, msg))
+                    }
+                    Err(TrySendError::Closed(msg) | TrySendError::NodeDown(msg)) => {
+                        lane.direct = None;
+                        Err(msg)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "message for an entity refused; dropped");
+                        return Ok(());
+                    }
+                },
+            }
+        };
+        let msg = match waited {
+            Err(msg) => msg,
+            Ok((target, msg)) => {
+                let _waiting = Waiting { lane: &self.lane, internal: &self.shared.internal };
+                match target.tell(msg).await {
+                    Ok(()) => return Ok(()),
+                    Err(SendError::Closed(msg) | SendError::NodeDown(msg)) => {
+                        self.lane.lock().direct = None;
+                        msg
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "message for an entity refused; dropped");
+                        return Ok(());
+                    }
+                }
+            }
+        };
         match self.shared.ops.reserve().await {
             Ok(place) => {
+                // Behind this one, the next ones too (the lane may have
+                // opened while this one waited for room).
+                let mut lane = self.lane.lock();
+                lane.direct = None;
+                lane.in_channel += 1;
                 place.send(self.delivery(Box::new(TellOp(msg))));
                 Ok(())
             }
@@ -532,10 +672,17 @@ impl<A: Actor> EntityRef<A> {
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
         let op = Box::new(AskOp { msg, deadline, reply });
-        match self.shared.ops.try_send(self.delivery(op)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(EntityAskError::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(EntityAskError::Stopped),
+        {
+            let mut lane = self.lane.lock();
+            match self.shared.ops.try_reserve() {
+                Ok(place) => {
+                    lane.direct = None;
+                    lane.in_channel += 1;
+                    place.send(self.delivery(op));
+                }
+                Err(mpsc::error::TrySendError::Full(())) => return Err(EntityAskError::Full),
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(EntityAskError::Stopped),
+            }
         }
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
@@ -549,6 +696,7 @@ impl<A: Actor> EntityRef<A> {
 struct Delivery<A: Actor> {
     shard: u32,
     entity: Arc<str>,
+    lane: Arc<Lane<A>>,
     op: Box<dyn EntityOp<A>>,
 }
 
@@ -788,6 +936,8 @@ enum Internal<A: Actor> {
         round: u64,
     },
     Leave(oneshot::Sender<()>),
+    /// The last sender waiting on a closed lane is done.
+    LaneIdle,
 }
 
 /// Where a shard's holder is, as this node's region knows.
@@ -823,17 +973,35 @@ struct Slot<A: Actor> {
     locating: bool,
     /// A send waiting for room is in flight.
     sending: bool,
+    lane: Arc<Lane<A>>,
 }
 
 impl<A: Actor> Slot<A> {
+    fn new(lane: Arc<Lane<A>>) -> Self {
+        Slot { target: None, pending: VecDeque::new(), locating: false, sending: false, lane }
+    }
+
     fn busy(&self) -> bool {
         self.locating || self.sending
     }
-}
 
-impl<A: Actor> Default for Slot<A> {
-    fn default() -> Self {
-        Slot { target: None, pending: VecDeque::new(), locating: false, sending: false }
+    /// Forgets the target; senders go through the region from now on.
+    fn clear_target(&mut self) {
+        self.target = None;
+        self.lane.lock().direct = None;
+    }
+
+    /// Lets senders go straight to the target while nothing waits.
+    fn open_lane(&self) {
+        if let Some(target) = &self.target
+            && !self.busy()
+            && self.pending.is_empty()
+        {
+            let mut lane = self.lane.lock();
+            if lane.in_channel == 0 {
+                lane.direct = Some(target.clone());
+            }
+        }
     }
 }
 
@@ -957,14 +1125,14 @@ impl<A: RemoteActor> Region<A> {
                     Some(event) => self.event(event),
                 },
                 Some(d) = ops.recv(), if self.buffered < self.buffer => {
-                    self.deliver(d.shard, d.entity, d.op);
+                    self.deliver(d);
                     // Take what else is ready without another turn of the loop.
                     for _ in 0..64 {
                         if self.buffered >= self.buffer {
                             break;
                         }
                         match ops.try_recv() {
-                            Ok(d) => self.deliver(d.shard, d.entity, d.op),
+                            Ok(d) => self.deliver(d),
                             Err(_) => break,
                         }
                     }
@@ -1010,15 +1178,20 @@ impl<A: RemoteActor> Region<A> {
 
     // ---- sending ----
 
-    fn deliver(&mut self, shard: u32, entity: Arc<str>, op: Box<dyn EntityOp<A>>) {
+    fn deliver(&mut self, d: Delivery<A>) {
+        let Delivery { shard, entity, lane, op } = d;
+        {
+            let mut lane = lane.lock();
+            lane.in_channel = lane.in_channel.saturating_sub(1);
+        }
         let route = self.routes.entry(shard).or_default();
-        let slot = route.slots.entry(entity.clone()).or_default();
+        let slot = route.slots.entry(entity.clone()).or_insert_with(|| Slot::new(lane));
         if let Some(target) = &slot.target
             && !slot.busy()
             && slot.pending.is_empty()
         {
             match op.try_send(target) {
-                Attempt::Done => {}
+                Attempt::Done => slot.open_lane(),
                 Attempt::Full(op) => {
                     slot.pending.push_front(op);
                     self.buffered += 1;
@@ -1026,7 +1199,7 @@ impl<A: RemoteActor> Region<A> {
                 }
                 Attempt::Gone(op) => {
                     slot.pending.push_front(op);
-                    slot.target = None;
+                    slot.clear_target();
                     self.buffered += 1;
                     self.resolve(shard, &entity);
                 }
@@ -1077,13 +1250,14 @@ impl<A: RemoteActor> Region<A> {
                 }
                 Attempt::Gone(op) => {
                     slot.pending.push_front(op);
-                    slot.target = None;
+                    slot.clear_target();
                     self.buffered += 1;
                     self.resolve(shard, entity);
                     return;
                 }
             }
         }
+        slot.open_lane();
     }
 
     /// Finds the entity's target: locally, or by asking its shard's holder.
@@ -1240,10 +1414,11 @@ impl<A: RemoteActor> Region<A> {
     /// `shards` or `entities` (a send already handed to the connection is
     /// ahead of anything sent after it).
     fn sending_to(&self, shards: &[u32], entities: &[(u32, Arc<str>)]) -> bool {
-        shards.iter().any(|s| self.routes.get(s).is_some_and(|r| r.sending > 0))
-            || entities
-                .iter()
-                .any(|(s, e)| self.routes.get(s).and_then(|r| r.slots.get(e)).is_some_and(|slot| slot.sending))
+        shards.iter().any(|s| {
+            self.routes.get(s).is_some_and(|r| r.sending > 0 || r.slots.values().any(|slot| slot.lane.waiting()))
+        }) || entities.iter().any(|(s, e)| {
+            self.routes.get(s).and_then(|r| r.slots.get(e)).is_some_and(|slot| slot.sending || slot.lane.waiting())
+        })
     }
 
     /// Drops what this node knows of `shards` and `entities` as a sender:
@@ -1259,8 +1434,8 @@ impl<A: RemoteActor> Region<A> {
             if let Some(route) = self.routes.get_mut(shard) {
                 route.epoch += 1;
                 if let Some(slot) = route.slots.get_mut(entity) {
-                    slot.target = None;
-                    if !slot.busy() && slot.pending.is_empty() {
+                    slot.clear_target();
+                    if !slot.busy() && slot.pending.is_empty() && !slot.lane.waiting() {
                         route.slots.remove(entity);
                     }
                 }
@@ -1364,7 +1539,7 @@ impl<A: RemoteActor> Region<A> {
                         slot.sending = false;
                         if let Some(op) = back {
                             slot.pending.push_front(op);
-                            slot.target = None;
+                            slot.clear_target();
                             self.buffered += 1;
                         }
                         if slot.target.is_some() {
@@ -1385,6 +1560,10 @@ impl<A: RemoteActor> Region<A> {
                 self.check_rounds();
             }
             Internal::Stopped { round } => self.end_round(round),
+            Internal::LaneIdle => {
+                self.answer_releases();
+                self.check_rounds();
+            }
             Internal::Leave(done) => {
                 self.leaving.get_or_insert_with(Vec::new).push(done);
                 self.dirty = true;
@@ -1730,8 +1909,8 @@ fn route_reset<A: Actor>(route: Option<&mut Route<A>>) {
     route.epoch += 1;
     route.holder = Holder::Unknown;
     route.slots.retain(|_, slot| {
-        slot.target = None;
-        slot.busy() || !slot.pending.is_empty()
+        slot.clear_target();
+        slot.busy() || !slot.pending.is_empty() || slot.lane.waiting()
     });
 }
 
