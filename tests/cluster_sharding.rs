@@ -520,3 +520,36 @@ async fn tells_stay_in_order_between_the_fast_path_and_the_region_on_two_threads
         node.shutdown().await;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn remembered_entities_come_back_on_their_new_owner_without_a_message() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["n1", "n2", "n3"]).await;
+    let table = Table::default();
+    let regions: Vec<Sharding<Probe>> =
+        nodes.iter().map(|n| probes(n, &table).remember_entities().start().unwrap()).collect();
+    settled(&regions.iter().collect::<Vec<_>>(), 32).await;
+    let entities = ids(30);
+    for id in &entities {
+        regions[2].entity_ref(id.as_str()).ask(Where).await.unwrap();
+    }
+    let on_n1: Vec<String> =
+        snapshot(&table).iter().filter(|(_, l)| l.nodes == ["n1"]).map(|(id, _)| id.clone()).collect();
+    assert!(!on_n1.is_empty());
+    // A passivated one is not remembered.
+    let forgotten = on_n1[0].clone();
+    regions[0].passivate(&forgotten);
+    eventually(WAIT, || async { snapshot(&table)[&forgotten].active == 0 }).await;
+    nodes[0].shutdown().await;
+    // Without a message, n1's entities run again on n2 or n3.
+    eventually(WAIT, || async {
+        let t = snapshot(&table);
+        on_n1.iter().filter(|id| **id != forgotten).all(|id| t[id].active == 1 && t[id].nodes.len() == 2)
+    })
+    .await;
+    assert_eq!(snapshot(&table)[&forgotten].active, 0, "the passivated entity stays stopped");
+    assert_at_most_one(&table);
+    for node in &nodes[1..] {
+        node.shutdown().await;
+    }
+}

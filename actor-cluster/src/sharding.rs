@@ -52,7 +52,9 @@
 //! handled nothing for that long; [`Sharding::passivate`] stops one on
 //! request (an entity can ask for its own, through a `Sharding` handle it
 //! keeps). Both go through the same hand-off as a move, so no message is
-//! lost: messages sent meanwhile wait and re-activate the entity.
+//! lost: messages sent meanwhile wait and re-activate the entity. With
+//! [`remember_entities`](ShardingBuilder::remember_entities), a shard that
+//! moves brings its active entities back on the new owner at once.
 //!
 //! ```ignore
 //! // On every node (a complete, compiled version is in the README;
@@ -95,6 +97,9 @@ pub const DEFAULT_MAX_MOVES: usize = 20;
 pub const MAX_ENTITY_ID_LEN: usize = 1024;
 /// The most shards a type may have.
 pub const MAX_SHARDS: u32 = 65_536;
+/// The most remembered entities a node keeps for one shard it has yet to
+/// take.
+pub const MAX_REMEMBERED_PER_SHARD: usize = 100_000;
 
 /// How long a region waits for each member to acknowledge a hand-off.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,6 +169,7 @@ pub struct ShardingBuilder<A: Actor> {
     max_moves: usize,
     idle: Option<Duration>,
     removal_margin: Option<Duration>,
+    remember: bool,
 }
 
 impl<A: Actor> fmt::Debug for ShardingBuilder<A> {
@@ -199,6 +205,7 @@ impl Cluster {
             max_moves: DEFAULT_MAX_MOVES,
             idle: None,
             removal_margin: None,
+            remember: false,
         }
     }
 }
@@ -240,6 +247,17 @@ impl<A: RemoteActor> ShardingBuilder<A> {
     /// Off by default.
     pub fn passivate_after(mut self, idle: Duration) -> Self {
         self.idle = Some(idle);
+        self
+    }
+
+    /// Remembers the entities of a shard that moves: the node handing it off
+    /// tells the new owner which entities were active, and the new owner
+    /// activates them as soon as it takes the shard, without waiting for a
+    /// message. Passivated entities are not remembered. What is remembered
+    /// lives in memory: after a node crashes, its entities come back with
+    /// their next message only.
+    pub fn remember_entities(mut self) -> Self {
+        self.remember = true;
         self
     }
 
@@ -290,6 +308,8 @@ impl<A: RemoteActor> ShardingBuilder<A> {
             buffer: self.buffer,
             max_moves: self.max_moves,
             idle: self.idle,
+            remember: self.remember,
+            remembered: HashMap::new(),
             margin,
             endpoint,
             internal: internal.clone(),
@@ -850,6 +870,21 @@ impl Message for Release {
     }
 }
 
+/// The entities of `shard` that were active when it was handed off to the
+/// receiver (with remembered entities).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Remember {
+    shard: u32,
+    entities: Vec<String>,
+}
+
+impl Message for Remember {
+    type Reply = ();
+    fn wire() -> Option<actor_core::Wire<Self>> {
+        Some(actor_remote::codec::wire("footlight.sharding.Remember"))
+    }
+}
+
 /// `node`'s region has sent all it will to round `round`'s shards and
 /// entities.
 #[derive(Debug, Serialize, Deserialize)]
@@ -874,6 +909,7 @@ enum PeerCmd {
     Locate(Locate, oneshot::Sender<Located>),
     Release(Release),
     Acked(Acked),
+    Remember(Remember),
 }
 
 impl Actor for Endpoint {}
@@ -894,6 +930,12 @@ impl Handler<Release> for Endpoint {
     }
 }
 
+impl Handler<Remember> for Endpoint {
+    async fn handle(&mut self, msg: Remember, _ctx: &mut Context<Self>) {
+        let _ = self.tx.send(PeerCmd::Remember(msg));
+    }
+}
+
 impl Handler<Acked> for Endpoint {
     async fn handle(&mut self, msg: Acked, _ctx: &mut Context<Self>) {
         let _ = self.tx.send(PeerCmd::Acked(msg));
@@ -902,7 +944,7 @@ impl Handler<Acked> for Endpoint {
 
 impl RemoteActor for Endpoint {
     fn remote_messages(m: &mut RemoteMessages<Self>) {
-        m.add::<Locate>().add::<Release>().add::<Acked>();
+        m.add::<Locate>().add::<Release>().add::<Acked>().add::<Remember>();
     }
 }
 
@@ -1049,6 +1091,9 @@ struct Region<A: RemoteActor> {
     buffer: usize,
     max_moves: usize,
     idle: Option<Duration>,
+    remember: bool,
+    /// Entities to activate when this node takes their shard.
+    remembered: HashMap<u32, Vec<Arc<str>>>,
     margin: Duration,
     endpoint: ActorRef<Endpoint>,
     internal: mpsc::UnboundedSender<Internal<A>>,
@@ -1354,6 +1399,15 @@ impl<A: RemoteActor> Region<A> {
         Some(actor)
     }
 
+    /// Activates remembered entities of a shard this node now hosts.
+    fn activate_remembered(&mut self, shard: u32, ids: Vec<Arc<str>>) {
+        let count = ids.len();
+        for id in ids {
+            self.local_target(shard, &id);
+        }
+        tracing::debug!(node = %self.me(), entity_type = %self.type_name, shard, count, "remembered entities activated");
+    }
+
     fn locate(&mut self, msg: Locate) -> Located {
         if msg.shard >= self.shards
             || msg.entity.len() > MAX_ENTITY_ID_LEN
@@ -1393,6 +1447,24 @@ impl<A: RemoteActor> Region<A> {
                 self.release(&shards, &entities);
                 self.held_acks.push(HeldAck { round: msg.round, to: msg.from, shards, entities });
                 self.answer_releases();
+            }
+            PeerCmd::Remember(Remember { shard, entities }) => {
+                let shards = self.shards;
+                let ids: Vec<Arc<str>> = entities
+                    .into_iter()
+                    .filter(|e| e.len() <= MAX_ENTITY_ID_LEN && shard_of(e, shards) == shard)
+                    .map(Arc::from)
+                    .collect();
+                if shard >= shards || ids.is_empty() {
+                    return;
+                }
+                if self.hosted.get(&shard).is_some_and(|h| !h.handing_off) {
+                    self.activate_remembered(shard, ids);
+                } else {
+                    let list = self.remembered.entry(shard).or_default();
+                    list.extend(ids);
+                    list.truncate(MAX_REMEMBERED_PER_SHARD);
+                }
             }
             PeerCmd::Acked(Acked { round, node }) => {
                 if let Some(r) = self.rounds.get_mut(&round) {
@@ -1727,6 +1799,11 @@ impl<A: RemoteActor> Region<A> {
         let Some(r) = self.rounds.remove(&round) else { return };
         for shard in &r.shards {
             if let Some(h) = self.hosted.remove(shard) {
+                if self.remember {
+                    let active: Vec<String> =
+                        h.entities.iter().filter(|(_, a)| !a.passivating).map(|(e, _)| e.to_string()).collect();
+                    self.remember_at_new_owner(*shard, active);
+                }
                 self.stats.entities.fetch_sub(h.entities.len(), Ordering::Relaxed);
                 self.cluster.unregister(&shard_name(&self.type_name, *shard));
                 route_reset(self.routes.get_mut(shard));
@@ -1751,6 +1828,28 @@ impl<A: RemoteActor> Region<A> {
         self.dirty = true;
     }
 
+    /// Tells the shard's new owner (by this node's view) which entities to
+    /// activate when it takes the shard.
+    fn remember_at_new_owner(&self, shard: u32, entities: Vec<String>) {
+        if entities.is_empty() {
+            return;
+        }
+        let me = self.me().to_owned();
+        let members = self.cluster.members();
+        let eligible: Vec<&Member> =
+            members.iter().filter(|m| self.role.as_deref().is_none_or(|r| m.has_role(r)) && m.id != me).collect();
+        let Some(owner) = owner_of(shard, &eligible).map(|m| m.id.clone()) else { return };
+        let (cluster, group) = (self.cluster.clone(), self.group.clone());
+        tokio::spawn(async move {
+            for endpoint in cluster.group_waiting::<Endpoint>(&group, ROUND_TIMEOUT).await {
+                if endpoint.remote_addr().is_some_and(|a| a.node == owner) {
+                    let _ = endpoint.tell(Remember { shard, entities }).await;
+                    return;
+                }
+            }
+        });
+    }
+
     /// Kills a shard's entities at once (no hooks).
     fn kill(&self, hosted: Hosted<A>) {
         self.stats.entities.fetch_sub(hosted.entities.len(), Ordering::Relaxed);
@@ -1768,6 +1867,7 @@ impl<A: RemoteActor> Region<A> {
             self.kill(h);
         }
         self.rounds.clear();
+        self.remembered.clear();
         for route in self.routes.values_mut() {
             route_reset(Some(route));
         }
@@ -1886,6 +1986,9 @@ impl<A: RemoteActor> Region<A> {
                     route_reset(Some(route));
                     route.holder = Holder::Local;
                     self.retry.insert(shard);
+                    if let Some(ids) = self.remembered.remove(&shard) {
+                        self.activate_remembered(shard, ids);
+                    }
                 }
             }
             if waiting {
