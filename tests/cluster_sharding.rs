@@ -384,7 +384,7 @@ async fn a_full_buffer_refuses_and_hands_the_message_back() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_bad_type_name_or_shard_count_is_refused() {
+async fn a_bad_type_name_shard_count_or_entity_id_is_refused() {
     let net = MemoryNetwork::new();
     let node = cluster(&net, &["n1"]).await.remove(0);
     let table = Table::default();
@@ -398,6 +398,13 @@ async fn a_bad_type_name_or_shard_count_is_refused() {
             .start()
             .is_err()
     );
+    // An over-long entity id is refused with the message handed back.
+    let region = probes(&node, &table).start().unwrap();
+    let huge = region.entity_ref("x".repeat(footlight::cluster::sharding::MAX_ENTITY_ID_LEN + 1));
+    assert!(matches!(huge.tell(Note(1)), Err(EntityError::IdTooLong(Note(1)))));
+    assert!(matches!(huge.send(Note(2)).await, Err(EntityError::IdTooLong(Note(2)))));
+    assert!(huge.ask(Where).await.is_err());
+    assert!(table.lock().unwrap().is_empty(), "nothing was activated");
     node.shutdown().await;
 }
 

@@ -123,6 +123,10 @@ pub enum EntityError<M> {
     /// message is handed back.
     #[error("sharding has stopped on this node; message not sent")]
     Stopped(M),
+    /// The entity's id is longer than [`MAX_ENTITY_ID_LEN`]; the message is
+    /// handed back.
+    #[error("entity id longer than {MAX_ENTITY_ID_LEN} bytes; message not sent")]
+    IdTooLong(M),
 }
 
 impl<M> fmt::Debug for EntityError<M> {
@@ -130,6 +134,7 @@ impl<M> fmt::Debug for EntityError<M> {
         match self {
             EntityError::Full(_) => f.write_str("Full(..)"),
             EntityError::Stopped(_) => f.write_str("Stopped(..)"),
+            EntityError::IdTooLong(_) => f.write_str("IdTooLong(..)"),
         }
     }
 }
@@ -346,7 +351,7 @@ impl<A: RemoteActor> ShardingBuilder<A> {
                 ops,
                 internal,
                 stats,
-                lanes: Mutex::new(HashMap::new()),
+                lanes: Mutex::new(Lanes { by_id: HashMap::new(), prune_at: 1024 }),
             }),
         })
     }
@@ -401,8 +406,30 @@ struct Shared<A: Actor> {
     ops: mpsc::Sender<Delivery<A>>,
     internal: mpsc::UnboundedSender<Internal<A>>,
     stats: Arc<Stats>,
-    /// Each entity's lane on this node, shared by its refs.
-    lanes: Mutex<HashMap<Arc<str>, Arc<Lane<A>>>>,
+    /// Each entity's lane on this node, shared by its refs (one per id at
+    /// a time: refs, the region's slot and queued messages hold it).
+    lanes: Mutex<Lanes<A>>,
+}
+
+struct Lanes<A: Actor> {
+    by_id: HashMap<Arc<str>, std::sync::Weak<Lane<A>>>,
+    /// Entries past which dead ones are pruned.
+    prune_at: usize,
+}
+
+impl<A: Actor> Lanes<A> {
+    fn get(&mut self, id: &Arc<str>) -> Arc<Lane<A>> {
+        if let Some(lane) = self.by_id.get(id).and_then(std::sync::Weak::upgrade) {
+            return lane;
+        }
+        if self.by_id.len() >= self.prune_at {
+            self.by_id.retain(|_, lane| lane.strong_count() > 0);
+            self.prune_at = (self.by_id.len() * 2).max(1024);
+        }
+        let lane = Arc::new(Lane::new());
+        self.by_id.insert(id.clone(), Arc::downgrade(&lane));
+        lane
+    }
 }
 
 /// The fast path to one entity from this node: while the region knows
@@ -450,7 +477,7 @@ impl<A: Actor> Drop for Waiting<'_, A> {
     fn drop(&mut self) {
         let mut lane = self.lane.lock();
         lane.waiting -= 1;
-        if lane.waiting == 0 && lane.direct.is_none() {
+        if lane.waiting == 0 {
             drop(lane);
             let _ = self.internal.send(Internal::LaneIdle);
         }
@@ -482,18 +509,12 @@ impl<A: Actor> Sharding<A> {
     }
 
     /// A ref to entity `id`, wherever it runs (or will). Ids longer than
-    /// [`MAX_ENTITY_ID_LEN`] bytes are refused when sent to.
+    /// [`MAX_ENTITY_ID_LEN`] bytes are refused when sent to
+    /// ([`EntityError::IdTooLong`]).
     pub fn entity_ref(&self, id: impl Into<Arc<str>>) -> EntityRef<A> {
         let id: Arc<str> = id.into();
         let shard = shard_of(&id, self.inner.shards);
-        let lane = self
-            .inner
-            .lanes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.clone())
-            .or_insert_with(|| Arc::new(Lane::new()))
-            .clone();
+        let lane = self.inner.lanes.lock().unwrap_or_else(|p| p.into_inner()).get(&id);
         EntityRef { id, shard, shared: self.inner.clone(), lane }
     }
 
@@ -591,8 +612,7 @@ impl<A: Actor> EntityRef<A> {
         M: Message,
     {
         if self.id.len() > MAX_ENTITY_ID_LEN {
-            tracing::warn!(entity_type = %self.shared.type_name, len = self.id.len(), "entity id too long; message dropped");
-            return Ok(());
+            return Err(EntityError::IdTooLong(msg));
         }
         let mut lane = self.lane.lock();
         let Some(msg) = self.direct(&mut lane, msg) else { return Ok(()) };
@@ -614,6 +634,9 @@ impl<A: Actor> EntityRef<A> {
         A: Handler<M>,
         M: Message,
     {
+        if self.id.len() > MAX_ENTITY_ID_LEN {
+            return Err(EntityError::IdTooLong(msg));
+        }
         let waited = {
             let mut lane = self.lane.lock();
             match lane.direct.as_ref() {
@@ -1753,7 +1776,9 @@ impl<A: RemoteActor> Region<A> {
                 if late && !acked {
                     tracing::warn!(node = %self.me(), entity_type = %self.type_name, missing = ?r.awaiting, "regions did not acknowledge a hand-off in time; messages they had in flight may be lost");
                 }
-                (acked || late) && !self.sending_to(&r.shards, &names)
+                // Past the deadline, a send that still waits (an entity that
+                // never makes room) no longer holds the round up.
+                (acked && !self.sending_to(&r.shards, &names)) || late
             })
             .map(|(id, _)| *id)
             .collect();
@@ -2020,6 +2045,21 @@ fn route_reset<A: Actor>(route: Option<&mut Route<A>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Nothing;
+    impl Actor for Nothing {}
+
+    #[test]
+    fn lanes_of_ids_nobody_holds_any_more_are_pruned() {
+        let mut lanes: Lanes<Nothing> = Lanes { by_id: HashMap::new(), prune_at: 1024 };
+        let kept = lanes.get(&Arc::from("kept"));
+        for i in 0..10_000 {
+            drop(lanes.get(&Arc::from(format!("e{i}").as_str())));
+        }
+        assert!(lanes.by_id.len() <= 2048, "{} entries", lanes.by_id.len());
+        // One lane per id while it is held.
+        assert!(Arc::ptr_eq(&kept, &lanes.get(&Arc::from("kept"))));
+    }
 
     #[test]
     fn shards_spread_and_are_stable() {
