@@ -423,3 +423,41 @@ async fn bank_conserves_money_and_keeps_one_activation_per_account_through_a_los
     }
     let _ = std::fs::remove_dir_all(&ledger);
 }
+
+#[tokio::test(start_paused = true)]
+async fn kv_reads_the_live_copy_while_the_first_owner_is_only_suspected() {
+    let net = MemoryNetwork::new();
+    let nodes = majority_cluster(&net, &["a", "b", "c"]).await;
+    for node in &nodes {
+        kv::serve(node).unwrap();
+    }
+    for node in &nodes {
+        for id in ["a", "b", "c"] {
+            eventually(WAIT, || async { node.lookup::<kv::Shard>(&kv::name_of(id)).await.is_ok() }).await;
+        }
+    }
+    let members: Vec<String> = ["a", "b", "c"].iter().map(|s| (*s).to_owned()).collect();
+    // A key whose first owner is b, read from a.
+    let key = (0..).map(|i| format!("k{i}")).find(|k| kv::owners(&members, k, kv::REPLICAS)[0] == "b").unwrap();
+    kv::put(&nodes[0], &key, "v").await.unwrap();
+    let mut events = nodes[0].subscribe();
+    net.isolate("b");
+    let suspected = async {
+        loop {
+            if let Some(footlight::ClusterEvent::MemberUnreachable(m)) = events.recv().await
+                && m.id == "b"
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, suspected).await.expect("b suspected");
+    assert_eq!(kv::get(&nodes[0], &key).await.unwrap().as_deref(), Some("v"));
+    assert!(
+        nodes[0].members().iter().any(|m| m.id == "b"),
+        "read before b was declared down: it went to the live copy"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -296,9 +296,14 @@ pub async fn put(node: &Cluster, key: &str, value: &str) -> Result<usize, Box<dy
     Ok(written)
 }
 
-/// Reads `key` from the first owner that has it.
+/// Reads `key` from the first owner that has it, reachable owners first:
+/// an owner the failure detector already suspects is asked last, so a read
+/// goes to the live copy without waiting for that owner to be declared down.
 pub async fn get(node: &Cluster, key: &str) -> Result<Option<String>, Box<dyn std::error::Error>> {
-    for owner in owners(&member_ids(node), key, REPLICAS) {
+    let mut candidates = owners(&member_ids(node), key, REPLICAS);
+    // Stable: among reachable owners (and among the others) the order stays.
+    candidates.sort_by_key(|owner| !node.is_reachable(owner));
+    for owner in candidates {
         let Ok(shard) = node.lookup::<Shard>(&name_of(&owner)).await else { continue };
         if let Ok(Some(value)) = shard.ask(Get(key.to_owned())).await {
             return Ok(Some(value));
