@@ -1986,10 +1986,16 @@ impl<A: RemoteActor> Region<A> {
         }
         // Take.
         if !leaving && eligible.iter().any(|m| m.id == me) {
-            let peers = self.cluster.peers();
-            let connected = members.iter().all(|m| m.id == me || peers.contains(&m.id));
+            // Every member's full registry copy in hand: "nobody holds the
+            // shard" is then known, not assumed.
+            let shared = &self.cluster.shared;
+            let synced = members.iter().all(|m| m.id == me || shared.registry.synced_with(shared, &m.id));
             let mut waiting = false;
-            if Instant::now() < self.not_before || !connected {
+            self.settle_at = None;
+            if Instant::now() < self.not_before {
+                // Nothing to do before the margin ends: sleep till then.
+                self.settle_at = Some(self.not_before);
+            } else if !synced {
                 waiting = true;
             } else {
                 for shard in 0..self.shards {
