@@ -452,3 +452,50 @@ async fn roles_out_of_bounds_are_refused_at_start() {
     assert!(matches!(builder(vec![String::new()]).start().await, Err(ClusterError::BadName(_))));
     assert!(matches!(builder(vec!["x".repeat(256)]).start().await, Err(ClusterError::BadName(_))));
 }
+
+#[derive(footlight::Actor)]
+struct Echo;
+
+#[derive(footlight::Message, serde::Serialize, serde::Deserialize)]
+#[message(reply = u64, remote = "test.membership.Echo")]
+struct Ping(u64);
+
+impl footlight::Handler<Ping> for Echo {
+    async fn handle(&mut self, Ping(n): Ping, _ctx: &mut footlight::Context<Self>) -> u64 {
+        n
+    }
+}
+
+impl footlight::RemoteActor for Echo {
+    fn remote_messages(m: &mut footlight::RemoteMessages<Self>) {
+        m.add::<Ping>();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_connection_is_opened_again_and_nobody_is_declared_down() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"], BUDGET).await;
+    let mut subs: Vec<Subscription> = nodes.iter().map(|n| n.subscribe()).collect();
+    nodes[0].spawn_named("echo", Echo).unwrap();
+    let echo = nodes[1].lookup::<Echo>("echo").await.unwrap();
+    assert_eq!(echo.ask(Ping(1)).await.unwrap(), 1);
+    for n in 0..5 {
+        net.reset("a", "b");
+        // The ref works again once the nodes have reconnected.
+        let answered = async {
+            loop {
+                if let Ok(reply) = echo.ask(Ping(n)).timeout(Duration::from_millis(500)).await {
+                    return reply;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        assert_eq!(tokio::time::timeout(BUDGET, answered).await.expect("answered after the reset"), n);
+    }
+    let all: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| (*s).to_owned()).collect();
+    assert_all_members_and_no_down(&nodes, &mut subs, &all).await;
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}

@@ -335,7 +335,7 @@ impl Shared {
         self.registry.purge_run(&old.id, old.run);
         self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&old.id);
         if let Some(node) = self.ctx() {
-            node.close_peer(&PeerRun { node: old.id.clone(), run: old.run });
+            node.peer_down(&PeerRun { node: old.id.clone(), run: old.run });
         }
     }
 
@@ -434,6 +434,10 @@ impl NodeService for Shared {
 
     fn peer_disconnected(&self, _peer: &PeerRun) {
         // Membership decides when a member is gone, not a connection.
+    }
+
+    fn decides_liveness(&self) -> bool {
+        true
     }
 
     fn system_message(&self, from: &PeerRun, wire_name: &str, payload: Vec<u8>) {

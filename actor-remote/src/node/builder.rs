@@ -153,6 +153,7 @@ impl NodeBuilder {
             watches: Default::default(),
             shutdown: watch::channel(false).0,
             services: self.services,
+            gone_runs: Mutex::new(Default::default()),
             accepting: Mutex::new(None),
         });
         for service in &inner.services {

@@ -133,9 +133,17 @@ pub(crate) struct NodeInner {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Services attached to the node (membership, the cluster registry).
     services: Vec<Arc<dyn NodeService>>,
+    /// Peer runs a service reported gone (kept so that a connection ending
+    /// after the report does not park refs to them again).
+    pub(crate) gone_runs: Mutex<std::collections::HashSet<(String, u64)>>,
     /// The task accepting connections (it owns the listener).
     accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// Peer runs remembered as gone; past this, the record starts over (a
+/// connection of a forgotten run that ends later then fails its refs after
+/// waiting like any other, at worst).
+const MAX_GONE_RUNS: usize = 10_000;
 
 /// Errors of [`Node`] operations.
 #[derive(Debug, thiserror::Error)]
@@ -477,10 +485,44 @@ impl NodeInner {
                     }
                 });
             }
+            // A service decides when the run is gone (a cluster's
+            // membership): the refs wait for a new connection, unless it
+            // has decided already.
+            None if self.liveness_by_service() && !self.is_gone(peer, run) => {
+                tracing::debug!(node = %self.id, %peer, "connection lost; refs to the peer wait for a new one");
+                self.stand_ins.park(peer, run, moved);
+            }
             None => {
                 self.links_lost(peer, run, conn_id);
                 moved.terminate_all(&ExitReason::NodeDown);
             }
+        }
+    }
+
+    /// Whether a service decides when peers' runs are gone.
+    fn liveness_by_service(&self) -> bool {
+        self.services.iter().any(|s| s.decides_liveness())
+    }
+
+    fn is_gone(&self, peer: &str, run: u64) -> bool {
+        self.gone_runs.lock().unwrap_or_else(|p| p.into_inner()).contains(&(peer.to_owned(), run))
+    }
+
+    /// A service reported run `run` of `peer` gone: refs waiting for a new
+    /// connection to it fail with `NodeDown`, links to its actors fire.
+    pub(crate) fn run_gone(&self, peer: &str, run: u64) {
+        {
+            let mut gone = self.gone_runs.lock().unwrap_or_else(|p| p.into_inner());
+            if gone.len() >= MAX_GONE_RUNS {
+                gone.clear();
+            }
+            gone.insert((peer.to_owned(), run));
+        }
+        if let Some(parked) = self.stand_ins.unpark(peer, run) {
+            parked.terminate_all(&ExitReason::NodeDown);
+        }
+        if self.peers.current(peer, run).is_none() {
+            self.links_lost(peer, run, 0);
         }
     }
 

@@ -61,6 +61,17 @@ pub trait NodeService: Send + Sync + 'static {
     /// connections close, so the service can say goodbye to its peers.
     fn leave(&self) -> BoxFuture<'_, ()>;
 
+    /// Whether this service decides when a peer's run is gone (a cluster's
+    /// membership does). Then a connection that ends with no other to the
+    /// same run does not make the peer's actors unreachable: refs to them
+    /// wait for a new connection (a reconnect after a reset), until the
+    /// service reports the run gone with [`NodeContext::peer_down`].
+    /// Without such a service, a lost connection is a lost node. By
+    /// default, no.
+    fn decides_liveness(&self) -> bool {
+        false
+    }
+
     /// Where the actor known by `name` to this service is (a peer's
     /// `footlight.Lookup` asks, when no actor of this node was spawned under
     /// that name). By default, nowhere.
@@ -168,6 +179,16 @@ impl NodeContext {
     pub async fn await_connected(&self, peer: &PeerRun) -> bool {
         let Some(node) = self.inner.upgrade() else { return false };
         node.peers.await_current(&peer.node, peer.run, CONNECT_GRACE).await.is_some()
+    }
+
+    /// The service decided that run `peer` is gone (see
+    /// [`NodeService::decides_liveness`]): refs to its actors fail with
+    /// `NodeDown` and their watchers hear so, local actors linked to them
+    /// get `NodeDown` exits, and its connection, if any, closes.
+    pub fn peer_down(&self, peer: &PeerRun) {
+        let Some(node) = self.inner.upgrade() else { return };
+        node.run_gone(&peer.node, peer.run);
+        self.close_peer(peer);
     }
 
     /// Closes the connection to `peer` (an orderly close), if there is one.

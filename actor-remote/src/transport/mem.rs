@@ -75,12 +75,19 @@ struct NetState {
     cut: HashSet<(String, String)>,
     isolated: HashSet<String>,
     delays: HashMap<String, Duration>,
+    /// Per unordered pair of addresses, how many times its connections
+    /// were reset: a pipe made before the last reset is broken.
+    resets: HashMap<(String, String), u64>,
     next_client: u64,
 }
 
 impl NetState {
     fn blocked(&self, a: &str, b: &str) -> bool {
         self.isolated.contains(a) || self.isolated.contains(b) || self.cut.contains(&pair(a, b))
+    }
+
+    fn resets(&self, a: &str, b: &str) -> u64 {
+        self.resets.get(&pair(a, b)).copied().unwrap_or(0)
     }
 }
 
@@ -112,6 +119,17 @@ impl MemoryNetwork {
     /// Restores the link between `a` and `b`; held bytes flow again.
     pub fn heal(&self, a: &str, b: &str) {
         self.lock().cut.remove(&pair(a, b));
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Breaks every connection between `a` and `b` now, as a TCP reset or a
+    /// QUIC connection lost to a middlebox would: bytes in flight either
+    /// way are lost, and each end's next read or write fails. New
+    /// connections between them work at once (the nodes reconnect as after
+    /// any lost connection). For tests of what must survive a lost
+    /// connection (resends, deduplication).
+    pub fn reset(&self, a: &str, b: &str) {
+        *self.lock().resets.entry(pair(a, b)).or_default() += 1;
         self.inner.changed.notify_waiters();
     }
 
@@ -217,16 +235,17 @@ impl Transport for MemoryTransport {
         };
         let (to_peer_tx, to_peer_rx) = mpsc::channel(PIPE_CHUNKS);
         let (to_me_tx, to_me_rx) = mpsc::channel(PIPE_CHUNKS);
+        let link = Link::new(&self.net, &local, addr);
         let theirs = Connection {
-            send: Box::new(MemSink { tx: to_me_tx }),
-            recv: Box::new(MemSource::new(to_peer_rx, &self.net, &local, addr)),
+            send: Box::new(MemSink { tx: to_me_tx, link: link.clone() }),
+            recv: Box::new(MemSource::new(to_peer_rx, &self.net, &local, addr, link.clone())),
             peer_identity: None,
             remote_addr: local.clone(),
         };
         listener.send(theirs).await.map_err(|_| TransportError::Unreachable(addr.to_owned()))?;
         Ok(Connection {
-            send: Box::new(MemSink { tx: to_peer_tx }),
-            recv: Box::new(MemSource::new(to_me_rx, &self.net, addr, &local)),
+            send: Box::new(MemSink { tx: to_peer_tx, link: link.clone() }),
+            recv: Box::new(MemSource::new(to_me_rx, &self.net, addr, &local, link)),
             peer_identity: None,
             remote_addr: addr.to_owned(),
         })
@@ -256,15 +275,47 @@ impl Drop for MemoryListener {
     }
 }
 
+/// Which connection a pipe belongs to, to tell whether it was reset.
+#[derive(Clone)]
+struct Link {
+    net: Arc<Net>,
+    a: String,
+    b: String,
+    /// The pair's reset count when the connection was made.
+    made_at: u64,
+}
+
+impl Link {
+    fn new(net: &Arc<Net>, a: &str, b: &str) -> Self {
+        let made_at = net.lock().resets(a, b);
+        Link { net: net.clone(), a: a.to_owned(), b: b.to_owned(), made_at }
+    }
+
+    fn is_reset(&self) -> bool {
+        self.net.lock().resets(&self.a, &self.b) != self.made_at
+    }
+}
+
+fn reset_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "connection reset (MemoryNetwork::reset)")
+}
+
 struct MemSink {
     tx: mpsc::Sender<Vec<u8>>,
+    link: Link,
 }
 
 #[async_trait]
 impl ByteSink for MemSink {
     async fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.link.is_reset() {
+            return Err(reset_error());
+        }
         // Cancel safe: nothing is queued until room is reserved.
         let permit = self.tx.reserve().await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "peer closed"))?;
+        if self.link.is_reset() {
+            return Err(reset_error());
+        }
         let n = bytes.len().min(CHUNK_BYTES);
         permit.send(bytes[..n].to_vec());
         Ok(n)
@@ -289,11 +340,12 @@ struct MemSource {
     net: Arc<Net>,
     from: String,
     to: String,
+    link: Link,
 }
 
 impl MemSource {
     /// The end of the pipe carrying bytes from `from` to `to`.
-    fn new(rx: mpsc::Receiver<Vec<u8>>, net: &Arc<Net>, from: &str, to: &str) -> Self {
+    fn new(rx: mpsc::Receiver<Vec<u8>>, net: &Arc<Net>, from: &str, to: &str, link: Link) -> Self {
         Self {
             rx,
             held: None,
@@ -302,7 +354,16 @@ impl MemSource {
             net: net.clone(),
             from: from.to_owned(),
             to: to.to_owned(),
+            link,
         }
+    }
+
+    /// After a reset, what was in flight is lost.
+    fn broken(&mut self) -> io::Error {
+        self.held = None;
+        self.released = None;
+        self.rx.close();
+        reset_error()
     }
 }
 
@@ -321,20 +382,37 @@ fn copy_out(rest: &mut Option<Vec<u8>>, mut chunk: Vec<u8>, buf: &mut [u8]) -> u
 #[async_trait]
 impl ByteSource for MemSource {
     async fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if self.link.is_reset() {
+            return Err(self.broken());
+        }
         if let Some(rest) = self.released.take() {
             return Ok(Some(copy_out(&mut self.released, rest, buf)));
         }
-        if self.held.is_none() {
-            match self.rx.recv().await {
-                Some(chunk) => self.held = Some(chunk),
-                None => return Ok(None),
+        while self.held.is_none() {
+            let net = self.net.clone();
+            let changed = net.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.link.is_reset() {
+                return Err(self.broken());
+            }
+            tokio::select! {
+                chunk = self.rx.recv() => match chunk {
+                    Some(chunk) => self.held = Some(chunk),
+                    None => return Ok(None),
+                },
+                () = changed => {}
             }
         }
         // Hold the chunk while the link is cut; then apply the receiver's delay.
         loop {
-            let changed = self.net.changed.notified();
+            let net = self.net.clone();
+            let changed = net.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            if self.link.is_reset() {
+                return Err(self.broken());
+            }
             let (blocked, delay) = {
                 let st = self.net.lock();
                 (st.blocked(&self.from, &self.to), st.delays.get(&self.to).copied())
@@ -408,5 +486,49 @@ mod tests {
         let n = accepted.recv.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or(0);
         assert_eq!(n, CHUNK_BYTES);
         assert_eq!(conn.send.write(&big).await.unwrap_or_else(|e| panic!("{e}")), CHUNK_BYTES, "room again");
+    }
+
+    /// A reset breaks the connection both ways, loses what was in flight,
+    /// and leaves new connections working.
+    #[tokio::test]
+    async fn a_reset_breaks_both_ends_and_loses_what_was_in_flight() {
+        let net = MemoryNetwork::new();
+        let mut listener = net.transport().listen("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let client = net.transport();
+        let mut conn = client.connect("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let mut accepted = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        conn.send.write_all(&[1, 2, 3]).await.unwrap_or_else(|e| panic!("{e}"));
+        let client_addr = accepted.remote_addr.clone();
+        net.reset("s", &client_addr);
+        let mut buf = [0u8; 8];
+        let read = accepted.recv.read(&mut buf).await;
+        assert_eq!(read.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionReset), "in flight: lost");
+        let write = accepted.send.write(&[4]).await;
+        assert_eq!(write.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionReset));
+        let read = conn.recv.read(&mut buf).await;
+        assert_eq!(read.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionReset), "the other end too");
+        // A new connection works.
+        let mut again = client.connect("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let mut accepted = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        again.send.write_all(&[5]).await.unwrap_or_else(|e| panic!("{e}"));
+        let n = accepted.recv.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or(0);
+        assert_eq!(&buf[..n], &[5]);
+    }
+
+    /// A reader waiting for bytes learns of the reset at once.
+    #[tokio::test]
+    async fn a_reset_wakes_a_waiting_reader() {
+        let net = MemoryNetwork::new();
+        let mut listener = net.transport().listen("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let _conn = net.transport().connect("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let mut accepted = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        let client_addr = accepted.remote_addr.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            accepted.recv.read(&mut buf).await.err().map(|e| e.kind())
+        });
+        tokio::task::yield_now().await;
+        net.reset(&client_addr, "s");
+        assert_eq!(reader.await.unwrap_or_else(|e| panic!("{e}")), Some(io::ErrorKind::ConnectionReset));
     }
 }
