@@ -13,6 +13,8 @@
 //! - **sharding** ([`sharding`]): virtual actors addressed by id,
 //!   activated on the member that owns their shard, moved with a hand-off,
 //!   passivated when idle;
+//! - **reliable delivery** ([`delivery`]): sequence numbers, acknowledgements,
+//!   resends and a window between a producer and a consumer, deduplicated;
 //! - **leases** ([`lease`]): fencing through a coordination service
 //!   (in memory, or etcd with the `etcd` feature).
 //!
@@ -43,6 +45,7 @@
 //! to that peer", "close that peer" and "dial that address".
 
 mod cluster;
+pub mod delivery;
 pub mod lease;
 mod membership;
 mod registry;

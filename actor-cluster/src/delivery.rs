@@ -1,0 +1,627 @@
+//! Reliable delivery between a producer and a consumer, opt-in (Akka's
+//! producer and consumer controllers): sequence numbers per (producer,
+//! consumer) pair, acknowledgements, resends after a lost connection or a
+//! silence, and a window the consumer grants, so that nothing buffers
+//! without bound.
+//!
+//! A consumer is registered cluster-wide under a name
+//! ([`Cluster::reliable_consumer`]); its handler, any actor that handles
+//! [`Delivered<M>`], gets each message with a stable key (producer id,
+//! sequence number). A producer ([`Cluster::reliable_producer`]) sends to
+//! the consumer by that name.
+//!
+//! **What is promised.**
+//! - While the consumer lives, its handler gets every message once, in the
+//!   order sent, across lost connections and resends: a message resent
+//!   after a lost acknowledgement is recognised by its sequence number and
+//!   dropped (acknowledged again).
+//! - A message counts as delivered once the handler has handled it (the
+//!   consumer asks the handler, and acknowledges after the reply), so when
+//!   the consumer's node dies, the messages it had not acknowledged are
+//!   sent again to the consumer that replaces it (registered under the same
+//!   name, anywhere): delivery is then at least once, and a message handled
+//!   just before the death comes again **with the same key**: make the
+//!   handler idempotent by key where that matters.
+//! - The producer keeps every unacknowledged message in its
+//!   [`ProducerStore`] (at most the window's worth). With the in-memory
+//!   store, a producer whose node dies loses them; a store that keeps them
+//!   (a file, a database) lets a producer started again with the same id
+//!   send them again: the consumer then sees them at least once.
+//!
+//! **Flow control.** The consumer grants the producer up to
+//! [`window`](ProducerBuilder::window) messages beyond the last one
+//! handled; [`Producer::send`] waits while they are all in flight,
+//! [`Producer::try_send`] refuses with the message handed back.
+//!
+//! Messages travel as MessagePack (serde); refs inside them are not
+//! supported.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actor_core::{Actor, ActorRef, Context, Handler, Message, Recipient};
+use actor_remote::{RemoteActor, RemoteMessages};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::{Cluster, ClusterError};
+
+/// The prefix of a consumer's cluster-wide name.
+pub const NAME_PREFIX: &str = "footlight.delivery.";
+/// The default window: messages in flight per producer.
+pub const DEFAULT_WINDOW: u32 = 256;
+/// The longest producer id.
+pub const MAX_PRODUCER_ID_LEN: usize = 255;
+/// How long a producer waits for progress before it sends again what is
+/// unacknowledged (and looks the consumer up again).
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+/// How long a consumer waits for its handler to handle a message before
+/// it gives up on it (the producer will send it again).
+const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A message as the consumer's handler gets it: the message and its key.
+#[derive(Debug)]
+pub struct Delivered<M> {
+    /// The producer's id.
+    pub producer: Arc<str>,
+    /// The message's sequence number from that producer (1, 2, ...).
+    pub seq: u64,
+    /// The message.
+    pub msg: M,
+}
+
+impl<M> Delivered<M> {
+    /// The message's stable key: the same every time it is delivered.
+    pub fn key(&self) -> (&str, u64) {
+        (&self.producer, self.seq)
+    }
+}
+
+impl<M: Send + 'static> Message for Delivered<M> {
+    type Reply = ();
+}
+
+/// Keeps a producer's unacknowledged messages (see the
+/// [module docs](self) for what a store that outlives the process buys).
+pub trait ProducerStore: Send + Sync + 'static {
+    /// Keeps message `seq` (encoded).
+    fn store(&self, seq: u64, bytes: &[u8]);
+    /// The consumer acknowledged every message up to `seq`: forget them.
+    fn confirm(&self, seq: u64);
+    /// The messages kept, in order (at a start: to send again).
+    fn unconfirmed(&self) -> Vec<(u64, Vec<u8>)>;
+}
+
+/// A [`ProducerStore`] in memory: what it keeps dies with the process.
+#[derive(Default)]
+pub struct MemoryStore {
+    kept: Mutex<VecDeque<(u64, Vec<u8>)>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.kept.lock().map_or(0, |k| k.len());
+        f.debug_struct("MemoryStore").field("kept", &n).finish()
+    }
+}
+
+impl ProducerStore for MemoryStore {
+    fn store(&self, seq: u64, bytes: &[u8]) {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).push_back((seq, bytes.to_vec()));
+    }
+
+    fn confirm(&self, seq: u64) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        while kept.front().is_some_and(|(s, _)| *s <= seq) {
+            kept.pop_front();
+        }
+    }
+
+    fn unconfirmed(&self) -> Vec<(u64, Vec<u8>)> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+}
+
+/// Why a message was not sent.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError<M> {
+    /// Every message the window allows is in flight; the message is handed
+    /// back ([`Producer::try_send`] only).
+    #[error("the consumer's window is used up; message not sent")]
+    WindowFull(M),
+    /// The producer has stopped (its node stopped); the message is handed
+    /// back.
+    #[error("the producer has stopped; message not sent")]
+    Stopped(M),
+    /// The message does not encode; it is handed back.
+    #[error("the message does not encode: {1}")]
+    Encode(M, String),
+}
+
+impl<M> fmt::Debug for DeliveryError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeliveryError::WindowFull(_) => f.write_str("WindowFull(..)"),
+            DeliveryError::Stopped(_) => f.write_str("Stopped(..)"),
+            DeliveryError::Encode(_, e) => write!(f, "Encode(.., {e:?})"),
+        }
+    }
+}
+
+// ---- the wire ----
+
+/// Producer → consumer: message `seq`, or (with no payload) a hello that
+/// says which is the first one the producer still keeps.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Data {
+    producer: String,
+    /// Where acknowledgements go.
+    reply_to: ActorRef<ProducerEndpoint>,
+    seq: u64,
+    payload: Vec<u8>,
+}
+
+impl Message for Data {
+    type Reply = ();
+    fn wire() -> Option<actor_core::Wire<Self>> {
+        Some(actor_remote::codec::wire("footlight.delivery.Data"))
+    }
+}
+
+/// Consumer → producer: every message up to `confirmed` was handled; send
+/// up to `granted`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Ack {
+    confirmed: u64,
+    granted: u64,
+}
+
+impl Message for Ack {
+    type Reply = ();
+    fn wire() -> Option<actor_core::Wire<Self>> {
+        Some(actor_remote::codec::wire("footlight.delivery.Ack"))
+    }
+}
+
+/// A consumer's face to producers.
+pub(crate) struct ConsumerEndpoint {
+    tx: mpsc::UnboundedSender<Data>,
+}
+
+impl Actor for ConsumerEndpoint {}
+
+impl Handler<Data> for ConsumerEndpoint {
+    async fn handle(&mut self, msg: Data, _ctx: &mut Context<Self>) {
+        let _ = self.tx.send(msg);
+    }
+}
+
+impl RemoteActor for ConsumerEndpoint {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Data>();
+    }
+}
+
+/// A producer's face to its consumer.
+pub(crate) struct ProducerEndpoint {
+    tx: mpsc::UnboundedSender<Ack>,
+}
+
+impl Actor for ProducerEndpoint {}
+
+impl Handler<Ack> for ProducerEndpoint {
+    async fn handle(&mut self, msg: Ack, _ctx: &mut Context<Self>) {
+        let _ = self.tx.send(msg);
+    }
+}
+
+impl RemoteActor for ProducerEndpoint {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Ack>();
+    }
+}
+
+// ---- the consumer ----
+
+impl Cluster {
+    /// Starts a reliable consumer named `name` on this node: producers
+    /// anywhere reach it by that name, and `handler` gets each message (see
+    /// the [`delivery`](crate::delivery) module). Another node may start a
+    /// consumer under the same name once this one is gone (its
+    /// replacement). `window` is how many messages each producer may have
+    /// in flight (at least 1).
+    pub fn reliable_consumer<M>(
+        &self,
+        name: &str,
+        handler: Recipient<Delivered<M>>,
+        window: u32,
+    ) -> Result<(), ClusterError>
+    where
+        M: DeserializeOwned + Send + 'static,
+    {
+        let reg = format!("{NAME_PREFIX}{name}");
+        if name.is_empty() || reg.len() > crate::MAX_NAME_LEN {
+            return Err(ClusterError::BadName(name.to_owned()));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let endpoint = self.system().spawn(ConsumerEndpoint { tx });
+        self.register(&reg, &endpoint)?;
+        tokio::spawn(consume::<M>(self.id().to_owned(), rx, handler, window.max(1)));
+        Ok(())
+    }
+}
+
+/// What a consumer knows of one producer.
+struct FromProducer {
+    /// The last message handed to the handler and handled.
+    handled: u64,
+    /// Whether anything was handled yet (a fresh consumer takes whatever
+    /// comes first as its start).
+    started: bool,
+}
+
+async fn consume<M>(me: String, mut rx: mpsc::UnboundedReceiver<Data>, handler: Recipient<Delivered<M>>, window: u32)
+where
+    M: DeserializeOwned + Send + 'static,
+{
+    let mut producers: HashMap<String, FromProducer> = HashMap::new();
+    while let Some(data) = rx.recv().await {
+        if data.producer.is_empty() || data.producer.len() > MAX_PRODUCER_ID_LEN {
+            tracing::warn!(node = %me, "reliable message with a bad producer id; dropped");
+            continue;
+        }
+        let from = producers.entry(data.producer.clone()).or_insert(FromProducer { handled: 0, started: false });
+        if !from.started {
+            // A new consumer (or a replacement): what the producer still
+            // keeps starts here.
+            from.handled = data.seq.saturating_sub(1);
+            from.started = true;
+        }
+        if data.seq == from.handled + 1 && !data.payload.is_empty() {
+            match actor_remote::codec::decode::<M>(&data.payload) {
+                Ok(msg) => {
+                    let delivered = Delivered { producer: Arc::from(data.producer.as_str()), seq: data.seq, msg };
+                    match handler.ask(delivered, HANDLER_TIMEOUT).await {
+                        Ok(()) => from.handled = data.seq,
+                        Err(e) => {
+                            // Not handled: the producer sends it again.
+                            tracing::warn!(node = %me, producer = %data.producer, seq = data.seq, error = %e, "reliable message not handled; it will come again");
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // It can never be handled: skip it, or the producer would
+                    // be stuck on it forever.
+                    tracing::error!(node = %me, producer = %data.producer, seq = data.seq, error = %e, "reliable message does not decode; skipped");
+                    from.handled = data.seq;
+                }
+            }
+        }
+        // A duplicate, a gap (an earlier message was lost: the producer
+        // sends again from there), a hello, or just handled: say where we are.
+        let ack = Ack { confirmed: from.handled, granted: from.handled + u64::from(window) };
+        if let Err(e) = data.reply_to.try_tell(ack) {
+            tracing::debug!(node = %me, error = %e, "acknowledgement not sent (the producer resends)");
+        }
+    }
+}
+
+// ---- the producer ----
+
+/// Starts a reliable producer (see [`Cluster::reliable_producer`]).
+pub struct ProducerBuilder<M> {
+    cluster: Cluster,
+    id: String,
+    consumer: String,
+    window: u32,
+    store: Arc<dyn ProducerStore>,
+    _msg: PhantomData<fn(M)>,
+}
+
+impl<M> fmt::Debug for ProducerBuilder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerBuilder").field("id", &self.id).field("consumer", &self.consumer).finish()
+    }
+}
+
+impl Cluster {
+    /// A reliable producer with id `id` (unique among the consumer's
+    /// producers, and the same after a restart if its store outlives the
+    /// process) sending to the consumer named `consumer`.
+    pub fn reliable_producer<M>(&self, id: &str, consumer: &str) -> ProducerBuilder<M>
+    where
+        M: Serialize + Send + 'static,
+    {
+        ProducerBuilder {
+            cluster: self.clone(),
+            id: id.to_owned(),
+            consumer: consumer.to_owned(),
+            window: DEFAULT_WINDOW,
+            store: MemoryStore::new(),
+            _msg: PhantomData,
+        }
+    }
+}
+
+impl<M: Serialize + Send + 'static> ProducerBuilder<M> {
+    /// The most messages in flight before the consumer's first grant
+    /// (default [`DEFAULT_WINDOW`]); after that, the consumer's grant rules.
+    pub fn window(mut self, window: u32) -> Self {
+        self.window = window.max(1);
+        self
+    }
+
+    /// Where unacknowledged messages are kept (default: a [`MemoryStore`]).
+    /// A store holding messages from an earlier run of this producer sends
+    /// them again first.
+    pub fn store(mut self, store: Arc<dyn ProducerStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Starts the producer. Refuses an empty or too long id.
+    pub fn start(self) -> Result<Producer<M>, ClusterError> {
+        if self.id.is_empty() || self.id.len() > MAX_PRODUCER_ID_LEN {
+            return Err(ClusterError::BadName(self.id));
+        }
+        // Its ref travels in every message, for the acknowledgements.
+        self.cluster.expose::<ProducerEndpoint>()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let endpoint = self.cluster.system().spawn(ProducerEndpoint { tx });
+        let kept = self.store.unconfirmed();
+        let next = kept.last().map_or(1, |(s, _)| s + 1);
+        let state = Arc::new(Mutex::new(State {
+            next,
+            confirmed: kept.first().map_or(0, |(s, _)| s - 1),
+            granted: kept.first().map_or(0, |(s, _)| s - 1) + u64::from(self.window),
+            unsent: kept.into_iter().collect(),
+            stopped: false,
+        }));
+        let room = Arc::new(Notify::new());
+        let wake = Arc::new(Notify::new());
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(produce(
+            self.cluster.clone(),
+            self.id.clone(),
+            format!("{NAME_PREFIX}{}", self.consumer),
+            endpoint,
+            rx,
+            state.clone(),
+            self.store.clone(),
+            room.clone(),
+            wake.clone(),
+            stopped,
+        ));
+        Ok(Producer {
+            inner: Arc::new(ProducerInner { id: self.id.into(), state, store: self.store, room, wake, _stop: stop }),
+            _msg: PhantomData,
+        })
+    }
+}
+
+struct State {
+    /// The next sequence number.
+    next: u64,
+    /// Every message up to this one was acknowledged.
+    confirmed: u64,
+    /// Messages up to this one may be in flight.
+    granted: u64,
+    /// Messages not yet acknowledged, in order.
+    unsent: VecDeque<(u64, Vec<u8>)>,
+    stopped: bool,
+}
+
+struct ProducerInner {
+    id: Arc<str>,
+    state: Arc<Mutex<State>>,
+    store: Arc<dyn ProducerStore>,
+    /// Signalled when the window opens.
+    room: Arc<Notify>,
+    /// Signalled when there is something new to send.
+    wake: Arc<Notify>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// A reliable producer's handle (see the [module docs](self)). Cheap to
+/// clone; the producer stops when the last clone is dropped.
+pub struct Producer<M> {
+    inner: Arc<ProducerInner>,
+    _msg: PhantomData<fn(M)>,
+}
+
+impl<M> Clone for Producer<M> {
+    fn clone(&self) -> Self {
+        Producer { inner: self.inner.clone(), _msg: PhantomData }
+    }
+}
+
+impl<M> fmt::Debug for Producer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer").field("id", &self.inner.id).finish()
+    }
+}
+
+impl<M: Serialize + Send + 'static> Producer<M> {
+    /// The producer's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Messages sent and not yet acknowledged.
+    pub fn unconfirmed(&self) -> usize {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).unsent.len()
+    }
+
+    /// Sends `msg` if the window allows now; returns its sequence number.
+    pub fn try_send(&self, msg: M) -> Result<u64, DeliveryError<M>> {
+        let bytes = match actor_remote::codec::encode(&msg) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(DeliveryError::Encode(msg, e.to_string())),
+        };
+        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.stopped {
+            return Err(DeliveryError::Stopped(msg));
+        }
+        if st.next > st.granted {
+            return Err(DeliveryError::WindowFull(msg));
+        }
+        let seq = st.next;
+        st.next += 1;
+        self.inner.store.store(seq, &bytes);
+        st.unsent.push_back((seq, bytes));
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(seq)
+    }
+
+    /// Sends `msg`, waiting while the window is used up; returns its
+    /// sequence number.
+    pub async fn send(&self, mut msg: M) -> Result<u64, DeliveryError<M>> {
+        loop {
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(msg) {
+                Err(DeliveryError::WindowFull(back)) => msg = back,
+                other => return other,
+            }
+            room.await;
+        }
+    }
+
+    /// Waits until every message sent so far was acknowledged (handled by
+    /// the consumer's handler).
+    pub async fn flush(&self) {
+        loop {
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.unconfirmed() == 0 {
+                return;
+            }
+            room.await;
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    cluster: Cluster,
+    id: String,
+    consumer: String,
+    endpoint: ActorRef<ProducerEndpoint>,
+    mut acks: mpsc::UnboundedReceiver<Ack>,
+    state: Arc<Mutex<State>>,
+    store: Arc<dyn ProducerStore>,
+    room: Arc<Notify>,
+    wake: Arc<Notify>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let me = cluster.id().to_owned();
+    let mut target: Option<ActorRef<ConsumerEndpoint>> = None;
+    // Sent so far (the highest sequence number handed to the connection).
+    let mut sent: u64 = 0;
+    let mut progress = Instant::now();
+    // The acknowledged position a resend already started from (after a
+    // gap): repeated acknowledgements of it do not start another.
+    let mut resent_from: Option<u64> = None;
+    loop {
+        if target.is_none() {
+            target = cluster.lookup::<ConsumerEndpoint>(&consumer).await.ok();
+            if target.is_some() {
+                // Start over from the first unacknowledged: a new consumer
+                // (or a new connection) may have missed them.
+                sent = lock(&state).confirmed;
+                if sent == lock(&state).next - 1 {
+                    // Nothing kept: say hello, so that the consumer grants.
+                    if let Some(t) = &target {
+                        let hello = Data {
+                            producer: id.clone(),
+                            reply_to: endpoint.clone(),
+                            seq: sent + 1,
+                            payload: Vec::new(),
+                        };
+                        let _ = t.try_tell(hello);
+                    }
+                }
+            }
+        }
+        // Send what the window allows and was not sent.
+        if let Some(t) = &target {
+            let batch: Vec<(u64, Vec<u8>)> = {
+                let st = lock(&state);
+                st.unsent.iter().filter(|(s, _)| *s > sent && *s <= st.granted).cloned().collect()
+            };
+            for (seq, payload) in batch {
+                let data = Data { producer: id.clone(), reply_to: endpoint.clone(), seq, payload };
+                match t.tell(data).await {
+                    Ok(()) => sent = seq,
+                    Err(e) => {
+                        tracing::warn!(node = %me, producer = %id, error = %e, "message to the consumer not sent; looking it up again");
+                        target = None;
+                        break;
+                    }
+                }
+            }
+        }
+        let idle = lock(&state).unsent.is_empty();
+        // Not found yet: look again soon; found: resend after a silence.
+        let resend_at =
+            if target.is_none() { Instant::now() + Duration::from_millis(100) } else { progress + RESEND_AFTER };
+        tokio::select! {
+            _ = &mut stop => break,
+            ack = acks.recv() => {
+                let Some(ack) = ack else { break };
+                let mut st = lock(&state);
+                if ack.confirmed > st.confirmed {
+                    st.confirmed = ack.confirmed.min(st.next - 1);
+                    while st.unsent.front().is_some_and(|(s, _)| *s <= st.confirmed) {
+                        st.unsent.pop_front();
+                    }
+                    store.confirm(st.confirmed);
+                    progress = Instant::now();
+                    resent_from = None;
+                } else if ack.confirmed == st.confirmed && sent > st.confirmed && resent_from != Some(st.confirmed) {
+                    // The consumer did not move although more was sent: a
+                    // message was lost (or the consumer is new). Send again
+                    // from there, once per position.
+                    sent = st.confirmed;
+                    resent_from = Some(st.confirmed);
+                }
+                st.granted = st.granted.max(ack.granted);
+                drop(st);
+                room.notify_waiters();
+            }
+            () = wake.notified() => {}
+            () = tokio::time::sleep_until(resend_at), if !idle || target.is_none() => {
+                // No progress for a while: send everything again (the
+                // consumer drops what it has), after looking the consumer
+                // up again (it may have moved).
+                sent = lock(&state).confirmed;
+                target = None;
+                resent_from = None;
+                progress = Instant::now();
+            }
+        }
+    }
+    lock(&state).stopped = true;
+    room.notify_waiters();
+}

@@ -1,0 +1,194 @@
+//! Reliable delivery over the in-memory network on the paused clock:
+//! every message handled once and in order while the connection between
+//! producer and consumer is reset again and again; nothing lost when the
+//! consumer's node dies and another consumer takes its name (duplicates
+//! only with the same key); the window bounds what is in flight.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use footlight::cluster::SplitBrainResolver;
+use footlight::cluster::delivery::{Delivered, DeliveryError};
+use footlight::prelude::*;
+use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::{ClusterEvent, Node};
+use support::eventually;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// What a handler got: (node, producer, seq, message).
+type Log = Arc<Mutex<Vec<(String, String, u64, u64)>>>;
+
+struct Sink {
+    node: String,
+    log: Log,
+    /// Handles nothing while closed (to fill the window).
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Actor for Sink {}
+
+impl Handler<Delivered<u64>> for Sink {
+    async fn handle(&mut self, d: Delivered<u64>, _ctx: &mut Context<Self>) {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        self.log.lock().unwrap().push((self.node.clone(), d.producer.to_string(), d.seq, d.msg));
+    }
+}
+
+async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
+    Cluster::builder(Node::builder(id).transport(net.transport()).listen(id))
+        .seeds(seeds.iter().copied())
+        .split_brain_resolver(SplitBrainResolver::keep_majority().stable_after(Duration::from_secs(2)))
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        nodes.push(start(net, id, if i == 0 { &[] } else { &ids[..1] }).await);
+    }
+    for node in &nodes {
+        eventually(WAIT, || async { node.members().len() == ids.len() && node.peers().len() == ids.len() - 1 }).await;
+    }
+    nodes
+}
+
+fn consumer(node: &Cluster, log: &Log, gate: Option<Arc<tokio::sync::Semaphore>>) {
+    let sink = node.system().spawn(Sink { node: node.id().to_owned(), log: log.clone(), gate });
+    node.reliable_consumer::<u64>("jobs", sink.recipient(), 64).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_message_is_handled_once_in_order_while_the_connection_is_reset() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let log = Log::default();
+    consumer(&nodes[1], &log, None);
+    let producer = nodes[0].reliable_producer::<u64>("p1", "jobs").start().unwrap();
+    const N: u64 = 20_000;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let resets = {
+        let (net, done) = (net.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                net.reset("a", "b");
+                n += 1;
+            }
+            n
+        })
+    };
+    for n in 1..=N {
+        let seq = producer.send(n * 10).await.unwrap();
+        assert_eq!(seq, n);
+        if n % 20 == 0 {
+            // Time passes while sending: the resets land mid-stream.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    producer.flush().await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let resets = resets.await.unwrap();
+    let got = log.lock().unwrap().clone();
+    assert_eq!(got.len() as u64, N, "each handled once");
+    for (i, (_, p, seq, msg)) in got.iter().enumerate() {
+        assert_eq!((p.as_str(), *seq, *msg), ("p1", i as u64 + 1, (i as u64 + 1) * 10), "in order");
+    }
+    assert!(resets >= 30, "the connection was reset {resets} times while sending");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_lost_when_the_consumer_dies_and_duplicates_keep_their_key() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let log = Log::default();
+    consumer(&nodes[1], &log, None);
+    let producer = nodes[0].reliable_producer::<u64>("p1", "jobs").start().unwrap();
+    const N: u64 = 3_000;
+    let mut events = nodes[0].subscribe();
+    let sending = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            for n in 1..=N {
+                producer.send(n).await.unwrap();
+                if n % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    eventually(WAIT, || async { log.lock().unwrap().len() > 500 }).await;
+    // b dies (cut off; keep-majority downs it); c takes the consumer's name.
+    net.isolate("b");
+    let down = async {
+        loop {
+            if let Some(ClusterEvent::MemberDown(m)) = events.recv().await
+                && m.id == "b"
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, down).await.expect("b declared down");
+    consumer(&nodes[2], &log, None);
+    sending.await.unwrap();
+    tokio::time::timeout(WAIT, producer.flush()).await.expect("everything acknowledged");
+    let got = log.lock().unwrap().clone();
+    // No message lost.
+    let mut seqs: Vec<u64> = got.iter().map(|(_, _, s, _)| *s).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "every message handled at least once");
+    // Duplicates carry the key of the original, and only around the switch.
+    let on_c: Vec<u64> = got.iter().filter(|(n, ..)| n == "c").map(|(_, _, s, _)| *s).collect();
+    let on_b: Vec<u64> = got.iter().filter(|(n, ..)| n == "b").map(|(_, _, s, _)| *s).collect();
+    assert!(!on_b.is_empty() && !on_c.is_empty());
+    for (_, _, seq, msg) in &got {
+        assert_eq!(seq, msg, "a message keeps its key");
+    }
+    let duplicates = got.len() as u64 - N;
+    assert!(duplicates <= 64, "at most a window's worth again: {duplicates}");
+    assert!(on_c.windows(2).all(|w| w[0] < w[1]), "the replacement got them in order");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_window_bounds_what_is_in_flight() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b"]).await;
+    let log = Log::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    consumer(&nodes[1], &log, Some(gate.clone()));
+    let producer = nodes[0].reliable_producer::<u64>("p1", "jobs").window(4).start().unwrap();
+    for n in 1..=4 {
+        producer.try_send(n).unwrap();
+    }
+    match producer.try_send(5) {
+        Err(DeliveryError::WindowFull(5)) => {}
+        other => panic!("expected WindowFull(5), got {other:?}"),
+    }
+    // The handler lets them through: the consumer grants more (64).
+    gate.add_permits(1000);
+    tokio::time::timeout(WAIT, producer.flush()).await.unwrap();
+    for n in 5..=60 {
+        producer.try_send(n).unwrap();
+    }
+    tokio::time::timeout(WAIT, producer.flush()).await.unwrap();
+    assert_eq!(log.lock().unwrap().len(), 60);
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
