@@ -150,6 +150,6 @@ fn main() {
     show("plain", "plain tells, handled/s");
     for w in [16, 64, 256, 1024] {
         show(&format!("reliable_{w}"), &format!("reliable, window {w}, handled/s"));
-        show(&format!("ratio_{w}"), &format!("  ratio to plain tells"));
+        show(&format!("ratio_{w}"), "  ratio to plain tells");
     }
 }
