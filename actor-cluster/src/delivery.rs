@@ -271,6 +271,8 @@ struct FromProducer {
     /// Whether anything was handled yet (a fresh consumer takes whatever
     /// comes first as its start).
     started: bool,
+    /// Messages taken since the last acknowledgement.
+    unacked: u32,
 }
 
 async fn consume<M>(me: String, mut rx: mpsc::UnboundedReceiver<Data>, handler: Recipient<Delivered<M>>, window: u32)
@@ -283,7 +285,8 @@ where
             tracing::warn!(node = %me, "reliable message with a bad producer id; dropped");
             continue;
         }
-        let from = producers.entry(data.producer.clone()).or_insert(FromProducer { handled: 0, started: false });
+        let from =
+            producers.entry(data.producer.clone()).or_insert(FromProducer { handled: 0, started: false, unacked: 0 });
         if !from.started {
             // A new consumer (or a replacement): what the producer still
             // keeps starts here.
@@ -312,10 +315,16 @@ where
             }
         }
         // A duplicate, a gap (an earlier message was lost: the producer
-        // sends again from there), a hello, or just handled: say where we are.
-        let ack = Ack { confirmed: from.handled, granted: from.handled + u64::from(window) };
-        if let Err(e) = data.reply_to.try_tell(ack) {
-            tracing::debug!(node = %me, error = %e, "acknowledgement not sent (the producer resends)");
+        // sends again from there), a hello, or just handled: say where we
+        // are. Acknowledgements are cumulative: one for a burst of
+        // messages, once no more wait (or every quarter window).
+        from.unacked += 1;
+        if rx.is_empty() || from.unacked >= (window / 4).max(1) {
+            from.unacked = 0;
+            let ack = Ack { confirmed: from.handled, granted: from.handled + u64::from(window) };
+            if let Err(e) = data.reply_to.try_tell(ack) {
+                tracing::debug!(node = %me, error = %e, "acknowledgement not sent (the producer resends)");
+            }
         }
     }
 }
