@@ -22,6 +22,11 @@
 //!   name, anywhere): delivery is then at least once, and a message handled
 //!   just before the death comes again **with the same key**: make the
 //!   handler idempotent by key where that matters.
+//! - A producer that starts again with the same id (a new run) numbers
+//!   from where its store's kept messages start (1 with an empty store),
+//!   and the consumer follows it: keys are stable across resends, not
+//!   across runs of a producer without a kept store (give each run its own
+//!   id if keys must never repeat).
 //! - The producer keeps every unacknowledged message in its
 //!   [`ProducerStore`] (at most the window's worth). With the in-memory
 //!   store, a producer whose node dies loses them; a store that keeps them
@@ -60,9 +65,12 @@ pub const MAX_PRODUCER_ID_LEN: usize = 255;
 /// How long a producer waits for progress before it sends again what is
 /// unacknowledged (and looks the consumer up again).
 const RESEND_AFTER: Duration = Duration::from_secs(1);
-/// How long a consumer waits for its handler to handle a message before
-/// it gives up on it (the producer will send it again).
-const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a consumer waits for its handler to handle one message: a day
+/// (it must not ask again while the first ask may still be handled).
+const HANDLER_PATIENCE: Duration = Duration::from_secs(24 * 3600);
+/// The longest a producer waits before it sends again what is
+/// unacknowledged, backing off from [`RESEND_AFTER`].
+const RESEND_MAX: Duration = Duration::from_secs(30);
 
 /// A message as the consumer's handler gets it: the message and its key.
 #[derive(Debug)]
@@ -168,6 +176,12 @@ impl<M> fmt::Debug for DeliveryError<M> {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Data {
     producer: String,
+    /// This run of the producer: a consumer that sees a new one starts the
+    /// producer's numbering over from `first`.
+    epoch: u64,
+    /// The first message the producer still keeps (every one before it was
+    /// acknowledged).
+    first: u64,
     /// Where acknowledgements go.
     reply_to: ActorRef<ProducerEndpoint>,
     seq: u64,
@@ -185,6 +199,7 @@ impl Message for Data {
 /// up to `granted`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Ack {
+    epoch: u64,
     confirmed: u64,
     granted: u64,
 }
@@ -198,14 +213,17 @@ impl Message for Ack {
 
 /// A consumer's face to producers.
 pub(crate) struct ConsumerEndpoint {
-    tx: mpsc::UnboundedSender<Data>,
+    /// Bounded: what does not fit is dropped (its producer sends it again).
+    tx: mpsc::Sender<Data>,
 }
 
 impl Actor for ConsumerEndpoint {}
 
 impl Handler<Data> for ConsumerEndpoint {
     async fn handle(&mut self, msg: Data, _ctx: &mut Context<Self>) {
-        let _ = self.tx.send(msg);
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(msg) {
+            tracing::debug!("reliable consumer busy; message dropped (its producer sends it again)");
+        }
     }
 }
 
@@ -256,51 +274,87 @@ impl Cluster {
         if name.is_empty() || reg.len() > crate::MAX_NAME_LEN {
             return Err(ClusterError::BadName(name.to_owned()));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let window = window.max(1);
+        let (tx, rx) = mpsc::channel(2 * window as usize);
         let endpoint = self.system().spawn(ConsumerEndpoint { tx });
         self.register(&reg, &endpoint)?;
-        tokio::spawn(consume::<M>(self.id().to_owned(), rx, handler, window.max(1)));
+        tokio::spawn(consume::<M>(self.clone(), reg, endpoint, rx, handler, window));
         Ok(())
     }
 }
 
 /// What a consumer knows of one producer.
 struct FromProducer {
+    epoch: u64,
     /// The last message handed to the handler and handled.
     handled: u64,
-    /// Whether anything was handled yet (a fresh consumer takes whatever
-    /// comes first as its start).
-    started: bool,
     /// Messages taken since the last acknowledgement.
     unacked: u32,
+    last_seen: Instant,
 }
 
-async fn consume<M>(me: String, mut rx: mpsc::UnboundedReceiver<Data>, handler: Recipient<Delivered<M>>, window: u32)
-where
+/// The most producers a consumer keeps track of; past this, the one heard
+/// from least recently is forgotten (safe: its next message says where it
+/// stands).
+pub const MAX_PRODUCERS: usize = 10_000;
+
+async fn consume<M>(
+    cluster: Cluster,
+    reg: String,
+    endpoint: ActorRef<ConsumerEndpoint>,
+    mut rx: mpsc::Receiver<Data>,
+    handler: Recipient<Delivered<M>>,
+    window: u32,
+) where
     M: DeserializeOwned + Send + 'static,
 {
+    let me = cluster.id().to_owned();
     let mut producers: HashMap<String, FromProducer> = HashMap::new();
     while let Some(data) = rx.recv().await {
         if data.producer.is_empty() || data.producer.len() > MAX_PRODUCER_ID_LEN {
             tracing::warn!(node = %me, "reliable message with a bad producer id; dropped");
             continue;
         }
-        let from =
-            producers.entry(data.producer.clone()).or_insert(FromProducer { handled: 0, started: false, unacked: 0 });
-        if !from.started {
-            // A new consumer (or a replacement): what the producer still
-            // keeps starts here.
-            from.handled = data.seq.saturating_sub(1);
-            from.started = true;
+        if !producers.contains_key(&data.producer)
+            && producers.len() >= MAX_PRODUCERS
+            && let Some(oldest) = producers.iter().min_by_key(|(_, p)| p.last_seen).map(|(k, _)| k.clone())
+        {
+            producers.remove(&oldest);
         }
-        if data.seq == from.handled + 1 && !data.payload.is_empty() {
+        let from = producers.entry(data.producer.clone()).or_insert(FromProducer {
+            epoch: data.epoch,
+            handled: data.first.saturating_sub(1),
+            unacked: 0,
+            last_seen: Instant::now(),
+        });
+        from.last_seen = Instant::now();
+        if from.epoch != data.epoch {
+            // A new run of the producer: its numbering starts over where
+            // its kept messages start.
+            from.epoch = data.epoch;
+            from.handled = data.first.saturating_sub(1);
+            from.unacked = 0;
+        }
+        let next = from.handled.saturating_add(1);
+        if data.seq == next && !data.payload.is_empty() {
             match actor_remote::codec::decode::<M>(&data.payload) {
                 Ok(msg) => {
                     let delivered = Delivered { producer: Arc::from(data.producer.as_str()), seq: data.seq, msg };
-                    match handler.ask(delivered, HANDLER_TIMEOUT).await {
+                    // No timeout: a message asked again while the first ask
+                    // still sits in the handler's mailbox would be handled
+                    // twice. A stuck handler holds this consumer up (its
+                    // channel is bounded; producers resend later).
+                    match handler.ask(delivered, HANDLER_PATIENCE).await {
                         Ok(()) => from.handled = data.seq,
+                        Err(actor_core::AskError::Closed(_)) => {
+                            tracing::error!(node = %me, consumer = %reg, "the reliable consumer's handler has stopped; the consumer stops (another may take its name)");
+                            cluster.unregister(&reg);
+                            endpoint.stop();
+                            return;
+                        }
                         Err(e) => {
-                            // Not handled: the producer sends it again.
+                            // It failed while handling (a panic): it comes
+                            // again, with the same key.
                             tracing::warn!(node = %me, producer = %data.producer, seq = data.seq, error = %e, "reliable message not handled; it will come again");
                             continue;
                         }
@@ -321,7 +375,11 @@ where
         from.unacked += 1;
         if rx.is_empty() || from.unacked >= (window / 4).max(1) {
             from.unacked = 0;
-            let ack = Ack { confirmed: from.handled, granted: from.handled + u64::from(window) };
+            let ack = Ack {
+                epoch: from.epoch,
+                confirmed: from.handled,
+                granted: from.handled.saturating_add(u64::from(window)),
+            };
             if let Err(e) = data.reply_to.try_tell(ack) {
                 tracing::debug!(node = %me, error = %e, "acknowledgement not sent (the producer resends)");
             }
@@ -395,8 +453,8 @@ impl<M: Serialize + Send + 'static> ProducerBuilder<M> {
         let next = kept.last().map_or(1, |(s, _)| s + 1);
         let state = Arc::new(Mutex::new(State {
             next,
-            confirmed: kept.first().map_or(0, |(s, _)| s - 1),
-            granted: kept.first().map_or(0, |(s, _)| s - 1) + u64::from(self.window),
+            confirmed: kept.first().map_or(0, |(s, _)| s.saturating_sub(1)),
+            granted: kept.first().map_or(0, |(s, _)| s.saturating_sub(1)) + u64::from(self.window),
             unsent: kept.into_iter().collect(),
             stopped: false,
         }));
@@ -413,6 +471,7 @@ impl<M: Serialize + Send + 'static> ProducerBuilder<M> {
             self.store.clone(),
             room.clone(),
             wake.clone(),
+            self.window,
             stopped,
         ));
         Ok(Producer {
@@ -542,49 +601,71 @@ async fn produce(
     store: Arc<dyn ProducerStore>,
     room: Arc<Notify>,
     wake: Arc<Notify>,
+    window: u32,
     mut stop: oneshot::Receiver<()>,
 ) {
     let me = cluster.id().to_owned();
+    // This run of the producer (see `Data::epoch`).
+    let epoch = {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cluster.run().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.rotate_left(32) ^ u64::from(std::process::id())
+    };
     let mut target: Option<ActorRef<ConsumerEndpoint>> = None;
     // Sent so far (the highest sequence number handed to the connection).
     let mut sent: u64 = 0;
     let mut progress = Instant::now();
+    let mut resend_after = RESEND_AFTER;
     // The acknowledged position a resend already started from (after a
     // gap): repeated acknowledgements of it do not start another.
     let mut resent_from: Option<u64> = None;
+    let data = |seq: u64, first: u64, payload: Vec<u8>| Data {
+        producer: id.clone(),
+        epoch,
+        first,
+        reply_to: endpoint.clone(),
+        seq,
+        payload,
+    };
     loop {
         if target.is_none() {
             target = cluster.lookup::<ConsumerEndpoint>(&consumer).await.ok();
             if target.is_some() {
                 // Start over from the first unacknowledged: a new consumer
                 // (or a new connection) may have missed them.
-                sent = lock(&state).confirmed;
-                if sent == lock(&state).next - 1 {
+                let (confirmed, next) = {
+                    let st = lock(&state);
+                    (st.confirmed, st.next)
+                };
+                sent = confirmed;
+                if confirmed + 1 == next
+                    && let Some(t) = &target
+                {
                     // Nothing kept: say hello, so that the consumer grants.
-                    if let Some(t) = &target {
-                        let hello = Data {
-                            producer: id.clone(),
-                            reply_to: endpoint.clone(),
-                            seq: sent + 1,
-                            payload: Vec::new(),
-                        };
-                        let _ = t.try_tell(hello);
-                    }
+                    let _ = t.try_tell(data(confirmed + 1, confirmed + 1, Vec::new()));
                 }
             }
         }
-        // Send what the window allows and was not sent.
+        // Send what the window allows and was not sent, without waiting on
+        // the connection (acknowledgements must keep flowing in). Blocked:
+        // the connection is full; try again shortly.
+        let mut blocked = false;
         if let Some(t) = &target {
-            let batch: Vec<(u64, Vec<u8>)> = {
+            let (batch, first) = {
                 let st = lock(&state);
-                st.unsent.iter().filter(|(s, _)| *s > sent && *s <= st.granted).cloned().collect()
+                let batch: Vec<(u64, Vec<u8>)> =
+                    st.unsent.iter().filter(|(s, _)| *s > sent && *s <= st.granted).cloned().collect();
+                (batch, st.confirmed + 1)
             };
             for (seq, payload) in batch {
-                let data = Data { producer: id.clone(), reply_to: endpoint.clone(), seq, payload };
-                match t.tell(data).await {
+                match t.try_tell(data(seq, first, payload)) {
                     Ok(()) => sent = seq,
+                    Err(actor_core::TrySendError::Full(_)) => {
+                        blocked = true;
+                        break;
+                    }
                     Err(e) => {
-                        tracing::warn!(node = %me, producer = %id, error = %e, "message to the consumer not sent; looking it up again");
+                        tracing::debug!(node = %me, producer = %id, error = %e, "message to the consumer not sent; looking it up again");
                         target = None;
                         break;
                     }
@@ -592,42 +673,59 @@ async fn produce(
             }
         }
         let idle = lock(&state).unsent.is_empty();
-        // Not found yet: look again soon; found: resend after a silence.
-        let resend_at =
-            if target.is_none() { Instant::now() + Duration::from_millis(100) } else { progress + RESEND_AFTER };
+        // Not found yet: look again soon; blocked: try again shortly;
+        // else resend after a silence (backing off while nothing moves).
+        let resend_at = if target.is_none() {
+            Instant::now() + Duration::from_millis(100)
+        } else if blocked {
+            Instant::now() + Duration::from_millis(5)
+        } else {
+            progress + resend_after
+        };
         tokio::select! {
             _ = &mut stop => break,
             ack = acks.recv() => {
                 let Some(ack) = ack else { break };
                 let mut st = lock(&state);
+                // Only for this run, and never beyond what was numbered.
+                if ack.epoch != epoch || ack.confirmed >= st.next {
+                    tracing::debug!(node = %me, producer = %id, "acknowledgement from another run or beyond what was sent; ignored");
+                    continue;
+                }
                 if ack.confirmed > st.confirmed {
-                    st.confirmed = ack.confirmed.min(st.next - 1);
+                    st.confirmed = ack.confirmed;
                     while st.unsent.front().is_some_and(|(s, _)| *s <= st.confirmed) {
                         st.unsent.pop_front();
                     }
                     store.confirm(st.confirmed);
                     progress = Instant::now();
+                    resend_after = RESEND_AFTER;
                     resent_from = None;
                 } else if ack.confirmed == st.confirmed && sent > st.confirmed && resent_from != Some(st.confirmed) {
                     // The consumer did not move although more was sent: a
-                    // message was lost (or the consumer is new). Send again
-                    // from there, once per position.
+                    // message was lost. Send again from there, once per
+                    // position.
                     sent = st.confirmed;
                     resent_from = Some(st.confirmed);
                 }
-                st.granted = st.granted.max(ack.granted);
+                // The consumer's grant, never beyond this producer's window.
+                st.granted = ack.granted.min(st.confirmed + u64::from(window));
                 drop(st);
                 room.notify_waiters();
             }
             () = wake.notified() => {}
-            () = tokio::time::sleep_until(resend_at), if !idle || target.is_none() => {
-                // No progress for a while: send everything again (the
-                // consumer drops what it has), after looking the consumer
-                // up again (it may have moved).
-                sent = lock(&state).confirmed;
-                target = None;
-                resent_from = None;
-                progress = Instant::now();
+            () = tokio::time::sleep_until(resend_at), if !idle || target.is_none() || blocked => {
+                if !blocked && target.is_some() {
+                    // No progress for a while: send everything again (the
+                    // consumer drops what it has), after looking the
+                    // consumer up again (it may have moved); wait longer
+                    // next time if this does not help either.
+                    sent = lock(&state).confirmed;
+                    target = None;
+                    resent_from = Some(sent);
+                    progress = Instant::now();
+                    resend_after = (resend_after * 2).min(RESEND_MAX);
+                }
             }
         }
     }
