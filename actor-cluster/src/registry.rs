@@ -539,6 +539,16 @@ impl Cluster {
     /// included) that this node is connected to, in a stable order (by
     /// node id, then join order per node).
     pub async fn group<A: Actor>(&self, group: &str) -> Vec<ActorRef<A>> {
+        self.group_refs(group, None).await
+    }
+
+    /// As [`group`](Self::group), but waiting (up to `wait` for each) for
+    /// the connection to a member that is not connected right now.
+    pub(crate) async fn group_waiting<A: Actor>(&self, group: &str, wait: std::time::Duration) -> Vec<ActorRef<A>> {
+        self.group_refs(group, Some(wait)).await
+    }
+
+    async fn group_refs<A: Actor>(&self, group: &str, wait: Option<std::time::Duration>) -> Vec<ActorRef<A>> {
         let mut entries: Vec<_> = {
             let tables = self.shared.registry.lock();
             let groups = tables.groups.get(group).into_iter().flatten();
@@ -548,28 +558,14 @@ impl Cluster {
         let mut refs = Vec::with_capacity(entries.len());
         let Some(ctx) = self.shared.ctx() else { return refs };
         for entry in &entries {
-            if let Some(actor) = Registry::entry_ref::<A>(&self.shared, ctx, entry, false).await {
-                refs.push(actor);
-            }
-        }
-        refs
-    }
-
-    /// As [`group`](Self::group), but waiting (up to `wait` for each) for
-    /// the connection to a member that is not connected right now.
-    pub(crate) async fn group_waiting<A: Actor>(&self, group: &str, wait: std::time::Duration) -> Vec<ActorRef<A>> {
-        let entries: Vec<_> = {
-            let tables = self.shared.registry.lock();
-            let groups = tables.groups.get(group).into_iter().flatten();
-            groups.filter(|e| Registry::is_live(&self.shared, e)).cloned().collect()
-        };
-        let mut refs = Vec::with_capacity(entries.len());
-        let Some(ctx) = self.shared.ctx() else { return refs };
-        for entry in &entries {
-            let found = Registry::entry_ref::<A>(&self.shared, ctx, entry, true);
-            if let Ok(Some(actor)) = tokio::time::timeout(wait, found).await {
-                refs.push(actor);
-            }
+            let found = match wait {
+                None => Registry::entry_ref::<A>(&self.shared, ctx, entry, false).await,
+                Some(wait) => {
+                    let found = Registry::entry_ref::<A>(&self.shared, ctx, entry, true);
+                    tokio::time::timeout(wait, found).await.ok().flatten()
+                }
+            };
+            refs.extend(found);
         }
         refs
     }

@@ -1019,14 +1019,12 @@ struct Route<A: Actor> {
     /// Bumped whenever what this node knew of the shard is dropped: an
     /// answer asked for before is stale.
     epoch: u64,
-    /// Sends waiting for room, in flight from spawned tasks.
-    sending: usize,
     slots: HashMap<Arc<str>, Slot<A>>,
 }
 
 impl<A: Actor> Default for Route<A> {
     fn default() -> Self {
-        Route { holder: Holder::Unknown, epoch: 0, sending: 0, slots: HashMap::new() }
+        Route { holder: Holder::Unknown, epoch: 0, slots: HashMap::new() }
     }
 }
 
@@ -1288,7 +1286,6 @@ impl<A: RemoteActor> Region<A> {
         let (Some(target), Some(op)) = (slot.target.clone(), slot.pending.pop_front()) else { return };
         self.buffered -= 1;
         slot.sending = true;
-        route.sending += 1;
         let internal = self.internal.clone();
         let entity = entity.clone();
         tokio::spawn(async move {
@@ -1510,7 +1507,8 @@ impl<A: RemoteActor> Region<A> {
     /// ahead of anything sent after it).
     fn sending_to(&self, shards: &[u32], entities: &[(u32, Arc<str>)]) -> bool {
         shards.iter().any(|s| {
-            self.routes.get(s).is_some_and(|r| r.sending > 0 || r.slots.values().any(|slot| slot.lane.waiting()))
+            // A slot with a send in flight is never dropped, so its flag says it.
+            self.routes.get(s).is_some_and(|r| r.slots.values().any(|slot| slot.sending || slot.lane.waiting()))
         }) || entities.iter().any(|(s, e)| {
             self.routes.get(s).and_then(|r| r.slots.get(e)).is_some_and(|slot| slot.sending || slot.lane.waiting())
         })
@@ -1628,20 +1626,17 @@ impl<A: RemoteActor> Region<A> {
                 }
             }
             Internal::Sent { shard, entity, back } => {
-                if let Some(route) = self.routes.get_mut(&shard) {
-                    route.sending -= 1;
-                    if let Some(slot) = route.slots.get_mut(&entity) {
-                        slot.sending = false;
-                        if let Some(op) = back {
-                            slot.pending.push_front(op);
-                            slot.clear_target();
-                            self.buffered += 1;
-                        }
-                        if slot.target.is_some() {
-                            self.flush(shard, &entity);
-                        } else {
-                            self.retry.insert(shard);
-                        }
+                if let Some(slot) = self.routes.get_mut(&shard).and_then(|r| r.slots.get_mut(&entity)) {
+                    slot.sending = false;
+                    if let Some(op) = back {
+                        slot.pending.push_front(op);
+                        slot.clear_target();
+                        self.buffered += 1;
+                    }
+                    if slot.target.is_some() {
+                        self.flush(shard, &entity);
+                    } else {
+                        self.retry.insert(shard);
                     }
                 }
                 self.answer_releases();

@@ -388,35 +388,35 @@ impl ByteSource for MemSource {
         if let Some(rest) = self.released.take() {
             return Ok(Some(copy_out(&mut self.released, rest, buf)));
         }
-        while self.held.is_none() {
-            let net = self.net.clone();
-            let changed = net.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.link.is_reset() {
-                return Err(self.broken());
-            }
-            tokio::select! {
-                chunk = self.rx.recv() => match chunk {
-                    Some(chunk) => self.held = Some(chunk),
-                    None => return Ok(None),
-                },
-                () = changed => {}
-            }
-        }
-        // Hold the chunk while the link is cut; then apply the receiver's delay.
+        // Take a chunk, hold it while the link is cut, then apply the
+        // receiver's delay; a reset ends it all. One look at the network's
+        // state per turn, taken after subscribing to its changes.
         loop {
             let net = self.net.clone();
             let changed = net.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.link.is_reset() {
+            let (reset, blocked, delay) = {
+                let st = net.lock();
+                (
+                    st.resets(&self.from, &self.to) != self.link.made_at,
+                    st.blocked(&self.from, &self.to),
+                    st.delays.get(&self.to).copied(),
+                )
+            };
+            if reset {
                 return Err(self.broken());
             }
-            let (blocked, delay) = {
-                let st = self.net.lock();
-                (st.blocked(&self.from, &self.to), st.delays.get(&self.to).copied())
-            };
+            if self.held.is_none() {
+                tokio::select! {
+                    chunk = self.rx.recv() => match chunk {
+                        Some(chunk) => self.held = Some(chunk),
+                        None => return Ok(None),
+                    },
+                    () = changed => {}
+                }
+                continue;
+            }
             if !blocked {
                 if let Some(d) = delay {
                     // Fixed when first seen, so a cancelled read resumes the
