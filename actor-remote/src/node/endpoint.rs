@@ -43,8 +43,8 @@ impl Route {
     }
 
     /// Before a request goes out: if the connection used so far may still be
-    /// replaced by a crossed dial (dialed by the node with the higher id,
-    /// less than 300 ms ago), waits until it has settled or been replaced,
+    /// replaced by a crossed dial (dialed by this node, the higher id, and
+    /// not yet confirmed by the peer), waits until it has settled or been replaced,
     /// and uses what stands then. A request on a connection that a crossed
     /// dial then closes would fail with `NodeDown` though the node is up.
     async fn settle(&self) {
@@ -53,7 +53,7 @@ impl Route {
             return;
         }
         let Some(node) = self.node.upgrade() else { return };
-        if let Some(conn) = node.peers.await_settled(&node.id, &self.peer, self.run).await {
+        if let Some(conn) = node.peers.await_settled(&node.id, &self.peer, self.run, &node.dialing).await {
             self.use_outbox(conn.outbox, true);
         }
     }

@@ -276,11 +276,13 @@ impl Node {
     /// Waits (up to 10 s) until `peer` is connected.
     ///
     /// Returns once the connection is settled: dialed by the node with the
-    /// lower id (which no crossed dial can replace), or in place for
-    /// 300 ms without such a replacement arriving. Messages sent through a
+    /// lower id (which no crossed dial can replace), or dialed by this node,
+    /// 300 ms old and confirmed by the peer (it has no dial of its own to
+    /// this node under way), however long a crossed dial takes; and no dial
+    /// of this node's to the peer is under way. Messages sent through a
     /// connection that is then replaced may be lost (at-most-once).
     pub async fn wait_for_peer(&self, peer: &str) -> Result<(), NodeError> {
-        let settled = self.inner.peers.settled(&self.inner.id, peer);
+        let settled = self.inner.peers.settled(&self.inner.id, peer, &self.inner.dialing);
         tokio::time::timeout(Duration::from_secs(10), settled)
             .await
             .map_err(|_| NodeError::PeerTimeout(peer.to_owned()))
@@ -398,6 +400,17 @@ impl Node {
     }
 }
 
+/// Sends a peer what this node says of the connection (see
+/// [`requests::SETTLE`]).
+fn say_settle(system: &conn::SystemSender, stays: bool) {
+    match crate::codec::encode(&stays) {
+        Ok(payload) => {
+            let _ = system.send((requests::SETTLE, payload));
+        }
+        Err(e) => tracing::error!(error = %e, "settle message failed to encode"),
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node").field("id", &self.inner.id).field("addr", &self.inner.addr).finish()
@@ -412,7 +425,21 @@ impl NodeInner {
     /// (false: it must close as a duplicate).
     pub(crate) fn connection_up(&self, peer: &str, conn: PeerConn) -> bool {
         let (conn_id, run, outbox) = (conn.id, conn.run, conn.outbox.clone());
+        // This node has the lower id and the peer dialed: only a dial of
+        // this node's can replace the connection, and the peer waits to hear
+        // whether one is under way.
+        let says = (self.id.as_str() < peer && conn.dialer == peer).then(|| (conn.settle.clone(), conn.system.clone()));
         let Some(replaced) = self.peers.insert(&self.id, peer, conn) else { return false };
+        if let Some((settle, system)) = says {
+            // After the insert: a dial claimed from now on sees the
+            // connection and does not start (see `dial::ensure`).
+            let stays = !self.dialing.may_reach(peer);
+            if stays {
+                settle.set(true);
+                self.peers.touch();
+            }
+            say_settle(&system, stays);
+        }
         if let Some(old) = replaced {
             // The same run: a duplicate (crossed dial or reconnect); an
             // older run: that run is gone.
@@ -497,6 +524,19 @@ impl NodeInner {
                 moved.terminate_all(&ExitReason::NodeDown);
             }
         }
+    }
+
+    /// Tells each peer that dialed this node (the lower id) and has not
+    /// heard it yet that its connection stays, unless a dial of this node's
+    /// may still reach it.
+    pub(crate) fn settle_dialed_by_peers(&self) {
+        for (peer, conn) in self.peers.unsettled_dialed_by_peers(&self.id) {
+            if !self.dialing.may_reach(&peer) {
+                conn.settle.set(true);
+                say_settle(&conn.system, true);
+            }
+        }
+        self.peers.touch();
     }
 
     /// Whether a service decides when peers' runs are gone.

@@ -8,18 +8,73 @@
 //! know (the peer's run and who dialed).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::conn::SystemSender;
+use super::dial::Dialing;
 use super::outbox::Outbox;
 use super::service::PeerRun;
 
 /// How long a connection dialed by the node with the higher id stays
-/// unsettled: a crossed dial from the other node may still replace it.
+/// unsettled at least, whatever the peer says: the peer cannot know of a
+/// dial of its own by address (a seed) that reaches this node.
 pub(crate) const SETTLE: Duration = Duration::from_millis(300);
+/// How long a connection dialed by the node with the higher id waits for
+/// the peer's [`SETTLE`](super::requests::SETTLE) message before it counts
+/// as settled anyway (a peer that does not send one).
+pub(crate) const SETTLE_UNHEARD: Duration = Duration::from_secs(2);
+/// How long it waits at most once the peer said its own dial is under way
+/// (the dial's limit: connect, then handshake).
+pub(crate) const SETTLE_MAX: Duration = Duration::from_secs(2 * super::dial::DIAL_TIMEOUT.as_secs() + 1);
+
+/// Whether a connection can still be replaced by a crossed dial.
+///
+/// Only a connection dialed by the node with the higher id can: the other
+/// node (the lower id) may be dialing too, and its dial wins. That node
+/// says which it is over the connection: settled (no dial of its own
+/// under way, and none will start while this connection lives), or its
+/// dial is under way (settled follows if the dial does not replace it).
+#[derive(Clone, Default)]
+pub(crate) struct Settle(Arc<AtomicU8>);
+
+const UNHEARD: u8 = 0;
+const PEER_DIALING: u8 = 1;
+const SETTLED: u8 = 2;
+
+impl Settle {
+    /// A connection no crossed dial can replace.
+    pub(crate) fn settled() -> Self {
+        Settle(Arc::new(AtomicU8::new(SETTLED)))
+    }
+
+    pub(crate) fn is_settled(&self) -> bool {
+        self.0.load(Ordering::Acquire) == SETTLED
+    }
+
+    /// Records what the peer (or this node, the lower id) said: settled, or
+    /// a dial under way. Settled is final.
+    pub(crate) fn set(&self, settled: bool) {
+        if settled {
+            self.0.store(SETTLED, Ordering::Release);
+        } else {
+            let _ = self.0.compare_exchange(UNHEARD, PEER_DIALING, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// When the connection counts as settled (without word from the peer,
+    /// at the latest).
+    fn deadline(&self, registered_at: tokio::time::Instant) -> tokio::time::Instant {
+        match self.0.load(Ordering::Acquire) {
+            SETTLED => registered_at + SETTLE,
+            PEER_DIALING => registered_at + SETTLE_MAX,
+            _ => registered_at + SETTLE_UNHEARD,
+        }
+    }
+}
 
 /// A connection in the peer table.
 pub(crate) struct PeerConn {
@@ -34,11 +89,22 @@ pub(crate) struct PeerConn {
     /// The peer's run.
     pub(crate) run: u64,
     pub(crate) registered_at: tokio::time::Instant,
+    /// Whether a crossed dial may still replace it.
+    pub(crate) settle: Settle,
 }
 
 impl PeerConn {
     fn is_live(&self) -> bool {
         !self.outbox.is_closed()
+    }
+
+    /// When node `me` may trust this connection to `peer` to stay, as far
+    /// as crossed dials go (a dial of its own is the caller's to check).
+    fn settles_at(&self, me: &str, peer: &str) -> tokio::time::Instant {
+        if self.dialer == me.min(peer) {
+            return self.registered_at;
+        }
+        self.settle.deadline(self.registered_at)
     }
 }
 
@@ -51,6 +117,7 @@ impl Clone for PeerConn {
             dialer: self.dialer.clone(),
             run: self.run,
             registered_at: self.registered_at,
+            settle: self.settle.clone(),
         }
     }
 }
@@ -196,14 +263,16 @@ impl Peers {
 
     /// Waits until `peer` is connected and the connection is settled (see
     /// [`Node::wait_for_peer`](super::Node::wait_for_peer)).
-    pub(crate) async fn settled(&self, me: &str, peer: &str) {
+    pub(crate) async fn settled(&self, me: &str, peer: &str, dialing: &Dialing) {
         let mut changed = self.changed.subscribe();
         loop {
-            let settles_at = self.lock().get(peer).map(|c| {
-                let preferred = c.dialer == me.min(peer);
-                if preferred { tokio::time::Instant::now() } else { c.registered_at + SETTLE }
-            });
+            let settles_at = self.lock().get(peer).map(|c| c.settles_at(me, peer));
             match settles_at {
+                Some(at) if at <= tokio::time::Instant::now() && dialing.may_reach(peer) => {
+                    if changed.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
                 Some(at) if at <= tokio::time::Instant::now() => return,
                 Some(at) => {
                     tokio::select! {
@@ -220,19 +289,18 @@ impl Peers {
         }
     }
 
-    /// The connection to run `run` of `peer` once it is settled: dialed by
-    /// the node with the lower id (no crossed dial replaces it), or in place
-    /// for [`SETTLE`] without being replaced; if it is replaced meanwhile,
-    /// its successor (settled in turn). `None` if there is no live
-    /// connection to that run (then, or after a replacement).
-    pub(crate) async fn await_settled(&self, me: &str, peer: &str, run: u64) -> Option<PeerConn> {
+    /// The connection to run `run` of `peer` once it is settled (see
+    /// [`Settle`]); if it is replaced meanwhile, its successor (settled in
+    /// turn). `None` if there is no live connection to that run (then, or
+    /// after a replacement).
+    pub(crate) async fn await_settled(&self, me: &str, peer: &str, run: u64, dialing: &Dialing) -> Option<PeerConn> {
         let mut changed = self.changed.subscribe();
         loop {
             let conn = self.current(peer, run)?;
-            if conn.dialer == me.min(peer) {
-                return Some(conn);
-            }
-            let at = conn.registered_at + SETTLE;
+            let at = conn.settles_at(me, peer);
+            // A dial of this node's to the peer would replace it too: its
+            // end wakes this wait (see `NodeInner::settle_dialed_by_peers`).
+            let at = if dialing.may_reach(peer) { at.max(tokio::time::Instant::now() + SETTLE) } else { at };
             if at <= tokio::time::Instant::now() {
                 return Some(conn);
             }
@@ -241,6 +309,21 @@ impl Peers {
                 res = changed.changed() => if res.is_err() { return Some(conn) },
             }
         }
+    }
+
+    /// Wakes the waits for a settled connection: one's [`Settle`] changed.
+    pub(crate) fn touch(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// The connections to peers that this node (the lower id) has not yet
+    /// said are settled, for peers it is not dialing: it says so now.
+    pub(crate) fn unsettled_dialed_by_peers(&self, me: &str) -> Vec<(String, PeerConn)> {
+        self.lock()
+            .iter()
+            .filter(|(id, c)| me < id.as_str() && c.dialer == **id && !c.settle.is_settled() && c.is_live())
+            .map(|(id, c)| (id.clone(), c.clone()))
+            .collect()
     }
 
     /// Waits until no connection to `peer` is left.

@@ -85,3 +85,70 @@ async fn a_dropped_remote_ref_releases_the_peers_watch() {
     watches_become(&a, 0).await;
     a.shutdown().await;
 }
+
+/// An actor whose answer takes a while (virtual time).
+struct Slow;
+impl Actor for Slow {}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Nap(u64);
+impl actor_core::Message for Nap {
+    type Reply = u64;
+    fn wire() -> Option<actor_core::Wire<Self>> {
+        Some(crate::codec::wire("test.Nap"))
+    }
+}
+impl actor_core::Handler<Nap> for Slow {
+    async fn handle(&mut self, Nap(ms): Nap, _ctx: &mut actor_core::Context<Self>) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+}
+impl RemoteActor for Slow {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Nap>();
+    }
+}
+
+/// Crossed dials whatever the timing: `b` dials `a` while `a` (the lower
+/// id, whose connection wins) is still dialing `b`, and `a`'s dial takes a
+/// second to arrive. An ask from `b` must not go out on the connection
+/// that `a`'s dial then replaces (it would fail with `NodeDown`, both nodes
+/// up), however long the crossed dial takes; and once `a` says no dial of
+/// its own is under way, `b` does not wait for the time it gives a peer that
+/// says nothing.
+#[tokio::test(start_paused = true)]
+async fn an_ask_waits_for_a_slow_crossed_dial_instead_of_failing() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+    a.spawn_named("slow", Slow).unwrap();
+    // a's dial: its handshake takes a second each way.
+    net.delay("a", Duration::from_secs(1));
+    net.delay("b", Duration::from_secs(1));
+    dial::ensure(&a.inner, "b", "b");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    net.heal_all();
+    // b's dial completes at once, while a's is still under way.
+    b.dial("a").await.unwrap();
+    let slow: ActorRef<Slow> = b.lookup("slow").await.unwrap();
+    // Long past any fixed settling time, and the answer is still being
+    // worked on when a's connection arrives at b.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let answer = slow.ask(Nap(1000)).await;
+    assert!(matches!(answer, Ok(1000)), "{answer:?}");
+    assert_eq!(a.peers(), ["b"]);
+    assert_eq!(b.peers(), ["a"]);
+
+    // A fresh pair where the lower id is not dialing: it says so, and the
+    // ask goes out without waiting for any timeout of the peer's.
+    let c = Node::builder("c").transport(net.transport()).listen("c").start().await.unwrap();
+    c.dial("a").await.unwrap();
+    let slow: ActorRef<Slow> = c.lookup("slow").await.unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(matches!(slow.ask(Nap(1)).await, Ok(1)));
+    assert!(started.elapsed() < peers::SETTLE_UNHEARD, "asked once settled: {:?}", started.elapsed());
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}

@@ -28,7 +28,8 @@ use super::NodeInner;
 use super::codec::ConnCodec;
 use super::outbox::{CloseOnDrop, Command, Outbox, Queued};
 use super::peers::PeerConn;
-use super::requests::{SYSTEM_TARGET, system_tell};
+use super::peers::Settle;
+use super::requests::{SETTLE, SYSTEM_TARGET, system_tell};
 use crate::proto::session::CloseCause;
 use crate::proto::{CloseCode, Event, Session};
 use crate::transport::{ByteSink, ByteSource, Connection};
@@ -103,6 +104,8 @@ struct Driver {
     /// Closed as a duplicate of another connection between the same nodes.
     duplicate: bool,
     dialed_by_me: bool,
+    /// Whether a crossed dial may still replace this connection.
+    settle: Settle,
     connected: Option<oneshot::Sender<(String, u64)>>,
     shutdown: watch::Receiver<bool>,
     /// When unused stand-ins are next swept (on the session's timer wake).
@@ -155,6 +158,7 @@ impl Driver {
             peer: None,
             duplicate: false,
             dialed_by_me,
+            settle: Settle::default(),
             connected,
             next_sweep: tokio::time::Instant::now() + SWEEP_EVERY,
         }
@@ -189,6 +193,9 @@ impl Driver {
         let from = peer.as_ref().map(|(id, run)| (id.as_str(), *run));
         match event {
             Event::Established(hello) => self.on_established(hello),
+            Event::Tell(tell) if tell.target.as_name() == Some(SYSTEM_TARGET) && tell.wire_name == SETTLE => {
+                self.on_settle(&tell.payload);
+            }
             Event::Tell(tell) if tell.target.as_name() == Some(SYSTEM_TARGET) => {
                 // Services' traffic (membership, registry): handled at
                 // once, never queued behind actor messages.
@@ -255,13 +262,19 @@ impl Driver {
         self.peer = Some((hello.node.clone(), hello.run));
         let codec = ConnCodec::new(&node, self.id, &hello.node, hello.run, self.outbox.clone());
         let _ = self.inbound.codec.set(Arc::new(codec));
+        let dialer = if self.dialed_by_me { node.id.clone() } else { hello.node.clone() };
+        if dialer == node.id.as_str().min(hello.node.as_str()) {
+            // Dialed by the lower id: no crossed dial replaces it.
+            self.settle = Settle::settled();
+        }
         let conn = PeerConn {
             id: self.id,
             outbox: self.outbox.clone(),
             system: self.system.clone(),
-            dialer: if self.dialed_by_me { node.id.clone() } else { hello.node.clone() },
+            dialer,
             run: hello.run,
             registered_at: tokio::time::Instant::now(),
+            settle: self.settle.clone(),
         };
         if node.connection_up(&hello.node, conn) {
             tracing::info!(node = %node.id, peer = %hello.node, addr = %self.remote_addr, "connected");
@@ -272,6 +285,24 @@ impl Driver {
         // connection, or the one that won the crossed-dial rule).
         if let Some(tx) = self.connected.take() {
             let _ = tx.send((hello.node, hello.run));
+        }
+    }
+
+    /// The peer says whether this connection stays: heeded only from the
+    /// node with the lower id on a connection this node dialed (no other
+    /// connection waits to hear it).
+    fn on_settle(&mut self, payload: &[u8]) {
+        let Some((peer, _)) = &self.peer else { return };
+        if !(self.dialed_by_me && peer.as_str() < self.node.id.as_str()) {
+            tracing::debug!(node = %self.node.id, %peer, "settle message on a connection it does not concern; ignored");
+            return;
+        }
+        match crate::codec::decode::<bool>(payload) {
+            Ok(stays) => {
+                self.settle.set(stays);
+                self.node.peers.touch();
+            }
+            Err(_) => tracing::warn!(node = %self.node.id, %peer, "malformed settle message; ignored"),
         }
     }
 
