@@ -370,8 +370,10 @@ impl Node {
 
     /// Lets every attached service say goodbye (the cluster leaves, so
     /// members report the departure at once), closes every connection (peers
-    /// see an orderly close), stops accepting new ones and frees the listen
-    /// address, and shuts the actor system down.
+    /// see an orderly close, behind what was queued for them before the
+    /// shutdown began, as far as each connection's outbound limit allows),
+    /// stops accepting new ones and frees the listen address, and shuts the
+    /// actor system down.
     pub async fn shutdown(&self) {
         for service in &self.inner.services {
             service.leave().await;

@@ -152,3 +152,55 @@ async fn an_ask_waits_for_a_slow_crossed_dial_instead_of_failing() {
         node.shutdown().await;
     }
 }
+
+/// Counts the bumps it gets.
+struct Tally(Arc<std::sync::atomic::AtomicUsize>);
+impl Actor for Tally {}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Bump;
+impl actor_core::Message for Bump {
+    type Reply = ();
+    fn wire() -> Option<actor_core::Wire<Self>> {
+        Some(crate::codec::wire("test.Bump"))
+    }
+}
+impl actor_core::Handler<Bump> for Tally {
+    async fn handle(&mut self, _: Bump, _ctx: &mut actor_core::Context<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+impl RemoteActor for Tally {
+    fn remote_messages(m: &mut RemoteMessages<Self>) {
+        m.add::<Bump>();
+    }
+}
+
+/// What a node queued for a peer before it began to shut down still goes
+/// out: its connections close behind it (a cluster member's leave notice is
+/// sent just this way, right before the shutdown).
+#[tokio::test(start_paused = true)]
+async fn a_tell_queued_before_shutdown_reaches_the_peer() {
+    let net = MemoryNetwork::new();
+    let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+    b.spawn_named("tally", Tally(got.clone())).unwrap();
+    for round in 1..=20 {
+        let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+        a.dial("b").await.unwrap();
+        a.wait_for_peer("b").await.unwrap();
+        let tally: ActorRef<Tally> = a.lookup("tally").await.unwrap();
+        tally.tell(Bump).await.unwrap();
+        a.shutdown().await;
+        let arrived = async {
+            while got.load(std::sync::atomic::Ordering::SeqCst) < round {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), arrived).await.is_ok(),
+            "round {round}: the tell was lost"
+        );
+    }
+    b.shutdown().await;
+}

@@ -366,7 +366,16 @@ impl Driver {
                 }
                 self.session.handle_timeout(now());
             }
-            Woke::Shutdown => self.session.close(now(), CloseCode::Normal, "node shutting down"),
+            Woke::Shutdown => {
+                // What was queued before the node began to stop goes out
+                // first, as far as the session has room (a member's leave
+                // notice, sent just before, is among it).
+                if self.batch.is_done() {
+                    self.outbox.take(&mut self.batch);
+                }
+                outbound::feed(&mut self.session, &mut self.batch, now(), &mut self.pending);
+                self.session.close(now(), CloseCode::Normal, "node shutting down");
+            }
         }
     }
 
