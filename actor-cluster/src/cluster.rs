@@ -175,9 +175,19 @@ async fn keep_connected(
     seed: String,
     every: Duration,
 ) {
+    // The node last joined through: reconnected meanwhile (by id, through
+    // gossip), it is not dialed again (a second connection would replace
+    // that one, failing what is in flight on it).
+    let mut joined: Option<String> = None;
     while !node.is_shutting_down() {
         if shared.upgrade().is_none_or(|s| s.is_downed()) {
             return;
+        }
+        if let Some(peer) = &joined
+            && node.connected().iter().any(|p| p.node == *peer)
+        {
+            node.disconnected(peer).await;
+            continue;
         }
         let addrs = node.resolve(&seed).await;
         let Some(listening) = node.node().map(|n| n.addr().to_owned()) else { return };
@@ -218,6 +228,7 @@ async fn keep_connected(
             // Connected (through this connection, or another one that won
             // a crossed dial): wait for the peer to be gone.
             node.disconnected(&peer.node).await;
+            joined = Some(peer.node);
         }
         if node.is_shutting_down() {
             return;

@@ -243,6 +243,7 @@ async fn run(mut u: Unstructured<'_>) {
             "footlight.Gossip",
             "footlight.Leaving",
             "footlight.Registry",
+            "footlight.Settle",
             "fz.Nope",
         ]
         .map(String::from)

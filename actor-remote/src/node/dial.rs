@@ -1,6 +1,6 @@
 //! Dialing: connections this node opens, one attempt per peer at a time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,8 @@ pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// only (whose node is known once their handshake is done).
 #[derive(Default)]
 pub(crate) struct Dialing {
-    ids: Mutex<HashSet<String>>,
+    /// Dials by id under way: the address each dials.
+    ids: Mutex<HashMap<String, String>>,
     /// Dials by address under way, per address.
     addrs: Mutex<HashMap<String, usize>>,
 }
@@ -31,12 +32,22 @@ impl Dialing {
     /// still be replaced by that dial (crossed dials, or two of this
     /// node's).
     pub(crate) fn may_reach(&self, id: &str) -> bool {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
     }
 
-    /// Claims the dial of `id`; false if one is under way.
-    fn start(&self, id: &str) -> bool {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned())
+    /// The node a dial by id to `addr` under way is dialing, if any.
+    fn id_dialed_at(&self, addr: &str) -> Option<String> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(_, a)| *a == addr).map(|(id, _)| id.clone())
+    }
+
+    /// Claims the dial of `id` at `addr`; false if one is under way.
+    fn start(&self, id: &str, addr: &str) -> bool {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.contains_key(id) {
+            return false;
+        }
+        ids.insert(id.to_owned(), addr.to_owned());
+        true
     }
 
     fn done(&self, id: &str) {
@@ -52,7 +63,7 @@ pub(crate) fn ensure(node: &Arc<NodeInner>, id: &str, addr: &str) {
     }
     // A dial by address to the same address (a seed) reaches the node too:
     // a second dial would replace its connection, failing what is in flight.
-    if node.peers.is_connected(id) || node.dialing.addr_under_way(addr) || !node.dialing.start(id) {
+    if node.peers.is_connected(id) || node.dialing.addr_under_way(addr) || !node.dialing.start(id, addr) {
         return;
     }
     // Checked again now that the dial is claimed: a connection the peer
@@ -84,8 +95,12 @@ pub(crate) fn ensure(node: &Arc<NodeInner>, id: &str, addr: &str) {
         };
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
-        // Done dialing once the handshake is over (or failed).
-        let _ = tokio::time::timeout(DIAL_TIMEOUT, rx).await;
+        // Done dialing once the handshake is over (or failed); a handshake
+        // still not done by then is given up, so that it cannot complete
+        // later and replace a connection said to stay.
+        if tokio::time::timeout(DIAL_TIMEOUT, rx).await.is_err() {
+            task.abort();
+        }
         node.dialing.done(&id);
         node.settle_dialed_by_peers();
         let _ = task.await;
@@ -94,6 +109,22 @@ pub(crate) fn ensure(node: &Arc<NodeInner>, id: &str, addr: &str) {
 
 /// Dials `addr` once and returns the peer run its handshake named.
 pub(crate) async fn once(node: &Arc<NodeInner>, addr: &str) -> Result<PeerRun, NodeError> {
+    // A dial by id to this address is under way: its connection is the one
+    // wanted (a second would replace it, failing what is in flight on it).
+    if let Some(id) = node.dialing.id_dialed_at(addr) {
+        let mut changed = node.peers.subscribe();
+        let ended = async {
+            while node.dialing.may_reach(&id) {
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(2 * DIAL_TIMEOUT, ended).await;
+        if let Some(conn) = node.peers.any_run(&id).filter(|_| node.peers.is_connected(&id)) {
+            return Ok(PeerRun { node: id, run: conn.run });
+        }
+    }
     let _under_way = ByAddr::start(node, addr);
     let conn = node.transport.connect(addr).await?;
     let (tx, rx) = oneshot::channel();

@@ -43,8 +43,8 @@ impl Route {
     }
 
     /// Before a request goes out: if the connection used so far may still be
-    /// replaced by a crossed dial (dialed by this node, the higher id, and
-    /// not yet confirmed by the peer), waits until it has settled or been replaced,
+    /// replaced by a crossed dial or a dial of this node's (see
+    /// [`Node::wait_for_peer`](super::Node::wait_for_peer)), waits until it has settled or been replaced,
     /// and uses what stands then. A request on a connection that a crossed
     /// dial then closes would fail with `NodeDown` though the node is up.
     async fn settle(&self) {

@@ -276,10 +276,12 @@ impl Node {
     /// Waits (up to 10 s) until `peer` is connected.
     ///
     /// Returns once the connection is settled: dialed by the node with the
-    /// lower id (which no crossed dial can replace), or dialed by this node,
-    /// 300 ms old and confirmed by the peer (it has no dial of its own to
-    /// this node under way), however long a crossed dial takes; and no dial
-    /// of this node's to the peer is under way. Messages sent through a
+    /// lower id (which no crossed dial can replace), or dialed by the node
+    /// with the higher id, 300 ms old and, seen from the higher id,
+    /// confirmed by the peer (no dial of its own to this node under way;
+    /// after 2 s without word, or 11 s after it said its dial is under way,
+    /// it counts as settled anyway); and no dial of this node's to the peer
+    /// by id is under way. Messages sent through a
     /// connection that is then replaced may be lost (at-most-once).
     pub async fn wait_for_peer(&self, peer: &str) -> Result<(), NodeError> {
         let settled = self.inner.peers.settled(&self.inner.id, peer, &self.inner.dialing);
@@ -436,8 +438,7 @@ impl NodeInner {
             // After the insert: a dial claimed from now on sees the
             // connection and does not start (see `dial::ensure`).
             let stays = !self.dialing.may_reach(peer);
-            if stays {
-                settle.set(true);
+            if stays && settle.set(true) {
                 self.peers.touch();
             }
             say_settle(&system, stays);
@@ -534,7 +535,7 @@ impl NodeInner {
     pub(crate) fn settle_dialed_by_peers(&self) {
         for (peer, conn) in self.peers.unsettled_dialed_by_peers(&self.id) {
             if !self.dialing.may_reach(&peer) {
-                conn.settle.set(true);
+                let _ = conn.settle.set(true);
                 say_settle(&conn.system, true);
             }
         }

@@ -35,8 +35,8 @@ pub(crate) const SETTLE_MAX: Duration = Duration::from_secs(2 * super::dial::DIA
 ///
 /// Only a connection dialed by the node with the higher id can: the other
 /// node (the lower id) may be dialing too, and its dial wins. That node
-/// says which it is over the connection: settled (no dial of its own
-/// under way, and none will start while this connection lives), or its
+/// says which it is over the connection: settled (no dial of its own by id
+/// under way, and none by id starts while this connection lives), or its
 /// dial is under way (settled follows if the dial does not replace it).
 #[derive(Clone, Default)]
 pub(crate) struct Settle(Arc<AtomicU8>);
@@ -56,12 +56,12 @@ impl Settle {
     }
 
     /// Records what the peer (or this node, the lower id) said: settled, or
-    /// a dial under way. Settled is final.
-    pub(crate) fn set(&self, settled: bool) {
+    /// a dial under way. Settled is final. True if that changed anything.
+    pub(crate) fn set(&self, settled: bool) -> bool {
         if settled {
-            self.0.store(SETTLED, Ordering::Release);
+            self.0.swap(SETTLED, Ordering::AcqRel) != SETTLED
         } else {
-            let _ = self.0.compare_exchange(UNHEARD, PEER_DIALING, Ordering::AcqRel, Ordering::Acquire);
+            self.0.compare_exchange(UNHEARD, PEER_DIALING, Ordering::AcqRel, Ordering::Acquire).is_ok()
         }
     }
 
@@ -309,6 +309,11 @@ impl Peers {
                 res = changed.changed() => if res.is_err() { return Some(conn) },
             }
         }
+    }
+
+    /// Changes of the table (and of connections' [`Settle`]).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Wakes the waits for a settled connection: one's [`Settle`] changed.

@@ -21,9 +21,9 @@ pub(crate) const STOP: &str = "footlight.Stop";
 pub(crate) const LOOKUP: &str = "footlight.Lookup";
 /// Wire name of what the node with the lower id says about a connection
 /// the other node dialed (payload: a bool): `true`, it stays (no dial of
-/// the sender's to this node is under way, and none starts while it
-/// lives); `false`, the sender's own dial is under way and may replace it
-/// (`true` follows if it does not).
+/// the sender's to this node by id is under way, and none by id starts
+/// while it lives); `false`, the sender's own dial is under way and may
+/// replace it (`true` follows if it does not).
 pub(crate) const SETTLE: &str = "footlight.Settle";
 /// How long a lookup waits for a peer's answer.
 pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);

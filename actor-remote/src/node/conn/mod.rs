@@ -298,9 +298,11 @@ impl Driver {
             return;
         }
         match crate::codec::decode::<bool>(payload) {
+            // Waiters wake only on a change: repeats cost nothing.
             Ok(stays) => {
-                self.settle.set(stays);
-                self.node.peers.touch();
+                if self.settle.set(stays) {
+                    self.node.peers.touch();
+                }
             }
             Err(_) => tracing::warn!(node = %self.node.id, %peer, "malformed settle message; ignored"),
         }
@@ -370,10 +372,11 @@ impl Driver {
                 // What was queued before the node began to stop goes out
                 // first, as far as the session has room (a member's leave
                 // notice, sent just before, is among it).
+                outbound::feed(&mut self.session, &mut self.batch, now(), &mut self.pending);
                 if self.batch.is_done() {
                     self.outbox.take(&mut self.batch);
+                    outbound::feed(&mut self.session, &mut self.batch, now(), &mut self.pending);
                 }
-                outbound::feed(&mut self.session, &mut self.batch, now(), &mut self.pending);
                 self.session.close(now(), CloseCode::Normal, "node shutting down");
             }
         }
