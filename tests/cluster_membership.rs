@@ -155,6 +155,33 @@ async fn a_clean_leave_is_seen_at_once_as_left() {
     nodes[1].shutdown().await;
 }
 
+/// The same on the real clock with two workers, twenty times over: the
+/// leave notice must never be lost (the survivor would report the leaver
+/// unreachable, then down, after the detection budget, instead of left at
+/// once). It was, in about 1 leave in 20 under load, while the leaver's
+/// connections closed ahead of their queues. Since that fix about 1 leave
+/// in 1,400 still loses its notice (cause not found yet), so this
+/// reproduction is run by hand (`cargo test --test cluster_membership --
+/// --ignored`), in a loop, rather than in the suite, where it would fail
+/// about once in 70 runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a known rare loss of the leave notice (about 1 leave in 1,400); run by hand"]
+async fn a_clean_leave_is_always_seen_as_left_on_the_real_clock() {
+    for round in 0..20 {
+        let net = MemoryNetwork::new();
+        let a = start(&net, "a", &[]).await;
+        let b = start(&net, "b", &["a"]).await;
+        for node in [&a, &b] {
+            converge(node, &set(&["a", "b"]), Duration::from_secs(10)).await;
+        }
+        let mut at_b = b.subscribe();
+        a.shutdown().await;
+        let event = next_event(&mut at_b, BUDGET + BUDGET, |e| !matches!(e, ClusterEvent::MemberUp(_))).await;
+        assert!(matches!(&event, ClusterEvent::MemberLeft(m) if m.id == "a"), "round {round}: {event:?}");
+        b.shutdown().await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_silent_node_is_declared_down_within_the_budget_by_every_survivor() {
     let net = MemoryNetwork::new();
