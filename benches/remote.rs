@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo bench --bench remote` (add `-- --quick` for a tenth of the work,
 //! `-- --only rtt` or `-- --only oneway` for one part, `-- --tells N` to set
-//! the one-way count).
+//! the one-way count, `-- --outside` to drive the load from the main thread
+//! instead of a task on a worker).
 //!
 //! The benchmark re-executes itself as the server process.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -155,7 +156,7 @@ fn main() {
         tells = n.parse().expect("--tells takes a count");
     }
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
-    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let run = move |part: &str| only.as_deref().is_none_or(|o| o == part);
 
     let ca = DevCa::generate("footlight").unwrap();
     let dir = std::env::temp_dir().join(format!("footlight-bench-{}", std::process::id()));
@@ -178,7 +179,12 @@ fn main() {
     let mut addrs = line.split_whitespace().map(str::to_owned);
     let (node_addr, raw_addr) = (addrs.next().unwrap(), addrs.next().unwrap());
 
-    runtime().block_on(async move {
+    // The load is driven from a task on a worker, where actor code runs;
+    // `--outside` drives it from the main thread through `block_on`, outside
+    // the two workers (every wake-up of the driver then crosses threads, for
+    // both sides alike).
+    let outside = args.iter().any(|a| a == "--outside");
+    let client = async move {
         let node = Cluster::builder(
             Node::builder("client").transport(Quic::new(tls_from_dir(&dir, "client"))).listen("127.0.0.1:0"),
         )
@@ -191,7 +197,10 @@ fn main() {
         let raw = Quic::new(tls_from_dir(&dir, "client"));
         let mut conn = raw.connect(&raw_addr).await.unwrap();
 
-        println!("footlight remote benchmarks: two processes, QUIC + mutual TLS on 127.0.0.1, 2 workers each\n");
+        let place = if outside { "driven from the main thread (--outside)" } else { "driven from a task on a worker" };
+        println!(
+            "footlight remote benchmarks: two processes, QUIC + mutual TLS on 127.0.0.1, 2 workers each, {place}\n"
+        );
         println!("{:<40} {:>14} {:>14} {:>8}", "scenario", "footlight", "bare stream", "ratio");
 
         // Round trips, interleaved in chunks so both see the same noise.
@@ -265,7 +274,13 @@ fn main() {
         }
         node.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
-    });
+    };
+    let rt = runtime();
+    if outside {
+        rt.block_on(client);
+    } else {
+        rt.block_on(async move { tokio::spawn(client).await.expect("benchmark driver") });
+    }
     drop(child.stdin.take());
     let _ = child.wait();
 }

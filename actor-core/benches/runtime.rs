@@ -3,10 +3,13 @@
 //! replies), on a 2-worker multi-thread runtime.
 //!
 //! Run: `cargo bench -p actor-core --bench runtime` (add `-- --quick` for a
-//! tenth of the work, `-- --only NAME` for one scenario, `-- --on-worker` to
-//! drive from a worker task instead of the main thread). Each scenario checks its own count and prints the
-//! Footlight figure, the raw figure and their ratio. Figures are the best of
-//! three rounds, which tames noise on a shared machine.
+//! tenth of the work, `-- --only NAME` for one scenario, `-- --processes N`
+//! for the number of fresh processes, `-- --outside` to drive the load from
+//! the main thread instead of a worker task, which flatters the ratio). The
+//! load is driven from a task on a worker, as actor code runs, with the I/O
+//! driver on. Each scenario checks its own count; each process measures
+//! once, and the table gives the medians over the processes, with the range
+//! of the ratio across them.
 #![allow(clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -182,7 +185,7 @@ async fn raw_tell_throughput(n: u64) -> f64 {
 /// Sequential asks, Footlight and raw interleaved in chunks of 5,000 so both
 /// see the same machine noise. Returns ((mean, p99) ours, (mean, p99) raw) in
 /// microseconds.
-async fn ask_latency(system: &ActorSystem, n: usize) -> ((f64, f64), (f64, f64)) {
+async fn ask_latency(system: &ActorSystem, n: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
     const CHUNK: usize = 5_000;
     let counter = system.spawn(Counter(7));
     let raw = raw_counter();
@@ -209,11 +212,12 @@ async fn ask_latency(system: &ActorSystem, n: usize) -> ((f64, f64), (f64, f64))
     (summarize(ours), summarize(theirs))
 }
 
-fn summarize(mut samples: Vec<Duration>) -> (f64, f64) {
+/// Mean, p50 and p99, in microseconds.
+fn summarize(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort_unstable();
     let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64;
-    let p99 = samples[(samples.len() * 99 / 100).min(samples.len() - 1)].as_secs_f64();
-    (mean * 1e6, p99 * 1e6)
+    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)].as_secs_f64() * 1e6;
+    (mean * 1e6, at(50), at(99))
 }
 
 fn rss_bytes() -> u64 {
@@ -421,23 +425,75 @@ async fn raw_fan_in(senders: u64, each: u64) -> f64 {
 
 // ---------------------------------------------------------------- driver
 
-fn best<T: Copy>(rounds: &[T], better: impl Fn(T, T) -> bool) -> T {
-    let mut best = rounds[0];
-    for r in &rounds[1..] {
-        if better(*r, best) {
-            best = *r;
-        }
+/// One scenario's figure: Footlight's and the baseline's (NaN: none).
+struct Figure {
+    label: &'static str,
+    unit: &'static str,
+    ours: f64,
+    raw: f64,
+}
+
+/// What one process measured, a round of each scenario.
+async fn measure(scale: &Scale, run: impl Fn(&str) -> bool) -> Vec<Figure> {
+    let system = ActorSystem::new("bench");
+    let mut out = Vec::new();
+    let mut fig = |label, unit, ours, raw| out.push(Figure { label, unit, ours, raw });
+    if run("tell") {
+        let raw = raw_tell_throughput(scale.tells).await;
+        let ours = tell_throughput(&system, scale.tells, Mailbox::default()).await;
+        let unbounded = tell_throughput(&system, scale.tells, Mailbox::unbounded()).await;
+        fig("tell (bounded 1024 mailbox)", "M/s", ours / 1e6, raw / 1e6);
+        fig("tell (unbounded mailbox)", "M/s", unbounded / 1e6, raw / 1e6);
     }
-    best
+    if run("ask") {
+        let ((om, o50, op), (rm, r50, rp)) = ask_latency(&system, scale.asks).await;
+        fig("ask mean latency", "us", om, rm);
+        fig("ask p50 latency", "us", o50, r50);
+        fig("ask p99 latency", "us", op, rp);
+    }
+    if run("spawn") {
+        // Footlight first: it sees a fresh heap, so its RSS growth is not
+        // hidden by pages the baseline freed.
+        let ours = spawn_cycle(&system, scale.spawns).await;
+        let raw = raw_spawn_cycle(scale.spawns).await;
+        fig("spawn + stop + wait", "k/s", ours.0 / 1e3, raw.0 / 1e3);
+        fig("heap per idle actor", "B", ours.1, raw.1);
+        fig("RSS per idle actor", "B", ours.2, f64::NAN);
+    }
+    if run("children") {
+        let plain = children_cycle(&system, scale.spawns, false).await;
+        let sup = children_cycle(&system, scale.spawns, true).await;
+        fig("start_child (vs spawn), awaited", "k/s", sup.0 / 1e3, plain.0 / 1e3);
+        fig("heap per child (vs spawn)", "B", sup.1, plain.1);
+    }
+    if run("ring") {
+        let raw = raw_ring(scale.ring, scale.hops).await;
+        let ours = ring(&system, scale.ring, scale.hops).await;
+        fig("ring (1000 actors, hops)", "M/s", ours / 1e6, raw / 1e6);
+    }
+    if run("fan-in") {
+        let raw = raw_fan_in(scale.fan_senders, scale.fan_each).await;
+        let ours = fan_in(&system, scale.fan_senders, scale.fan_each).await;
+        fig("fan-in (4 senders)", "M/s", ours / 1e6, raw / 1e6);
+    }
+    system.shutdown().await;
+    out
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     // `--only NAME` runs one scenario: tell, ask, spawn, children, ring or fan-in.
-    let args: Vec<String> = std::env::args().collect();
-    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let only = value("--only");
     let run = move |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let div = if quick { 10 } else { 1 };
+    let div = if flag("--quick") { 10 } else { 1 };
     let scale = Scale {
         tells: 2_000_000 / div,
         asks: 200_000 / div as usize,
@@ -447,120 +503,65 @@ fn main() {
         fan_senders: 4,
         fan_each: 500_000 / div,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    // By default the driver (the code sending the tells and asks) runs on the
-    // main thread through `block_on`, outside the two workers, as the peer
-    // figures were measured. `--on-worker` runs it as a task on a worker
-    // instead, like code inside an actor system; both sides get the same.
-    let on_worker = args.iter().any(|a| a == "--on-worker");
-    let driver = async move {
-        let system = ActorSystem::new("bench");
-        let rounds = 3;
-        let place = if on_worker { "on a worker" } else { "on the main thread" };
-        println!("footlight local runtime benchmarks (2 worker threads, driver {place}, best of {rounds} rounds)\n");
-        println!("{:<34} {:>16} {:>16} {:>8}", "scenario", "footlight", "raw tokio", "ratio");
-
-        if run("tell") {
-            let mut ours = Vec::new();
-            let mut unbounded = Vec::new();
-            let mut raw = Vec::new();
-            for _ in 0..rounds {
-                raw.push(raw_tell_throughput(scale.tells).await);
-                ours.push(tell_throughput(&system, scale.tells, Mailbox::default()).await);
-                unbounded.push(tell_throughput(&system, scale.tells, Mailbox::unbounded()).await);
-            }
-            let (o, u, r) = (best(&ours, |a, b| a > b), best(&unbounded, |a, b| a > b), best(&raw, |a, b| a > b));
-            println!(
-                "{:<34} {:>12.2} M/s {:>12.2} M/s {:>7.2}x",
-                "tell (bounded 1024 mailbox)",
-                o / 1e6,
-                r / 1e6,
-                o / r
-            );
-            println!("{:<34} {:>12.2} M/s {:>12.2} M/s {:>7.2}x", "tell (unbounded mailbox)", u / 1e6, r / 1e6, u / r);
+    // The driver (the code sending the tells and asks) runs as a task on a
+    // worker, where actor code runs. `--outside` runs it on the main thread
+    // through `block_on` instead, outside the two workers, where every
+    // operation of the baseline pays a cross-thread wake-up: it flatters
+    // the ratio, and is shown only labelled as such.
+    let outside = flag("--outside");
+    if flag("--child") {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let figures = if outside {
+            rt.block_on(measure(&scale, run))
+        } else {
+            rt.block_on(async move { tokio::spawn(async move { measure(&scale, run).await }).await.expect("driver") })
+        };
+        for f in figures {
+            println!("FIGURE\t{}\t{}\t{}\t{}", f.label, f.unit, f.ours, f.raw);
         }
-
-        if run("ask") {
-            let ((om, op), (rm, rp)) = ask_latency(&system, scale.asks).await;
-            println!("{:<34} {:>13.2} us {:>13.2} us {:>7.2}x", "ask mean latency", om, rm, om / rm);
-            println!("{:<34} {:>13.2} us {:>13.2} us {:>7.2}x", "ask p99 latency", op, rp, op / rp);
-        }
-
-        if run("spawn") {
-            let (mut ours, mut raw) = (Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                // Footlight first: its first round sees a fresh heap, so its
-                // RSS growth is not hidden by pages the baseline freed.
-                ours.push(spawn_cycle(&system, scale.spawns).await);
-                raw.push(raw_spawn_cycle(scale.spawns).await);
-            }
-            let orate = best(&ours, |a, b| a.0 > b.0).0;
-            let rrate = best(&raw, |a, b| a.0 > b.0).0;
-            println!(
-                "{:<34} {:>12.0} k/s {:>12.0} k/s {:>7.2}x",
-                "spawn + stop + wait",
-                orate / 1e3,
-                rrate / 1e3,
-                orate / rrate
-            );
-            println!(
-                "{:<34} {:>14.0} B {:>14.0} B {:>7.2}x",
-                "heap per idle actor",
-                ours[0].1,
-                raw[0].1,
-                ours[0].1 / raw[0].1.max(1.0)
-            );
-            println!("{:<34} {:>14.0} B {:>16} {:>8}", "RSS per idle actor (first round)", ours[0].2, "-", "-");
-        }
-
-        if run("children") {
-            let (mut sup, mut plain) = (Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                plain.push(children_cycle(&system, scale.spawns, false).await);
-                sup.push(children_cycle(&system, scale.spawns, true).await);
-            }
-            let (s, p) = (best(&sup, |a, b| a.0 > b.0), best(&plain, |a, b| a.0 > b.0));
-            println!(
-                "{:<34} {:>12.0} k/s {:>12.0} k/s {:>7.2}x",
-                "start_child (vs spawn), awaited",
-                s.0 / 1e3,
-                p.0 / 1e3,
-                s.0 / p.0
-            );
-            println!(
-                "{:<34} {:>14.0} B {:>14.0} B {:>7.2}x",
-                "heap per child (vs spawn)",
-                s.1,
-                p.1,
-                s.1 / p.1.max(1.0)
-            );
-        }
-
-        if run("ring") {
-            let (mut ours, mut raw) = (Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                raw.push(raw_ring(scale.ring, scale.hops).await);
-                ours.push(ring(&system, scale.ring, scale.hops).await);
-            }
-            let (o, r) = (best(&ours, |a, b| a > b), best(&raw, |a, b| a > b));
-            println!("{:<34} {:>12.2} M/s {:>12.2} M/s {:>7.2}x", "ring (1000 actors, hops)", o / 1e6, r / 1e6, o / r);
-        }
-
-        if run("fan-in") {
-            let (mut ours, mut raw) = (Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                raw.push(raw_fan_in(scale.fan_senders, scale.fan_each).await);
-                ours.push(fan_in(&system, scale.fan_senders, scale.fan_each).await);
-            }
-            let (o, r) = (best(&ours, |a, b| a > b), best(&raw, |a, b| a > b));
-            println!("{:<34} {:>12.2} M/s {:>12.2} M/s {:>7.2}x", "fan-in (4 senders)", o / 1e6, r / 1e6, o / r);
-        }
-
-        system.shutdown().await;
-    };
-    if on_worker {
-        rt.block_on(async move { tokio::spawn(driver).await.expect("benchmark driver") });
+        return;
+    }
+    // Each process measures once; the figures are the medians over fresh
+    // processes (`--processes N`, default 3), so that one process's heap,
+    // scheduling or luck does not decide them.
+    let processes: usize = value("--processes").and_then(|n| n.parse().ok()).unwrap_or(3).max(1);
+    let place = if outside {
+        "driven from the main thread (--outside: flatters the ratio)"
     } else {
-        rt.block_on(driver);
+        "driven from a task on a worker"
+    };
+    println!(
+        "footlight local runtime benchmarks: 2 worker threads, I/O driver on, {place}; median of {processes} fresh processes (ratio range across them)\n"
+    );
+    let exe = std::env::current_exe().expect("own path");
+    let mut runs: Vec<Vec<(String, String, f64, f64)>> = Vec::new();
+    for _ in 0..processes {
+        let mut child_args: Vec<String> = args.iter().filter(|a| *a != "--bench").cloned().collect();
+        child_args.push("--child".into());
+        let out = std::process::Command::new(&exe).args(&child_args).output().expect("run a measuring process");
+        assert!(out.status.success(), "a measuring process failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        runs.push(
+            text.lines()
+                .filter_map(|l| {
+                    let mut p = l.strip_prefix("FIGURE\t")?.split('\t');
+                    let (label, unit) = (p.next()?.to_owned(), p.next()?.to_owned());
+                    Some((label, unit, p.next()?.parse().ok()?, p.next()?.parse().ok()?))
+                })
+                .collect(),
+        );
+    }
+    println!("{:<34} {:>14} {:>14} {:>8} {:>15}", "scenario", "footlight", "raw tokio", "ratio", "ratio range");
+    for (i, (label, unit, _, _)) in runs[0].iter().enumerate() {
+        let mut ours: Vec<f64> = runs.iter().map(|r| r[i].2).collect();
+        let mut raw: Vec<f64> = runs.iter().map(|r| r[i].3).collect();
+        let mut ratios: Vec<f64> = runs.iter().map(|r| r[i].2 / r[i].3).collect();
+        let (o, r, q) = (median(&mut ours), median(&mut raw), median(&mut ratios));
+        if r.is_nan() {
+            println!("{label:<34} {:>10.2} {unit:<3} {:>14} {:>8} {:>15}", o, "-", "-", "-");
+        } else {
+            let range = format!("{:.2}-{:.2}", ratios[0], ratios[ratios.len() - 1]);
+            println!("{label:<34} {:>10.2} {unit:<3} {:>10.2} {unit:<3} {:>7.2}x {range:>15}", o, r, q);
+        }
     }
 }
