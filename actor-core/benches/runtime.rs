@@ -182,6 +182,33 @@ async fn raw_tell_throughput(n: u64) -> f64 {
     n as f64 / secs
 }
 
+/// The raw baseline for a bounded mailbox: `mpsc::channel(1024)`, the
+/// sender waiting for room as a bounded mailbox's sender does.
+async fn raw_bounded_tell_throughput(n: u64) -> f64 {
+    let (tx, mut rx) = mpsc::channel::<RawMsg>(1024);
+    tokio::spawn(async move {
+        let mut count = 0u64;
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                RawMsg::Inc => count += 1,
+                RawMsg::Get(reply) => {
+                    let _ = reply.send(count);
+                }
+            }
+        }
+    });
+    let start = Instant::now();
+    for _ in 0..n {
+        tx.send(RawMsg::Inc).await.expect("alive");
+    }
+    let (reply, got) = oneshot::channel();
+    tx.send(RawMsg::Get(reply)).await.expect("alive");
+    let got = got.await.expect("raw reply");
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(got, n, "raw bounded tell count");
+    n as f64 / secs
+}
+
 /// Sequential asks, Footlight and raw interleaved in chunks of 5,000 so both
 /// see the same machine noise. Returns ((mean, p99) ours, (mean, p99) raw) in
 /// microseconds.
@@ -440,9 +467,11 @@ async fn measure(scale: &Scale, run: impl Fn(&str) -> bool) -> Vec<Figure> {
     let mut fig = |label, unit, ours, raw| out.push(Figure { label, unit, ours, raw });
     if run("tell") {
         let raw = raw_tell_throughput(scale.tells).await;
+        let raw_bounded = raw_bounded_tell_throughput(scale.tells).await;
         let ours = tell_throughput(&system, scale.tells, Mailbox::default()).await;
         let unbounded = tell_throughput(&system, scale.tells, Mailbox::unbounded()).await;
         fig("tell (bounded 1024 mailbox)", "M/s", ours / 1e6, raw / 1e6);
+        fig("  same, vs a bounded raw channel", "M/s", ours / 1e6, raw_bounded / 1e6);
         fig("tell (unbounded mailbox)", "M/s", unbounded / 1e6, raw / 1e6);
     }
     if run("ask") {
