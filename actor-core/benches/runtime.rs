@@ -9,7 +9,9 @@
 //! load is driven from a task on a worker, as actor code runs, with the I/O
 //! driver on. Each scenario checks its own count; each process measures
 //! once, and the table gives the medians over the processes, with the range
-//! of the ratio across them.
+//! of the ratio across them. `scripts/instructions.sh` counts instructions
+//! per ask and per tell (with `--ops`, under callgrind), which noise does not
+//! move.
 #![allow(clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -509,6 +511,43 @@ async fn measure(scale: &Scale, run: impl Fn(&str) -> bool) -> Vec<Figure> {
     out
 }
 
+/// `--ops WHAT N`: only `N` operations of one kind and nothing else, for
+/// counting instructions under `valgrind --tool=callgrind` (see
+/// `scripts/instructions.sh`, which subtracts two counts so that set-up
+/// cancels out): `ask`, `ask-raw`, `tell`, `tell-raw` (2 workers, driven from
+/// a task on a worker, as the headline figures).
+async fn ops(what: &str, n: u64) {
+    let system = ActorSystem::new("bench");
+    let counter = system.spawn(Counter(0));
+    let raw = raw_counter();
+    match what {
+        "ask" => {
+            for _ in 0..n {
+                black_box(counter.ask(Get).await.expect("reply"));
+            }
+        }
+        "ask-raw" => {
+            for _ in 0..n {
+                black_box(raw_get(&raw).await);
+            }
+        }
+        "tell" => {
+            for _ in 0..n {
+                counter.tell(Inc).await.expect("alive");
+            }
+            assert_eq!(counter.ask(Get).await.expect("count"), n);
+        }
+        "tell-raw" => {
+            for _ in 0..n {
+                raw.send(RawMsg::Inc).expect("alive");
+            }
+            assert_eq!(raw_get(&raw).await, n);
+        }
+        other => panic!("--ops takes ask, ask-raw, tell or tell-raw, not {other}"),
+    }
+    system.shutdown().await;
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
@@ -538,6 +577,17 @@ fn main() {
     // operation of the baseline pays a cross-thread wake-up: it flatters
     // the ratio, and is shown only labelled as such.
     let outside = flag("--outside");
+    if let Some(what) = value("--ops") {
+        let n: u64 = args
+            .iter()
+            .position(|a| *a == what)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async move { tokio::spawn(async move { ops(&what, n).await }).await.expect("driver") });
+        return;
+    }
     if flag("--child") {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let figures = if outside {

@@ -258,8 +258,15 @@ async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Re
             None => remote_tell(remote, msg).await,
         };
     }
-    if inner.cell.gate.acquire().await.is_err() {
-        return Err(SendError::Closed(msg));
+    // Room now (the common case): no waiting future is set up at all.
+    match inner.cell.gate.try_acquire() {
+        Ok(()) => {}
+        Err(Refusal::Closed) => return Err(SendError::Closed(msg)),
+        Err(Refusal::Full) => {
+            if inner.cell.gate.acquire().await.is_err() {
+                return Err(SendError::Closed(msg));
+            }
+        }
     }
     inner.enqueue(Box::new(mailbox::Tell(msg)));
     Ok(())

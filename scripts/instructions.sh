@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Instructions per operation, Footlight beside raw Tokio, counted by
+# callgrind: repeatable on a noisy machine, so a change's effect on the hot
+# paths shows without timing noise. Each figure is the difference between
+# two runs of N1 and N2 operations, divided by N2 - N1 (set-up cancels out).
+#
+#   scripts/instructions.sh            # ask and tell, 2,000 vs 12,000 operations
+#   N1=1000 N2=5000 scripts/instructions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
+N1=${N1:-2000}
+N2=${N2:-12000}
+cargo bench -q -p actor-core --bench runtime --no-run 2>/dev/null
+bin=$(ls -t target/release/deps/runtime-* | grep -v '\.d$' | head -1)
+count() { # what n -> total instructions
+  local out
+  out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --ops "$1" "$2" 2>&1)
+  echo "$out" | sed -n 's/.*Collected : \([0-9]*\).*/\1/p' | tail -1
+}
+per_op() { # what -> instructions per operation
+  local a b
+  a=$(count "$1" "$N1")
+  b=$(count "$1" "$N2")
+  echo $(( (b - a) / (N2 - N1) ))
+}
+printf '%-8s %14s %14s %8s\n' "op" "footlight" "raw tokio" "ratio"
+for op in ask tell; do
+  ours=$(per_op "$op")
+  raw=$(per_op "$op-raw")
+  printf '%-8s %10s ins %10s ins %7.2fx\n' "$op" "$ours" "$raw" "$(echo "$ours / $raw" | bc -l)"
+done
