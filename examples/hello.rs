@@ -33,7 +33,11 @@ impl Handler<Crash> for Counter {
 
 #[tokio::main]
 async fn main() -> Result<(), footlight::Error> {
+    // `RUST_LOG` chooses what is logged (default: info).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

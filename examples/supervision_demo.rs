@@ -239,10 +239,13 @@ async fn script() -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Warnings and errors only: panics and restarts, as the runtime logs them.
+    // Warnings and errors only by default: panics and restarts, as the
+    // runtime logs them (`RUST_LOG` chooses otherwise).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(false)
-        .with_max_level(tracing::Level::WARN)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .compact()

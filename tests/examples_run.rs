@@ -48,3 +48,45 @@ fn cluster_demo_completes_every_step() {
     assert!(out.contains("2400 / 2400 (none lost)"), "{out}");
     assert!(out.contains("all steps behaved as promised"), "{out}");
 }
+
+/// Runs `name` with `args` and `RUST_LOG`, stderr not a terminal; gives
+/// (stdout, stderr).
+fn run_logged(name: &str, args: &[&str], rust_log: &str) -> (String, String) {
+    let out = Command::new(example(name)).args(args).env("RUST_LOG", rust_log).output().expect("run example");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "{name} failed ({}):\n{stdout}\n{stderr}", out.status);
+    (stdout, stderr)
+}
+
+/// A node's logs for an operator: `--log-format json` writes one JSON
+/// object per line with a timestamp, level and message; the text format
+/// has no colour codes when stderr is not a terminal; `RUST_LOG` decides
+/// what is logged.
+#[test]
+fn a_nodes_logs_are_json_or_plain_text_and_follow_rust_log() {
+    let node = ["--node", "solo", "--jobs", "20", "--workers", "2"];
+    let (_, json) = run_logged("work_queue", &[&node[..], &["--log-format", "json"]].concat(), "info");
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines at info");
+    for line in &lines {
+        assert!(line.starts_with('{') && line.ends_with('}'), "not a JSON object: {line}");
+        for key in ["\"timestamp\":", "\"level\":", "\"fields\":"] {
+            assert!(line.contains(key), "{key} missing: {line}");
+        }
+    }
+    let (_, text) = run_logged("work_queue", &node, "info");
+    assert!(!text.is_empty(), "no log lines at info");
+    assert!(!text.contains('\u{1b}'), "colour codes in logs written to a pipe:\n{text}");
+    let (_, quiet) = run_logged("work_queue", &node, "off");
+    assert!(quiet.trim().is_empty(), "RUST_LOG=off still logged:\n{quiet}");
+}
+
+/// `hello` follows `RUST_LOG` too (it logged at its own fixed level before).
+#[test]
+fn hello_follows_rust_log() {
+    let (_, quiet) = run_logged("hello", &[], "off");
+    assert!(quiet.trim().is_empty(), "RUST_LOG=off still logged:\n{quiet}");
+    let (_, loud) = run_logged("hello", &[], "info");
+    assert!(!loud.trim().is_empty(), "nothing logged at info");
+}

@@ -62,8 +62,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
     let cli = Cli::parse();
+    common::init_logging(&cli.node);
     let node = common::start(&cli.node).await?;
     common::log_cluster_events(&node);
     let ledger = cli.ledger.clone().unwrap_or_else(|| app::default_ledger(&cli.node.cluster));

@@ -45,8 +45,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
     let cli = Cli::parse();
+    common::init_logging(&cli.node);
     let mut node = common::start(&cli.node).await?;
     common::log_cluster_events(&node);
     app::setup(&node)?;

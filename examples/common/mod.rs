@@ -47,6 +47,9 @@ pub struct NodeArgs {
     /// machine is kept (created on first use).
     #[arg(long)]
     pub dev_ca_dir: Option<PathBuf>,
+    /// How log events are written to stderr (`RUST_LOG` sets which).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// How a partition is decided: `keep-majority`, `keep-oldest`,
     /// `down-all`, `static-quorum=N`, or `off` (each side then carries on
     /// alone). Every node of a cluster must use the same.
@@ -83,15 +86,35 @@ fn parse_split_brain(text: &str) -> Result<SplitBrain, String> {
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default level (`warn`).
-pub fn init_logging() {
-    init_logging_default("warn");
+pub fn init_logging(args: &NodeArgs) {
+    init_logging_as("warn", args.log_format);
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default filter `default`.
+/// How log events are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event, with a timestamp; colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (for a log collector).
+    Json,
+}
+
+/// Logs to stderr as text; `RUST_LOG` overrides the default filter `default`.
 pub fn init_logging_default(default: &str) {
+    init_logging_as(default, LogFormat::Text);
+}
+
+/// Logs to stderr in `format`, with timestamps; `RUST_LOG` overrides the
+/// default filter `default`. Colours only when stderr is a terminal.
+pub fn init_logging_as(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Keeps the panics the examples provoke on purpose (their message holds

@@ -55,9 +55,9 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
     common::quiet_expected_panics("is poison");
     let cli = Cli::parse();
+    common::init_logging(&cli.node);
     let node = common::start(&cli.node).await?;
     common::log_cluster_events(&node);
     app::start_pool(&node, cli.workers);
