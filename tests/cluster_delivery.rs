@@ -242,3 +242,108 @@ async fn a_producer_started_again_with_its_id_is_followed_not_silenced() {
         node.shutdown().await;
     }
 }
+
+fn worker(node: &Cluster, log: &Log) {
+    let sink = node.system().spawn(Sink { node: node.id().to_owned(), log: log.clone(), gate: None });
+    node.reliable_worker::<u64>("jobs", sink.recipient(), 8).unwrap();
+}
+
+/// A work producer hands each message to one worker with room: every
+/// message handled once, the load spread over the workers, each message's
+/// key the same as the producer gave it. A worker that starts after the
+/// first sends (which wait for one) gets its share.
+#[tokio::test(start_paused = true)]
+async fn a_work_producer_spreads_messages_over_its_workers_each_handled_once() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let log = Log::default();
+    let producer = nodes[0].work_producer::<u64>("w1", "jobs").window(8).start().unwrap();
+    assert!(matches!(producer.try_send(0), Err(DeliveryError::WindowFull(0))), "no worker yet");
+    let first = {
+        let producer = producer.clone();
+        tokio::spawn(async move { producer.send(1).await.unwrap() })
+    };
+    worker(&nodes[1], &log);
+    assert_eq!(tokio::time::timeout(WAIT, first).await.unwrap().unwrap(), 1, "sent once a worker showed up");
+    worker(&nodes[2], &log);
+    worker(&nodes[0], &log);
+    eventually(WAIT, || async { producer.workers() == 3 }).await;
+    const N: u64 = 3_000;
+    for n in 2..=N {
+        assert_eq!(producer.send(n).await.unwrap(), n);
+    }
+    tokio::time::timeout(WAIT, producer.flush()).await.expect("everything acknowledged");
+    let got = log.lock().unwrap().clone();
+    assert_eq!(got.len() as u64, N, "each handled once");
+    let mut keys: Vec<u64> = got.iter().map(|(_, _, k, _)| *k).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, (1..=N).collect::<Vec<_>>());
+    for (_, producer_id, key, msg) in &got {
+        assert_eq!((producer_id.as_str(), key), ("w1", msg), "the key the producer gave");
+    }
+    for id in ["a", "b", "c"] {
+        let share = got.iter().filter(|(n, ..)| n == id).count();
+        assert!(share as u64 > N / 10, "{id} handled only {share}");
+    }
+    assert_eq!(producer.reassigned(), 0);
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A worker's node is lost mid-run: what it had not acknowledged goes to
+/// the other worker, nothing is lost, and a message handled twice keeps
+/// its key (at most the lost worker's window again).
+#[tokio::test(start_paused = true)]
+async fn a_lost_workers_messages_go_to_the_others_and_keep_their_keys() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["a", "b", "c"]).await;
+    let log = Log::default();
+    worker(&nodes[1], &log);
+    worker(&nodes[2], &log);
+    let producer = nodes[0].work_producer::<u64>("w1", "jobs").window(8).start().unwrap();
+    eventually(WAIT, || async { producer.workers() == 2 }).await;
+    const N: u64 = 3_000;
+    let mut events = nodes[0].subscribe();
+    let sending = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            for n in 1..=N {
+                producer.send(n).await.unwrap();
+                if n % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    eventually(WAIT, || async { log.lock().unwrap().len() > 500 }).await;
+    net.isolate("b");
+    let down = async {
+        loop {
+            if let Some(ClusterEvent::MemberDown(m)) = events.recv().await
+                && m.id == "b"
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, down).await.expect("b declared down");
+    sending.await.unwrap();
+    tokio::time::timeout(WAIT, producer.flush()).await.expect("everything acknowledged");
+    let got = log.lock().unwrap().clone();
+    let mut keys: Vec<u64> = got.iter().map(|(_, _, k, _)| *k).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys, (1..=N).collect::<Vec<_>>(), "every message handled at least once");
+    for (_, _, key, msg) in &got {
+        assert_eq!(key, msg, "a message keeps its key");
+    }
+    let duplicates = got.len() as u64 - N;
+    assert!(duplicates <= 8, "at most the lost worker's window again: {duplicates}");
+    assert!(producer.reassigned() > 0, "b's unacknowledged messages went to c");
+    assert!(got.iter().any(|(n, ..)| n == "b") && got.iter().any(|(n, ..)| n == "c"));
+    assert_eq!(producer.workers(), 1);
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}

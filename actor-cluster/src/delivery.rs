@@ -38,6 +38,13 @@
 //! handled; [`Producer::send`] waits while they are all in flight,
 //! [`Producer::try_send`] refuses with the message handed back.
 //!
+//! **Work pulling.** A [`WorkProducer`] ([`Cluster::work_producer`]) hands
+//! each message to one of the workers of a group ([`Cluster::reliable_worker`],
+//! on any nodes), the one with room in its window: a slow worker gets less,
+//! a new one gets its share at once. Each message keeps the key the work
+//! producer gave it on every delivery; when a worker's node is lost, what it
+//! had not acknowledged goes to the others (at least once, same key).
+//!
 //! Messages travel as MessagePack (serde); refs inside them are not
 //! supported.
 
@@ -274,13 +281,59 @@ impl Cluster {
         if name.is_empty() || reg.len() > crate::MAX_NAME_LEN {
             return Err(ClusterError::BadName(name.to_owned()));
         }
+        self.start_consumer::<M>(reg, ask_handler(handler), window).map(|_| ())
+    }
+
+    /// Registers a consumer endpoint under `reg` and starts its task.
+    fn start_consumer<M>(
+        &self,
+        reg: String,
+        deliver: Deliver<M>,
+        window: u32,
+    ) -> Result<ActorRef<ConsumerEndpoint>, ClusterError>
+    where
+        M: DeserializeOwned + Send + 'static,
+    {
         let window = window.max(1);
         let (tx, rx) = mpsc::channel(2 * window as usize);
         let endpoint = self.system().spawn(ConsumerEndpoint { tx });
-        self.register(&reg, &endpoint)?;
-        tokio::spawn(consume::<M>(self.clone(), reg, endpoint, rx, handler, window));
-        Ok(())
+        if let Err(e) = self.register(&reg, &endpoint) {
+            endpoint.stop();
+            return Err(e);
+        }
+        tokio::spawn(consume::<M>(self.clone(), reg, endpoint.clone(), rx, deliver, window));
+        Ok(endpoint)
     }
+}
+
+/// What became of a message handed to the handler.
+enum Handled {
+    Done,
+    /// The handler has stopped: the consumer stops.
+    Gone,
+    /// It failed while handling (a panic): the message comes again.
+    Failed(String),
+}
+
+/// Hands a message to the handler and reports what became of it.
+type Deliver<M> =
+    Box<dyn Fn(Delivered<M>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Handled> + Send>> + Send + Sync>;
+
+/// Delivery by ask to `handler`, with no timeout: a message asked again
+/// while the first ask still sits in the handler's mailbox would be handled
+/// twice. A stuck handler holds the consumer up (its channel is bounded;
+/// producers resend later).
+fn ask_handler<M: Send + 'static>(handler: Recipient<Delivered<M>>) -> Deliver<M> {
+    Box::new(move |delivered| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            match handler.ask(delivered, HANDLER_PATIENCE).await {
+                Ok(()) => Handled::Done,
+                Err(actor_core::AskError::Closed(_)) => Handled::Gone,
+                Err(e) => Handled::Failed(e.to_string()),
+            }
+        })
+    })
 }
 
 /// What a consumer knows of one producer.
@@ -303,7 +356,7 @@ async fn consume<M>(
     reg: String,
     endpoint: ActorRef<ConsumerEndpoint>,
     mut rx: mpsc::Receiver<Data>,
-    handler: Recipient<Delivered<M>>,
+    deliver: Deliver<M>,
     window: u32,
 ) where
     M: DeserializeOwned + Send + 'static,
@@ -340,19 +393,15 @@ async fn consume<M>(
             match actor_remote::codec::decode::<M>(&data.payload) {
                 Ok(msg) => {
                     let delivered = Delivered { producer: Arc::from(data.producer.as_str()), seq: data.seq, msg };
-                    // No timeout: a message asked again while the first ask
-                    // still sits in the handler's mailbox would be handled
-                    // twice. A stuck handler holds this consumer up (its
-                    // channel is bounded; producers resend later).
-                    match handler.ask(delivered, HANDLER_PATIENCE).await {
-                        Ok(()) => from.handled = data.seq,
-                        Err(actor_core::AskError::Closed(_)) => {
+                    match deliver(delivered).await {
+                        Handled::Done => from.handled = data.seq,
+                        Handled::Gone => {
                             tracing::error!(node = %me, consumer = %reg, "the reliable consumer's handler has stopped; the consumer stops (another may take its name)");
                             cluster.unregister(&reg);
                             endpoint.stop();
                             return;
                         }
-                        Err(e) => {
+                        Handled::Failed(e) => {
                             // It failed while handling (a panic): it comes
                             // again, with the same key.
                             tracing::warn!(node = %me, producer = %data.producer, seq = data.seq, error = %e, "reliable message not handled; it will come again");
@@ -442,6 +491,14 @@ impl<M: Serialize + Send + 'static> ProducerBuilder<M> {
 
     /// Starts the producer. Refuses an empty or too long id.
     pub fn start(self) -> Result<Producer<M>, ClusterError> {
+        let find = Find::Name(format!("{NAME_PREFIX}{}", self.consumer));
+        let inner = self.start_with(find, Arc::new(Notify::new()))?;
+        Ok(Producer { inner, _msg: PhantomData })
+    }
+
+    /// Starts a producer sending to the consumer `find` names, whose window
+    /// opening signals `room`.
+    fn start_with(self, find: Find, room: Arc<Notify>) -> Result<Arc<ProducerInner>, ClusterError> {
         if self.id.is_empty() || self.id.len() > MAX_PRODUCER_ID_LEN {
             return Err(ClusterError::BadName(self.id));
         }
@@ -458,13 +515,12 @@ impl<M: Serialize + Send + 'static> ProducerBuilder<M> {
             unsent: kept.into_iter().collect(),
             stopped: false,
         }));
-        let room = Arc::new(Notify::new());
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(produce(
             self.cluster.clone(),
             self.id.clone(),
-            format!("{NAME_PREFIX}{}", self.consumer),
+            find,
             endpoint,
             rx,
             state.clone(),
@@ -474,11 +530,16 @@ impl<M: Serialize + Send + 'static> ProducerBuilder<M> {
             self.window,
             stopped,
         ));
-        Ok(Producer {
-            inner: Arc::new(ProducerInner { id: self.id.into(), state, store: self.store, room, wake, _stop: stop }),
-            _msg: PhantomData,
-        })
+        Ok(Arc::new(ProducerInner { id: self.id.into(), state, store: self.store, room, wake, _stop: stop }))
     }
+}
+
+/// How a producer finds its consumer.
+enum Find {
+    /// By its cluster-wide name, looked up again whenever sends fail.
+    Name(String),
+    /// That endpoint, for as long as it lives (a work producer's worker).
+    Ref(ActorRef<ConsumerEndpoint>),
 }
 
 struct State {
@@ -531,7 +592,7 @@ impl<M: Serialize + Send + 'static> Producer<M> {
 
     /// Messages sent and not yet acknowledged.
     pub fn unconfirmed(&self) -> usize {
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner()).unsent.len()
+        self.inner.unconfirmed()
     }
 
     /// Sends `msg` if the window allows now; returns its sequence number.
@@ -540,20 +601,11 @@ impl<M: Serialize + Send + 'static> Producer<M> {
             Ok(bytes) => bytes,
             Err(e) => return Err(DeliveryError::Encode(msg, e.to_string())),
         };
-        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.stopped {
-            return Err(DeliveryError::Stopped(msg));
+        match self.inner.try_send_bytes(bytes) {
+            Ok(seq) => Ok(seq),
+            Err((Refused::Stopped, _)) => Err(DeliveryError::Stopped(msg)),
+            Err((Refused::WindowFull, _)) => Err(DeliveryError::WindowFull(msg)),
         }
-        if st.next > st.granted {
-            return Err(DeliveryError::WindowFull(msg));
-        }
-        let seq = st.next;
-        st.next += 1;
-        self.inner.store.store(seq, &bytes);
-        st.unsent.push_back((seq, bytes));
-        drop(st);
-        self.inner.wake.notify_one();
-        Ok(seq)
     }
 
     /// Sends `msg`, waiting while the window is used up; returns its
@@ -586,6 +638,45 @@ impl<M: Serialize + Send + 'static> Producer<M> {
     }
 }
 
+/// Why an encoded message was not taken.
+enum Refused {
+    WindowFull,
+    Stopped,
+}
+
+impl ProducerInner {
+    fn unconfirmed(&self) -> usize {
+        lock(&self.state).unsent.len()
+    }
+
+    /// Takes an encoded message if the window allows now; hands it back if
+    /// not.
+    fn try_send_bytes(&self, bytes: Vec<u8>) -> Result<u64, (Refused, Vec<u8>)> {
+        let mut st = lock(&self.state);
+        if st.stopped {
+            return Err((Refused::Stopped, bytes));
+        }
+        if st.next > st.granted {
+            return Err((Refused::WindowFull, bytes));
+        }
+        let seq = st.next;
+        st.next += 1;
+        self.store.store(seq, &bytes);
+        st.unsent.push_back((seq, bytes));
+        drop(st);
+        self.wake.notify_one();
+        Ok(seq)
+    }
+
+    /// Stops taking messages and hands back the unacknowledged ones, in
+    /// order (their consumer is gone: they go to another).
+    fn take_unconfirmed(&self) -> Vec<Vec<u8>> {
+        let mut st = lock(&self.state);
+        st.stopped = true;
+        std::mem::take(&mut st.unsent).into_iter().map(|(_, bytes)| bytes).collect()
+    }
+}
+
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -594,7 +685,7 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 async fn produce(
     cluster: Cluster,
     id: String,
-    consumer: String,
+    find: Find,
     endpoint: ActorRef<ProducerEndpoint>,
     mut acks: mpsc::UnboundedReceiver<Ack>,
     state: Arc<Mutex<State>>,
@@ -629,7 +720,10 @@ async fn produce(
     };
     loop {
         if target.is_none() {
-            target = cluster.lookup::<ConsumerEndpoint>(&consumer).await.ok();
+            target = match &find {
+                Find::Name(name) => cluster.lookup::<ConsumerEndpoint>(name).await.ok(),
+                Find::Ref(endpoint) => endpoint.is_alive().then(|| endpoint.clone()),
+            };
             if target.is_some() {
                 // Start over from the first unacknowledged: a new consumer
                 // (or a new connection) may have missed them.
@@ -731,4 +825,391 @@ async fn produce(
     }
     lock(&state).stopped = true;
     room.notify_waiters();
+}
+
+// ---- work pulling ----
+
+/// The prefix of the registry group a work producer's workers join.
+pub const WORKERS_PREFIX: &str = "footlight.delivery.workers.";
+/// How often a work producer looks for workers that joined or are gone.
+const WORKERS_EVERY: Duration = Duration::from_millis(250);
+
+/// A message as it travels to a worker: its stable key with it.
+#[derive(Serialize)]
+struct KeyedRef<'a, M> {
+    producer: &'a str,
+    key: u64,
+    msg: &'a M,
+}
+
+/// A message as a worker's consumer decodes it.
+#[derive(Deserialize)]
+struct Keyed<M> {
+    producer: String,
+    key: u64,
+    msg: M,
+}
+
+impl Cluster {
+    /// Starts a worker for the work producers of `group` on this node: a
+    /// reliable consumer (see the [`delivery`](crate::delivery) module) that
+    /// any [`WorkProducer`] of that group may hand messages to, and that
+    /// hands them to `handler`. `window` is how many messages each producer
+    /// may have in flight to this worker (at least 1). Start several for
+    /// more work at once; each stops when its handler stops.
+    ///
+    /// The handler sees the key the work producer gave the message
+    /// ([`Delivered::key`]: the producer's id and a number), the same on
+    /// every delivery: a message comes to another worker when this one's
+    /// node is lost before it acknowledged it, and may then have been
+    /// handled twice.
+    pub fn reliable_worker<M>(
+        &self,
+        group: &str,
+        handler: Recipient<Delivered<M>>,
+        window: u32,
+    ) -> Result<(), ClusterError>
+    where
+        M: DeserializeOwned + Send + 'static,
+    {
+        static WORKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let members = format!("{WORKERS_PREFIX}{group}");
+        let n = WORKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let reg = format!("{NAME_PREFIX}{group}@{}#{n}", self.id());
+        if group.is_empty() || members.len() > crate::MAX_NAME_LEN || reg.len() > crate::MAX_NAME_LEN {
+            return Err(ClusterError::BadName(group.to_owned()));
+        }
+        let deliver: Deliver<Keyed<M>> = Box::new(move |delivered: Delivered<Keyed<M>>| {
+            let handler = handler.clone();
+            let Keyed { producer, key, msg } = delivered.msg;
+            let delivered = Delivered { producer: Arc::from(producer), seq: key, msg };
+            Box::pin(async move {
+                match handler.ask(delivered, HANDLER_PATIENCE).await {
+                    Ok(()) => Handled::Done,
+                    Err(actor_core::AskError::Closed(_)) => Handled::Gone,
+                    Err(e) => Handled::Failed(e.to_string()),
+                }
+            })
+        });
+        let endpoint = self.start_consumer::<Keyed<M>>(reg.clone(), deliver, window)?;
+        if let Err(e) = self.join(&members, &endpoint) {
+            self.unregister(&reg);
+            endpoint.stop();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A work producer with id `id` (unique among the producers of
+    /// `group`'s workers) handing messages to the workers of `group` (see
+    /// [`WorkProducer`]).
+    pub fn work_producer<M>(&self, id: &str, group: &str) -> WorkProducerBuilder<M>
+    where
+        M: Serialize + DeserializeOwned + Send + 'static,
+    {
+        WorkProducerBuilder {
+            cluster: self.clone(),
+            id: id.to_owned(),
+            group: group.to_owned(),
+            window: DEFAULT_WORK_WINDOW,
+            _msg: PhantomData,
+        }
+    }
+}
+
+/// The default window of a work producer: messages in flight per worker.
+pub const DEFAULT_WORK_WINDOW: u32 = 16;
+
+/// Starts a work producer (see [`Cluster::work_producer`]).
+pub struct WorkProducerBuilder<M> {
+    cluster: Cluster,
+    id: String,
+    group: String,
+    window: u32,
+    _msg: PhantomData<fn(M)>,
+}
+
+impl<M> fmt::Debug for WorkProducerBuilder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkProducerBuilder").field("id", &self.id).field("group", &self.group).finish()
+    }
+}
+
+impl<M: Serialize + DeserializeOwned + Send + 'static> WorkProducerBuilder<M> {
+    /// Messages in flight to each worker (default [`DEFAULT_WORK_WINDOW`]):
+    /// a worker gets more only as it acknowledges, so a slow one gets less.
+    pub fn window(mut self, window: u32) -> Self {
+        self.window = window.max(1);
+        self
+    }
+
+    /// Starts the producer. Refuses an empty or too long id or group.
+    pub fn start(self) -> Result<WorkProducer<M>, ClusterError> {
+        if self.id.is_empty() || self.id.len() > MAX_PRODUCER_ID_LEN {
+            return Err(ClusterError::BadName(self.id));
+        }
+        let members = format!("{WORKERS_PREFIX}{}", self.group);
+        if self.group.is_empty() || members.len() > crate::MAX_NAME_LEN {
+            return Err(ClusterError::BadName(self.group));
+        }
+        // Workers acknowledge to its endpoints: their refs travel.
+        self.cluster.expose::<ProducerEndpoint>()?;
+        let (stop, stopped) = oneshot::channel();
+        let inner = Arc::new(WorkInner {
+            id: self.id.into(),
+            state: Mutex::new(WorkState::default()),
+            room: Arc::new(Notify::new()),
+            _stop: stop,
+        });
+        tokio::spawn(supervise_workers(self.cluster, members, self.window, Arc::downgrade(&inner), stopped));
+        Ok(WorkProducer { inner, _msg: PhantomData })
+    }
+}
+
+/// Hands messages to the workers of a group ([`Cluster::reliable_worker`]),
+/// each to one worker with room in its window (Akka's work-pulling
+/// producer): a slow worker gets less, a new worker gets its share at once.
+/// Cheap to clone; it stops when the last clone is dropped.
+///
+/// **What is promised.** Each message gets a key (this producer's id and
+/// a number from 1) that its handler sees on every delivery.
+/// - While the worker it went to lives, the message is handled once,
+///   across lost connections and resends (as for [`Producer`]).
+/// - When a worker's node is lost or leaves (its endpoint is known gone),
+///   the messages it had not acknowledged go to the other workers: a
+///   message handled just before the loss is then handled again, **with
+///   the same key**; make handling idempotent by key where that matters.
+/// - Nothing is kept beyond this process: messages not yet acknowledged
+///   when the producer's node dies are lost (at most a window per worker,
+///   plus those waiting for a worker).
+/// - Order is not kept across workers.
+pub struct WorkProducer<M> {
+    inner: Arc<WorkInner>,
+    _msg: PhantomData<fn(M)>,
+}
+
+impl<M> Clone for WorkProducer<M> {
+    fn clone(&self) -> Self {
+        WorkProducer { inner: self.inner.clone(), _msg: PhantomData }
+    }
+}
+
+impl<M> fmt::Debug for WorkProducer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkProducer").field("id", &self.inner.id).finish()
+    }
+}
+
+struct WorkInner {
+    id: Arc<str>,
+    state: Mutex<WorkState>,
+    /// Signalled when a worker's window opens, a worker joins, or messages
+    /// come back from a lost worker.
+    room: Arc<Notify>,
+    _stop: oneshot::Sender<()>,
+}
+
+#[derive(Default)]
+struct WorkState {
+    workers: Vec<Worker>,
+    /// The last key given.
+    last_key: u64,
+    /// Where the next message looks for room first.
+    turn: usize,
+    /// Messages back from lost workers (encoded), waiting for room.
+    backlog: VecDeque<Vec<u8>>,
+    /// Messages handed to another worker after theirs was lost.
+    reassigned: u64,
+}
+
+struct Worker {
+    endpoint: ActorRef<ConsumerEndpoint>,
+    producer: Arc<ProducerInner>,
+}
+
+impl WorkState {
+    /// Hands `bytes` to the first worker with room, from `turn` on; hands
+    /// them back if none has.
+    fn place(&mut self, mut bytes: Vec<u8>) -> Result<(), Vec<u8>> {
+        let n = self.workers.len();
+        for i in 0..n {
+            let at = (self.turn + i) % n;
+            match self.workers[at].producer.try_send_bytes(bytes) {
+                Ok(_) => {
+                    self.turn = at + 1;
+                    return Ok(());
+                }
+                Err((_, back)) => bytes = back,
+            }
+        }
+        Err(bytes)
+    }
+
+    /// Places what came back from lost workers, in order, while there is
+    /// room; true if all of it was placed.
+    fn place_backlog(&mut self) -> bool {
+        while let Some(bytes) = self.backlog.pop_front() {
+            if let Err(back) = self.place(bytes) {
+                self.backlog.push_front(back);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn unconfirmed(&self) -> usize {
+        self.backlog.len() + self.workers.iter().map(|w| w.producer.unconfirmed()).sum::<usize>()
+    }
+}
+
+fn work_lock(state: &Mutex<WorkState>) -> std::sync::MutexGuard<'_, WorkState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<M: Serialize + Send + 'static> WorkProducer<M> {
+    /// The producer's id (the first half of every key it gives).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Messages taken and not yet acknowledged by a worker (those waiting
+    /// for a worker included).
+    pub fn unconfirmed(&self) -> usize {
+        work_lock(&self.inner.state).unconfirmed()
+    }
+
+    /// How many messages went to another worker because theirs was lost.
+    pub fn reassigned(&self) -> u64 {
+        work_lock(&self.inner.state).reassigned
+    }
+
+    /// How many workers it hands messages to now.
+    pub fn workers(&self) -> usize {
+        work_lock(&self.inner.state).workers.len()
+    }
+
+    /// Hands `msg` to a worker if one has room now (and nothing that came
+    /// back from a lost worker waits); returns its key's number.
+    pub fn try_send(&self, msg: M) -> Result<u64, DeliveryError<M>> {
+        let mut st = work_lock(&self.inner.state);
+        if !st.place_backlog() {
+            return Err(DeliveryError::WindowFull(msg));
+        }
+        let key = st.last_key + 1;
+        let bytes = match actor_remote::codec::encode(&KeyedRef { producer: &self.inner.id, key, msg: &msg }) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(DeliveryError::Encode(msg, e.to_string())),
+        };
+        match st.place(bytes) {
+            Ok(()) => {
+                st.last_key = key;
+                Ok(key)
+            }
+            Err(_) => Err(DeliveryError::WindowFull(msg)),
+        }
+    }
+
+    /// Hands `msg` to a worker, waiting for one with room (or for a first
+    /// worker); returns its key's number.
+    pub async fn send(&self, mut msg: M) -> Result<u64, DeliveryError<M>> {
+        loop {
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(msg) {
+                Err(DeliveryError::WindowFull(back)) => msg = back,
+                other => return other,
+            }
+            room.await;
+        }
+    }
+
+    /// Waits until every message taken so far was acknowledged by a worker
+    /// (handled).
+    pub async fn flush(&self) {
+        loop {
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.unconfirmed() == 0 {
+                return;
+            }
+            room.await;
+        }
+    }
+}
+
+/// Keeps a work producer's workers current: every [`WORKERS_EVERY`], the
+/// group's endpoints that are new get a producer of their own; those
+/// known gone (their node lost or left, or they stopped) give back what
+/// they had not acknowledged, which goes to the others.
+async fn supervise_workers(
+    cluster: Cluster,
+    members: String,
+    window: u32,
+    work: std::sync::Weak<WorkInner>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(WORKERS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let endpoints = cluster.group::<ConsumerEndpoint>(&members).await;
+        let Some(work) = work.upgrade() else { return };
+        let mut st = work_lock(&work.state);
+        let mut changed = false;
+        // Gone: what they had not acknowledged goes back, first in line.
+        let mut kept = Vec::with_capacity(st.workers.len());
+        for worker in std::mem::take(&mut st.workers) {
+            if worker.endpoint.is_alive() {
+                kept.push(worker);
+                continue;
+            }
+            let back = worker.producer.take_unconfirmed();
+            tracing::info!(node = %cluster.id(), producer = %work.id, worker = %worker.endpoint, messages = back.len(), "a worker is gone; its messages go to the others");
+            st.reassigned += back.len() as u64;
+            for bytes in back.into_iter().rev() {
+                st.backlog.push_front(bytes);
+            }
+            changed = true;
+        }
+        st.workers = kept;
+        for endpoint in endpoints {
+            if !endpoint.is_alive() || st.workers.iter().any(|w| same_actor(&w.endpoint, &endpoint)) {
+                continue;
+            }
+            let builder = ProducerBuilder::<()> {
+                cluster: cluster.clone(),
+                id: work.id.to_string(),
+                consumer: String::new(),
+                window,
+                store: MemoryStore::new(),
+                _msg: PhantomData,
+            };
+            match builder.start_with(Find::Ref(endpoint.clone()), work.room.clone()) {
+                Ok(producer) => {
+                    st.workers.push(Worker { endpoint, producer });
+                    changed = true;
+                }
+                Err(e) => tracing::warn!(node = %cluster.id(), error = %e, "a worker's producer did not start"),
+            }
+        }
+        st.place_backlog();
+        drop(st);
+        if changed {
+            work.room.notify_waiters();
+        }
+    }
+}
+
+/// Whether two refs are to the same actor (on this node or a peer).
+fn same_actor(a: &ActorRef<ConsumerEndpoint>, b: &ActorRef<ConsumerEndpoint>) -> bool {
+    match (a.remote_addr(), b.remote_addr()) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => a.id() == b.id(),
+        _ => false,
+    }
 }
