@@ -1,91 +1,223 @@
-//! The work_queue service: a supervised pool of `Worker`s on every node, all
-//! in the process group `workers`; a dispatcher on any node spreads jobs over
-//! the group with asks. A job that makes its worker panic is retried (the
-//! supervisor restarts the worker in place); a job whose worker does not
-//! answer in time (its node is lost, say) is resubmitted to a worker on a
-//! reachable node. The report counts distinct completed jobs:
-//! nothing may be lost. Job ids come from the `Dispenser`, a cluster
+//! The work_queue service, on reliable delivery's work pulling: every node
+//! runs a supervised pool of `Worker`s, each a reliable worker of the group
+//! `jobs`; a dispatcher on any node hands jobs to them through a
+//! [`WorkProducer`], each job to one worker with room in its window.
+//!
+//! Nothing here resubmits a job by hand:
+//! - a job that makes its worker panic comes again (the consumer did not
+//!   acknowledge it), to the same worker once its supervisor restarted it;
+//! - the jobs a lost node's workers had not acknowledged go to the other
+//!   workers once the node is declared down; one that had already run there
+//!   runs again, with the same key (jobs are idempotent).
+//!
+//! Workers report each finished job, with its key, to the batch's
+//! `Collector` on the dispatcher's node (a tell sent before the job is
+//! acknowledged, on the same connection, so every acknowledged job has been
+//! reported); the report counts distinct jobs completed, jobs handled twice,
+//! crashes and reassignments. Job ids come from the `Dispenser`, a cluster
 //! singleton: dispatchers on several nodes never hand out the same id.
 //! Shared by the example binary, the flagship demo and the in-process test.
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use footlight::cluster::Singleton;
+use footlight::cluster::delivery::Delivered;
 use footlight::prelude::*;
-use footlight::{AskError, Restart, Supervisor};
+use footlight::{Restart, Supervisor};
 
-/// The process group of all workers in the cluster.
+/// The process group of all worker actors in the cluster (for counting).
 pub const GROUP: &str = "workers";
+/// The reliable workers' group that dispatchers hand jobs to.
+pub const JOBS: &str = "jobs";
+/// Jobs in flight per worker: a worker gets more only as it finishes some.
+pub const WINDOW: u32 = 4;
+
+/// A unit of work.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub struct Job {
+    /// The job's id.
+    pub id: u64,
+    /// How long the job takes.
+    pub millis: u64,
+}
+
+/// Whether job `id` is poison: it crashes the first worker of each node
+/// that runs it.
+pub fn poison(id: u64) -> bool {
+    id % 50 == 7
+}
 
 /// Runs jobs, one at a time.
 pub struct Worker {
     node: Cluster,
+    /// Poison jobs that already crashed a worker of this node (the pool's).
+    crashed: Arc<Mutex<HashSet<u64>>>,
+    /// Whether this worker slot is a reliable worker yet: once, as its ref
+    /// stays the same across restarts.
+    registered: Arc<AtomicBool>,
+    /// The batches' collectors, by work producer id.
+    collectors: HashMap<String, ActorRef<Collector>>,
 }
 
 impl Actor for Worker {
     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         // Also after a restart (idempotent): the ref stays the same.
         self.node.join(GROUP, ctx.myself())?;
+        if !self.registered.swap(true, Ordering::SeqCst) {
+            self.node.reliable_worker::<Job>(JOBS, ctx.myself().recipient(), WINDOW)?;
+        }
         Ok(())
     }
 }
 
-/// A unit of work.
-#[derive(Message, Serialize, Deserialize, Clone, Copy, Debug)]
-#[message(reply = Done, remote = "work.Job")]
-pub struct Job {
-    /// The job's id.
-    pub id: u64,
-    /// 0 at first, then one more per retry.
-    pub attempt: u32,
-    /// How long the job takes.
-    pub millis: u64,
+impl Handler<Delivered<Job>> for Worker {
+    async fn handle(&mut self, delivered: Delivered<Job>, _ctx: &mut Context<Self>) {
+        let job = delivered.msg;
+        let me = self.node.id().to_owned();
+        tokio::time::sleep(Duration::from_millis(job.millis)).await;
+        let collector = self.collector(&delivered.producer).await;
+        let first_crash = poison(job.id) && self.crashed.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id);
+        if first_crash {
+            if let Some(collector) = &collector {
+                let _ = collector.tell(Crashed { job: job.id, by: me }).await;
+            }
+            panic!("job {} is poison the first time", job.id);
+        }
+        // Reported before the job is acknowledged (when this returns), on
+        // the same connection: an acknowledged job has been reported.
+        let done = Done { key: delivered.seq, job: job.id, by: me, result: job.id.wrapping_mul(job.id) };
+        match collector {
+            Some(collector) if collector.tell(done).await.is_ok() => {}
+            // Not acknowledged: the job comes again.
+            _ => panic!("job {}: its batch's collector is not reachable; it comes again", job.id),
+        }
+    }
 }
 
-/// A finished job.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+impl Worker {
+    /// The collector of the batch a work producer runs (looked up by name,
+    /// waiting a little for the name to spread).
+    async fn collector(&mut self, producer: &str) -> Option<ActorRef<Collector>> {
+        self.collectors.retain(|_, c| c.is_alive());
+        if let Some(found) = self.collectors.get(producer) {
+            return Some(found.clone());
+        }
+        let name = collector_name(producer);
+        for _ in 0..50 {
+            if let Ok(found) = self.node.lookup::<Collector>(&name).await {
+                self.collectors.insert(producer.to_owned(), found.clone());
+                return Some(found);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+}
+
+impl RemoteActor for Worker {
+    fn remote_messages(_: &mut RemoteMessages<Self>) {}
+}
+
+/// Starts a pool of `workers` supervised workers on `node`: a worker that
+/// panics is restarted in place (up to 1000 times in 10 s).
+pub fn start_pool(node: &Cluster, workers: usize) -> ActorRef<Supervisor> {
+    let crashed = Arc::new(Mutex::new(HashSet::new()));
+    let mut supervisor = Supervisor::one_for_one().max_restarts(1000, Duration::from_secs(10));
+    for i in 0..workers {
+        let (node, crashed, registered) = (node.clone(), crashed.clone(), Arc::new(AtomicBool::new(false)));
+        supervisor = supervisor.child(format!("worker-{i}"), Restart::Permanent, move || Worker {
+            node: node.clone(),
+            crashed: crashed.clone(),
+            registered: registered.clone(),
+            collectors: HashMap::new(),
+        });
+    }
+    node.system().spawn(supervisor)
+}
+
+/// A finished job, as a worker reports it.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[message(remote = "work.Done")]
 pub struct Done {
+    /// The job's key from the work producer (the same on every delivery).
+    pub key: u64,
     /// The job's id.
-    pub id: u64,
+    pub job: u64,
     /// The node whose worker ran it.
     pub by: String,
     /// The job's result (its id squared).
     pub result: u64,
 }
 
-/// Whether job `id` is poison: it crashes its worker the first time.
-pub fn poison(id: u64) -> bool {
-    id % 50 == 7
+/// A poison job crashed a worker (it comes again).
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[message(remote = "work.Crashed")]
+pub struct Crashed {
+    /// The job's id.
+    pub job: u64,
+    /// The node whose worker crashed.
+    pub by: String,
 }
 
-impl Handler<Job> for Worker {
-    async fn handle(&mut self, job: Job, _ctx: &mut Context<Self>) -> Done {
-        tokio::time::sleep(Duration::from_millis(job.millis)).await;
-        if poison(job.id) && job.attempt == 0 {
-            panic!("job {} is poison on its first attempt", job.id);
+/// Collects one batch's reports, on the dispatcher's node.
+pub struct Collector {
+    sent_at: Arc<Mutex<HashMap<u64, Instant>>>,
+    report: Report,
+    seen: HashSet<u64>,
+    progress: Box<dyn Fn(u64) + Send>,
+}
+
+impl Actor for Collector {}
+
+impl Handler<Done> for Collector {
+    async fn handle(&mut self, done: Done, _ctx: &mut Context<Self>) {
+        if done.result != done.job.wrapping_mul(done.job) {
+            self.report.wrong += 1;
+            return;
         }
-        Done { id: job.id, by: self.node.id().to_owned(), result: job.id.wrapping_mul(job.id) }
+        self.report.handled += 1;
+        if self.seen.insert(done.job) {
+            *self.report.by_node.entry(done.by).or_default() += 1;
+            let sent = self.sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&done.job);
+            self.report.latencies.push(sent.map(|t| t.elapsed()).unwrap_or_default());
+            self.report.completed += 1;
+            (self.progress)(self.report.completed);
+        }
     }
 }
 
-impl RemoteActor for Worker {
+impl Handler<Crashed> for Collector {
+    async fn handle(&mut self, _: Crashed, _ctx: &mut Context<Self>) {
+        self.report.retried_after_panic += 1;
+    }
+}
+
+/// The report so far (local).
+struct Snapshot;
+
+impl Message for Snapshot {
+    type Reply = Report;
+}
+
+impl Handler<Snapshot> for Collector {
+    async fn handle(&mut self, _: Snapshot, _ctx: &mut Context<Self>) -> Report {
+        self.report.clone()
+    }
+}
+
+impl RemoteActor for Collector {
     fn remote_messages(m: &mut RemoteMessages<Self>) {
-        m.add::<Job>();
+        m.add::<Done>().add::<Crashed>();
     }
 }
 
-/// Starts a pool of `workers` supervised workers on `node`: a worker that
-/// panics is restarted in place (up to 1000 times in 10 s).
-pub fn start_pool(node: &Cluster, workers: usize) -> ActorRef<Supervisor> {
-    let mut supervisor = Supervisor::one_for_one().max_restarts(1000, Duration::from_secs(10));
-    for i in 0..workers {
-        let node = node.clone();
-        supervisor = supervisor.child(format!("worker-{i}"), Restart::Permanent, move || Worker { node: node.clone() });
-    }
-    node.system().spawn(supervisor)
+/// The cluster-wide name of the collector of work producer `producer`.
+fn collector_name(producer: &str) -> String {
+    format!("work.collector.{producer}")
 }
 
 /// Hands out job ids, each once: one instance in the cluster (a singleton
@@ -144,21 +276,24 @@ pub async fn wait_for_workers(node: &Cluster, n: usize, within: Duration) -> boo
 }
 
 /// What a batch of jobs did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Report {
     /// Jobs submitted.
     pub submitted: u64,
-    /// Distinct jobs completed (with a correct result).
+    /// Distinct jobs completed (reported by a worker with a correct result).
     pub completed: u64,
-    /// Retries after a worker panicked.
+    /// Times a worker finished a job: more than `completed` when a job ran
+    /// twice (its first worker's node was lost before it was acknowledged).
+    pub handled: u64,
+    /// Reports with a wrong result.
+    pub wrong: u64,
+    /// Crashes of a worker on a poison job (the job came again).
     pub retried_after_panic: u64,
-    /// Resubmissions after a worker's node was lost or did not answer in
-    /// time (500 ms plus 20 times the job's duration).
-    pub resubmitted_after_loss: u64,
+    /// Jobs handed to another worker after theirs was lost.
+    pub reassigned: u64,
     /// Jobs completed per node.
     pub by_node: BTreeMap<String, u64>,
-    /// Time from a job's first submission to its completion (retries
-    /// included), per job.
+    /// Time from a job's submission to its first completion, per job.
     pub latencies: Vec<Duration>,
 }
 
@@ -169,99 +304,49 @@ impl Report {
         sorted.sort();
         sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default()
     }
+
+    /// Jobs that ran twice (with the same key).
+    pub fn duplicates(&self) -> u64 {
+        self.handled - self.completed
+    }
 }
 
-enum Outcome {
-    Done(Done),
-    Panicked,
-    Lost,
-}
-
-/// How long a job of `millis` may take before it is resubmitted elsewhere,
-/// by default: half a second more than its work.
-pub fn default_patience(millis: u64) -> Duration {
-    Duration::from_millis(500 + 20 * millis)
-}
-
-/// Runs jobs `ids` over the cluster's workers, `concurrency` at a time, each
-/// taking `millis`; a job not answered within `patience` is resubmitted
-/// elsewhere; `progress` is told the count of completed jobs as it grows.
-/// Fails if a job cannot be completed after 50 attempts.
+/// Runs jobs `ids`, each taking `millis`, over the cluster's workers
+/// through a work producer of its own; `progress` is told the count of
+/// completed jobs as it grows. Returns once every job was acknowledged.
 pub async fn run_jobs(
     node: &Cluster,
     ids: std::ops::Range<u64>,
-    concurrency: usize,
     millis: u64,
-    patience: Duration,
-    progress: impl Fn(u64),
+    progress: impl Fn(u64) + Send + 'static,
 ) -> Result<Report, String> {
-    let node = Arc::new(node.clone());
-    let mut report = Report { submitted: ids.end - ids.start, ..Report::default() };
-    let mut completed = BTreeSet::new();
-    let mut first_sent = std::collections::HashMap::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut next = ids.clone();
-    let spawn = |tasks: &mut tokio::task::JoinSet<(u64, u32, Outcome)>, job: Job| {
-        let node = node.clone();
-        tasks.spawn(async move { (job.id, job.attempt, attempt(&node, job, patience).await) });
+    // One producer (and collector) per batch: its id is the first half of
+    // every job's key.
+    let id = format!("{}-{}", node.id(), ids.start);
+    let sent_at = Arc::new(Mutex::new(HashMap::new()));
+    let collector = Collector {
+        sent_at: sent_at.clone(),
+        report: Report::default(),
+        seen: HashSet::new(),
+        progress: Box::new(progress),
     };
-    for id in next.by_ref().take(concurrency.max(1)) {
-        first_sent.insert(id, Instant::now());
-        spawn(&mut tasks, Job { id, attempt: 0, millis });
+    let collector = node.system().spawn(collector);
+    node.register(&collector_name(&id), &collector).map_err(|e| format!("collector not registered: {e}"))?;
+    let producer = node.work_producer::<Job>(&id, JOBS).window(WINDOW).start().map_err(|e| e.to_string())?;
+    for job in ids.clone() {
+        sent_at.lock().unwrap_or_else(|p| p.into_inner()).insert(job, Instant::now());
+        producer.send(Job { id: job, millis }).await.map_err(|e| format!("job {job} not sent: {e}"))?;
     }
-    while let Some(joined) = tasks.join_next().await {
-        let (id, tries, outcome) = joined.map_err(|e| format!("a job task failed: {e}"))?;
-        match outcome {
-            Outcome::Done(done) => {
-                if done.result != id.wrapping_mul(id) {
-                    return Err(format!("job {id}: wrong result"));
-                }
-                if completed.insert(id) {
-                    *report.by_node.entry(done.by).or_default() += 1;
-                    report.latencies.push(first_sent.remove(&id).map(|t| t.elapsed()).unwrap_or_default());
-                    progress(completed.len() as u64);
-                }
-                if let Some(id) = next.next() {
-                    first_sent.insert(id, Instant::now());
-                    spawn(&mut tasks, Job { id, attempt: 0, millis });
-                }
-                continue;
-            }
-            Outcome::Panicked => report.retried_after_panic += 1,
-            Outcome::Lost => report.resubmitted_after_loss += 1,
-        }
-        if tries >= 50 {
-            return Err(format!("job {id} failed 50 times"));
-        }
-        spawn(&mut tasks, Job { id, attempt: tries + 1, millis });
+    producer.flush().await;
+    // Every acknowledged job's report arrived before its acknowledgement:
+    // it is in the collector's mailbox ahead of this ask.
+    let mut report = collector.ask(Snapshot).await.map_err(|e| format!("no report: {e}"))?;
+    report.submitted = ids.end - ids.start;
+    report.reassigned = producer.reassigned();
+    node.unregister(&collector_name(&id));
+    collector.stop();
+    if report.wrong > 0 {
+        return Err(format!("{} jobs reported a wrong result", report.wrong));
     }
-    report.completed = completed.len() as u64;
     Ok(report)
-}
-
-/// One attempt at `job` on a worker chosen by the job's id and attempt,
-/// among those on reachable nodes.
-async fn attempt(node: &Cluster, job: Job, patience: Duration) -> Outcome {
-    let mut workers = node.group::<Worker>(GROUP).await;
-    // Skip workers on nodes suspected of failure, unless none is left.
-    let reachable = |w: &ActorRef<Worker>| w.remote_addr().is_none_or(|at| node.is_reachable(&at.node));
-    if workers.iter().any(reachable) {
-        workers.retain(reachable);
-    }
-    if workers.is_empty() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        return Outcome::Lost;
-    }
-    let worker = &workers[((job.id + u64::from(job.attempt)) % workers.len() as u64) as usize];
-    // A job far slower than it should be is resubmitted elsewhere (it may
-    // then run twice: jobs are idempotent, and completions are counted once).
-    // This keeps a dead node from holding the dispatcher's slots until the
-    // cluster declares it down.
-    match worker.ask(job).timeout(patience).await {
-        Ok(done) => Outcome::Done(done),
-        // The worker panicked (and is being restarted).
-        Err(AskError::NoReply) => Outcome::Panicked,
-        // Its node is gone, or it did not answer in time.
-        Err(_) => Outcome::Lost,
-    }
 }
