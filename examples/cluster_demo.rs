@@ -313,7 +313,7 @@ async fn demo() -> Result<(), String> {
     check(report.completed == 1500, format!("batch 2 completed {} of 1500: jobs were lost", report.completed))?;
     println!(
         "3. n3 (pid {n3_pid}) killed with SIGKILL after {at_kill} of 1500 jobs; declared down by n1 after {} and by n2 \
-         after {}; the {} jobs it had not acknowledged went to n1's and n2's workers, {} of them ran a second time \
+         after {}; the {} jobs it had not acknowledged went to n1's and n2's workers, {} of them were reported twice \
          (same key); 1500 of 1500 completed",
         ms(detected_n1),
         ms(detected_n2),

@@ -41,7 +41,7 @@
 //! **Work pulling.** A [`WorkProducer`] ([`Cluster::work_producer`]) hands
 //! each message to one of the workers of a group ([`Cluster::reliable_worker`],
 //! on any nodes), the one with room in its window: a slow worker gets less,
-//! a new one gets its share at once. Each message keeps the key the work
+//! a new one gets its share once found (within a quarter of a second). Each message keeps the key the work
 //! producer gave it on every delivery; when a worker's node is lost, what it
 //! had not acknowledged goes to the others (at least once, same key).
 //!
@@ -154,7 +154,7 @@ impl ProducerStore for MemoryStore {
 #[non_exhaustive]
 pub enum DeliveryError<M> {
     /// Every message the window allows is in flight; the message is handed
-    /// back ([`Producer::try_send`] only).
+    /// back ([`Producer::try_send`] and [`WorkProducer::try_send`] only).
     #[error("the consumer's window is used up; message not sent")]
     WindowFull(M),
     /// The producer has stopped (its node stopped); the message is handed
@@ -825,6 +825,9 @@ async fn produce(
     }
     lock(&state).stopped = true;
     room.notify_waiters();
+    // Nothing acknowledges to it any more: its actor goes (else every
+    // stopped producer would leave one behind, and its export on peers).
+    endpoint.stop();
 }
 
 // ---- work pulling ----
@@ -938,6 +941,7 @@ impl<M> fmt::Debug for WorkProducerBuilder<M> {
 impl<M: Serialize + DeserializeOwned + Send + 'static> WorkProducerBuilder<M> {
     /// Messages in flight to each worker (default [`DEFAULT_WORK_WINDOW`]):
     /// a worker gets more only as it acknowledges, so a slow one gets less.
+    /// A worker's own window ([`Cluster::reliable_worker`]) caps it further.
     pub fn window(mut self, window: u32) -> Self {
         self.window = window.max(1);
         self
@@ -968,7 +972,10 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> WorkProducerBuilder<M> {
 
 /// Hands messages to the workers of a group ([`Cluster::reliable_worker`]),
 /// each to one worker with room in its window (Akka's work-pulling
-/// producer): a slow worker gets less, a new worker gets its share at once.
+/// producer): a slow worker gets less, a new worker gets its share once
+/// found (the group is looked at every quarter of a second). Every worker
+/// of a group must take the same message type: one that cannot decode a
+/// message skips it (logged as an error) and it counts as delivered.
 /// Cheap to clone; it stops when the last clone is dropped.
 ///
 /// **What is promised.** Each message gets a key (this producer's id and
@@ -983,6 +990,8 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> WorkProducerBuilder<M> {
 ///   when the producer's node dies are lost (at most a window per worker,
 ///   plus those waiting for a worker).
 /// - Order is not kept across workers.
+/// - A message whose handler fails every time (it panics) comes again and
+///   again: [`flush`](WorkProducer::flush) waits for it forever.
 pub struct WorkProducer<M> {
     inner: Arc<WorkInner>,
     _msg: PhantomData<fn(M)>,
@@ -1131,8 +1140,13 @@ impl<M: Serialize + Send + 'static> WorkProducer<M> {
             let room = self.inner.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            if self.unconfirmed() == 0 {
-                return;
+            {
+                // What came back from a lost worker takes room as it opens.
+                let mut st = work_lock(&self.inner.state);
+                st.place_backlog();
+                if st.unconfirmed() == 0 {
+                    return;
+                }
             }
             room.await;
         }
@@ -1158,13 +1172,22 @@ async fn supervise_workers(
             _ = tick.tick() => {}
         }
         let endpoints = cluster.group::<ConsumerEndpoint>(&members).await;
+        // A peer's worker counts as gone only once its node's run is no
+        // longer a member: a ref can end with a connection that a crossed
+        // dial replaced, its node up.
+        let runs: std::collections::HashSet<(String, u64)> =
+            cluster.members().into_iter().map(|m| (m.id, m.run)).collect();
+        let gone = |endpoint: &ActorRef<ConsumerEndpoint>| match endpoint.remote_addr() {
+            Some(at) => !endpoint.is_alive() && !runs.contains(&(at.node.clone(), at.run)),
+            None => !endpoint.is_alive(),
+        };
         let Some(work) = work.upgrade() else { return };
         let mut st = work_lock(&work.state);
         let mut changed = false;
         // Gone: what they had not acknowledged goes back, first in line.
         let mut kept = Vec::with_capacity(st.workers.len());
         for worker in std::mem::take(&mut st.workers) {
-            if worker.endpoint.is_alive() {
+            if !gone(&worker.endpoint) {
                 kept.push(worker);
                 continue;
             }

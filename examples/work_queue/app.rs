@@ -11,10 +11,10 @@
 //!   runs again, with the same key (jobs are idempotent).
 //!
 //! Workers report each finished job, with its key, to the batch's
-//! `Collector` on the dispatcher's node (a tell sent before the job is
-//! acknowledged, on the same connection, so every acknowledged job has been
-//! reported); the report counts distinct jobs completed, jobs handled twice,
-//! crashes and reassignments. Job ids come from the `Dispenser`, a cluster
+//! `Collector` on the dispatcher's node, and acknowledge the job only once
+//! the report was answered (so every acknowledged job has been counted);
+//! the report counts distinct jobs completed, jobs reported twice, crashes
+//! and reassignments. Job ids come from the `Dispenser`, a cluster
 //! singleton: dispatchers on several nodes never hand out the same id.
 //! Shared by the example binary, the flagship demo and the in-process test.
 #![allow(dead_code, unreachable_pub)]
@@ -67,8 +67,9 @@ impl Actor for Worker {
     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         // Also after a restart (idempotent): the ref stays the same.
         self.node.join(GROUP, ctx.myself())?;
-        if !self.registered.swap(true, Ordering::SeqCst) {
+        if !self.registered.load(Ordering::SeqCst) {
             self.node.reliable_worker::<Job>(JOBS, ctx.myself().recipient(), WINDOW)?;
+            self.registered.store(true, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -79,21 +80,20 @@ impl Handler<Delivered<Job>> for Worker {
         let job = delivered.msg;
         let me = self.node.id().to_owned();
         tokio::time::sleep(Duration::from_millis(job.millis)).await;
-        let collector = self.collector(&delivered.producer).await;
+        // Not acknowledged (a panic): the job comes again.
+        let Some(collector) = self.collector(&delivered.producer).await else {
+            panic!("job {}: its batch's collector is not reachable; it comes again", job.id);
+        };
         let first_crash = poison(job.id) && self.crashed.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id);
         if first_crash {
-            if let Some(collector) = &collector {
-                let _ = collector.tell(Crashed { job: job.id, by: me }).await;
-            }
+            let _ = collector.ask(Crashed { job: job.id, by: me }).timeout(REPORT_TIMEOUT).await;
             panic!("job {} is poison the first time", job.id);
         }
-        // Reported before the job is acknowledged (when this returns), on
-        // the same connection: an acknowledged job has been reported.
+        // Reported, and the report answered, before the job is acknowledged
+        // (when this returns): an acknowledged job has been reported.
         let done = Done { key: delivered.seq, job: job.id, by: me, result: job.id.wrapping_mul(job.id) };
-        match collector {
-            Some(collector) if collector.tell(done).await.is_ok() => {}
-            // Not acknowledged: the job comes again.
-            _ => panic!("job {}: its batch's collector is not reachable; it comes again", job.id),
+        if let Err(e) = collector.ask(done).timeout(REPORT_TIMEOUT).await {
+            panic!("job {}: not reported ({e}); it comes again", job.id);
         }
     }
 }
@@ -139,9 +139,13 @@ pub fn start_pool(node: &Cluster, workers: usize) -> ActorRef<Supervisor> {
     node.system().spawn(supervisor)
 }
 
-/// A finished job, as a worker reports it.
+/// How long a worker waits for its report to be taken.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A finished job, as a worker reports it (asked: the answer says it was
+/// counted).
 #[derive(Message, Serialize, Deserialize, Debug)]
-#[message(remote = "work.Done")]
+#[message(reply = (), remote = "work.Done")]
 pub struct Done {
     /// The job's key from the work producer (the same on every delivery).
     pub key: u64,
@@ -155,7 +159,7 @@ pub struct Done {
 
 /// A poison job crashed a worker (it comes again).
 #[derive(Message, Serialize, Deserialize, Debug)]
-#[message(remote = "work.Crashed")]
+#[message(reply = (), remote = "work.Crashed")]
 pub struct Crashed {
     /// The job's id.
     pub job: u64,
@@ -282,8 +286,9 @@ pub struct Report {
     pub submitted: u64,
     /// Distinct jobs completed (reported by a worker with a correct result).
     pub completed: u64,
-    /// Times a worker finished a job: more than `completed` when a job ran
-    /// twice (its first worker's node was lost before it was acknowledged).
+    /// Reports of a finished job: more than `completed` when a job ran twice
+    /// and both runs were reported (its first worker's node was lost after
+    /// reporting, before the job was acknowledged).
     pub handled: u64,
     /// Reports with a wrong result.
     pub wrong: u64,
@@ -305,7 +310,7 @@ impl Report {
         sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default()
     }
 
-    /// Jobs that ran twice (with the same key).
+    /// Jobs reported twice (with the same key).
     pub fn duplicates(&self) -> u64 {
         self.handled - self.completed
     }
@@ -331,19 +336,31 @@ pub async fn run_jobs(
         progress: Box::new(progress),
     };
     let collector = node.system().spawn(collector);
-    node.register(&collector_name(&id), &collector).map_err(|e| format!("collector not registered: {e}"))?;
-    let producer = node.work_producer::<Job>(&id, JOBS).window(WINDOW).start().map_err(|e| e.to_string())?;
-    for job in ids.clone() {
-        sent_at.lock().unwrap_or_else(|p| p.into_inner()).insert(job, Instant::now());
-        producer.send(Job { id: job, millis }).await.map_err(|e| format!("job {job} not sent: {e}"))?;
-    }
-    producer.flush().await;
-    // Every acknowledged job's report arrived before its acknowledgement:
-    // it is in the collector's mailbox ahead of this ask.
+    let name = collector_name(&id);
+    let sent = async {
+        node.register(&name, &collector).map_err(|e| format!("collector not registered: {e}"))?;
+        let producer = node.work_producer::<Job>(&id, JOBS).window(WINDOW).start().map_err(|e| e.to_string())?;
+        for job in ids.clone() {
+            sent_at.lock().unwrap_or_else(|p| p.into_inner()).insert(job, Instant::now());
+            producer.send(Job { id: job, millis }).await.map_err(|e| format!("job {job} not sent: {e}"))?;
+        }
+        producer.flush().await;
+        Ok::<_, String>(producer)
+    };
+    let producer = match sent.await {
+        Ok(producer) => producer,
+        Err(e) => {
+            node.unregister(&name);
+            collector.stop();
+            return Err(e);
+        }
+    };
+    // Every acknowledged job's report was answered before it was
+    // acknowledged: the collector has counted it.
     let mut report = collector.ask(Snapshot).await.map_err(|e| format!("no report: {e}"))?;
     report.submitted = ids.end - ids.start;
     report.reassigned = producer.reassigned();
-    node.unregister(&collector_name(&id));
+    node.unregister(&name);
     collector.stop();
     if report.wrong > 0 {
         return Err(format!("{} jobs reported a wrong result", report.wrong));

@@ -84,7 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     println!(
-        "[{}] {} of {} jobs completed in {:.2?} (latency p50 {:.2?}, p99 {:.2?}); {} ran twice after a node loss \
+        "[{}] {} of {} jobs completed in {:.2?} (latency p50 {:.2?}, p99 {:.2?}); {} reported twice after a node loss \
          (same key), {} went to another worker when theirs was lost; {} crashed a worker and came again",
         node.id(),
         report.completed,
