@@ -10,11 +10,10 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use footlight::cluster::SplitBrainResolver;
+use footlight::ClusterEvent;
 use footlight::cluster::delivery::{Delivered, DeliveryError};
 use footlight::prelude::*;
 use footlight::remote::transport::mem::MemoryNetwork;
-use footlight::{ClusterEvent, Node};
 use support::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -40,24 +39,42 @@ impl Handler<Delivered<u64>> for Sink {
     }
 }
 
-async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
-    Cluster::builder(Node::builder(id).transport(net.transport()).listen(id))
-        .seeds(seeds.iter().copied())
-        .split_brain_resolver(SplitBrainResolver::keep_majority().stable_after(Duration::from_secs(2)))
-        .start()
-        .await
-        .unwrap()
+async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
+    support::cluster_resolved(net, ids, WAIT).await
 }
 
-async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
-    let mut nodes = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        nodes.push(start(net, id, if i == 0 { &[] } else { &ids[..1] }).await);
-    }
-    for node in &nodes {
-        eventually(WAIT, || async { node.members().len() == ids.len() && node.peers().len() == ids.len() - 1 }).await;
-    }
-    nodes
+/// Sends 1..=n from a task, letting time pass every 50 messages (so a
+/// fault lands mid-stream).
+fn send_all<F, Fut>(n: u64, send: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        for i in 1..=n {
+            send(i).await;
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    })
+}
+
+/// Cuts `id` off the network and waits until `watcher` declares it down
+/// (keep-majority downs it).
+async fn cut_off_until_down(net: &MemoryNetwork, watcher: &Cluster, id: &str) {
+    let mut events = watcher.subscribe();
+    net.isolate(id);
+    let down = async {
+        loop {
+            if let Some(ClusterEvent::MemberDown(m)) = events.recv().await
+                && m.id == id
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, down).await.expect("declared down");
 }
 
 fn consumer(node: &Cluster, log: &Log, gate: Option<Arc<tokio::sync::Semaphore>>) {
@@ -116,31 +133,18 @@ async fn nothing_is_lost_when_the_consumer_dies_and_duplicates_keep_their_key() 
     consumer(&nodes[1], &log, None);
     let producer = nodes[0].reliable_producer::<u64>("p1", "jobs").start().unwrap();
     const N: u64 = 3_000;
-    let mut events = nodes[0].subscribe();
     let sending = {
         let producer = producer.clone();
-        tokio::spawn(async move {
-            for n in 1..=N {
+        send_all(N, move |n| {
+            let producer = producer.clone();
+            async move {
                 producer.send(n).await.unwrap();
-                if n % 50 == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
             }
         })
     };
     eventually(WAIT, || async { log.lock().unwrap().len() > 500 }).await;
     // b dies (cut off; keep-majority downs it); c takes the consumer's name.
-    net.isolate("b");
-    let down = async {
-        loop {
-            if let Some(ClusterEvent::MemberDown(m)) = events.recv().await
-                && m.id == "b"
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, down).await.expect("b declared down");
+    cut_off_until_down(&net, &nodes[0], "b").await;
     consumer(&nodes[2], &log, None);
     sending.await.unwrap();
     tokio::time::timeout(WAIT, producer.flush()).await.expect("everything acknowledged");
@@ -304,30 +308,17 @@ async fn a_lost_workers_messages_go_to_the_others_and_keep_their_keys() {
     let producer = nodes[0].work_producer::<u64>("w1", "jobs").window(8).start().unwrap();
     eventually(WAIT, || async { producer.workers() == 2 }).await;
     const N: u64 = 3_000;
-    let mut events = nodes[0].subscribe();
     let sending = {
         let producer = producer.clone();
-        tokio::spawn(async move {
-            for n in 1..=N {
+        send_all(N, move |n| {
+            let producer = producer.clone();
+            async move {
                 producer.send(n).await.unwrap();
-                if n % 50 == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
             }
         })
     };
     eventually(WAIT, || async { log.lock().unwrap().len() > 500 }).await;
-    net.isolate("b");
-    let down = async {
-        loop {
-            if let Some(ClusterEvent::MemberDown(m)) = events.recv().await
-                && m.id == "b"
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, down).await.expect("b declared down");
+    cut_off_until_down(&net, &nodes[0], "b").await;
     sending.await.unwrap();
     tokio::time::timeout(WAIT, producer.flush()).await.expect("everything acknowledged");
     let got = log.lock().unwrap().clone();

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use footlight::cluster::{EntityError, EntityRef, Sharding, ShardingBuilder, SplitBrainResolver};
+use footlight::ClusterEvent;
+use footlight::cluster::{EntityError, EntityRef, Sharding, ShardingBuilder};
 use footlight::prelude::*;
 use footlight::remote::transport::mem::MemoryNetwork;
-use footlight::{ClusterEvent, Node};
 use support::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -122,30 +122,9 @@ impl RemoteActor for Probe {
     }
 }
 
-fn sbr() -> SplitBrainResolver {
-    SplitBrainResolver::keep_majority().stable_after(Duration::from_secs(2))
-}
-
-async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
-    Cluster::builder(Node::builder(id).transport(net.transport()).listen(id))
-        .seeds(seeds.iter().copied())
-        .split_brain_resolver(sbr())
-        .start()
-        .await
-        .unwrap()
-}
-
 /// `ids` as one cluster joined through the first, with keep-majority.
 async fn cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
-    let mut nodes = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let seeds: &[&str] = if i == 0 { &[] } else { &ids[..1] };
-        nodes.push(start(net, id, seeds).await);
-    }
-    for node in &nodes {
-        eventually(WAIT, || async { node.members().len() == ids.len() && node.is_joined() }).await;
-    }
-    nodes
+    support::cluster_resolved(net, ids, WAIT).await
 }
 
 fn probes(node: &Cluster, table: &Table) -> ShardingBuilder<Probe> {
@@ -235,7 +214,7 @@ async fn shards_move_on_a_join_and_a_leave_without_losing_or_reordering_a_messag
     let ids2 = entities.clone();
     let sending = tokio::spawn(async move { stream(&sender, &ids2, 0, 300).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let n4 = start(&net, "n4", &["n1"]).await;
+    let n4 = support::start_resolved(&net, "n4", &["n1"]).await;
     let r4 = probes(&n4, &table).start().unwrap();
     eventually(WAIT, || async { !r4.local_shards().is_empty() }).await;
     nodes.push(n4);

@@ -281,7 +281,7 @@ impl Cluster {
         if name.is_empty() || reg.len() > crate::MAX_NAME_LEN {
             return Err(ClusterError::BadName(name.to_owned()));
         }
-        self.start_consumer::<M>(reg, ask_handler(handler), window).map(|_| ())
+        self.start_consumer::<M>(reg, ask_handler(handler, |delivered| delivered), window).map(|_| ())
     }
 
     /// Registers a consumer endpoint under `reg` and starts its task.
@@ -323,9 +323,13 @@ type Deliver<M> =
 /// while the first ask still sits in the handler's mailbox would be handled
 /// twice. A stuck handler holds the consumer up (its channel is bounded;
 /// producers resend later).
-fn ask_handler<M: Send + 'static>(handler: Recipient<Delivered<M>>) -> Deliver<M> {
+/// `unwrap` turns what the consumer decoded into what the handler takes.
+fn ask_handler<T: 'static, M: Send + 'static>(
+    handler: Recipient<Delivered<M>>,
+    unwrap: fn(Delivered<T>) -> Delivered<M>,
+) -> Deliver<T> {
     Box::new(move |delivered| {
-        let handler = handler.clone();
+        let (handler, delivered) = (handler.clone(), unwrap(delivered));
         Box::pin(async move {
             match handler.ask(delivered, HANDLER_PATIENCE).await {
                 Ok(()) => Handled::Done,
@@ -338,6 +342,8 @@ fn ask_handler<M: Send + 'static>(handler: Recipient<Delivered<M>>) -> Deliver<M
 
 /// What a consumer knows of one producer.
 struct FromProducer {
+    /// Its id, shared by every message handed to the handler.
+    id: Arc<str>,
     epoch: u64,
     /// The last message handed to the handler and handled.
     handled: u64,
@@ -368,18 +374,23 @@ async fn consume<M>(
             tracing::warn!(node = %me, "reliable message with a bad producer id; dropped");
             continue;
         }
-        if !producers.contains_key(&data.producer)
-            && producers.len() >= MAX_PRODUCERS
-            && let Some(oldest) = producers.iter().min_by_key(|(_, p)| p.last_seen).map(|(k, _)| k.clone())
-        {
-            producers.remove(&oldest);
+        // A producer seen before costs a lookup, not an allocation.
+        if !producers.contains_key(&data.producer) {
+            if producers.len() >= MAX_PRODUCERS
+                && let Some(oldest) = producers.iter().min_by_key(|(_, p)| p.last_seen).map(|(k, _)| k.clone())
+            {
+                producers.remove(&oldest);
+            }
+            let from = FromProducer {
+                id: Arc::from(data.producer.as_str()),
+                epoch: data.epoch,
+                handled: data.first.saturating_sub(1),
+                unacked: 0,
+                last_seen: Instant::now(),
+            };
+            producers.insert(data.producer.clone(), from);
         }
-        let from = producers.entry(data.producer.clone()).or_insert(FromProducer {
-            epoch: data.epoch,
-            handled: data.first.saturating_sub(1),
-            unacked: 0,
-            last_seen: Instant::now(),
-        });
+        let Some(from) = producers.get_mut(&data.producer) else { continue };
         from.last_seen = Instant::now();
         if from.epoch != data.epoch {
             // A new run of the producer: its numbering starts over where
@@ -392,7 +403,7 @@ async fn consume<M>(
         if data.seq == next && !data.payload.is_empty() {
             match actor_remote::codec::decode::<M>(&data.payload) {
                 Ok(msg) => {
-                    let delivered = Delivered { producer: Arc::from(data.producer.as_str()), seq: data.seq, msg };
+                    let delivered = Delivered { producer: from.id.clone(), seq: data.seq, msg };
                     match deliver(delivered).await {
                         Handled::Done => from.handled = data.seq,
                         Handled::Gone => {
@@ -610,32 +621,47 @@ impl<M: Serialize + Send + 'static> Producer<M> {
 
     /// Sends `msg`, waiting while the window is used up; returns its
     /// sequence number.
-    pub async fn send(&self, mut msg: M) -> Result<u64, DeliveryError<M>> {
-        loop {
-            let room = self.inner.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.try_send(msg) {
-                Err(DeliveryError::WindowFull(back)) => msg = back,
-                other => return other,
-            }
-            room.await;
-        }
+    pub async fn send(&self, msg: M) -> Result<u64, DeliveryError<M>> {
+        send_when_room(&self.inner.room, msg, |msg| self.try_send(msg)).await
     }
 
     /// Waits until every message sent so far was acknowledged (handled by
     /// the consumer's handler).
     pub async fn flush(&self) {
-        loop {
-            let room = self.inner.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            if self.unconfirmed() == 0 {
-                return;
-            }
-            room.await;
-        }
+        when_room(&self.inner.room, || (self.unconfirmed() == 0).then_some(())).await;
     }
+}
+
+/// Runs `attempt` until it gives an answer, waiting for `room` to be
+/// signalled between tries (the wait is registered before each try, so a
+/// signal in between is not missed).
+async fn when_room<T>(room: &Notify, mut attempt: impl FnMut() -> Option<T>) -> T {
+    loop {
+        let signalled = room.notified();
+        tokio::pin!(signalled);
+        signalled.as_mut().enable();
+        if let Some(done) = attempt() {
+            return done;
+        }
+        signalled.await;
+    }
+}
+
+/// Tries `try_send` until the window has room for `msg`.
+async fn send_when_room<M>(
+    room: &Notify,
+    msg: M,
+    try_send: impl Fn(M) -> Result<u64, DeliveryError<M>>,
+) -> Result<u64, DeliveryError<M>> {
+    let mut msg = Some(msg);
+    when_room(room, || match try_send(msg.take()?) {
+        Err(DeliveryError::WindowFull(back)) => {
+            msg = Some(back);
+            None
+        }
+        other => Some(other),
+    })
+    .await
 }
 
 /// Why an encoded message was not taken.
@@ -882,17 +908,10 @@ impl Cluster {
         if group.is_empty() || members.len() > crate::MAX_NAME_LEN || reg.len() > crate::MAX_NAME_LEN {
             return Err(ClusterError::BadName(group.to_owned()));
         }
-        let deliver: Deliver<Keyed<M>> = Box::new(move |delivered: Delivered<Keyed<M>>| {
-            let handler = handler.clone();
+        // The handler sees the work producer's key, not the per-worker one.
+        let deliver = ask_handler(handler, |delivered: Delivered<Keyed<M>>| {
             let Keyed { producer, key, msg } = delivered.msg;
-            let delivered = Delivered { producer: Arc::from(producer), seq: key, msg };
-            Box::pin(async move {
-                match handler.ask(delivered, HANDLER_PATIENCE).await {
-                    Ok(()) => Handled::Done,
-                    Err(actor_core::AskError::Closed(_)) => Handled::Gone,
-                    Err(e) => Handled::Failed(e.to_string()),
-                }
-            })
+            Delivered { producer: Arc::from(producer), seq: key, msg }
         });
         let endpoint = self.start_consumer::<Keyed<M>>(reg.clone(), deliver, window)?;
         if let Err(e) = self.join(&members, &endpoint) {
@@ -1120,36 +1139,20 @@ impl<M: Serialize + Send + 'static> WorkProducer<M> {
 
     /// Hands `msg` to a worker, waiting for one with room (or for a first
     /// worker); returns its key's number.
-    pub async fn send(&self, mut msg: M) -> Result<u64, DeliveryError<M>> {
-        loop {
-            let room = self.inner.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.try_send(msg) {
-                Err(DeliveryError::WindowFull(back)) => msg = back,
-                other => return other,
-            }
-            room.await;
-        }
+    pub async fn send(&self, msg: M) -> Result<u64, DeliveryError<M>> {
+        send_when_room(&self.inner.room, msg, |msg| self.try_send(msg)).await
     }
 
     /// Waits until every message taken so far was acknowledged by a worker
     /// (handled).
     pub async fn flush(&self) {
-        loop {
-            let room = self.inner.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            {
-                // What came back from a lost worker takes room as it opens.
-                let mut st = work_lock(&self.inner.state);
-                st.place_backlog();
-                if st.unconfirmed() == 0 {
-                    return;
-                }
-            }
-            room.await;
-        }
+        when_room(&self.inner.room, || {
+            // What came back from a lost worker takes room as it opens.
+            let mut st = work_lock(&self.inner.state);
+            st.place_backlog();
+            (st.unconfirmed() == 0).then_some(())
+        })
+        .await;
     }
 }
 

@@ -121,17 +121,22 @@ enum RawMsg {
     Get(oneshot::Sender<u64>),
 }
 
+/// The raw actor's handler: counts, or answers the count.
+fn raw_handle(n: &mut u64, msg: RawMsg) {
+    match msg {
+        RawMsg::Inc => *n += 1,
+        RawMsg::Get(reply) => {
+            let _ = reply.send(*n);
+        }
+    }
+}
+
 fn raw_counter() -> mpsc::UnboundedSender<RawMsg> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut n = 0u64;
         while let Some(msg) = rx.recv().await {
-            match msg {
-                RawMsg::Inc => n += 1,
-                RawMsg::Get(reply) => {
-                    let _ = reply.send(n);
-                }
-            }
+            raw_handle(&mut n, msg);
         }
     });
     tx
@@ -191,12 +196,7 @@ async fn raw_bounded_tell_throughput(n: u64) -> f64 {
     tokio::spawn(async move {
         let mut count = 0u64;
         while let Some(msg) = rx.recv().await {
-            match msg {
-                RawMsg::Inc => count += 1,
-                RawMsg::Get(reply) => {
-                    let _ = reply.send(count);
-                }
-            }
+            raw_handle(&mut count, msg);
         }
     });
     let start = Instant::now();

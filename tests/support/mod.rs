@@ -11,24 +11,55 @@ use std::time::{Duration, Instant};
 
 use footlight::Cluster;
 use footlight::Node;
+use footlight::cluster::SplitBrainResolver;
 use footlight::remote::transport::mem::MemoryNetwork;
 
 /// A node on `net` listening at `id`, joining through `seeds`.
 pub async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
-    Cluster::builder(Node::builder(id).transport(net.transport()).listen(id))
-        .seeds(seeds.iter().copied())
-        .start()
-        .await
-        .unwrap()
+    start_with(net, id, seeds, None).await
+}
+
+/// Keep-majority, deciding once the view has been stable for 2 s: for the
+/// tests that lose a node and need its peers to down it.
+pub fn keep_majority() -> SplitBrainResolver {
+    SplitBrainResolver::keep_majority().stable_after(Duration::from_secs(2))
+}
+
+/// As [`start`], with [`keep_majority`].
+pub async fn start_resolved(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
+    start_with(net, id, seeds, Some(keep_majority())).await
+}
+
+async fn start_with(net: &MemoryNetwork, id: &str, seeds: &[&str], sbr: Option<SplitBrainResolver>) -> Cluster {
+    let mut builder =
+        Cluster::builder(Node::builder(id).transport(net.transport()).listen(id)).seeds(seeds.iter().copied());
+    if let Some(sbr) = sbr {
+        builder = builder.split_brain_resolver(sbr);
+    }
+    builder.start().await.unwrap()
 }
 
 /// Nodes `ids` on `net`, all joining through the first, once every one sees
 /// all as members and is connected to all (so registry copies have been
 /// exchanged). Waits up to `within` per condition.
 pub async fn cluster(net: &MemoryNetwork, ids: &[&str], within: Duration) -> Vec<Cluster> {
-    let mut nodes = vec![start(net, ids[0], &[]).await];
+    cluster_with(net, ids, within, None).await
+}
+
+/// As [`cluster`], with [`keep_majority`].
+pub async fn cluster_resolved(net: &MemoryNetwork, ids: &[&str], within: Duration) -> Vec<Cluster> {
+    cluster_with(net, ids, within, Some(keep_majority())).await
+}
+
+async fn cluster_with(
+    net: &MemoryNetwork,
+    ids: &[&str],
+    within: Duration,
+    sbr: Option<SplitBrainResolver>,
+) -> Vec<Cluster> {
+    let mut nodes = vec![start_with(net, ids[0], &[], sbr.clone()).await];
     for id in &ids[1..] {
-        nodes.push(start(net, id, &[ids[0]]).await);
+        nodes.push(start_with(net, id, &[ids[0]], sbr.clone()).await);
     }
     for node in &nodes {
         eventually(within, || async {

@@ -50,8 +50,11 @@ impl Dialing {
         true
     }
 
-    fn done(&self, id: &str) {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    /// The dial of `id` is over: a connection that node dialed meanwhile
+    /// may now be said to stay.
+    fn ended(node: &NodeInner, id: &str) {
+        node.dialing.ids.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        node.settle_dialed_by_peers();
     }
 }
 
@@ -70,8 +73,7 @@ pub(crate) fn ensure(node: &Arc<NodeInner>, id: &str, addr: &str) {
     // dialed meanwhile was told (`Settle`) either that this dial is under
     // way, or that it stays; then there must be no dial.
     if node.peers.is_connected(id) {
-        node.dialing.done(id);
-        node.settle_dialed_by_peers();
+        Dialing::ended(node, id);
         return;
     }
     let (node, id, addr) = (node.clone(), id.to_owned(), addr.to_owned());
@@ -86,8 +88,7 @@ pub(crate) fn ensure(node: &Arc<NodeInner>, id: &str, addr: &str) {
             Err(_) => None,
         };
         let Some(conn) = conn else {
-            node.dialing.done(&id);
-            node.settle_dialed_by_peers();
+            Dialing::ended(&node, &id);
             for service in &node.services {
                 service.dial_failed(&id);
             }
@@ -101,8 +102,7 @@ pub(crate) fn ensure(node: &Arc<NodeInner>, id: &str, addr: &str) {
         if tokio::time::timeout(DIAL_TIMEOUT, rx).await.is_err() {
             task.abort();
         }
-        node.dialing.done(&id);
-        node.settle_dialed_by_peers();
+        Dialing::ended(&node, &id);
         let _ = task.await;
     });
 }

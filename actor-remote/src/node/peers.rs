@@ -98,13 +98,14 @@ impl PeerConn {
         !self.outbox.is_closed()
     }
 
-    /// When node `me` may trust this connection to `peer` to stay, as far
-    /// as crossed dials go (a dial of its own is the caller's to check).
-    fn settles_at(&self, me: &str, peer: &str) -> tokio::time::Instant {
-        if self.dialer == me.min(peer) {
-            return self.registered_at;
-        }
-        self.settle.deadline(self.registered_at)
+    /// When node `me` may trust this connection to `peer` to stay: no
+    /// crossed dial of the peer's replaces it (see [`Settle`]), and no dial
+    /// of `me`'s own to the peer is under way (its end wakes the waits, see
+    /// `NodeInner::settle_dialed_by_peers`; meanwhile, look again shortly).
+    fn settles_at(&self, me: &str, peer: &str, dialing: &Dialing) -> tokio::time::Instant {
+        let at =
+            if self.dialer == me.min(peer) { self.registered_at } else { self.settle.deadline(self.registered_at) };
+        if dialing.may_reach(peer) { at.max(tokio::time::Instant::now() + SETTLE) } else { at }
     }
 }
 
@@ -266,13 +267,8 @@ impl Peers {
     pub(crate) async fn settled(&self, me: &str, peer: &str, dialing: &Dialing) {
         let mut changed = self.changed.subscribe();
         loop {
-            let settles_at = self.lock().get(peer).map(|c| c.settles_at(me, peer));
+            let settles_at = self.lock().get(peer).map(|c| c.settles_at(me, peer, dialing));
             match settles_at {
-                Some(at) if at <= tokio::time::Instant::now() && dialing.may_reach(peer) => {
-                    if changed.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
                 Some(at) if at <= tokio::time::Instant::now() => return,
                 Some(at) => {
                     tokio::select! {
@@ -297,10 +293,7 @@ impl Peers {
         let mut changed = self.changed.subscribe();
         loop {
             let conn = self.current(peer, run)?;
-            let at = conn.settles_at(me, peer);
-            // A dial of this node's to the peer would replace it too: its
-            // end wakes this wait (see `NodeInner::settle_dialed_by_peers`).
-            let at = if dialing.may_reach(peer) { at.max(tokio::time::Instant::now() + SETTLE) } else { at };
+            let at = conn.settles_at(me, peer, dialing);
             if at <= tokio::time::Instant::now() {
                 return Some(conn);
             }

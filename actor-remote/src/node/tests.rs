@@ -86,9 +86,10 @@ async fn a_dropped_remote_ref_releases_the_peers_watch() {
     a.shutdown().await;
 }
 
-/// An actor whose answer takes a while (virtual time).
-struct Slow;
-impl Actor for Slow {}
+/// Counts the bumps it gets; answers a nap after that long (virtual time).
+#[derive(Default)]
+struct Probe(Arc<std::sync::atomic::AtomicUsize>);
+impl Actor for Probe {}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Nap(u64);
@@ -98,15 +99,29 @@ impl actor_core::Message for Nap {
         Some(crate::codec::wire("test.Nap"))
     }
 }
-impl actor_core::Handler<Nap> for Slow {
+impl actor_core::Handler<Nap> for Probe {
     async fn handle(&mut self, Nap(ms): Nap, _ctx: &mut actor_core::Context<Self>) -> u64 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
     }
 }
-impl RemoteActor for Slow {
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Bump;
+impl actor_core::Message for Bump {
+    type Reply = ();
+    fn wire() -> Option<actor_core::Wire<Self>> {
+        Some(crate::codec::wire("test.Bump"))
+    }
+}
+impl actor_core::Handler<Bump> for Probe {
+    async fn handle(&mut self, _: Bump, _ctx: &mut actor_core::Context<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+impl RemoteActor for Probe {
     fn remote_messages(m: &mut RemoteMessages<Self>) {
-        m.add::<Nap>();
+        m.add::<Nap>().add::<Bump>();
     }
 }
 
@@ -122,7 +137,7 @@ async fn an_ask_waits_for_a_slow_crossed_dial_instead_of_failing() {
     let net = MemoryNetwork::new();
     let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
     let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
-    a.spawn_named("slow", Slow).unwrap();
+    a.spawn_named("slow", Probe::default()).unwrap();
     // a's dial: its handshake takes a second each way.
     net.delay("a", Duration::from_secs(1));
     net.delay("b", Duration::from_secs(1));
@@ -131,7 +146,7 @@ async fn an_ask_waits_for_a_slow_crossed_dial_instead_of_failing() {
     net.heal_all();
     // b's dial completes at once, while a's is still under way.
     b.dial("a").await.unwrap();
-    let slow: ActorRef<Slow> = b.lookup("slow").await.unwrap();
+    let slow: ActorRef<Probe> = b.lookup("slow").await.unwrap();
     // Long past any fixed settling time, and the answer is still being
     // worked on when a's connection arrives at b.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -144,35 +159,12 @@ async fn an_ask_waits_for_a_slow_crossed_dial_instead_of_failing() {
     // ask goes out without waiting for any timeout of the peer's.
     let c = Node::builder("c").transport(net.transport()).listen("c").start().await.unwrap();
     c.dial("a").await.unwrap();
-    let slow: ActorRef<Slow> = c.lookup("slow").await.unwrap();
+    let slow: ActorRef<Probe> = c.lookup("slow").await.unwrap();
     let started = tokio::time::Instant::now();
     assert!(matches!(slow.ask(Nap(1)).await, Ok(1)));
     assert!(started.elapsed() < peers::SETTLE_UNHEARD, "asked once settled: {:?}", started.elapsed());
     for node in [a, b, c] {
         node.shutdown().await;
-    }
-}
-
-/// Counts the bumps it gets.
-struct Tally(Arc<std::sync::atomic::AtomicUsize>);
-impl Actor for Tally {}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Bump;
-impl actor_core::Message for Bump {
-    type Reply = ();
-    fn wire() -> Option<actor_core::Wire<Self>> {
-        Some(crate::codec::wire("test.Bump"))
-    }
-}
-impl actor_core::Handler<Bump> for Tally {
-    async fn handle(&mut self, _: Bump, _ctx: &mut actor_core::Context<Self>) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-impl RemoteActor for Tally {
-    fn remote_messages(m: &mut RemoteMessages<Self>) {
-        m.add::<Bump>();
     }
 }
 
@@ -184,12 +176,12 @@ async fn a_tell_queued_before_shutdown_reaches_the_peer() {
     let net = MemoryNetwork::new();
     let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
-    b.spawn_named("tally", Tally(got.clone())).unwrap();
+    b.spawn_named("tally", Probe(got.clone())).unwrap();
     for round in 1..=20 {
         let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
         a.dial("b").await.unwrap();
         a.wait_for_peer("b").await.unwrap();
-        let tally: ActorRef<Tally> = a.lookup("tally").await.unwrap();
+        let tally: ActorRef<Probe> = a.lookup("tally").await.unwrap();
         tally.tell(Bump).await.unwrap();
         a.shutdown().await;
         let arrived = async {

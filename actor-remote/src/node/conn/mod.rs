@@ -343,11 +343,7 @@ impl Driver {
         };
         match woke {
             Woke::Delivered => self.inbound.delivering = None,
-            Woke::Work => {
-                // Everything queued at once, so frames leave in batches.
-                self.outbox.take(&mut self.batch);
-                outbound::feed(&mut self.session, &mut self.batch, now(), &mut self.pending);
-            }
+            Woke::Work => self.take_work(),
             Woke::Read(Ok(Some(n))) => {
                 let idle = self.inbound.delivering.is_none();
                 let inbound = &mut self.inbound;
@@ -372,14 +368,20 @@ impl Driver {
                 // What was queued before the node began to stop goes out
                 // first, as far as the session has room (a member's leave
                 // notice, sent just before, is among it).
-                outbound::feed(&mut self.session, &mut self.batch, now(), &mut self.pending);
+                self.feed();
                 if self.batch.is_done() {
-                    self.outbox.take(&mut self.batch);
-                    outbound::feed(&mut self.session, &mut self.batch, now(), &mut self.pending);
+                    self.take_work();
                 }
                 self.session.close(now(), CloseCode::Normal, "node shutting down");
             }
         }
+    }
+
+    /// Takes everything queued at once (so frames leave in batches) and
+    /// hands the session what it has room for. The batch must be done.
+    fn take_work(&mut self) {
+        self.outbox.take(&mut self.batch);
+        outbound::feed(&mut self.session, &mut self.batch, now(), &mut self.pending);
     }
 
     /// `n` more bytes were written.
