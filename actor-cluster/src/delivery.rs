@@ -45,6 +45,14 @@
 //! producer gave it on every delivery; when a worker's node is lost, what it
 //! had not acknowledged goes to the others (at least once, same key).
 //!
+//! **Into sharded entities.** An [`EntityProducer`]
+//! ([`Sharding::reliable_producer`](crate::Sharding::reliable_producer))
+//! sends to entities by id, through a consumer on the host of each shard
+//! ([`Sharding::reliable_consumer`](crate::Sharding::reliable_consumer));
+//! a shard that moves takes its deliveries with it: nothing lost, nothing
+//! handled twice on a hand-off, at least once (same key) when the host's
+//! node is lost.
+//!
 //! Messages travel as MessagePack (serde); refs inside them are not
 //! supported.
 
@@ -209,6 +217,10 @@ pub(crate) struct Ack {
     epoch: u64,
     confirmed: u64,
     granted: u64,
+    /// The consumer is going away (its shard moved): look it up again and
+    /// send what is unacknowledged to the one that replaces it.
+    #[serde(default)]
+    closing: bool,
 }
 
 impl Message for Ack {
@@ -281,16 +293,19 @@ impl Cluster {
         if name.is_empty() || reg.len() > crate::MAX_NAME_LEN {
             return Err(ClusterError::BadName(name.to_owned()));
         }
-        self.start_consumer::<M>(reg, ask_handler(handler, |delivered| delivered), window).map(|_| ())
+        self.start_consumer::<M>(reg, ask_handler(handler, |delivered| delivered), window, None).map(|_| ())
     }
 
-    /// Registers a consumer endpoint under `reg` and starts its task.
+    /// Registers a consumer endpoint under `reg` and starts its task, which
+    /// runs until the endpoint stops or, if given, `stop` fires or is
+    /// dropped.
     fn start_consumer<M>(
         &self,
         reg: String,
         deliver: Deliver<M>,
         window: u32,
-    ) -> Result<ActorRef<ConsumerEndpoint>, ClusterError>
+        stop: Option<oneshot::Receiver<()>>,
+    ) -> Result<(ActorRef<ConsumerEndpoint>, tokio::task::JoinHandle<()>), ClusterError>
     where
         M: DeserializeOwned + Send + 'static,
     {
@@ -301,8 +316,8 @@ impl Cluster {
             endpoint.stop();
             return Err(e);
         }
-        tokio::spawn(consume::<M>(self.clone(), reg, endpoint.clone(), rx, deliver, window));
-        Ok(endpoint)
+        let task = tokio::spawn(consume::<M>(self.clone(), reg, endpoint.clone(), rx, deliver, window, stop));
+        Ok((endpoint, task))
     }
 }
 
@@ -350,6 +365,8 @@ struct FromProducer {
     /// Messages taken since the last acknowledgement.
     unacked: u32,
     last_seen: Instant,
+    /// Where its acknowledgements go.
+    reply_to: ActorRef<ProducerEndpoint>,
 }
 
 /// The most producers a consumer keeps track of; past this, the one heard
@@ -357,6 +374,11 @@ struct FromProducer {
 /// stands).
 pub const MAX_PRODUCERS: usize = 10_000;
 
+/// Takes producers' messages from `rx` and hands each to `deliver` once,
+/// in order, until the endpoint stops or `stop` fires (or is dropped): then
+/// it tells every producer where it stands, with `closing` set, after the
+/// message being handled (what waits in `rx` is left to the consumer that
+/// replaces this one).
 async fn consume<M>(
     cluster: Cluster,
     reg: String,
@@ -364,12 +386,31 @@ async fn consume<M>(
     mut rx: mpsc::Receiver<Data>,
     deliver: Deliver<M>,
     window: u32,
+    mut stop: Option<oneshot::Receiver<()>>,
 ) where
     M: DeserializeOwned + Send + 'static,
 {
     let me = cluster.id().to_owned();
     let mut producers: HashMap<String, FromProducer> = HashMap::new();
-    while let Some(data) = rx.recv().await {
+    loop {
+        let data = tokio::select! {
+            biased;
+            _ = async { match stop.as_mut() { Some(stop) => { let _ = stop.await; } None => std::future::pending().await } } => {
+                for from in producers.values() {
+                    let ack = Ack { epoch: from.epoch, confirmed: from.handled, granted: from.handled, closing: true };
+                    if let Err(e) = from.reply_to.try_tell(ack) {
+                        tracing::debug!(node = %me, error = %e, "closing acknowledgement not sent (the producer resends)");
+                    }
+                }
+                cluster.unregister(&reg);
+                endpoint.stop();
+                return;
+            }
+            data = rx.recv() => match data {
+                Some(data) => data,
+                None => return,
+            },
+        };
         if data.producer.is_empty() || data.producer.len() > MAX_PRODUCER_ID_LEN {
             tracing::warn!(node = %me, "reliable message with a bad producer id; dropped");
             continue;
@@ -387,6 +428,7 @@ async fn consume<M>(
                 handled: data.first.saturating_sub(1),
                 unacked: 0,
                 last_seen: Instant::now(),
+                reply_to: data.reply_to.clone(),
             };
             producers.insert(data.producer.clone(), from);
         }
@@ -398,6 +440,12 @@ async fn consume<M>(
             from.epoch = data.epoch;
             from.handled = data.first.saturating_sub(1);
             from.unacked = 0;
+            from.reply_to = data.reply_to.clone();
+        } else if data.first > from.handled.saturating_add(1) {
+            // Everything before `first` was acknowledged, by this consumer
+            // or one that stood in for it (a shard that moved away and
+            // back): go on from there.
+            from.handled = data.first - 1;
         }
         let next = from.handled.saturating_add(1);
         if data.seq == next && !data.payload.is_empty() {
@@ -439,6 +487,7 @@ async fn consume<M>(
                 epoch: from.epoch,
                 confirmed: from.handled,
                 granted: from.handled.saturating_add(u64::from(window)),
+                closing: false,
             };
             if let Err(e) = data.reply_to.try_tell(ack) {
                 tracing::debug!(node = %me, error = %e, "acknowledgement not sent (the producer resends)");
@@ -812,7 +861,8 @@ async fn produce(
                     tracing::debug!(node = %me, producer = %id, "acknowledgement from another run or beyond what was sent; ignored");
                     continue;
                 }
-                if ack.confirmed > st.confirmed {
+                let progressed = ack.confirmed > st.confirmed;
+                if progressed {
                     st.confirmed = ack.confirmed;
                     while st.unsent.front().is_some_and(|(s, _)| *s <= st.confirmed) {
                         st.unsent.pop_front();
@@ -821,7 +871,20 @@ async fn produce(
                     progress = Instant::now();
                     resend_after = RESEND_AFTER;
                     resent_from = None;
-                } else if ack.confirmed == st.confirmed && sent > st.confirmed && resent_from != Some(st.confirmed) {
+                }
+                if ack.closing {
+                    // The consumer went away (its shard moved): find the
+                    // one that replaces it and send it what is left.
+                    tracing::debug!(node = %me, producer = %id, confirmed = st.confirmed, "the consumer is closing; looking it up again");
+                    sent = st.confirmed;
+                    target = None;
+                    resent_from = Some(st.confirmed);
+                    progress = Instant::now();
+                    drop(st);
+                    room.notify_waiters();
+                    continue;
+                }
+                if !progressed && ack.confirmed == st.confirmed && sent > st.confirmed && resent_from != Some(st.confirmed) {
                     // The consumer did not move although more was sent: a
                     // message was lost. Send again from there, once per
                     // position.
@@ -913,7 +976,7 @@ impl Cluster {
             let Keyed { producer, key, msg } = delivered.msg;
             Delivered { producer: Arc::from(producer), seq: key, msg }
         });
-        let endpoint = self.start_consumer::<Keyed<M>>(reg.clone(), deliver, window)?;
+        let (endpoint, _) = self.start_consumer::<Keyed<M>>(reg.clone(), deliver, window, None)?;
         if let Err(e) = self.join(&members, &endpoint) {
             self.unregister(&reg);
             endpoint.stop();
@@ -1237,5 +1300,373 @@ fn same_actor(a: &ActorRef<ConsumerEndpoint>, b: &ActorRef<ConsumerEndpoint>) ->
         (Some(x), Some(y)) => x == y,
         (None, None) => a.id() == b.id(),
         _ => false,
+    }
+}
+
+// ---- into sharded entities ----
+
+/// The prefix of the name a shard's reliable consumer is registered under
+/// (followed by the entity type's name, a dot and the shard's number).
+pub const SHARD_CONSUMER_PREFIX: &str = "footlight.delivery.shard.";
+/// How often a node tries again to take a shard consumer's name that the
+/// shard's previous host has not withdrawn yet.
+const SHARD_CONSUMER_RETRY: Duration = Duration::from_millis(50);
+/// The longest a leave waits for this node's shard consumers to close.
+const LEAVE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The name of the reliable consumer of `shard` of `type_name`.
+fn shard_consumer_name(type_name: &str, shard: u32) -> String {
+    format!("{SHARD_CONSUMER_PREFIX}{type_name}.{shard}")
+}
+
+/// A message for an entity as it travels: the entity's id with it.
+#[derive(Serialize)]
+struct ForEntityRef<'a, M> {
+    entity: &'a str,
+    msg: &'a M,
+}
+
+/// A message for an entity as a shard's consumer decodes it.
+#[derive(Deserialize)]
+struct ForEntity<M> {
+    entity: String,
+    msg: M,
+}
+
+impl<A: Actor> crate::Sharding<A> {
+    /// Delivers reliable messages of type `M` to the entities this node
+    /// hosts ([`Delivered<M>`], with their keys); call it on every node
+    /// that runs this sharding, for each message type
+    /// [`reliable_producer`](Self::reliable_producer)s send. `window` is
+    /// how many messages each producer may have in flight to one shard (at
+    /// least 1).
+    ///
+    /// Each shard this node hosts gets a reliable consumer, registered as
+    /// `footlight.delivery.shard.<type>.<shard>` while the shard is here:
+    /// it hands each message to its entity by ask (activating it), one
+    /// message of a shard at a time, in order, and acknowledges once the
+    /// entity has handled it. When the shard moves away, its consumer
+    /// finishes the message in hand, tells the producers where it stands,
+    /// and withdraws; the new host's consumer takes over from there.
+    pub fn reliable_consumer<M>(&self, window: u32) -> Result<(), ClusterError>
+    where
+        A: Handler<Delivered<M>>,
+        M: DeserializeOwned + Send + 'static,
+    {
+        let longest = shard_consumer_name(self.type_name(), crate::sharding::MAX_SHARDS);
+        if longest.len() > crate::MAX_NAME_LEN {
+            return Err(ClusterError::BadName(self.type_name().to_owned()));
+        }
+        // On a leave, the node's shards are handed over and their consumers
+        // close (telling their producers) before the others hear of it.
+        let (leaving, leave_rx) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+        self.cluster().shared.before_leave(Box::new(move || {
+            let leaving = leaving.clone();
+            Box::pin(async move {
+                let (done, closed) = oneshot::channel();
+                if leaving.send(done).is_ok() {
+                    let _ = tokio::time::timeout(LEAVE_PATIENCE, closed).await;
+                }
+            })
+        }));
+        tokio::spawn(host_shard_consumers::<A, M>(self.clone(), window.max(1), leave_rx));
+        Ok(())
+    }
+
+    /// A reliable producer with id `id` sending messages of type `M` to this
+    /// type's entities by id (see [`EntityProducer`]). Every node hosting
+    /// the type's shards must run [`reliable_consumer::<M>`](Self::reliable_consumer).
+    pub fn reliable_producer<M>(&self, id: &str) -> EntityProducerBuilder<A, M>
+    where
+        A: Handler<Delivered<M>>,
+        M: Serialize + Send + 'static,
+    {
+        EntityProducerBuilder { sharding: self.clone(), id: id.to_owned(), window: DEFAULT_WINDOW, _msg: PhantomData }
+    }
+}
+
+/// A shard's consumer on this node.
+struct ShardConsumer {
+    /// Dropped or fired: the consumer closes.
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Keeps one reliable consumer running for each shard this node hosts,
+/// until sharding stops here.
+async fn host_shard_consumers<A, M>(
+    sharding: crate::Sharding<A>,
+    window: u32,
+    mut leave: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) where
+    A: Actor + Handler<Delivered<M>>,
+    M: DeserializeOwned + Send + 'static,
+{
+    let cluster = sharding.cluster().clone();
+    let type_name: Arc<str> = sharding.type_name().into();
+    let mut hosted = sharding.hosted_shards();
+    let mut running: HashMap<u32, ShardConsumer> = HashMap::new();
+    // Waiting for this node's shards and their consumers to be gone (a
+    // leave).
+    let mut leaving: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        let want: std::collections::HashSet<u32> = hosted.borrow_and_update().iter().copied().collect();
+        // Gone from here: close (a consumer still closing keeps its slot,
+        // so that the shard's name is never taken twice on this node).
+        running.retain(|shard, c| {
+            if !want.contains(shard) {
+                c.stop.take();
+            }
+            !c.task.is_finished()
+        });
+        let mut waiting = false;
+        for shard in want {
+            if running.contains_key(&shard) {
+                // Still running, or closing after the shard went away and
+                // came back: try again once it has closed.
+                waiting |= running.get(&shard).is_some_and(|c| c.stop.is_none());
+                continue;
+            }
+            let reg = shard_consumer_name(&type_name, shard);
+            let (stop, stopped) = oneshot::channel();
+            let deliver = deliver_to_entity::<A, M>(sharding.clone());
+            // A spawned consume task: the join handle tells when it ends.
+            match cluster.start_consumer::<ForEntity<M>>(reg, deliver, window, Some(stopped)) {
+                Ok((_, task)) => {
+                    running.insert(shard, ShardConsumer { stop: Some(stop), task });
+                }
+                Err(e) => {
+                    // The previous host has not withdrawn it yet.
+                    tracing::debug!(node = %cluster.id(), entity_type = %type_name, shard, error = %e, "shard consumer not started yet");
+                    waiting = true;
+                }
+            }
+        }
+        if !leaving.is_empty() && running.is_empty() && hosted.borrow().is_empty() {
+            for done in leaving.drain(..) {
+                let _ = done.send(());
+            }
+        }
+        // Closing consumers are looked at again shortly (a leave waits for
+        // them).
+        waiting |= running.values().any(|c| c.stop.is_none());
+        tokio::select! {
+            () = sharding.stopped() => break,
+            changed = hosted.changed() => if changed.is_err() { break },
+            Some(done) = leave.recv() => leaving.push(done),
+            () = tokio::time::sleep(SHARD_CONSUMER_RETRY), if waiting => {}
+        }
+    }
+    // Sharding stopped here: every consumer closes.
+    running.clear();
+}
+
+/// Hands a shard consumer's messages to their entities, by ask through
+/// this node's region (which activates the entity, and forwards to the
+/// shard's new host if it has just moved).
+fn deliver_to_entity<A, M>(sharding: crate::Sharding<A>) -> Deliver<ForEntity<M>>
+where
+    A: Actor + Handler<Delivered<M>>,
+    M: Send + 'static,
+{
+    Box::new(move |delivered: Delivered<ForEntity<M>>| {
+        let sharding = sharding.clone();
+        Box::pin(async move {
+            let Delivered { producer, seq, msg: ForEntity { entity, msg } } = delivered;
+            if entity.len() > crate::sharding::MAX_ENTITY_ID_LEN {
+                tracing::error!(node = %sharding.cluster().id(), producer = %producer, seq, "reliable message for an entity id that is too long; skipped");
+                return Handled::Done;
+            }
+            let to = sharding.entity_ref(entity);
+            match to.ask_timeout(Delivered { producer, seq, msg }, HANDLER_PATIENCE).await {
+                Ok(()) => Handled::Done,
+                Err(crate::EntityAskError::Stopped) => Handled::Gone,
+                Err(e) => Handled::Failed(e.to_string()),
+            }
+        })
+    })
+}
+
+/// Starts a reliable producer into sharded entities (see
+/// [`Sharding::reliable_producer`](crate::Sharding::reliable_producer)).
+pub struct EntityProducerBuilder<A: Actor, M> {
+    sharding: crate::Sharding<A>,
+    id: String,
+    window: u32,
+    _msg: PhantomData<fn(M)>,
+}
+
+impl<A: Actor, M> fmt::Debug for EntityProducerBuilder<A, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityProducerBuilder").field("id", &self.id).field("window", &self.window).finish()
+    }
+}
+
+impl<A, M> EntityProducerBuilder<A, M>
+where
+    A: Actor + Handler<Delivered<M>>,
+    M: Serialize + Send + 'static,
+{
+    /// The most messages in flight to one shard before its consumer's
+    /// first grant (default [`DEFAULT_WINDOW`]); after that, the consumer's
+    /// grant rules.
+    pub fn window(mut self, window: u32) -> Self {
+        self.window = window.max(1);
+        self
+    }
+
+    /// Starts the producer. Refuses an empty or too long id.
+    pub fn start(self) -> Result<EntityProducer<A, M>, ClusterError> {
+        if self.id.is_empty() || self.id.len() > MAX_PRODUCER_ID_LEN {
+            return Err(ClusterError::BadName(self.id));
+        }
+        self.sharding.cluster().expose::<ProducerEndpoint>()?;
+        Ok(EntityProducer {
+            inner: Arc::new(EntityInner {
+                id: self.id.into(),
+                sharding: self.sharding,
+                window: self.window,
+                shards: Mutex::new(HashMap::new()),
+                room: Arc::new(Notify::new()),
+            }),
+            _msg: PhantomData,
+        })
+    }
+}
+
+/// Sends messages reliably to sharded entities by id, from any node
+/// (Akka's sharding producer controller). Cheap to clone; it stops when
+/// the last clone is dropped.
+///
+/// Messages go to the reliable consumer of the entity's shard, wherever the
+/// shard is hosted ([`Sharding::reliable_consumer`](crate::Sharding::reliable_consumer)),
+/// numbered per shard: an entity's handler sees a key (this producer's id
+/// and that number) that is unique among the messages it gets from this
+/// producer and the same on every delivery.
+///
+/// **What is promised.**
+/// - Messages to one entity are handled in the order sent, each once
+///   while the entity's shard stays on one node, across lost connections
+///   and resends.
+/// - When the shard moves (a join or a leave hands it over), its consumer
+///   finishes the message in hand and tells this producer where it stands;
+///   the rest goes to the new host. Nothing is lost; a message is handled
+///   again only if that word is lost on the way (the old host died
+///   first), and then with the same key.
+/// - When the host's node is lost, what it had not acknowledged goes to
+///   the shard's new host once it takes the shard (after the removal
+///   margin): at least once, with the same key; make handling idempotent
+///   by key where that matters.
+/// - Nothing is kept beyond this process: messages not yet acknowledged
+///   when the producer's node dies are lost (at most a window per shard).
+/// - Flow control is per shard: [`send`](Self::send) waits while the
+///   window of the entity's shard is used up, [`try_send`](Self::try_send)
+///   refuses with the message handed back. At most `window` messages per
+///   shard are kept, so at most `window` × the number of shards in all.
+/// - A message whose handler fails every time (it panics) comes again and
+///   again, holding up its shard's later messages.
+pub struct EntityProducer<A: Actor, M> {
+    inner: Arc<EntityInner<A>>,
+    _msg: PhantomData<fn(M)>,
+}
+
+impl<A: Actor, M> Clone for EntityProducer<A, M> {
+    fn clone(&self) -> Self {
+        EntityProducer { inner: self.inner.clone(), _msg: PhantomData }
+    }
+}
+
+impl<A: Actor, M> fmt::Debug for EntityProducer<A, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityProducer").field("id", &self.inner.id).finish()
+    }
+}
+
+struct EntityInner<A: Actor> {
+    id: Arc<str>,
+    sharding: crate::Sharding<A>,
+    window: u32,
+    /// A producer per shard sent to so far.
+    shards: Mutex<HashMap<u32, Arc<ProducerInner>>>,
+    /// Signalled when any shard's window opens.
+    room: Arc<Notify>,
+}
+
+impl<A: Actor> EntityInner<A> {
+    /// The producer for `shard`, started on first use.
+    fn shard(&self, shard: u32) -> Result<Arc<ProducerInner>, ClusterError> {
+        let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = shards.get(&shard) {
+            return Ok(p.clone());
+        }
+        let builder = ProducerBuilder::<()> {
+            cluster: self.sharding.cluster().clone(),
+            id: self.id.to_string(),
+            consumer: String::new(),
+            window: self.window,
+            store: MemoryStore::new(),
+            _msg: PhantomData,
+        };
+        let find = Find::Name(shard_consumer_name(self.sharding.type_name(), shard));
+        let producer = builder.start_with(find, self.room.clone())?;
+        shards.insert(shard, producer.clone());
+        Ok(producer)
+    }
+
+    fn unconfirmed(&self) -> usize {
+        self.shards.lock().unwrap_or_else(|p| p.into_inner()).values().map(|p| p.unconfirmed()).sum()
+    }
+}
+
+impl<A, M> EntityProducer<A, M>
+where
+    A: Actor + Handler<Delivered<M>>,
+    M: Serialize + Send + 'static,
+{
+    /// The producer's id (the first half of every key it gives).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Messages sent and not yet acknowledged, over every shard.
+    pub fn unconfirmed(&self) -> usize {
+        self.inner.unconfirmed()
+    }
+
+    /// Sends `msg` to entity `entity` if its shard's window allows now;
+    /// returns its number (the second half of its key). An id longer than
+    /// [`MAX_ENTITY_ID_LEN`](crate::sharding::MAX_ENTITY_ID_LEN) is refused
+    /// as [`DeliveryError::Encode`].
+    pub fn try_send(&self, entity: &str, msg: M) -> Result<u64, DeliveryError<M>> {
+        if entity.len() > crate::sharding::MAX_ENTITY_ID_LEN {
+            let why = format!("entity id longer than {} bytes", crate::sharding::MAX_ENTITY_ID_LEN);
+            return Err(DeliveryError::Encode(msg, why));
+        }
+        let bytes = match actor_remote::codec::encode(&ForEntityRef { entity, msg: &msg }) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(DeliveryError::Encode(msg, e.to_string())),
+        };
+        let shard = crate::sharding::shard_of(entity, self.inner.sharding.shards());
+        let producer = match self.inner.shard(shard) {
+            Ok(producer) => producer,
+            Err(e) => return Err(DeliveryError::Encode(msg, e.to_string())),
+        };
+        match producer.try_send_bytes(bytes) {
+            Ok(seq) => Ok(seq),
+            Err((Refused::Stopped, _)) => Err(DeliveryError::Stopped(msg)),
+            Err((Refused::WindowFull, _)) => Err(DeliveryError::WindowFull(msg)),
+        }
+    }
+
+    /// Sends `msg` to entity `entity`, waiting while its shard's window is
+    /// used up; returns its number.
+    pub async fn send(&self, entity: &str, msg: M) -> Result<u64, DeliveryError<M>> {
+        send_when_room(&self.inner.room, msg, |msg| self.try_send(entity, msg)).await
+    }
+
+    /// Waits until every message sent so far was acknowledged (handled by
+    /// its entity).
+    pub async fn flush(&self) {
+        when_room(&self.inner.room, || (self.inner.unconfirmed() == 0).then_some(())).await;
     }
 }

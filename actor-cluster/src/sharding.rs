@@ -47,6 +47,9 @@
 //! lost, and so are messages to an entity that stops or fails by itself
 //! (rather than through [`Sharding::passivate`]) until its region notices,
 //! within a second. A failed entity is activated afresh by the next message.
+//! Where a message must be handled once, send it with
+//! [reliable delivery into entities](crate::delivery::EntityProducer):
+//! sequence numbers, acknowledgements and resends per shard, across moves.
 //!
 //! **Passivation.** [`ShardingBuilder::passivate_after`] stops entities that
 //! handled nothing for that long; [`Sharding::passivate`] stops one on
@@ -76,7 +79,7 @@ use actor_core::remote::BoxFuture;
 use actor_core::{Actor, ActorRef, AskError, Context, Handler, Message, SendError, TrySendError};
 use actor_remote::{PeerRun, RemoteActor, RemoteMessages};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::{Cluster, ClusterError, ClusterEvent, Member};
@@ -346,6 +349,7 @@ impl<A: RemoteActor> ShardingBuilder<A> {
         }));
         Ok(Sharding {
             inner: Arc::new(Shared {
+                cluster: self.cluster.clone(),
                 type_name: self.type_name.into(),
                 shards: self.shards,
                 ops,
@@ -393,14 +397,26 @@ fn owner_of<'a>(shard: u32, members: &[&'a Member]) -> Option<&'a Member> {
     })
 }
 
-#[derive(Default)]
 struct Stats {
     entities: AtomicUsize,
     activations: AtomicUsize,
-    shards: Mutex<Vec<u32>>,
+    /// The shards this node hosts, in order (watched by the reliable
+    /// consumers of the type's entities).
+    shards: watch::Sender<Vec<u32>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            entities: AtomicUsize::new(0),
+            activations: AtomicUsize::new(0),
+            shards: watch::Sender::new(Vec::new()),
+        }
+    }
 }
 
 struct Shared<A: Actor> {
+    cluster: Cluster,
     type_name: Arc<str>,
     shards: u32,
     ops: mpsc::Sender<Delivery<A>>,
@@ -532,7 +548,27 @@ impl<A: Actor> Sharding<A> {
 
     /// The shards this node hosts now, in order.
     pub fn local_shards(&self) -> Vec<u32> {
-        self.inner.stats.shards.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner.stats.shards.borrow().clone()
+    }
+
+    /// The shards this node hosts, as they change.
+    pub(crate) fn hosted_shards(&self) -> watch::Receiver<Vec<u32>> {
+        self.inner.stats.shards.subscribe()
+    }
+
+    /// Resolves once sharding has stopped on this node.
+    pub(crate) async fn stopped(&self) {
+        self.inner.ops.closed().await;
+    }
+
+    /// The number of shards.
+    pub(crate) fn shards(&self) -> u32 {
+        self.inner.shards
+    }
+
+    /// The node this sharding runs on.
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
     }
 
     /// How many entities run on this node now.
@@ -1239,7 +1275,7 @@ impl<A: RemoteActor> Region<A> {
     fn publish_shards(&self) {
         let mut shards: Vec<u32> = self.hosted.keys().copied().collect();
         shards.sort_unstable();
-        *self.stats.shards.lock().unwrap_or_else(|p| p.into_inner()) = shards;
+        self.stats.shards.send_replace(shards);
     }
 
     // ---- sending ----
@@ -2021,7 +2057,7 @@ impl<A: RemoteActor> Region<A> {
                 self.unsettled = true;
             }
         }
-        if self.hosted.len() != self.stats.shards.lock().map_or(0, |s| s.len()) || !empty.is_empty() {
+        if self.hosted.len() != self.stats.shards.borrow().len() || !empty.is_empty() {
             self.publish_shards();
         }
         if leaving && self.hosted.is_empty() && self.rounds.is_empty() {
