@@ -170,6 +170,54 @@ async fn nothing_is_lost_when_the_consumer_dies_and_duplicates_keep_their_key() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn nothing_is_lost_when_the_consumers_node_is_killed_and_restarted() {
+    let net = MemoryNetwork::new();
+    let mut nodes = cluster(&net, &["a", "b", "c"]).await;
+    let log = Log::default();
+    consumer(&nodes[1], &log, None);
+    let producer = nodes[0].reliable_producer::<u64>("p1", "jobs").start().unwrap();
+    const N: u64 = 3_000;
+    let sending = {
+        let producer = producer.clone();
+        send_all(N, move |n| {
+            let producer = producer.clone();
+            async move {
+                producer.send(n).await.unwrap();
+            }
+        })
+    };
+    eventually(WAIT, || async { log.lock().unwrap().len() > 500 }).await;
+    // b's process dies: cut off until the others down it, then gone.
+    cut_off_until_down(&net, &nodes[0], "b").await;
+    let old_run = nodes[1].run();
+    nodes[1].shutdown().await;
+    let handled_before = log.lock().unwrap().len();
+    // b starts again (a new run, same id) with its consumer: the only one.
+    net.rejoin("b");
+    let b = support::start_resolved(&net, "b", &["a"]).await;
+    assert_ne!(b.run(), old_run);
+    tokio::time::timeout(WAIT, b.joined()).await.expect("b admitted again").unwrap();
+    consumer(&b, &log, None);
+    nodes[1] = b;
+    sending.await.unwrap();
+    tokio::time::timeout(WAIT, producer.flush()).await.expect("everything acknowledged");
+    let got = log.lock().unwrap().clone();
+    assert!(handled_before < got.len(), "the restarted consumer handled the rest");
+    let mut seqs: Vec<u64> = got.iter().map(|(_, _, s, _)| *s).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "every message handled at least once");
+    for (_, _, seq, msg) in &got {
+        assert_eq!(seq, msg, "a message keeps its key");
+    }
+    let duplicates = got.len() as u64 - N;
+    assert!(duplicates <= 64, "at most a window's worth again: {duplicates}");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_window_bounds_what_is_in_flight() {
     let net = MemoryNetwork::new();
     let nodes = cluster(&net, &["a", "b"]).await;
