@@ -237,6 +237,7 @@ async fn demo() -> Result<(), String> {
         dev_ca_dir: Some(ca_dir.clone()),
         split_brain: common::SplitBrain::default(),
         log_format: common::LogFormat::Text,
+        ops: None,
     };
     println!("footlight cluster demo: three OS processes on 127.0.0.1, QUIC with mutual TLS\n");
 

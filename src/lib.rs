@@ -73,6 +73,9 @@ pub use actor_core::{
     supervisor,
 };
 pub use actor_macros::{Actor, Message};
+/// The operations endpoint (feature `ops`): probes, metrics, a JSON API.
+#[cfg(feature = "ops")]
+pub use actor_ops as ops;
 /// Remoting: nodes, transports, the wire protocol (feature `remote`).
 #[cfg(feature = "remote")]
 pub use actor_remote as remote;

@@ -55,6 +55,12 @@ pub struct NodeArgs {
     /// alone). Every node of a cluster must use the same.
     #[arg(long, default_value = "keep-majority", value_parser = parse_split_brain)]
     pub split_brain: SplitBrain,
+    /// Serve the operations endpoint (health and readiness probes,
+    /// `/metrics`, a JSON API) over HTTP on this address, e.g.
+    /// `0.0.0.0:9100`. Unauthenticated and read-only: bind it where only
+    /// the platform reaches.
+    #[arg(long)]
+    pub ops: Option<std::net::SocketAddr>,
 }
 
 /// A `--split-brain` choice.
@@ -195,11 +201,32 @@ pub async fn start(args: &NodeArgs) -> Result<Cluster, Box<dyn Error>> {
         cluster = cluster.split_brain_resolver(resolver.clone());
     }
     let cluster = cluster.start().await?;
+    // Before the join: the readiness probe says "joining" meanwhile.
+    if let Some(addr) = args.ops {
+        serve_ops(&cluster, addr).await?;
+    }
     if !cluster.is_joined() {
         tracing::info!(seeds = ?args.seeds, "waiting to join the cluster through the seeds");
         cluster.joined().await?;
     }
     Ok(cluster)
+}
+
+/// The node's operations endpoint, if it serves one: a node started again
+/// (a new run after being downed) takes the address over.
+static OPS: std::sync::Mutex<Option<actor_ops::OpsServer>> = std::sync::Mutex::new(None);
+
+/// Serves `cluster`'s operations endpoint on `addr`, in place of the one
+/// an earlier run of this node served.
+async fn serve_ops(cluster: &Cluster, addr: std::net::SocketAddr) -> Result<(), Box<dyn Error>> {
+    let earlier = OPS.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(earlier) = earlier {
+        earlier.shutdown().await;
+    }
+    let server = actor_ops::OpsServer::start(cluster, addr).await?;
+    tracing::info!(addr = %server.local_addr(), "operations endpoint: /health/alive, /health/ready, /metrics, /api/members, /api/node");
+    *OPS.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+    Ok(())
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).

@@ -1,0 +1,323 @@
+//! Footlight's operations surface: an HTTP endpoint per node with
+//! liveness and readiness probes, Prometheus metrics and a read-only JSON
+//! API, for Kubernetes probes, scrapers and operators.
+//!
+//! It is off unless started ([`OpsServer::start`]), on an address the user
+//! chooses, and compiled only with the facade's `ops` feature: library
+//! users who do not enable it build none of its dependencies (axum, hyper,
+//! the metrics exporter).
+//!
+//! | path | answers |
+//! |---|---|
+//! | `GET /health/alive` | 200 while the node runs (liveness) |
+//! | `GET /health/ready` | 200 once the node is admitted to the cluster ([`Cluster::joined`]) and not downed; 503 with the reason otherwise (readiness: gates a rolling update) |
+//! | `GET /metrics` | Prometheus text: membership, gossip and connection gauges of this node, membership events, and whatever else is recorded through the [`metrics`] facade (see below) |
+//! | `GET /api/node` | JSON: this node's id, run, admission, downed reason, connected peers, gossip counters |
+//! | `GET /api/members` | JSON: the members as this node sees them (id, address, run, roles, reachable) |
+//!
+//! **Access.** Every path is read-only and **unauthenticated**: anyone who
+//! can reach the address can read the cluster's shape (ids, addresses,
+//! roles). Bind it to an address only the platform reaches (the pod's own
+//! address for the kubelet's probes and the scraper, or 127.0.0.1), or put
+//! it behind the platform's authenticating proxy; the node's peer port, with
+//! mutual TLS, is separate and unaffected.
+//!
+//! **Metrics.** The first endpoint started in a process installs its
+//! Prometheus recorder as the process's [`metrics`] recorder, so that what
+//! the runtime and the application record through the facade shows on its
+//! `/metrics`; if another recorder is installed already (the application
+//! chose its own exporter), the endpoint keeps its own metrics to itself
+//! and says so in the log. Every series carries a `node` label, so several
+//! nodes in one process (tests, the demo) do not mix.
+//!
+//! ```no_run
+//! # async fn run(cluster: actor_cluster::Cluster) -> Result<(), actor_ops::OpsError> {
+//! let ops = actor_ops::OpsServer::start(&cluster, "0.0.0.0:9100".parse().unwrap()).await?;
+//! println!("probes on http://{}/health/ready", ops.local_addr());
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actor_cluster::{Cluster, ClusterEvent};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+/// Why the endpoint did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The address could not be bound (in use, not local, no permission).
+    #[error("cannot listen for the operations endpoint on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
+/// A running operations endpoint. It stops when [`shutdown`](Self::shutdown)
+/// is called or the value is dropped.
+#[derive(Debug)]
+pub struct OpsServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where this endpoint's metrics go.
+enum Recorder {
+    /// The process's recorder (this endpoint installed it).
+    Global,
+    /// Its own: another recorder is the process's.
+    Local(PrometheusRecorder),
+}
+
+struct Ops {
+    cluster: Cluster,
+    node: String,
+    handle: PrometheusHandle,
+    recorder: Recorder,
+}
+
+impl Ops {
+    /// Records through this endpoint's recorder.
+    fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.recorder {
+            Recorder::Global => f(),
+            Recorder::Local(recorder) => metrics::with_local_recorder(recorder, f),
+        }
+    }
+}
+
+impl OpsServer {
+    /// Serves the operations endpoint of `cluster`'s node on `addr` (port 0
+    /// picks a free port: see [`local_addr`](Self::local_addr)).
+    pub async fn start(cluster: &Cluster, addr: SocketAddr) -> Result<OpsServer, OpsError> {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| OpsError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(|source| OpsError::Bind { addr, source })?;
+        let built = PrometheusBuilder::new().build_recorder();
+        let handle = built.handle();
+        let recorder = match metrics::set_global_recorder(built) {
+            Ok(()) => Recorder::Global,
+            Err(e) => {
+                tracing::info!(node = %cluster.id(), "a metrics recorder is installed already: this endpoint's /metrics shows its own series only");
+                Recorder::Local(e.into_inner())
+            }
+        };
+        let ops = Arc::new(Ops { cluster: cluster.clone(), node: cluster.id().to_owned(), handle, recorder });
+        describe(&ops);
+        let app = Router::new()
+            .route("/health/alive", get(alive))
+            .route("/health/ready", get(ready))
+            .route("/metrics", get(render))
+            .route("/api/node", get(node))
+            .route("/api/members", get(members))
+            .with_state(ops.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let events = tokio::spawn(count_events(ops.clone()));
+        let task = tokio::spawn(async move {
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serving.await {
+                tracing::warn!(error = %e, "the operations endpoint stopped");
+            }
+            events.abort();
+        });
+        tracing::info!(node = %cluster.id(), addr = %local, "operations endpoint listening");
+        Ok(OpsServer { addr: local, stop: Some(stop), task: Some(task) })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops listening and waits for the requests in progress to finish.
+    pub async fn shutdown(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for OpsServer {
+    fn drop(&mut self) {
+        // Dropping the sender stops the server (graceful).
+        self.stop.take();
+    }
+}
+
+/// Gives the series their help text (once per recorder).
+fn describe(ops: &Ops) {
+    ops.record(|| {
+        metrics::describe_gauge!("footlight_cluster_members", "Members as this node sees them, by reachability.");
+        metrics::describe_gauge!(
+            "footlight_cluster_ready",
+            "1 once the node is admitted to the cluster and not downed."
+        );
+        metrics::describe_gauge!("footlight_node_peers", "Peers this node is connected to.");
+        metrics::describe_counter!("footlight_gossip_packets_sent_total", "SWIM packets sent.");
+        metrics::describe_counter!("footlight_gossip_bytes_sent_total", "SWIM payload bytes sent.");
+        metrics::describe_counter!("footlight_gossip_packets_received_total", "SWIM packets received.");
+        metrics::describe_counter!("footlight_gossip_bytes_received_total", "SWIM payload bytes received.");
+        metrics::describe_counter!(
+            "footlight_membership_events_total",
+            "Membership events seen by this node, by kind."
+        );
+    });
+}
+
+/// Counts this node's membership events, by kind.
+async fn count_events(ops: Arc<Ops>) {
+    let mut events = ops.cluster.subscribe();
+    while let Some(event) = events.recv().await {
+        let kind = event_kind(&event);
+        ops.record(|| {
+            metrics::counter!("footlight_membership_events_total", "node" => ops.node.clone(), "event" => kind)
+                .increment(1);
+        });
+    }
+}
+
+fn event_kind(event: &ClusterEvent) -> &'static str {
+    match event {
+        ClusterEvent::MemberUp(_) => "member_up",
+        ClusterEvent::MemberUnreachable(_) => "member_unreachable",
+        ClusterEvent::MemberReachable(_) => "member_reachable",
+        ClusterEvent::MemberDown(_) => "member_down",
+        ClusterEvent::MemberLeft(_) => "member_left",
+        ClusterEvent::SelfDowned { .. } => "self_downed",
+        ClusterEvent::NameLost { .. } => "name_lost",
+        _ => "other",
+    }
+}
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'a str,
+    node: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+async fn alive(State(ops): State<Arc<Ops>>) -> Response {
+    Json(Health { status: "alive", node: &ops.node, reason: None }).into_response()
+}
+
+/// Ready: admitted and not downed.
+fn readiness(cluster: &Cluster) -> Result<(), (&'static str, String)> {
+    if cluster.is_downed() {
+        let why = cluster.downed_reason().unwrap_or_else(|| "downed".to_owned());
+        return Err(("downed", why));
+    }
+    if !cluster.is_joined() {
+        return Err(("joining", "not admitted to the cluster yet".to_owned()));
+    }
+    Ok(())
+}
+
+async fn ready(State(ops): State<Arc<Ops>>) -> Response {
+    match readiness(&ops.cluster) {
+        Ok(()) => Json(Health { status: "ready", node: &ops.node, reason: None }).into_response(),
+        Err((status, reason)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status, node: &ops.node, reason: Some(reason) }))
+                .into_response()
+        }
+    }
+}
+
+async fn render(State(ops): State<Arc<Ops>>) -> Response {
+    let cluster = &ops.cluster;
+    let members = cluster.members();
+    let reachable = members.iter().filter(|m| cluster.is_reachable(&m.id)).count();
+    let gossip = cluster.gossip_stats();
+    let node = ops.node.clone();
+    ops.record(|| {
+        let n = || node.clone();
+        metrics::gauge!("footlight_cluster_members", "node" => n(), "reachable" => "true").set(reachable as f64);
+        metrics::gauge!("footlight_cluster_members", "node" => n(), "reachable" => "false")
+            .set((members.len() - reachable) as f64);
+        let ready = if readiness(cluster).is_ok() { 1.0 } else { 0.0 };
+        metrics::gauge!("footlight_cluster_ready", "node" => n()).set(ready);
+        metrics::gauge!("footlight_node_peers", "node" => n()).set(cluster.node().peers().len() as f64);
+        metrics::counter!("footlight_gossip_packets_sent_total", "node" => n()).absolute(gossip.packets_sent);
+        metrics::counter!("footlight_gossip_bytes_sent_total", "node" => n()).absolute(gossip.bytes_sent);
+        metrics::counter!("footlight_gossip_packets_received_total", "node" => n()).absolute(gossip.packets_received);
+        metrics::counter!("footlight_gossip_bytes_received_total", "node" => n()).absolute(gossip.bytes_received);
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.handle.render()).into_response()
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    id: String,
+    addr: String,
+    run: u64,
+    roles: Vec<String>,
+    reachable: bool,
+}
+
+async fn members(State(ops): State<Arc<Ops>>) -> Response {
+    let list: Vec<MemberView> = ops
+        .cluster
+        .members()
+        .into_iter()
+        .map(|m| MemberView {
+            reachable: ops.cluster.is_reachable(&m.id),
+            id: m.id,
+            addr: m.addr,
+            run: m.run,
+            roles: m.roles,
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+#[derive(Serialize)]
+struct NodeView {
+    id: String,
+    run: u64,
+    joined: bool,
+    downed: Option<String>,
+    peers: Vec<String>,
+    gossip: GossipView,
+}
+
+#[derive(Serialize)]
+struct GossipView {
+    packets_sent: u64,
+    bytes_sent: u64,
+    packets_received: u64,
+    bytes_received: u64,
+}
+
+async fn node(State(ops): State<Arc<Ops>>) -> Response {
+    let c = &ops.cluster;
+    let g = c.gossip_stats();
+    let downed = c.is_downed().then(|| c.downed_reason().unwrap_or_else(|| "downed".to_owned()));
+    Json(NodeView {
+        id: ops.node.clone(),
+        run: c.run(),
+        joined: c.is_joined(),
+        downed,
+        peers: c.node().peers(),
+        gossip: GossipView {
+            packets_sent: g.packets_sent,
+            bytes_sent: g.bytes_sent,
+            packets_received: g.packets_received,
+            bytes_received: g.bytes_received,
+        },
+    })
+    .into_response()
+}

@@ -1,0 +1,120 @@
+//! The operations endpoint over real HTTP on 127.0.0.1 (port 0), in front
+//! of in-memory clusters on the real clock: probes answer as the node's
+//! admission changes, `/metrics` shows the membership as Prometheus text,
+//! the JSON API lists members, and a taken address is a clear error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actor_ops::{OpsError, OpsServer};
+use footlight::remote::transport::mem::MemoryNetwork;
+use support::eventually;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// GETs `path` and returns (status, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("a response").unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_metrics_and_members_describe_a_running_cluster() {
+    let net = MemoryNetwork::new();
+    let nodes = support::cluster(&net, &["n1", "n2", "n3"], WAIT).await;
+    let ops = OpsServer::start(&nodes[0], "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let at = ops.local_addr();
+    assert_ne!(at.port(), 0);
+
+    let (status, body) = get(at, "/health/alive").await;
+    assert_eq!((status, body.contains("\"alive\"")), (200, true), "{body}");
+    let (status, body) = get(at, "/health/ready").await;
+    assert_eq!((status, body.contains("\"ready\"")), (200, true), "{body}");
+
+    let (status, body) = get(at, "/api/members").await;
+    assert_eq!(status, 200);
+    let members: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut ids: Vec<&str> = members.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["n1", "n2", "n3"]);
+    assert!(members.as_array().unwrap().iter().all(|m| m["reachable"] == true), "{body}");
+
+    let (status, body) = get(at, "/api/node").await;
+    assert_eq!(status, 200);
+    let node: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(node["id"], "n1");
+    assert_eq!(node["joined"], true);
+    assert!(node["gossip"]["packets_sent"].as_u64().unwrap() > 0, "{body}");
+
+    let (status, body) = get(at, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("footlight_cluster_members{node=\"n1\",reachable=\"true\"} 3"), "{body}");
+    assert!(body.contains("footlight_cluster_ready{node=\"n1\"} 1"), "{body}");
+    assert!(body.contains("# HELP footlight_gossip_bytes_sent_total"), "{body}");
+
+    // n3 leaves: the members and the event counter follow.
+    nodes[2].shutdown().await;
+    eventually(WAIT, || async {
+        let (_, body) = get(at, "/api/members").await;
+        !body.contains("\"n3\"")
+    })
+    .await;
+    let (_, body) = get(at, "/metrics").await;
+    // (A leave whose notice is lost is reported down instead: counted too.)
+    let counted = ["member_left", "member_down"]
+        .iter()
+        .any(|e| body.contains(&format!("footlight_membership_events_total{{node=\"n1\",event=\"{e}\"}} 1")));
+    assert!(counted, "{body}");
+    assert!(body.contains("footlight_cluster_members{node=\"n1\",reachable=\"true\"} 2"), "{body}");
+
+    ops.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(at).await.is_err(), "the endpoint stopped listening");
+    for node in &nodes[..2] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_refused_until_the_node_is_admitted() {
+    let net = MemoryNetwork::new();
+    // Its only seed does not exist yet: it waits to join.
+    let late = support::start(&net, "late", &["first"]).await;
+    let ops = OpsServer::start(&late, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (status, body) = get(ops.local_addr(), "/health/ready").await;
+    assert_eq!((status, body.contains("\"joining\"")), (503, true), "{body}");
+    let (status, _) = get(ops.local_addr(), "/health/alive").await;
+    assert_eq!(status, 200, "alive while joining");
+    // The seed comes up: once admitted, ready.
+    let first = support::start(&net, "first", &[]).await;
+    tokio::time::timeout(WAIT, late.joined()).await.expect("admitted").unwrap();
+    let (status, body) = get(ops.local_addr(), "/health/ready").await;
+    assert_eq!((status, body.contains("\"ready\"")), (200, true), "{body}");
+    let (status, body) = get(ops.local_addr(), "/no/such/path").await;
+    assert_eq!(status, 404, "{body}");
+    drop(ops);
+    late.shutdown().await;
+    first.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_in_use_is_a_clear_error() {
+    let net = MemoryNetwork::new();
+    let node = support::start(&net, "solo", &[]).await;
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    match OpsServer::start(&node, addr).await {
+        Err(e @ OpsError::Bind { .. }) => assert!(e.to_string().contains(&addr.to_string()), "{e}"),
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    node.shutdown().await;
+}
