@@ -118,3 +118,83 @@ async fn an_address_in_use_is_a_clear_error() {
     }
     node.shutdown().await;
 }
+
+/// A headless Chromium from the system, if there is one: `.ci/run`
+/// installs Debian's and sets `FOOTLIGHT_REQUIRE_BROWSER=1`, so that a
+/// missing browser fails there instead of skipping.
+fn browser() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if found.is_none() {
+        assert!(std::env::var("FOOTLIGHT_REQUIRE_BROWSER").is_err(), "no headless Chromium found, and CI requires one");
+        eprintln!("SKIPPED: no chromium on this machine (apt-get install chromium)");
+    }
+    found
+}
+
+/// The page at `url` as the browser shows it once its scripts have run for
+/// two seconds of the page's time.
+async fn rendered(browser: &'static str, url: String) -> String {
+    let profile = std::env::temp_dir().join(format!("footlight-view-{}", std::process::id()));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(browser)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(["--virtual-time-budget=2000", "--dump-dom"])
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "the browser failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A member's row as the page renders it, if it is there.
+fn row<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("<tr id=\"member-{id}\""))?;
+    let end = dom[start..].find("</tr>")? + start;
+    Some(&dom[start..end])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_view_in_a_headless_browser_shows_the_members_and_one_cut_off() {
+    let Some(browser) = browser() else { return };
+    let net = MemoryNetwork::new();
+    // No split-brain resolver: a member cut off stays unreachable.
+    let nodes = support::cluster(&net, &["n1", "n2", "n3"], WAIT).await;
+    let ops = OpsServer::start(&nodes[0], "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("http://{}/", ops.local_addr());
+
+    let dom = rendered(browser, url.clone()).await;
+    assert!(dom.contains("<span id=\"node\">n1</span>"), "{dom}");
+    assert!(dom.contains("data-ready=\"true\">ready<"), "{dom}");
+    for id in ["n1", "n2", "n3"] {
+        let r = row(&dom, id).unwrap_or_else(|| panic!("no row for {id}: {dom}"));
+        assert!(r.contains("data-state=\"up\""), "{r}");
+    }
+    assert!(dom.contains("<span id=\"peer-count\">2</span>"), "{dom}");
+
+    // n3 is cut off: the page shows it unreachable.
+    net.isolate("n3");
+    let started = std::time::Instant::now();
+    loop {
+        let dom = rendered(browser, url.clone()).await;
+        if row(&dom, "n3").is_some_and(|r| r.contains("data-state=\"unreachable\"")) {
+            assert!(row(&dom, "n2").is_some_and(|r| r.contains("data-state=\"up\"")), "{dom}");
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the page never showed n3 unreachable: {dom}");
+    }
+    drop(ops);
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}

@@ -9,6 +9,7 @@
 //!
 //! | path | answers |
 //! |---|---|
+//! | `GET /` | the live view: one page (HTML and JavaScript shipped in this crate, no build step) showing this node's readiness, the members and their reachability, the connected peers and gossip counters, refreshed every second |
 //! | `GET /health/alive` | 200 while the node runs (liveness) |
 //! | `GET /health/ready` | 200 once the node is admitted to the cluster ([`Cluster::joined`]) and not downed; 503 with the reason otherwise (readiness: gates a rolling update) |
 //! | `GET /metrics` | Prometheus text: membership, gossip and connection gauges of this node, membership events, and whatever else is recorded through the [`metrics`] facade (see below) |
@@ -116,6 +117,7 @@ impl OpsServer {
         let ops = Arc::new(Ops { cluster: cluster.clone(), node: cluster.id().to_owned(), handle, recorder });
         describe(&ops);
         let app = Router::new()
+            .route("/", get(view))
             .route("/health/alive", get(alive))
             .route("/health/ready", get(ready))
             .route("/metrics", get(render))
@@ -203,6 +205,14 @@ fn event_kind(event: &ClusterEvent) -> &'static str {
     }
 }
 
+/// The live view: one page, plain HTML and JavaScript shipped in the
+/// crate, that polls the JSON API every second.
+const VIEW: &str = include_str!("view.html");
+
+async fn view() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], VIEW).into_response()
+}
+
 #[derive(Serialize)]
 struct Health<'a> {
     status: &'a str,
@@ -263,7 +273,9 @@ async fn render(State(ops): State<Arc<Ops>>) -> Response {
 struct MemberView {
     id: String,
     addr: String,
-    run: u64,
+    /// As a string: a run is a 64-bit number, beyond what JavaScript's
+    /// numbers hold exactly.
+    run: String,
     roles: Vec<String>,
     reachable: bool,
 }
@@ -277,7 +289,7 @@ async fn members(State(ops): State<Arc<Ops>>) -> Response {
             reachable: ops.cluster.is_reachable(&m.id),
             id: m.id,
             addr: m.addr,
-            run: m.run,
+            run: m.run.to_string(),
             roles: m.roles,
         })
         .collect();
@@ -287,7 +299,8 @@ async fn members(State(ops): State<Arc<Ops>>) -> Response {
 #[derive(Serialize)]
 struct NodeView {
     id: String,
-    run: u64,
+    /// As a string (see [`MemberView::run`]).
+    run: String,
     joined: bool,
     downed: Option<String>,
     peers: Vec<String>,
@@ -308,7 +321,7 @@ async fn node(State(ops): State<Arc<Ops>>) -> Response {
     let downed = c.is_downed().then(|| c.downed_reason().unwrap_or_else(|| "downed".to_owned()));
     Json(NodeView {
         id: ops.node.clone(),
-        run: c.run(),
+        run: c.run().to_string(),
         joined: c.is_joined(),
         downed,
         peers: c.node().peers(),
