@@ -7,14 +7,38 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actor_ops::{OpsError, OpsServer};
+use footlight::prelude::*;
 use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::{Mailbox, SpawnOptions};
 use support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Holds its mailbox up until a permit comes (signalling when it starts
+/// waiting, if asked).
+struct Busy;
+
+impl Actor for Busy {}
+
+struct Hold(Arc<tokio::sync::Semaphore>, Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Message for Hold {
+    type Reply = ();
+}
+
+impl Handler<Hold> for Busy {
+    async fn handle(&mut self, Hold(gate, started): Hold, _ctx: &mut Context<Self>) {
+        if let Some(started) = started {
+            let _ = started.send(());
+        }
+        gate.acquire().await.unwrap().forget();
+    }
+}
 
 /// GETs `path` and returns (status, body).
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -61,6 +85,33 @@ async fn probes_metrics_and_members_describe_a_running_cluster() {
     assert!(body.contains("footlight_cluster_members{node=\"n1\",reachable=\"true\"} 3"), "{body}");
     assert!(body.contains("footlight_cluster_ready{node=\"n1\"} 1"), "{body}");
     assert!(body.contains("# HELP footlight_gossip_bytes_sent_total"), "{body}");
+
+    // A named actor held busy with five messages waiting: its mailbox
+    // depth shows in the metrics and in the actor list.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let busy = nodes[0].system().spawn_with(Busy, SpawnOptions::new().mailbox(Mailbox::bounded(64))).unwrap();
+    nodes[0].system().register("busy", &busy).unwrap();
+    let (held, holding) = tokio::sync::oneshot::channel();
+    busy.try_tell(Hold(gate.clone(), Some(held))).unwrap();
+    holding.await.unwrap();
+    for _ in 0..5 {
+        busy.try_tell(Hold(gate.clone(), None)).unwrap();
+    }
+    let (_, body) = get(at, "/metrics").await;
+    assert!(body.contains("footlight_named_actor_mailbox_depth{node=\"n1\",name=\"busy\"} 5"), "{body}");
+    assert!(body.contains("footlight_actor_mailbox_depth{node=\"n1\",actor_type=\"Busy\"} 5"), "{body}");
+    let (_, body) = get(at, "/api/actors").await;
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entry = listed.as_array().unwrap().iter().find(|a| a["names"][0] == "busy").expect("busy listed");
+    assert_eq!((entry["type"].as_str(), entry["mailbox_depth"].as_u64()), (Some("Busy"), Some(5)), "{entry}");
+    assert_eq!((entry["mailbox_capacity"].as_u64(), entry["handled"].as_u64()), (Some(64), Some(1)), "{entry}");
+    gate.add_permits(6);
+    eventually(WAIT, || async {
+        let (_, body) = get(at, "/metrics").await;
+        body.contains("footlight_named_actor_mailbox_depth{node=\"n1\",name=\"busy\"} 0")
+            && body.contains("footlight_actor_messages_handled{node=\"n1\",actor_type=\"Busy\"} 6")
+    })
+    .await;
 
     // n3 leaves: the members and the event counter follow.
     nodes[2].shutdown().await;
@@ -172,8 +223,13 @@ async fn the_live_view_in_a_headless_browser_shows_the_members_and_one_cut_off()
     let nodes = support::cluster(&net, &["n1", "n2", "n3"], WAIT).await;
     let ops = OpsServer::start(&nodes[0], "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}/", ops.local_addr());
+    let busy = nodes[0].system().spawn_with(Busy, SpawnOptions::new().mailbox(Mailbox::bounded(64))).unwrap();
+    nodes[0].system().register("greeter", &busy).unwrap();
 
     let dom = rendered(browser, url.clone()).await;
+    let start = dom.find(&format!("<tr id=\"actor-{}\"", busy.id())).unwrap_or_else(|| panic!("no actor row: {dom}"));
+    let actor_row = &dom[start..start + dom[start..].find("</tr>").unwrap()];
+    assert!(actor_row.contains("<td>Busy</td><td>greeter</td><td class=\"depth\">0 / 64</td>"), "{actor_row}");
     assert!(dom.contains("<span id=\"node\">n1</span>"), "{dom}");
     assert!(dom.contains("data-ready=\"true\">ready<"), "{dom}");
     for id in ["n1", "n2", "n3"] {

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use crate::cell::{ActorCell, Signal};
 use crate::mailbox::{self, BoxFuture, Queue, Refusal};
 use crate::remote::{RemoteEndpoint, RemoteError, Told, with_ref_codec};
+use crate::stats::{self, AskFailure};
 use crate::{Actor, ActorId, AskError, ExitReason, Handler, Message, NotSent, SendError, TrySendError};
 
 /// How long an [`ask`](ActorRef::ask) waits for its reply unless told otherwise.
@@ -297,7 +298,10 @@ async fn send_ask<A: Handler<M>, M: Message>(
 ) -> Result<M::Reply, AskError<M>> {
     if let Some(remote) = &inner.remote {
         return match remote_end(&inner.cell) {
-            Some(RemoteEnd::NodeDown) => Err(AskError::NotSent(msg, NotSent::NodeDown)),
+            Some(RemoteEnd::NodeDown) => {
+                stats::ask_failed(AskFailure::NodeDown);
+                Err(AskError::NotSent(msg, NotSent::NodeDown))
+            }
             Some(RemoteEnd::Stopped) => Err(AskError::Closed(msg)),
             None => remote_ask(remote, msg, timeout).await,
         };
@@ -309,15 +313,24 @@ async fn send_ask<A: Handler<M>, M: Message>(
         Err(Refusal::Full) => match tokio::time::timeout_at(deadline, inner.cell.gate.acquire()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(AskError::Closed(msg)),
-            Err(_) => return Err(AskError::Timeout),
+            Err(_) => {
+                stats::ask_failed(AskFailure::Timeout);
+                return Err(AskError::Timeout);
+            }
         },
     }
     let (reply, rx) = oneshot::channel();
     inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
     match tokio::time::timeout_at(deadline, rx).await {
         Ok(Ok(out)) => Ok(out),
-        Ok(Err(_)) => Err(AskError::NoReply),
-        Err(_) => Err(AskError::Timeout),
+        Ok(Err(_)) => {
+            stats::ask_failed(AskFailure::NoReply);
+            Err(AskError::NoReply)
+        }
+        Err(_) => {
+            stats::ask_failed(AskFailure::Timeout);
+            Err(AskError::Timeout)
+        }
     }
 }
 
@@ -391,7 +404,14 @@ async fn remote_ask<M: Message>(
     };
     // Kept until the outcome: a request that could not be queued gives it
     // back.
-    match remote.ask(wire.name, payload, timeout).await {
+    let result = remote.ask(wire.name, payload, timeout).await;
+    match &result {
+        Err(RemoteError::NotSent | RemoteError::NodeDown) => stats::ask_failed(AskFailure::NodeDown),
+        Err(RemoteError::NoReply) => stats::ask_failed(AskFailure::NoReply),
+        Err(RemoteError::Timeout) => stats::ask_failed(AskFailure::Timeout),
+        _ => {}
+    }
+    match result {
         Err(RemoteError::NotSent) => Err(AskError::NotSent(msg, NotSent::NodeDown)),
         Ok(reply) => {
             with_ref_codec(codec, || (wire.decode_reply)(&reply)).map_err(|e| AskError::Rejected(format!("reply: {e}")))

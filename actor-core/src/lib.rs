@@ -67,6 +67,7 @@ mod message;
 pub mod monitor;
 pub mod remote;
 mod runtime;
+mod stats;
 pub mod supervisor;
 mod system;
 
@@ -84,4 +85,4 @@ pub use supervisor::{
     Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, ChildState, OnStartFailure, Restart, Strategy, Supervisor,
     SupervisorEvent,
 };
-pub use system::{ActorSystem, SpawnOptions};
+pub use system::{ActorInfo, ActorSystem, SpawnOptions};

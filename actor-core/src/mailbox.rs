@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -214,6 +214,9 @@ pub(crate) enum Refusal {
 pub(crate) struct Gate {
     capacity: usize,
     queued: AtomicUsize,
+    /// Messages taken from the queue so far (counted per batch, when their
+    /// slots are released): what the actor has handled or is handling.
+    taken: AtomicU64,
     waiting: AtomicUsize,
     closed: AtomicBool,
     space: Notify,
@@ -228,6 +231,7 @@ impl Gate {
         Self {
             capacity,
             queued: AtomicUsize::new(0),
+            taken: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             space: Notify::new(),
@@ -303,7 +307,11 @@ impl Gate {
     /// one). While the receiver is busy draining, senders are woken only once
     /// the mailbox is down to half: each wake-up then refills half a mailbox.
     pub(crate) fn release(&self, taken: usize, urgent: bool) {
-        if !self.bounded() || taken == 0 {
+        if taken == 0 {
+            return;
+        }
+        self.taken.fetch_add(taken as u64, Ordering::Relaxed);
+        if !self.bounded() {
             return;
         }
         let left = self.queued.fetch_sub(taken, Ordering::SeqCst) - taken;
@@ -325,6 +333,23 @@ impl Gate {
     /// cost of senders seeing a mailbox full up to that many messages early.
     pub(crate) fn release_batch(&self) -> usize {
         if self.bounded() { (self.capacity / 16).clamp(1, 32) } else { usize::MAX }
+    }
+
+    /// Messages queued now (admitted, not yet released by the receiver:
+    /// up to [`release_batch`](Self::release_batch) more than wait), for a
+    /// bounded mailbox; `None` for an unbounded one, which keeps no count.
+    pub(crate) fn depth(&self) -> Option<usize> {
+        self.bounded().then(|| self.queued.load(Ordering::Relaxed))
+    }
+
+    /// The capacity of a bounded mailbox.
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.bounded().then_some(self.capacity)
+    }
+
+    /// Messages taken from the queue so far (see `taken`).
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
     }
 
     /// Refuses every later message and wakes every waiting sender.

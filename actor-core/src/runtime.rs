@@ -215,6 +215,7 @@ fn close<A: Actor>(ctx: &Context<A>, reason: ExitReason) {
     // Dropping a queued message runs user `Drop` code: a panic there must not
     // skip the bookkeeping below.
     if let Err(payload) = caught(|| std::panic::catch_unwind(AssertUnwindSafe(move || drop(queued)))) {
+        crate::stats::panicked(cell.type_name());
         tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "dropping a queued message panicked");
     }
     finish(cell, ctx, reason);
@@ -224,6 +225,7 @@ fn close<A: Actor>(ctx: &Context<A>, reason: ExitReason) {
 fn build<A: Actor>(cell: &ActorCell, sup: &Supervision<A>) -> Result<A, ExitReason> {
     caught(|| std::panic::catch_unwind(AssertUnwindSafe(|| (sup.factory)()))).map_err(|payload| {
         let text = panic_text(payload.as_ref());
+        crate::stats::panicked(cell.type_name());
         tracing::error!(actor = %cell, panic = %text, "actor factory panicked");
         ExitReason::Panicked(format!("{text} (in the actor factory)"))
     })
@@ -284,6 +286,7 @@ async fn run_instance<A: Actor>(mut actor: A, ctx: &mut Context<A>, started_ack:
     };
     // Dropping user state can panic too; it must not take the task down.
     if let Err(payload) = caught(|| std::panic::catch_unwind(AssertUnwindSafe(move || drop(actor)))) {
+        crate::stats::panicked(cell.type_name());
         tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "actor drop panicked");
     }
     end
@@ -298,6 +301,7 @@ async fn start_instance<A: Actor>(actor: &mut A, ctx: &mut Context<A>, cell: &Ac
         }
         Err(payload) => {
             let text = panic_text(payload.as_ref());
+            crate::stats::panicked(cell.type_name());
             tracing::error!(actor = %cell, panic = %text, "started hook panicked");
             Err(ExitReason::Panicked(format!("{text} (in started)")))
         }
@@ -309,10 +313,12 @@ async fn start_instance<A: Actor>(actor: &mut A, ctx: &mut Context<A>, cell: &Ac
 async fn end_instance<A: Actor>(actor: &mut A, ctx: &mut Context<A>, cell: &ActorCell, started: bool) {
     ctx.cancel_timers();
     if started && let Err(payload) = CatchUnwind(pin!(actor.stopping(ctx))).await {
+        crate::stats::panicked(cell.type_name());
         tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "stopping hook panicked");
     }
     ctx.stop_children().await;
     if started && let Err(payload) = CatchUnwind(pin!(actor.stopped(ctx))).await {
+        crate::stats::panicked(cell.type_name());
         tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "stopped hook panicked");
     }
 }
@@ -433,6 +439,7 @@ async fn on_panic<A: Actor>(
     payload: Box<dyn Any + Send>,
 ) -> Option<InstanceEnd> {
     let text = panic_text(payload.as_ref());
+    crate::stats::panicked(cell.type_name());
     tracing::error!(actor = %cell, message_type, panic = %text, "handler panicked");
     let failure = Failure { message_type, panic: text };
     let reason = || ExitReason::Panicked(format!("{} (while handling {})", failure.panic, failure.message_type));
@@ -443,6 +450,7 @@ async fn on_panic<A: Actor>(
         }
         Ok(FailureDecision::Stop) => Some(InstanceEnd::Exited(reason())),
         Err(payload) => {
+            crate::stats::panicked(cell.type_name());
             tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "on_failure hook panicked");
             Some(InstanceEnd::Exited(reason()))
         }
@@ -469,6 +477,7 @@ async fn handle_signal<A: Actor>(
                 Ok(()) => ctx.take_stop().map(InstanceEnd::Exited),
                 Err(payload) => {
                     let text = panic_text(payload.as_ref());
+                    crate::stats::panicked(cell.type_name());
                     tracing::error!(actor = %cell, panic = %text, "on_terminated hook panicked");
                     Some(InstanceEnd::Exited(ExitReason::Panicked(format!("{text} (in on_terminated)"))))
                 }
@@ -485,6 +494,7 @@ async fn handle_signal<A: Actor>(
                 }
                 Err(payload) => {
                     let text = panic_text(payload.as_ref());
+                    crate::stats::panicked(cell.type_name());
                     tracing::error!(actor = %cell, panic = %text, "on_link_exit hook panicked");
                     Some(InstanceEnd::Exited(ExitReason::Panicked(format!("{text} (in on_link_exit)"))))
                 }

@@ -803,6 +803,7 @@ impl Handler<ChildExit> for Supervisor {
             return;
         }
         tracing::warn!(supervisor = %ctx.myself(), child = %cell, reason = %report.reason, "restarting child");
+        crate::stats::restarting(cell.type_name());
         self.emit(SupervisorEvent::Restarting { name, id: report.id, reason: report.reason.clone() });
         if let Some(child) = self.children.get_mut(report.id) {
             child.restarting = true;

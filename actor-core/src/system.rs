@@ -54,6 +54,31 @@ struct Registered {
     actor_ref: Box<dyn Any + Send + Sync>,
 }
 
+/// One actor as [`ActorSystem::actors`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ActorInfo {
+    /// Its id.
+    pub id: ActorId,
+    /// Its type (as `std::any::type_name` spells it).
+    pub type_name: &'static str,
+    /// The name it was spawned with ([`SpawnOptions::name`]), if any.
+    pub label: Option<String>,
+    /// The names it is registered under in the system's registry.
+    pub names: Vec<String>,
+    /// Spawned by the system (not a child).
+    pub top_level: bool,
+    /// Messages in its mailbox (for a bounded mailbox: admitted and not yet
+    /// released by the actor, which releases slots in batches of up to a
+    /// sixteenth of the capacity, at most 32); `None` for an unbounded one.
+    pub mailbox_depth: Option<usize>,
+    /// Its mailbox's capacity; `None` if unbounded.
+    pub mailbox_capacity: Option<usize>,
+    /// Messages it has taken from its mailbox since it was spawned
+    /// (restarts included), counted in batches.
+    pub handled: u64,
+}
+
 /// Options for [`ActorSystem::spawn_with`] and [`Context::spawn_with`](crate::Context::spawn_with).
 #[derive(Debug, Clone, Default)]
 pub struct SpawnOptions {
@@ -207,6 +232,44 @@ impl ActorSystem {
     /// How many top-level actors are alive.
     pub fn top_level_count(&self) -> usize {
         self.inner.top_level.len()
+    }
+
+    /// A snapshot of the system's top-level actors and of every actor
+    /// registered under a name (children included), for operators: type,
+    /// name, mailbox depth, messages handled. Reading it costs the actors
+    /// nothing (their counters are read, not asked for). Children that are
+    /// neither top-level nor named are not listed. Ordered by id.
+    pub fn actors(&self) -> Vec<ActorInfo> {
+        let mut cells: std::collections::HashMap<ActorId, (Arc<ActorCell>, bool)> =
+            self.inner.top_level.iter().map(|e| (*e.key(), (e.value().clone(), true))).collect();
+        let mut names: std::collections::HashMap<ActorId, Vec<String>> = std::collections::HashMap::new();
+        for entry in self.inner.registry.iter() {
+            let cell = &entry.value().cell;
+            names.entry(cell.id()).or_default().push(entry.key().clone());
+            cells.entry(cell.id()).or_insert_with(|| (cell.clone(), false));
+        }
+        let mut infos: Vec<ActorInfo> = cells
+            .into_values()
+            .filter(|(cell, _)| cell.is_alive())
+            .map(|(cell, top_level)| ActorInfo {
+                id: cell.id(),
+                type_name: cell.type_name(),
+                label: cell.name().map(str::to_owned),
+                names: names
+                    .remove(&cell.id())
+                    .map(|mut n| {
+                        n.sort();
+                        n
+                    })
+                    .unwrap_or_default(),
+                top_level,
+                mailbox_depth: cell.gate.depth(),
+                mailbox_capacity: cell.gate.capacity(),
+                handled: cell.gate.taken(),
+            })
+            .collect();
+        infos.sort_by_key(|i| i.id);
+        infos
     }
 
     pub(crate) fn add_top_level(&self, cell: &Arc<ActorCell>) {

@@ -14,6 +14,7 @@
 //! | `GET /health/ready` | 200 once the node is admitted to the cluster ([`Cluster::joined`]) and not downed; 503 with the reason otherwise (readiness: gates a rolling update) |
 //! | `GET /metrics` | Prometheus text: membership, gossip and connection gauges of this node, membership events, and whatever else is recorded through the [`metrics`] facade (see below) |
 //! | `GET /api/node` | JSON: this node's id, run, admission, downed reason, connected peers, gossip counters |
+//! | `GET /api/actors` | JSON: the node's top-level and named actors ([`ActorSystem::actors`](actor_core::ActorSystem::actors)): id, type, names, mailbox depth and capacity, messages handled |
 //! | `GET /api/members` | JSON: the members as this node sees them (id, address, run, roles, reachable) |
 //!
 //! **Access.** Every path is read-only and **unauthenticated**: anyone who
@@ -123,6 +124,7 @@ impl OpsServer {
             .route("/metrics", get(render))
             .route("/api/node", get(node))
             .route("/api/members", get(members))
+            .route("/api/actors", get(actors))
             .with_state(ops.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let events = tokio::spawn(count_events(ops.clone()));
@@ -177,6 +179,25 @@ fn describe(ops: &Ops) {
             "footlight_membership_events_total",
             "Membership events seen by this node, by kind."
         );
+        metrics::describe_gauge!("footlight_actors", "Top-level and named actors alive, by type.");
+        metrics::describe_gauge!(
+            "footlight_actor_mailbox_depth",
+            "Messages waiting in the mailboxes of the top-level and named actors, by type (bounded mailboxes)."
+        );
+        metrics::describe_gauge!(
+            "footlight_actor_messages_handled",
+            "Messages taken by the live top-level and named actors since they were spawned, by type."
+        );
+        metrics::describe_gauge!("footlight_named_actor_mailbox_depth", "Messages waiting in a named actor's mailbox.");
+        metrics::describe_counter!(
+            "footlight_actor_panics_total",
+            "Handler or hook panics, by actor type (process-wide)."
+        );
+        metrics::describe_counter!(
+            "footlight_actor_restarts_total",
+            "Supervisor restarts, by child type (process-wide)."
+        );
+        metrics::describe_counter!("footlight_ask_failures_total", "Asks that failed, by reason (process-wide).");
     });
 }
 
@@ -266,7 +287,96 @@ async fn render(State(ops): State<Arc<Ops>>) -> Response {
         metrics::counter!("footlight_gossip_packets_received_total", "node" => n()).absolute(gossip.packets_received);
         metrics::counter!("footlight_gossip_bytes_received_total", "node" => n()).absolute(gossip.bytes_received);
     });
+    record_actors(&ops);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.handle.render()).into_response()
+}
+
+/// The most named actors given a series of their own on `/metrics` (the
+/// rest still count in their type's series).
+pub const MAX_NAMED_SERIES: usize = 1000;
+
+/// Per actor type, and per named actor: counts, mailbox depths, messages
+/// handled, read from the node's actor system at scrape time.
+fn record_actors(ops: &Ops) {
+    #[derive(Default)]
+    struct ByType {
+        actors: usize,
+        depth: usize,
+        handled: u64,
+    }
+    let mut by_type: std::collections::BTreeMap<String, ByType> = std::collections::BTreeMap::new();
+    let mut named = Vec::new();
+    for actor in ops.cluster.system().actors() {
+        let t = by_type.entry(short_type(actor.type_name)).or_default();
+        t.actors += 1;
+        t.depth += actor.mailbox_depth.unwrap_or(0);
+        t.handled += actor.handled;
+        if let (Some(name), Some(depth)) = (actor.names.first(), actor.mailbox_depth)
+            && named.len() < MAX_NAMED_SERIES
+        {
+            named.push((name.clone(), depth));
+        }
+    }
+    ops.record(|| {
+        for (actor_type, t) in by_type {
+            let labels = [("node", ops.node.clone()), ("actor_type", actor_type)];
+            metrics::gauge!("footlight_actors", &labels).set(t.actors as f64);
+            metrics::gauge!("footlight_actor_mailbox_depth", &labels).set(t.depth as f64);
+            metrics::gauge!("footlight_actor_messages_handled", &labels).set(t.handled as f64);
+        }
+        for (name, depth) in named {
+            let labels = [("node", ops.node.clone()), ("name", name)];
+            metrics::gauge!("footlight_named_actor_mailbox_depth", &labels).set(depth as f64);
+        }
+    });
+}
+
+/// A type's name without its module paths (`kv::app::Store` → `Store`).
+fn short_type(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            segment.push(c);
+        } else {
+            out.push_str(segment.rsplit("::").next().unwrap_or(&segment));
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(segment.rsplit("::").next().unwrap_or(&segment));
+    out
+}
+
+#[derive(Serialize)]
+struct ActorView {
+    id: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    names: Vec<String>,
+    top_level: bool,
+    mailbox_depth: Option<usize>,
+    mailbox_capacity: Option<usize>,
+    handled: u64,
+}
+
+async fn actors(State(ops): State<Arc<Ops>>) -> Response {
+    let list: Vec<ActorView> = ops
+        .cluster
+        .system()
+        .actors()
+        .into_iter()
+        .map(|a| ActorView {
+            id: a.id.to_string(),
+            type_name: short_type(a.type_name),
+            names: a.names,
+            top_level: a.top_level,
+            mailbox_depth: a.mailbox_depth,
+            mailbox_capacity: a.mailbox_capacity,
+            handled: a.handled,
+        })
+        .collect();
+    Json(list).into_response()
 }
 
 #[derive(Serialize)]
