@@ -86,6 +86,16 @@ async fn probes_metrics_and_members_describe_a_running_cluster() {
     assert!(body.contains("footlight_cluster_ready{node=\"n1\"} 1"), "{body}");
     assert!(body.contains("# HELP footlight_gossip_bytes_sent_total"), "{body}");
 
+    let (status, body) = get(at, "/api/peers").await;
+    assert_eq!(status, 200);
+    let peers: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = peers.as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["n2", "n3"], "{body}");
+    assert!(peers[0]["bytes_sent"].as_u64().unwrap() > 0 && peers[0]["connections_opened"] == 1, "{body}");
+    let (_, body) = get(at, "/metrics").await;
+    assert!(body.contains("footlight_peer_connections_opened_total{node=\"n1\",peer=\"n2\"} 1"), "{body}");
+    assert!(body.contains("footlight_peer_bytes_sent_total{node=\"n1\",peer=\"n3\"}"), "{body}");
+
     // A named actor held busy with five messages waiting: its mailbox
     // depth shows in the metrics and in the actor list.
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -237,6 +247,7 @@ async fn the_live_view_in_a_headless_browser_shows_the_members_and_one_cut_off()
         assert!(r.contains("data-state=\"up\""), "{r}");
     }
     assert!(dom.contains("<span id=\"peer-count\">2</span>"), "{dom}");
+    assert!(dom.contains("<tr id=\"peer-n2\"><td>n2</td>"), "{dom}");
 
     // n3 is cut off: the page shows it unreachable.
     net.isolate("n3");

@@ -15,6 +15,7 @@
 //! | `GET /metrics` | Prometheus text: membership, gossip and connection gauges of this node, membership events, and whatever else is recorded through the [`metrics`] facade (see below) |
 //! | `GET /api/node` | JSON: this node's id, run, admission, downed reason, connected peers, gossip counters |
 //! | `GET /api/actors` | JSON: the node's top-level and named actors ([`ActorSystem::actors`](actor_core::ActorSystem::actors)): id, type, names, mailbox depth and capacity, messages handled |
+//! | `GET /api/peers` | JSON: the connected peers with their connection's counters ([`Node::peer_stats`](actor_cluster::Cluster::node)): run, heartbeat round trip, bytes both ways, outbound queue, connections opened |
 //! | `GET /api/members` | JSON: the members as this node sees them (id, address, run, roles, reachable) |
 //!
 //! **Access.** Every path is read-only and **unauthenticated**: anyone who
@@ -125,6 +126,7 @@ impl OpsServer {
             .route("/api/node", get(node))
             .route("/api/members", get(members))
             .route("/api/actors", get(actors))
+            .route("/api/peers", get(peers))
             .with_state(ops.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let events = tokio::spawn(count_events(ops.clone()));
@@ -198,6 +200,14 @@ fn describe(ops: &Ops) {
             "Supervisor restarts, by child type (process-wide)."
         );
         metrics::describe_counter!("footlight_ask_failures_total", "Asks that failed, by reason (process-wide).");
+        metrics::describe_gauge!("footlight_peer_rtt_seconds", "Round trip of the connection's last heartbeat.");
+        metrics::describe_counter!("footlight_peer_bytes_sent_total", "Bytes written on the peer's connection.");
+        metrics::describe_counter!("footlight_peer_bytes_received_total", "Bytes read on the peer's connection.");
+        metrics::describe_gauge!("footlight_peer_queued_bytes", "Encoded tells waiting in the connection's queue.");
+        metrics::describe_counter!(
+            "footlight_peer_connections_opened_total",
+            "Connections opened to the peer since this node started."
+        );
     });
 }
 
@@ -288,6 +298,7 @@ async fn render(State(ops): State<Arc<Ops>>) -> Response {
         metrics::counter!("footlight_gossip_bytes_received_total", "node" => n()).absolute(gossip.bytes_received);
     });
     record_actors(&ops);
+    record_peers(&ops);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.handle.render()).into_response()
 }
 
@@ -329,6 +340,58 @@ fn record_actors(ops: &Ops) {
             metrics::gauge!("footlight_named_actor_mailbox_depth", &labels).set(depth as f64);
         }
     });
+}
+
+/// Per connected peer: round trip, bytes, outbound queue, connections
+/// opened.
+fn record_peers(ops: &Ops) {
+    let stats = ops.cluster.node().peer_stats();
+    ops.record(|| {
+        for p in stats {
+            let labels = [("node", ops.node.clone()), ("peer", p.id.clone())];
+            if let Some(rtt) = p.rtt {
+                metrics::gauge!("footlight_peer_rtt_seconds", &labels).set(rtt.as_secs_f64());
+            }
+            metrics::counter!("footlight_peer_bytes_sent_total", &labels).absolute(p.bytes_sent);
+            metrics::counter!("footlight_peer_bytes_received_total", &labels).absolute(p.bytes_received);
+            metrics::gauge!("footlight_peer_queued_bytes", &labels).set(p.queued_bytes as f64);
+            metrics::counter!("footlight_peer_connections_opened_total", &labels).absolute(p.connections_opened);
+        }
+    });
+}
+
+#[derive(Serialize)]
+struct PeerView {
+    id: String,
+    run: String,
+    rtt_ms: Option<f64>,
+    bytes_sent: u64,
+    bytes_received: u64,
+    queued_bytes: usize,
+    queued_other: usize,
+    connected_for_s: f64,
+    connections_opened: u64,
+}
+
+async fn peers(State(ops): State<Arc<Ops>>) -> Response {
+    let list: Vec<PeerView> = ops
+        .cluster
+        .node()
+        .peer_stats()
+        .into_iter()
+        .map(|p| PeerView {
+            run: p.run.to_string(),
+            rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            bytes_sent: p.bytes_sent,
+            bytes_received: p.bytes_received,
+            queued_bytes: p.queued_bytes,
+            queued_other: p.queued_other,
+            connected_for_s: p.connected_for.as_secs_f64(),
+            connections_opened: p.connections_opened,
+            id: p.id,
+        })
+        .collect();
+    Json(list).into_response()
 }
 
 /// A type's name without its module paths (`kv::app::Store` → `Store`).

@@ -25,4 +25,6 @@ pub mod transport;
 #[cfg(feature = "runtime")]
 pub use actor_core::remote::BoxFuture;
 #[cfg(feature = "runtime")]
-pub use node::{Located, Node, NodeBuilder, NodeContext, NodeError, NodeService, PeerRun, RemoteActor, RemoteMessages};
+pub use node::{
+    Located, Node, NodeBuilder, NodeContext, NodeError, NodeService, PeerRun, PeerStats, RemoteActor, RemoteMessages,
+};

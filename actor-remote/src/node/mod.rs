@@ -114,6 +114,35 @@ pub struct Node {
 
 /// A node's state: its identity and configuration, and one owned part per
 /// job (see the module docs).
+/// One connected peer as [`Node::peer_stats`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The peer's node id.
+    pub id: String,
+    /// The peer's run.
+    pub run: u64,
+    /// The round trip of the connection's last heartbeat (a `Ping` goes out
+    /// when nothing else was sent for a second, and at least every five
+    /// seconds), if one was answered. It includes the time the `Ping` and
+    /// the `Pong` waited behind other traffic.
+    pub rtt: Option<Duration>,
+    /// Bytes written to the transport on this connection.
+    pub bytes_sent: u64,
+    /// Bytes read from it.
+    pub bytes_received: u64,
+    /// Tells waiting in the connection's outbound queue, encoded (bytes).
+    pub queued_bytes: usize,
+    /// Other messages (asks, replies, watches, system messages) waiting
+    /// there.
+    pub queued_other: usize,
+    /// How long this connection has been up.
+    pub connected_for: Duration,
+    /// Connections opened to this peer since this node started (this one
+    /// included): more than one means reconnects.
+    pub connections_opened: u64,
+}
+
 pub(crate) struct NodeInner {
     pub(crate) id: String,
     addr: String,
@@ -271,6 +300,30 @@ impl Node {
     /// The ids of the peers connected now, in order.
     pub fn peers(&self) -> Vec<String> {
         self.inner.peers.all().into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// The peers connected now, in order, with their connection's
+    /// counters (for operators: the operations endpoint shows them).
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        self.inner
+            .peers
+            .all()
+            .into_iter()
+            .map(|(id, conn)| {
+                let (queued_bytes, queued_other) = conn.outbox.depth();
+                PeerStats {
+                    connections_opened: self.inner.peers.opens(&id),
+                    id,
+                    run: conn.run,
+                    rtt: conn.stats.rtt(),
+                    bytes_sent: conn.stats.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+                    bytes_received: conn.stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+                    queued_bytes,
+                    queued_other,
+                    connected_for: conn.registered_at.elapsed(),
+                }
+            })
+            .collect()
     }
 
     /// Waits (up to 10 s) until `peer` is connected.

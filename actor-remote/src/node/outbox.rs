@@ -190,6 +190,12 @@ impl Outbox {
         }
     }
 
+    /// Encoded tells waiting in the queue (bytes), and commands.
+    pub(crate) fn depth(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.queued.frames.len(), st.queued.cmds.len())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding this lock but allocation failure; the
         // queue stays consistent either way.

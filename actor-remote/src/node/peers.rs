@@ -8,7 +8,7 @@
 //! know (the peer's run and who dialed).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -76,6 +76,25 @@ impl Settle {
     }
 }
 
+/// Counters of one connection, kept by its task and read by
+/// [`Node::peer_stats`](super::Node::peer_stats).
+#[derive(Default, Debug)]
+pub(crate) struct ConnStats {
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    /// The last heartbeat's round trip, in microseconds (0: none yet).
+    pub(crate) rtt_micros: AtomicU64,
+}
+
+impl ConnStats {
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        match self.rtt_micros.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+}
+
 /// A connection in the peer table.
 pub(crate) struct PeerConn {
     /// The connection's number, unique in this process.
@@ -91,6 +110,8 @@ pub(crate) struct PeerConn {
     pub(crate) registered_at: tokio::time::Instant,
     /// Whether a crossed dial may still replace it.
     pub(crate) settle: Settle,
+    /// Its counters.
+    pub(crate) stats: Arc<ConnStats>,
 }
 
 impl PeerConn {
@@ -119,6 +140,7 @@ impl Clone for PeerConn {
             run: self.run,
             registered_at: self.registered_at,
             settle: self.settle.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -152,15 +174,37 @@ pub(crate) struct Peers {
     map: Mutex<HashMap<String, PeerConn>>,
     /// Bumped whenever the table changes.
     changed: watch::Sender<u64>,
+    /// Connections opened to each peer (kept for at most
+    /// [`MAX_OPEN_COUNTS`] peers: past it, those not connected are
+    /// forgotten).
+    opens: Mutex<HashMap<String, u64>>,
 }
+
+/// The most peers whose connection count is kept.
+pub(crate) const MAX_OPEN_COUNTS: usize = 10_000;
 
 impl Default for Peers {
     fn default() -> Self {
-        Peers { map: Mutex::default(), changed: watch::channel(0).0 }
+        Peers { map: Mutex::default(), changed: watch::channel(0).0, opens: Mutex::default() }
     }
 }
 
 impl Peers {
+    /// A connection to `peer` was opened (and entered the table).
+    pub(crate) fn count_open(&self, peer: &str) {
+        let mut opens = self.opens.lock().unwrap_or_else(|p| p.into_inner());
+        if opens.len() >= MAX_OPEN_COUNTS && !opens.contains_key(peer) {
+            let connected = self.lock();
+            opens.retain(|id, _| connected.contains_key(id));
+        }
+        *opens.entry(peer.to_owned()).or_default() += 1;
+    }
+
+    /// Connections opened to `peer` so far.
+    pub(crate) fn opens(&self, peer: &str) -> u64 {
+        self.opens.lock().unwrap_or_else(|p| p.into_inner()).get(peer).copied().unwrap_or(0)
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, PeerConn>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -196,3 +196,47 @@ async fn a_tell_queued_before_shutdown_reaches_the_peer() {
     }
     b.shutdown().await;
 }
+
+/// A peer's counters: bytes both ways, the heartbeat's round trip once an
+/// idle second has passed (the in-memory network delays each way), and
+/// one more connection opened after a reset.
+#[tokio::test(start_paused = true)]
+async fn peer_stats_count_bytes_the_heartbeat_round_trip_and_reconnects() {
+    let net = MemoryNetwork::new();
+    let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+    b.spawn_named("tally", Probe(got.clone())).unwrap();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    net.delay("b", Duration::from_millis(7));
+    a.dial("b").await.unwrap();
+    a.wait_for_peer("b").await.unwrap();
+    let tally: ActorRef<Probe> = a.lookup("tally").await.unwrap();
+    for _ in 0..10 {
+        tally.tell(Bump).await.unwrap();
+    }
+    // Idle for a while: heartbeats go out and come back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = a.peer_stats();
+    assert_eq!(stats.len(), 1);
+    let s = &stats[0];
+    assert_eq!((s.id.as_str(), s.run), ("b", b.run()));
+    assert!(s.bytes_sent > 0 && s.bytes_received > 0, "{s:?}");
+    let rtt = s.rtt.expect("a heartbeat was answered");
+    assert!(rtt >= Duration::from_millis(7), "the delay is part of the round trip: {rtt:?}");
+    assert_eq!(s.connections_opened, 1);
+    assert_eq!((s.queued_bytes, s.queued_other), (0, 0));
+    // The connection breaks; a dial opens another.
+    net.reset("a", "b");
+    let reconnected = async {
+        loop {
+            if a.peer_stats().first().is_some_and(|s| s.connections_opened == 2) {
+                return;
+            }
+            let _ = a.dial("b").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reconnected).await.expect("reconnected");
+    a.shutdown().await;
+    b.shutdown().await;
+}

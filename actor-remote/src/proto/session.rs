@@ -224,6 +224,12 @@ pub struct Session {
     deadlines: BTreeSet<(Instant, u64)>,
     next_ask: u64,
     next_ping: u64,
+    /// The last `Ping` sent and when, until its `Pong` comes.
+    ping_out: Option<(u64, Instant)>,
+    /// When the last `Ping` went out.
+    last_ping: Instant,
+    /// The round trip of the last `Ping` answered.
+    rtt: Option<Duration>,
     last_rx: Instant,
     /// When bytes last arrived, a whole frame or not.
     last_bytes: Instant,
@@ -245,6 +251,9 @@ impl Session {
             deadlines: BTreeSet::new(),
             next_ask: 1,
             next_ping: 1,
+            ping_out: None,
+            last_ping: now,
+            rtt: None,
             last_rx: now,
             last_bytes: now,
             last_tx: now,
@@ -310,6 +319,19 @@ impl Session {
     /// the driver stopped reading on purpose ([`defer_idle`](Self::defer_idle)).
     pub fn last_heard(&self) -> Instant {
         self.last_rx.max(self.last_bytes)
+    }
+
+    /// The round trip of the last heartbeat the peer answered (`Ping` to
+    /// `Pong`; heartbeats go out when nothing else was sent for the
+    /// heartbeat interval, and at least every five intervals), if one was.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// How often a busy connection sends a `Ping` anyway (for the round
+    /// trip): five heartbeat intervals.
+    fn rtt_probe_every(&self) -> Duration {
+        self.config.heartbeat_interval.saturating_mul(5)
     }
 
     /// Asks awaiting a reply.
@@ -414,12 +436,17 @@ impl Session {
                 self.events.push_back(Event::AskFailed { id, failure: AskFailure::Timeout });
             }
         }
+        // A heartbeat when nothing else went out for a while, and on a busy
+        // connection now and then, to keep the round trip current.
         if matches!(self.state, State::Established(_))
-            && now.saturating_duration_since(self.last_tx) >= self.config.heartbeat_interval
+            && (now.saturating_duration_since(self.last_tx) >= self.config.heartbeat_interval
+                || now.saturating_duration_since(self.last_ping) >= self.rtt_probe_every())
         {
             let nonce = self.next_ping;
             self.next_ping += 1;
             self.push_now(now, &Frame::Ping(nonce));
+            self.ping_out = Some((nonce, now));
+            self.last_ping = now;
         }
     }
 
@@ -575,7 +602,9 @@ impl Session {
             State::Closed => None,
             State::Handshaking { deadline } => Some((*deadline).min(idle)),
             State::Established(_) => {
-                let mut next = idle.min(later(self.last_tx, self.config.heartbeat_interval));
+                let mut next = idle
+                    .min(later(self.last_tx, self.config.heartbeat_interval))
+                    .min(later(self.last_ping, self.rtt_probe_every()));
                 if let Some(&(deadline, _)) = self.deadlines.first() {
                     next = next.min(deadline);
                 }
@@ -662,7 +691,16 @@ impl Session {
                 self.close_with(now, CloseCode::ProtocolError, "second hello".into());
             }
             (State::Established(_), Frame::Ping(nonce)) => self.push_now(now, &Frame::Pong(nonce)),
-            (State::Established(_), Frame::Pong(_)) => {}
+            (State::Established(_), Frame::Pong(nonce)) => {
+                // A round trip through the peer's session (heartbeats go
+                // out when nothing else did for a while).
+                if let Some((sent, at)) = self.ping_out
+                    && sent == nonce
+                {
+                    self.rtt = Some(now.saturating_duration_since(at));
+                    self.ping_out = None;
+                }
+            }
             (State::Established(_), Frame::Tell(tell)) => self.events.push_back(Event::Tell(tell)),
             (State::Established(_), Frame::Ask(ask)) => self.events.push_back(Event::Ask(ask)),
             (State::Established(_), Frame::Reply(reply)) => {

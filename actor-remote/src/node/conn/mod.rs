@@ -27,8 +27,8 @@ use self::outbound::Pending;
 use super::NodeInner;
 use super::codec::ConnCodec;
 use super::outbox::{CloseOnDrop, Command, Outbox, Queued};
-use super::peers::PeerConn;
 use super::peers::Settle;
+use super::peers::{ConnStats, PeerConn};
 use super::requests::{SETTLE, SYSTEM_TARGET, system_tell};
 use crate::proto::session::CloseCause;
 use crate::proto::{CloseCode, Event, Session};
@@ -110,6 +110,8 @@ struct Driver {
     shutdown: watch::Receiver<bool>,
     /// When unused stand-ins are next swept (on the session's timer wake).
     next_sweep: tokio::time::Instant,
+    /// Bytes in and out, the heartbeat's round trip.
+    stats: Arc<ConnStats>,
 }
 
 impl Driver {
@@ -161,6 +163,7 @@ impl Driver {
             settle: Settle::default(),
             connected,
             next_sweep: tokio::time::Instant::now() + SWEEP_EVERY,
+            stats: Arc::default(),
         }
     }
 
@@ -275,8 +278,10 @@ impl Driver {
             run: hello.run,
             registered_at: tokio::time::Instant::now(),
             settle: self.settle.clone(),
+            stats: self.stats.clone(),
         };
         if node.connection_up(&hello.node, conn) {
+            node.peers.count_open(&hello.node);
             tracing::info!(node = %node.id, peer = %hello.node, addr = %self.remote_addr, "connected");
         } else {
             self.session.close(now(), CloseCode::Duplicate, "a connection between these nodes already exists");
@@ -345,9 +350,17 @@ impl Driver {
             Woke::Delivered => self.inbound.delivering = None,
             Woke::Work => self.take_work(),
             Woke::Read(Ok(Some(n))) => {
+                self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 let idle = self.inbound.delivering.is_none();
                 let inbound = &mut self.inbound;
                 self.session.handle_input_with(now(), &self.read_buf[..n], |tell| inbound.offer(idle, tell));
+                // A `Pong` may have come: the round trip, if it changed.
+                if let Some(rtt) = self.session.rtt() {
+                    let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+                    if self.stats.rtt_micros.load(Ordering::Relaxed) != us {
+                        self.stats.rtt_micros.store(us, Ordering::Relaxed);
+                    }
+                }
             }
             // The transport is gone.
             Woke::Read(Ok(None) | Err(_)) | Woke::Wrote(Err(_)) => self.session.handle_lost(),
@@ -386,6 +399,7 @@ impl Driver {
 
     /// `n` more bytes were written.
     fn wrote(&mut self, n: usize) {
+        self.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
         self.out_at += n;
         if self.out_at == self.out.len() {
             self.out_at = 0;
