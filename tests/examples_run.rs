@@ -90,3 +90,41 @@ fn hello_follows_rust_log() {
     let (_, loud) = run_logged("hello", &[], "info");
     assert!(!loud.trim().is_empty(), "nothing logged at info");
 }
+
+/// `dev_certs` keeps its CA: certificates issued in a later run are
+/// trusted by nodes holding the first run's, and every private key is
+/// readable by its owner only.
+#[tokio::test]
+async fn dev_certs_issues_later_certificates_from_the_kept_ca_with_private_keys() {
+    use footlight::Node;
+    use footlight::remote::transport::quic::Quic;
+    use footlight::remote::transport::tls::Tls;
+
+    let dir = std::env::temp_dir().join(format!("footlight-dev-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().expect("utf-8 path");
+    for nodes in [&["a1"][..], &["a2"][..]] {
+        let status = Command::new(example("dev_certs")).args(["--out", out]).args(nodes).status().expect("run");
+        assert!(status.success());
+    }
+    #[cfg(unix)]
+    for file in ["ca.key", "a1.key", "a2.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(file)).expect("written").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is readable by others: {mode:o}");
+    }
+    let tls = |id: &str| {
+        Tls::from_pem_files(dir.join(format!("{id}.crt")), dir.join(format!("{id}.key")), dir.join("ca.crt"))
+            .expect("certificate loads")
+    };
+    let a1 = Node::builder("a1").transport(Quic::new(tls("a1"))).listen("127.0.0.1:0").start().await.expect("a1");
+    let a2 = Node::builder("a2").transport(Quic::new(tls("a2"))).listen("127.0.0.1:0").start().await.expect("a2");
+    // Mutual TLS: each side checks the other's certificate against ca.crt.
+    tokio::time::timeout(std::time::Duration::from_secs(10), a2.dial(a1.addr()))
+        .await
+        .expect("no hang")
+        .expect("a node issued later is trusted");
+    a1.shutdown().await;
+    a2.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

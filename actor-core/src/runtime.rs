@@ -645,6 +645,7 @@ mod tests {
         let task = run_unsupervised(Empty, Running { ctx, closed: false, report: None });
         let size = std::mem::size_of_val(&task);
         assert!(size <= 900, "actor task state grew to {size} bytes");
-        assert!(std::mem::size_of::<ActorCell>() <= 320, "cell grew to {}", std::mem::size_of::<ActorCell>());
+        // 328: 320 plus the gate's count of messages taken (for operators).
+        assert!(std::mem::size_of::<ActorCell>() <= 328, "cell grew to {}", std::mem::size_of::<ActorCell>());
     }
 }
