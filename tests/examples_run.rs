@@ -128,3 +128,19 @@ async fn dev_certs_issues_later_certificates_from_the_kept_ca_with_private_keys(
     a2.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One event per happening: a line names its actor once, not once per
+/// supervisor above it and again in the event's own fields.
+#[test]
+fn a_log_line_names_its_actor_once() {
+    let (_, logs) = run_logged("supervision_demo", &[], "info");
+    let panics: Vec<&str> = logs.lines().filter(|l| l.contains("handler panicked")).collect();
+    assert!(!panics.is_empty(), "the demo's panics are logged:\n{logs}");
+    for line in logs.lines() {
+        assert!(line.matches("actor=").count() <= 1, "the actor is named more than once: {line}");
+        assert!(!line.contains(" id="), "the actor's id is repeated beside its name: {line}");
+    }
+    for line in panics {
+        assert!(line.contains("actor=parser#"), "the panicking actor is named: {line}");
+    }
+}

@@ -81,7 +81,9 @@ fn launch<A: Actor>(system: &ActorSystem, myself: ActorRef<A>, initial: Option<A
     if args.parent.is_none() {
         system.add_top_level(&cell);
     }
-    let span = tracing::info_span!("actor", id = cell.id().as_u64(), actor = %cell);
+    // A root span: a child's events name the child, not the chain of its
+    // supervisors (the chain is in the supervision tree, not in each line).
+    let span = tracing::info_span!(parent: None, "actor", actor = %cell);
     let ctx = Context::new(myself, system.clone(), parent);
     // Two task bodies rather than one that branches: an `async fn` keeps its
     // arguments beside the future it awaits, so a wrapper would add their size
@@ -226,7 +228,7 @@ fn build<A: Actor>(cell: &ActorCell, sup: &Supervision<A>) -> Result<A, ExitReas
     caught(|| std::panic::catch_unwind(AssertUnwindSafe(|| (sup.factory)()))).map_err(|payload| {
         let text = panic_text(payload.as_ref());
         crate::stats::panicked(cell.type_name());
-        tracing::error!(actor = %cell, panic = %text, "actor factory panicked");
+        tracing::error!(panic = %text, "actor factory panicked");
         ExitReason::Panicked(format!("{text} (in the actor factory)"))
     })
 }
@@ -287,7 +289,7 @@ async fn run_instance<A: Actor>(mut actor: A, ctx: &mut Context<A>, started_ack:
     // Dropping user state can panic too; it must not take the task down.
     if let Err(payload) = caught(|| std::panic::catch_unwind(AssertUnwindSafe(move || drop(actor)))) {
         crate::stats::panicked(cell.type_name());
-        tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "actor drop panicked");
+        tracing::error!(panic = %panic_text(payload.as_ref()), "actor drop panicked");
     }
     end
 }
@@ -296,13 +298,13 @@ async fn start_instance<A: Actor>(actor: &mut A, ctx: &mut Context<A>, cell: &Ac
     match CatchUnwind(pin!(actor.started(ctx))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => {
-            tracing::error!(actor = %cell, error = %err, "actor failed to start");
+            tracing::error!(error = %err, "actor failed to start");
             Err(err.into())
         }
         Err(payload) => {
             let text = panic_text(payload.as_ref());
             crate::stats::panicked(cell.type_name());
-            tracing::error!(actor = %cell, panic = %text, "started hook panicked");
+            tracing::error!(panic = %text, "started hook panicked");
             Err(ExitReason::Panicked(format!("{text} (in started)")))
         }
     }
@@ -314,12 +316,12 @@ async fn end_instance<A: Actor>(actor: &mut A, ctx: &mut Context<A>, cell: &Acto
     ctx.cancel_timers();
     if started && let Err(payload) = CatchUnwind(pin!(actor.stopping(ctx))).await {
         crate::stats::panicked(cell.type_name());
-        tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "stopping hook panicked");
+        tracing::error!(panic = %panic_text(payload.as_ref()), "stopping hook panicked");
     }
     ctx.stop_children().await;
     if started && let Err(payload) = CatchUnwind(pin!(actor.stopped(ctx))).await {
         crate::stats::panicked(cell.type_name());
-        tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "stopped hook panicked");
+        tracing::error!(panic = %panic_text(payload.as_ref()), "stopped hook panicked");
     }
 }
 
@@ -440,18 +442,18 @@ async fn on_panic<A: Actor>(
 ) -> Option<InstanceEnd> {
     let text = panic_text(payload.as_ref());
     crate::stats::panicked(cell.type_name());
-    tracing::error!(actor = %cell, message_type, panic = %text, "handler panicked");
+    tracing::error!(message_type, panic = %text, "handler panicked");
     let failure = Failure { message_type, panic: text };
     let reason = || ExitReason::Panicked(format!("{} (while handling {})", failure.panic, failure.message_type));
     match CatchUnwind(pin!(actor.on_failure(ctx, &failure))).await {
         Ok(FailureDecision::Resume) => {
-            tracing::warn!(actor = %cell, message_type, "resuming after a handler panic");
+            tracing::warn!(message_type, "resuming after a handler panic");
             None
         }
         Ok(FailureDecision::Stop) => Some(InstanceEnd::Exited(reason())),
         Err(payload) => {
             crate::stats::panicked(cell.type_name());
-            tracing::error!(actor = %cell, panic = %panic_text(payload.as_ref()), "on_failure hook panicked");
+            tracing::error!(panic = %panic_text(payload.as_ref()), "on_failure hook panicked");
             Some(InstanceEnd::Exited(reason()))
         }
     }
@@ -478,7 +480,7 @@ async fn handle_signal<A: Actor>(
                 Err(payload) => {
                     let text = panic_text(payload.as_ref());
                     crate::stats::panicked(cell.type_name());
-                    tracing::error!(actor = %cell, panic = %text, "on_terminated hook panicked");
+                    tracing::error!(panic = %text, "on_terminated hook panicked");
                     Some(InstanceEnd::Exited(ExitReason::Panicked(format!("{text} (in on_terminated)"))))
                 }
             }
@@ -495,7 +497,7 @@ async fn handle_signal<A: Actor>(
                 Err(payload) => {
                     let text = panic_text(payload.as_ref());
                     crate::stats::panicked(cell.type_name());
-                    tracing::error!(actor = %cell, panic = %text, "on_link_exit hook panicked");
+                    tracing::error!(panic = %text, "on_link_exit hook panicked");
                     Some(InstanceEnd::Exited(ExitReason::Panicked(format!("{text} (in on_link_exit)"))))
                 }
             }
@@ -510,9 +512,9 @@ fn finish<A: Actor>(cell: &Arc<ActorCell>, ctx: &Context<A>, reason: ExitReason)
         return;
     };
     if reason.is_abnormal() {
-        tracing::warn!(actor = %cell, %reason, "actor stopped");
+        tracing::warn!(%reason, "actor stopped");
     } else {
-        tracing::debug!(actor = %cell, %reason, "actor stopped");
+        tracing::debug!(%reason, "actor stopped");
     }
     let system = ctx.system();
     for name in &remains.names {

@@ -790,7 +790,7 @@ impl Handler<ChildExit> for Supervisor {
         }
         if !self.allow_restart() {
             tracing::error!(
-                supervisor = %ctx.myself(), child = %cell, reason = %report.reason,
+                child = %cell, reason = %report.reason,
                 max_restarts = self.max_restarts, window = ?self.window,
                 "restart intensity exceeded; supervisor gives up"
             );
@@ -802,7 +802,7 @@ impl Handler<ChildExit> for Supervisor {
             ctx.stop = Some(Box::new(ExitReason::MaxRestartsExceeded));
             return;
         }
-        tracing::warn!(supervisor = %ctx.myself(), child = %cell, reason = %report.reason, "restarting child");
+        tracing::warn!(child = %cell, reason = %report.reason, "restarting child");
         crate::stats::restarting(cell.type_name());
         self.emit(SupervisorEvent::Restarting { name, id: report.id, reason: report.reason.clone() });
         if let Some(child) = self.children.get_mut(report.id) {
