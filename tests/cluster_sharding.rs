@@ -678,3 +678,18 @@ async fn reliable_messages_to_entities_on_a_lost_node_come_again_with_their_keys
         node.shutdown().await;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_is_ready_once_it_has_taken_its_shards() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["n1"]).await;
+    assert_eq!(nodes[0].readiness(), Ok(()), "admitted, nothing started");
+    let table = Table::default();
+    let region = probes(&nodes[0], &table).start().unwrap();
+    // The region has not run yet: its shards are not taken.
+    let why = nodes[0].readiness().unwrap_err();
+    assert!(why.contains("sharding of probe"), "{why}");
+    settled(&[&region], 32).await;
+    eventually(WAIT, || async { nodes[0].readiness().is_ok() }).await;
+    nodes[0].shutdown().await;
+}

@@ -144,3 +144,24 @@ fn a_log_line_names_its_actor_once() {
         assert!(line.contains("actor=parser#"), "the panicking actor is named: {line}");
     }
 }
+
+/// `traced` prints its spans: `checkout` on node a and `handle` on node b
+/// share one trace id.
+#[test]
+fn traced_puts_both_nodes_spans_in_one_trace() {
+    let out = run("traced");
+    let trace_of = |name: &str| -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut lines = out.lines();
+        while let Some(line) = lines.next() {
+            if line.trim() == format!("Name         : {name}") {
+                let id = lines.next().and_then(|l| l.trim().strip_prefix("TraceId      : ")).expect("a trace id");
+                ids.push(id.to_owned());
+            }
+        }
+        ids
+    };
+    let (checkout, handle) = (trace_of("checkout"), trace_of("handle"));
+    assert_eq!(checkout.len(), 1, "{out}");
+    assert!(handle.contains(&checkout[0]), "the handler on b is in a's trace:\n{out}");
+}

@@ -31,6 +31,10 @@ impl Message for Hold {
     type Reply = ();
 }
 
+impl RemoteActor for Busy {
+    fn remote_messages(_m: &mut RemoteMessages<Self>) {}
+}
+
 impl Handler<Hold> for Busy {
     async fn handle(&mut self, Hold(gate, started): Hold, _ctx: &mut Context<Self>) {
         if let Some(started) = started {
@@ -85,6 +89,17 @@ async fn probes_metrics_and_members_describe_a_running_cluster() {
     assert!(body.contains("footlight_cluster_members{node=\"n1\",reachable=\"true\"} 3"), "{body}");
     assert!(body.contains("footlight_cluster_ready{node=\"n1\"} 1"), "{body}");
     assert!(body.contains("# HELP footlight_gossip_bytes_sent_total"), "{body}");
+
+    // A cluster-wide name and a group membership, as the registry lists them.
+    let named = nodes[1].system().spawn(Busy);
+    nodes[1].register("ops.test.name", &named).unwrap();
+    nodes[1].join("ops.test.group", &named).unwrap();
+    eventually(WAIT, || async {
+        let (_, body) = get(at, "/api/registry").await;
+        body.contains("{\"name\":\"ops.test.name\",\"group\":false,\"node\":\"n2\"")
+            && body.contains("{\"name\":\"ops.test.group\",\"group\":true,\"node\":\"n2\"")
+    })
+    .await;
 
     let (status, body) = get(at, "/api/peers").await;
     assert_eq!(status, 200);

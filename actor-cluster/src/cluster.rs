@@ -129,6 +129,7 @@ impl ClusterBuilder {
             registry: Registry::default(),
             stopped: watch::channel(false).0,
             before_leave: Mutex::default(),
+            ready_checks: Mutex::default(),
         });
         let node = self.node.service(shared.clone()).start().await?;
         // Without seeds this node founds the cluster: admitted at once.
@@ -263,7 +264,13 @@ pub(crate) struct Shared {
     stopped: watch::Sender<bool>,
     /// What runs before this node leaves (singletons hand over).
     before_leave: Mutex<Vec<LeaveHook>>,
+    /// What the node's services still wait for before it is ready (see
+    /// [`Cluster::readiness`]).
+    ready_checks: Mutex<Vec<ReadyCheck>>,
 }
+
+/// A service's readiness: why the node is not ready yet, if it is not.
+pub(crate) type ReadyCheck = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Something to finish before the node leaves the cluster.
 pub(crate) type LeaveHook = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
@@ -352,6 +359,11 @@ impl Shared {
 
     /// Runs `hook` (and waits for it) when this node leaves, before the
     /// others are told.
+    /// Adds a condition to the node's readiness.
+    pub(crate) fn ready_check(&self, check: ReadyCheck) {
+        self.ready_checks.lock().unwrap_or_else(|p| p.into_inner()).push(check);
+    }
+
     pub(crate) fn before_leave(&self, hook: LeaveHook) {
         self.before_leave.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
     }
@@ -620,6 +632,24 @@ impl Cluster {
     /// Whether the cluster has admitted this node (see [`joined`](Self::joined)).
     pub fn is_joined(&self) -> bool {
         self.shared.view.is_joined()
+    }
+
+    /// Whether this node is ready to serve, or why not: it is admitted to
+    /// the cluster ([`joined`](Self::joined)), not downed, and each
+    /// service started on it has what it needs (sharding: every shard this
+    /// node owns is taken). What a readiness probe answers.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.is_downed() {
+            return Err(self.downed_reason().unwrap_or_else(|| "downed".to_owned()));
+        }
+        if !self.is_joined() {
+            return Err("not admitted to the cluster yet".to_owned());
+        }
+        let checks = self.shared.ready_checks.lock().unwrap_or_else(|p| p.into_inner());
+        match checks.iter().find_map(|check| check()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
     }
 
     /// The members with role `role`, in id order (see [`members`](Self::members)).

@@ -56,7 +56,7 @@ mod view;
 
 pub use cluster::{Cluster, ClusterBuilder, ClusterError};
 pub use membership::{ClusterEvent, FailureDetection, GossipStats, MAX_ROLES, Member};
-pub use registry::{MAX_ENTRIES_PER_NODE, MAX_NAME_LEN};
+pub use registry::{MAX_ENTRIES_PER_NODE, MAX_NAME_LEN, RegistryEntry};
 pub use sbr::SplitBrainResolver;
 pub use sharding::{EntityAskError, EntityError, EntityRef, Sharding, ShardingBuilder};
 pub use singleton::{Singleton, SingletonAskError, SingletonBuilder, SingletonError};

@@ -193,9 +193,48 @@ pub(crate) struct Registry {
     tables: Mutex<Tables>,
 }
 
+/// One entry of the cluster-wide registry as this node knows it (see
+/// [`Cluster::registry_entries`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegistryEntry {
+    /// The name, or the group's name.
+    pub name: String,
+    /// A group membership (else a name).
+    pub group: bool,
+    /// The node of the actor holding it.
+    pub node: String,
+    /// That node's run.
+    pub run: u64,
+    /// The actor's type, as its node gave it.
+    pub type_name: String,
+}
+
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every entry this node knows, names then groups, each in order.
+    pub(crate) fn entries(&self) -> Vec<RegistryEntry> {
+        let tables = self.lock();
+        let mut out = Vec::new();
+        for (group, table) in [(false, &tables.names), (true, &tables.groups)] {
+            let mut keys: Vec<&String> = table.keys().collect();
+            keys.sort();
+            for key in keys {
+                for e in &table[key] {
+                    out.push(RegistryEntry {
+                        name: key.clone(),
+                        group,
+                        node: e.node.clone(),
+                        run: e.run,
+                        type_name: e.reg.type_name.clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Whether the full copy of `node`'s entries from its current run (the
@@ -500,6 +539,14 @@ impl Cluster {
     /// [`ClusterEvent::NameLost`] to its subscribers.
     pub fn register<A: RemoteActor>(&self, name: &str, actor: &ActorRef<A>) -> Result<(), ClusterError> {
         Registry::add_local(self, false, name, actor)
+    }
+
+    /// Every cluster-wide name and group membership this node knows, of
+    /// every member (names first, then groups, each by name): what
+    /// [`lookup`](Self::lookup) and [`group`](Self::group) choose from. Two
+    /// entries for one name mean a conflict not resolved yet.
+    pub fn registry_entries(&self) -> Vec<RegistryEntry> {
+        self.shared.registry.entries()
     }
 
     /// Removes this node's registration of `name`, if it has one.

@@ -337,6 +337,11 @@ impl<A: RemoteActor> ShardingBuilder<A> {
             next_sweep: Instant::now() + SWEEP,
         };
         tokio::spawn(region.run(ops_rx, internal_rx, peer_rx));
+        let (settled, name) = (stats.clone(), self.type_name.clone());
+        shared.ready_check(Box::new(move || {
+            (!settled.settled.load(Ordering::Relaxed))
+                .then(|| format!("sharding of {name}: the shards this node owns are not all taken yet"))
+        }));
         let leave = internal.clone();
         shared.before_leave(Box::new(move || {
             let leave = leave.clone();
@@ -400,6 +405,9 @@ fn owner_of<'a>(shard: u32, members: &[&'a Member]) -> Option<&'a Member> {
 struct Stats {
     entities: AtomicUsize,
     activations: AtomicUsize,
+    /// The last rebalance left nothing to wait for: every shard this node
+    /// owns is taken (its readiness).
+    settled: std::sync::atomic::AtomicBool,
     /// The shards this node hosts, in order (watched by the reliable
     /// consumers of the type's entities).
     shards: watch::Sender<Vec<u32>>,
@@ -410,6 +418,7 @@ impl Default for Stats {
         Stats {
             entities: AtomicUsize::new(0),
             activations: AtomicUsize::new(0),
+            settled: std::sync::atomic::AtomicBool::new(false),
             shards: watch::Sender::new(Vec::new()),
         }
     }
@@ -2060,6 +2069,7 @@ impl<A: RemoteActor> Region<A> {
         if self.hosted.len() != self.stats.shards.borrow().len() || !empty.is_empty() {
             self.publish_shards();
         }
+        self.stats.settled.store(!self.unsettled, Ordering::Relaxed);
         if leaving && self.hosted.is_empty() && self.rounds.is_empty() {
             for done in self.leaving.as_mut().map(std::mem::take).unwrap_or_default() {
                 let _ = done.send(());

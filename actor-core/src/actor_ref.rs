@@ -458,7 +458,7 @@ impl<A: Actor> RefInner<A> {
     /// queued when an actor stops (delivery is at-most-once); an ask then
     /// resolves with `NoReply`.
     fn enqueue(&self, env: mailbox::BoxEnvelope<A>) {
-        match self.queue.push(env) {
+        match self.queue.push(mailbox::traced(env)) {
             Ok(()) => self.cell.wake(),
             Err(env) => {
                 self.cell.gate.release(1, true);

@@ -71,9 +71,55 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) trait Envelope<A: Actor>: Send {
     fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> BoxFuture<'a, ()>;
     fn message_type(&self) -> &'static str;
+    /// The span the message was sent in, when it was kept (see [`traced`]).
+    fn sent_in(&self) -> Option<&tracing::Span> {
+        None
+    }
 }
 
 pub(crate) type BoxEnvelope<A> = Box<dyn Envelope<A>>;
+
+/// Keeps, with a message from a peer, the span it is delivered in (see
+/// [`deliver_in`](crate::remote::deliver_in)), so that its handler's span
+/// is a child of it: a trace across nodes. Only when debug spans are on
+/// (the handler's span is one): otherwise the envelope goes as it is, at
+/// the cost of one check.
+#[inline]
+pub(crate) fn traced<A: Actor>(env: BoxEnvelope<A>) -> BoxEnvelope<A> {
+    if !debug_spans() {
+        return env;
+    }
+    match crate::remote::sent_in() {
+        Some(sent_in) => Box::new(Traced { sent_in, inner: env }),
+        None => env,
+    }
+}
+
+/// Whether debug spans may be recorded: a subscriber was ever set (one
+/// load) and the most verbose level enabled is debug or finer.
+#[inline(always)]
+pub(crate) fn debug_spans() -> bool {
+    tracing::dispatcher::has_been_set() && tracing::level_enabled!(tracing::Level::DEBUG)
+}
+
+struct Traced<A: Actor> {
+    sent_in: tracing::Span,
+    inner: BoxEnvelope<A>,
+}
+
+impl<A: Actor> Envelope<A> for Traced<A> {
+    fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> BoxFuture<'a, ()> {
+        self.inner.handle(actor, ctx)
+    }
+
+    fn message_type(&self) -> &'static str {
+        self.inner.message_type()
+    }
+
+    fn sent_in(&self) -> Option<&tracing::Span> {
+        Some(&self.sent_in)
+    }
+}
 
 pub(crate) struct Tell<M>(pub(crate) M);
 

@@ -354,3 +354,23 @@ impl<A: Actor> ActorRef<A> {
         self.remote_endpoint().map(|e| e.address())
     }
 }
+
+tokio::task_local! {
+    /// The span remote messages are being delivered in (see [`deliver_in`]).
+    static SENT_IN: tracing::Span;
+}
+
+/// Runs `delivery` (handing a message that came from a peer to a local
+/// mailbox) so that the handler's span of each message it enqueues is a
+/// child of `span`, the span that stands for the sender's on its node (a
+/// trace across nodes). Local sends keep no such link: a chain of spans
+/// through every actor a message passed would never close. A disabled
+/// `span` changes nothing.
+pub async fn deliver_in<F: Future>(span: tracing::Span, delivery: F) -> F::Output {
+    if span.is_none() { delivery.await } else { SENT_IN.scope(span, delivery).await }
+}
+
+/// The span set by [`deliver_in`] around the current delivery, if any.
+pub(crate) fn sent_in() -> Option<tracing::Span> {
+    SENT_IN.try_with(tracing::Span::clone).ok()
+}

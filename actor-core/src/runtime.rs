@@ -418,7 +418,17 @@ async fn handle_envelope<A: Actor>(
     env: BoxEnvelope<A>,
 ) -> Option<InstanceEnd> {
     let message_type = env.message_type();
-    let span = tracing::debug_span!("handle", message_type);
+    // A child of the span the message was sent in, if it was kept (naming
+    // the actor then: it is not under the actor's span); else of the
+    // actor's span.
+    let span = if !crate::mailbox::debug_spans() {
+        tracing::Span::none()
+    } else {
+        match env.sent_in() {
+            Some(sent_in) => tracing::debug_span!(parent: sent_in, "handle", message_type, actor = %cell),
+            None => tracing::debug_span!("handle", message_type),
+        }
+    };
     // Without a subscriber that wants the span, no wrapper: entering and
     // leaving a disabled span on every poll (and on the drop) still costs.
     let outcome = if span.is_disabled() {

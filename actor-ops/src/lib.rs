@@ -11,11 +11,12 @@
 //! |---|---|
 //! | `GET /` | the live view: one page (HTML and JavaScript shipped in this crate, no build step) showing this node's readiness, the members and their reachability, the connected peers and gossip counters, refreshed every second |
 //! | `GET /health/alive` | 200 while the node runs (liveness) |
-//! | `GET /health/ready` | 200 once the node is admitted to the cluster ([`Cluster::joined`]) and not downed; 503 with the reason otherwise (readiness: gates a rolling update) |
+//! | `GET /health/ready` | 200 once [`Cluster::readiness`] says so: admitted to the cluster, not downed, and the services started on the node have what they need (sharding: the shards it owns are taken); 503 with the reason otherwise (readiness: gates a rolling update) |
 //! | `GET /metrics` | Prometheus text: membership, gossip and connection gauges of this node, membership events, and whatever else is recorded through the [`metrics`] facade (see below) |
 //! | `GET /api/node` | JSON: this node's id, run, admission, downed reason, connected peers, gossip counters |
 //! | `GET /api/actors` | JSON: the node's top-level and named actors ([`ActorSystem::actors`](actor_core::ActorSystem::actors)): id, type, names, mailbox depth and capacity, messages handled |
 //! | `GET /api/peers` | JSON: the connected peers with their connection's counters ([`Node::peer_stats`](actor_cluster::Cluster::node)): run, heartbeat round trip, bytes both ways, outbound queue, connections opened |
+//! | `GET /api/registry` | JSON: the cluster-wide names and group memberships this node knows (name, group or not, node, run, type), at most [`MAX_REGISTRY_ENTRIES`] |
 //! | `GET /api/members` | JSON: the members as this node sees them (id, address, run, roles, reachable) |
 //!
 //! **Access.** Every path is read-only and **unauthenticated**: anyone who
@@ -39,6 +40,9 @@
 //! println!("probes on http://{}/health/ready", ops.local_addr());
 //! # Ok(()) }
 //! ```
+
+#[cfg(feature = "otel")]
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,6 +131,7 @@ impl OpsServer {
             .route("/api/members", get(members))
             .route("/api/actors", get(actors))
             .route("/api/peers", get(peers))
+            .route("/api/registry", get(registry))
             .with_state(ops.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let events = tokio::spawn(count_events(ops.clone()));
@@ -256,16 +261,18 @@ async fn alive(State(ops): State<Arc<Ops>>) -> Response {
     Json(Health { status: "alive", node: &ops.node, reason: None }).into_response()
 }
 
-/// Ready: admitted and not downed.
+/// Ready: [`Cluster::readiness`] (admitted, not downed, shards taken).
 fn readiness(cluster: &Cluster) -> Result<(), (&'static str, String)> {
-    if cluster.is_downed() {
-        let why = cluster.downed_reason().unwrap_or_else(|| "downed".to_owned());
-        return Err(("downed", why));
-    }
-    if !cluster.is_joined() {
-        return Err(("joining", "not admitted to the cluster yet".to_owned()));
-    }
-    Ok(())
+    cluster.readiness().map_err(|why| {
+        let status = if cluster.is_downed() {
+            "downed"
+        } else if !cluster.is_joined() {
+            "joining"
+        } else {
+            "starting"
+        };
+        (status, why)
+    })
 }
 
 async fn ready(State(ops): State<Arc<Ops>>) -> Response {
@@ -392,6 +399,43 @@ async fn peers(State(ops): State<Arc<Ops>>) -> Response {
         })
         .collect();
     Json(list).into_response()
+}
+
+/// The most registry entries `/api/registry` lists (it says when it cut).
+pub const MAX_REGISTRY_ENTRIES: usize = 10_000;
+
+#[derive(Serialize)]
+struct RegistryView {
+    entries: Vec<EntryView>,
+    /// More entries than listed exist.
+    truncated: bool,
+}
+
+#[derive(Serialize)]
+struct EntryView {
+    name: String,
+    group: bool,
+    node: String,
+    run: String,
+    #[serde(rename = "type")]
+    type_name: String,
+}
+
+async fn registry(State(ops): State<Arc<Ops>>) -> Response {
+    let all = ops.cluster.registry_entries();
+    let truncated = all.len() > MAX_REGISTRY_ENTRIES;
+    let entries = all
+        .into_iter()
+        .take(MAX_REGISTRY_ENTRIES)
+        .map(|e| EntryView {
+            name: e.name,
+            group: e.group,
+            node: e.node,
+            run: e.run.to_string(),
+            type_name: short_type(&e.type_name),
+        })
+        .collect();
+    Json(RegistryView { entries, truncated }).into_response()
 }
 
 /// A type's name without its module paths (`kv::app::Store` → `Store`).

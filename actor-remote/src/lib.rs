@@ -18,6 +18,7 @@ pub mod codec;
 #[cfg(feature = "runtime")]
 mod node;
 pub mod proto;
+pub mod trace;
 #[cfg(feature = "runtime")]
 pub mod transport;
 

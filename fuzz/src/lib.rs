@@ -93,6 +93,7 @@ impl Pools {
                 sender: if u.ratio(1, 4)? { Some(self.addr(u)?) } else { None },
                 wire_name: Cow::Owned(Self::pick(u, &self.wire_names)?),
                 payload: self.payload(u)?,
+                trace: None,
             }),
             5 => Frame::Ask(frame::Ask {
                 id: if u.ratio(1, 2)? { self.id(u)? } else { u.int_in_range(0..=8)? },
@@ -101,6 +102,7 @@ impl Pools {
                 wire_name: Cow::Owned(Self::pick(u, &self.wire_names)?),
                 payload: self.payload(u)?,
                 timeout_ms: u.int_in_range(0..=10_000)?,
+                trace: None,
             }),
             6 => Frame::Reply(Reply { id: self.id(u)?, payload: self.payload(u)? }),
             7 => Frame::Failure(Failure { id: self.id(u)?, code: u.int_in_range(0..=8)?, message: short_string(u)? }),
@@ -411,7 +413,7 @@ fn session_inner(u: &mut Unstructured<'_>) -> Result<()> {
                 7 => {
                     let target = pools.target(u)?;
                     let timeout = Duration::from_millis(u.int_in_range(0..=10_000)?);
-                    if let Ok(id) = s.send_ask(now, target, None, "fz.Add".into(), vec![0x01], timeout) {
+                    if let Ok(id) = s.send_ask(now, target, None, "fz.Add".into(), vec![0x01], timeout, None) {
                         assert!(check.asks.insert(id, 0).is_none(), "ask id {id} reused");
                         pools.ids.push(id);
                     }
@@ -425,6 +427,7 @@ fn session_inner(u: &mut Unstructured<'_>) -> Result<()> {
                                 sender: None,
                                 wire_name: "fz.Add".into(),
                                 payload: pools.payload(u)?,
+                                trace: None,
                             },
                         ),
                         1 => s.send_reply(now, pools.id(u)?, pools.payload(u)?),

@@ -225,7 +225,7 @@ async fn run(mut u: Unstructured<'_>) {
     // The handle of `echo`, as any peer learns it.
     let lookup = codec::encode(&"echo").expect("encodes");
     let asked =
-        hostile.session.send_ask(now(), Target::name("$node"), None, "footlight.Lookup".into(), lookup, PATIENCE);
+        hostile.session.send_ask(now(), Target::name("$node"), None, "footlight.Lookup".into(), lookup, PATIENCE, None);
     if let Ok(id) = asked {
         hostile.check.asks.insert(id, 0);
     }
@@ -289,7 +289,7 @@ async fn run(mut u: Unstructured<'_>) {
                     };
                     let target = if wire == "footlight.Lookup" { Target::name("$node") } else { target };
                     let timeout = Duration::from_millis(u.int_in_range(1..=5_000)?);
-                    if let Ok(id) = hostile.session.send_ask(now(), target, None, wire.into(), payload, timeout) {
+                    if let Ok(id) = hostile.session.send_ask(now(), target, None, wire.into(), payload, timeout, None) {
                         hostile.check.asks.insert(id, 0);
                     }
                     hostile.write(&[]).await;

@@ -71,6 +71,7 @@ impl RawPeer {
                 "footlight.Lookup".into(),
                 payload,
                 Duration::from_secs(5),
+                None,
             )
             .unwrap();
         let reply = self.until(|e| matches!(e, Event::Reply { id: r, .. } if *r == id)).await;

@@ -33,6 +33,8 @@ pub(crate) enum Command {
         wire_name: &'static str,
         payload: Vec<u8>,
         timeout: Duration,
+        /// The asker's trace context, if any.
+        trace: Option<String>,
         reply: oneshot::Sender<Result<Vec<u8>, RemoteError>>,
     },
     /// The answer to the peer's ask `id`.
@@ -248,6 +250,8 @@ impl Outbox {
     }
 
     fn push_tell(&self, target: &Target, wire_name: &str, payload: &[u8], waited: bool) -> Result<(), TellRefused> {
+        // Outside the lock: a propagator is user code.
+        let trace = crate::trace::inject();
         let mut q = self.lock();
         if q.closed {
             return Err(TellRefused::Closed);
@@ -264,7 +268,7 @@ impl Outbox {
             return Err(TellRefused::Full);
         }
         let was_empty = q.queued.is_done();
-        frame::encode_tell_frame(&mut q.queued.frames, target, wire_name, payload, max)
+        frame::encode_traced_tell_frame(&mut q.queued.frames, target, wire_name, payload, trace.as_deref(), max)
             .map_err(|e| TellRefused::Rejected(e.to_string()))?;
         drop(q);
         if was_empty {

@@ -102,7 +102,7 @@ where
     Fut: std::future::Future<Output = Result<(), RemoteError>>,
 {
     let (reply, rx) = tokio::sync::oneshot::channel();
-    let cmd = Command::Ask { target, wire_name, payload, timeout, reply };
+    let cmd = Command::Ask { target, wire_name, payload, timeout, trace: crate::trace::inject(), reply };
     let asked = async {
         queue(cmd).await?;
         rx.await.unwrap_or(Err(RemoteError::NodeDown))

@@ -129,6 +129,11 @@ pub struct Tell {
     /// The message, MessagePack-encoded.
     #[serde(with = "serde_bytes_compat")]
     pub payload: Vec<u8>,
+    /// The sender's trace context (a W3C `traceparent`), when a trace
+    /// propagator is installed; an optional trailing element (absent from
+    /// older peers' frames, ignored by them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// A [`Tell`] read in place: its fields borrow the received bytes, so a
@@ -216,6 +221,7 @@ impl From<TellRef<'_>> for Tell {
             sender: None,
             wire_name: Cow::Owned(tell.wire_name.to_owned()),
             payload: tell.payload.to_vec(),
+            trace: None,
         }
     }
 }
@@ -236,6 +242,9 @@ pub struct Ask {
     pub payload: Vec<u8>,
     /// How long the asker waits; the receiver may drop the work after that.
     pub timeout_ms: u32,
+    /// The asker's trace context, as in [`Tell::trace`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// The reply to an [`Ask`].
@@ -578,7 +587,7 @@ impl Frame {
             Frame::Close(f) => rmp_serde::encode::write(out, f),
             Frame::Ping(n) | Frame::Pong(n) => rmp_serde::encode::write(out, &(n,)),
             Frame::Tell(f) if f.sender.is_none() => {
-                encode_tell(out, &f.target, &f.wire_name, &f.payload);
+                encode_tell(out, &f.target, &f.wire_name, &f.payload, f.trace.as_deref());
                 Ok(())
             }
             Frame::Tell(f) => rmp_serde::encode::write(out, f),
@@ -624,8 +633,8 @@ impl Frame {
             kind::CLOSE => Frame::Close(body_of(kind, body, 2)?),
             kind::PING => Frame::Ping(body_of::<(u64,)>(kind, body, 1)?.0),
             kind::PONG => Frame::Pong(body_of::<(u64,)>(kind, body, 1)?.0),
-            kind::TELL => Frame::Tell(body_of(kind, body, 4)?),
-            kind::ASK => Frame::Ask(body_of(kind, body, 6)?),
+            kind::TELL => Frame::Tell(body_of(kind, body, 5)?),
+            kind::ASK => Frame::Ask(body_of(kind, body, 7)?),
             kind::REPLY => Frame::Reply(body_of(kind, body, 2)?),
             kind::FAILURE => Frame::Failure(body_of(kind, body, 3)?),
             kind::WATCH => Frame::Watch(body_of(kind, body, 2)?),
@@ -649,10 +658,23 @@ pub fn encode_tell_frame(
     payload: &[u8],
     max_frame: u32,
 ) -> Result<(), EncodeError> {
+    encode_traced_tell_frame(out, target, wire_name, payload, None, max_frame)
+}
+
+/// [`encode_tell_frame`] with the sender's trace context, if any (the
+/// optional fifth element, [`Tell::trace`]).
+pub fn encode_traced_tell_frame(
+    out: &mut Vec<u8>,
+    target: &Target,
+    wire_name: &str,
+    payload: &[u8],
+    trace: Option<&str>,
+    max_frame: u32,
+) -> Result<(), EncodeError> {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX]);
     out.push(kind::TELL);
-    encode_tell(out, target, wire_name, payload);
+    encode_tell(out, target, wire_name, payload, trace);
     let len = out.len() - start - LENGTH_PREFIX;
     let max = max_frame.min(HARD_MAX_FRAME);
     if len > max as usize {
@@ -666,11 +688,11 @@ pub fn encode_tell_frame(
 
 /// Writes the body of a tell without a sender: the bytes the serde encoding
 /// gives, without its per-field dispatch (a tell is most of the traffic).
-fn encode_tell(out: &mut Vec<u8>, target: &Target, wire_name: &str, payload: &[u8]) {
+fn encode_tell(out: &mut Vec<u8>, target: &Target, wire_name: &str, payload: &[u8], trace: Option<&str>) {
     use rmp::encode as e;
     // Writing to a Vec cannot fail; lengths over u32 are impossible under the
     // frame limit, which the caller checks on the result.
-    let _ = e::write_array_len(out, 4);
+    let _ = e::write_array_len(out, if trace.is_some() { 5 } else { 4 });
     let _ = e::write_array_len(out, 2);
     match target {
         Target::Id(id) => {
@@ -685,6 +707,9 @@ fn encode_tell(out: &mut Vec<u8>, target: &Target, wire_name: &str, payload: &[u
     e::write_nil(out).unwrap_or(());
     let _ = e::write_str(out, wire_name);
     let _ = e::write_bin(out, payload);
+    if let Some(trace) = trace {
+        let _ = e::write_str(out, trace);
+    }
 }
 
 /// Cuts a byte stream into frames.
@@ -880,6 +905,7 @@ mod tests {
             sender: None,
             wire_name: "demo.Add".into(),
             payload: vec![0x91, 0x01],
+            trace: None,
         });
         // | 0x10 | [[nil, "counter"], nil, "demo.Add", bin8(2)=0x9101]
         assert_eq!(
@@ -913,6 +939,7 @@ mod tests {
             wire_name: "x".into(),
             payload: vec![],
             timeout_ms: 5000,
+            trace: None,
         });
         // | 0x11 | [1, [5, nil], ["b", 2, 3], "x", bin8(0), 5000]
         assert_eq!(hex(&encoded(&ask)), "000000121196 01 9205c0 93a1620203 a178 c400 cd1388".replace(' ', ""));
@@ -939,6 +966,7 @@ mod tests {
                 sender: Some(addr.clone()),
                 wire_name: "w".into(),
                 payload: vec![1, 2],
+                trace: None,
             }),
             Frame::Ask(Ask {
                 id: 9,
@@ -947,6 +975,7 @@ mod tests {
                 wire_name: "w".into(),
                 payload: vec![],
                 timeout_ms: 1,
+                trace: None,
             }),
             Frame::Reply(Reply { id: 9, payload: vec![0; 300] }),
             Frame::Failure(Failure { id: 9, code: 5, message: "full".into() }),

@@ -483,6 +483,9 @@ impl Session {
 
     /// Sends a request; its reply or failure comes back as an event with the
     /// returned id. `deadline` bounds the wait.
+    // One argument per field of the frame, as `send_tell` takes a frame's
+    // worth.
+    #[allow(clippy::too_many_arguments)]
     pub fn send_ask(
         &mut self,
         now: Instant,
@@ -491,13 +494,14 @@ impl Session {
         wire_name: Cow<'static, str>,
         payload: Vec<u8>,
         timeout: Duration,
+        trace: Option<String>,
     ) -> Result<u64, SendError> {
         if self.pending.len() >= self.config.max_pending_asks {
             return Err(SendError::TooManyPendingAsks(self.pending.len()));
         }
         let id = self.next_ask;
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        self.send(now, Frame::Ask(Ask { id, target, sender, wire_name, payload, timeout_ms }))?;
+        self.send(now, Frame::Ask(Ask { id, target, sender, wire_name, payload, timeout_ms, trace }))?;
         self.next_ask += 1;
         let deadline = later(now, timeout);
         self.pending.insert(id, deadline);

@@ -3,9 +3,11 @@
 //! order behind what waits), answers to asks, and the node's reactions to
 //! watch, link and system frames.
 
+use actor_core::remote::deliver_in;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
+use tracing::Instrument;
 
 use actor_core::remote::{BoxFuture, RefCodec};
 
@@ -290,7 +292,12 @@ async fn deliver(node: &Arc<NodeInner>, msg: Inbound, outbox: &Outbox, watched: 
                 tracing::debug!(target = ?tell.target, "tell for an unknown actor dropped");
                 return;
             };
-            if let Err(code) = actor.tell(&tell.wire_name, &tell.payload, codec).await {
+            // Inside the sender's trace, if it sent one: the handler's span
+            // is a child of it.
+            let span = crate::trace::remote_span(&tell.wire_name, tell.trace.as_deref());
+            let told =
+                deliver_in(span.clone(), actor.tell(&tell.wire_name, &tell.payload, codec).instrument(span)).await;
+            if let Err(code) = told {
                 tracing::warn!(target = ?tell.target, wire_name = %tell.wire_name, ?code, "inbound tell refused");
             }
         }
@@ -317,7 +324,11 @@ async fn deliver(node: &Arc<NodeInner>, msg: Inbound, outbox: &Outbox, watched: 
                 )
             } else {
                 match node.exports.resolve(&ask.target) {
-                    Some(actor) => actor.ask(&ask.wire_name, &ask.payload, timeout, codec).await,
+                    Some(actor) => {
+                        let span = crate::trace::remote_span(&ask.wire_name, ask.trace.as_deref());
+                        let asked = actor.ask(&ask.wire_name, &ask.payload, timeout, codec).instrument(span.clone());
+                        deliver_in(span, asked).await
+                    }
                     None => Err(FailureCode::ActorNotFound),
                 }
             };

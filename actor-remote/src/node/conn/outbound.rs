@@ -63,6 +63,7 @@ fn submit(session: &mut Session, now: Instant, cmd: Command, pending: &mut Pendi
                 sender: None,
                 wire_name: wire_name.into(),
                 payload,
+                trace: None,
             };
             if let Err(e) = session.send_tell(now, tell) {
                 tracing::debug!(error = %e, "datagram not sent");
@@ -72,18 +73,18 @@ fn submit(session: &mut Session, now: Instant, cmd: Command, pending: &mut Pendi
             if !session.has_room() {
                 return Some(Command::Tell { target, wire_name, payload });
             }
-            let tell = Tell { target, sender: None, wire_name: wire_name.into(), payload };
+            let tell = Tell { target, sender: None, wire_name: wire_name.into(), payload, trace: None };
             // `has_room` said yes, so only a closed session or a frame over the
             // peer's limit can refuse it; neither can be retried.
             if let Err(e) = session.send_tell(now, tell) {
                 tracing::warn!(error = %e, "tell not sent");
             }
         }
-        Command::Ask { target, wire_name, payload, timeout, reply } => {
+        Command::Ask { target, wire_name, payload, timeout, trace, reply } => {
             if !session.has_room() {
-                return Some(Command::Ask { target, wire_name, payload, timeout, reply });
+                return Some(Command::Ask { target, wire_name, payload, timeout, trace, reply });
             }
-            match session.send_ask(now, target, None, wire_name.into(), payload, timeout) {
+            match session.send_ask(now, target, None, wire_name.into(), payload, timeout, trace) {
                 Ok(id) => {
                     pending.insert(id, reply);
                 }

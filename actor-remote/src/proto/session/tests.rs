@@ -87,7 +87,7 @@ impl Pair {
 }
 
 fn tell(name: &str, payload: &[u8]) -> Tell {
-    Tell { target: Target::name(name), sender: None, wire_name: "t.M".into(), payload: payload.to_vec() }
+    Tell { target: Target::name(name), sender: None, wire_name: "t.M".into(), payload: payload.to_vec(), trace: None }
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn tells_arrive_in_order_including_those_queued_before_the_handshake() {
 #[test]
 fn ask_reply_correlates_by_id() {
     let mut p = Pair::default_pair();
-    let id = p.a.send_ask(p.now, Target::name("x"), None, "t.Q".into(), vec![1], Duration::from_secs(5)).unwrap();
+    let id = p.a.send_ask(p.now, Target::name("x"), None, "t.Q".into(), vec![1], Duration::from_secs(5), None).unwrap();
     p.drive();
     let Some(Event::Ask(ask)) = p.b_events.last().cloned() else { panic!("no ask: {:?}", p.b_events) };
     assert_eq!(ask.id, id);
@@ -150,7 +150,8 @@ fn ask_reply_correlates_by_id() {
 #[test]
 fn remote_failure_resolves_the_ask() {
     let mut p = Pair::default_pair();
-    let id = p.a.send_ask(p.now, Target::name("nobody"), None, "t.Q".into(), vec![], Duration::from_secs(5)).unwrap();
+    let id =
+        p.a.send_ask(p.now, Target::name("nobody"), None, "t.Q".into(), vec![], Duration::from_secs(5), None).unwrap();
     p.drive();
     p.b.send_failure(p.now, id, FailureCode::ActorNotFound, "no such actor".into()).unwrap();
     p.drive();
@@ -161,7 +162,8 @@ fn remote_failure_resolves_the_ask() {
 #[test]
 fn ask_times_out_once_and_a_late_reply_is_ignored() {
     let mut p = Pair::default_pair();
-    let id = p.a.send_ask(p.now, Target::name("x"), None, "t.Q".into(), vec![], Duration::from_millis(300)).unwrap();
+    let id =
+        p.a.send_ask(p.now, Target::name("x"), None, "t.Q".into(), vec![], Duration::from_millis(300), None).unwrap();
     p.drive();
     p.advance(Duration::from_millis(300));
     let timeouts =
@@ -189,6 +191,7 @@ fn a_reused_ask_id_is_delivered_twice_and_the_second_reply_ignored() {
             wire_name: "t.Q".into(),
             payload: vec![payload],
             timeout_ms: 1000,
+            trace: None,
         })
         .encode(&mut bytes, frame::DEFAULT_MAX_FRAME)
         .unwrap();
@@ -201,7 +204,7 @@ fn a_reused_ask_id_is_delivered_twice_and_the_second_reply_ignored() {
         p.b_events.iter().filter_map(|e| if let Event::Ask(a) = e { Some(a.payload[0]) } else { None }).collect();
     assert_eq!(asks, [1, 2]);
     // On the asking side: one pending ask, two replies with its id.
-    let id = p.a.send_ask(p.now, Target::name("x"), None, "t.Q".into(), vec![], Duration::from_secs(1)).unwrap();
+    let id = p.a.send_ask(p.now, Target::name("x"), None, "t.Q".into(), vec![], Duration::from_secs(1), None).unwrap();
     p.drive();
     p.b.send_reply(p.now, id, vec![1]).unwrap();
     p.b.send_reply(p.now, id, vec![2]).unwrap();
@@ -220,7 +223,7 @@ fn heartbeats_keep_an_idle_connection_alive() {
 #[test]
 fn silent_peer_is_lost_within_the_idle_timeout_and_pending_asks_fail() {
     let mut p = Pair::default_pair();
-    let id = p.a.send_ask(p.now, Target::name("x"), None, "t.Q".into(), vec![], Duration::from_secs(30)).unwrap();
+    let id = p.a.send_ask(p.now, Target::name("x"), None, "t.Q".into(), vec![], Duration::from_secs(30), None).unwrap();
     p.drive();
     p.cut = true;
     let cut_at = p.now;
@@ -371,9 +374,10 @@ fn pending_ask_limit_rejects_the_next_one() {
     config.max_pending_asks = 2;
     let mut p = Pair::new(config, SessionConfig::new("c", "b", 1));
     for _ in 0..2 {
-        p.a.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5)).unwrap();
+        p.a.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5), None).unwrap();
     }
-    let err = p.a.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5)).unwrap_err();
+    let err =
+        p.a.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5), None).unwrap_err();
     assert_eq!(err, SendError::TooManyPendingAsks(2));
 }
 
@@ -399,7 +403,7 @@ fn outbound_limit_pushes_back_until_drained() {
 #[test]
 fn orderly_close_is_seen_by_the_peer_and_fails_its_asks() {
     let mut p = Pair::default_pair();
-    let id = p.b.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5)).unwrap();
+    let id = p.b.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5), None).unwrap();
     p.a.close(p.now, CloseCode::Normal, "bye");
     p.drive();
     assert!(p.b.is_closed());
@@ -413,7 +417,7 @@ fn reply_too_large_for_the_peer_becomes_a_rejected_failure() {
     let mut small = SessionConfig::new("c", "a", 1);
     small.max_frame = 256;
     let mut p = Pair::new(small, SessionConfig::new("c", "b", 1));
-    let id = p.a.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5)).unwrap();
+    let id = p.a.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5), None).unwrap();
     p.drive();
     assert!(matches!(p.b.send_reply(p.now, id, vec![0; 1000]), Err(SendError::Encode(_))));
     p.drive();
@@ -430,11 +434,12 @@ fn reply_too_large_for_the_peer_becomes_a_rejected_failure() {
 fn tells_taken_in_place_keep_their_order_with_events() {
     let mut p = Pair::default_pair();
     p.b_events.clear();
-    let by_id = |i: u8| Tell { target: Target::id(7), sender: None, wire_name: "x".into(), payload: vec![i] };
+    let by_id =
+        |i: u8| Tell { target: Target::id(7), sender: None, wire_name: "x".into(), payload: vec![i], trace: None };
     for i in 0..3u8 {
         p.a.send_tell(p.now, by_id(i)).unwrap();
     }
-    let id = p.a.send_ask(p.now, Target::id(7), None, "t.Q".into(), vec![3], Duration::from_secs(5)).unwrap();
+    let id = p.a.send_ask(p.now, Target::id(7), None, "t.Q".into(), vec![3], Duration::from_secs(5), None).unwrap();
     p.a.send_tell(p.now, by_id(4)).unwrap();
     for i in 5..8u8 {
         p.a.send_tell(p.now, by_id(i)).unwrap();
@@ -482,11 +487,12 @@ fn tells_taken_in_place_keep_their_order_with_events() {
 fn a_paused_input_resumes_where_it_stopped() {
     let mut p = Pair::default_pair();
     p.b_events.clear();
-    let by_id = |i: u8| Tell { target: Target::id(7), sender: None, wire_name: "x".into(), payload: vec![i] };
+    let by_id =
+        |i: u8| Tell { target: Target::id(7), sender: None, wire_name: "x".into(), payload: vec![i], trace: None };
     for i in 0..4u8 {
         p.a.send_tell(p.now, by_id(i)).unwrap();
     }
-    let id = p.a.send_ask(p.now, Target::id(7), None, "t.Q".into(), vec![], Duration::from_secs(5)).unwrap();
+    let id = p.a.send_ask(p.now, Target::id(7), None, "t.Q".into(), vec![], Duration::from_secs(5), None).unwrap();
     let bytes = p.a.poll_transmit().unwrap();
     let mut taken = Vec::new();
     p.b.handle_input_with(p.now, &bytes, |tell| {
@@ -515,7 +521,7 @@ fn tells_with_a_sender_are_events() {
     let mut p = Pair::default_pair();
     p.b_events.clear();
     let sender = Some(frame::ActorAddr { node: "a".into(), run: 1, id: 2 });
-    let t = Tell { target: Target::id(7), sender, wire_name: "x".into(), payload: vec![1] };
+    let t = Tell { target: Target::id(7), sender, wire_name: "x".into(), payload: vec![1], trace: None };
     p.a.send_tell(p.now, t.clone()).unwrap();
     let bytes = p.a.poll_transmit().unwrap();
     p.b.handle_input_with(p.now, &bytes, |_| -> Offer { panic!("not readable in place") });
