@@ -31,6 +31,16 @@ impl Message for Hold {
     type Reply = ();
 }
 
+/// Spawns one child.
+struct Family;
+
+impl Actor for Family {
+    async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        ctx.spawn(Busy);
+        Ok(())
+    }
+}
+
 impl RemoteActor for Busy {
     fn remote_messages(_m: &mut RemoteMessages<Self>) {}
 }
@@ -130,6 +140,11 @@ async fn probes_metrics_and_members_describe_a_running_cluster() {
     let entry = listed.as_array().unwrap().iter().find(|a| a["names"][0] == "busy").expect("busy listed");
     assert_eq!((entry["type"].as_str(), entry["mailbox_depth"].as_u64()), (Some("Busy"), Some(5)), "{entry}");
     assert_eq!((entry["mailbox_capacity"].as_u64(), entry["handled"].as_u64()), (Some(64), Some(1)), "{entry}");
+    // The tree: busy in a handler, it is listed without its children.
+    let (_, body) = get(at, "/api/tree").await;
+    let tree: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let node = tree.as_array().unwrap().iter().find(|a| a["names"][0] == "busy").expect("busy in the tree");
+    assert!(node["children"].is_null() && node["mailbox_depth"] == 5, "{node}");
     gate.add_permits(6);
     eventually(WAIT, || async {
         let (_, body) = get(at, "/metrics").await;
@@ -137,6 +152,10 @@ async fn probes_metrics_and_members_describe_a_running_cluster() {
             && body.contains("footlight_actor_messages_handled{node=\"n1\",actor_type=\"Busy\"} 6")
     })
     .await;
+    let (_, body) = get(at, "/api/tree").await;
+    let tree: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let node = tree.as_array().unwrap().iter().find(|a| a["names"][0] == "busy").expect("busy in the tree");
+    assert_eq!(node["children"], serde_json::json!([]), "free again, it answers: {node}");
 
     // n3 leaves: the members and the event counter follow.
     nodes[2].shutdown().await;
@@ -251,7 +270,15 @@ async fn the_live_view_in_a_headless_browser_shows_the_members_and_one_cut_off()
     let busy = nodes[0].system().spawn_with(Busy, SpawnOptions::new().mailbox(Mailbox::bounded(64))).unwrap();
     nodes[0].system().register("greeter", &busy).unwrap();
 
+    let family = nodes[0].system().spawn(Family);
     let dom = rendered(browser, url.clone()).await;
+    // The family's child, under it in the tree (indented one level).
+    let parent_at =
+        dom.find(&format!("<tr id=\"actor-{}\"", family.id())).unwrap_or_else(|| panic!("no family: {dom}"));
+    let child = &dom[parent_at..];
+    let child = &child[child[1..].find("<tr id=\"actor-").map(|i| i + 1).expect("a row after the family's")..];
+    let child = &child[..child.find("</tr>").expect("the row's end")];
+    assert!(child.contains("padding-left: 2.2em") && child.contains("<td>Busy</td>"), "{child}");
     let start = dom.find(&format!("<tr id=\"actor-{}\"", busy.id())).unwrap_or_else(|| panic!("no actor row: {dom}"));
     let actor_row = &dom[start..start + dom[start..].find("</tr>").unwrap()];
     assert!(actor_row.contains("<td>Busy</td><td>greeter</td><td class=\"depth\">0 / 64</td>"), "{actor_row}");

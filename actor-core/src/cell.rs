@@ -36,6 +36,9 @@ pub(crate) enum Signal {
     /// Supervisor: start a fresh instance. Acknowledged once `started`
     /// returned (with its failure, if it failed).
     Restart(Option<StartAck>),
+    /// An operator's snapshot of the tree: answer with the live children
+    /// (between two messages; dropped unanswered if the actor ends).
+    Children(oneshot::Sender<Vec<Arc<ActorCell>>>),
 }
 
 pub(crate) struct ActorCell {

@@ -85,4 +85,4 @@ pub use supervisor::{
     Backoff, ChildCounts, ChildError, ChildInfo, ChildSpec, ChildState, OnStartFailure, Restart, Strategy, Supervisor,
     SupervisorEvent,
 };
-pub use system::{ActorInfo, ActorSystem, SpawnOptions};
+pub use system::{ActorInfo, ActorNode, ActorSystem, MAX_TREE_ACTORS, SpawnOptions};

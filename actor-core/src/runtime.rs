@@ -254,6 +254,9 @@ async fn wait_for_decision<A: Actor>(cell: &Arc<ActorCell>, ctx: &mut Context<A>
                 Signal::ChildTerminated(id) => {
                     ctx.remove_child(id);
                 }
+                Signal::Children(reply) => {
+                    let _ = reply.send(ctx.child_cells());
+                }
                 notice @ (Signal::Terminated(_) | Signal::LinkExit(_)) => kept.push(notice),
             }
         }
@@ -483,6 +486,10 @@ async fn handle_signal<A: Actor>(
             None
         }
         Signal::Restart(_) => None,
+        Signal::Children(reply) => {
+            let _ = reply.send(ctx.child_cells());
+            None
+        }
         Signal::Terminated(t) => {
             let outcome = CatchUnwind(pin!(actor.on_terminated(ctx, t))).await;
             match outcome {

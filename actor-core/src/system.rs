@@ -54,6 +54,21 @@ struct Registered {
     actor_ref: Box<dyn Any + Send + Sync>,
 }
 
+/// One actor of the supervision tree, with its children, as
+/// [`ActorSystem::tree`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ActorNode {
+    /// The actor.
+    pub info: ActorInfo,
+    /// Its live children, oldest first; `None` if it did not say in time
+    /// (busy in a long handler) or ended meanwhile.
+    pub children: Option<Vec<ActorNode>>,
+}
+
+/// The most actors [`ActorSystem::tree`] reports.
+pub const MAX_TREE_ACTORS: usize = 10_000;
+
 /// One actor as [`ActorSystem::actors`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -234,6 +249,76 @@ impl ActorSystem {
         self.inner.top_level.len()
     }
 
+    /// The supervision tree: the top-level actors and, below each, its
+    /// live children, down to the leaves (at most [`MAX_TREE_ACTORS`]
+    /// actors). Each actor is asked for its children with a signal, which
+    /// it answers between two messages; one that does not answer within
+    /// `patience` (busy in a long handler) is listed without them. Costs
+    /// the actors nothing until called.
+    pub async fn tree(&self, patience: std::time::Duration) -> Vec<ActorNode> {
+        let names = self.names_by_actor();
+        let info = |cell: &Arc<ActorCell>, top_level: bool| ActorInfo {
+            id: cell.id(),
+            type_name: cell.type_name(),
+            label: cell.name().map(str::to_owned),
+            names: names.get(&cell.id()).cloned().unwrap_or_default(),
+            top_level,
+            mailbox_depth: cell.gate.depth(),
+            mailbox_capacity: cell.gate.capacity(),
+            handled: cell.gate.taken(),
+        };
+        let mut tops: Vec<Arc<ActorCell>> =
+            self.inner.top_level.iter().map(|e| e.value().clone()).filter(|c| c.is_alive()).collect();
+        tops.sort_by_key(|c| c.id());
+        // Asked level by level, every actor of a level at once.
+        let mut listed = tops.len();
+        let mut level: Vec<(Vec<usize>, Arc<ActorCell>)> =
+            tops.iter().enumerate().map(|(i, c)| (vec![i], c.clone())).collect();
+        let mut roots: Vec<ActorNode> =
+            tops.iter().map(|c| ActorNode { info: info(c, true), children: None }).collect();
+        while !level.is_empty() {
+            let asked: Vec<_> = level
+                .into_iter()
+                .map(|(path, cell)| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    cell.signal(crate::cell::Signal::Children(tx));
+                    (path, rx)
+                })
+                .collect();
+            let deadline = tokio::time::Instant::now() + patience;
+            let mut next = Vec::new();
+            for (path, rx) in asked {
+                let Ok(Ok(mut children)) = tokio::time::timeout_at(deadline, rx).await else { continue };
+                children.retain(|c| c.is_alive());
+                children.sort_by_key(|c| c.id());
+                children.truncate(MAX_TREE_ACTORS.saturating_sub(listed));
+                listed += children.len();
+                let Some(node) = node_at(&mut roots, &path) else { continue };
+                node.children =
+                    Some(children.iter().map(|c| ActorNode { info: info(c, false), children: None }).collect());
+                for (i, child) in children.into_iter().enumerate() {
+                    let mut child_path = path.clone();
+                    child_path.push(i);
+                    next.push((child_path, child));
+                }
+            }
+            level = next;
+        }
+        roots
+    }
+
+    /// The names each actor holds in the registry.
+    fn names_by_actor(&self) -> std::collections::HashMap<ActorId, Vec<String>> {
+        let mut names: std::collections::HashMap<ActorId, Vec<String>> = std::collections::HashMap::new();
+        for entry in self.inner.registry.iter() {
+            names.entry(entry.value().cell.id()).or_default().push(entry.key().clone());
+        }
+        for held in names.values_mut() {
+            held.sort();
+        }
+        names
+    }
+
     /// A snapshot of the system's top-level actors and of every actor
     /// registered under a name (children included), for operators: type,
     /// name, mailbox depth, messages handled. Reading it costs the actors
@@ -293,4 +378,14 @@ impl fmt::Debug for ActorSystem {
             .field("top_level", &self.inner.top_level.len())
             .finish()
     }
+}
+
+/// The node at `path` (indexes from the roots down).
+fn node_at<'a>(roots: &'a mut [ActorNode], path: &[usize]) -> Option<&'a mut ActorNode> {
+    let (first, rest) = path.split_first()?;
+    let mut node = roots.get_mut(*first)?;
+    for i in rest {
+        node = node.children.as_mut()?.get_mut(*i)?;
+    }
+    Some(node)
 }

@@ -15,6 +15,7 @@
 //! | `GET /metrics` | Prometheus text: membership, gossip and connection gauges of this node, membership events, and whatever else is recorded through the [`metrics`] facade (see below) |
 //! | `GET /api/node` | JSON: this node's id, run, admission, downed reason, connected peers, gossip counters |
 //! | `GET /api/actors` | JSON: the node's top-level and named actors ([`ActorSystem::actors`](actor_core::ActorSystem::actors)): id, type, names, mailbox depth and capacity, messages handled |
+//! | `GET /api/tree` | JSON: the supervision tree ([`ActorSystem::tree`](actor_core::ActorSystem::tree)): each top-level actor with its children, down to the leaves, as `/api/actors` describes them; an actor busy for longer than [`TREE_PATIENCE`] is listed without its children (`children: null`) |
 //! | `GET /api/peers` | JSON: the connected peers with their connection's counters ([`Node::peer_stats`](actor_cluster::Cluster::node)): run, heartbeat round trip, bytes both ways, outbound queue, connections opened |
 //! | `GET /api/registry` | JSON: the cluster-wide names and group memberships this node knows (name, group or not, node, run, type), at most [`MAX_REGISTRY_ENTRIES`] |
 //! | `GET /api/members` | JSON: the members as this node sees them (id, address, run, roles, reachable) |
@@ -130,6 +131,7 @@ impl OpsServer {
             .route("/api/node", get(node))
             .route("/api/members", get(members))
             .route("/api/actors", get(actors))
+            .route("/api/tree", get(tree))
             .route("/api/peers", get(peers))
             .route("/api/registry", get(registry))
             .with_state(ops.clone());
@@ -467,22 +469,40 @@ struct ActorView {
     handled: u64,
 }
 
+/// How long `/api/tree` waits for each generation of actors to say who
+/// their children are.
+pub const TREE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+#[derive(Serialize)]
+struct TreeView {
+    #[serde(flatten)]
+    actor: ActorView,
+    children: Option<Vec<TreeView>>,
+}
+
+fn actor_view(a: actor_core::ActorInfo) -> ActorView {
+    ActorView {
+        id: a.id.to_string(),
+        type_name: short_type(a.type_name),
+        names: a.names,
+        top_level: a.top_level,
+        mailbox_depth: a.mailbox_depth,
+        mailbox_capacity: a.mailbox_capacity,
+        handled: a.handled,
+    }
+}
+
+fn tree_view(node: actor_core::ActorNode) -> TreeView {
+    TreeView { actor: actor_view(node.info), children: node.children.map(|c| c.into_iter().map(tree_view).collect()) }
+}
+
+async fn tree(State(ops): State<Arc<Ops>>) -> Response {
+    let roots = ops.cluster.system().tree(TREE_PATIENCE).await;
+    Json(roots.into_iter().map(tree_view).collect::<Vec<_>>()).into_response()
+}
+
 async fn actors(State(ops): State<Arc<Ops>>) -> Response {
-    let list: Vec<ActorView> = ops
-        .cluster
-        .system()
-        .actors()
-        .into_iter()
-        .map(|a| ActorView {
-            id: a.id.to_string(),
-            type_name: short_type(a.type_name),
-            names: a.names,
-            top_level: a.top_level,
-            mailbox_depth: a.mailbox_depth,
-            mailbox_capacity: a.mailbox_capacity,
-            handled: a.handled,
-        })
-        .collect();
+    let list: Vec<ActorView> = ops.cluster.system().actors().into_iter().map(actor_view).collect();
     Json(list).into_response()
 }
 
