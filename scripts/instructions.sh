@@ -6,6 +6,7 @@
 #
 #   scripts/instructions.sh            # ask and tell, 2,000 vs 12,000 operations
 #   N1=1000 N2=5000 scripts/instructions.sh
+#   EXTRA=--handler-times scripts/instructions.sh   # with every handler timed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
@@ -15,7 +16,7 @@ cargo bench -q -p actor-core --bench runtime --no-run 2>/dev/null
 bin=$(ls -t target/release/deps/runtime-* | grep -v '\.d$' | head -1)
 count() { # what n -> total instructions
   local out
-  out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --ops "$1" "$2" 2>&1)
+  out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --ops "$1" "$2" ${EXTRA:-} 2>&1)
   echo "$out" | sed -n 's/.*Collected : \([0-9]*\).*/\1/p' | tail -1
 }
 per_op() { # what -> instructions per operation

@@ -64,6 +64,8 @@
 pub use actor_cluster as cluster;
 #[cfg(feature = "cluster")]
 pub use actor_cluster::{Cluster, ClusterError, ClusterEvent, FailureDetection, Member};
+/// The runtime's own counters: asks started, handler times (opt-in).
+pub use actor_core::stats;
 pub use actor_core::{
     Actor, ActorError, ActorId, ActorRef, ActorSystem, Ask, AskError, Backoff, ChildCounts, ChildError, ChildInfo,
     ChildSpec, ChildState, CodecError, Context, DEFAULT_ASK_TIMEOUT, Down, Error, ExitReason, Failure, FailureDecision,

@@ -156,6 +156,13 @@ async fn probes_metrics_and_members_describe_a_running_cluster() {
     let tree: serde_json::Value = serde_json::from_str(&body).unwrap();
     let node = tree.as_array().unwrap().iter().find(|a| a["names"][0] == "busy").expect("busy in the tree");
     assert_eq!(node["children"], serde_json::json!([]), "free again, it answers: {node}");
+    // Asks are counted process-wide.
+    let before = footlight::stats::asks_started();
+    gate.add_permits(1);
+    busy.ask(Hold(gate.clone(), None)).await.unwrap();
+    assert!(footlight::stats::asks_started() > before);
+    let (_, body) = get(at, "/metrics").await;
+    assert!(body.contains("footlight_asks_started_total "), "{body}");
 
     // n3 leaves: the members and the event counter follow.
     nodes[2].shutdown().await;

@@ -577,6 +577,11 @@ fn main() {
     // operation of the baseline pays a cross-thread wake-up: it flatters
     // the ratio, and is shown only labelled as such.
     let outside = flag("--outside");
+    // Time every handler into the (recorder-less) histogram: the cost of
+    // turning handler times on.
+    if flag("--handler-times") {
+        actor_core::stats::set_handler_times(true);
+    }
     if let Some(what) = value("--ops") {
         let n: u64 = args
             .iter()

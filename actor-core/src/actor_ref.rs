@@ -296,6 +296,7 @@ async fn send_ask<A: Handler<M>, M: Message>(
     msg: M,
     timeout: Duration,
 ) -> Result<M::Reply, AskError<M>> {
+    stats::ask_started();
     if let Some(remote) = &inner.remote {
         return match remote_end(&inner.cell) {
             Some(RemoteEnd::NodeDown) => {

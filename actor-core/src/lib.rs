@@ -67,7 +67,7 @@ mod message;
 pub mod monitor;
 pub mod remote;
 mod runtime;
-mod stats;
+pub mod stats;
 pub mod supervisor;
 mod system;
 

@@ -434,11 +434,15 @@ async fn handle_envelope<A: Actor>(
     };
     // Without a subscriber that wants the span, no wrapper: entering and
     // leaving a disabled span on every poll (and on the drop) still costs.
+    let started = crate::stats::handler_times().then(std::time::Instant::now);
     let outcome = if span.is_disabled() {
         CatchUnwind(env.handle(actor, ctx)).await
     } else {
         CatchUnwind(env.handle(actor, ctx)).instrument(span).await
     };
+    if let Some(started) = started {
+        crate::stats::handled_in(cell.type_name(), started.elapsed());
+    }
     let Err(payload) = outcome else {
         return None;
     };

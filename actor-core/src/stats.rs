@@ -1,15 +1,71 @@
-//! Counters of rare events (panics, restarts, failed asks) through the
-//! [`metrics`] facade: each is a no-op until the application installs a
-//! recorder (the operations endpoint does). The hot paths record nothing
-//! here; what they count is read on demand ([`ActorSystem::actors`](crate::ActorSystem::actors)).
+//! The runtime's own metrics. Rare events (panics, restarts, failed asks)
+//! go through the [`metrics`] facade: each is a no-op until the application
+//! installs a recorder (the operations endpoint does). The hot paths record
+//! nothing there; what they count is read on demand
+//! ([`ActorSystem::actors`](crate::ActorSystem::actors), [`asks_started`]),
+//! except handler times, when turned on.
 //!
 //! | counter | labels |
 //! |---|---|
 //! | `footlight_actor_panics_total` | `actor_type`: a handler or hook panicked |
 //! | `footlight_actor_restarts_total` | `actor_type`: a supervisor restarts a child |
 //! | `footlight_ask_failures_total` | `reason`: `timeout`, `node_down`, `no_reply` |
+//! | `footlight_actor_handler_seconds` (histogram) | `actor_type`: time in a handler, only while [`set_handler_times`] is on |
+//!
+//! Asks started are counted in one process-wide counter ([`asks_started`]),
+//! read on demand.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
 
 use crate::cell::short_type_name;
+
+static ASKS_STARTED: AtomicU64 = AtomicU64::new(0);
+static HANDLER_TIMES: AtomicBool = AtomicBool::new(false);
+
+/// Asks started in this process (local and remote), since it started.
+pub fn asks_started() -> u64 {
+    ASKS_STARTED.load(Ordering::Relaxed)
+}
+
+/// An ask starts.
+#[inline]
+pub(crate) fn ask_started() {
+    ASKS_STARTED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Turns on (or off) timing every handler in this process into the
+/// `footlight_actor_handler_seconds` histogram, by actor type. Off by
+/// default: two clock reads and a histogram update per message (see the
+/// README for the cost measured).
+pub fn set_handler_times(on: bool) {
+    HANDLER_TIMES.store(on, Ordering::Relaxed);
+}
+
+/// Whether handlers are timed.
+#[inline]
+pub(crate) fn handler_times() -> bool {
+    HANDLER_TIMES.load(Ordering::Relaxed)
+}
+
+/// The histogram of each actor type, made once per type.
+fn histograms() -> &'static DashMap<&'static str, metrics::Histogram> {
+    static HISTOGRAMS: std::sync::OnceLock<DashMap<&'static str, metrics::Histogram>> = std::sync::OnceLock::new();
+    HISTOGRAMS.get_or_init(DashMap::new)
+}
+
+/// A handler of an actor of type `type_name` took `took`.
+pub(crate) fn handled_in(type_name: &'static str, took: Duration) {
+    if let Some(h) = histograms().get(type_name) {
+        h.record(took.as_secs_f64());
+        return;
+    }
+    let h = metrics::histogram!("footlight_actor_handler_seconds", "actor_type" => short_type_name(type_name));
+    h.record(took.as_secs_f64());
+    histograms().insert(type_name, h);
+}
 
 /// A handler or hook of an actor of type `type_name` panicked.
 pub(crate) fn panicked(type_name: &'static str) {

@@ -207,6 +207,11 @@ fn describe(ops: &Ops) {
             "Supervisor restarts, by child type (process-wide)."
         );
         metrics::describe_counter!("footlight_ask_failures_total", "Asks that failed, by reason (process-wide).");
+        metrics::describe_counter!("footlight_asks_started_total", "Asks started, local and remote (process-wide).");
+        metrics::describe_histogram!(
+            "footlight_actor_handler_seconds",
+            "Time in a handler, by actor type (process-wide; only once actor_core::stats::set_handler_times(true))."
+        );
         metrics::describe_gauge!("footlight_peer_rtt_seconds", "Round trip of the connection's last heartbeat.");
         metrics::describe_counter!("footlight_peer_bytes_sent_total", "Bytes written on the peer's connection.");
         metrics::describe_counter!("footlight_peer_bytes_received_total", "Bytes read on the peer's connection.");
@@ -308,6 +313,9 @@ async fn render(State(ops): State<Arc<Ops>>) -> Response {
     });
     record_actors(&ops);
     record_peers(&ops);
+    ops.record(|| {
+        metrics::counter!("footlight_asks_started_total").absolute(actor_core::stats::asks_started());
+    });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.handle.render()).into_response()
 }
 
