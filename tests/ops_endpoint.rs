@@ -120,6 +120,7 @@ async fn probes_metrics_and_members_describe_a_running_cluster() {
     let (_, body) = get(at, "/metrics").await;
     assert!(body.contains("footlight_peer_connections_opened_total{node=\"n1\",peer=\"n2\"} 1"), "{body}");
     assert!(body.contains("footlight_peer_bytes_sent_total{node=\"n1\",peer=\"n3\"}"), "{body}");
+    assert!(body.contains("footlight_peer_frames_received_total{node=\"n1\",peer=\"n2\"}"), "{body}");
 
     // A named actor held busy with five messages waiting: its mailbox
     // depth shows in the metrics and in the actor list.

@@ -216,6 +216,11 @@ fn describe(ops: &Ops) {
         metrics::describe_counter!("footlight_peer_bytes_sent_total", "Bytes written on the peer's connection.");
         metrics::describe_counter!("footlight_peer_bytes_received_total", "Bytes read on the peer's connection.");
         metrics::describe_gauge!("footlight_peer_queued_bytes", "Encoded tells waiting in the connection's queue.");
+        metrics::describe_counter!("footlight_peer_frames_sent_total", "Frames queued on the peer's connection.");
+        metrics::describe_counter!(
+            "footlight_peer_frames_received_total",
+            "Whole frames read on the peer's connection."
+        );
         metrics::describe_counter!(
             "footlight_peer_connections_opened_total",
             "Connections opened to the peer since this node started."
@@ -371,6 +376,8 @@ fn record_peers(ops: &Ops) {
             }
             metrics::counter!("footlight_peer_bytes_sent_total", &labels).absolute(p.bytes_sent);
             metrics::counter!("footlight_peer_bytes_received_total", &labels).absolute(p.bytes_received);
+            metrics::counter!("footlight_peer_frames_sent_total", &labels).absolute(p.frames_sent);
+            metrics::counter!("footlight_peer_frames_received_total", &labels).absolute(p.frames_received);
             metrics::gauge!("footlight_peer_queued_bytes", &labels).set(p.queued_bytes as f64);
             metrics::counter!("footlight_peer_connections_opened_total", &labels).absolute(p.connections_opened);
         }
@@ -384,6 +391,8 @@ struct PeerView {
     rtt_ms: Option<f64>,
     bytes_sent: u64,
     bytes_received: u64,
+    frames_sent: u64,
+    frames_received: u64,
     queued_bytes: usize,
     queued_other: usize,
     connected_for_s: f64,
@@ -401,6 +410,8 @@ async fn peers(State(ops): State<Arc<Ops>>) -> Response {
             rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            frames_sent: p.frames_sent,
+            frames_received: p.frames_received,
             queued_bytes: p.queued_bytes,
             queued_other: p.queued_other,
             connected_for_s: p.connected_for.as_secs_f64(),

@@ -131,6 +131,11 @@ pub struct PeerStats {
     pub bytes_sent: u64,
     /// Bytes read from it.
     pub bytes_received: u64,
+    /// Frames queued for the peer on this connection (each message,
+    /// request, reply, heartbeat and control frame is one).
+    pub frames_sent: u64,
+    /// Whole frames read from it.
+    pub frames_received: u64,
     /// Tells waiting in the connection's outbound queue, encoded (bytes).
     pub queued_bytes: usize,
     /// Other messages (asks, replies, watches, system messages) waiting
@@ -318,6 +323,8 @@ impl Node {
                     rtt: conn.stats.rtt(),
                     bytes_sent: conn.stats.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
                     bytes_received: conn.stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+                    frames_sent: conn.stats.frames_out.load(std::sync::atomic::Ordering::Relaxed),
+                    frames_received: conn.stats.frames_in.load(std::sync::atomic::Ordering::Relaxed),
                     queued_bytes,
                     queued_other,
                     connected_for: conn.registered_at.elapsed(),

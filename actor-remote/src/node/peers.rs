@@ -82,6 +82,8 @@ impl Settle {
 pub(crate) struct ConnStats {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+    pub(crate) frames_in: AtomicU64,
+    pub(crate) frames_out: AtomicU64,
     /// The last heartbeat's round trip, in microseconds (0: none yet).
     pub(crate) rtt_micros: AtomicU64,
 }

@@ -221,6 +221,9 @@ async fn peer_stats_count_bytes_the_heartbeat_round_trip_and_reconnects() {
     let s = &stats[0];
     assert_eq!((s.id.as_str(), s.run), ("b", b.run()));
     assert!(s.bytes_sent > 0 && s.bytes_received > 0, "{s:?}");
+    // The hello, ten tells, the lookup and heartbeats out; the hello, the
+    // lookup's reply and heartbeats' answers in.
+    assert!(s.frames_sent >= 12 && s.frames_received >= 3, "{s:?}");
     let rtt = s.rtt.expect("a heartbeat was answered");
     assert!(rtt >= Duration::from_millis(7), "the delay is part of the round trip: {rtt:?}");
     assert_eq!(s.connections_opened, 1);

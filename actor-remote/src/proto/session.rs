@@ -230,6 +230,9 @@ pub struct Session {
     last_ping: Instant,
     /// The round trip of the last `Ping` answered.
     rtt: Option<Duration>,
+    /// Complete frames read from the peer, and frames queued for it.
+    frames_in: u64,
+    frames_out: u64,
     last_rx: Instant,
     /// When bytes last arrived, a whole frame or not.
     last_bytes: Instant,
@@ -254,6 +257,8 @@ impl Session {
             ping_out: None,
             last_ping: now,
             rtt: None,
+            frames_in: 0,
+            frames_out: 0,
             last_rx: now,
             last_bytes: now,
             last_tx: now,
@@ -328,6 +333,12 @@ impl Session {
         self.rtt
     }
 
+    /// Complete frames read from the peer, and frames queued for it, so
+    /// far.
+    pub fn frames(&self) -> (u64, u64) {
+        (self.frames_in, self.frames_out)
+    }
+
     /// How often a busy connection sends a `Ping` anyway (for the round
     /// trip): five heartbeat intervals.
     fn rtt_probe_every(&self) -> Duration {
@@ -368,12 +379,15 @@ impl Session {
                 Ok(Some(raw)) => {
                     // Only a complete frame shows the peer is alive.
                     self.last_rx = now;
+                    self.frames_in += 1;
                     if let (true, Some((&frame::kind::TELL, body))) = (in_place, raw.split_first())
                         && let Some(tell) = TellRef::decode(body)
                     {
                         match take(tell) {
                             Offer::Taken => continue,
                             Offer::Pause => {
+                                // Read again later: counted then.
+                                self.frames_in -= 1;
                                 self.reader.unread();
                                 self.paused = true;
                                 return;
@@ -473,6 +487,7 @@ impl Session {
         match &self.state {
             State::Established(_) => {
                 self.tx.extend_from_slice(frames);
+                self.frames_out += count_frames(frames);
                 self.last_tx = now;
                 Ok(())
             }
@@ -645,6 +660,7 @@ impl Session {
                 frame.encode(&mut probe, frame::HARD_MAX_FRAME)?;
                 self.early_bytes += probe.len();
                 self.early.push_back((frame, probe.len()));
+                self.frames_out += 1;
                 Ok(())
             }
             State::Established(peer) => {
@@ -655,6 +671,7 @@ impl Session {
                 }
                 let max = peer.max_frame;
                 frame.encode(&mut self.tx, max)?;
+                self.frames_out += 1;
                 self.last_tx = now;
                 Ok(())
             }
@@ -666,6 +683,7 @@ impl Session {
         match &self.state {
             State::Established(peer) => {
                 frame.encode(&mut self.tx, peer.max_frame)?;
+                self.frames_out += 1;
                 self.last_tx = now;
                 Ok(())
             }
@@ -678,6 +696,8 @@ impl Session {
     fn push_now(&mut self, now: Instant, frame: &Frame) {
         if let Err(e) = frame.encode(&mut self.tx, frame::HARD_MAX_FRAME) {
             tracing::error!(error = %e, "control frame failed to encode");
+        } else {
+            self.frames_out += 1;
         }
         self.last_tx = now;
     }
@@ -798,6 +818,18 @@ impl Session {
 
 /// `at + by`, saturating about a century ahead instead of overflowing (a
 /// caller may pass `Duration::MAX` as a timeout).
+/// How many whole frames `bytes` holds (length prefixes walked).
+fn count_frames(bytes: &[u8]) -> u64 {
+    let (mut at, mut n) = (0, 0);
+    while let Some(prefix) = bytes.get(at..at + frame::LENGTH_PREFIX) {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(prefix);
+        at += frame::LENGTH_PREFIX + u32::from_be_bytes(len) as usize;
+        n += 1;
+    }
+    n
+}
+
 fn later(at: Instant, by: Duration) -> Instant {
     at.checked_add(by).or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400))).unwrap_or(at)
 }

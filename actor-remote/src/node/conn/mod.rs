@@ -388,6 +388,9 @@ impl Driver {
                 self.session.close(now(), CloseCode::Normal, "node shutting down");
             }
         }
+        let (frames_in, frames_out) = self.session.frames();
+        self.stats.frames_in.store(frames_in, Ordering::Relaxed);
+        self.stats.frames_out.store(frames_out, Ordering::Relaxed);
     }
 
     /// Takes everything queued at once (so frames leave in batches) and
