@@ -73,6 +73,14 @@ async fn the_tree_lists_every_generation_and_a_busy_actor_without_holding_up() {
     stuck.try_tell(Wait(gate.clone(), Some(held))).unwrap();
     holding.await.unwrap();
     stuck.try_tell(Wait(gate.clone(), None)).unwrap();
+    // The message in hand counts until its slot is released, once the
+    // handler waits.
+    common::within("one queued", async {
+        while system.actors().iter().find(|a| a.id == stuck.id()).and_then(|a| a.mailbox_depth) != Some(1) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
 
     let tree = system.tree(Duration::from_millis(100)).await;
     assert_eq!(tree.len(), 2);
