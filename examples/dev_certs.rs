@@ -4,16 +4,18 @@
 //! nodes cannot share the temp-directory development CA:
 //!
 //! ```sh
-//! cargo run --example dev_certs -- --out deploy/certs kv1 kv2 kv3
-//! cargo run --example dev_certs -- --out deploy/certs kv4   # later: same CA
+//! cargo run --example dev_certs -- --ca-dir deploy/ca --out deploy/certs kv1 kv2 kv3
+//! cargo run --example dev_certs -- --ca-dir deploy/ca --out deploy/certs kv4   # later: same CA
 //! ```
 //!
-//! writes `ca.crt` and `ca.key` (the CA, created on first use and reused
-//! after, so that a node added later is trusted by the others) and, per
-//! node id, `<id>.crt` and `<id>.key` (a certificate whose DNS name is the
-//! node id, issued by the CA). Pass them to a node with `--cert <id>.crt
-//! --key <id>.key --ca ca.crt`; `ca.key` stays with whoever issues
-//! certificates, never on the nodes. Private keys are written readable by
+//! keeps the CA in `--ca-dir` (`ca.crt` and `ca.key`, created on first use
+//! and reused after, so that a node added later is trusted by the others;
+//! without `--ca-dir`, in `--out`) and writes to `--out`, per node id,
+//! `<id>.crt` and `<id>.key` (a certificate whose DNS name is the node id,
+//! issued by the CA), and a copy of `ca.crt`. Pass them to a node with
+//! `--cert <id>.crt --key <id>.key --ca ca.crt`; `ca.key` stays with whoever
+//! issues certificates: keep `--ca-dir` apart from what is mounted on the
+//! nodes. Private keys are written readable by
 //! their owner only (0600 on Unix). **Development only**: nothing here is fit
 //! for production (issue node certificates from your own CA).
 
@@ -26,10 +28,13 @@ use footlight::remote::transport::tls::DevCa;
 /// certificates as PEM files.
 #[derive(Parser)]
 struct Cli {
-    /// Directory to write into (created if missing); a CA already there
-    /// (`ca.crt` and `ca.key`) issues the new certificates.
+    /// Directory to write the node certificates into (created if missing).
     #[arg(long)]
     out: PathBuf,
+    /// Where the CA is kept (created if missing); a CA already there
+    /// (`ca.crt` and `ca.key`) issues the new certificates. Default: `--out`.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
     /// The cluster name (shown in the CA's name).
     #[arg(long, default_value = "footlight")]
     cluster: String,
@@ -63,19 +68,24 @@ fn write(path: &Path, contents: &str, private: bool) -> std::io::Result<()> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     std::fs::create_dir_all(&cli.out)?;
-    let (ca_crt, ca_key) = (cli.out.join("ca.crt"), cli.out.join("ca.key"));
+    let ca_dir = cli.ca_dir.clone().unwrap_or_else(|| cli.out.clone());
+    std::fs::create_dir_all(&ca_dir)?;
+    let (ca_crt, ca_key) = (ca_dir.join("ca.crt"), ca_dir.join("ca.key"));
     let ca = if ca_crt.exists() && ca_key.exists() {
         let ca = DevCa::from_pem(&cli.cluster, &std::fs::read_to_string(&ca_crt)?, &std::fs::read_to_string(&ca_key)?)
-            .map_err(|e| format!("the CA in {} does not load: {e}", cli.out.display()))?;
-        println!("issuing from the CA in {}", cli.out.display());
+            .map_err(|e| format!("the CA in {} does not load: {e}", ca_dir.display()))?;
+        println!("issuing from the CA in {}", ca_dir.display());
         ca
     } else {
         let ca = DevCa::generate(&cli.cluster)?;
         write(&ca_crt, &ca.ca_pem(), false)?;
         write(&ca_key, &ca.key_pem(), true)?;
-        println!("created a CA in {} (keep ca.key off the nodes)", cli.out.display());
+        println!("created a CA in {} (keep ca.key off the nodes)", ca_dir.display());
         ca
     };
+    if ca_dir != cli.out {
+        write(&cli.out.join("ca.crt"), &ca.ca_pem(), false)?;
+    }
     for node in &cli.nodes {
         let (cert, key) = ca.issue_pem(node)?;
         write(&cli.out.join(format!("{node}.crt")), &cert, false)?;

@@ -106,6 +106,11 @@ impl Handler<Delivered<u64>> for Probe {
     }
 }
 
+/// Another message type, to check that one entity type carries one.
+impl Handler<Delivered<String>> for Probe {
+    async fn handle(&mut self, _: Delivered<String>, _ctx: &mut Context<Self>) {}
+}
+
 /// A note that takes a while to handle (the mailbox fills up).
 #[derive(Message, Serialize, Deserialize)]
 #[message(remote = "test.shard.Slow")]
@@ -691,5 +696,19 @@ async fn a_node_is_ready_once_it_has_taken_its_shards() {
     assert!(why.contains("sharding of probe"), "{why}");
     settled(&[&region], 32).await;
     eventually(WAIT, || async { nodes[0].readiness().is_ok() }).await;
+    nodes[0].shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reliable_delivery_into_an_entity_type_carries_one_message_type() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["n1"]).await;
+    let table = Table::default();
+    let region = reliable_probes(&nodes[0], &table);
+    // A second consumer (its shards' names are taken) and a producer of
+    // another type are refused, not left to lose messages.
+    assert!(matches!(region.reliable_consumer::<u64>(8), Err(footlight::ClusterError::Refused(_))));
+    assert!(matches!(region.reliable_producer::<String>("p").start(), Err(footlight::ClusterError::Refused(_))));
+    assert!(region.reliable_producer::<u64>("p").start().is_ok());
     nodes[0].shutdown().await;
 }

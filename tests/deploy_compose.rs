@@ -183,7 +183,10 @@ fn a_compose_cluster_survives_a_kill_a_disconnect_and_restarts_losing_nothing() 
     // Certificates for the three containers and the host's node, readable
     // by the containers' user (10001).
     let certs_arg = certs.to_str().unwrap();
-    run(example("dev_certs").to_str().unwrap(), &["--out", certs_arg, "kv1", "kv2", "kv3", "kv4"]);
+    let ca = work.join("ca");
+    let ca_arg = ca.to_str().unwrap();
+    run(example("dev_certs").to_str().unwrap(), &["--ca-dir", ca_arg, "--out", certs_arg, "kv1", "kv2", "kv3", "kv4"]);
+    assert!(!certs.join("ca.key").exists(), "the CA's key stays off the nodes");
     run("chown", &["-R", "10001:10001", certs_arg]);
 
     compose(&certs, &["up", "-d", "--no-build"]);

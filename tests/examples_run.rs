@@ -133,6 +133,10 @@ async fn dev_certs_issues_later_certificates_from_the_kept_ca_with_private_keys(
 /// supervisor above it and again in the event's own fields.
 #[test]
 fn a_log_line_names_its_actor_once() {
+    // At warn the actor is named too: its span is on whatever the filter.
+    let (_, warn) = run_logged("supervision_demo", &[], "warn");
+    let panic = warn.lines().find(|l| l.contains("handler panicked")).expect("a panic logged at warn");
+    assert!(panic.contains("actor=parser#"), "the panicking actor is named at warn: {panic}");
     let (_, logs) = run_logged("supervision_demo", &[], "info");
     let panics: Vec<&str> = logs.lines().filter(|l| l.contains("handler panicked")).collect();
     assert!(!panics.is_empty(), "the demo's panics are logged:\n{logs}");

@@ -119,8 +119,8 @@ async fn probes_metrics_and_members_describe_a_running_cluster() {
     assert!(peers[0]["bytes_sent"].as_u64().unwrap() > 0 && peers[0]["connections_opened"] == 1, "{body}");
     let (_, body) = get(at, "/metrics").await;
     assert!(body.contains("footlight_peer_connections_opened_total{node=\"n1\",peer=\"n2\"} 1"), "{body}");
-    assert!(body.contains("footlight_peer_bytes_sent_total{node=\"n1\",peer=\"n3\"}"), "{body}");
-    assert!(body.contains("footlight_peer_frames_received_total{node=\"n1\",peer=\"n2\"}"), "{body}");
+    assert!(body.contains("footlight_peer_connection_bytes_sent{node=\"n1\",peer=\"n3\"}"), "{body}");
+    assert!(body.contains("footlight_peer_connection_frames_received{node=\"n1\",peer=\"n2\"}"), "{body}");
 
     // A named actor held busy with five messages waiting: its mailbox
     // depth shows in the metrics and in the actor list.

@@ -1335,11 +1335,12 @@ struct ForEntity<M> {
 
 impl<A: Actor> crate::Sharding<A> {
     /// Delivers reliable messages of type `M` to the entities this node
-    /// hosts ([`Delivered<M>`], with their keys); call it on every node
-    /// that runs this sharding, for each message type
-    /// [`reliable_producer`](Self::reliable_producer)s send. `window` is
-    /// how many messages each producer may have in flight to one shard (at
-    /// least 1).
+    /// hosts ([`Delivered<M>`], with their keys); call it once on every
+    /// node that runs this sharding. One message type per entity type (an
+    /// enum carries several): a second call is refused
+    /// ([`ClusterError::Refused`]), and producers must send that same type.
+    /// `window` is how many messages each producer may have in flight to
+    /// one shard (at least 1).
     ///
     /// Each shard this node hosts gets a reliable consumer, registered as
     /// `footlight.delivery.shard.<type>.<shard>` while the shard is here:
@@ -1356,6 +1357,12 @@ impl<A: Actor> crate::Sharding<A> {
         let longest = shard_consumer_name(self.type_name(), crate::sharding::MAX_SHARDS);
         if longest.len() > crate::MAX_NAME_LEN {
             return Err(ClusterError::BadName(self.type_name().to_owned()));
+        }
+        if let Err(taken) = self.claim_reliable(std::any::type_name::<M>()) {
+            return Err(ClusterError::Refused(format!(
+                "reliable delivery into {} already carries {taken} on this node (one message type per entity type)",
+                self.type_name()
+            )));
         }
         // On a leave, the node's shards are handed over and their consumers
         // close (telling their producers) before the others hear of it.
@@ -1515,10 +1522,21 @@ where
         self
     }
 
-    /// Starts the producer. Refuses an empty or too long id.
+    /// Starts the producer. Refuses an empty or too long id, and a message
+    /// type other than the one this node's reliable consumer of the type
+    /// takes.
     pub fn start(self) -> Result<EntityProducer<A, M>, ClusterError> {
         if self.id.is_empty() || self.id.len() > MAX_PRODUCER_ID_LEN {
             return Err(ClusterError::BadName(self.id));
+        }
+        if let Some(taken) = self.sharding.reliable_type()
+            && taken != std::any::type_name::<M>()
+        {
+            return Err(ClusterError::Refused(format!(
+                "reliable delivery into {} carries {taken}, not {}",
+                self.sharding.type_name(),
+                std::any::type_name::<M>()
+            )));
         }
         self.sharding.cluster().expose::<ProducerEndpoint>()?;
         Ok(EntityProducer {

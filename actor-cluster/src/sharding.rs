@@ -355,6 +355,7 @@ impl<A: RemoteActor> ShardingBuilder<A> {
         Ok(Sharding {
             inner: Arc::new(Shared {
                 cluster: self.cluster.clone(),
+                reliable: Mutex::new(None),
                 type_name: self.type_name.into(),
                 shards: self.shards,
                 ops,
@@ -426,6 +427,10 @@ impl Default for Stats {
 
 struct Shared<A: Actor> {
     cluster: Cluster,
+    /// The message type reliable delivery into these entities carries, once
+    /// a reliable consumer started (one type per entity type: its
+    /// consumers' names are per shard).
+    reliable: Mutex<Option<&'static str>>,
     type_name: Arc<str>,
     shards: u32,
     ops: mpsc::Sender<Delivery<A>>,
@@ -568,6 +573,25 @@ impl<A: Actor> Sharding<A> {
     /// Resolves once sharding has stopped on this node.
     pub(crate) async fn stopped(&self) {
         self.inner.ops.closed().await;
+    }
+
+    /// Claims reliable delivery into these entities for message type
+    /// `msg` on this node: once only (its consumers' names are per shard,
+    /// not per type); hands back the type that has it.
+    pub(crate) fn claim_reliable(&self, msg: &'static str) -> Result<(), &'static str> {
+        let mut reliable = self.inner.reliable.lock().unwrap_or_else(|p| p.into_inner());
+        match *reliable {
+            Some(taken) => Err(taken),
+            None => {
+                *reliable = Some(msg);
+                Ok(())
+            }
+        }
+    }
+
+    /// The message type reliable delivery carries, if a consumer started.
+    pub(crate) fn reliable_type(&self) -> Option<&'static str> {
+        *self.inner.reliable.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The number of shards.
@@ -2069,7 +2093,13 @@ impl<A: RemoteActor> Region<A> {
         if self.hosted.len() != self.stats.shards.borrow().len() || !empty.is_empty() {
             self.publish_shards();
         }
-        self.stats.settled.store(!self.unsettled, Ordering::Relaxed);
+        // Ready once every shard this node owns is here (giving shards away
+        // does not count; the removal margin does, for the shards it owns).
+        let owns_untaken = !leaving
+            && (0..self.shards).any(|shard| {
+                !self.hosted.contains_key(&shard) && owner_of(shard, &eligible).is_some_and(|o| o.id == me)
+            });
+        self.stats.settled.store(!owns_untaken, Ordering::Relaxed);
         if leaving && self.hosted.is_empty() && self.rounds.is_empty() {
             for done in self.leaving.as_mut().map(std::mem::take).unwrap_or_default() {
                 let _ = done.send(());

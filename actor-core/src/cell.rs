@@ -161,6 +161,25 @@ impl ActorCell {
     }
 
     /// Queues a signal and wakes the actor. Signals to a dead actor are dropped.
+    /// Asks the actor for its children ([`Signal::Children`]), unless a
+    /// request is pending already (an actor busy in a long handler does
+    /// not pile them up) or it has ended; false then.
+    pub(crate) fn ask_children(&self, reply: oneshot::Sender<Vec<Arc<ActorCell>>>) -> bool {
+        if self.stand_in {
+            return false;
+        }
+        {
+            let mut st = self.lock();
+            if st.exit.is_some() || st.signals.iter().any(|s| matches!(s, Signal::Children(_))) {
+                return false;
+            }
+            st.signals.push_back(Signal::Children(reply));
+        }
+        self.has_signals.store(true, Ordering::SeqCst);
+        self.wake.wake();
+        true
+    }
+
     pub(crate) fn signal(&self, sig: Signal) {
         if self.stand_in {
             // A linked local actor exited: the link reaches across.

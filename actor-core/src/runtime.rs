@@ -83,7 +83,9 @@ fn launch<A: Actor>(system: &ActorSystem, myself: ActorRef<A>, initial: Option<A
     }
     // A root span: a child's events name the child, not the chain of its
     // supervisors (the chain is in the supervision tree, not in each line).
-    let span = tracing::info_span!(parent: None, "actor", actor = %cell);
+    // At error level, so that it is on whenever an event inside is: the
+    // runtime's events name the actor only through it.
+    let span = tracing::error_span!(parent: None, "actor", actor = %cell);
     let ctx = Context::new(myself, system.clone(), parent);
     // Two task bodies rather than one that branches: an `async fn` keeps its
     // arguments beside the future it awaits, so a wrapper would add their size

@@ -50,23 +50,25 @@ pub(crate) fn handler_times() -> bool {
     HANDLER_TIMES.load(Ordering::Relaxed)
 }
 
-/// The histogram of each actor type, made once per type.
-fn histograms() -> &'static DashMap<&'static str, metrics::Histogram> {
-    static HISTOGRAMS: std::sync::OnceLock<DashMap<&'static str, metrics::Histogram>> = std::sync::OnceLock::new();
-    HISTOGRAMS.get_or_init(DashMap::new)
+/// The label of each actor type, made once per type (the histogram itself
+/// is looked up on every record: a recorder installed later still gets it).
+fn labels() -> &'static DashMap<&'static str, metrics::SharedString> {
+    static LABELS: std::sync::OnceLock<DashMap<&'static str, metrics::SharedString>> = std::sync::OnceLock::new();
+    LABELS.get_or_init(DashMap::new)
 }
 
 /// A handler of an actor of type `type_name` took `took`.
 pub(crate) fn handled_in(type_name: &'static str, took: Duration) {
-    if let Some(h) = histograms().get(type_name) {
-        h.record(took.as_secs_f64());
-        return;
-    }
-    let h = metrics::histogram!("footlight_actor_handler_seconds", "actor_type" => short_type_name(type_name));
-    h.record(took.as_secs_f64());
-    histograms().insert(type_name, h);
+    let label = match labels().get(type_name) {
+        Some(label) => label.clone(),
+        None => {
+            let label = metrics::SharedString::from(short_type_name(type_name));
+            labels().insert(type_name, label.clone());
+            label
+        }
+    };
+    metrics::histogram!("footlight_actor_handler_seconds", "actor_type" => label).record(took.as_secs_f64());
 }
-
 /// A handler or hook of an actor of type `type_name` panicked.
 pub(crate) fn panicked(type_name: &'static str) {
     metrics::counter!("footlight_actor_panics_total", "actor_type" => short_type_name(type_name)).increment(1);

@@ -270,6 +270,7 @@ impl ActorSystem {
         let mut tops: Vec<Arc<ActorCell>> =
             self.inner.top_level.iter().map(|e| e.value().clone()).filter(|c| c.is_alive()).collect();
         tops.sort_by_key(|c| c.id());
+        tops.truncate(MAX_TREE_ACTORS);
         // Asked level by level, every actor of a level at once.
         let mut listed = tops.len();
         let mut level: Vec<(Vec<usize>, Arc<ActorCell>)> =
@@ -279,10 +280,9 @@ impl ActorSystem {
         while !level.is_empty() {
             let asked: Vec<_> = level
                 .into_iter()
-                .map(|(path, cell)| {
+                .filter_map(|(path, cell)| {
                     let (tx, rx) = tokio::sync::oneshot::channel();
-                    cell.signal(crate::cell::Signal::Children(tx));
-                    (path, rx)
+                    cell.ask_children(tx).then_some((path, rx))
                 })
                 .collect();
             let deadline = tokio::time::Instant::now() + patience;

@@ -27,13 +27,16 @@
 //! it behind the platform's authenticating proxy; the node's peer port, with
 //! mutual TLS, is separate and unaffected.
 //!
-//! **Metrics.** The first endpoint started in a process installs its
-//! Prometheus recorder as the process's [`metrics`] recorder, so that what
-//! the runtime and the application record through the facade shows on its
-//! `/metrics`; if another recorder is installed already (the application
-//! chose its own exporter), the endpoint keeps its own metrics to itself
-//! and says so in the log. Every series carries a `node` label, so several
-//! nodes in one process (tests, the demo) do not mix.
+//! **Metrics.** The endpoint keeps its own series (read at scrape time,
+//! each with a `node` label, so several nodes in one process do not mix) in
+//! a recorder of its own, where a gauge no longer set (an actor type, a
+//! name or a peer gone) is dropped after [`STALE_AFTER`]. The first
+//! endpoint started in a process also installs a Prometheus recorder as
+//! the process's [`metrics`] recorder and shows it after its own, so that
+//! what the runtime and the application record through the facade appears
+//! too; if another recorder is installed already (the application chose
+//! its own exporter), the endpoint says so in the log and shows its own
+//! series only.
 //!
 //! ```no_run
 //! # async fn run(cluster: actor_cluster::Cluster) -> Result<(), actor_ops::OpsError> {
@@ -81,28 +84,25 @@ pub struct OpsServer {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Where this endpoint's metrics go.
-enum Recorder {
-    /// The process's recorder (this endpoint installed it).
-    Global,
-    /// Its own: another recorder is the process's.
-    Local(PrometheusRecorder),
-}
+/// How long a series of the endpoint's own that is no longer set (an actor
+/// type, a name or a peer gone) stays on `/metrics`.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 struct Ops {
     cluster: Cluster,
     node: String,
-    handle: PrometheusHandle,
-    recorder: Recorder,
+    /// The endpoint's own series (read at scrape time, and membership
+    /// events): its gauges are dropped once not set for [`STALE_AFTER`].
+    own: PrometheusRecorder,
+    /// The process's recorder, if this endpoint installed it: what the
+    /// runtime and the application record through the facade.
+    process: Option<PrometheusHandle>,
 }
 
 impl Ops {
-    /// Records through this endpoint's recorder.
+    /// Records into the endpoint's own recorder.
     fn record<T>(&self, f: impl FnOnce() -> T) -> T {
-        match &self.recorder {
-            Recorder::Global => f(),
-            Recorder::Local(recorder) => metrics::with_local_recorder(recorder, f),
-        }
+        metrics::with_local_recorder(&self.own, f)
     }
 }
 
@@ -112,16 +112,22 @@ impl OpsServer {
     pub async fn start(cluster: &Cluster, addr: SocketAddr) -> Result<OpsServer, OpsError> {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| OpsError::Bind { addr, source })?;
         let local = listener.local_addr().map_err(|source| OpsError::Bind { addr, source })?;
+        let own = PrometheusBuilder::new()
+            .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(STALE_AFTER))
+            .build_recorder();
         let built = PrometheusBuilder::new().build_recorder();
         let handle = built.handle();
-        let recorder = match metrics::set_global_recorder(built) {
-            Ok(()) => Recorder::Global,
-            Err(e) => {
+        let process = match metrics::set_global_recorder(built) {
+            Ok(()) => {
+                describe_process();
+                Some(handle)
+            }
+            Err(_) => {
                 tracing::info!(node = %cluster.id(), "a metrics recorder is installed already: this endpoint's /metrics shows its own series only");
-                Recorder::Local(e.into_inner())
+                None
             }
         };
-        let ops = Arc::new(Ops { cluster: cluster.clone(), node: cluster.id().to_owned(), handle, recorder });
+        let ops = Arc::new(Ops { cluster: cluster.clone(), node: cluster.id().to_owned(), own, process });
         describe(&ops);
         let app = Router::new()
             .route("/", get(view))
@@ -171,7 +177,18 @@ impl Drop for OpsServer {
     }
 }
 
-/// Gives the series their help text (once per recorder).
+/// Gives the facade's series (the process's recorder) their help text.
+fn describe_process() {
+    metrics::describe_counter!("footlight_actor_panics_total", "Handler or hook panics, by actor type (process-wide).");
+    metrics::describe_counter!("footlight_actor_restarts_total", "Supervisor restarts, by child type (process-wide).");
+    metrics::describe_counter!("footlight_ask_failures_total", "Asks that failed, by reason (process-wide).");
+    metrics::describe_histogram!(
+        "footlight_actor_handler_seconds",
+        "Time in a handler, by actor type (process-wide; only once actor_core::stats::set_handler_times(true))."
+    );
+}
+
+/// Gives the endpoint's own series their help text.
 fn describe(ops: &Ops) {
     ops.record(|| {
         metrics::describe_gauge!("footlight_cluster_members", "Members as this node sees them, by reachability.");
@@ -198,28 +215,24 @@ fn describe(ops: &Ops) {
             "Messages taken by the live top-level and named actors since they were spawned, by type."
         );
         metrics::describe_gauge!("footlight_named_actor_mailbox_depth", "Messages waiting in a named actor's mailbox.");
-        metrics::describe_counter!(
-            "footlight_actor_panics_total",
-            "Handler or hook panics, by actor type (process-wide)."
-        );
-        metrics::describe_counter!(
-            "footlight_actor_restarts_total",
-            "Supervisor restarts, by child type (process-wide)."
-        );
-        metrics::describe_counter!("footlight_ask_failures_total", "Asks that failed, by reason (process-wide).");
         metrics::describe_counter!("footlight_asks_started_total", "Asks started, local and remote (process-wide).");
-        metrics::describe_histogram!(
-            "footlight_actor_handler_seconds",
-            "Time in a handler, by actor type (process-wide; only once actor_core::stats::set_handler_times(true))."
-        );
         metrics::describe_gauge!("footlight_peer_rtt_seconds", "Round trip of the connection's last heartbeat.");
-        metrics::describe_counter!("footlight_peer_bytes_sent_total", "Bytes written on the peer's connection.");
-        metrics::describe_counter!("footlight_peer_bytes_received_total", "Bytes read on the peer's connection.");
+        metrics::describe_gauge!(
+            "footlight_peer_connection_bytes_sent",
+            "Bytes written on the peer's current connection."
+        );
+        metrics::describe_gauge!(
+            "footlight_peer_connection_bytes_received",
+            "Bytes read on the peer's current connection."
+        );
         metrics::describe_gauge!("footlight_peer_queued_bytes", "Encoded tells waiting in the connection's queue.");
-        metrics::describe_counter!("footlight_peer_frames_sent_total", "Frames queued on the peer's connection.");
-        metrics::describe_counter!(
-            "footlight_peer_frames_received_total",
-            "Whole frames read on the peer's connection."
+        metrics::describe_gauge!(
+            "footlight_peer_connection_frames_sent",
+            "Frames queued on the peer's current connection."
+        );
+        metrics::describe_gauge!(
+            "footlight_peer_connection_frames_received",
+            "Whole frames read on the peer's current connection."
         );
         metrics::describe_counter!(
             "footlight_peer_connections_opened_total",
@@ -321,7 +334,11 @@ async fn render(State(ops): State<Arc<Ops>>) -> Response {
     ops.record(|| {
         metrics::counter!("footlight_asks_started_total").absolute(actor_core::stats::asks_started());
     });
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], ops.handle.render()).into_response()
+    let mut text = ops.own.handle().render();
+    if let Some(process) = &ops.process {
+        text.push_str(&process.render());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The most named actors given a series of their own on `/metrics` (the
@@ -374,10 +391,11 @@ fn record_peers(ops: &Ops) {
             if let Some(rtt) = p.rtt {
                 metrics::gauge!("footlight_peer_rtt_seconds", &labels).set(rtt.as_secs_f64());
             }
-            metrics::counter!("footlight_peer_bytes_sent_total", &labels).absolute(p.bytes_sent);
-            metrics::counter!("footlight_peer_bytes_received_total", &labels).absolute(p.bytes_received);
-            metrics::counter!("footlight_peer_frames_sent_total", &labels).absolute(p.frames_sent);
-            metrics::counter!("footlight_peer_frames_received_total", &labels).absolute(p.frames_received);
+            // The current connection's: a new connection starts from 0.
+            metrics::gauge!("footlight_peer_connection_bytes_sent", &labels).set(p.bytes_sent as f64);
+            metrics::gauge!("footlight_peer_connection_bytes_received", &labels).set(p.bytes_received as f64);
+            metrics::gauge!("footlight_peer_connection_frames_sent", &labels).set(p.frames_sent as f64);
+            metrics::gauge!("footlight_peer_connection_frames_received", &labels).set(p.frames_received as f64);
             metrics::gauge!("footlight_peer_queued_bytes", &labels).set(p.queued_bytes as f64);
             metrics::counter!("footlight_peer_connections_opened_total", &labels).absolute(p.connections_opened);
         }

@@ -243,3 +243,32 @@ async fn peer_stats_count_bytes_the_heartbeat_round_trip_and_reconnects() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A round trip longer than the heartbeat interval is still measured: the
+/// oldest unanswered `Ping` is timed, not the latest.
+#[tokio::test(start_paused = true)]
+async fn a_round_trip_longer_than_the_heartbeat_is_measured() {
+    let net = MemoryNetwork::new();
+    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    a.dial("b").await.unwrap();
+    a.wait_for_peer("b").await.unwrap();
+    // 800 ms each way: 1.6 s, over the 1 s heartbeat (and under the 5 s
+    // idle timeout).
+    net.delay("a", Duration::from_millis(800));
+    net.delay("b", Duration::from_millis(800));
+    let measured = async {
+        loop {
+            if let Some(rtt) = a.peer_stats().first().and_then(|s| s.rtt)
+                && rtt >= Duration::from_millis(1600)
+            {
+                return rtt;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let rtt = tokio::time::timeout(Duration::from_secs(20), measured).await.expect("measured");
+    assert!(rtt < Duration::from_millis(2600), "{rtt:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

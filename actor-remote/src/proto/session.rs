@@ -459,7 +459,11 @@ impl Session {
             let nonce = self.next_ping;
             self.next_ping += 1;
             self.push_now(now, &Frame::Ping(nonce));
-            self.ping_out = Some((nonce, now));
+            // The oldest unanswered one is timed (a round trip longer than
+            // the interval is still measured), unless its Pong was lost.
+            if self.ping_out.is_none_or(|(_, at)| now.saturating_duration_since(at) > PING_LOST) {
+                self.ping_out = Some((nonce, now));
+            }
             self.last_ping = now;
         }
     }
@@ -660,7 +664,6 @@ impl Session {
                 frame.encode(&mut probe, frame::HARD_MAX_FRAME)?;
                 self.early_bytes += probe.len();
                 self.early.push_back((frame, probe.len()));
-                self.frames_out += 1;
                 Ok(())
             }
             State::Established(peer) => {
@@ -818,6 +821,9 @@ impl Session {
 
 /// `at + by`, saturating about a century ahead instead of overflowing (a
 /// caller may pass `Duration::MAX` as a timeout).
+/// A `Ping` unanswered for this long is taken as lost (another is timed).
+const PING_LOST: Duration = Duration::from_secs(30);
+
 /// How many whole frames `bytes` holds (length prefixes walked).
 fn count_frames(bytes: &[u8]) -> u64 {
     let (mut at, mut n) = (0, 0);
