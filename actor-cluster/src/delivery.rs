@@ -533,6 +533,22 @@ impl Cluster {
     }
 }
 
+impl ProducerBuilder<()> {
+    /// A producer of encoded messages, kept in memory, for a work producer's
+    /// worker or an entity producer's shard (its consumer found by
+    /// [`start_with`](Self::start_with)).
+    fn internal(cluster: &Cluster, id: &str, window: u32) -> Self {
+        ProducerBuilder {
+            cluster: cluster.clone(),
+            id: id.to_owned(),
+            consumer: String::new(),
+            window,
+            store: MemoryStore::new(),
+            _msg: PhantomData,
+        }
+    }
+}
+
 impl<M: Serialize + Send + 'static> ProducerBuilder<M> {
     /// The most messages in flight before the consumer's first grant
     /// (default [`DEFAULT_WINDOW`]); after that, the consumer's grant rules.
@@ -661,11 +677,7 @@ impl<M: Serialize + Send + 'static> Producer<M> {
             Ok(bytes) => bytes,
             Err(e) => return Err(DeliveryError::Encode(msg, e.to_string())),
         };
-        match self.inner.try_send_bytes(bytes) {
-            Ok(seq) => Ok(seq),
-            Err((Refused::Stopped, _)) => Err(DeliveryError::Stopped(msg)),
-            Err((Refused::WindowFull, _)) => Err(DeliveryError::WindowFull(msg)),
-        }
+        self.inner.try_send_bytes(bytes).map_err(|(refused, _)| refused.with(msg))
     }
 
     /// Sends `msg`, waiting while the window is used up; returns its
@@ -717,6 +729,16 @@ async fn send_when_room<M>(
 enum Refused {
     WindowFull,
     Stopped,
+}
+
+impl Refused {
+    /// The error that hands `msg` back.
+    fn with<M>(self, msg: M) -> DeliveryError<M> {
+        match self {
+            Refused::WindowFull => DeliveryError::WindowFull(msg),
+            Refused::Stopped => DeliveryError::Stopped(msg),
+        }
+    }
 }
 
 impl ProducerInner {
@@ -1270,14 +1292,7 @@ async fn supervise_workers(
             if !endpoint.is_alive() || st.workers.iter().any(|w| same_actor(&w.endpoint, &endpoint)) {
                 continue;
             }
-            let builder = ProducerBuilder::<()> {
-                cluster: cluster.clone(),
-                id: work.id.to_string(),
-                consumer: String::new(),
-                window,
-                store: MemoryStore::new(),
-                _msg: PhantomData,
-            };
+            let builder = ProducerBuilder::internal(&cluster, &work.id, window);
             match builder.start_with(Find::Ref(endpoint.clone()), work.room.clone()) {
                 Ok(producer) => {
                     st.workers.push(Worker { endpoint, producer });
@@ -1617,14 +1632,7 @@ impl<A: Actor> EntityInner<A> {
         if let Some(p) = shards.get(&shard) {
             return Ok(p.clone());
         }
-        let builder = ProducerBuilder::<()> {
-            cluster: self.sharding.cluster().clone(),
-            id: self.id.to_string(),
-            consumer: String::new(),
-            window: self.window,
-            store: MemoryStore::new(),
-            _msg: PhantomData,
-        };
+        let builder = ProducerBuilder::internal(self.sharding.cluster(), &self.id, self.window);
         let find = Find::Name(shard_consumer_name(self.sharding.type_name(), shard));
         let producer = builder.start_with(find, self.room.clone())?;
         shards.insert(shard, producer.clone());
@@ -1669,11 +1677,7 @@ where
             Ok(producer) => producer,
             Err(e) => return Err(DeliveryError::Encode(msg, e.to_string())),
         };
-        match producer.try_send_bytes(bytes) {
-            Ok(seq) => Ok(seq),
-            Err((Refused::Stopped, _)) => Err(DeliveryError::Stopped(msg)),
-            Err((Refused::WindowFull, _)) => Err(DeliveryError::WindowFull(msg)),
-        }
+        producer.try_send_bytes(bytes).map_err(|(refused, _)| refused.with(msg))
     }
 
     /// Sends `msg` to entity `entity`, waiting while its shard's window is

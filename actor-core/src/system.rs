@@ -94,6 +94,22 @@ pub struct ActorInfo {
     pub handled: u64,
 }
 
+impl ActorInfo {
+    /// What `cell` shows now; `names` by actor, from the registry.
+    fn of(cell: &ActorCell, top_level: bool, names: &std::collections::HashMap<ActorId, Vec<String>>) -> Self {
+        ActorInfo {
+            id: cell.id(),
+            type_name: cell.type_name(),
+            label: cell.name().map(str::to_owned),
+            names: names.get(&cell.id()).cloned().unwrap_or_default(),
+            top_level,
+            mailbox_depth: cell.gate.depth(),
+            mailbox_capacity: cell.gate.capacity(),
+            handled: cell.gate.taken(),
+        }
+    }
+}
+
 /// Options for [`ActorSystem::spawn_with`] and [`Context::spawn_with`](crate::Context::spawn_with).
 #[derive(Debug, Clone, Default)]
 pub struct SpawnOptions {
@@ -257,16 +273,7 @@ impl ActorSystem {
     /// the actors nothing until called.
     pub async fn tree(&self, patience: std::time::Duration) -> Vec<ActorNode> {
         let names = self.names_by_actor();
-        let info = |cell: &Arc<ActorCell>, top_level: bool| ActorInfo {
-            id: cell.id(),
-            type_name: cell.type_name(),
-            label: cell.name().map(str::to_owned),
-            names: names.get(&cell.id()).cloned().unwrap_or_default(),
-            top_level,
-            mailbox_depth: cell.gate.depth(),
-            mailbox_capacity: cell.gate.capacity(),
-            handled: cell.gate.taken(),
-        };
+        let info = |cell: &Arc<ActorCell>, top_level: bool| ActorInfo::of(cell, top_level, &names);
         let mut tops: Vec<Arc<ActorCell>> =
             self.inner.top_level.iter().map(|e| e.value().clone()).filter(|c| c.is_alive()).collect();
         tops.sort_by_key(|c| c.id());
@@ -327,31 +334,15 @@ impl ActorSystem {
     pub fn actors(&self) -> Vec<ActorInfo> {
         let mut cells: std::collections::HashMap<ActorId, (Arc<ActorCell>, bool)> =
             self.inner.top_level.iter().map(|e| (*e.key(), (e.value().clone(), true))).collect();
-        let mut names: std::collections::HashMap<ActorId, Vec<String>> = std::collections::HashMap::new();
         for entry in self.inner.registry.iter() {
             let cell = &entry.value().cell;
-            names.entry(cell.id()).or_default().push(entry.key().clone());
             cells.entry(cell.id()).or_insert_with(|| (cell.clone(), false));
         }
+        let names = self.names_by_actor();
         let mut infos: Vec<ActorInfo> = cells
             .into_values()
             .filter(|(cell, _)| cell.is_alive())
-            .map(|(cell, top_level)| ActorInfo {
-                id: cell.id(),
-                type_name: cell.type_name(),
-                label: cell.name().map(str::to_owned),
-                names: names
-                    .remove(&cell.id())
-                    .map(|mut n| {
-                        n.sort();
-                        n
-                    })
-                    .unwrap_or_default(),
-                top_level,
-                mailbox_depth: cell.gate.depth(),
-                mailbox_capacity: cell.gate.capacity(),
-                handled: cell.gate.taken(),
-            })
+            .map(|(cell, top_level)| ActorInfo::of(&cell, top_level, &names))
             .collect();
         infos.sort_by_key(|i| i.id);
         infos

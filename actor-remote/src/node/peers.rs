@@ -193,7 +193,7 @@ impl Default for Peers {
 
 impl Peers {
     /// A connection to `peer` was opened (and entered the table).
-    pub(crate) fn count_open(&self, peer: &str) {
+    fn count_open(&self, peer: &str) {
         let mut opens = self.opens.lock().unwrap_or_else(|p| p.into_inner());
         if opens.len() >= MAX_OPEN_COUNTS && !opens.contains_key(peer) {
             let connected = self.lock();
@@ -226,6 +226,7 @@ impl Peers {
         }
         let replaced = peers.insert(peer.to_owned(), conn);
         drop(peers);
+        self.count_open(peer);
         self.changed.send_modify(|n| *n += 1);
         Some(replaced)
     }

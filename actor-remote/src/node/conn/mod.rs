@@ -281,7 +281,6 @@ impl Driver {
             stats: self.stats.clone(),
         };
         if node.connection_up(&hello.node, conn) {
-            node.peers.count_open(&hello.node);
             tracing::info!(node = %node.id, peer = %hello.node, addr = %self.remote_addr, "connected");
         } else {
             self.session.close(now(), CloseCode::Duplicate, "a connection between these nodes already exists");
