@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::service::PeerRun;
 use super::{NodeError, NodeInner, conn};
@@ -16,10 +16,26 @@ pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// only (whose node is known once their handshake is done).
 #[derive(Default)]
 pub(crate) struct Dialing {
-    /// Dials by id under way: the address each dials.
-    ids: Mutex<HashMap<String, String>>,
+    /// Dials by id under way.
+    ids: Mutex<HashMap<String, ById>>,
     /// Dials by address under way, per address.
     addrs: Mutex<HashMap<String, usize>>,
+    /// Numbers the dials by id (a dial ends only its own entry).
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A dial by id under way.
+struct ById {
+    /// The address it dials.
+    addr: String,
+    /// Which dial it is.
+    token: u64,
+    /// Still connecting: no hello of this node's has gone out on it, so the
+    /// peer cannot have taken its connection yet, and the dial may be
+    /// called off (see [`Dialing::call_off`]).
+    connecting: bool,
+    /// Wakes the dial once it is called off.
+    called_off: Arc<Notify>,
 }
 
 impl Dialing {
@@ -37,23 +53,64 @@ impl Dialing {
 
     /// The node a dial by id to `addr` under way is dialing, if any.
     fn id_dialed_at(&self, addr: &str) -> Option<String> {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(_, a)| *a == addr).map(|(id, _)| id.clone())
+        let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter().find(|(_, d)| d.addr == addr).map(|(id, _)| id.clone())
     }
 
-    /// Claims the dial of `id` at `addr`; false if one is under way.
-    fn start(&self, id: &str, addr: &str) -> bool {
+    /// Claims the dial of `id` at `addr`: its token and what wakes it if it
+    /// is called off; `None` if one is under way.
+    fn start(&self, id: &str, addr: &str) -> Option<(u64, Arc<Notify>)> {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         if ids.contains_key(id) {
-            return false;
+            return None;
         }
-        ids.insert(id.to_owned(), addr.to_owned());
-        true
+        let token = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let called_off = Arc::new(Notify::new());
+        ids.insert(
+            id.to_owned(),
+            ById { addr: addr.to_owned(), token, connecting: true, called_off: called_off.clone() },
+        );
+        Some((token, called_off))
     }
 
-    /// The dial of `id` is over: a connection that node dialed meanwhile
-    /// may now be said to stay.
-    fn ended(node: &NodeInner, id: &str) {
-        node.dialing.ids.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    /// The dial `token` of `id` connected: true if it goes on to its
+    /// handshake, false if it was called off meanwhile.
+    fn connected(&self, id: &str, token: u64) -> bool {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        match ids.get_mut(id) {
+            Some(d) if d.token == token => {
+                d.connecting = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A connection to `id` has come up: a dial of `id` that is still
+    /// connecting is called off (it is no longer needed, and the peer has
+    /// seen nothing of it). Such a dial can take long, as one to the address
+    /// of a run that is gone waits for its timeout; meanwhile the peer's
+    /// connection could not be said to stay, and requests on it would wait.
+    /// A dial past its connecting step is left to finish: the peer may have
+    /// taken its connection already.
+    pub(crate) fn call_off(&self, id: &str) {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.get(id).is_some_and(|d| d.connecting)
+            && let Some(d) = ids.remove(id)
+        {
+            d.called_off.notify_one();
+        }
+    }
+
+    /// The dial `token` of `id` is over: a connection that node dialed
+    /// meanwhile may now be said to stay.
+    fn ended(node: &NodeInner, id: &str, token: u64) {
+        {
+            let mut ids = node.dialing.ids.lock().unwrap_or_else(|p| p.into_inner());
+            if ids.get(id).is_some_and(|d| d.token == token) {
+                ids.remove(id);
+            }
+        }
         node.settle_dialed_by_peers();
     }
 }
@@ -66,19 +123,27 @@ pub(crate) fn ensure(node: &Arc<NodeInner>, id: &str, addr: &str) {
     }
     // A dial by address to the same address (a seed) reaches the node too:
     // a second dial would replace its connection, failing what is in flight.
-    if node.peers.is_connected(id) || node.dialing.addr_under_way(addr) || !node.dialing.start(id, addr) {
+    if node.peers.is_connected(id) || node.dialing.addr_under_way(addr) {
         return;
     }
+    let Some((token, called_off)) = node.dialing.start(id, addr) else { return };
     // Checked again now that the dial is claimed: a connection the peer
     // dialed meanwhile was told (`Settle`) either that this dial is under
     // way, or that it stays; then there must be no dial.
     if node.peers.is_connected(id) {
-        Dialing::ended(node, id);
+        Dialing::ended(node, id, token);
         return;
     }
     let (node, id, addr) = (node.clone(), id.to_owned(), addr.to_owned());
     tokio::spawn(async move {
-        let dialed = tokio::time::timeout(DIAL_TIMEOUT, node.transport.connect(&addr)).await;
+        let dialed = tokio::select! {
+            dialed = tokio::time::timeout(DIAL_TIMEOUT, node.transport.connect(&addr)) => dialed,
+            // A connection to the node came up meanwhile: not needed.
+            () = called_off.notified() => {
+                tracing::debug!(node = %node.id, peer = %id, %addr, "connected meanwhile; dial called off");
+                return;
+            }
+        };
         let conn = match dialed {
             Ok(Ok(conn)) => Some(conn),
             Ok(Err(e)) => {
@@ -88,12 +153,17 @@ pub(crate) fn ensure(node: &Arc<NodeInner>, id: &str, addr: &str) {
             Err(_) => None,
         };
         let Some(conn) = conn else {
-            Dialing::ended(&node, &id);
+            Dialing::ended(&node, &id, token);
             for service in &node.services {
                 service.dial_failed(&id);
             }
             return;
         };
+        if !node.dialing.connected(&id, token) {
+            // Called off as it connected: the connection is dropped before
+            // any hello of this node's goes out on it.
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(conn::run(node.clone(), conn, true, Some(tx)));
         // Done dialing once the handshake is over (or failed); a handshake
@@ -102,7 +172,7 @@ pub(crate) fn ensure(node: &Arc<NodeInner>, id: &str, addr: &str) {
         if tokio::time::timeout(DIAL_TIMEOUT, rx).await.is_err() {
             task.abort();
         }
-        Dialing::ended(&node, &id);
+        Dialing::ended(&node, &id, token);
         let _ = task.await;
     });
 }

@@ -494,6 +494,10 @@ impl NodeInner {
         // whether one is under way.
         let says = (self.id.as_str() < peer && conn.dialer == peer).then(|| (conn.settle.clone(), conn.system.clone()));
         let Some(replaced) = self.peers.insert(&self.id, peer, conn) else { return false };
+        // A dial of this node's to the peer that has not got past connecting
+        // is not needed any more (and, to an address the peer's run has
+        // left, would hold the connection unsettled until its timeout).
+        self.dialing.call_off(peer);
         if let Some((settle, system)) = says {
             // After the insert: a dial claimed from now on sees the
             // connection and does not start (see `dial::ensure`).

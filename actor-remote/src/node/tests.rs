@@ -168,6 +168,35 @@ async fn an_ask_waits_for_a_slow_crossed_dial_instead_of_failing() {
     }
 }
 
+/// A dial to the address of a peer's earlier run (gone: nothing answers
+/// there, as over QUIC) must not hold up the connection the peer's new run
+/// dials: the node with the lower id calls its dial off when that
+/// connection comes up, says the connection stays, and a request goes out
+/// at once instead of after the stale dial's timeout (seen over QUIC on
+/// loopback: an ask timed out right after a node rejoined, because a member
+/// had begun dialing the address of the node's previous run).
+#[tokio::test(start_paused = true)]
+async fn a_dial_to_a_gone_address_does_not_hold_up_the_peers_new_connection() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    a.spawn_named("slow", Probe::default()).unwrap();
+    // b's previous run listened at "b-1"; this one listens at "b-2".
+    net.silence("b-1");
+    let b = Node::builder("b").transport(net.transport()).listen("b-2").start().await.unwrap();
+    dial::ensure(&a.inner, "b", "b-1");
+    assert!(a.inner.dialing.may_reach("b"));
+    let started = tokio::time::Instant::now();
+    b.dial("a").await.unwrap();
+    let slow: ActorRef<Probe> = b.lookup("slow").await.unwrap();
+    let answer = slow.ask(Nap(1)).await;
+    assert!(matches!(answer, Ok(1)), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "waited for the stale dial: {:?}", started.elapsed());
+    assert!(!a.inner.dialing.may_reach("b"), "the stale dial was called off");
+    assert_eq!(a.peers(), ["b"]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// What a node queued for a peer before it began to shut down still goes
 /// out: its connections close behind it (a cluster member's leave notice is
 /// sent just this way, right before the shutdown).

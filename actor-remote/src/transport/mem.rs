@@ -29,6 +29,10 @@ use super::{ByteSink, ByteSource, Connection, Listener, Transport, TransportErro
 
 /// Chunks in flight per direction before a writer waits (backpressure).
 const PIPE_CHUNKS: usize = 64;
+
+/// How long a dial to a [silenced](MemoryNetwork::silence) address waits
+/// before it fails as unreachable (longer than a node's own dial timeout).
+pub const SILENT_DIAL: Duration = Duration::from_secs(30);
 /// The most bytes one chunk carries: with [`PIPE_CHUNKS`], at most 1 MiB in
 /// flight per direction, as a socket buffer would hold. (Unbounded chunks let
 /// a flood of tells put tens of MiB ahead of a membership probe, which then
@@ -75,6 +79,8 @@ struct NetState {
     cut: HashSet<(String, String)>,
     isolated: HashSet<String>,
     delays: HashMap<String, Duration>,
+    /// Addresses whose dials get no answer (see [`MemoryNetwork::silence`]).
+    silent: HashSet<String>,
     /// Per unordered pair of addresses, how many times its connections
     /// were reset: a pipe made before the last reset is broken.
     resets: HashMap<(String, String), u64>,
@@ -157,9 +163,18 @@ impl MemoryNetwork {
         self.inner.changed.notify_waiters();
     }
 
-    /// Undoes every partition, isolation and delay.
+    /// Makes dials to `addr` go unanswered until [`SILENT_DIAL`] has passed
+    /// (then they fail as unreachable), as a QUIC dial to the address of a
+    /// host that is gone does: nothing refuses it, the dialer waits for its
+    /// own timeout. Nodes listening at `addr` are not affected otherwise.
+    pub fn silence(&self, addr: &str) {
+        self.lock().silent.insert(addr.to_owned());
+    }
+
+    /// Undoes every partition, isolation, delay and silence.
     pub fn heal_all(&self) {
         let mut st = self.lock();
+        st.silent.clear();
         st.cut.clear();
         st.isolated.clear();
         st.delays.clear();
@@ -224,6 +239,10 @@ impl Transport for MemoryTransport {
 
     async fn connect(&self, addr: &str) -> Result<Connection, TransportError> {
         let local = self.local_addr();
+        if self.net.lock().silent.contains(addr) {
+            tokio::time::sleep(SILENT_DIAL).await;
+            return Err(TransportError::Unreachable(addr.to_owned()));
+        }
         let listener = {
             let st = self.net.lock();
             // A partitioned dial gets no answer, as on a real network; the
