@@ -302,3 +302,27 @@ async fn a_node_that_started_first_but_joined_last_takes_over_without_overlap() 
         node.shutdown().await;
     }
 }
+
+/// An ask through the proxy right after the owner has handed over and
+/// shut down, while this node has not heard of it yet (its proxy still
+/// points at the stopped instance), is sent again to the next instance: the
+/// old node answers that the instance is gone, or closed the connection
+/// without reading the ask, and either way the message comes back. Seen as
+/// `NoReply` with the README's example under load.
+#[tokio::test(start_paused = true)]
+async fn an_ask_right_after_the_owner_handed_over_reaches_the_next_instance() {
+    let counts = Shared::default();
+    for delay in [1, 10, 100, 300, 1000] {
+        // What n2 receives takes `delay` to arrive: it hears of the
+        // hand-over late.
+        let net = MemoryNetwork::new();
+        let nodes = cluster(&net, &["n1", "n2"], None).await;
+        let singletons: Vec<Singleton<Probe>> = nodes.iter().map(|n| probe(n, &counts).start().unwrap()).collect();
+        runs_on(&singletons[1], "n1").await;
+        net.delay("n2", Duration::from_millis(delay));
+        nodes[0].shutdown().await;
+        let answer = singletons[1].ask_timeout(Where, Duration::from_secs(30)).await;
+        assert!(matches!(answer.as_deref(), Ok("n2")), "delay {delay} ms: {answer:?}");
+        nodes[1].shutdown().await;
+    }
+}

@@ -908,9 +908,7 @@ impl<A: Handler<M>, M: Message> EntityOp<A> for AskOp<M> {
 fn asked<R, M>(result: Result<R, AskError<M>>) -> Result<R, EntityAskError> {
     result.map_err(|e| match e {
         AskError::Timeout => EntityAskError::Timeout,
-        AskError::NoReply | AskError::NodeDown | AskError::Closed(_) | AskError::ActorNotFound => {
-            EntityAskError::NoReply
-        }
+        AskError::NoReply | AskError::NodeDown | AskError::Closed(_) => EntityAskError::NoReply,
         other => EntityAskError::Refused(other.to_string()),
     })
 }

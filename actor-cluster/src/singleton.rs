@@ -107,8 +107,13 @@ const HAND_OVER_CHECK: Duration = Duration::from_millis(100);
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// One message for the instance, as the proxy holds it: given the
-/// instance, it sends; it hands itself back when the instance had stopped.
-type Op<A> = Box<dyn FnOnce(ActorRef<A>) -> BoxFuture<Option<Pending<A>>> + Send>;
+/// instance, it sends; it hands itself back when the instance had stopped
+/// (at once, or later through the proxy's [`Retry`] queue, for an ask
+/// whose message came back after it went out).
+type Op<A> = Box<dyn FnOnce(ActorRef<A>, Retry<A>) -> BoxFuture<Option<Pending<A>>> + Send>;
+
+/// Where an op that came back after it went out returns to the proxy.
+type Retry<A> = mpsc::UnboundedSender<Pending<A>>;
 
 /// An op handed back, to send again once the instance is found.
 struct Pending<A: Actor>(Op<A>);
@@ -391,7 +396,7 @@ where
     A: Handler<M>,
     M: Message,
 {
-    Box::new(move |instance: ActorRef<A>| {
+    Box::new(move |instance: ActorRef<A>, _retry| {
         Box::pin(async move {
             match instance.tell(msg).await {
                 Ok(()) => None,
@@ -412,27 +417,23 @@ where
     A: Handler<M>,
     M: Message,
 {
-    Box::new(move |instance: ActorRef<A>| {
+    Box::new(move |instance: ActorRef<A>, retry: Retry<A>| {
         Box::pin(async move {
             let timeout = deadline.saturating_duration_since(Instant::now());
             // Sent now, in order; the reply is awaited elsewhere.
             let mut asking = Box::pin(async move { instance.ask(msg).timeout(timeout).await });
             let first = std::future::poll_fn(|cx| Poll::Ready(asking.as_mut().poll(cx))).await;
-            let answer = match first {
-                Poll::Ready(result) => result,
+            match first {
+                Poll::Ready(answer) => answered(answer, deadline, reply).map(Pending),
                 Poll::Pending => {
                     tokio::spawn(async move {
-                        let _ = reply.send(asked(asking.await));
+                        // The message came back (the instance had stopped, or
+                        // the request never left this node): the proxy sends
+                        // it again once it finds the instance.
+                        if let Some(again) = answered(asking.await, deadline, reply) {
+                            let _ = retry.send(Pending(again));
+                        }
                     });
-                    return None;
-                }
-            };
-            match answer {
-                Err(AskError::Closed(msg)) | Err(AskError::NotSent(msg, _)) => {
-                    Some(Pending(ask_op(msg, deadline, reply)))
-                }
-                other => {
-                    let _ = reply.send(asked(other));
                     None
                 }
             }
@@ -440,12 +441,26 @@ where
     })
 }
 
+/// Hands an ask's outcome to the asker, or gives the op back to be sent
+/// again when the message was not delivered.
+fn answered<A, M>(answer: Result<M::Reply, AskError<M>>, deadline: Instant, reply: Reply<M>) -> Option<Op<A>>
+where
+    A: Handler<M>,
+    M: Message,
+{
+    match answer {
+        Err(AskError::Closed(msg)) | Err(AskError::NotSent(msg, _)) => Some(ask_op(msg, deadline, reply)),
+        other => {
+            let _ = reply.send(asked(other));
+            None
+        }
+    }
+}
+
 fn asked<R, M>(result: Result<R, AskError<M>>) -> Result<R, SingletonAskError> {
     result.map_err(|e| match e {
         AskError::Timeout => SingletonAskError::Timeout,
-        AskError::NoReply | AskError::NodeDown | AskError::Closed(_) | AskError::ActorNotFound => {
-            SingletonAskError::NoReply
-        }
+        AskError::NoReply | AskError::NodeDown | AskError::Closed(_) => SingletonAskError::NoReply,
         other => SingletonAskError::Refused(other.to_string()),
     })
 }
@@ -462,10 +477,15 @@ async fn proxy<A: Actor>(
     let mut pending: Option<Op<A>> = None;
     let mut instance: Option<ActorRef<A>> = None;
     let mut backoff = Duration::from_millis(10);
+    // Ops that came back after they went out (see `ask_op`).
+    let (retry, mut came_back) = mpsc::unbounded_channel::<Pending<A>>();
+    // An op came back from the instance found last: look again only after a
+    // pause (the registry may still name the instance that stopped).
+    let mut pause = false;
     loop {
         let Some(target) = instance.clone() else {
             let expected = location.borrow_and_update().clone();
-            if let Some(node) = expected {
+            if let Some(node) = expected.filter(|_| !std::mem::take(&mut pause)) {
                 match cluster.lookup::<A>(&reg_name).await {
                     Ok(found) if where_is(&cluster, &found) == node => {
                         instance = Some(found);
@@ -495,15 +515,22 @@ async fn proxy<A: Actor>(
                     }
                     continue;
                 }
+                Some(Pending(back)) = came_back.recv() => {
+                    pending = Some(back);
+                    instance = None;
+                    pause = true;
+                    continue;
+                }
                 op = ops.recv() => match op {
                     Some(op) => op,
                     None => return,
                 },
             },
         };
-        if let Some(Pending(back)) = op(target).await {
+        if let Some(Pending(back)) = op(target, retry.clone()).await {
             pending = Some(back);
             instance = None;
+            pause = true;
         }
     }
 }

@@ -418,7 +418,9 @@ async fn remote_ask<M: Message>(
             with_ref_codec(codec, || (wire.decode_reply)(&reply)).map_err(|e| AskError::Rejected(format!("reply: {e}")))
         }
         Err(RemoteError::NodeDown) => Err(AskError::NodeDown),
-        Err(RemoteError::ActorNotFound) => Err(AskError::ActorNotFound),
+        // The actor's node says it has no such actor (it stopped, or is of
+        // an earlier run): not delivered, as for a local actor that stopped.
+        Err(RemoteError::ActorNotFound) => Err(AskError::Closed(msg)),
         Err(RemoteError::NoReply) => Err(AskError::NoReply),
         Err(RemoteError::Timeout) => Err(AskError::Timeout),
         Err(other) => Err(AskError::Rejected(other.to_string())),

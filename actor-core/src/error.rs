@@ -93,7 +93,8 @@ impl<M> fmt::Debug for TrySendError<M> {
 #[non_exhaustive]
 pub enum NotSent {
     /// The actor's node was known to be down (or no connection to it could
-    /// take the request).
+    /// take the request, or the node closed the connection before reading
+    /// it).
     #[error("the actor's node is down")]
     NodeDown,
     /// The message did not encode.
@@ -117,6 +118,8 @@ impl<M> AskError<M> {
 #[non_exhaustive]
 pub enum AskError<M> {
     /// The actor had stopped before the message was enqueued; it is returned.
+    /// For an actor on another node: its node answered that it has no such
+    /// actor (it stopped, or the ref is to an earlier run of the node).
     #[error("the actor has stopped; message not delivered")]
     Closed(M),
     /// No reply within the ask's timeout. The message may or may not have been
@@ -135,13 +138,12 @@ pub enum AskError<M> {
     /// its way, or being handled: it may or may not have been handled.
     #[error("the actor's node is down")]
     NodeDown,
-    /// The request never left this node (its actor's node was known to be
-    /// down, or the message did not encode); the message is returned.
+    /// The request was not handled, and the message is returned: it never
+    /// left this node (its actor's node was known to be down, or the message
+    /// did not encode), or the actor's node closed the connection without
+    /// reading it (it was shutting down).
     #[error("the request was not sent: {1}")]
     NotSent(M, NotSent),
-    /// The remote node has no such actor (any more).
-    #[error("no such actor on the remote node")]
-    ActorNotFound,
     /// The remote side or a limit refused the request.
     #[error("the request was rejected: {0}")]
     Rejected(String),
@@ -156,7 +158,6 @@ impl<M> fmt::Debug for AskError<M> {
             AskError::NotRemote(_) => f.write_str("NotRemote(..)"),
             AskError::NodeDown => f.write_str("NodeDown"),
             AskError::NotSent(_, why) => write!(f, "NotSent(.., {why:?})"),
-            AskError::ActorNotFound => f.write_str("ActorNotFound"),
             AskError::Rejected(why) => write!(f, "Rejected({why:?})"),
         }
     }
@@ -229,9 +230,6 @@ pub enum Error {
     /// The actor's node is unreachable or gone.
     #[error("the actor's node is down")]
     NodeDown,
-    /// The remote node has no such actor.
-    #[error("no such actor on the remote node")]
-    ActorNotFound,
     /// A remote request or message was refused.
     #[error("rejected: {0}")]
     Rejected(String),
@@ -281,7 +279,6 @@ impl<M> From<AskError<M>> for Error {
             AskError::NotRemote(_) => Error::NotRemote,
             AskError::NodeDown | AskError::NotSent(_, NotSent::NodeDown) => Error::NodeDown,
             AskError::NotSent(_, NotSent::Encode(why)) => Error::Rejected(why),
-            AskError::ActorNotFound => Error::ActorNotFound,
             AskError::Rejected(why) => Error::Rejected(why),
         }
     }

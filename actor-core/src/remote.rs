@@ -87,8 +87,9 @@ pub enum RemoteError {
     /// A limit or a codec refused the message.
     #[error("rejected: {0}")]
     Rejected(String),
-    /// The request could not be queued: there is no connection to the node
-    /// (it is down). It never left this node.
+    /// The request was not handled: it could not be queued (there is no
+    /// connection to the node, it is down) or the node closed the
+    /// connection before reading it.
     #[error("not sent: the actor's node is down")]
     NotSent,
 }

@@ -85,7 +85,7 @@ impl Pools {
                 run: self.run(u)?,
                 max_frame: u.arbitrary()?,
             }),
-            1 => Frame::Close(Close { code: u.arbitrary()?, reason: short_string(u)? }),
+            1 => Frame::Close(Close { code: u.arbitrary()?, reason: short_string(u)?, last_ask: u.arbitrary()? }),
             2 => Frame::Ping(u.arbitrary()?),
             3 => Frame::Pong(u.arbitrary()?),
             4 => Frame::Tell(Tell {

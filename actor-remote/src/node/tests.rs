@@ -197,6 +197,98 @@ async fn a_dial_to_a_gone_address_does_not_hold_up_the_peers_new_connection() {
     b.shutdown().await;
 }
 
+/// An ask that reaches a peer after its actor stopped was not delivered:
+/// it comes back as `Closed` with the message, as for a local actor, so
+/// that whoever asked may send it elsewhere (a singleton's proxy resends
+/// to the instance that takes over).
+#[tokio::test(start_paused = true)]
+async fn an_ask_reaching_a_stopped_actor_gives_the_message_back() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+    let probe = a.spawn_named("p", Probe::default()).unwrap();
+    b.dial("a").await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    let remote: ActorRef<Probe> = b.lookup("p").await.unwrap();
+    assert!(matches!(remote.ask(Nap(1)).await, Ok(1)));
+    // b hears of the stop only after its ask has reached a.
+    net.delay("b", Duration::from_millis(500));
+    probe.stop();
+    probe.wait_for_stop().await;
+    let answer = remote.ask(Nap(7)).await;
+    assert!(matches!(answer, Err(actor_core::AskError::Closed(Nap(7)))), "{answer:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Asks still queued when their connection is lost never left the node:
+/// they come back as `NotSent` with the message (those on the wire when it
+/// was lost end as `NodeDown`: they may have been handled). Every ask
+/// resolves.
+#[tokio::test(start_paused = true)]
+async fn asks_still_queued_when_the_connection_is_lost_give_the_message_back() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    // One frame at a time leaves b's queue for the transport.
+    let b = Node::builder("b")
+        .transport(net.transport())
+        .listen("b")
+        .max_outbound_bytes(1)
+        .idle_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    a.spawn_named("p", Probe::default()).unwrap();
+    b.dial("a").await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    let remote: ActorRef<Probe> = b.lookup("p").await.unwrap();
+    net.partition("a", "b");
+    let asks: Vec<_> = (0..200u64)
+        .map(|i| {
+            let remote = remote.clone();
+            tokio::spawn(async move { (i, remote.ask(Nap(i)).timeout(Duration::from_secs(60)).await) })
+        })
+        .collect();
+    let (mut not_sent, mut node_down) = (0, 0);
+    for ask in asks {
+        let (i, answer) = tokio::time::timeout(Duration::from_secs(30), ask).await.expect("resolved").unwrap();
+        match answer {
+            Err(actor_core::AskError::NotSent(Nap(n), _)) => {
+                assert_eq!(n, i, "its own message back");
+                not_sent += 1;
+            }
+            Err(actor_core::AskError::NodeDown) => node_down += 1,
+            other => panic!("ask {i}: {other:?}"),
+        }
+    }
+    assert!(not_sent > 0, "queued asks came back ({node_down} were on the wire)");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// An ask the peer never read before it shut down was not handled: its
+/// `Close` names the last ask it read, and the asker gets the message back
+/// (`NotSent`) rather than `NodeDown` (which says it may have been handled).
+#[tokio::test(start_paused = true)]
+async fn an_ask_the_peer_closed_without_reading_gives_the_message_back() {
+    let net = MemoryNetwork::new();
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+    a.spawn_named("p", Probe::default()).unwrap();
+    b.dial("a").await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    let remote: ActorRef<Probe> = b.lookup("p").await.unwrap();
+    assert!(matches!(remote.ask(Nap(1)).await, Ok(1)));
+    // What b sends now reaches a only after a has shut down.
+    net.delay("a", Duration::from_secs(1));
+    let asking = tokio::spawn(async move { remote.ask(Nap(7)).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    a.shutdown().await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), asking).await.expect("resolved").unwrap();
+    assert!(matches!(answer, Err(actor_core::AskError::NotSent(Nap(7), _))), "{answer:?}");
+    b.shutdown().await;
+}
+
 /// What a node queued for a peer before it began to shut down still goes
 /// out: its connections close behind it (a cluster member's leave notice is
 /// sent just this way, right before the shutdown).

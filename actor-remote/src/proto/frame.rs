@@ -318,6 +318,12 @@ pub struct Close {
     pub code: u16,
     /// Human-readable detail.
     pub reason: String,
+    /// The highest [`Ask::id`] the sender had read from the receiver when it
+    /// closed (0: none). Asks with a higher id were never read, so never
+    /// handled: the asker may send them again elsewhere. Absent (older
+    /// peers): nothing is known of the asks in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ask: Option<u64>,
 }
 
 /// One protocol frame.
@@ -630,7 +636,7 @@ impl Frame {
         }
         Ok(match kind {
             kind::HELLO => Frame::Hello(body_of(kind, body, 5)?),
-            kind::CLOSE => Frame::Close(body_of(kind, body, 2)?),
+            kind::CLOSE => Frame::Close(body_of(kind, body, 3)?),
             kind::PING => Frame::Ping(body_of::<(u64,)>(kind, body, 1)?.0),
             kind::PONG => Frame::Pong(body_of::<(u64,)>(kind, body, 1)?.0),
             kind::TELL => Frame::Tell(body_of(kind, body, 5)?),
@@ -949,7 +955,8 @@ mod tests {
             Frame::Failure(Failure { id: 1, code: FailureCode::ActorNotFound.to_u16(), message: "no".into() });
         assert_eq!(hex(&encoded(&failure)), "000000071393 01 01 a26e6f".replace(' ', ""));
         assert_eq!(hex(&encoded(&Frame::Ping(9))), "00000003039109");
-        let close = Frame::Close(Close { code: CloseCode::IdleTimeout.to_u16(), reason: String::new() });
+        let close =
+            Frame::Close(Close { code: CloseCode::IdleTimeout.to_u16(), reason: String::new(), last_ask: None });
         assert_eq!(hex(&encoded(&close)), "0000000402920 8a0".replace(' ', ""));
     }
 
@@ -958,7 +965,8 @@ mod tests {
         let addr = ActorAddr { node: "n".into(), run: 1, id: 2 };
         let frames = vec![
             Frame::Hello(Hello { version: 1, cluster: "c".into(), node: "a".into(), run: 1, max_frame: 10 }),
-            Frame::Close(Close { code: 3, reason: "bad".into() }),
+            Frame::Close(Close { code: 3, reason: "bad".into(), last_ask: None }),
+            Frame::Close(Close { code: 0, reason: String::new(), last_ask: Some(17) }),
             Frame::Ping(u64::MAX),
             Frame::Pong(0),
             Frame::Tell(Tell {

@@ -149,8 +149,12 @@ pub enum AskFailure {
     },
     /// No answer before the ask's deadline.
     Timeout,
-    /// The connection ended first: the peer is gone, or unreachable.
+    /// The connection ended first: the peer is gone, or unreachable. The
+    /// ask may have been handled.
     ConnectionLost,
+    /// The peer closed the connection before it read the ask (its `Close`
+    /// said so): it was not handled.
+    NotReceived,
 }
 
 /// How a session ended.
@@ -197,10 +201,25 @@ pub enum SendError {
 }
 
 enum State {
-    Handshaking { deadline: Instant },
+    Handshaking {
+        deadline: Instant,
+    },
     Established(Peer),
+    /// This side sent an orderly `Close`: replies to its asks, and the
+    /// peer's `Close` (which names the asks it read), are still read until
+    /// `until`; nothing else is.
+    Closing {
+        peer: Peer,
+        until: Instant,
+        cause: CloseCause,
+    },
     Closed,
 }
+
+/// How long an orderly close waits for the peer's replies and its `Close`
+/// (which says which pending asks it never read) before the asks still
+/// pending fail as lost.
+pub const CLOSING_GRACE: Duration = Duration::from_secs(1);
 
 /// The protocol state of one connection, fed bytes and time by a driver.
 ///
@@ -223,6 +242,8 @@ pub struct Session {
     pending: HashMap<u64, Instant>,
     deadlines: BTreeSet<(Instant, u64)>,
     next_ask: u64,
+    /// The highest ask id read from the peer (0: none), sent in `Close`.
+    last_ask_in: u64,
     next_ping: u64,
     /// The last `Ping` sent and when, until its `Pong` comes.
     ping_out: Option<(u64, Instant)>,
@@ -253,6 +274,7 @@ impl Session {
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
             next_ask: 1,
+            last_ask_in: 0,
             next_ping: 1,
             ping_out: None,
             last_ping: now,
@@ -281,7 +303,7 @@ impl Session {
     /// The peer, once the handshake is done.
     pub fn peer(&self) -> Option<&Peer> {
         match &self.state {
-            State::Established(peer) => Some(peer),
+            State::Established(peer) | State::Closing { peer, .. } => Some(peer),
             _ => None,
         }
     }
@@ -296,10 +318,17 @@ impl Session {
         matches!(self.state, State::Closed)
     }
 
+    /// Whether this side has closed (the session may still read replies to
+    /// its asks and the peer's `Close`), or the session is over: nothing
+    /// more can be sent.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing { .. } | State::Closed)
+    }
+
     /// Whether a data frame would be accepted now (the outbound buffer is
     /// under its limit); frames are refused with [`SendError::Full`] otherwise.
     pub fn has_room(&self) -> bool {
-        !self.is_closed() && self.tx.len() + self.early_bytes < self.config.max_outbound_bytes
+        !self.is_closing() && self.tx.len() + self.early_bytes < self.config.max_outbound_bytes
     }
 
     /// Encoded bytes waiting for the transport.
@@ -425,9 +454,18 @@ impl Session {
 
     /// Time has passed: heartbeats, handshake and ask deadlines, idle timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        match self.state {
+        match &self.state {
             State::Closed => return,
-            State::Handshaking { deadline } if now >= deadline => {
+            State::Closing { until, cause, .. } => {
+                if now >= *until {
+                    let cause = cause.clone();
+                    self.finish(cause);
+                } else {
+                    self.expire_asks(now);
+                }
+                return;
+            }
+            State::Handshaking { deadline } if now >= *deadline => {
                 self.close_with(now, CloseCode::HandshakeTimeout, "no hello in time".into());
                 return;
             }
@@ -441,15 +479,7 @@ impl Session {
             );
             return;
         }
-        while let Some(&(deadline, id)) = self.deadlines.first() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop_first();
-            if self.pending.remove(&id).is_some() {
-                self.events.push_back(Event::AskFailed { id, failure: AskFailure::Timeout });
-            }
-        }
+        self.expire_asks(now);
         // A heartbeat when nothing else went out for a while, and on a busy
         // connection now and then, to keep the round trip current.
         if matches!(self.state, State::Established(_))
@@ -470,8 +500,14 @@ impl Session {
 
     /// The transport went away without a `Close` frame.
     pub fn handle_lost(&mut self) {
-        if !self.is_closed() {
-            self.finish(CloseCause::Lost);
+        match &self.state {
+            State::Closed => {}
+            // The peer ended the transport after this side's `Close`.
+            State::Closing { cause, .. } => {
+                let cause = cause.clone();
+                self.finish(cause);
+            }
+            _ => self.finish(CloseCause::Lost),
         }
     }
 
@@ -496,7 +532,7 @@ impl Session {
                 Ok(())
             }
             State::Handshaking { .. } => Err(SendError::NotEstablished),
-            State::Closed => Err(SendError::Closed),
+            State::Closing { .. } | State::Closed => Err(SendError::Closed),
         }
     }
 
@@ -578,9 +614,15 @@ impl Session {
     }
 
     /// Closes the session with `code`; the `Close` frame is the last thing
-    /// [`poll_transmit`](Self::poll_transmit) returns.
+    /// [`poll_transmit`](Self::poll_transmit) returns. An orderly close
+    /// ([`CloseCode::Normal`]) of an established session, with a peer heard
+    /// from within two heartbeat intervals, then waits up to
+    /// [`CLOSING_GRACE`] for replies to pending asks and the peer's `Close`
+    /// (or the transport's end): asks the peer says it never read fail as
+    /// [`AskFailure::NotReceived`]. Nothing else is read meanwhile, and
+    /// nothing more can be sent ([`is_closing`](Self::is_closing)).
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: impl Into<String>) {
-        if !self.is_closed() {
+        if !self.is_closing() {
             self.close_with(now, code, reason.into());
         }
     }
@@ -623,6 +665,7 @@ impl Session {
         let idle = self.idle_deadline();
         match &self.state {
             State::Closed => None,
+            State::Closing { until, .. } => Some(self.deadlines.first().map_or(*until, |&(d, _)| d.min(*until))),
             State::Handshaking { deadline } => Some((*deadline).min(idle)),
             State::Established(_) => {
                 let mut next = idle
@@ -637,6 +680,19 @@ impl Session {
     }
 
     // ------------------------------------------------------------ internals
+
+    /// Fails the asks whose deadline has passed.
+    fn expire_asks(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.pending.remove(&id).is_some() {
+                self.events.push_back(Event::AskFailed { id, failure: AskFailure::Timeout });
+            }
+        }
+    }
 
     /// When the peer is declared lost unless a frame completes: the idle
     /// timeout after the last complete frame, plus, while a frame is
@@ -655,7 +711,7 @@ impl Session {
 
     fn send(&mut self, now: Instant, frame: Frame) -> Result<(), SendError> {
         match &self.state {
-            State::Closed => Err(SendError::Closed),
+            State::Closing { .. } | State::Closed => Err(SendError::Closed),
             State::Handshaking { .. } => {
                 if self.tx.len() + self.early_bytes >= self.config.max_outbound_bytes {
                     return Err(SendError::Full);
@@ -707,9 +763,19 @@ impl Session {
 
     fn on_frame(&mut self, now: Instant, frame: Frame) {
         match (&self.state, frame) {
-            (_, Frame::Close(close)) => {
-                self.finish(CloseCause::Peer { code: CloseCode::from_u16(close.code), reason: close.reason });
+            (State::Closing { cause, .. }, Frame::Close(close)) => {
+                let cause = cause.clone();
+                self.finish_after(cause, close.last_ask);
             }
+            (_, Frame::Close(close)) => {
+                let cause = CloseCause::Peer { code: CloseCode::from_u16(close.code), reason: close.reason };
+                self.finish_after(cause, close.last_ask);
+            }
+            (State::Closing { .. }, Frame::Reply(reply)) => self.on_reply(reply),
+            (State::Closing { .. }, Frame::Failure(f)) => self.on_failure(f),
+            // Closed by this side: nothing else is read (the `Close` sent
+            // named the last ask read).
+            (State::Closing { .. }, _) => {}
             (State::Handshaking { .. }, Frame::Hello(hello)) => self.on_hello(now, hello),
             (State::Handshaking { .. }, other) => {
                 self.close_with(now, CloseCode::ProtocolError, format!("frame {:#04x} before hello", other.kind()));
@@ -729,20 +795,12 @@ impl Session {
                 }
             }
             (State::Established(_), Frame::Tell(tell)) => self.events.push_back(Event::Tell(tell)),
-            (State::Established(_), Frame::Ask(ask)) => self.events.push_back(Event::Ask(ask)),
-            (State::Established(_), Frame::Reply(reply)) => {
-                if self.pending.remove(&reply.id).is_some() {
-                    self.events.push_back(Event::Reply { id: reply.id, payload: reply.payload });
-                } else {
-                    tracing::debug!(id = reply.id, "reply to an ask no longer pending (late or unknown)");
-                }
+            (State::Established(_), Frame::Ask(ask)) => {
+                self.last_ask_in = self.last_ask_in.max(ask.id);
+                self.events.push_back(Event::Ask(ask));
             }
-            (State::Established(_), Frame::Failure(f)) => {
-                if self.pending.remove(&f.id).is_some() {
-                    let failure = AskFailure::Remote { code: FailureCode::from_u16(f.code), message: f.message };
-                    self.events.push_back(Event::AskFailed { id: f.id, failure });
-                }
-            }
+            (State::Established(_), Frame::Reply(reply)) => self.on_reply(reply),
+            (State::Established(_), Frame::Failure(f)) => self.on_failure(f),
             (State::Established(_), Frame::Watch(w)) => self.events.push_back(Event::Watch(w)),
             (State::Established(_), Frame::Unwatch(w)) => self.events.push_back(Event::Unwatch(w)),
             (State::Established(_), Frame::Terminated(t)) => self.events.push_back(Event::Terminated(t)),
@@ -750,6 +808,21 @@ impl Session {
             (State::Established(_), Frame::Unlink(l)) => self.events.push_back(Event::Unlink(l)),
             (State::Established(_), Frame::Exit(e)) => self.events.push_back(Event::Exit(e)),
             (State::Closed, _) => {}
+        }
+    }
+
+    fn on_reply(&mut self, reply: frame::Reply) {
+        if self.pending.remove(&reply.id).is_some() {
+            self.events.push_back(Event::Reply { id: reply.id, payload: reply.payload });
+        } else {
+            tracing::debug!(id = reply.id, "reply to an ask no longer pending (late or unknown)");
+        }
+    }
+
+    fn on_failure(&mut self, f: frame::Failure) {
+        if self.pending.remove(&f.id).is_some() {
+            let failure = AskFailure::Remote { code: FailureCode::from_u16(f.code), message: f.message };
+            self.events.push_back(Event::AskFailed { id: f.id, failure });
         }
     }
 
@@ -799,13 +872,38 @@ impl Session {
     }
 
     fn close_with(&mut self, now: Instant, code: CloseCode, reason: String) {
+        if matches!(self.state, State::Closing { .. }) {
+            // Already closed by this side; only the grace is cut short.
+            self.finish(CloseCause::Local { code, reason });
+            return;
+        }
         if !matches!(self.state, State::Closed) {
-            self.push_now(now, &Frame::Close(Close { code: code.to_u16(), reason: reason.clone() }));
+            // Asks read so far are named: the rest never will be.
+            let close = Close { code: code.to_u16(), reason: reason.clone(), last_ask: Some(self.last_ask_in) };
+            self.push_now(now, &Frame::Close(close));
+        }
+        // An orderly close waits a little for replies and the peer's word
+        // on which asks it read, from a peer heard from lately (one silent
+        // for two heartbeats is not waited for: it is likely gone).
+        if code == CloseCode::Normal
+            && now.saturating_duration_since(self.last_rx) < 2 * self.config.heartbeat_interval
+            && let State::Established(peer) = &self.state
+        {
+            let peer = peer.clone();
+            let cause = CloseCause::Local { code, reason };
+            self.state = State::Closing { peer, until: later(now, CLOSING_GRACE), cause };
+            return;
         }
         self.finish(CloseCause::Local { code, reason });
     }
 
     fn finish(&mut self, cause: CloseCause) {
+        self.finish_after(cause, None);
+    }
+
+    /// Ends the session; `peer_read` is the highest ask id the peer said it
+    /// read, if it said: pending asks past it were not handled.
+    fn finish_after(&mut self, cause: CloseCause, peer_read: Option<u64>) {
         self.state = State::Closed;
         self.early.clear();
         self.early_bytes = 0;
@@ -813,7 +911,11 @@ impl Session {
         ids.sort_unstable();
         self.deadlines.clear();
         for id in ids {
-            self.events.push_back(Event::AskFailed { id, failure: AskFailure::ConnectionLost });
+            let failure = match peer_read {
+                Some(read) if id > read => AskFailure::NotReceived,
+                _ => AskFailure::ConnectionLost,
+            };
+            self.events.push_back(Event::AskFailed { id, failure });
         }
         self.events.push_back(Event::Closed(cause));
     }

@@ -36,6 +36,10 @@ use crate::transport::{ByteSink, ByteSource, Connection};
 
 /// Bytes taken from the transport in one read.
 const READ_BUF: usize = 16 * 1024;
+/// How long a connection whose write failed goes on reading what the peer
+/// sent before (see `Driver::write_failed`).
+const READ_AFTER_WRITE_FAILED: Duration = Duration::from_secs(1);
+
 /// A write buffer larger than this is given back once it has drained.
 const KEEP_WRITE_BUF: usize = 256 * 1024;
 /// How often stand-ins nothing uses any more are dropped (and the peer told
@@ -91,6 +95,10 @@ struct Driver {
     /// meanwhile and the two swap once this one has drained.
     out: Vec<u8>,
     out_at: usize,
+    /// A write failed at this time: the connection is lost, but what the
+    /// peer sent before (its `Close`, which names the asks it read) is read
+    /// until the transport ends, or for [`READ_AFTER_WRITE_FAILED`] at most.
+    write_failed: Option<tokio::time::Instant>,
     read_buf: Vec<u8>,
     inbound: Delivery,
     /// What was taken from the outbox and not yet handed to the session (it
@@ -154,6 +162,7 @@ impl Driver {
             remote_addr,
             out: Vec::new(),
             out_at: 0,
+            write_failed: None,
             read_buf: vec![0u8; READ_BUF],
             batch: Queued::default(),
             pending: Pending::new(),
@@ -332,18 +341,22 @@ impl Driver {
         let unwritten = self.session.outbound_len() + (self.out.len() - self.out_at);
         let outbound_cap = self.node.session.max_outbound_bytes.saturating_mul(2);
         let reading = !backed_up && !self.session.is_input_paused() && unwritten < outbound_cap;
-        let deadline = match self.session.poll_timeout() {
+        let mut deadline = match self.session.poll_timeout() {
             Some(at) => tokio::time::Instant::from_std(at).min(self.next_sweep),
             None => self.next_sweep,
         };
+        if let Some(failed) = self.write_failed {
+            deadline = deadline.min(failed + READ_AFTER_WRITE_FAILED);
+        }
+        let writing = !self.out.is_empty() && self.write_failed.is_none();
         let batch_done = self.batch.is_done() && !self.session.is_closed();
         let woke = tokio::select! {
             () = drive(&mut self.inbound.delivering), if self.inbound.delivering.is_some() => Woke::Delivered,
             () = self.outbox.work(), if batch_done => Woke::Work,
             read = self.source.read(&mut self.read_buf), if reading => Woke::Read(read),
-            written = self.sink.write(&self.out[self.out_at..]), if !self.out.is_empty() => Woke::Wrote(written),
+            written = self.sink.write(&self.out[self.out_at..]), if writing => Woke::Wrote(written),
             () = tokio::time::sleep_until(deadline) => Woke::Timer,
-            _ = self.shutdown.wait_for(|stopping| *stopping) => Woke::Shutdown,
+            _ = self.shutdown.wait_for(|stopping| *stopping), if !self.session.is_closing() => Woke::Shutdown,
         };
         match woke {
             Woke::Delivered => self.inbound.delivering = None,
@@ -362,9 +375,18 @@ impl Driver {
                 }
             }
             // The transport is gone.
-            Woke::Read(Ok(None) | Err(_)) | Woke::Wrote(Err(_)) => self.session.handle_lost(),
+            Woke::Read(Ok(None) | Err(_)) => self.session.handle_lost(),
+            // Nothing more goes out; what the peer sent before still comes
+            // in (its `Close` says which of our asks it read: the others
+            // come back to their askers as not sent).
+            Woke::Wrote(Err(_)) if reading => self.write_failed = Some(tokio::time::Instant::now()),
+            Woke::Wrote(Err(_)) => self.session.handle_lost(),
             Woke::Wrote(Ok(n)) => self.wrote(n),
             Woke::Timer => {
+                if self.write_failed.is_some_and(|at| tokio::time::Instant::now() >= at + READ_AFTER_WRITE_FAILED) {
+                    self.session.handle_lost();
+                    return;
+                }
                 if tokio::time::Instant::now() >= self.next_sweep {
                     self.sweep_stand_ins();
                     self.next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
@@ -435,10 +457,12 @@ impl Driver {
         for (_, tx) in self.pending.drain() {
             let _ = tx.send(Err(RemoteError::NodeDown));
         }
+        // Asks still queued never left this node: the asker gets its
+        // message back (and may send it again elsewhere).
         let left = self.outbox.close();
         for cmd in std::mem::take(&mut self.batch).into_commands().chain(left.into_commands()) {
             if let Command::Ask { reply, .. } = cmd {
-                let _ = reply.send(Err(RemoteError::NodeDown));
+                let _ = reply.send(Err(RemoteError::NotSent));
             }
         }
         let (peer, run) = match &self.peer {

@@ -92,7 +92,7 @@ fn submit(session: &mut Session, now: Instant, cmd: Command, pending: &mut Pendi
                     let _ = reply.send(Err(RemoteError::Rejected(format!("{n} asks already pending to this node"))));
                 }
                 Err(SendError::Closed) => {
-                    let _ = reply.send(Err(RemoteError::NodeDown));
+                    let _ = reply.send(Err(RemoteError::NotSent));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(RemoteError::Rejected(e.to_string())));
@@ -184,6 +184,8 @@ pub(super) fn ask_failure(failure: AskFailure) -> RemoteError {
             _ => RemoteError::Rejected(message),
         },
         AskFailure::Timeout => RemoteError::Timeout,
+        // The peer closed without reading it: the message comes back.
+        AskFailure::NotReceived => RemoteError::NotSent,
         _ => RemoteError::NodeDown,
     }
 }

@@ -403,13 +403,66 @@ fn outbound_limit_pushes_back_until_drained() {
 #[test]
 fn orderly_close_is_seen_by_the_peer_and_fails_its_asks() {
     let mut p = Pair::default_pair();
-    let id = p.b.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5), None).unwrap();
+    // a reads the first ask; the second is still on its way when a closes.
+    let read = p.b.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5), None).unwrap();
+    p.drive();
+    let unread =
+        p.b.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5), None).unwrap();
     p.a.close(p.now, CloseCode::Normal, "bye");
     p.drive();
     assert!(p.b.is_closed());
-    assert!(p.b_events.contains(&Event::AskFailed { id, failure: AskFailure::ConnectionLost }));
+    // Read, unanswered: it may have been handled. Never read: not handled.
+    assert!(p.b_events.contains(&Event::AskFailed { id: read, failure: AskFailure::ConnectionLost }));
+    assert!(p.b_events.contains(&Event::AskFailed { id: unread, failure: AskFailure::NotReceived }));
     assert!(matches!(p.b_events.last(), Some(Event::Closed(CloseCause::Peer { code: CloseCode::Normal, .. }))));
     assert_eq!(p.a.send_tell(p.now, tell("x", &[])), Err(SendError::Closed));
+}
+
+#[test]
+fn an_orderly_close_still_reads_replies_and_the_peers_word_on_unread_asks() {
+    let mut p = Pair::default_pair();
+    // b asks; a reads it. a asks too; b has not read that one yet.
+    let answered =
+        p.b.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(5), None).unwrap();
+    p.drive();
+    let Some(Event::Ask(ask)) = p.a_events.last().cloned() else { panic!("no ask: {:?}", p.a_events) };
+    let mine = p.a.send_ask(p.now, Target::name("y"), None, "q".into(), vec![], Duration::from_secs(5), None).unwrap();
+    // b closes first (its Close says it read none of a's asks), then a
+    // answers b's ask: a is not closed, so the reply goes out.
+    p.b.close(p.now, CloseCode::Normal, "bye");
+    assert!(p.b.is_closing() && !p.b.is_closed(), "b waits for the peer's word");
+    assert_eq!(p.b.send_tell(p.now, tell("x", &[])), Err(SendError::Closed));
+    p.a.send_reply(p.now, ask.id, vec![9]).unwrap();
+    p.drive();
+    // The reply that crossed b's Close reached b; a's ask was never read.
+    assert!(p.b_events.contains(&Event::Reply { id: answered, payload: vec![9] }), "{:?}", p.b_events);
+    assert!(p.a_events.contains(&Event::AskFailed { id: mine, failure: AskFailure::NotReceived }), "{:?}", p.a_events);
+    // a is over; b is once the transport ends (a closes it).
+    assert!(p.a.is_closed());
+    p.b.handle_lost();
+    assert!(p.b.is_closed());
+    while let Some(e) = p.b.poll_event() {
+        p.b_events.push(e);
+    }
+    assert!(
+        matches!(p.b_events.last(), Some(Event::Closed(CloseCause::Local { code: CloseCode::Normal, .. }))),
+        "{:?}",
+        p.b_events
+    );
+}
+
+#[test]
+fn an_orderly_close_gives_up_on_a_silent_peer_after_the_grace() {
+    let mut p = Pair::default_pair();
+    let id = p.a.send_ask(p.now, Target::name("x"), None, "q".into(), vec![], Duration::from_secs(60), None).unwrap();
+    p.drive();
+    p.cut = true;
+    p.a.close(p.now, CloseCode::Normal, "bye");
+    p.drive();
+    assert!(!p.a.is_closed());
+    p.advance(CLOSING_GRACE);
+    assert!(p.a.is_closed());
+    assert!(p.a_events.contains(&Event::AskFailed { id, failure: AskFailure::ConnectionLost }));
 }
 
 #[test]
