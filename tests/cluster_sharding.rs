@@ -712,3 +712,70 @@ async fn reliable_delivery_into_an_entity_type_carries_one_message_type() {
     assert!(region.reliable_producer::<u64>("p").start().is_ok());
     nodes[0].shutdown().await;
 }
+
+/// Entity asks on their way while the entity's node hands its shards over
+/// and shuts down: each is answered once, by the old activation (it read
+/// the ask in time) or by the new one (the old node answered that the
+/// entity had stopped, or closed the connection without reading the ask,
+/// and the message came back to be sent again), never failed.
+#[tokio::test(start_paused = true)]
+async fn asks_on_their_way_while_the_entitys_node_leaves_are_answered() {
+    for delay in [1, 10, 100, 300] {
+        // What n1 receives takes `delay` to arrive: the asks land while it
+        // hands over.
+        let net = MemoryNetwork::new();
+        let nodes = cluster(&net, &["n1", "n2"]).await;
+        let table = Table::default();
+        let regions: Vec<Sharding<Probe>> = nodes.iter().map(|n| probes(n, &table).start().unwrap()).collect();
+        settled(&regions.iter().collect::<Vec<_>>(), 32).await;
+        let on_n1: Vec<String> =
+            ids(40).into_iter().filter(|id| regions[0].local_shards().contains(&regions[0].shard_of(id))).collect();
+        assert!(!on_n1.is_empty());
+        for id in &on_n1 {
+            assert_eq!(regions[1].entity_ref(id.as_str()).ask(Where).await.unwrap(), "n1");
+        }
+        net.delay("n1", Duration::from_millis(delay));
+        let asks: Vec<_> = on_n1
+            .iter()
+            .map(|id| {
+                let entity = regions[1].entity_ref(id.as_str());
+                tokio::spawn(async move { entity.ask_timeout(Where, Duration::from_secs(30)).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        nodes[0].shutdown().await;
+        for (id, ask) in on_n1.iter().zip(asks) {
+            let answer = ask.await.unwrap();
+            assert!(matches!(answer.as_deref(), Ok("n1" | "n2")), "delay {delay} ms, {id}: {answer:?}");
+        }
+        assert_at_most_one(&table);
+        nodes[1].shutdown().await;
+    }
+}
+
+/// An entity ask that reaches the entity's node after the entity stopped by
+/// itself, before the asking node heard of the stop, comes back with its
+/// message and is sent again: a fresh activation answers it.
+#[tokio::test(start_paused = true)]
+async fn an_ask_reaching_an_entity_that_stopped_is_answered_by_a_fresh_activation() {
+    let net = MemoryNetwork::new();
+    let nodes = cluster(&net, &["n1", "n2"]).await;
+    let table = Table::default();
+    let regions: Vec<Sharding<Probe>> = nodes.iter().map(|n| probes(n, &table).start().unwrap()).collect();
+    settled(&regions.iter().collect::<Vec<_>>(), 32).await;
+    let id = ids(40).into_iter().find(|id| regions[0].local_shards().contains(&regions[0].shard_of(id))).unwrap();
+    let entity = regions[1].entity_ref(id.as_str());
+    assert_eq!(entity.ask(Where).await.unwrap(), "n1");
+    // n2 hears of the stop late: its region still points at the activation
+    // (a delay under membership's probe timeout: nobody is suspected).
+    net.delay("n2", Duration::from_millis(100));
+    entity.tell(Quit).unwrap();
+    eventually(WAIT, || async { snapshot(&table)[&id].active == 0 }).await;
+    let answer = entity.ask_timeout(Where, Duration::from_secs(30)).await;
+    assert_eq!(answer.as_deref().ok(), Some("n1"), "{answer:?}");
+    let life = snapshot(&table)[&id].clone();
+    assert_eq!(life.nodes, ["n1", "n1"], "activated afresh once");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}

@@ -648,7 +648,7 @@ impl<A: Actor> EntityRef<A> {
     }
 
     fn delivery(&self, op: Box<dyn EntityOp<A>>) -> Delivery<A> {
-        Delivery { shard: self.shard, entity: self.id.clone(), lane: self.lane.clone(), op }
+        Delivery { shard: self.shard, entity: self.id.clone(), lane: self.lane.clone(), op, came_back: false }
     }
 
     /// Sends `msg` straight to the entity if its lane is open; hands it
@@ -783,7 +783,7 @@ impl<A: Actor> EntityRef<A> {
         }
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
-        let op = Box::new(AskOp { msg, deadline, reply });
+        let op = Box::new(AskOp { msg, deadline, reply, back: self.clone() });
         {
             let mut lane = self.lane.lock();
             match self.shared.ops.try_reserve() {
@@ -810,6 +810,8 @@ struct Delivery<A: Actor> {
     entity: Arc<str>,
     lane: Arc<Lane<A>>,
     op: Box<dyn EntityOp<A>>,
+    /// The op came back after it went out: the target it went to is stale.
+    came_back: bool,
 }
 
 /// What trying to send an op did.
@@ -859,15 +861,19 @@ impl<A: Handler<M>, M: Message> EntityOp<A> for TellOp<M> {
     }
 }
 
-struct AskOp<M: Message> {
+struct AskOp<A: Actor, M: Message> {
     msg: M,
     deadline: Instant,
     reply: oneshot::Sender<Result<M::Reply, EntityAskError>>,
+    /// The entity's ref: a message that comes back after it went out (the
+    /// entity had stopped, or its node closed without reading it) is sent
+    /// again through it.
+    back: EntityRef<A>,
 }
 
-impl<A: Handler<M>, M: Message> EntityOp<A> for AskOp<M> {
+impl<A: Handler<M>, M: Message> EntityOp<A> for AskOp<A, M> {
     fn try_send(self: Box<Self>, to: &ActorRef<A>) -> Attempt<A> {
-        let AskOp { msg, deadline, reply } = *self;
+        let AskOp { msg, deadline, reply, back } = *self;
         if reply.is_closed() {
             // The asker gave up: nothing to send.
             return Attempt::Done;
@@ -877,19 +883,23 @@ impl<A: Handler<M>, M: Message> EntityOp<A> for AskOp<M> {
         // Sent now, in order; the reply is awaited elsewhere.
         let mut asking = Box::pin(async move { to.ask(msg).timeout(timeout).await });
         let first = asking.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        let answer = match first {
-            Poll::Ready(answer) => answer,
+        match first {
+            Poll::Ready(answer) => match answered(answer, deadline, reply, back) {
+                Some(op) => Attempt::Gone(op),
+                None => Attempt::Done,
+            },
             Poll::Pending => {
                 tokio::spawn(async move {
-                    let _ = reply.send(asked(asking.await));
+                    let Some(op) = answered(asking.await, deadline, reply, back.clone()) else { return };
+                    // Through the region again, as a new message (its
+                    // place in the entity's order is lost with the first
+                    // attempt).
+                    let Ok(place) = back.shared.ops.reserve().await else { return };
+                    let mut lane = back.lane.lock();
+                    lane.direct = None;
+                    lane.in_channel += 1;
+                    place.send(Delivery { came_back: true, ..back.delivery(op) });
                 });
-                return Attempt::Done;
-            }
-        };
-        match answer {
-            Err(AskError::Closed(msg)) => Attempt::Gone(Box::new(AskOp { msg, deadline, reply })),
-            other => {
-                let _ = reply.send(asked(other));
                 Attempt::Done
             }
         }
@@ -902,6 +912,25 @@ impl<A: Handler<M>, M: Message> EntityOp<A> for AskOp<M> {
                 Attempt::Done | Attempt::Full(_) => None,
             }
         })
+    }
+}
+
+/// Hands an ask's outcome to the asker, or gives the op back to be sent
+/// again when its message was not delivered.
+fn answered<A: Handler<M>, M: Message>(
+    answer: Result<M::Reply, AskError<M>>,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<M::Reply, EntityAskError>>,
+    back: EntityRef<A>,
+) -> Option<Box<dyn EntityOp<A>>> {
+    match answer {
+        Err(AskError::Closed(msg)) | Err(AskError::NotSent(msg, _)) => {
+            Some(Box::new(AskOp { msg, deadline, reply, back }))
+        }
+        other => {
+            let _ = reply.send(asked(other));
+            None
+        }
     }
 }
 
@@ -1312,13 +1341,17 @@ impl<A: RemoteActor> Region<A> {
     // ---- sending ----
 
     fn deliver(&mut self, d: Delivery<A>) {
-        let Delivery { shard, entity, lane, op } = d;
+        let Delivery { shard, entity, lane, op, came_back } = d;
         {
             let mut lane = lane.lock();
             lane.in_channel = lane.in_channel.saturating_sub(1);
         }
         let route = self.routes.entry(shard).or_default();
         let slot = route.slots.entry(entity.clone()).or_insert_with(|| Slot::new(lane));
+        if came_back && !slot.busy() {
+            // Where it went, the entity is gone: find it again.
+            slot.clear_target();
+        }
         if let Some(target) = &slot.target
             && !slot.busy()
             && slot.pending.is_empty()
