@@ -16,7 +16,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actor_core::{
@@ -31,12 +31,15 @@ use tokio::sync::{mpsc, oneshot};
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Allocations made (for `--ops`: allocations per operation).
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 #[allow(unsafe_code)]
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -520,6 +523,10 @@ async fn ops(what: &str, n: u64) {
     let system = ActorSystem::new("bench");
     let counter = system.spawn(Counter(0));
     let raw = raw_counter();
+    // Warm up both (first-use allocations), then count.
+    black_box(counter.ask(Get).await.expect("reply"));
+    black_box(raw_get(&raw).await);
+    let allocs = ALLOCS.load(Ordering::Relaxed);
     match what {
         "ask" => {
             for _ in 0..n {
@@ -545,6 +552,8 @@ async fn ops(what: &str, n: u64) {
         }
         other => panic!("--ops takes ask, ask-raw, tell or tell-raw, not {other}"),
     }
+    let per_op = (ALLOCS.load(Ordering::Relaxed) - allocs) as f64 / n as f64;
+    eprintln!("{what}: {per_op:.2} allocations per operation");
     system.shutdown().await;
 }
 

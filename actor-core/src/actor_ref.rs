@@ -291,6 +291,8 @@ fn try_send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Resu
     }
 }
 
+use crate::deadline::{Deadline, Until};
+
 async fn send_ask<A: Handler<M>, M: Message>(
     inner: &RefInner<A>,
     msg: M,
@@ -307,11 +309,12 @@ async fn send_ask<A: Handler<M>, M: Message>(
             None => remote_ask(remote, msg, timeout).await,
         };
     }
-    let deadline = deadline_after(timeout);
+    // The clock is read only if the ask has to wait (see `deadline`).
+    let mut deadline = Deadline::After(timeout);
     match inner.cell.gate.try_acquire() {
         Ok(()) => {}
         Err(Refusal::Closed) => return Err(AskError::Closed(msg)),
-        Err(Refusal::Full) => match tokio::time::timeout_at(deadline, inner.cell.gate.acquire()).await {
+        Err(Refusal::Full) => match tokio::time::timeout_at(deadline.fix(), inner.cell.gate.acquire()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(AskError::Closed(msg)),
             Err(_) => {
@@ -322,13 +325,15 @@ async fn send_ask<A: Handler<M>, M: Message>(
     }
     let (reply, rx) = oneshot::channel();
     inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
-    match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(out)) => Ok(out),
-        Ok(Err(_)) => {
+    // The deadline is filed only if the reply is not there at once (see
+    // `deadline`): no timer per ask.
+    match Until::new(rx, deadline).await {
+        Some(Ok(out)) => Ok(out),
+        Some(Err(_)) => {
             stats::ask_failed(AskFailure::NoReply);
             Err(AskError::NoReply)
         }
-        Err(_) => {
+        None => {
             stats::ask_failed(AskFailure::Timeout);
             Err(AskError::Timeout)
         }
@@ -522,10 +527,95 @@ impl<A: Actor, M> Ask<'_, A, M> {
 
 impl<'a, A: Handler<M>, M: Message> IntoFuture for Ask<'a, A, M> {
     type Output = Result<M::Reply, AskError<M>>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    type IntoFuture = AskFuture<'a, A, M>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(send_ask(self.inner, self.msg, self.timeout))
+        AskFuture { state: AskState::Start { inner: self.inner, msg: self.msg, timeout: self.timeout } }
+    }
+}
+
+/// The future of an [`Ask`] (what `.await` runs): a local ask whose mailbox
+/// has room is enqueued at the first poll and waits for its reply with no
+/// allocation of its own; anything else (a remote actor, a full mailbox)
+/// runs boxed.
+#[must_use = "an ask does nothing until awaited"]
+pub struct AskFuture<'a, A: Actor, M: Message> {
+    state: AskState<'a, A, M>,
+}
+
+enum AskState<'a, A: Actor, M: Message> {
+    Start { inner: &'a RefInner<A>, msg: M, timeout: Duration },
+    Waiting(Until<oneshot::Receiver<M::Reply>>),
+    Slow(BoxFuture<'a, Result<M::Reply, AskError<M>>>),
+    Done,
+}
+
+// Nothing in it is pinned in place: the message is moved out at the first
+// poll, the wait for the reply is `Unpin`, the slow path is boxed.
+impl<A: Actor, M: Message> Unpin for AskFuture<'_, A, M> {}
+
+impl<A: Handler<M>, M: Message> Future for AskFuture<'_, A, M> {
+    type Output = Result<M::Reply, AskError<M>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        loop {
+            match std::mem::replace(&mut self.state, AskState::Done) {
+                AskState::Start { inner, msg, timeout } => {
+                    if inner.remote.is_some() {
+                        self.state = AskState::Slow(Box::pin(send_ask(inner, msg, timeout)));
+                        continue;
+                    }
+                    match inner.cell.gate.try_acquire() {
+                        Ok(()) => {
+                            stats::ask_started();
+                            let (reply, rx) = oneshot::channel();
+                            inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
+                            self.state = AskState::Waiting(Until::new(rx, Deadline::After(timeout)));
+                        }
+                        Err(Refusal::Closed) => {
+                            stats::ask_started();
+                            return Poll::Ready(Err(AskError::Closed(msg)));
+                        }
+                        // Wait for room (the timeout covers it): boxed.
+                        Err(Refusal::Full) => self.state = AskState::Slow(Box::pin(send_ask(inner, msg, timeout))),
+                    }
+                }
+                AskState::Waiting(mut until) => {
+                    return match Pin::new(&mut until).poll(cx) {
+                        Poll::Pending => {
+                            self.state = AskState::Waiting(until);
+                            Poll::Pending
+                        }
+                        Poll::Ready(Some(Ok(out))) => Poll::Ready(Ok(out)),
+                        Poll::Ready(Some(Err(_))) => {
+                            stats::ask_failed(AskFailure::NoReply);
+                            Poll::Ready(Err(AskError::NoReply))
+                        }
+                        Poll::Ready(None) => {
+                            stats::ask_failed(AskFailure::Timeout);
+                            Poll::Ready(Err(AskError::Timeout))
+                        }
+                    };
+                }
+                AskState::Slow(mut fut) => {
+                    return match fut.as_mut().poll(cx) {
+                        Poll::Pending => {
+                            self.state = AskState::Slow(fut);
+                            Poll::Pending
+                        }
+                        ready => ready,
+                    };
+                }
+                AskState::Done => panic!("an ask polled after it completed"),
+            }
+        }
+    }
+}
+
+impl<A: Actor, M: Message> fmt::Debug for AskFuture<'_, A, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AskFuture(..)")
     }
 }
 

@@ -60,6 +60,7 @@ mod actor;
 mod actor_ref;
 mod cell;
 mod context;
+pub mod deadline;
 mod error;
 mod id;
 pub mod mailbox;

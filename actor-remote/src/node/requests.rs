@@ -101,11 +101,31 @@ where
     F: FnOnce(Command) -> Fut,
     Fut: std::future::Future<Output = Result<(), RemoteError>>,
 {
+    use actor_core::deadline::{Deadline, Until};
+    use std::task::Poll;
+
     let (reply, rx) = tokio::sync::oneshot::channel();
     let cmd = Command::Ask { target, wire_name, payload, timeout, trace: crate::trace::inject(), reply };
-    let asked = async {
-        queue(cmd).await?;
-        rx.await.unwrap_or(Err(RemoteError::NodeDown))
+    // Queued at once (the usual case): the wait for the reply needs no timer
+    // of its own (see `actor_core::deadline`). Otherwise the timeout starts
+    // now and covers the wait for room too.
+    let mut queued = std::pin::pin!(queue(cmd));
+    let deadline = match std::future::poll_fn(|cx| Poll::Ready(queued.as_mut().poll(cx))).await {
+        Poll::Ready(queued) => {
+            queued?;
+            Deadline::After(timeout)
+        }
+        Poll::Pending => {
+            let mut deadline = Deadline::After(timeout);
+            match tokio::time::timeout_at(deadline.fix(), queued).await {
+                Ok(queued) => queued?,
+                Err(_) => return Err(RemoteError::Timeout),
+            }
+            deadline
+        }
     };
-    tokio::time::timeout(timeout, asked).await.unwrap_or(Err(RemoteError::Timeout))
+    match Until::new(rx, deadline).await {
+        Some(reply) => reply.unwrap_or(Err(RemoteError::NodeDown)),
+        None => Err(RemoteError::Timeout),
+    }
 }
