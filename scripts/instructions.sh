@@ -7,6 +7,10 @@
 #   scripts/instructions.sh            # ask and tell, 2,000 vs 12,000 operations
 #   N1=1000 N2=5000 scripts/instructions.sh
 #   EXTRA=--handler-times scripts/instructions.sh   # with every handler timed
+#   OPS="ask ring" scripts/instructions.sh           # some of: ask tell ring spawn
+#
+# A ring operation is one hop (100 actors in a ring); a spawn operation is
+# one actor spawned, sent a message, stopped and waited for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
@@ -26,7 +30,7 @@ per_op() { # what -> instructions per operation
   echo $(( (b - a) / (N2 - N1) ))
 }
 printf '%-8s %14s %14s %8s\n' "op" "footlight" "raw tokio" "ratio"
-for op in ask tell; do
+for op in ${OPS:-ask tell ring spawn}; do
   ours=$(per_op "$op")
   raw=$(per_op "$op-raw")
   printf '%-8s %10s ins %10s ins %7.2fx\n' "$op" "$ours" "$raw" "$(echo "$ours / $raw" | bc -l)"

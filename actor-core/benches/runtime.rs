@@ -550,7 +550,20 @@ async fn ops(what: &str, n: u64) {
             }
             assert_eq!(raw_get(&raw).await, n);
         }
-        other => panic!("--ops takes ask, ask-raw, tell or tell-raw, not {other}"),
+        "ring" => {
+            black_box(ring(&system, 100, n).await);
+        }
+        "ring-raw" => {
+            black_box(raw_ring(100, n).await);
+        }
+        "spawn" => {
+            let fresh = ActorSystem::new("spawn");
+            black_box(spawn_cycle(&fresh, n as usize).await);
+        }
+        "spawn-raw" => {
+            black_box(raw_spawn_cycle(n as usize).await);
+        }
+        other => panic!("--ops takes ask, ask-raw, tell, tell-raw, ring, ring-raw, spawn or spawn-raw, not {other}"),
     }
     let per_op = (ALLOCS.load(Ordering::Relaxed) - allocs) as f64 / n as f64;
     eprintln!("{what}: {per_op:.2} allocations per operation");
