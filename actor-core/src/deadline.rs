@@ -7,7 +7,7 @@
 //! instructions; the wake-ups came on top.
 //!
 //! Instead, an ask whose reply is not there at once files its deadline and
-//! its waker in a registry of the thread it runs on ([`Deadlines`]), and
+//! its waker in a registry of the thread it runs on (`Deadlines`), and
 //! takes it out when it ends: a lock held for a few instructions, no
 //! allocation once the registry has grown to the number of asks in flight.
 //! One sweeper task per registry sleeps until the earliest deadline filed
