@@ -648,7 +648,7 @@ impl<A: Actor> EntityRef<A> {
     }
 
     fn delivery(&self, op: Box<dyn EntityOp<A>>) -> Delivery<A> {
-        Delivery { shard: self.shard, entity: self.id.clone(), lane: self.lane.clone(), op, came_back: false }
+        Delivery { shard: self.shard, entity: self.id.clone(), lane: self.lane.clone(), op, came_back: None }
     }
 
     /// Sends `msg` straight to the entity if its lane is open; hands it
@@ -810,8 +810,8 @@ struct Delivery<A: Actor> {
     entity: Arc<str>,
     lane: Arc<Lane<A>>,
     op: Box<dyn EntityOp<A>>,
-    /// The op came back after it went out: the target it went to is stale.
-    came_back: bool,
+    /// The op came back after it went out to this target, which is stale.
+    came_back: Option<actor_core::ActorId>,
 }
 
 /// What trying to send an op did.
@@ -880,6 +880,7 @@ impl<A: Handler<M>, M: Message> EntityOp<A> for AskOp<A, M> {
         }
         let timeout = deadline.saturating_duration_since(Instant::now());
         let to = to.clone();
+        let sent_to = to.id();
         // Sent now, in order; the reply is awaited elsewhere.
         let mut asking = Box::pin(async move { to.ask(msg).timeout(timeout).await });
         let first = asking.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
@@ -898,7 +899,7 @@ impl<A: Handler<M>, M: Message> EntityOp<A> for AskOp<A, M> {
                     let mut lane = back.lane.lock();
                     lane.direct = None;
                     lane.in_channel += 1;
-                    place.send(Delivery { came_back: true, ..back.delivery(op) });
+                    place.send(Delivery { came_back: Some(sent_to), ..back.delivery(op) });
                 });
                 Attempt::Done
             }
@@ -924,8 +925,16 @@ fn answered<A: Handler<M>, M: Message>(
     back: EntityRef<A>,
 ) -> Option<Box<dyn EntityOp<A>>> {
     match answer {
-        Err(AskError::Closed(msg)) | Err(AskError::NotSent(msg, _)) => {
+        // Not delivered, and time is left: sent again. (A message that did
+        // not encode is not: it would not the next time either.)
+        Err(AskError::Closed(msg)) | Err(AskError::NotSent(msg, actor_core::NotSent::NodeDown))
+            if Instant::now() < deadline =>
+        {
             Some(Box::new(AskOp { msg, deadline, reply, back }))
+        }
+        Err(AskError::Closed(_) | AskError::NotSent(_, actor_core::NotSent::NodeDown)) => {
+            let _ = reply.send(Err(EntityAskError::Timeout));
+            None
         }
         other => {
             let _ = reply.send(asked(other));
@@ -1348,8 +1357,12 @@ impl<A: RemoteActor> Region<A> {
         }
         let route = self.routes.entry(shard).or_default();
         let slot = route.slots.entry(entity.clone()).or_insert_with(|| Slot::new(lane));
-        if came_back && !slot.busy() {
-            // Where it went, the entity is gone: find it again.
+        if let Some(stale) = came_back
+            && !slot.busy()
+            && slot.target.as_ref().is_some_and(|t| t.id() == stale)
+        {
+            // Where it went, the entity is gone: find it again (unless it
+            // was found afresh meanwhile).
             slot.clear_target();
         }
         if let Some(target) = &slot.target

@@ -73,7 +73,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use actor_core::{Actor, ActorRef, AskError, Handler, Message, SendError};
+use actor_core::{Actor, ActorId, ActorRef, AskError, Handler, Message, NotSent, SendError};
 use actor_remote::RemoteActor;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -112,8 +112,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// whose message came back after it went out).
 type Op<A> = Box<dyn FnOnce(ActorRef<A>, Retry<A>) -> BoxFuture<Option<Pending<A>>> + Send>;
 
-/// Where an op that came back after it went out returns to the proxy.
-type Retry<A> = mpsc::UnboundedSender<Pending<A>>;
+/// Where an op that came back after it went out returns to the proxy, with
+/// the instance it went to.
+type Retry<A> = mpsc::UnboundedSender<(ActorId, Pending<A>)>;
 
 /// An op handed back, to send again once the instance is found.
 struct Pending<A: Actor>(Op<A>);
@@ -419,7 +420,12 @@ where
 {
     Box::new(move |instance: ActorRef<A>, retry: Retry<A>| {
         Box::pin(async move {
+            if reply.is_closed() {
+                // The asker gave up (its own timeout): nothing to send.
+                return None;
+            }
             let timeout = deadline.saturating_duration_since(Instant::now());
+            let sent_to = instance.id();
             // Sent now, in order; the reply is awaited elsewhere.
             let mut asking = Box::pin(async move { instance.ask(msg).timeout(timeout).await });
             let first = std::future::poll_fn(|cx| Poll::Ready(asking.as_mut().poll(cx))).await;
@@ -431,7 +437,7 @@ where
                         // the request never left this node): the proxy sends
                         // it again once it finds the instance.
                         if let Some(again) = answered(asking.await, deadline, reply) {
-                            let _ = retry.send(Pending(again));
+                            let _ = retry.send((sent_to, Pending(again)));
                         }
                     });
                     None
@@ -449,7 +455,15 @@ where
     M: Message,
 {
     match answer {
-        Err(AskError::Closed(msg)) | Err(AskError::NotSent(msg, _)) => Some(ask_op(msg, deadline, reply)),
+        // Not delivered, and time is left: sent again. (A message that did
+        // not encode is not: it would not the next time either.)
+        Err(AskError::Closed(msg)) | Err(AskError::NotSent(msg, NotSent::NodeDown)) if Instant::now() < deadline => {
+            Some(ask_op(msg, deadline, reply))
+        }
+        Err(AskError::Closed(_) | AskError::NotSent(_, NotSent::NodeDown)) => {
+            let _ = reply.send(Err(SingletonAskError::Timeout));
+            None
+        }
         other => {
             let _ = reply.send(asked(other));
             None
@@ -478,7 +492,7 @@ async fn proxy<A: Actor>(
     let mut instance: Option<ActorRef<A>> = None;
     let mut backoff = Duration::from_millis(10);
     // Ops that came back after they went out (see `ask_op`).
-    let (retry, mut came_back) = mpsc::unbounded_channel::<Pending<A>>();
+    let (retry, mut came_back) = mpsc::unbounded_channel::<(ActorId, Pending<A>)>();
     // An op came back from the instance found last: look again only after a
     // pause (the registry may still name the instance that stopped).
     let mut pause = false;
@@ -515,10 +529,14 @@ async fn proxy<A: Actor>(
                     }
                     continue;
                 }
-                Some(Pending(back)) = came_back.recv() => {
+                Some((sent_to, Pending(back))) = came_back.recv() => {
                     pending = Some(back);
-                    instance = None;
-                    pause = true;
+                    // Only if it came back from the instance in use: one
+                    // found afresh meanwhile is kept.
+                    if sent_to == target.id() {
+                        instance = None;
+                        pause = true;
+                    }
                     continue;
                 }
                 op = ops.recv() => match op {

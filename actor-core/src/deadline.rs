@@ -54,29 +54,51 @@ struct Slots {
 struct Entry {
     deadline: Instant,
     waker: Waker,
+    /// The sweeper found the deadline passed and woke the ask; a waker
+    /// installed later is woken at once (see [`Filed::rewake`]).
+    woken: bool,
 }
 
 thread_local! {
     static LOCAL: Arc<Deadlines> = Arc::new(Deadlines { slots: Mutex::default(), earlier: Notify::new() });
 }
 
+/// How long a sweeper with nothing filed waits before it ends (the next
+/// filing starts another): a thread that stopped asking, or exited, leaves
+/// no task behind for long.
+const IDLE_SWEEPER: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Deadlines {
     fn lock(&self) -> MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Files `deadline` with `waker` in this thread's registry; `None`
-    /// outside a Tokio runtime (the caller falls back to a timer).
+    /// Files `deadline` with `waker` in this thread's registry; `None` when
+    /// the caller must use a timer of its own: outside a Tokio runtime, or
+    /// on a current-thread runtime (a sweeper there runs only while that
+    /// runtime is driven, and this thread may drive another meanwhile).
     fn file(deadline: Instant, waker: &Waker) -> Option<Filed> {
         let registry = LOCAL.try_with(Arc::clone).ok()?;
         let mut slots = registry.lock();
         if !slots.sweeping {
             let runtime = tokio::runtime::Handle::try_current().ok()?;
+            if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+                return None;
+            }
             slots.sweeping = true;
             slots.armed = None;
-            runtime.spawn(sweep(registry.clone()));
+            drop(slots);
+            // The guard lives in the task from its creation: a task dropped
+            // before it ever ran (its runtime shutting down) still clears
+            // the flag, and the next filing starts another sweeper.
+            runtime.spawn(sweep(Sweeping { registry: registry.clone(), cleared: false }));
+            slots = registry.lock();
+            if !slots.sweeping {
+                // The runtime refused the task (it is shutting down).
+                return None;
+            }
         }
-        let entry = Some(Entry { deadline, waker: waker.clone() });
+        let entry = Some(Entry { deadline, waker: waker.clone(), woken: false });
         let index = match slots.free.pop() {
             Some(index) => {
                 slots.entries[index] = entry;
@@ -106,14 +128,24 @@ struct Filed {
 }
 
 impl Filed {
-    /// Points the entry at `waker` (the ask moved to another task's waker).
-    fn rewake(&self, waker: &Waker) {
+    /// Points the entry at `waker` (the ask is polled by another task now);
+    /// wakes it at once if the sweeper already found the deadline passed
+    /// (it woke the previous waker, which may not poll the ask again).
+    /// False if the registry's sweeper has gone (its runtime was dropped):
+    /// the deadline must be filed again, where a sweeper runs.
+    fn rewake(&self, waker: &Waker) -> bool {
         let mut slots = self.registry.lock();
-        if let Some(Some(entry)) = slots.entries.get_mut(self.index)
-            && !entry.waker.will_wake(waker)
-        {
+        let sweeping = slots.sweeping;
+        let Some(Some(entry)) = slots.entries.get_mut(self.index) else { return sweeping };
+        if !entry.waker.will_wake(waker) {
             entry.waker = waker.clone();
         }
+        let woken = entry.woken;
+        drop(slots);
+        if woken {
+            waker.wake_by_ref();
+        }
+        sweeping
     }
 }
 
@@ -128,39 +160,70 @@ impl Drop for Filed {
     }
 }
 
-/// Ends the sweeper's run in the registry, even if its task is dropped
-/// with its runtime: the next filing starts another.
-struct Sweeping(Arc<Deadlines>);
+/// Marks the registry's sweeper as running while it lives: dropped with the
+/// sweeper's task (even one that never ran), it lets the next filing start
+/// another.
+struct Sweeping {
+    registry: Arc<Deadlines>,
+    /// Already cleared by the sweeper itself (a new one may be running).
+    cleared: bool,
+}
 
 impl Drop for Sweeping {
     fn drop(&mut self) {
-        self.0.lock().sweeping = false;
+        if self.cleared {
+            return;
+        }
+        // The task was dropped (its runtime is gone): the asks still filed
+        // are woken to file their deadline again where a sweeper runs.
+        let mut slots = self.registry.lock();
+        slots.sweeping = false;
+        let wakers: Vec<Waker> = slots.entries.iter().flatten().map(|e| e.waker.clone()).collect();
+        drop(slots);
+        for waker in wakers {
+            waker.wake();
+        }
     }
 }
 
 /// The sweeper: sleeps until the earliest deadline filed, wakes the asks
-/// whose deadline has passed, and sleeps again.
-async fn sweep(registry: Arc<Deadlines>) {
-    let sweeping = Sweeping(registry);
-    let registry = &sweeping.0;
+/// whose deadline has passed, and sleeps again; ends after
+/// [`IDLE_SWEEPER`] with nothing filed.
+async fn sweep(mut sweeping: Sweeping) {
+    let registry = sweeping.registry.clone();
+    let mut due = Vec::new();
     loop {
         let next = {
             let mut slots = registry.lock();
             let now = Instant::now();
             let mut next: Option<Instant> = None;
+            let mut live = 0;
             for entry in slots.entries.iter_mut().flatten() {
+                live += 1;
+                if entry.woken {
+                    continue;
+                }
                 if entry.deadline <= now {
                     // Woken, it sees its deadline passed; it stays filed
                     // until it ends (its drop takes it out).
-                    entry.waker.wake_by_ref();
-                    entry.deadline = far_future(now);
+                    entry.woken = true;
+                    due.push(entry.waker.clone());
                 } else if next.is_none_or(|n| entry.deadline < n) {
                     next = Some(entry.deadline);
                 }
             }
+            if live == 0 && slots.entries.capacity() > 64 {
+                // No ask holds an index now: start afresh, small.
+                slots.entries = Vec::new();
+                slots.free = Vec::new();
+            }
             slots.armed = next;
             next
         };
+        // Woken outside the lock.
+        for waker in due.drain(..) {
+            waker.wake();
+        }
         match next {
             Some(at) => {
                 tokio::select! {
@@ -168,14 +231,21 @@ async fn sweep(registry: Arc<Deadlines>) {
                     () = registry.earlier.notified() => {}
                 }
             }
-            None => registry.earlier.notified().await,
+            None => {
+                let idle = tokio::time::timeout(IDLE_SWEEPER, registry.earlier.notified()).await;
+                if idle.is_err() {
+                    // Stop unless a filing came in meanwhile (it saw the
+                    // sweeper running and did not start another).
+                    let mut slots = registry.lock();
+                    if slots.armed.is_none() {
+                        slots.sweeping = false;
+                        sweeping.cleared = true;
+                        return;
+                    }
+                }
+            }
         }
     }
-}
-
-/// A deadline no ask reaches (one already woken is not woken again).
-fn far_future(now: Instant) -> Instant {
-    now + std::time::Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// When an ask's wait ends.
@@ -262,7 +332,11 @@ impl<F: Future + Unpin> Future for Until<F> {
                 {
                     return Poll::Ready(None);
                 }
-                filed.rewake(cx.waker());
+                if !filed.rewake(cx.waker()) {
+                    // Its sweeper has gone: filed again (or a timer).
+                    this.filed = None;
+                    return Pin::new(this).poll(cx);
+                }
             }
         }
         Poll::Pending
@@ -275,46 +349,98 @@ mod tests {
 
     use super::*;
 
+    /// Whether this thread's registry is used (a multi-thread runtime).
+    fn filed_here() -> usize {
+        LOCAL.with(|r| r.lock().entries.iter().flatten().count())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reply_that_never_comes_ends_at_its_deadline() {
+        let (_tx, rx) = tokio::sync::oneshot::channel::<u32>();
+        let start = Instant::now();
+        let mut waiting = Until::new(rx, Deadline::After(Duration::from_millis(50)));
+        assert!(futures_poll(&mut waiting).is_pending());
+        assert_eq!(filed_here(), 1, "filed in this thread's registry, no timer");
+        // In a task of its own, so that only its deadline can wake it.
+        let waiting = tokio::spawn(waiting);
+        let out = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("ended by its deadline");
+        assert!(out.unwrap().is_none());
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert_eq!(filed_here(), 0, "taken out when it ended");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_earlier_deadline_filed_later_ends_without_waiting_for_the_earlier_filed_one() {
+        let (_long_tx, long_rx) = tokio::sync::oneshot::channel::<u32>();
+        let (_short_tx, short_rx) = tokio::sync::oneshot::channel::<u32>();
+        let start = Instant::now();
+        let mut long = Until::new(long_rx, Deadline::After(Duration::from_secs(600)));
+        assert!(futures_poll(&mut long).is_pending());
+        // Filed in the same registry, after the later one.
+        let mut short = Until::new(short_rx, Deadline::After(Duration::from_millis(50)));
+        assert!(futures_poll(&mut short).is_pending());
+        assert_eq!(filed_here(), 2);
+        let short = tokio::spawn(short);
+        let short = tokio::time::timeout(Duration::from_secs(30), short).await.expect("ended by its deadline");
+        assert!(short.unwrap().is_none());
+        assert!(start.elapsed() < Duration::from_secs(600));
+        drop(long);
+        assert_eq!(filed_here(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_in_time_are_taken_and_their_slots_reused() {
+        for i in 0..1000 {
+            let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+            let waiting = Until::new(rx, Deadline::After(Duration::from_secs(5)));
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                let _ = tx.send(i);
+            });
+            assert_eq!(waiting.await, Some(Ok(i)));
+        }
+        let slots = LOCAL.with(|r| r.lock().entries.len());
+        assert!(slots <= 2, "{slots} slots for asks one at a time");
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_reply_that_never_comes_ends_at_the_deadline_exactly() {
+    async fn on_a_current_thread_runtime_a_timer_ends_the_wait_exactly() {
         let (_tx, rx) = tokio::sync::oneshot::channel::<u32>();
         let start = Instant::now();
         let out = Until::new(rx, Deadline::At(start + Duration::from_millis(1500))).await;
         assert!(out.is_none());
         assert_eq!(start.elapsed(), Duration::from_millis(1500));
+        assert_eq!(filed_here(), 0, "no registry on a current-thread runtime");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_earlier_deadline_filed_later_still_ends_on_time() {
-        let (_long_tx, long_rx) = tokio::sync::oneshot::channel::<u32>();
-        let (_short_tx, short_rx) = tokio::sync::oneshot::channel::<u32>();
-        let start = Instant::now();
-        let long = tokio::spawn(Until::new(long_rx, Deadline::After(Duration::from_secs(10))));
-        tokio::task::yield_now().await;
-        let short = Until::new(short_rx, Deadline::After(Duration::from_millis(200))).await;
-        assert!(short.is_none());
-        assert_eq!(start.elapsed(), Duration::from_millis(200));
-        assert!(long.await.unwrap().is_none());
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    /// A thread that drives two runtimes: its registry's sweeper runs on the
+    /// first; when that runtime goes, an ask filed from the second files its
+    /// deadline again where a sweeper runs, and still ends on time.
+    #[test]
+    fn an_ask_outlives_the_runtime_its_sweeper_ran_on() {
+        let multi = || tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let first = multi();
+        first.block_on(async {
+            let (_tx, rx) = tokio::sync::oneshot::channel::<u32>();
+            let mut filed = Until::new(rx, Deadline::After(Duration::from_secs(600)));
+            assert!(futures_poll(&mut filed).is_pending());
+        });
+        let second = multi();
+        second.block_on(async move {
+            let (_tx, rx) = tokio::sync::oneshot::channel::<u32>();
+            let mut waiting = Until::new(rx, Deadline::After(Duration::from_millis(50)));
+            assert!(futures_poll(&mut waiting).is_pending());
+            // The sweeper's runtime goes, and the sweeper with it.
+            first.shutdown_background();
+            // In a task of its own, so that only its deadline can wake it.
+            let waiting = tokio::spawn(waiting);
+            let out = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("ended by its deadline");
+            assert!(out.unwrap().is_none());
+        });
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_reply_in_time_is_taken_and_its_entry_freed() {
-        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
-        let start = Instant::now();
-        let answer = tokio::spawn(Until::new(rx, Deadline::At(start + Duration::from_secs(5))));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        tx.send(7).unwrap();
-        assert_eq!(answer.await.unwrap(), Some(Ok(7)));
-        // Many asks one after another reuse one slot.
-        for i in 0..1000 {
-            let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
-            let waiting = tokio::spawn(Until::new(rx, Deadline::After(Duration::from_secs(5))));
-            tokio::task::yield_now().await;
-            tx.send(i).unwrap();
-            assert_eq!(waiting.await.unwrap(), Some(Ok(i)));
-        }
-        let filed = LOCAL.with(|r| r.lock().entries.len());
-        assert!(filed <= 4, "{filed} slots for asks one at a time");
+    /// Polls once with a no-op waker.
+    fn futures_poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
     }
 }

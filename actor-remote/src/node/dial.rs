@@ -93,13 +93,16 @@ impl Dialing {
     /// connection could not be said to stay, and requests on it would wait.
     /// A dial past its connecting step is left to finish: the peer may have
     /// taken its connection already.
-    pub(crate) fn call_off(&self, id: &str) {
+    /// True if a dial was called off (waits on `may_reach` must be woken).
+    pub(crate) fn call_off(&self, id: &str) -> bool {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         if ids.get(id).is_some_and(|d| d.connecting)
             && let Some(d) = ids.remove(id)
         {
             d.called_off.notify_one();
+            return true;
         }
+        false
     }
 
     /// The dial `token` of `id` is over: a connection that node dialed

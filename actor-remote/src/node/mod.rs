@@ -497,7 +497,9 @@ impl NodeInner {
         // A dial of this node's to the peer that has not got past connecting
         // is not needed any more (and, to an address the peer's run has
         // left, would hold the connection unsettled until its timeout).
-        self.dialing.call_off(peer);
+        if self.dialing.call_off(peer) {
+            self.peers.touch();
+        }
         if let Some((settle, system)) = says {
             // After the insert: a dial claimed from now on sees the
             // connection and does not start (see `dial::ensure`).

@@ -773,6 +773,10 @@ impl Session {
             }
             (State::Closing { .. }, Frame::Reply(reply)) => self.on_reply(reply),
             (State::Closing { .. }, Frame::Failure(f)) => self.on_failure(f),
+            // Ends of the peer's actors this side holds refs to or is
+            // linked with: their reasons still count.
+            (State::Closing { .. }, Frame::Terminated(t)) => self.events.push_back(Event::Terminated(t)),
+            (State::Closing { .. }, Frame::Exit(e)) => self.events.push_back(Event::Exit(e)),
             // Closed by this side: nothing else is read (the `Close` sent
             // named the last ask read).
             (State::Closing { .. }, _) => {}

@@ -349,7 +349,7 @@ impl Driver {
             deadline = deadline.min(failed + READ_AFTER_WRITE_FAILED);
         }
         let writing = !self.out.is_empty() && self.write_failed.is_none();
-        let batch_done = self.batch.is_done() && !self.session.is_closed();
+        let batch_done = self.batch.is_done() && !self.session.is_closing();
         let woke = tokio::select! {
             () = drive(&mut self.inbound.delivering), if self.inbound.delivering.is_some() => Woke::Delivered,
             () = self.outbox.work(), if batch_done => Woke::Work,
