@@ -559,57 +559,46 @@ impl<A: Handler<M>, M: Message> Future for AskFuture<'_, A, M> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         use std::task::Poll;
-        loop {
-            match std::mem::replace(&mut self.state, AskState::Done) {
-                AskState::Start { inner, msg, timeout } => {
-                    if inner.remote.is_some() {
-                        self.state = AskState::Slow(Box::pin(send_ask(inner, msg, timeout)));
-                        continue;
+        if matches!(self.state, AskState::Start { .. })
+            && let AskState::Start { inner, msg, timeout } = std::mem::replace(&mut self.state, AskState::Done)
+        {
+            self.state = if inner.remote.is_some() {
+                AskState::Slow(Box::pin(send_ask(inner, msg, timeout)))
+            } else {
+                match inner.cell.gate.try_acquire() {
+                    Ok(()) => {
+                        stats::ask_started();
+                        let (reply, rx) = oneshot::channel();
+                        inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
+                        AskState::Waiting(Until::new(rx, Deadline::After(timeout)))
                     }
-                    match inner.cell.gate.try_acquire() {
-                        Ok(()) => {
-                            stats::ask_started();
-                            let (reply, rx) = oneshot::channel();
-                            inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
-                            self.state = AskState::Waiting(Until::new(rx, Deadline::After(timeout)));
-                        }
-                        Err(Refusal::Closed) => {
-                            stats::ask_started();
-                            return Poll::Ready(Err(AskError::Closed(msg)));
-                        }
-                        // Wait for room (the timeout covers it): boxed.
-                        Err(Refusal::Full) => self.state = AskState::Slow(Box::pin(send_ask(inner, msg, timeout))),
+                    Err(Refusal::Closed) => {
+                        stats::ask_started();
+                        return Poll::Ready(Err(AskError::Closed(msg)));
                     }
+                    // Wait for room (the timeout covers it): boxed.
+                    Err(Refusal::Full) => AskState::Slow(Box::pin(send_ask(inner, msg, timeout))),
                 }
-                AskState::Waiting(mut until) => {
-                    return match Pin::new(&mut until).poll(cx) {
-                        Poll::Pending => {
-                            self.state = AskState::Waiting(until);
-                            Poll::Pending
-                        }
-                        Poll::Ready(Some(Ok(out))) => Poll::Ready(Ok(out)),
-                        Poll::Ready(Some(Err(_))) => {
-                            stats::ask_failed(AskFailure::NoReply);
-                            Poll::Ready(Err(AskError::NoReply))
-                        }
-                        Poll::Ready(None) => {
-                            stats::ask_failed(AskFailure::Timeout);
-                            Poll::Ready(Err(AskError::Timeout))
-                        }
-                    };
-                }
-                AskState::Slow(mut fut) => {
-                    return match fut.as_mut().poll(cx) {
-                        Poll::Pending => {
-                            self.state = AskState::Slow(fut);
-                            Poll::Pending
-                        }
-                        ready => ready,
-                    };
-                }
-                AskState::Done => panic!("an ask polled after it completed"),
-            }
+            };
         }
+        // Polled in place: nothing moves on a pending poll.
+        let out = match &mut self.state {
+            AskState::Waiting(until) => match std::task::ready!(Pin::new(until).poll(cx)) {
+                Some(Ok(out)) => Ok(out),
+                Some(Err(_)) => {
+                    stats::ask_failed(AskFailure::NoReply);
+                    Err(AskError::NoReply)
+                }
+                None => {
+                    stats::ask_failed(AskFailure::Timeout);
+                    Err(AskError::Timeout)
+                }
+            },
+            AskState::Slow(fut) => std::task::ready!(fut.as_mut().poll(cx)),
+            AskState::Start { .. } | AskState::Done => panic!("an ask polled after it completed"),
+        };
+        self.state = AskState::Done;
+        Poll::Ready(out)
     }
 }
 
