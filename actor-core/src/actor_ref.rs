@@ -327,7 +327,13 @@ async fn send_ask<A: Handler<M>, M: Message>(
     inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
     // The deadline is filed only if the reply is not there at once (see
     // `deadline`): no timer per ask.
-    match Until::new(rx, deadline).await {
+    replied(Until::new(rx, deadline).await)
+}
+
+/// An ask's outcome from its wait for the reply: the reply, `NoReply` (the
+/// actor dropped the request) or `Timeout` (`None`).
+fn replied<R, M>(waited: Option<Result<R, oneshot::error::RecvError>>) -> Result<R, AskError<M>> {
+    match waited {
         Some(Ok(out)) => Ok(out),
         Some(Err(_)) => {
             stats::ask_failed(AskFailure::NoReply);
@@ -583,17 +589,7 @@ impl<A: Handler<M>, M: Message> Future for AskFuture<'_, A, M> {
         }
         // Polled in place: nothing moves on a pending poll.
         let out = match &mut self.state {
-            AskState::Waiting(until) => match std::task::ready!(Pin::new(until).poll(cx)) {
-                Some(Ok(out)) => Ok(out),
-                Some(Err(_)) => {
-                    stats::ask_failed(AskFailure::NoReply);
-                    Err(AskError::NoReply)
-                }
-                None => {
-                    stats::ask_failed(AskFailure::Timeout);
-                    Err(AskError::Timeout)
-                }
-            },
+            AskState::Waiting(until) => replied(std::task::ready!(Pin::new(until).poll(cx))),
             AskState::Slow(fut) => std::task::ready!(fut.as_mut().poll(cx)),
             AskState::Start { .. } | AskState::Done => panic!("an ask polled after it completed"),
         };

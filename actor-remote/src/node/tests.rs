@@ -197,6 +197,18 @@ async fn a_dial_to_a_gone_address_does_not_hold_up_the_peers_new_connection() {
     b.shutdown().await;
 }
 
+/// Nodes `a` and `b` on `net`, `a` with a `Probe` named "p", and `b`'s ref
+/// to it over a settled connection.
+async fn probed_pair(net: &MemoryNetwork) -> (Node, Node, ActorRef<Probe>, ActorRef<Probe>) {
+    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
+    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
+    let probe = a.spawn_named("p", Probe::default()).unwrap();
+    b.dial("a").await.unwrap();
+    b.wait_for_peer("a").await.unwrap();
+    let remote: ActorRef<Probe> = b.lookup("p").await.unwrap();
+    (a, b, probe, remote)
+}
+
 /// An ask that reaches a peer after its actor stopped was not delivered:
 /// it comes back as `Closed` with the message, as for a local actor, so
 /// that whoever asked may send it elsewhere (a singleton's proxy resends
@@ -204,12 +216,7 @@ async fn a_dial_to_a_gone_address_does_not_hold_up_the_peers_new_connection() {
 #[tokio::test(start_paused = true)]
 async fn an_ask_reaching_a_stopped_actor_gives_the_message_back() {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
-    let probe = a.spawn_named("p", Probe::default()).unwrap();
-    b.dial("a").await.unwrap();
-    b.wait_for_peer("a").await.unwrap();
-    let remote: ActorRef<Probe> = b.lookup("p").await.unwrap();
+    let (a, b, probe, remote) = probed_pair(&net).await;
     assert!(matches!(remote.ask(Nap(1)).await, Ok(1)));
     // b hears of the stop only after its ask has reached a.
     net.delay("b", Duration::from_millis(500));
@@ -272,12 +279,7 @@ async fn asks_still_queued_when_the_connection_is_lost_give_the_message_back() {
 #[tokio::test(start_paused = true)]
 async fn an_ask_the_peer_closed_without_reading_gives_the_message_back() {
     let net = MemoryNetwork::new();
-    let a = Node::builder("a").transport(net.transport()).listen("a").start().await.unwrap();
-    let b = Node::builder("b").transport(net.transport()).listen("b").start().await.unwrap();
-    a.spawn_named("p", Probe::default()).unwrap();
-    b.dial("a").await.unwrap();
-    b.wait_for_peer("a").await.unwrap();
-    let remote: ActorRef<Probe> = b.lookup("p").await.unwrap();
+    let (a, b, _probe, remote) = probed_pair(&net).await;
     assert!(matches!(remote.ask(Nap(1)).await, Ok(1)));
     // What b sends now reaches a only after a has shut down.
     net.delay("a", Duration::from_secs(1));
