@@ -344,5 +344,32 @@ pub async fn start_again(mut args: NodeArgs, old: Cluster, seeds: Vec<String>) -
     args.seeds.sort();
     args.seeds.dedup();
     old.shutdown().await;
-    start(&args).await
+    // The old endpoint may still hold the address for a while: QUIC keeps a
+    // closed connection's state for a few round trips, and those to the
+    // other side of a partition have had their retransmission timers backed
+    // off. Try again until it is free.
+    let patience = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match start(&args).await {
+            Err(e) if address_in_use(e.as_ref()) && tokio::time::Instant::now() < patience => {
+                println!("[{}] address {} still in use; trying again", args.node, args.listen);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            started => return started,
+        }
+    }
+}
+
+/// Whether `e`, or an error it came from, is an address already in use.
+fn address_in_use(e: &(dyn Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+            || e.to_string().contains("Address already in use")
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }

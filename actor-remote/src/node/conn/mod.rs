@@ -379,7 +379,11 @@ impl Driver {
             // Nothing more goes out; what the peer sent before still comes
             // in (its `Close` says which of our asks it read: the others
             // come back to their askers as not sent).
-            Woke::Wrote(Err(_)) if reading => self.write_failed = Some(tokio::time::Instant::now()),
+            // (Not while this node shuts down: its own closing failed the
+            // write, and the socket must be freed at once.)
+            Woke::Wrote(Err(_)) if reading && !*self.shutdown.borrow() => {
+                self.write_failed = Some(tokio::time::Instant::now());
+            }
             Woke::Wrote(Err(_)) => self.session.handle_lost(),
             Woke::Wrote(Ok(n)) => self.wrote(n),
             Woke::Timer => {
@@ -406,8 +410,16 @@ impl Driver {
                 if self.batch.is_done() {
                     self.take_work();
                 }
+                // A node shutting down does not wait for the peer's word on
+                // its own asks (see below): the connection ends now, what is
+                // queued still flushed, so that the socket is freed at once.
                 self.session.close(now(), CloseCode::Normal, "node shutting down");
             }
+        }
+        if self.session.is_closing() && *self.shutdown.borrow() {
+            // Closed by this side while the node shuts down (its `Close`
+            // command): no wait for the peer's word either.
+            self.session.handle_lost();
         }
         let (frames_in, frames_out) = self.session.frames();
         self.stats.frames_in.store(frames_in, Ordering::Relaxed);
