@@ -355,7 +355,7 @@ impl<A: RemoteActor> ShardingBuilder<A> {
         Ok(Sharding {
             inner: Arc::new(Shared {
                 cluster: self.cluster.clone(),
-                reliable: Mutex::new(None),
+                reliable: std::sync::OnceLock::new(),
                 type_name: self.type_name.into(),
                 shards: self.shards,
                 ops,
@@ -430,7 +430,7 @@ struct Shared<A: Actor> {
     /// The message type reliable delivery into these entities carries, once
     /// a reliable consumer started (one type per entity type: its
     /// consumers' names are per shard).
-    reliable: Mutex<Option<&'static str>>,
+    reliable: std::sync::OnceLock<&'static str>,
     type_name: Arc<str>,
     shards: u32,
     ops: mpsc::Sender<Delivery<A>>,
@@ -579,19 +579,12 @@ impl<A: Actor> Sharding<A> {
     /// `msg` on this node: once only (its consumers' names are per shard,
     /// not per type); hands back the type that has it.
     pub(crate) fn claim_reliable(&self, msg: &'static str) -> Result<(), &'static str> {
-        let mut reliable = self.inner.reliable.lock().unwrap_or_else(|p| p.into_inner());
-        match *reliable {
-            Some(taken) => Err(taken),
-            None => {
-                *reliable = Some(msg);
-                Ok(())
-            }
-        }
+        self.inner.reliable.set(msg).map_err(|_| self.reliable_type().unwrap_or(msg))
     }
 
     /// The message type reliable delivery carries, if a consumer started.
     pub(crate) fn reliable_type(&self) -> Option<&'static str> {
-        *self.inner.reliable.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.reliable.get().copied()
     }
 
     /// The number of shards.
@@ -924,23 +917,15 @@ fn answered<A: Handler<M>, M: Message>(
     reply: oneshot::Sender<Result<M::Reply, EntityAskError>>,
     back: EntityRef<A>,
 ) -> Option<Box<dyn EntityOp<A>>> {
-    match answer {
-        // Not delivered, and time is left: sent again. (A message that did
-        // not encode is not: it would not the next time either.)
-        Err(AskError::Closed(msg)) | Err(AskError::NotSent(msg, actor_core::NotSent::NodeDown))
-            if Instant::now() < deadline =>
-        {
-            Some(Box::new(AskOp { msg, deadline, reply, back }))
-        }
-        Err(AskError::Closed(_) | AskError::NotSent(_, actor_core::NotSent::NodeDown)) => {
-            let _ = reply.send(Err(EntityAskError::Timeout));
-            None
-        }
-        other => {
-            let _ = reply.send(asked(other));
-            None
-        }
-    }
+    let answer = match answer.map_err(AskError::into_undelivered) {
+        // Not delivered, and time is left: sent again.
+        Err(Ok(msg)) if Instant::now() < deadline => return Some(Box::new(AskOp { msg, deadline, reply, back })),
+        Err(Ok(_)) => Err(EntityAskError::Timeout),
+        Err(Err(e)) => asked(Err(e)),
+        Ok(out) => Ok(out),
+    };
+    let _ = reply.send(answer);
+    None
 }
 
 fn asked<R, M>(result: Result<R, AskError<M>>) -> Result<R, EntityAskError> {

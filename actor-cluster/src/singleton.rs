@@ -73,7 +73,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use actor_core::{Actor, ActorId, ActorRef, AskError, Handler, Message, NotSent, SendError};
+use actor_core::{Actor, ActorId, ActorRef, AskError, Handler, Message, SendError};
 use actor_remote::RemoteActor;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -454,21 +454,15 @@ where
     A: Handler<M>,
     M: Message,
 {
-    match answer {
-        // Not delivered, and time is left: sent again. (A message that did
-        // not encode is not: it would not the next time either.)
-        Err(AskError::Closed(msg)) | Err(AskError::NotSent(msg, NotSent::NodeDown)) if Instant::now() < deadline => {
-            Some(ask_op(msg, deadline, reply))
-        }
-        Err(AskError::Closed(_) | AskError::NotSent(_, NotSent::NodeDown)) => {
-            let _ = reply.send(Err(SingletonAskError::Timeout));
-            None
-        }
-        other => {
-            let _ = reply.send(asked(other));
-            None
-        }
-    }
+    let answer = match answer.map_err(AskError::into_undelivered) {
+        // Not delivered, and time is left: sent again.
+        Err(Ok(msg)) if Instant::now() < deadline => return Some(ask_op(msg, deadline, reply)),
+        Err(Ok(_)) => Err(SingletonAskError::Timeout),
+        Err(Err(e)) => asked(Err(e)),
+        Ok(out) => Ok(out),
+    };
+    let _ = reply.send(answer);
+    None
 }
 
 fn asked<R, M>(result: Result<R, AskError<M>>) -> Result<R, SingletonAskError> {

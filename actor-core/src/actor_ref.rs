@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::cell::{ActorCell, Signal};
+use crate::deadline::{Deadline, Until};
 use crate::mailbox::{self, BoxFuture, Queue, Refusal};
 use crate::remote::{RemoteEndpoint, RemoteError, Told, with_ref_codec};
 use crate::stats::{self, AskFailure};
@@ -291,43 +292,42 @@ fn try_send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Resu
     }
 }
 
-use crate::deadline::{Deadline, Until};
+/// An ask to a remote actor (the slow path of [`AskFuture`]).
+async fn ask_remote<A: Handler<M>, M: Message>(
+    inner: &RefInner<A>,
+    remote: &Arc<dyn RemoteEndpoint>,
+    msg: M,
+    timeout: Duration,
+) -> Result<M::Reply, AskError<M>> {
+    match remote_end(&inner.cell) {
+        Some(RemoteEnd::NodeDown) => {
+            stats::ask_failed(AskFailure::NodeDown);
+            Err(AskError::NotSent(msg, NotSent::NodeDown))
+        }
+        Some(RemoteEnd::Stopped) => Err(AskError::Closed(msg)),
+        None => remote_ask(remote, msg, timeout).await,
+    }
+}
 
-async fn send_ask<A: Handler<M>, M: Message>(
+/// A local ask that waits for room in a full mailbox first (the slow path
+/// of [`AskFuture`]); the timeout covers the wait for room too.
+async fn ask_when_room<A: Handler<M>, M: Message>(
     inner: &RefInner<A>,
     msg: M,
     timeout: Duration,
 ) -> Result<M::Reply, AskError<M>> {
-    stats::ask_started();
-    if let Some(remote) = &inner.remote {
-        return match remote_end(&inner.cell) {
-            Some(RemoteEnd::NodeDown) => {
-                stats::ask_failed(AskFailure::NodeDown);
-                Err(AskError::NotSent(msg, NotSent::NodeDown))
-            }
-            Some(RemoteEnd::Stopped) => Err(AskError::Closed(msg)),
-            None => remote_ask(remote, msg, timeout).await,
-        };
-    }
-    // The clock is read only if the ask has to wait (see `deadline`).
-    let mut deadline = Deadline::After(timeout);
-    match inner.cell.gate.try_acquire() {
-        Ok(()) => {}
-        Err(Refusal::Closed) => return Err(AskError::Closed(msg)),
-        Err(Refusal::Full) => match tokio::time::timeout_at(deadline.fix(), inner.cell.gate.acquire()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(AskError::Closed(msg)),
-            Err(_) => {
-                stats::ask_failed(AskFailure::Timeout);
-                return Err(AskError::Timeout);
-            }
-        },
+    let deadline = deadline_after(timeout);
+    match tokio::time::timeout_at(deadline, inner.cell.gate.acquire()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(AskError::Closed(msg)),
+        Err(_) => {
+            stats::ask_failed(AskFailure::Timeout);
+            return Err(AskError::Timeout);
+        }
     }
     let (reply, rx) = oneshot::channel();
     inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
-    // The deadline is filed only if the reply is not there at once (see
-    // `deadline`): no timer per ask.
-    replied(Until::new(rx, deadline).await)
+    replied(Until::new(rx, Deadline::At(deadline)).await)
 }
 
 /// An ask's outcome from its wait for the reply: the reply, `NoReply` (the
@@ -568,22 +568,21 @@ impl<A: Handler<M>, M: Message> Future for AskFuture<'_, A, M> {
         if matches!(self.state, AskState::Start { .. })
             && let AskState::Start { inner, msg, timeout } = std::mem::replace(&mut self.state, AskState::Done)
         {
-            self.state = if inner.remote.is_some() {
-                AskState::Slow(Box::pin(send_ask(inner, msg, timeout)))
+            stats::ask_started();
+            self.state = if let Some(remote) = &inner.remote {
+                AskState::Slow(Box::pin(ask_remote(inner, remote, msg, timeout)))
             } else {
                 match inner.cell.gate.try_acquire() {
                     Ok(()) => {
-                        stats::ask_started();
                         let (reply, rx) = oneshot::channel();
                         inner.enqueue(Box::new(mailbox::Ask { msg, reply }));
+                        // The deadline is filed only if the reply is not
+                        // there at once (see `deadline`): no timer per ask.
                         AskState::Waiting(Until::new(rx, Deadline::After(timeout)))
                     }
-                    Err(Refusal::Closed) => {
-                        stats::ask_started();
-                        return Poll::Ready(Err(AskError::Closed(msg)));
-                    }
+                    Err(Refusal::Closed) => return Poll::Ready(Err(AskError::Closed(msg))),
                     // Wait for room (the timeout covers it): boxed.
-                    Err(Refusal::Full) => AskState::Slow(Box::pin(send_ask(inner, msg, timeout))),
+                    Err(Refusal::Full) => AskState::Slow(Box::pin(ask_when_room(inner, msg, timeout))),
                 }
             };
         }
@@ -658,7 +657,7 @@ impl<A: Handler<M>, M: Message> ErasedRef<M> for RefInner<A> {
     }
 
     fn ask(&self, msg: M, timeout: Duration) -> BoxFuture<'_, Result<M::Reply, AskError<M>>> {
-        Box::pin(send_ask(self, msg, timeout))
+        Box::pin(AskFuture { state: AskState::Start { inner: self, msg, timeout } })
     }
 }
 

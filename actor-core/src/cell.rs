@@ -160,26 +160,17 @@ impl ActorCell {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a signal and wakes the actor. Signals to a dead actor are dropped.
     /// Asks the actor for its children ([`Signal::Children`]), unless a
     /// request is pending already (an actor busy in a long handler does
     /// not pile them up) or it has ended; false then.
     pub(crate) fn ask_children(&self, reply: oneshot::Sender<Vec<Arc<ActorCell>>>) -> bool {
-        if self.stand_in {
-            return false;
-        }
-        {
-            let mut st = self.lock();
-            if st.exit.is_some() || st.signals.iter().any(|s| matches!(s, Signal::Children(_))) {
-                return false;
-            }
-            st.signals.push_back(Signal::Children(reply));
-        }
-        self.has_signals.store(true, Ordering::SeqCst);
-        self.wake.wake();
-        true
+        !self.stand_in
+            && self.queue_signal(Signal::Children(reply), |queued| {
+                !queued.iter().any(|s| matches!(s, Signal::Children(_)))
+            })
     }
 
+    /// Queues a signal and wakes the actor. Signals to a dead actor are dropped.
     pub(crate) fn signal(&self, sig: Signal) {
         if self.stand_in {
             // A linked local actor exited: the link reaches across.
@@ -190,15 +181,22 @@ impl ActorCell {
             }
             return;
         }
+        self.queue_signal(sig, |_| true);
+    }
+
+    /// Queues `sig` and wakes the actor, if it has not ended and `wanted`
+    /// says so of the signals queued now; true if it was queued.
+    fn queue_signal(&self, sig: Signal, wanted: impl FnOnce(&VecDeque<Signal>) -> bool) -> bool {
         {
             let mut st = self.lock();
-            if st.exit.is_some() {
-                return;
+            if st.exit.is_some() || !wanted(&st.signals) {
+                return false;
             }
             st.signals.push_back(sig);
         }
         self.has_signals.store(true, Ordering::SeqCst);
         self.wake.wake();
+        true
     }
 
     /// Puts signals back at the front of the queue, in order (notices kept

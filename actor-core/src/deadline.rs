@@ -197,9 +197,7 @@ async fn sweep(mut sweeping: Sweeping) {
             let mut slots = registry.lock();
             let now = Instant::now();
             let mut next: Option<Instant> = None;
-            let mut live = 0;
             for entry in slots.entries.iter_mut().flatten() {
-                live += 1;
                 if entry.woken {
                     continue;
                 }
@@ -212,7 +210,7 @@ async fn sweep(mut sweeping: Sweeping) {
                     next = Some(entry.deadline);
                 }
             }
-            if live == 0 && slots.entries.capacity() > 64 {
+            if slots.entries.len() == slots.free.len() && slots.entries.capacity() > 64 {
                 // No ask holds an index now: start afresh, small.
                 slots.entries = Vec::new();
                 slots.free = Vec::new();

@@ -103,12 +103,26 @@ pub enum NotSent {
 }
 
 impl<M> AskError<M> {
-    /// The message, if the request never left this node (`Closed`,
-    /// `NotRemote`, `NotSent`); `None` once it may have been handled.
+    /// The message, if the request was not handled (`Closed`, `NotRemote`,
+    /// `NotSent`); `None` once it may have been handled.
     pub fn into_message(self) -> Option<M> {
         match self {
             AskError::Closed(m) | AskError::NotRemote(m) | AskError::NotSent(m, _) => Some(m),
             _ => None,
+        }
+    }
+
+    /// The message, if it was not delivered for a reason that another
+    /// actor, or a later attempt, may not meet: the actor had stopped
+    /// (`Closed`), or its node was down or closed the connection without
+    /// reading it (`NotSent` with [`NotSent::NodeDown`]). The error itself
+    /// otherwise (a message that cannot cross nodes or did not encode would
+    /// fail the same way again). What proxies that resend to the next
+    /// instance of an actor use.
+    pub fn into_undelivered(self) -> Result<M, Self> {
+        match self {
+            AskError::Closed(m) | AskError::NotSent(m, NotSent::NodeDown) => Ok(m),
+            other => Err(other),
         }
     }
 }

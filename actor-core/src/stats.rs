@@ -69,6 +69,7 @@ pub(crate) fn handled_in(type_name: &'static str, took: Duration) {
     };
     metrics::histogram!("footlight_actor_handler_seconds", "actor_type" => label).record(took.as_secs_f64());
 }
+
 /// A handler or hook of an actor of type `type_name` panicked.
 pub(crate) fn panicked(type_name: &'static str) {
     metrics::counter!("footlight_actor_panics_total", "actor_type" => short_type_name(type_name)).increment(1);

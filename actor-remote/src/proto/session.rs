@@ -456,10 +456,9 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         match &self.state {
             State::Closed => return,
-            State::Closing { until, cause, .. } => {
+            State::Closing { until, .. } => {
                 if now >= *until {
-                    let cause = cause.clone();
-                    self.finish(cause);
+                    self.end_closing(None);
                 } else {
                     self.expire_asks(now);
                 }
@@ -503,10 +502,7 @@ impl Session {
         match &self.state {
             State::Closed => {}
             // The peer ended the transport after this side's `Close`.
-            State::Closing { cause, .. } => {
-                let cause = cause.clone();
-                self.finish(cause);
-            }
+            State::Closing { .. } => self.end_closing(None),
             _ => self.finish(CloseCause::Lost),
         }
     }
@@ -763,20 +759,30 @@ impl Session {
 
     fn on_frame(&mut self, now: Instant, frame: Frame) {
         match (&self.state, frame) {
-            (State::Closing { cause, .. }, Frame::Close(close)) => {
-                let cause = cause.clone();
-                self.finish_after(cause, close.last_ask);
-            }
+            (State::Closing { .. }, Frame::Close(close)) => self.end_closing(close.last_ask),
             (_, Frame::Close(close)) => {
                 let cause = CloseCause::Peer { code: CloseCode::from_u16(close.code), reason: close.reason };
                 self.finish_after(cause, close.last_ask);
             }
-            (State::Closing { .. }, Frame::Reply(reply)) => self.on_reply(reply),
-            (State::Closing { .. }, Frame::Failure(f)) => self.on_failure(f),
-            // Ends of the peer's actors this side holds refs to or is
-            // linked with: their reasons still count.
-            (State::Closing { .. }, Frame::Terminated(t)) => self.events.push_back(Event::Terminated(t)),
-            (State::Closing { .. }, Frame::Exit(e)) => self.events.push_back(Event::Exit(e)),
+            // Also after this side's `Close`: replies to its asks, and the
+            // ends of the peer's actors it holds refs to or is linked with.
+            (State::Established(_) | State::Closing { .. }, Frame::Reply(reply)) => {
+                if self.pending.remove(&reply.id).is_some() {
+                    self.events.push_back(Event::Reply { id: reply.id, payload: reply.payload });
+                } else {
+                    tracing::debug!(id = reply.id, "reply to an ask no longer pending (late or unknown)");
+                }
+            }
+            (State::Established(_) | State::Closing { .. }, Frame::Failure(f)) => {
+                if self.pending.remove(&f.id).is_some() {
+                    let failure = AskFailure::Remote { code: FailureCode::from_u16(f.code), message: f.message };
+                    self.events.push_back(Event::AskFailed { id: f.id, failure });
+                }
+            }
+            (State::Established(_) | State::Closing { .. }, Frame::Terminated(t)) => {
+                self.events.push_back(Event::Terminated(t));
+            }
+            (State::Established(_) | State::Closing { .. }, Frame::Exit(e)) => self.events.push_back(Event::Exit(e)),
             // Closed by this side: nothing else is read (the `Close` sent
             // named the last ask read).
             (State::Closing { .. }, _) => {}
@@ -803,30 +809,11 @@ impl Session {
                 self.last_ask_in = self.last_ask_in.max(ask.id);
                 self.events.push_back(Event::Ask(ask));
             }
-            (State::Established(_), Frame::Reply(reply)) => self.on_reply(reply),
-            (State::Established(_), Frame::Failure(f)) => self.on_failure(f),
             (State::Established(_), Frame::Watch(w)) => self.events.push_back(Event::Watch(w)),
             (State::Established(_), Frame::Unwatch(w)) => self.events.push_back(Event::Unwatch(w)),
-            (State::Established(_), Frame::Terminated(t)) => self.events.push_back(Event::Terminated(t)),
             (State::Established(_), Frame::Link(l)) => self.events.push_back(Event::Link(l)),
             (State::Established(_), Frame::Unlink(l)) => self.events.push_back(Event::Unlink(l)),
-            (State::Established(_), Frame::Exit(e)) => self.events.push_back(Event::Exit(e)),
             (State::Closed, _) => {}
-        }
-    }
-
-    fn on_reply(&mut self, reply: frame::Reply) {
-        if self.pending.remove(&reply.id).is_some() {
-            self.events.push_back(Event::Reply { id: reply.id, payload: reply.payload });
-        } else {
-            tracing::debug!(id = reply.id, "reply to an ask no longer pending (late or unknown)");
-        }
-    }
-
-    fn on_failure(&mut self, f: frame::Failure) {
-        if self.pending.remove(&f.id).is_some() {
-            let failure = AskFailure::Remote { code: FailureCode::from_u16(f.code), message: f.message };
-            self.events.push_back(Event::AskFailed { id: f.id, failure });
         }
     }
 
@@ -901,6 +888,14 @@ impl Session {
         self.finish(CloseCause::Local { code, reason });
     }
 
+    /// Ends a session this side closed (its cause is that close); see
+    /// [`finish_after`](Self::finish_after) for `peer_read`.
+    fn end_closing(&mut self, peer_read: Option<u64>) {
+        if let State::Closing { cause, .. } = std::mem::replace(&mut self.state, State::Closed) {
+            self.finish_after(cause, peer_read);
+        }
+    }
+
     fn finish(&mut self, cause: CloseCause) {
         self.finish_after(cause, None);
     }
@@ -925,8 +920,6 @@ impl Session {
     }
 }
 
-/// `at + by`, saturating about a century ahead instead of overflowing (a
-/// caller may pass `Duration::MAX` as a timeout).
 /// A `Ping` unanswered for this long is taken as lost (another is timed).
 const PING_LOST: Duration = Duration::from_secs(30);
 
@@ -942,6 +935,8 @@ fn count_frames(bytes: &[u8]) -> u64 {
     n
 }
 
+/// `at + by`, saturating about a century ahead instead of overflowing (a
+/// caller may pass `Duration::MAX` as a timeout).
 fn later(at: Instant, by: Duration) -> Instant {
     at.checked_add(by).or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400))).unwrap_or(at)
 }
