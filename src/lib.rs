@@ -64,6 +64,8 @@
 pub use actor_cluster as cluster;
 #[cfg(feature = "cluster")]
 pub use actor_cluster::{Cluster, ClusterError, ClusterEvent, FailureDetection, Member};
+/// Where randomness and ids come from: the OS, or a simulation's seed.
+pub use actor_core::entropy;
 /// The runtime's own counters: asks started, handler times (opt-in).
 pub use actor_core::stats;
 pub use actor_core::{

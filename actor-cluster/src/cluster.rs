@@ -8,7 +8,8 @@
 //! owns the SWIM task (`membership`), the member view (`view`), the
 //! registry (`registry`) and the seed dialers.
 
-use std::collections::{HashMap, VecDeque};
+use actor_core::entropy::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -136,7 +137,7 @@ impl ClusterBuilder {
         if self.seeds.is_empty() {
             shared.view.mark_joined();
         }
-        let distinct: std::collections::HashSet<&String> = self.seeds.iter().collect();
+        let distinct: actor_core::entropy::HashSet<&String> = self.seeds.iter().collect();
         let seeds = Arc::new(SelfSeeds { total: distinct.len(), seen: Mutex::default() });
         for seed in self.seeds {
             if let Some(ctx) = shared.ctx() {
@@ -151,7 +152,7 @@ impl ClusterBuilder {
 /// The seeds found to lead only to this node itself.
 struct SelfSeeds {
     total: usize,
-    seen: Mutex<std::collections::HashSet<String>>,
+    seen: Mutex<actor_core::entropy::HashSet<String>>,
 }
 
 impl SelfSeeds {

@@ -56,7 +56,8 @@
 //! Messages travel as MessagePack (serde); refs inside them are not
 //! supported.
 
-use std::collections::{HashMap, VecDeque};
+use actor_core::entropy::HashMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -391,7 +392,7 @@ async fn consume<M>(
     M: DeserializeOwned + Send + 'static,
 {
     let me = cluster.id().to_owned();
-    let mut producers: HashMap<String, FromProducer> = HashMap::new();
+    let mut producers: HashMap<String, FromProducer> = HashMap::default();
     loop {
         let data = tokio::select! {
             biased;
@@ -796,8 +797,8 @@ async fn produce(
     // This run of the producer (see `Data::epoch`).
     let epoch = {
         static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        cluster.run().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.rotate_left(32) ^ u64::from(std::process::id())
+        let n = actor_core::entropy::number(&RUNS);
+        cluster.run().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.rotate_left(32) ^ actor_core::entropy::next_u64()
     };
     let mut target: Option<ActorRef<ConsumerEndpoint>> = None;
     // Sent so far (the highest sequence number handed to the connection).
@@ -988,7 +989,7 @@ impl Cluster {
     {
         static WORKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let members = format!("{WORKERS_PREFIX}{group}");
-        let n = WORKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = actor_core::entropy::number(&WORKERS);
         let reg = format!("{NAME_PREFIX}{group}@{}#{n}", self.id());
         if group.is_empty() || members.len() > crate::MAX_NAME_LEN || reg.len() > crate::MAX_NAME_LEN {
             return Err(ClusterError::BadName(group.to_owned()));
@@ -1263,7 +1264,7 @@ async fn supervise_workers(
         // A peer's worker counts as gone only once its node's run is no
         // longer a member: a ref can end with a connection that a crossed
         // dial replaced, its node up.
-        let runs: std::collections::HashSet<(String, u64)> =
+        let runs: actor_core::entropy::HashSet<(String, u64)> =
             cluster.members().into_iter().map(|m| (m.id, m.run)).collect();
         let gone = |endpoint: &ActorRef<ConsumerEndpoint>| match endpoint.remote_addr() {
             Some(at) => !endpoint.is_alive() && !runs.contains(&(at.node.clone(), at.run)),
@@ -1427,12 +1428,12 @@ async fn host_shard_consumers<A, M>(
     let cluster = sharding.cluster().clone();
     let type_name: Arc<str> = sharding.type_name().into();
     let mut hosted = sharding.hosted_shards();
-    let mut running: HashMap<u32, ShardConsumer> = HashMap::new();
+    let mut running: HashMap<u32, ShardConsumer> = HashMap::default();
     // Waiting for this node's shards and their consumers to be gone (a
     // leave).
     let mut leaving: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
-        let want: std::collections::HashSet<u32> = hosted.borrow_and_update().iter().copied().collect();
+        let want: actor_core::entropy::HashSet<u32> = hosted.borrow_and_update().iter().copied().collect();
         // Gone from here: close (a consumer still closing keeps its slot,
         // so that the shard's name is never taken twice on this node).
         running.retain(|shard, c| {
@@ -1559,7 +1560,7 @@ where
                 id: self.id.into(),
                 sharding: self.sharding,
                 window: self.window,
-                shards: Mutex::new(HashMap::new()),
+                shards: Mutex::new(HashMap::default()),
                 room: Arc::new(Notify::new()),
             }),
             _msg: PhantomData,

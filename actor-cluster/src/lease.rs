@@ -23,7 +23,7 @@
 //! - `EtcdLease` (feature `etcd`): a key bound to an etcd lease, for
 //!   production clusters that already run etcd.
 
-use std::collections::HashMap;
+use actor_core::entropy::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -110,7 +110,7 @@ struct Store {
     /// By lease name: the holder and until when.
     held: Mutex<HashMap<String, (String, Instant)>>,
     /// Owners whose renewals stopped (as if their process had died).
-    frozen: Mutex<std::collections::HashSet<String>>,
+    frozen: Mutex<actor_core::entropy::HashSet<String>>,
 }
 
 impl Store {

@@ -393,7 +393,7 @@ fn start_over(
 struct Isolation {
     last_heard: tokio::time::Instant,
     /// The members SWIM held down when a packet last arrived.
-    down_when_heard: std::collections::HashSet<Ident>,
+    down_when_heard: actor_core::entropy::HashSet<Ident>,
 }
 
 impl Isolation {
@@ -425,7 +425,7 @@ impl Isolation {
         &mut self,
         now: tokio::time::Instant,
         after: std::time::Duration,
-        down: std::collections::HashSet<Ident>,
+        down: actor_core::entropy::HashSet<Ident>,
     ) -> bool {
         if now.duration_since(self.last_heard) < after {
             self.down_when_heard = down;
@@ -655,9 +655,7 @@ pub(crate) async fn run(
     mut inputs: mpsc::Receiver<Input>,
 ) {
     use rand::SeedableRng;
-    use std::hash::BuildHasher;
-    let seed = std::hash::RandomState::new().hash_one((me.run, &me.id));
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(actor_core::entropy::next_u64());
     let mut swim: Swim = Foca::new(me.clone(), config.foca_config(), rand::rngs::StdRng::from_rng(&mut rng), Codec);
     let mut runtime = AccumulatingRuntime::new();
     let mut timers = mpsc::unbounded_channel::<Timer<Ident>>();

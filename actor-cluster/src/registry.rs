@@ -12,7 +12,7 @@
 //! other node drops its registration when it learns of the winner and
 //! reports [`ClusterEvent::NameLost`](crate::ClusterEvent::NameLost).
 
-use std::collections::HashMap;
+use actor_core::entropy::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use actor_core::{Actor, ActorRef, Message, SendError};
@@ -118,10 +118,10 @@ struct Tables {
     names: HashMap<String, Vec<Entry>>,
     groups: HashMap<String, Vec<Entry>>,
     /// Every entry's key, so adding one is O(1) however long its list is.
-    keys: std::collections::HashSet<Key>,
+    keys: actor_core::entropy::HashSet<Key>,
     per_node: HashMap<String, usize>,
     /// The peer runs whose full copy has arrived (`Synced` after `Reset`).
-    synced: std::collections::HashSet<(String, u64)>,
+    synced: actor_core::entropy::HashSet<(String, u64)>,
 }
 
 impl Tables {

@@ -67,7 +67,8 @@
 //! let balance = accounts.entity_ref("alice").ask(Balance).await?;
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use actor_core::entropy::{HashMap, HashSet};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -317,16 +318,16 @@ impl<A: RemoteActor> ShardingBuilder<A> {
             max_moves: self.max_moves,
             idle: self.idle,
             remember: self.remember,
-            remembered: HashMap::new(),
+            remembered: HashMap::default(),
             margin,
             endpoint,
             internal: internal.clone(),
             stats: stats.clone(),
-            hosted: HashMap::new(),
-            routes: HashMap::new(),
+            hosted: HashMap::default(),
+            routes: HashMap::default(),
             buffered: 0,
-            retry: HashSet::new(),
-            rounds: HashMap::new(),
+            retry: HashSet::default(),
+            rounds: HashMap::default(),
             next_round: 0,
             held_acks: Vec::new(),
             settle_at: None,
@@ -361,7 +362,7 @@ impl<A: RemoteActor> ShardingBuilder<A> {
                 ops,
                 internal,
                 stats,
-                lanes: Mutex::new(Lanes { by_id: HashMap::new(), prune_at: 1024 }),
+                lanes: Mutex::new(Lanes { by_id: HashMap::default(), prune_at: 1024 }),
             }),
         })
     }
@@ -1114,7 +1115,7 @@ struct Route<A: Actor> {
 
 impl<A: Actor> Default for Route<A> {
     fn default() -> Self {
-        Route { holder: Holder::Unknown, epoch: 0, slots: HashMap::new() }
+        Route { holder: Holder::Unknown, epoch: 0, slots: HashMap::default() }
     }
 }
 
@@ -1826,7 +1827,7 @@ impl<A: RemoteActor> Region<A> {
                 shards,
                 entities,
                 awaiting: None,
-                early: HashSet::new(),
+                early: HashSet::default(),
                 // Finding the regions, then their answers.
                 deadline: Instant::now() + 2 * ROUND_TIMEOUT,
                 stopping: false,
@@ -2105,7 +2106,7 @@ impl<A: RemoteActor> Region<A> {
                         waiting = true;
                         continue;
                     }
-                    self.hosted.insert(shard, Hosted { entities: HashMap::new(), handing_off: false });
+                    self.hosted.insert(shard, Hosted { entities: HashMap::default(), handing_off: false });
                     let route = self.routes.entry(shard).or_default();
                     route_reset(Some(route));
                     route.holder = Holder::Local;
@@ -2157,7 +2158,7 @@ mod tests {
 
     #[test]
     fn lanes_of_ids_nobody_holds_any_more_are_pruned() {
-        let mut lanes: Lanes<Nothing> = Lanes { by_id: HashMap::new(), prune_at: 1024 };
+        let mut lanes: Lanes<Nothing> = Lanes { by_id: HashMap::default(), prune_at: 1024 };
         let kept = lanes.get(&Arc::from("kept"));
         for i in 0..10_000 {
             drop(lanes.get(&Arc::from(format!("e{i}").as_str())));

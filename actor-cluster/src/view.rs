@@ -7,7 +7,8 @@
 //! states gives the same view in any order (the tie-break between two
 //! identities of one node is a total order).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use actor_core::entropy::HashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use tokio::sync::broadcast;
@@ -310,7 +311,7 @@ mod tests {
         ) {
             let me = ident(0, 1, 0);
             // SWIM holds one state per identity.
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = actor_core::entropy::HashSet::default();
             let states: Vec<(Ident, Liveness)> = states
                 .into_iter()
                 .filter(|(id, run, generation, _)| seen.insert((*id, *run, *generation)))
@@ -338,9 +339,9 @@ mod tests {
         ) {
             let me = ident(0, 1, 0);
             let mut view = View::of(&me);
-            let mut balance: HashMap<String, i32> = HashMap::new();
+            let mut balance: HashMap<String, i32> = HashMap::default();
             for step in steps {
-                let mut seen = std::collections::HashSet::new();
+                let mut seen = actor_core::entropy::HashSet::default();
                 let states: Vec<(Ident, Liveness)> = step
                     .into_iter()
                     .filter(|(id, run, _)| seen.insert((*id, *run)))

@@ -1,12 +1,14 @@
 //! Actor identities.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 /// Identifies one actor for the whole life of the process.
 ///
 /// Ids are never reused, so an `ActorId` taken from a [`Terminated`](crate::Terminated)
-/// notice can not be confused with a later actor. A supervised child keeps its id
+/// notice can not be confused with a later actor. (Inside a seeded
+/// simulation, ids come from the simulation's own sequence: see
+/// [`entropy::seeded`](crate::entropy::seeded).) A supervised child keeps its id
 /// across restarts: the id names the mailbox and its [`ActorRef`](crate::ActorRef),
 /// not one instance of the actor's state.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,7 +18,7 @@ impl ActorId {
     /// Allocates a fresh id. Ids grow with spawn order.
     pub(crate) fn next() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+        Self(crate::entropy::number(&NEXT))
     }
 
     /// An id no actor of this process has or will have: for naming an actor

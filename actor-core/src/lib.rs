@@ -61,6 +61,7 @@ mod actor_ref;
 mod cell;
 mod context;
 pub mod deadline;
+pub mod entropy;
 mod error;
 mod id;
 pub mod mailbox;

@@ -30,7 +30,7 @@
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use tokio::sync::oneshot;
 
@@ -168,7 +168,7 @@ impl ActorSystem {
     /// [`ExitReason::Shutdown`].
     pub fn monitor<A: Actor>(&self, actor: &ActorRef<A>) -> Monitor {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = MonitorId(NEXT.fetch_add(1, Ordering::Relaxed));
+        let id = MonitorId(crate::entropy::number(&NEXT));
         let (tx, rx) = oneshot::channel();
         let watcher = self.spawn(Watcher { tx: Some(tx) });
         // Watched before this returns: a stop that follows is seen.

@@ -15,10 +15,9 @@
 //! Asks started are counted in one process-wide counter ([`asks_started`]),
 //! read on demand.
 
+use crate::entropy::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-
-use dashmap::DashMap;
 
 use crate::cell::short_type_name;
 
@@ -54,7 +53,7 @@ pub(crate) fn handler_times() -> bool {
 /// is looked up on every record: a recorder installed later still gets it).
 fn labels() -> &'static DashMap<&'static str, metrics::SharedString> {
     static LABELS: std::sync::OnceLock<DashMap<&'static str, metrics::SharedString>> = std::sync::OnceLock::new();
-    LABELS.get_or_init(DashMap::new)
+    LABELS.get_or_init(DashMap::default)
 }
 
 /// A handler of an actor of type `type_name` took `took`.

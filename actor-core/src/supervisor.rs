@@ -111,8 +111,9 @@
 //! # }
 //! ```
 
+use crate::entropy::HashMap;
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;

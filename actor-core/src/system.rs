@@ -1,13 +1,13 @@
 //! [`ActorSystem`]: spawning top-level actors, the local name registry and
 //! graceful shutdown.
 
+use crate::entropy::DashMap;
 use std::any::Any;
 use std::cmp::Reverse;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::cell::ActorCell;
@@ -96,7 +96,7 @@ pub struct ActorInfo {
 
 impl ActorInfo {
     /// What `cell` shows now; `names` by actor, from the registry.
-    fn of(cell: &ActorCell, top_level: bool, names: &std::collections::HashMap<ActorId, Vec<String>>) -> Self {
+    fn of(cell: &ActorCell, top_level: bool, names: &crate::entropy::HashMap<ActorId, Vec<String>>) -> Self {
         ActorInfo {
             id: cell.id(),
             type_name: cell.type_name(),
@@ -156,8 +156,8 @@ impl ActorSystem {
         Self {
             inner: Arc::new(SystemInner {
                 name: name.into(),
-                top_level: DashMap::new(),
-                registry: DashMap::new(),
+                top_level: DashMap::default(),
+                registry: DashMap::default(),
                 shutting_down: AtomicBool::new(false),
             }),
         }
@@ -315,8 +315,8 @@ impl ActorSystem {
     }
 
     /// The names each actor holds in the registry.
-    fn names_by_actor(&self) -> std::collections::HashMap<ActorId, Vec<String>> {
-        let mut names: std::collections::HashMap<ActorId, Vec<String>> = std::collections::HashMap::new();
+    fn names_by_actor(&self) -> crate::entropy::HashMap<ActorId, Vec<String>> {
+        let mut names: crate::entropy::HashMap<ActorId, Vec<String>> = crate::entropy::HashMap::default();
         for entry in self.inner.registry.iter() {
             names.entry(entry.value().cell.id()).or_default().push(entry.key().clone());
         }
@@ -332,7 +332,7 @@ impl ActorSystem {
     /// nothing (their counters are read, not asked for). Children that are
     /// neither top-level nor named are not listed. Ordered by id.
     pub fn actors(&self) -> Vec<ActorInfo> {
-        let mut cells: std::collections::HashMap<ActorId, (Arc<ActorCell>, bool)> =
+        let mut cells: crate::entropy::HashMap<ActorId, (Arc<ActorCell>, bool)> =
             self.inner.top_level.iter().map(|e| (*e.key(), (e.value().clone(), true))).collect();
         for entry in self.inner.registry.iter() {
             let cell = &entry.value().cell;

@@ -183,10 +183,14 @@ impl NodeBuilder {
 }
 
 /// A node's run: different at every start (time-based, made unique within
-/// the process).
+/// the process; numbered in order inside a seeded simulation, see
+/// [`actor_core::entropy`]).
 fn new_run() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
+    if actor_core::entropy::seed().is_some() {
+        return actor_core::entropy::number(&LAST);
+    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let mut last = LAST.load(Ordering::Relaxed);
     loop {

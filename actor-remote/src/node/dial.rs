@@ -1,6 +1,6 @@
 //! Dialing: connections this node opens, one attempt per peer at a time.
 
-use std::collections::HashMap;
+use actor_core::entropy::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -7,12 +7,12 @@
 //! handle is the same for its whole life, also after the cache here forgot
 //! it (links name their actors by handle).
 
+use actor_core::entropy::DashMap;
 use std::any::{Any, TypeId};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use actor_core::{ActorId, ActorRef};
-use dashmap::DashMap;
 
 use super::NodeError;
 use super::expose::{DispatchTable, Exposed, ExposedActor, RemoteActor, RemoteMessages};
@@ -36,17 +36,17 @@ pub(crate) struct Exports {
     exporters: DashMap<TypeId, Exporter>,
     /// Handles made so far, by actor id.
     handles: DashMap<u64, u64>,
-    keys: std::hash::RandomState,
+    keys: actor_core::entropy::Keys,
 }
 
 impl Default for Exports {
     fn default() -> Self {
         Exports {
-            by_name: DashMap::new(),
-            by_handle: DashMap::new(),
-            exporters: DashMap::new(),
-            handles: DashMap::new(),
-            keys: std::hash::RandomState::new(),
+            by_name: DashMap::default(),
+            by_handle: DashMap::default(),
+            exporters: DashMap::default(),
+            handles: DashMap::default(),
+            keys: actor_core::entropy::Keys::new(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Which actors peers may reach, and with which messages.
 
-use std::collections::HashMap;
+use actor_core::entropy::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +63,7 @@ pub struct RemoteMessages<A: Actor> {
 
 impl<A: Actor> RemoteMessages<A> {
     pub(crate) fn new() -> Self {
-        Self { table: HashMap::new(), missing_wire: Vec::new() }
+        Self { table: HashMap::default(), missing_wire: Vec::new() }
     }
 
     /// Accepts `M` from peers.

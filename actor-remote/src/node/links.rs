@@ -6,7 +6,7 @@
 //! `NodeDown` link exit when that run of the peer is lost, as Erlang's
 //! `noconnection`.
 
-use std::collections::{HashMap, HashSet};
+use actor_core::entropy::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use actor_core::ExitReason;

@@ -169,7 +169,7 @@ pub(crate) struct NodeInner {
     services: Vec<Arc<dyn NodeService>>,
     /// Peer runs a service reported gone (kept so that a connection ending
     /// after the report does not park refs to them again).
-    pub(crate) gone_runs: Mutex<std::collections::HashSet<(String, u64)>>,
+    pub(crate) gone_runs: Mutex<actor_core::entropy::HashSet<(String, u64)>>,
     /// The task accepting connections (it owns the listener).
     accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }

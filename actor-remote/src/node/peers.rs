@@ -7,7 +7,7 @@
 //! it: [`keep_existing`] is that rule, a pure function of what both sides
 //! know (the peer's run and who dialed).
 
-use std::collections::HashMap;
+use actor_core::entropy::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

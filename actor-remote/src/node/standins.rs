@@ -9,8 +9,8 @@
 //! duplicate before this side has the connection that replaces it, they wait
 //! (up to [`SUCCESSOR_GRACE`]) for it.
 
+use actor_core::entropy::HashMap;
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 

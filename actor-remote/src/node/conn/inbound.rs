@@ -3,8 +3,9 @@
 //! order behind what waits), answers to asks, and the node's reactions to
 //! watch, link and system frames.
 
+use actor_core::entropy::HashMap;
 use actor_core::remote::deliver_in;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use tracing::Instrument;

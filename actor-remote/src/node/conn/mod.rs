@@ -148,7 +148,7 @@ impl Driver {
         };
         let Connection { send, recv, remote_addr, .. } = conn;
         Driver {
-            id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+            id: actor_core::entropy::number(&NEXT_CONN),
             shutdown: node.shutdown.subscribe(),
             inbound: Delivery::new(node.clone(), outbox.clone()),
             node,
@@ -165,7 +165,7 @@ impl Driver {
             write_failed: None,
             read_buf: vec![0u8; READ_BUF],
             batch: Queued::default(),
-            pending: Pending::new(),
+            pending: Pending::default(),
             peer: None,
             duplicate: false,
             dialed_by_me,

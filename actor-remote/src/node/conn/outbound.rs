@@ -1,7 +1,7 @@
 //! A connection's outbound side: what was taken from its [`Outbox`]
 //! (`super::super::outbox`) becomes frames in the session, in queue order.
 
-use std::collections::HashMap;
+use actor_core::entropy::HashMap;
 use std::time::Instant;
 
 use actor_core::remote::RemoteError;
