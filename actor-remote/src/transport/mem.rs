@@ -17,7 +17,7 @@
 //! # let _ = (a, b);
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use actor_core::entropy::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -77,6 +77,8 @@ struct NetState {
     listeners: HashMap<String, mpsc::Sender<Connection>>,
     /// Unordered pairs of addresses that cannot talk.
     cut: HashSet<(String, String)>,
+    /// Ordered pairs (from, to): bytes from the first do not reach the second.
+    one_way: HashSet<(String, String)>,
     isolated: HashSet<String>,
     delays: HashMap<String, Duration>,
     /// Addresses whose dials get no answer (see [`MemoryNetwork::silence`]).
@@ -88,8 +90,12 @@ struct NetState {
 }
 
 impl NetState {
-    fn blocked(&self, a: &str, b: &str) -> bool {
-        self.isolated.contains(a) || self.isolated.contains(b) || self.cut.contains(&pair(a, b))
+    /// Whether bytes from `from` are held back before they reach `to`.
+    fn blocked(&self, from: &str, to: &str) -> bool {
+        self.isolated.contains(from)
+            || self.isolated.contains(to)
+            || self.cut.contains(&pair(from, to))
+            || self.one_way.contains(&(from.to_owned(), to.to_owned()))
     }
 
     fn resets(&self, a: &str, b: &str) -> u64 {
@@ -128,6 +134,21 @@ impl MemoryNetwork {
         self.inner.changed.notify_waiters();
     }
 
+    /// Cuts the link from `from` to `to` only: what `from` sends is held
+    /// back, what `to` sends still arrives (an asymmetric partition, as a
+    /// one-sided firewall rule or a broken route makes). A dial either way
+    /// gets no answer, as a handshake needs both directions.
+    pub fn partition_one_way(&self, from: &str, to: &str) {
+        self.lock().one_way.insert((from.to_owned(), to.to_owned()));
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Undoes [`partition_one_way`](Self::partition_one_way).
+    pub fn heal_one_way(&self, from: &str, to: &str) {
+        self.lock().one_way.remove(&(from.to_owned(), to.to_owned()));
+        self.inner.changed.notify_waiters();
+    }
+
     /// Breaks every connection between `a` and `b` now, as a TCP reset or a
     /// QUIC connection lost to a middlebox would: bytes in flight either
     /// way are lost, and each end's next read or write fails. New
@@ -151,7 +172,9 @@ impl MemoryNetwork {
         self.inner.changed.notify_waiters();
     }
 
-    /// Delays every chunk `node` receives by `delay` (zero clears it).
+    /// Delays every chunk `node` receives by `delay` (zero clears it): each
+    /// arrives `delay` after it was written, as on a link with that
+    /// latency (chunks in flight overlap; throughput is not capped).
     pub fn delay(&self, node: &str, delay: Duration) {
         let mut st = self.lock();
         if delay.is_zero() {
@@ -171,11 +194,12 @@ impl MemoryNetwork {
         self.lock().silent.insert(addr.to_owned());
     }
 
-    /// Undoes every partition, isolation, delay and silence.
+    /// Undoes every partition (both-way and one-way), isolation, delay and silence.
     pub fn heal_all(&self) {
         let mut st = self.lock();
         st.silent.clear();
         st.cut.clear();
+        st.one_way.clear();
         st.isolated.clear();
         st.delays.clear();
         drop(st);
@@ -247,7 +271,7 @@ impl Transport for MemoryTransport {
             let st = self.net.lock();
             // A partitioned dial gets no answer, as on a real network; the
             // caller's retry finds the node again once healed.
-            if st.blocked(&local, addr) {
+            if st.blocked(&local, addr) || st.blocked(addr, &local) {
                 return Err(TransportError::Unreachable(addr.to_owned()));
             }
             st.listeners.get(addr).cloned().ok_or_else(|| TransportError::Unreachable(addr.to_owned()))?
@@ -319,8 +343,11 @@ fn reset_error() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionReset, "connection reset (MemoryNetwork::reset)")
 }
 
+/// A chunk and when it was written (a delay counts from then).
+type Chunk = (tokio::time::Instant, Vec<u8>);
+
 struct MemSink {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Chunk>,
     link: Link,
 }
 
@@ -336,7 +363,7 @@ impl ByteSink for MemSink {
             return Err(reset_error());
         }
         let n = bytes.len().min(CHUNK_BYTES);
-        permit.send(bytes[..n].to_vec());
+        permit.send((tokio::time::Instant::now(), bytes[..n].to_vec()));
         Ok(n)
     }
 
@@ -348,14 +375,12 @@ impl ByteSink for MemSink {
 }
 
 struct MemSource {
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Chunk>,
     /// A chunk taken from the pipe but not yet returned (held by a partition
     /// or a delay); kept here so a cancelled `read` loses nothing.
-    held: Option<Vec<u8>>,
+    held: Option<Chunk>,
     /// The part of a released chunk that did not fit the last read.
     released: Option<Vec<u8>>,
-    /// When the held chunk may go, once a delay applies to it.
-    release_at: Option<tokio::time::Instant>,
     net: Arc<Net>,
     from: String,
     to: String,
@@ -364,17 +389,8 @@ struct MemSource {
 
 impl MemSource {
     /// The end of the pipe carrying bytes from `from` to `to`.
-    fn new(rx: mpsc::Receiver<Vec<u8>>, net: &Arc<Net>, from: &str, to: &str, link: Link) -> Self {
-        Self {
-            rx,
-            held: None,
-            released: None,
-            release_at: None,
-            net: net.clone(),
-            from: from.to_owned(),
-            to: to.to_owned(),
-            link,
-        }
+    fn new(rx: mpsc::Receiver<Chunk>, net: &Arc<Net>, from: &str, to: &str, link: Link) -> Self {
+        Self { rx, held: None, released: None, net: net.clone(), from: from.to_owned(), to: to.to_owned(), link }
     }
 
     /// After a reset, what was in flight is lost.
@@ -437,14 +453,13 @@ impl ByteSource for MemSource {
                 continue;
             }
             if !blocked {
-                if let Some(d) = delay {
-                    // Fixed when first seen, so a cancelled read resumes the
-                    // same delay instead of starting it over.
-                    let at = *self.release_at.get_or_insert_with(|| tokio::time::Instant::now() + d);
-                    tokio::time::sleep_until(at).await;
+                if let (Some(d), Some((written, _))) = (delay, &self.held) {
+                    // Latency: a chunk arrives `d` after it was written, so
+                    // chunks in flight overlap (and a cancelled read
+                    // resumes the same wait).
+                    tokio::time::sleep_until(*written + d).await;
                 }
-                self.release_at = None;
-                let chunk = self.held.take().unwrap_or_default();
+                let Some((_, chunk)) = self.held.take() else { continue };
                 return Ok(Some(copy_out(&mut self.released, chunk, buf)));
             }
             changed.await;
@@ -549,5 +564,36 @@ mod tests {
         tokio::task::yield_now().await;
         net.reset(&client_addr, "s");
         assert_eq!(reader.await.unwrap_or_else(|e| panic!("{e}")), Some(io::ErrorKind::ConnectionReset));
+    }
+
+    /// A one-way partition holds back what one end sends and lets the other
+    /// end's bytes through; a dial either way gets no answer; healing
+    /// releases what was held, in order.
+    #[tokio::test(start_paused = true)]
+    async fn a_one_way_partition_holds_one_direction_only() {
+        let net = MemoryNetwork::new();
+        let mut listener = net.transport().listen("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let client = net.transport();
+        let mut conn = client.connect("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let mut accepted = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        let client_addr = accepted.remote_addr.clone();
+        net.partition_one_way(&client_addr, "s");
+        conn.send.write_all(&[1, 2]).await.unwrap_or_else(|e| panic!("{e}"));
+        accepted.send.write_all(&[9]).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 8];
+        let n = conn.recv.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or(0);
+        assert_eq!(&buf[..n], &[9], "the other direction flows");
+        let held = tokio::time::timeout(Duration::from_secs(60), accepted.recv.read(&mut buf)).await;
+        assert!(held.is_err(), "what the cut-off end sends is held back");
+        assert!(client.connect("s").await.is_err(), "a dial from the cut-off end gets no answer");
+        let mut other = net.transport().listen("o").await.unwrap_or_else(|e| panic!("{e}"));
+        net.partition_one_way("o", &client_addr);
+        assert!(client.connect("o").await.is_err(), "nor a dial whose answer cannot come back");
+        net.heal_one_way(&client_addr, "s");
+        let n = accepted.recv.read(&mut buf).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or(0);
+        assert_eq!(&buf[..n], &[1, 2], "healing releases what was held");
+        net.heal_all();
+        let _conn = client.connect("o").await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(other.accept().await.is_ok());
     }
 }
