@@ -9,7 +9,7 @@
 //! registry (`registry`) and the seed dialers.
 
 use actor_core::entropy::HashMap;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -18,12 +18,16 @@ use actor_core::{Actor, ActorRef};
 use actor_remote::{Node, NodeBuilder, NodeContext, NodeError, NodeService, PeerRun};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::membership::{self, FailureDetection, GOSSIP, GossipStats, Ident, Input, LEAVING, MAX_PACKET, Member};
+use crate::membership::{
+    self, DOWNED, DownedNotice, FailureDetection, GOSSIP, GossipStats, Ident, Input, LEAVING, MAX_PACKET, Member,
+};
 use crate::registry::{REGISTRY, Registry};
 use crate::view::{SharedView, Subscription, View};
 
 /// SWIM packets held per member while it is being dialed.
 const HELD_GOSSIP: usize = 32;
+/// The most downed runs a node remembers (see `Shared::downed_runs`).
+const MAX_DOWNED_RUNS: usize = 4096;
 /// A SWIM packet held for a member, with when it was made.
 type Held = (tokio::time::Instant, Vec<u8>);
 
@@ -123,6 +127,7 @@ impl ClusterBuilder {
             detection: self.detection,
             sbr: self.sbr,
             downed: std::sync::atomic::AtomicBool::new(false),
+            downed_runs: Mutex::default(),
             roles: self.roles.clone(),
             view: SharedView::default(),
             stats: Mutex::default(),
@@ -252,6 +257,10 @@ pub(crate) struct Shared {
     pub(crate) sbr: Option<crate::SplitBrainResolver>,
     /// Set once the resolver downed this node.
     downed: std::sync::atomic::AtomicBool,
+    /// Runs of other nodes a split-brain resolver downed (here, or
+    /// elsewhere and heard through SWIM): out for good, under any
+    /// generation. At most [`MAX_DOWNED_RUNS`] (then forgotten at once).
+    downed_runs: Mutex<BTreeSet<(String, u64)>>,
     /// This member's roles.
     roles: Vec<String>,
     pub(crate) view: SharedView,
@@ -369,6 +378,47 @@ impl Shared {
         self.before_leave.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
     }
 
+    /// A resolver (this node's) downed run `run` of `id`.
+    pub(crate) fn mark_downed(&self, id: &str, run: u64) {
+        let mut downed = self.downed_runs.lock().unwrap_or_else(|p| p.into_inner());
+        if downed.len() >= MAX_DOWNED_RUNS {
+            downed.clear();
+        }
+        downed.insert((id.to_owned(), run));
+    }
+
+    /// SWIM holds `who` down for good: a resolver's down (or a leave, which
+    /// is as final; a run the view has as leaving is not recorded, so its
+    /// last packets get no [`DOWNED`] answer).
+    pub(crate) fn learn_downed(&self, who: &Ident) {
+        if who.id == self.id() || self.view.lock().leaving.get(&who.id) == Some(&who.run) {
+            return;
+        }
+        if !self.is_downed_run(&who.id, who.run) {
+            tracing::info!(node = %self.id(), member = %who.id, run = who.run, "a resolver downed this member's run: out for good");
+            self.mark_downed(&who.id, who.run);
+        }
+    }
+
+    /// Whether a resolver downed run `run` of `id`.
+    pub(crate) fn is_downed_run(&self, id: &str, run: u64) -> bool {
+        self.downed_runs.lock().unwrap_or_else(|p| p.into_inner()).contains(&(id.to_owned(), run))
+    }
+
+    /// Tells a downed run it was downed (it downs itself) and closes its
+    /// connection.
+    fn tell_downed(&self, node: &NodeContext, peer: &PeerRun) {
+        let notice = DownedNotice { id: peer.node.clone(), run: peer.run };
+        match actor_remote::codec::encode(&notice) {
+            Ok(payload) => {
+                node.send_system(peer, DOWNED, payload);
+            }
+            Err(e) => tracing::debug!(error = %e, "downed notice not encoded"),
+        }
+        tracing::info!(node = %node.id(), peer = %peer.node, run = peer.run, "a downed run spoke: told it, closing");
+        node.close_peer(peer);
+    }
+
     /// Whether the split-brain resolver downed this node.
     pub(crate) fn is_downed(&self) -> bool {
         self.downed.load(std::sync::atomic::Ordering::SeqCst)
@@ -414,7 +464,7 @@ impl Shared {
 
 impl NodeService for Shared {
     fn handles(&self, wire_name: &str) -> bool {
-        matches!(wire_name, GOSSIP | LEAVING | REGISTRY)
+        matches!(wire_name, GOSSIP | LEAVING | REGISTRY | DOWNED)
     }
 
     fn started(&self, node: NodeContext) {
@@ -438,6 +488,10 @@ impl NodeService for Shared {
         if self.is_downed() {
             // A downed node takes no part in the cluster any more.
             node.close_peer(peer);
+            return;
+        }
+        if self.is_downed_run(&peer.node, peer.run) {
+            self.tell_downed(node, peer);
             return;
         }
         // The peer gets a copy of this node's registry entries first thing,
@@ -470,6 +524,12 @@ impl NodeService for Shared {
         }
         let me = self.id();
         let peer = &from.node;
+        if self.is_downed_run(peer, from.run) {
+            if let Some(node) = self.ctx() {
+                self.tell_downed(node, from);
+            }
+            return;
+        }
         match wire_name {
             GOSSIP => {
                 if payload.len() > MAX_PACKET {
@@ -496,6 +556,16 @@ impl NodeService for Shared {
                 _ => tracing::warn!(node = %me, %peer, "malformed leave notice; ignored"),
             },
             REGISTRY => self.registry.update(self, from, &payload),
+            DOWNED => match actor_remote::codec::decode::<DownedNotice>(&payload) {
+                Ok(notice) if notice.id == me && notice.run == self.run() => {
+                    let shutting_down = self.ctx().is_none_or(NodeContext::is_shutting_down);
+                    let why = format!("a split-brain resolver downed this run (told by {peer})");
+                    if !shutting_down && self.inputs.try_send(Input::Downed(why)).is_err() {
+                        tracing::warn!(node = %me, %peer, "membership busy; downed notice dropped");
+                    }
+                }
+                _ => tracing::warn!(node = %me, %peer, "downed notice about another run, or malformed; ignored"),
+            },
             _ => {}
         }
     }

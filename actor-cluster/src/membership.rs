@@ -26,6 +26,18 @@ use crate::view::{Liveness, View};
 pub(crate) const GOSSIP: &str = "footlight.Gossip";
 /// Wire name of "I am leaving the cluster" (payload: the sender's identity).
 pub(crate) const LEAVING: &str = "footlight.Leaving";
+/// Wire name of "a split-brain resolver downed your run" (payload:
+/// [`DownedNotice`]), sent to a downed run that speaks again.
+pub(crate) const DOWNED: &str = "footlight.Downed";
+
+/// The payload of [`DOWNED`]: the run that was downed.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct DownedNotice {
+    /// Its node id.
+    pub(crate) id: String,
+    /// The run.
+    pub(crate) run: u64,
+}
 /// Inputs queued for the membership task before gossip is dropped (as
 /// SWIM tolerates: it was built for UDP).
 pub(crate) const INPUT_QUEUE: usize = 4096;
@@ -305,6 +317,8 @@ pub(crate) enum Input {
     Leave(oneshot::Sender<()>),
     /// The lease of a lease-majority decision was taken (or not).
     LeaseAnswer(LeaseAnswer),
+    /// A member said a split-brain resolver downed this run: down itself.
+    Downed(String),
 }
 
 /// What asking for the lease of a lease-majority decision gave.
@@ -711,6 +725,12 @@ pub(crate) async fn run(
                     }
                 }
                 Some(Input::LeaseAnswer(answer)) => lease_answer = Some(answer),
+                Some(Input::Downed(why)) => {
+                    if let Some(shared) = shared.upgrade() {
+                        shared.self_down(&why);
+                    }
+                    return;
+                }
                 Some(Input::Leave(done)) => {
                     if let Err(e) = swim.leave_cluster(&mut runtime) {
                         tracing::debug!(error = %e, "leave gossip failed");
@@ -733,10 +753,18 @@ pub(crate) async fn run(
         // dropped, the members it held alive or suspected are kept.
         // With a resolver, the down verdicts are held first: starting over
         // drops them from SWIM, not from the resolver's view.
-        if resolver.is_some()
-            && let Some(shared) = shared.upgrade()
-        {
-            hold_downs(&shared, &mut held, swim.iter_membership_state().map(|m| (m.id(), liveness(m.state()))));
+        if let Some(shared) = shared.upgrade() {
+            // A final down (a resolver's, heard through SWIM) is remembered
+            // by run, whatever generation the run comes back under.
+            for m in swim.iter_membership_state() {
+                if m.state() == State::Down && m.incarnation() == foca::Incarnation::MAX {
+                    shared.learn_downed(m.id());
+                }
+            }
+            if resolver.is_some() {
+                hold_downs(&shared, &mut held, swim.iter_membership_state().map(|m| (m.id(), liveness(m.state()))));
+                held.retain(|_, h| !shared.is_downed_run(&h.id, h.run));
+            }
         }
         let down = swim.iter_membership_state().filter(|m| m.state() == State::Down).map(|m| m.id().clone()).collect();
         if left.is_none() && isolation.judged_while_cut_off(tokio::time::Instant::now(), config.silence_limit(), down) {
@@ -770,6 +798,12 @@ pub(crate) async fn run(
         let collect = |swim: &Swim| -> Vec<(Ident, Liveness)> {
             swim.iter_membership_state().map(|m| (m.id().clone(), liveness(m.state()))).collect()
         };
+        // A downed run is out for good: not a member under any generation.
+        let collect = |swim: &Swim| -> Vec<(Ident, Liveness)> {
+            let mut states = collect(swim);
+            states.retain(|(i, _)| !shared.is_downed_run(&i.id, i.run));
+            states
+        };
         let mut states = collect(&swim);
         if let Some(resolver) = resolver.as_mut() {
             let now = tokio::time::Instant::now();
@@ -781,7 +815,10 @@ pub(crate) async fn run(
                 }
                 SbrOutcome::DownUnreachable(down) => {
                     // SWIM agrees at once (as for a leave): down is final
-                    // for those identities.
+                    // for those identities, and for their runs here.
+                    for who in &down {
+                        shared.mark_downed(&who.id, who.run);
+                    }
                     let down = down.into_iter().map(|who| FocaMember::new(who, foca::Incarnation::MAX, State::Down));
                     if let Err(e) = swim.apply_many(down, true, &mut runtime) {
                         tracing::debug!(error = %e, "resolver's downs not applied");
