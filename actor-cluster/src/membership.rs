@@ -8,6 +8,7 @@
 //! compared with the last one, and the differences become
 //! [`ClusterEvent`]s.
 
+use actor_remote::PeerRun;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Weak;
 use std::time::Duration;
@@ -469,6 +470,17 @@ fn hold_downs<'a>(
     }
 }
 
+/// What one resolver step knows of this node's situation.
+struct Step<'a> {
+    /// This node's current identity.
+    current: &'a Ident,
+    /// Whether this node heard from no member for the silence limit.
+    cut_off: bool,
+    /// Members heard from straight within the silence limit.
+    heard_from: &'a BTreeSet<String>,
+    now: tokio::time::Instant,
+}
+
 /// What the split-brain resolver makes of one step.
 enum SbrOutcome {
     Continue,
@@ -489,17 +501,15 @@ enum SbrOutcome {
 /// until a decision; the set of
 /// unreachable members (all others while this node hears no one) feeds
 /// the resolver, whose verdict is acted on.
-#[allow(clippy::too_many_arguments)]
 fn sbr_step(
     resolver: &mut Resolver,
     shared: &Shared,
-    current: &Ident,
+    step: Step<'_>,
     held: &mut BTreeMap<String, Ident>,
     states: &mut Vec<(Ident, Liveness)>,
-    cut_off: bool,
-    now: tokio::time::Instant,
     answer: Option<LeaseAnswer>,
 ) -> SbrOutcome {
+    let Step { current, cut_off, heard_from, now } = step;
     // A member that left is not held (its leave may have reached SWIM
     // before the notice reached the view).
     {
@@ -524,10 +534,20 @@ fn sbr_step(
     // of it is in view.
     held.retain(|id, h| proposed.get(id).is_some_and(|(m, reachable)| m.run == h.run && !reachable));
     let others = proposed.keys().filter(|id| **id != current.id);
+    // Unreachable from here: SWIM's verdict (its own probes, or gossip of
+    // another member's), unless this node heard from the member straight
+    // within the silence limit. Gossip alone does not get a member downed
+    // that this node hears: a member that was itself cut off or slow
+    // suspects healthy ones, and its stale verdicts spread after the heal
+    // faster than their refutation (the simulation found healthy nodes
+    // downed that way after a short isolation of another).
     let unreachable: BTreeSet<String> = if cut_off {
         others.cloned().collect()
     } else {
-        others.filter(|id| proposed.get(*id).is_some_and(|(_, reachable)| !reachable)).cloned().collect()
+        others
+            .filter(|id| proposed.get(*id).is_some_and(|(_, reachable)| !reachable) && !heard_from.contains(*id))
+            .cloned()
+            .collect()
     };
     resolver.observe(now, unreachable.clone());
     if let Some(answer) = answer {
@@ -808,7 +828,22 @@ pub(crate) async fn run(
         if let Some(resolver) = resolver.as_mut() {
             let now = tokio::time::Instant::now();
             let cut_off = left.is_none() && isolation.silent_for(now, config.silence_limit());
-            match sbr_step(resolver, &shared, &current, &mut held, &mut states, cut_off, now, lease_answer.take()) {
+            // Members this node heard from straight (over their
+            // connection, which carries heartbeats every second) within
+            // the silence limit are reachable from here, whatever SWIM's
+            // gossip says.
+            let heard_from: BTreeSet<String> = match shared.ctx() {
+                Some(ctx) => states
+                    .iter()
+                    .filter(|(i, _)| {
+                        ctx.heard_within(&PeerRun { node: i.id.clone(), run: i.run }, config.silence_limit())
+                    })
+                    .map(|(i, _)| i.id.clone())
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            let step = Step { current: &current, cut_off, heard_from: &heard_from, now };
+            match sbr_step(resolver, &shared, step, &mut held, &mut states, lease_answer.take()) {
                 SbrOutcome::Continue => {}
                 SbrOutcome::AskLease { delay, unreachable, side } => {
                     ask_lease(resolver.settings(), &shared, &me.id, delay, unreachable, side);

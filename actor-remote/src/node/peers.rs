@@ -86,9 +86,21 @@ pub(crate) struct ConnStats {
     pub(crate) frames_out: AtomicU64,
     /// The last heartbeat's round trip, in microseconds (0: none yet).
     pub(crate) rtt_micros: AtomicU64,
+    /// When bytes last arrived (none yet: never).
+    pub(crate) heard_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl ConnStats {
+    /// Bytes arrived now.
+    pub(crate) fn heard(&self) {
+        *self.heard_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+    }
+
+    /// Whether bytes arrived within `within` of now.
+    pub(crate) fn heard_within(&self, within: Duration) -> bool {
+        self.heard_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|at| at.elapsed() < within)
+    }
+
     pub(crate) fn rtt(&self) -> Option<Duration> {
         match self.rtt_micros.load(Ordering::Relaxed) {
             0 => None,

@@ -175,6 +175,16 @@ impl NodeContext {
         self.inner.upgrade().is_some_and(|node| node.peers.current(&peer.node, peer.run).is_some())
     }
 
+    /// Whether bytes came from `peer` over its connection within `within`
+    /// (connections carry heartbeats every second): direct evidence that
+    /// it is up and reachable from here.
+    pub fn heard_within(&self, peer: &PeerRun, within: std::time::Duration) -> bool {
+        self.inner
+            .upgrade()
+            .and_then(|node| node.peers.current(&peer.node, peer.run))
+            .is_some_and(|conn| conn.stats.heard_within(within))
+    }
+
     /// Waits (up to 2 s) until `peer` is connected; false if it is not by then.
     pub async fn await_connected(&self, peer: &PeerRun) -> bool {
         let Some(node) = self.inner.upgrade() else { return false };

@@ -363,6 +363,7 @@ impl Driver {
             Woke::Work => self.take_work(),
             Woke::Read(Ok(Some(n))) => {
                 self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                self.stats.heard();
                 let idle = self.inbound.delivering.is_none();
                 let inbound = &mut self.inbound;
                 self.session.handle_input_with(now(), &self.read_buf[..n], |tell| inbound.offer(idle, tell));
