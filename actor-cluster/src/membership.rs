@@ -470,13 +470,20 @@ fn hold_downs<'a>(
     }
 }
 
+/// How recently bytes must have come from a member over its connection for
+/// the resolver to hold it reachable whatever SWIM says: one and a half
+/// heartbeat intervals (connections send one every second when idle), so a
+/// healthy member is always within it and a cut one is out of it 1.5 s
+/// after the cut, about when SWIM suspects it anyway.
+pub(crate) const HEARD_WITHIN: std::time::Duration = std::time::Duration::from_millis(1_500);
+
 /// What one resolver step knows of this node's situation.
 struct Step<'a> {
     /// This node's current identity.
     current: &'a Ident,
     /// Whether this node heard from no member for the silence limit.
     cut_off: bool,
-    /// Members heard from straight within the silence limit.
+    /// Members heard from straight within [`HEARD_WITHIN`].
     heard_from: &'a BTreeSet<String>,
     now: tokio::time::Instant,
 }
@@ -536,7 +543,7 @@ fn sbr_step(
     let others = proposed.keys().filter(|id| **id != current.id);
     // Unreachable from here: SWIM's verdict (its own probes, or gossip of
     // another member's), unless this node heard from the member straight
-    // within the silence limit. Gossip alone does not get a member downed
+    // within `HEARD_WITHIN`. Gossip alone does not get a member downed
     // that this node hears: a member that was itself cut off or slow
     // suspects healthy ones, and its stale verdicts spread after the heal
     // faster than their refutation (the simulation found healthy nodes
@@ -830,14 +837,12 @@ pub(crate) async fn run(
             let cut_off = left.is_none() && isolation.silent_for(now, config.silence_limit());
             // Members this node heard from straight (over their
             // connection, which carries heartbeats every second) within
-            // the silence limit are reachable from here, whatever SWIM's
+            // `HEARD_WITHIN` are reachable from here, whatever SWIM's
             // gossip says.
             let heard_from: BTreeSet<String> = match shared.ctx() {
                 Some(ctx) => states
                     .iter()
-                    .filter(|(i, _)| {
-                        ctx.heard_within(&PeerRun { node: i.id.clone(), run: i.run }, config.silence_limit())
-                    })
+                    .filter(|(i, _)| ctx.heard_within(&PeerRun { node: i.id.clone(), run: i.run }, HEARD_WITHIN))
                     .map(|(i, _)| i.id.clone())
                     .collect(),
                 None => BTreeSet::new(),
