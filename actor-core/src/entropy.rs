@@ -140,8 +140,19 @@ impl BuildHasher for Keys {
 pub type HashMap<K, V> = std::collections::HashMap<K, V, Keys>;
 /// A hash set with [`Keys`].
 pub type HashSet<K> = std::collections::HashSet<K, Keys>;
-/// A concurrent map with [`Keys`].
+/// A concurrent map with [`Keys`]: make one with [`dash_map`], whose shard
+/// count does not depend on the machine.
 pub type DashMap<K, V> = dashmap::DashMap<K, V, Keys>;
+
+/// Shards of a [`dash_map`]: fixed, where dashmap's default follows the
+/// machine's parallelism, so that a seeded run orders its maps the same on
+/// every machine.
+pub const DASH_MAP_SHARDS: usize = 32;
+
+/// An empty [`DashMap`] with fresh [`Keys`] and [`DASH_MAP_SHARDS`] shards.
+pub fn dash_map<K: Eq + std::hash::Hash, V>() -> DashMap<K, V> {
+    dashmap::DashMap::with_hasher_and_shard_amount(Keys::new(), DASH_MAP_SHARDS)
+}
 /// A concurrent set with [`Keys`].
 pub type DashSet<K> = dashmap::DashSet<K, Keys>;
 

@@ -15,7 +15,6 @@
 //! Asks started are counted in one process-wide counter ([`asks_started`]),
 //! read on demand.
 
-use crate::entropy::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -51,9 +50,12 @@ pub(crate) fn handler_times() -> bool {
 
 /// The label of each actor type, made once per type (the histogram itself
 /// is looked up on every record: a recorder installed later still gets it).
-fn labels() -> &'static DashMap<&'static str, metrics::SharedString> {
-    static LABELS: std::sync::OnceLock<DashMap<&'static str, metrics::SharedString>> = std::sync::OnceLock::new();
-    LABELS.get_or_init(DashMap::default)
+/// Process-wide, so std's keys (not a simulation's seed: a run that made
+/// it first would shift its own numbers).
+fn labels() -> &'static dashmap::DashMap<&'static str, metrics::SharedString> {
+    static LABELS: std::sync::OnceLock<dashmap::DashMap<&'static str, metrics::SharedString>> =
+        std::sync::OnceLock::new();
+    LABELS.get_or_init(dashmap::DashMap::new)
 }
 
 /// A handler of an actor of type `type_name` took `took`.

@@ -156,8 +156,8 @@ impl ActorSystem {
         Self {
             inner: Arc::new(SystemInner {
                 name: name.into(),
-                top_level: DashMap::default(),
-                registry: DashMap::default(),
+                top_level: crate::entropy::dash_map(),
+                registry: crate::entropy::dash_map(),
                 shutting_down: AtomicBool::new(false),
             }),
         }

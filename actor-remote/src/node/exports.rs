@@ -42,10 +42,10 @@ pub(crate) struct Exports {
 impl Default for Exports {
     fn default() -> Self {
         Exports {
-            by_name: DashMap::default(),
-            by_handle: DashMap::default(),
-            exporters: DashMap::default(),
-            handles: DashMap::default(),
+            by_name: actor_core::entropy::dash_map(),
+            by_handle: actor_core::entropy::dash_map(),
+            exporters: actor_core::entropy::dash_map(),
+            handles: actor_core::entropy::dash_map(),
             keys: actor_core::entropy::Keys::new(),
         }
     }
