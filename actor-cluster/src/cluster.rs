@@ -9,7 +9,7 @@
 //! registry (`registry`) and the seed dialers.
 
 use actor_core::entropy::HashMap;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -26,8 +26,52 @@ use crate::view::{SharedView, Subscription, View};
 
 /// SWIM packets held per member while it is being dialed.
 const HELD_GOSSIP: usize = 32;
-/// The most downed runs a node remembers (see `Shared::downed_runs`).
+/// The most downed runs a node remembers (see `Shared::downed_runs`); the
+/// oldest is forgotten first.
 const MAX_DOWNED_RUNS: usize = 4096;
+
+/// The runs a resolver downed, oldest first, and when each was last told.
+#[derive(Default)]
+struct DownedRuns {
+    by_node: BTreeMap<String, BTreeMap<u64, Option<tokio::time::Instant>>>,
+    order: VecDeque<(String, u64)>,
+}
+
+impl DownedRuns {
+    fn insert(&mut self, id: &str, run: u64) -> bool {
+        if self.contains(id, run) {
+            return false;
+        }
+        if self.order.len() >= MAX_DOWNED_RUNS
+            && let Some((old, old_run)) = self.order.pop_front()
+            && let Some(runs) = self.by_node.get_mut(&old)
+        {
+            runs.remove(&old_run);
+            if runs.is_empty() {
+                self.by_node.remove(&old);
+            }
+        }
+        self.by_node.entry(id.to_owned()).or_default().insert(run, None);
+        self.order.push_back((id.to_owned(), run));
+        true
+    }
+
+    fn contains(&self, id: &str, run: u64) -> bool {
+        self.by_node.get(id).is_some_and(|runs| runs.contains_key(&run))
+    }
+
+    /// Whether that run may be told now (not in the last second); if so,
+    /// notes it was.
+    fn may_tell(&mut self, id: &str, run: u64) -> bool {
+        let Some(told) = self.by_node.get_mut(id).and_then(|runs| runs.get_mut(&run)) else { return false };
+        let now = tokio::time::Instant::now();
+        if told.is_some_and(|at| now.duration_since(at) < std::time::Duration::from_secs(1)) {
+            return false;
+        }
+        *told = Some(now);
+        true
+    }
+}
 /// A SWIM packet held for a member, with when it was made.
 type Held = (tokio::time::Instant, Vec<u8>);
 
@@ -259,8 +303,8 @@ pub(crate) struct Shared {
     downed: std::sync::atomic::AtomicBool,
     /// Runs of other nodes a split-brain resolver downed (here, or
     /// elsewhere and heard through SWIM): out for good, under any
-    /// generation. At most [`MAX_DOWNED_RUNS`] (then forgotten at once).
-    downed_runs: Mutex<BTreeSet<(String, u64)>>,
+    /// generation.
+    downed_runs: Mutex<DownedRuns>,
     /// This member's roles.
     roles: Vec<String>,
     pub(crate) view: SharedView,
@@ -336,6 +380,11 @@ impl Shared {
     /// the packet (a few per member) and dials it.
     pub(crate) fn send_gossip(&self, to: &Ident, bytes: Vec<u8>) {
         let Some(node) = self.ctx() else { return };
+        if self.is_downed_run(&to.id, to.run) {
+            // SWIM announces itself to members it holds down, to re-form
+            // after a partition: not to a run a resolver downed.
+            return;
+        }
         let peer = PeerRun { node: to.id.clone(), run: to.run };
         let len = bytes.len();
         if node.is_connected(&peer) {
@@ -378,36 +427,24 @@ impl Shared {
         self.before_leave.lock().unwrap_or_else(|p| p.into_inner()).push(hook);
     }
 
-    /// A resolver (this node's) downed run `run` of `id`.
-    pub(crate) fn mark_downed(&self, id: &str, run: u64) {
-        let mut downed = self.downed_runs.lock().unwrap_or_else(|p| p.into_inner());
-        if downed.len() >= MAX_DOWNED_RUNS {
-            downed.clear();
-        }
-        downed.insert((id.to_owned(), run));
-    }
-
-    /// SWIM holds `who` down for good: a resolver's down (or a leave, which
-    /// is as final; a run the view has as leaving is not recorded, so its
-    /// last packets get no [`DOWNED`] answer).
-    pub(crate) fn learn_downed(&self, who: &Ident) {
-        if who.id == self.id() || self.view.lock().leaving.get(&who.id) == Some(&who.run) {
-            return;
-        }
-        if !self.is_downed_run(&who.id, who.run) {
-            tracing::info!(node = %self.id(), member = %who.id, run = who.run, "a resolver downed this member's run: out for good");
-            self.mark_downed(&who.id, who.run);
-        }
+    /// A resolver downed run `run` of `id` (this node's resolver, or
+    /// another's heard through SWIM); true if it was not known yet.
+    pub(crate) fn mark_downed(&self, id: &str, run: u64) -> bool {
+        self.downed_runs.lock().unwrap_or_else(|p| p.into_inner()).insert(id, run)
     }
 
     /// Whether a resolver downed run `run` of `id`.
     pub(crate) fn is_downed_run(&self, id: &str, run: u64) -> bool {
-        self.downed_runs.lock().unwrap_or_else(|p| p.into_inner()).contains(&(id.to_owned(), run))
+        self.downed_runs.lock().unwrap_or_else(|p| p.into_inner()).contains(id, run)
     }
 
-    /// Tells a downed run it was downed (it downs itself) and closes its
-    /// connection.
+    /// Tells a downed run, at most once a second, that it was downed: it
+    /// downs itself, which closes its connections. (The connection stays
+    /// open meanwhile, so the notice is not overtaken by a close.)
     fn tell_downed(&self, node: &NodeContext, peer: &PeerRun) {
+        if !self.downed_runs.lock().unwrap_or_else(|p| p.into_inner()).may_tell(&peer.node, peer.run) {
+            return;
+        }
         let notice = DownedNotice { id: peer.node.clone(), run: peer.run };
         match actor_remote::codec::encode(&notice) {
             Ok(payload) => {
@@ -415,8 +452,7 @@ impl Shared {
             }
             Err(e) => tracing::debug!(error = %e, "downed notice not encoded"),
         }
-        tracing::info!(node = %node.id(), peer = %peer.node, run = peer.run, "a downed run spoke: told it, closing");
-        node.close_peer(peer);
+        tracing::info!(node = %node.id(), peer = %peer.node, run = peer.run, "a downed run spoke: told it so");
     }
 
     /// Whether the split-brain resolver downed this node.
@@ -524,7 +560,7 @@ impl NodeService for Shared {
         }
         let me = self.id();
         let peer = &from.node;
-        if self.is_downed_run(peer, from.run) {
+        if wire_name != DOWNED && self.is_downed_run(peer, from.run) {
             if let Some(node) = self.ctx() {
                 self.tell_downed(node, from);
             }
@@ -556,6 +592,11 @@ impl NodeService for Shared {
                 _ => tracing::warn!(node = %me, %peer, "malformed leave notice; ignored"),
             },
             REGISTRY => self.registry.update(self, from, &payload),
+            // Only with a resolver, and only from a member of this node's
+            // view (a connected node outside the cluster is not heard).
+            DOWNED if self.sbr.is_none() || self.run_of(peer) != Some(from.run) => {
+                tracing::warn!(node = %me, %peer, "downed notice from a non-member, or without a resolver; ignored");
+            }
             DOWNED => match actor_remote::codec::decode::<DownedNotice>(&payload) {
                 Ok(notice) if notice.id == me && notice.run == self.run() => {
                     let shutting_down = self.ctx().is_none_or(NodeContext::is_shutting_down);

@@ -470,12 +470,9 @@ fn hold_downs<'a>(
     }
 }
 
-/// How recently bytes must have come from a member over its connection for
-/// the resolver to hold it reachable whatever SWIM says: one and a half
-/// heartbeat intervals (connections send one every second when idle), so a
-/// healthy member is always within it and a cut one is out of it 1.5 s
-/// after the cut, about when SWIM suspects it anyway.
-pub(crate) const HEARD_WITHIN: std::time::Duration = std::time::Duration::from_millis(1_500);
+/// The most runs a node remembers as having left (see `run`); then it
+/// forgets them all (a forgotten one would only be taken as downed).
+const MAX_LEFT_RUNS: usize = 4096;
 
 /// What one resolver step knows of this node's situation.
 struct Step<'a> {
@@ -483,7 +480,8 @@ struct Step<'a> {
     current: &'a Ident,
     /// Whether this node heard from no member for the silence limit.
     cut_off: bool,
-    /// Members heard from straight within [`HEARD_WITHIN`].
+    /// Members heard from straight lately
+    /// ([`NodeContext::hears`](actor_remote::NodeContext::hears)).
     heard_from: &'a BTreeSet<String>,
     now: tokio::time::Instant,
 }
@@ -543,7 +541,7 @@ fn sbr_step(
     let others = proposed.keys().filter(|id| **id != current.id);
     // Unreachable from here: SWIM's verdict (its own probes, or gossip of
     // another member's), unless this node heard from the member straight
-    // within `HEARD_WITHIN`. Gossip alone does not get a member downed
+    // lately (`NodeContext::hears`). Gossip alone does not get a member downed
     // that this node hears: a member that was itself cut off or slow
     // suspects healthy ones, and its stale verdicts spread after the heal
     // faster than their refutation (the simulation found healthy nodes
@@ -703,6 +701,8 @@ pub(crate) async fn run(
     let mut isolation = Isolation::new(tokio::time::Instant::now());
     let mut resolver = sbr.map(|settings| Resolver::new(settings, tokio::time::Instant::now()));
     let mut held: BTreeMap<String, Ident> = BTreeMap::new();
+    // Runs that said they leave: their final down is not a resolver's.
+    let mut leavers: BTreeSet<(String, u64)> = BTreeSet::new();
     loop {
         let mut left = None;
         let mut lease_answer = None;
@@ -737,6 +737,10 @@ pub(crate) async fn run(
                 }
                 Some(Input::Leaving(who)) => {
                     isolation.heard(tokio::time::Instant::now());
+                    if leavers.len() >= MAX_LEFT_RUNS {
+                        leavers.clear();
+                    }
+                    leavers.insert((who.id.clone(), who.run));
                     if let Some(shared) = shared.upgrade() {
                         let mut view = shared.view.lock();
                         // Only members are remembered as leaving.
@@ -780,18 +784,26 @@ pub(crate) async fn run(
         // dropped, the members it held alive or suspected are kept.
         // With a resolver, the down verdicts are held first: starting over
         // drops them from SWIM, not from the resolver's view.
-        if let Some(shared) = shared.upgrade() {
-            // A final down (a resolver's, heard through SWIM) is remembered
-            // by run, whatever generation the run comes back under.
+        if resolver.is_some()
+            && let Some(shared) = shared.upgrade()
+        {
+            // A final down heard through SWIM (incarnation MAX: another
+            // resolver's decision, or a leave, which this node heard of
+            // first as a notice) is remembered by run, whatever generation
+            // the run comes back under.
             for m in swim.iter_membership_state() {
-                if m.state() == State::Down && m.incarnation() == foca::Incarnation::MAX {
-                    shared.learn_downed(m.id());
+                let who = m.id();
+                if m.state() == State::Down
+                    && m.incarnation() == foca::Incarnation::MAX
+                    && who.id != me.id
+                    && !leavers.contains(&(who.id.clone(), who.run))
+                    && shared.mark_downed(&who.id, who.run)
+                {
+                    tracing::info!(node = %me.id, member = %who.id, run = who.run, "a resolver downed this member's run: out for good");
                 }
             }
-            if resolver.is_some() {
-                hold_downs(&shared, &mut held, swim.iter_membership_state().map(|m| (m.id(), liveness(m.state()))));
-                held.retain(|_, h| !shared.is_downed_run(&h.id, h.run));
-            }
+            hold_downs(&shared, &mut held, swim.iter_membership_state().map(|m| (m.id(), liveness(m.state()))));
+            held.retain(|_, h| !shared.is_downed_run(&h.id, h.run));
         }
         let down = swim.iter_membership_state().filter(|m| m.state() == State::Down).map(|m| m.id().clone()).collect();
         if left.is_none() && isolation.judged_while_cut_off(tokio::time::Instant::now(), config.silence_limit(), down) {
@@ -822,27 +834,27 @@ pub(crate) async fn run(
         }
         // Our own identity changes when we rejoin; keep it in the view.
         let current = swim.identity().clone();
+        // A run a resolver downed is out for good: not a member under any
+        // generation.
         let collect = |swim: &Swim| -> Vec<(Ident, Liveness)> {
-            swim.iter_membership_state().map(|m| (m.id().clone(), liveness(m.state()))).collect()
-        };
-        // A downed run is out for good: not a member under any generation.
-        let collect = |swim: &Swim| -> Vec<(Ident, Liveness)> {
-            let mut states = collect(swim);
-            states.retain(|(i, _)| !shared.is_downed_run(&i.id, i.run));
-            states
+            swim.iter_membership_state()
+                .filter(|m| !shared.is_downed_run(&m.id().id, m.id().run))
+                .map(|m| (m.id().clone(), liveness(m.state())))
+                .collect()
         };
         let mut states = collect(&swim);
         if let Some(resolver) = resolver.as_mut() {
             let now = tokio::time::Instant::now();
             let cut_off = left.is_none() && isolation.silent_for(now, config.silence_limit());
             // Members this node heard from straight (over their
-            // connection, which carries heartbeats every second) within
-            // `HEARD_WITHIN` are reachable from here, whatever SWIM's
-            // gossip says.
+            // connection, which carries a heartbeat every interval) within
+            // one and a half intervals are reachable from here, whatever
+            // SWIM's gossip says. Asked only of those SWIM does not hold
+            // alive.
             let heard_from: BTreeSet<String> = match shared.ctx() {
                 Some(ctx) => states
                     .iter()
-                    .filter(|(i, _)| ctx.heard_within(&PeerRun { node: i.id.clone(), run: i.run }, HEARD_WITHIN))
+                    .filter(|(i, l)| *l != Liveness::Alive && ctx.hears(&PeerRun { node: i.id.clone(), run: i.run }))
                     .map(|(i, _)| i.id.clone())
                     .collect(),
                 None => BTreeSet::new(),

@@ -175,14 +175,15 @@ impl NodeContext {
         self.inner.upgrade().is_some_and(|node| node.peers.current(&peer.node, peer.run).is_some())
     }
 
-    /// Whether bytes came from `peer` over its connection within `within`
-    /// (connections carry heartbeats every second): direct evidence that
-    /// it is up and reachable from here.
-    pub fn heard_within(&self, peer: &PeerRun, within: std::time::Duration) -> bool {
-        self.inner
-            .upgrade()
-            .and_then(|node| node.peers.current(&peer.node, peer.run))
-            .is_some_and(|conn| conn.stats.heard_within(within))
+    /// Whether bytes came from `peer` over its connection within one and
+    /// a half heartbeat intervals (a quiet connection carries one every
+    /// interval, 1 s by default): direct evidence that it is up and
+    /// reachable from here.
+    pub fn hears(&self, peer: &PeerRun) -> bool {
+        self.inner.upgrade().is_some_and(|node| {
+            let within = node.session.heartbeat_interval.mul_f32(1.5);
+            node.peers.current(&peer.node, peer.run).is_some_and(|conn| conn.stats.heard_within(within))
+        })
     }
 
     /// Waits (up to 2 s) until `peer` is connected; false if it is not by then.

@@ -95,7 +95,7 @@ impl NetState {
         self.isolated.contains(from)
             || self.isolated.contains(to)
             || self.cut.contains(&pair(from, to))
-            || self.one_way.contains(&(from.to_owned(), to.to_owned()))
+            || (!self.one_way.is_empty() && self.one_way.contains(&(from.to_owned(), to.to_owned())))
     }
 
     fn resets(&self, a: &str, b: &str) -> u64 {
