@@ -46,6 +46,8 @@ pub const AFTERMATH: Duration = Duration::from_secs(30);
 /// - **watches**: a watch fires at most once per watch made, with
 ///   `NodeDown` only as above; a watch on a run that ended, held by a run
 ///   alive at the end, has fired by the end;
+/// - **self-down**: a node downs itself only when a fault cut it off (or
+///   slowed it) shortly before;
 /// - **stays down**: a run once seen down is never seen up (or reachable)
 ///   again by that observer, and is no member of anyone at the end;
 /// - **re-formed**: at the end every node is up and sees exactly the live
@@ -118,6 +120,7 @@ impl<'a> Checker<'a> {
         self.messages();
         self.asks();
         self.downs();
+        self.self_downs();
         self.stays_down();
         self.watches();
         self.reformed();
@@ -224,6 +227,18 @@ impl<'a> Checker<'a> {
                     e.at,
                     format!("{node}/{run} saw {member}/{member_run} down, which was up and reachable"),
                 );
+            }
+        }
+    }
+
+    fn self_downs(&mut self) {
+        for e in &self.entries[..self.ending] {
+            let Event::SelfDowned { node, run } = &e.event else { continue };
+            let caused = self.faults.iter().any(|(start, end, fault)| {
+                *start <= e.at && end.is_none_or(|end| end + AFTERMATH >= e.at) && fault.touches(node)
+            });
+            if !caused {
+                self.violation("self-down", e.at, format!("{node}/{run} downed itself with no fault cutting it off"));
             }
         }
     }
@@ -412,6 +427,18 @@ mod tests {
         let other = Fault::Isolate { node: "c".into() };
         let unrelated = vec![(1_000, Event::Fault(other.clone())), (9_000, Event::FaultEnded(other)), saw(10_000)];
         assert_eq!(down_rules(unrelated), ["down"], "another node's isolation does not excuse it");
+    }
+
+    #[test]
+    fn a_self_down_needs_a_cut() {
+        let downed = (5_000, Event::SelfDowned { node: "b".into(), run: 2 });
+        assert_eq!(down_rules(vec![downed.clone()]), ["self-down"]);
+        let cut = Fault::Partition { a: "a".into(), b: "b".into() };
+        let events = vec![(1_000, Event::Fault(cut.clone())), (3_000, Event::FaultEnded(cut)), downed.clone()];
+        assert_eq!(down_rules(events), Vec::<&str>::new());
+        let kill = Fault::Kill { node: "a".into() };
+        let events = vec![(1_000, Event::Fault(kill.clone())), (3_000, Event::FaultEnded(kill)), downed];
+        assert_eq!(down_rules(events), ["self-down"], "another node's kill is no reason");
     }
 
     #[test]

@@ -52,9 +52,10 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Whether, while this fault lasts, `observer` may rightly find
-    /// `member` unreachable (and so, past the detection budget, down):
-    /// the fault cuts `member` off, or cuts the two apart, or cuts the
+    /// Whether, while this fault lasts (and for a while after), `observer`
+    /// may rightly find `member` unreachable, and so, past the detection
+    /// budget, down: the fault cuts `member` off from someone (any
+    /// observer may then see the resolvers' verdict on it), or cuts the
     /// observer off from everyone.
     pub fn may_cut_off(&self, observer: &str, member: &str) -> bool {
         match self {
@@ -63,6 +64,17 @@ impl Fault {
             Fault::Isolate { node } | Fault::Delay { node, .. } => node == member || node == observer,
             Fault::Kill { node } => node == member,
             Fault::Reset { .. } => false,
+        }
+    }
+
+    /// Whether the fault cuts `node` off from some other node, or slows
+    /// what it receives: reason enough for `node` to down itself.
+    pub fn touches(&self, node: &str) -> bool {
+        match self {
+            Fault::Partition { a, b } => a == node || b == node,
+            Fault::OneWay { from, to } => from == node || to == node,
+            Fault::Isolate { node: n } | Fault::Delay { node: n, .. } => n == node,
+            Fault::Kill { .. } | Fault::Reset { .. } => false,
         }
     }
 

@@ -99,6 +99,17 @@ pub struct Report<R> {
     pub trace: Trace,
 }
 
+thread_local! {
+    /// When the run on this thread began (its runtime's virtual clock).
+    static BEGAN: std::cell::Cell<Option<tokio::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Virtual time since the simulated run on this thread began, if one is
+/// running: for stamping logs (`footlight-sim` does).
+pub fn elapsed() -> Option<Duration> {
+    BEGAN.with(|b| b.get()).map(|began| began.elapsed())
+}
+
 /// The most nodes a simulation runs (each is a full node with its
 /// membership, registry and connections).
 pub const MAX_NODES: usize = 1_000;
@@ -200,6 +211,7 @@ impl Sim {
             builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&self.seed.to_le_bytes()));
             let runtime = builder.build()?;
             let result = runtime.block_on(self.run_on(scenario));
+            BEGAN.with(|b| b.set(None));
             // Dropped in the seeded scope: what it still runs numbers from the seed.
             drop(runtime);
             result
@@ -211,6 +223,7 @@ impl Sim {
         F: FnOnce(World) -> Fut,
         Fut: Future<Output = R>,
     {
+        BEGAN.with(|b| b.set(Some(tokio::time::Instant::now())));
         let world = World::new(self.node_ids(), self.latency);
         // Joining is one member at a time through the first: allow for it.
         world.start_all(Duration::from_secs(60) + Duration::from_millis(200) * self.nodes as u32).await?;

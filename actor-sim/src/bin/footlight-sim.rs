@@ -50,19 +50,14 @@ fn parse_range(s: &str) -> Result<Range<u64>, String> {
     Ok(a..b)
 }
 
-/// Log lines stamped with the simulation's virtual time (since the
-/// process's first log line inside a run's runtime).
+/// Log lines stamped with the run's virtual time, as the trace is.
 struct VirtualTime;
 
 impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
-        match tokio::runtime::Handle::try_current() {
-            Ok(_) => {
-                let start = *START.get_or_init(tokio::time::Instant::now);
-                write!(w, "{:>10.3}s", tokio::time::Instant::now().saturating_duration_since(start).as_secs_f64())
-            }
-            Err(_) => write!(w, "{:>11}", "-"),
+        match actor_sim::elapsed() {
+            Some(at) => write!(w, "{:>10.3}s", at.as_secs_f64()),
+            None => write!(w, "{:>11}", "-"),
         }
     }
 }
