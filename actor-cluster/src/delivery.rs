@@ -794,12 +794,9 @@ async fn produce(
     mut stop: oneshot::Receiver<()>,
 ) {
     let me = cluster.id().to_owned();
-    // This run of the producer (see `Data::epoch`).
-    let epoch = {
-        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = actor_core::entropy::number(&RUNS);
-        cluster.run().wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.rotate_left(32) ^ actor_core::entropy::next_u64()
-    };
+    // This run of the producer (see `Data::epoch`): a random number, only
+    // ever compared for equality.
+    let epoch = actor_core::entropy::next_u64();
     let mut target: Option<ActorRef<ConsumerEndpoint>> = None;
     // Sent so far (the highest sequence number handed to the connection).
     let mut sent: u64 = 0;

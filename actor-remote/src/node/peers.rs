@@ -78,7 +78,7 @@ impl Settle {
 
 /// Counters of one connection, kept by its task and read by
 /// [`Node::peer_stats`](super::Node::peer_stats).
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub(crate) struct ConnStats {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
@@ -86,19 +86,39 @@ pub(crate) struct ConnStats {
     pub(crate) frames_out: AtomicU64,
     /// The last heartbeat's round trip, in microseconds (0: none yet).
     pub(crate) rtt_micros: AtomicU64,
-    /// When bytes last arrived (none yet: never).
-    pub(crate) heard_at: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// When the connection was made (on the runtime's clock).
+    born: std::time::Instant,
+    /// When the session last heard the peer ([`Session::last_heard`]), in
+    /// microseconds after `born`.
+    ///
+    /// [`Session::last_heard`]: crate::proto::session::Session::last_heard
+    heard_micros: AtomicU64,
 }
 
 impl ConnStats {
-    /// Bytes arrived now.
-    pub(crate) fn heard(&self) {
-        *self.heard_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+    /// The counters of a connection made now.
+    pub(crate) fn new() -> Self {
+        ConnStats {
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            rtt_micros: AtomicU64::new(0),
+            born: tokio::time::Instant::now().into_std(),
+            heard_micros: AtomicU64::new(0),
+        }
     }
 
-    /// Whether bytes arrived within `within` of now.
+    /// The session last heard the peer at `at`.
+    pub(crate) fn heard(&self, at: std::time::Instant) {
+        let micros = u64::try_from(at.saturating_duration_since(self.born).as_micros()).unwrap_or(u64::MAX);
+        self.heard_micros.store(micros, Ordering::Relaxed);
+    }
+
+    /// Whether the session heard the peer within `within` of now.
     pub(crate) fn heard_within(&self, within: Duration) -> bool {
-        self.heard_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|at| at.elapsed() < within)
+        let heard = self.born + Duration::from_micros(self.heard_micros.load(Ordering::Relaxed));
+        tokio::time::Instant::now().into_std().saturating_duration_since(heard) < within
     }
 
     pub(crate) fn rtt(&self) -> Option<Duration> {

@@ -172,7 +172,7 @@ impl Driver {
             settle: Settle::default(),
             connected,
             next_sweep: tokio::time::Instant::now() + SWEEP_EVERY,
-            stats: Arc::default(),
+            stats: Arc::new(ConnStats::new()),
         }
     }
 
@@ -363,7 +363,6 @@ impl Driver {
             Woke::Work => self.take_work(),
             Woke::Read(Ok(Some(n))) => {
                 self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                self.stats.heard();
                 let idle = self.inbound.delivering.is_none();
                 let inbound = &mut self.inbound;
                 self.session.handle_input_with(now(), &self.read_buf[..n], |tell| inbound.offer(idle, tell));
@@ -425,6 +424,7 @@ impl Driver {
         let (frames_in, frames_out) = self.session.frames();
         self.stats.frames_in.store(frames_in, Ordering::Relaxed);
         self.stats.frames_out.store(frames_out, Ordering::Relaxed);
+        self.stats.heard(self.session.last_heard());
     }
 
     /// Takes everything queued at once (so frames leave in batches) and
