@@ -2036,6 +2036,10 @@ impl<A: RemoteActor> Region<A> {
     fn rebalance(&mut self) {
         self.unsettled = false;
         self.dirty = false;
+        // Set again below only while this node waits to take shards: a
+        // node that is leaving, or no longer eligible, has no margin to
+        // wait for, and a wake-up time left in the past would spin the loop.
+        self.settle_at = None;
         if self.cluster.is_downed() {
             // The loop ends at the `SelfDowned` event, which follows.
             self.kill_all();
@@ -2085,7 +2089,6 @@ impl<A: RemoteActor> Region<A> {
             let shared = &self.cluster.shared;
             let synced = members.iter().all(|m| m.id == me || shared.registry.synced_with(shared, &m.id));
             let mut waiting = false;
-            self.settle_at = None;
             if Instant::now() < self.not_before {
                 // Nothing to do before the margin ends: sleep till then.
                 self.settle_at = Some(self.not_before);
