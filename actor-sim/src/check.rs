@@ -51,7 +51,13 @@ pub const AFTERMATH: Duration = Duration::from_secs(30);
 /// - **stays down**: a run once seen down is never seen up (or reachable)
 ///   again by that observer, and is no member of anyone at the end;
 /// - **re-formed**: at the end every node is up and sees exactly the live
-///   runs as members.
+///   runs as members;
+/// - **one instance**: a singleton, or a sharded entity id, never runs on
+///   two nodes (or two runs) at once;
+/// - **delivery**: a reliable consumer gets each producer's messages in
+///   order, each once while it lives, with no gap (a consumer that
+///   replaces a lost one starts no later than where the lost one stopped);
+///   every message a producer saw acknowledged was handled.
 pub fn check(trace: &Trace) -> Vec<Violation> {
     Checker::new(trace.entries()).run()
 }
@@ -124,6 +130,8 @@ impl<'a> Checker<'a> {
         self.stays_down();
         self.watches();
         self.reformed();
+        self.instances();
+        self.deliveries();
         self.out
     }
 
@@ -366,6 +374,80 @@ impl<'a> Checker<'a> {
     }
 }
 
+impl<'a> Checker<'a> {
+    fn instances(&mut self) {
+        let mut running: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
+        for e in self.entries {
+            match &e.event {
+                Event::InstanceStarted { of, node, run } => {
+                    let on = running.entry(of).or_default();
+                    if !on.is_empty() {
+                        let detail = format!("{of} started on {node}/{run} while it ran on {on:?}");
+                        self.violation("one instance", e.at, detail);
+                    }
+                    on.push((node, *run));
+                }
+                Event::InstanceStopped { of, node, run } => {
+                    let on = running.entry(of).or_default();
+                    match on.iter().position(|r| *r == (node.as_str(), *run)) {
+                        Some(i) => {
+                            on.remove(i);
+                        }
+                        None => self.violation(
+                            "one instance",
+                            e.at,
+                            format!("{of} stopped on {node}/{run}, where it never ran"),
+                        ),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn deliveries(&mut self) {
+        // (producer, consumer node) → the highest sequence number handled.
+        let mut highest: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        // (producer, consumer node, consumer run) → the last one handled.
+        let mut last: BTreeMap<(&str, &str, u64), u64> = BTreeMap::new();
+        for e in self.entries {
+            match &e.event {
+                Event::Delivered { node, run, producer, seq } => {
+                    let high = highest.entry((producer, node)).or_default();
+                    match last.get(&(producer.as_str(), node.as_str(), *run)) {
+                        Some(prev) if *seq != prev + 1 => self.violation(
+                            "delivery",
+                            e.at,
+                            format!("the consumer on {node}/{run} got {seq} from {producer} after {prev}"),
+                        ),
+                        None if *seq > *high + 1 => self.violation(
+                            "delivery",
+                            e.at,
+                            format!("the consumer on {node}/{run} began with {seq} from {producer}; only up to {high} was handled before"),
+                        ),
+                        _ => {}
+                    }
+                    *high = (*high).max(*seq);
+                    last.insert((producer, node, *run), *seq);
+                }
+                Event::Confirmed { producer, consumer, upto } => {
+                    let high = highest.get(&(producer.as_str(), consumer.as_str())).copied().unwrap_or(0);
+                    if *upto > high {
+                        self.violation(
+                            "delivery",
+                            e.at,
+                            format!(
+                                "{producer} saw up to {upto} acknowledged; {consumer}'s consumers handled up to {high}"
+                            ),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,5 +564,57 @@ mod tests {
         }
         let found: Vec<&str> = check(&trace(events)).into_iter().map(|v| v.rule).collect();
         assert_eq!(found, ["watches", "re-formed"]);
+    }
+
+    fn started(at: u64, of: &str, node: &str, run: u64) -> (u64, Event) {
+        (at, Event::InstanceStarted { of: of.into(), node: node.into(), run })
+    }
+
+    fn stopped(at: u64, of: &str, node: &str, run: u64) -> (u64, Event) {
+        (at, Event::InstanceStopped { of: of.into(), node: node.into(), run })
+    }
+
+    #[test]
+    fn two_instances_at_once_are_caught_and_a_hand_over_is_not() {
+        let handed_over =
+            vec![started(1, "singleton", "a", 1), stopped(5, "singleton", "a", 1), started(6, "singleton", "b", 2)];
+        assert_eq!(rules(handed_over), Vec::<&str>::new());
+        let overlap = vec![
+            started(1, "entity e1", "a", 1),
+            started(2, "entity e2", "b", 2),
+            started(3, "entity e1", "b", 2),
+            stopped(4, "entity e1", "a", 1),
+            stopped(5, "entity e1", "b", 2),
+        ];
+        assert_eq!(rules(overlap), ["one instance"]);
+        // A later run of the same node counts as another instance.
+        let runs = vec![started(1, "singleton", "a", 1), started(2, "singleton", "a", 3)];
+        assert_eq!(rules(runs), ["one instance"]);
+    }
+
+    fn delivered(at: u64, node: &str, run: u64, seq: u64) -> (u64, Event) {
+        (at, Event::Delivered { node: node.into(), run, producer: "p".into(), seq })
+    }
+
+    fn confirmed(at: u64, upto: u64) -> (u64, Event) {
+        (at, Event::Confirmed { producer: "p".into(), consumer: "b".into(), upto })
+    }
+
+    #[test]
+    fn deliveries_must_be_in_order_once_without_gaps_and_cover_what_was_acknowledged() {
+        // A replacement consumer (run 5) may get again what the lost one handled.
+        let clean = vec![
+            delivered(1, "b", 2, 1),
+            delivered(2, "b", 2, 2),
+            delivered(3, "b", 5, 2),
+            delivered(4, "b", 5, 3),
+            confirmed(5, 3),
+        ];
+        assert_eq!(rules(clean), Vec::<&str>::new());
+        assert_eq!(rules(vec![delivered(1, "b", 2, 1), delivered(2, "b", 2, 1)]), ["delivery"], "twice");
+        assert_eq!(rules(vec![delivered(1, "b", 2, 1), delivered(2, "b", 2, 3)]), ["delivery"], "a gap");
+        assert_eq!(rules(vec![delivered(1, "b", 2, 1), delivered(2, "b", 5, 3)]), ["delivery"], "a replacement's gap");
+        assert_eq!(rules(vec![delivered(1, "b", 2, 2)]), ["delivery"], "the first missed");
+        assert_eq!(rules(vec![delivered(1, "b", 2, 1), confirmed(2, 2)]), ["delivery"], "acknowledged, never handled");
     }
 }

@@ -42,6 +42,7 @@
 mod check;
 mod faults;
 pub mod scale;
+pub mod services;
 mod trace;
 pub mod traffic;
 mod world;
@@ -75,6 +76,13 @@ pub enum SimError {
     /// The scenario did not return within its bound after [`Phase::Done`].
     #[error("the scenario did not finish within {0:?} after the end (virtual time)")]
     Stuck(Duration),
+    /// The run did not end within its bound of real time
+    /// ([`Sim::run_within`]): virtual time advances only when every task
+    /// waits, so a task that never waits (a busy loop) stops it.
+    #[error(
+        "the run did not end within {0:?} of real time: virtual time stood still (a task busy-looping never lets it advance)"
+    )]
+    Stalled(Duration),
 }
 
 /// One simulated run: its seed, its size, how long faults play, and which.
@@ -216,6 +224,27 @@ impl Sim {
             drop(runtime);
             result
         })
+    }
+
+    /// [`run`](Self::run) on a thread of its own, giving up after `wall`
+    /// of real time with [`SimError::Stalled`]: a task that never waits
+    /// stops virtual time, and the run would otherwise never return. The
+    /// stalled thread is left running (the process should end soon after).
+    pub fn run_within<F, Fut, R>(&self, wall: Duration, scenario: F) -> Result<Report<R>, SimError>
+    where
+        F: FnOnce(World) -> Fut + Send + 'static,
+        Fut: Future<Output = R>,
+        R: Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sim = self.clone();
+        std::thread::Builder::new().name(format!("sim-{}", self.seed)).spawn(move || {
+            let _ = tx.send(sim.run(scenario));
+        })?;
+        match rx.recv_timeout(wall) {
+            Ok(result) => result,
+            Err(_) => Err(SimError::Stalled(wall)),
+        }
     }
 
     async fn run_on<F, Fut, R>(&self, scenario: F) -> Result<Report<R>, SimError>

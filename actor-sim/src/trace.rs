@@ -138,6 +138,46 @@ pub enum Event {
         /// The exit reason it carried.
         reason: String,
     },
+    /// An instance of a one-of-a-kind actor began running: the cluster
+    /// singleton (`of` is `singleton`) or a sharded entity (`entity <id>`).
+    InstanceStarted {
+        /// Which one-of-a-kind actor.
+        of: String,
+        /// The node it runs on.
+        node: String,
+        /// That node's run.
+        run: u64,
+    },
+    /// That instance is gone (stopped, or killed with its node).
+    InstanceStopped {
+        /// Which one-of-a-kind actor.
+        of: String,
+        /// The node it ran on.
+        node: String,
+        /// That node's run.
+        run: u64,
+    },
+    /// A reliable consumer's handler got a message.
+    Delivered {
+        /// The consumer's node.
+        node: String,
+        /// That node's run.
+        run: u64,
+        /// The producer's id.
+        producer: String,
+        /// The message's sequence number.
+        seq: u64,
+    },
+    /// At the end, what a live reliable producer's consumer has
+    /// acknowledged: every message up to `upto`.
+    Confirmed {
+        /// The producer's id.
+        producer: String,
+        /// The node whose consumer it sends to.
+        consumer: String,
+        /// The highest sequence number acknowledged (0: none).
+        upto: u64,
+    },
     /// At the end, what a live node sees as the members: (node, run).
     View {
         /// The node.

@@ -36,6 +36,7 @@ pub async fn run(world: World) -> u64 {
         if let Err(e) = node.register(&format!("sink-{}", node.id()), &sink) {
             world.note(format!("{} could not register its sink: {e}", node.id()));
         }
+        crate::services::start(&world, &node, sent.clone());
         tokio::spawn(async move {
             let n = drive(world, node).await;
             let _ = sent.send(n);

@@ -1,6 +1,6 @@
 //! The simulated nodes, their network and the record of what happened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +50,8 @@ struct Inner {
 struct State {
     /// The live run of each node that is up.
     live: BTreeMap<String, Cluster>,
+    /// The runs that have joined the cluster (and had the hooks run).
+    joined: BTreeSet<(String, u64)>,
     trace: Trace,
     hooks: Vec<Hook>,
 }
@@ -143,13 +145,14 @@ impl World {
     }
 
     /// Calls `hook` for every node up now and for every run started later
-    /// (restarts included): set up each run's actors here.
+    /// (restarts included), once that run has joined the cluster: set up
+    /// each run's actors here.
     pub fn each_node(&self, hook: impl Fn(World, Cluster) + Send + Sync + 'static) {
         let hook: Hook = Arc::new(hook);
         let live: Vec<Cluster> = {
             let mut state = self.state();
             state.hooks.push(hook.clone());
-            state.live.values().cloned().collect()
+            state.live.values().filter(|c| state.joined.contains(&(c.id().to_owned(), c.run()))).cloned().collect()
         };
         for node in live {
             hook(self.clone(), node);
@@ -185,17 +188,33 @@ impl World {
             .await
             .map_err(|e| SimError::Start { node: id.to_owned(), error: e.to_string() })?;
         let run = cluster.run();
-        let hooks = {
+        {
             let mut state = self.state();
             state.live.insert(id.to_owned(), cluster.clone());
             state.trace.push(self.now(), Event::Started { node: id.to_owned(), run });
+        }
+        tokio::spawn(self.clone().observe(cluster.clone()));
+        tokio::spawn(self.clone().hook_once_joined(cluster.clone()));
+        Ok(cluster)
+    }
+
+    /// Runs the hooks for `cluster` once it has joined (a node registers
+    /// names and starts services only then), if it is still the live run.
+    async fn hook_once_joined(self, cluster: Cluster) {
+        if cluster.joined().await.is_err() {
+            return;
+        }
+        let hooks = {
+            let mut state = self.state();
+            if state.live.get(cluster.id()).is_none_or(|c| c.run() != cluster.run()) {
+                return;
+            }
+            state.joined.insert((cluster.id().to_owned(), cluster.run()));
             state.hooks.clone()
         };
-        tokio::spawn(self.clone().observe(cluster.clone()));
         for hook in hooks {
             hook(self.clone(), cluster.clone());
         }
-        Ok(cluster)
     }
 
     /// Records what `cluster` sees of the others; restarts it once it downs

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use actor_sim::{Faults, Sim, check, traffic};
+use actor_sim::{Faults, Sim, SimError, check, traffic};
 use clap::Parser;
 
 /// Deterministic simulation of a Footlight cluster.
@@ -62,6 +62,9 @@ impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
     }
 }
 
+/// The most real time one seed may take before it counts as stalled.
+const WALL_LIMIT: Duration = Duration::from_secs(120);
+
 fn main() -> ExitCode {
     let args = Args::parse();
     // RUST_LOG=actor_cluster=debug (say) shows the runtime's own logs
@@ -94,7 +97,7 @@ fn main() -> ExitCode {
             .settle(Duration::from_secs(args.settle))
             .faults(args.faults.clone());
         ran += 1;
-        match sim.run(traffic::run) {
+        match sim.run_within(WALL_LIMIT, traffic::run) {
             Ok(report) => {
                 if args.trace {
                     print!("{}", report.trace);
@@ -118,6 +121,11 @@ fn main() -> ExitCode {
             Err(e) => {
                 failed += 1;
                 println!("seed {seed}: {e}\n  replay: {}", sim.replay_command());
+                if matches!(e, SimError::Stalled(_)) {
+                    // Its thread still spins: the seeds after it would crawl.
+                    println!("{ran} seeds, {failed} failed, stopped at the stalled seed");
+                    return ExitCode::FAILURE;
+                }
             }
         }
     }
