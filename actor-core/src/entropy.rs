@@ -20,6 +20,7 @@
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use siphasher::sip::SipHasher13;
 
@@ -35,7 +36,12 @@ struct Source {
 
 thread_local! {
     static SOURCE: Cell<Option<Source>> = const { Cell::new(None) };
+    /// Inside [`seeded`]: Tokio's time when [`system_time`] was first read.
+    static ORIGIN: Cell<Option<tokio::time::Instant>> = const { Cell::new(None) };
 }
+
+/// Where a seeded scope's wall clock starts: 2026-01-01 00:00:00 UTC.
+const SEEDED_EPOCH: Duration = Duration::from_secs(1_767_225_600);
 
 /// Where seeded ids start: far above what a process-wide counter reaches,
 /// so an id numbered in a simulation is never one numbered outside it.
@@ -53,14 +59,41 @@ const SEEDED_NUMBERS: u64 = 1 << 62;
 /// runs one after the other number the same ids: keep what one run made out
 /// of the next.
 pub fn seeded<R>(seed: u64, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Source>);
+    struct Restore(Option<Source>, Option<tokio::time::Instant>);
     impl Drop for Restore {
         fn drop(&mut self) {
             SOURCE.with(|s| s.set(self.0));
+            ORIGIN.with(|o| o.set(self.1));
         }
     }
-    let _restore = Restore(SOURCE.with(|s| s.replace(Some(Source { seed, drawn: 0, numbered: 0 }))));
+    let _restore =
+        Restore(SOURCE.with(|s| s.replace(Some(Source { seed, drawn: 0, numbered: 0 }))), ORIGIN.with(|o| o.take()));
     f()
+}
+
+/// The wall clock, for timestamps an application keeps or orders
+/// (versions, expiry dates): [`SystemTime::now`], or, inside [`seeded`], a
+/// clock that reads 2026-01-01 00:00:00 UTC when first read and then
+/// runs with Tokio's clock (virtual time on a paused runtime), so that a
+/// simulated run reads the same times every time.
+///
+/// ```
+/// use actor_core::entropy;
+/// let (a, b) = entropy::seeded(1, || (entropy::system_time(), entropy::system_time()));
+/// assert!(b >= a);
+/// assert_eq!(a.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 1_767_225_600);
+/// ```
+pub fn system_time() -> SystemTime {
+    if SOURCE.with(Cell::get).is_none() {
+        return SystemTime::now();
+    }
+    let now = tokio::time::Instant::now();
+    let origin = ORIGIN.with(|o| {
+        let origin = o.get().unwrap_or(now);
+        o.set(Some(origin));
+        origin
+    });
+    UNIX_EPOCH + SEEDED_EPOCH + now.saturating_duration_since(origin)
 }
 
 /// The seed of the current thread's [`seeded`] scope, if it is in one.

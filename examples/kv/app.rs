@@ -21,7 +21,7 @@
 //! of one key may order those two wrongly).
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use footlight::ClusterEvent;
@@ -144,7 +144,7 @@ impl Handler<Rebalance> for Shard {
             members.retain(|m| *m != me);
         }
         // Keys to copy, per new owner; keys this shard no longer owns.
-        let mut moves: HashMap<String, Vec<Entry>> = HashMap::new();
+        let mut moves: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         let mut not_mine = Vec::new();
         for (key, value) in &self.data {
             let owners = owners(&members, key, REPLICAS);
@@ -155,7 +155,7 @@ impl Handler<Rebalance> for Shard {
                 not_mine.push(key.clone());
             }
         }
-        let mut failed = std::collections::HashSet::new();
+        let mut failed = BTreeSet::new();
         for (owner, pairs) in moves {
             let shard = self.node.lookup::<Shard>(&name_of(&owner)).await.ok();
             // In frames well under the peer's frame limit.
@@ -276,7 +276,8 @@ pub async fn put(node: &Cluster, key: &str, value: &str) -> Result<usize, Box<dy
     if let Some(refused) = refusal(node) {
         return Err(refused.into());
     }
-    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    // The runtime's wall clock: the system's, or a simulation's.
+    let millis = footlight::entropy::system_time().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let version = Version { millis: u64::try_from(millis).unwrap_or(u64::MAX), node: node.id().to_owned() };
     let owners = owners(&member_ids(node), key, REPLICAS);
     let mut written = 0;

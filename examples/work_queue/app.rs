@@ -263,7 +263,8 @@ impl RemoteActor for Dispenser {
 pub fn dispenser(node: &Cluster) -> Result<Singleton<Dispenser>, ClusterError> {
     let id = node.id().to_owned();
     node.singleton("job-ids", move || {
-        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let millis =
+            footlight::entropy::system_time().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         Dispenser { next: u64::try_from(millis).unwrap_or(u64::MAX / 1000) * 1000, node: id.clone() }
     })
     .start()
