@@ -6,7 +6,6 @@
 //! A failing seed prints the command that replays it with its trace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::ops::Range;
 use std::time::Duration;
 
 use actor_sim::{Event, Faults, Sim, SimError, check, traffic};
@@ -18,7 +17,7 @@ const WALL_LIMIT: Duration = Duration::from_secs(120);
 /// Runs `seeds` with `nodes` nodes and the defaults of the replay command;
 /// panics listing every seed that broke a guarantee, with its replay
 /// command.
-fn sweep(seeds: Range<u64>, nodes: usize) {
+fn sweep(seeds: impl IntoIterator<Item = u64>, nodes: usize) {
     let mut failed = Vec::new();
     for seed in seeds {
         let sim = Sim::new(seed).nodes(nodes);
@@ -112,9 +111,7 @@ fn a_run_without_faults_keeps_every_guarantee_and_loses_nothing() {
 /// nodes did.)
 #[test]
 fn the_seeds_that_found_races_stay_clean() {
-    for seed in [288, 19, 214] {
-        sweep(seed..seed + 1, 5);
-    }
+    sweep([288, 19, 214], 5);
 }
 
 /// Seed 44 of three nodes (the defaults) found a busy loop in sharding:
@@ -126,5 +123,27 @@ fn the_seeds_that_found_races_stay_clean() {
 /// node stops. Without the fix this seed stalls.
 #[test]
 fn a_region_leaving_during_the_removal_margin_does_not_spin() {
-    sweep(44..45, 3);
+    sweep([44], 3);
+}
+
+/// Races the simulation found that are **not fixed yet**, kept here to
+/// replay (`cargo test -p actor-sim --test simulation -- --ignored`):
+///
+/// - Seeds 736, 948, 963, 1587, 1800 and 2541 of three nodes (6 of the
+///   3,000 seeds 0..3000): a killed node's new run joins at the instant
+///   another node is cut off. The cut-off node never learns of the new
+///   run, so it decides on a smaller cluster (a tie it wins by the lowest
+///   address) while the others count the newcomer (a majority): both
+///   sides survive, and the singleton and entities run on both. Resolving
+///   this needs a member to count in the resolver's decisions only once
+///   every member has seen it (as Akka's joining members), which needs
+///   members to tell each other what they see.
+/// - Seed 640 of three nodes: after a 0.9 s isolation two members renew
+///   their membership identity; one keeps probing the other's old
+///   identity, finds it unreachable, and (with the third node killed)
+///   downs itself although nothing cut it off.
+#[test]
+#[ignore = "races found by the simulation, not fixed yet: see the comment"]
+fn open_races_found_by_simulation() {
+    sweep([736, 948, 963, 1587, 1800, 2541, 640], 3);
 }
