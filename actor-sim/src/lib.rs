@@ -13,10 +13,13 @@
 //! Each run keeps an ordered [`Trace`] of what happened; its
 //! [`hash`](Trace::hash) tells two runs apart. The built-in workload
 //! ([`traffic`]) sends tells, asks and watches between every pair of nodes
-//! while the faults play, and [`check`] holds the trace to the runtime's
-//! guarantees (asks resolve once and agree with what was handled, per-pair
-//! FIFO, at-most-once, nothing reaches a later run, watches fire, a node is
-//! declared down only when it was down or cut off, the cluster re-forms).
+//! while the faults play, and runs the cluster [`services`] (a singleton,
+//! sharded entities, reliable delivery); [`check`] holds the trace to the
+//! runtime's guarantees (asks resolve once and agree with what was handled,
+//! per-pair FIFO, at-most-once, nothing reaches a later run, watches fire,
+//! a node is declared down only when it was down or cut off, the cluster
+//! re-forms, never two instances of a singleton or an entity id at once,
+//! reliable delivery in order and without a gap).
 //!
 //! ```
 //! use actor_sim::{Sim, check, traffic};

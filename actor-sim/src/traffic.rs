@@ -6,7 +6,8 @@
 //! `sink-<node>`, that records what it handles; and a driver that, every
 //! 20–200 ms (virtual), picks another node, finds its sink (asking it for
 //! its run), watches it, and tells it (70 %) or asks it (30 %) a message
-//! numbered per (sender run, receiver run).
+//! numbered per (sender run, receiver run). Each run also starts the
+//! cluster [`services`](crate::services).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
