@@ -32,7 +32,9 @@
 //! kills its entities at once when it downs itself. So with a
 //! [split-brain resolver](crate::sbr), an entity id is active on at most
 //! one node at any instant, unless a process stalls for longer than the
-//! margin or two nodes' views differ in two ways at once (then the
+//! margin, a node joins at the instant a partition begins (see
+//! [singletons](crate::singleton)), or two nodes' views differ in two ways
+//! at once (then the
 //! registry's conflict rule stops the loser's shard at once, and the node
 //! reports [`ClusterEvent::NameLost`]).
 //!

@@ -25,7 +25,11 @@
 //! itself kills its instance at once (no `stopping` hook: it must be gone
 //! before the other side's margin ends). So with a
 //! [split-brain resolver](crate::sbr) and the default margin, two instances
-//! never run at once unless a process stalls for longer than the margin.
+//! never run at once unless a process stalls for longer than the margin, or
+//! a node joins at the instant a partition begins: the cut-off side may
+//! never learn of the newcomer and count a different majority (a race the
+//! simulation found, not fixed yet; a [lease](SingletonBuilder::lease)
+//! fences it).
 //!
 //! **Leases.** With a [`Lease`] ([`SingletonBuilder::lease`]) a node also
 //! needs the lease to start the instance, and kills it (at once, no
