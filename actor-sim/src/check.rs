@@ -372,9 +372,7 @@ impl<'a> Checker<'a> {
             self.violation("re-formed", at, detail);
         }
     }
-}
 
-impl<'a> Checker<'a> {
     fn instances(&mut self) {
         let mut running: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
         for e in self.entries {
