@@ -1,9 +1,9 @@
 //! The examples' services under deterministic simulation: the code the
 //! example binaries run (their `app.rs`), on every node of a simulated
 //! cluster, with faults drawn from each seed, held to what each example
-//! promises. A failing seed prints the command that replays the cluster
-//! part of its run; `cargo test -p actor-sim --test examples` replays it
-//! whole.
+//! promises. A failing seed prints what went wrong and its trace's hash;
+//! `cargo test -p actor-sim --test examples` replays it (a run is a
+//! function of its seed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../examples/chat/app.rs"]
@@ -14,14 +14,50 @@ mod kv;
 mod work_queue;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actor_sim::{Phase, Sim, World, check};
+use actor_sim::{Event, Phase, Sim, Trace, World, check};
 
 /// The most real time one seed may take.
 const WALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// Seeds each scenario runs (three nodes, every kind of fault).
+const SEEDS: std::ops::Range<u64> = 0..100;
+
+/// Runs `scenario` on every seed of [`SEEDS`]; a run's problems are what
+/// `problems` finds in its output and trace, and what the general checker
+/// finds. Panics listing every failing seed; returns the outputs, by seed.
+fn sweep<F, Fut, R>(scenario: F, problems: impl Fn(&R, &Trace) -> Vec<String>) -> Vec<R>
+where
+    F: FnOnce(World) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = R>,
+    R: Send + 'static,
+{
+    let mut failed = Vec::new();
+    let mut outputs = Vec::new();
+    for seed in SEEDS {
+        match Sim::new(seed).nodes(3).run_within(WALL_LIMIT, scenario) {
+            Ok(report) => {
+                let mut found = problems(&report.output, &report.trace);
+                found.extend(check(&report.trace).iter().map(ToString::to_string));
+                if !found.is_empty() {
+                    failed.push(format!(
+                        "seed {seed}:\n  {}\n  trace hash {:016x}",
+                        found.join("\n  "),
+                        report.trace.hash()
+                    ));
+                }
+                outputs.push(report.output);
+            }
+            Err(e) => failed.push(format!("seed {seed}: {e}")),
+        }
+    }
+    assert!(failed.is_empty(), "{} seeds failed:\n{}", failed.len(), failed.join("\n"));
+    outputs
+}
 
 /// What the kv scenario saw: every write a node acknowledged (each to a
 /// key of its own), and at the end what each of those keys reads back.
@@ -87,29 +123,11 @@ fn kv_violations(log: &KvLog) -> Vec<String> {
 
 #[test]
 fn kv_keeps_every_acknowledged_write_under_faults() {
-    let mut failed = Vec::new();
-    let mut refused = 0;
-    for seed in 0..100 {
-        let sim = Sim::new(seed).nodes(3);
-        match sim.run_within(WALL_LIMIT, kv_scenario) {
-            Ok(report) => {
-                let mut problems = kv_violations(&report.output);
-                problems.extend(check(&report.trace).iter().map(ToString::to_string));
-                let (made, acked) = (report.output.made, report.output.acked.len());
-                assert!(acked > 100, "seed {seed}: {acked} of {made} writes acknowledged");
-                refused += made - acked as u64;
-                if !problems.is_empty() {
-                    failed.push(format!(
-                        "seed {seed}:\n  {}\n  trace hash {:016x}",
-                        problems.join("\n  "),
-                        report.trace.hash()
-                    ));
-                }
-            }
-            Err(e) => failed.push(format!("seed {seed}: {e}")),
-        }
+    let logs = sweep(kv_scenario, |log, _| kv_violations(log));
+    for (seed, log) in logs.iter().enumerate() {
+        assert!(log.acked.len() > 100, "seed {seed}: {} of {} writes acknowledged", log.acked.len(), log.made);
     }
-    assert!(failed.is_empty(), "{} seeds failed:\n{}", failed.len(), failed.join("\n"));
+    let refused: u64 = logs.iter().map(|log| log.made - log.acked.len() as u64).sum();
     assert!(refused > 0, "the faults refused no write: they did not reach the store");
 }
 
@@ -186,27 +204,8 @@ fn work_queue_violations(log: &WorkLog) -> Vec<String> {
 
 #[test]
 fn work_queue_completes_every_job_of_every_batch_under_faults() {
-    let mut failed = Vec::new();
-    let mut batches = 0;
-    for seed in 0..100 {
-        let sim = Sim::new(seed).nodes(3);
-        match sim.run_within(WALL_LIMIT, work_queue_scenario) {
-            Ok(report) => {
-                batches += report.output.batches.len();
-                let mut problems = work_queue_violations(&report.output);
-                problems.extend(check(&report.trace).iter().map(ToString::to_string));
-                if !problems.is_empty() {
-                    failed.push(format!(
-                        "seed {seed}:\n  {}\n  trace hash {:016x}",
-                        problems.join("\n  "),
-                        report.trace.hash()
-                    ));
-                }
-            }
-            Err(e) => failed.push(format!("seed {seed}: {e}")),
-        }
-    }
-    assert!(failed.is_empty(), "{} seeds failed:\n{}", failed.len(), failed.join("\n"));
+    let logs = sweep(work_queue_scenario, |log, _| work_queue_violations(log));
+    let batches: usize = logs.iter().map(|log| log.batches.len()).sum();
     assert!(batches > 100, "{batches} batches finished during the faults");
 }
 
@@ -296,36 +295,18 @@ fn chat_violations(log: &ChatLog, live: &[String]) -> Vec<String> {
 
 #[test]
 fn chat_delivers_each_line_once_and_every_user_hears_the_others_after_the_heal() {
-    let mut failed = Vec::new();
-    let (mut heard, mut finals) = (0, 0);
-    for seed in 0..100 {
-        let sim = Sim::new(seed).nodes(3);
-        match sim.run_within(WALL_LIMIT, chat_scenario) {
-            Ok(report) => {
-                let live: Vec<String> = report
-                    .trace
-                    .entries()
-                    .iter()
-                    .filter_map(|e| match &e.event {
-                        actor_sim::Event::View { node, run, .. } => Some(format!("{node}/{run}")),
-                        _ => None,
-                    })
-                    .collect();
-                heard += report.output.heard.values().map(Vec::len).sum::<usize>();
-                finals += report.output.finals.len();
-                let mut problems = chat_violations(&report.output, &live);
-                problems.extend(check(&report.trace).iter().map(ToString::to_string));
-                if !problems.is_empty() {
-                    failed.push(format!(
-                        "seed {seed}:\n  {}\n  trace hash {:016x}",
-                        problems.join("\n  "),
-                        report.trace.hash()
-                    ));
-                }
-            }
-            Err(e) => failed.push(format!("seed {seed}: {e}")),
-        }
-    }
-    assert!(failed.is_empty(), "{} seeds failed:\n{}", failed.len(), failed.join("\n"));
+    let logs = sweep(chat_scenario, |log, trace| {
+        let live: Vec<String> = trace
+            .entries()
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::View { node, run, .. } => Some(format!("{node}/{run}")),
+                _ => None,
+            })
+            .collect();
+        chat_violations(log, &live)
+    });
+    let heard: usize = logs.iter().flat_map(|log| log.heard.values()).map(Vec::len).sum();
+    let finals: usize = logs.iter().map(|log| log.finals.len()).sum();
     assert!(heard > 10_000 && finals > 100, "{heard} lines heard, {finals} final lines said");
 }
