@@ -11,13 +11,21 @@
 #
 # A ring operation is one hop (100 actors in a ring); a spawn operation is
 # one actor spawned, sent a message, stopped and waited for.
+#
+# Built as a user's build is: the workspace sets `--cfg tokio_unstable`
+# (.cargo/config.toml, for the simulation's seeded `select!`), which
+# changes Tokio's code; an empty RUSTFLAGS overrides it, in a target
+# directory of its own. RUSTFLAGS=--cfg=tokio_unstable measures the
+# workspace's build instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 1; }
 N1=${N1:-2000}
 N2=${N2:-12000}
+export RUSTFLAGS="${RUSTFLAGS-}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/as-users}"
 cargo bench -q -p actor-core --bench runtime --no-run 2>/dev/null
-bin=$(ls -t target/release/deps/runtime-* | grep -v '\.d$' | head -1)
+bin=$(ls -t "$CARGO_TARGET_DIR"/release/deps/runtime-* | grep -v '\.d$' | head -1)
 count() { # what n -> total instructions
   local out
   out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --ops "$1" "$2" ${EXTRA:-} 2>&1)
