@@ -34,8 +34,9 @@
 //! ```
 //!
 //! Your own scenario is any `async fn(World) -> R`: start what you want on
-//! [`World::nodes`], record what you observe with [`World::note`], and
-//! return when [`World::phase`] reaches [`Phase::Done`].
+//! each node with [`World::each_node`], record what you observe with
+//! [`World::note`], and return when [`World::phase`] reaches
+//! [`Phase::Done`].
 //!
 //! Replaying needs Tokio's seeded `select!`, which is behind
 //! `--cfg tokio_unstable` (this workspace sets it in `.cargo/config.toml`);
@@ -86,6 +87,9 @@ pub enum SimError {
         "the run did not end within {0:?} of real time: virtual time stood still (a task busy-looping never lets it advance)"
     )]
     Stalled(Duration),
+    /// The run panicked (on the thread of [`Sim::run_within`]).
+    #[error("the run panicked: {0}")]
+    Panicked(String),
 }
 
 /// One simulated run: its seed, its size, how long faults play, and which.
@@ -241,12 +245,25 @@ impl Sim {
     {
         let (tx, rx) = std::sync::mpsc::channel();
         let sim = self.clone();
-        std::thread::Builder::new().name(format!("sim-{}", self.seed)).spawn(move || {
+        let thread = std::thread::Builder::new().name(format!("sim-{}", self.seed)).spawn(move || {
             let _ = tx.send(sim.run(scenario));
         })?;
         match rx.recv_timeout(wall) {
             Ok(result) => result,
-            Err(_) => Err(SimError::Stalled(wall)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(SimError::Stalled(wall)),
+            // The thread ended without an answer: the run panicked.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let panic = thread.join().err();
+                let what = panic
+                    .as_ref()
+                    .and_then(|p| {
+                        p.downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    })
+                    .unwrap_or_else(|| "no message".to_owned());
+                Err(SimError::Panicked(what))
+            }
         }
     }
 

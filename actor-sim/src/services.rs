@@ -146,7 +146,7 @@ pub(crate) fn start(world: &World, node: &Cluster, done: tokio::sync::mpsc::Unbo
         let sent = feed(&world, &node, &singleton, &entities, &producer).await;
         if world.is_live(node.id(), node.run()) {
             let upto = sent.saturating_sub(producer.unconfirmed() as u64);
-            world.record(Event::Confirmed { producer: producer_id, consumer: next, upto });
+            world.record(Event::Confirmed { producer: producer_id, consumer: next, upto, sent });
         }
         let _ = done.send(0);
     });

@@ -177,6 +177,8 @@ pub enum Event {
         consumer: String,
         /// The highest sequence number acknowledged (0: none).
         upto: u64,
+        /// The highest sequence number sent (0: none).
+        sent: u64,
     },
     /// At the end, what a live node sees as the members: (node, run).
     View {

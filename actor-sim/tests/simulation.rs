@@ -68,21 +68,21 @@ fn the_same_seed_replays_the_same_run_and_another_seed_does_not() {
         "built without --cfg tokio_unstable (.cargo/config.toml sets it; a RUSTFLAGS variable replaces it)"
     );
     let sim = Sim::new(7).nodes(4).duration(Duration::from_secs(20)).settle(Duration::from_secs(20));
-    let first = sim.run(traffic::run).unwrap();
-    let again = sim.run(traffic::run).unwrap();
+    let first = sim.run_within(WALL_LIMIT, traffic::run).unwrap();
+    let again = sim.run_within(WALL_LIMIT, traffic::run).unwrap();
     assert!(first.trace.entries().len() > 500, "a run with traffic and faults");
     assert!(first.trace.entries().iter().any(|e| matches!(e.event, Event::Fault(_))), "faults played");
     assert_eq!(first.trace.hash(), again.trace.hash());
     assert_eq!(first.trace, again.trace, "event for event");
     assert_eq!(first.output, again.output);
     let other = Sim::new(8).nodes(4).duration(Duration::from_secs(20)).settle(Duration::from_secs(20));
-    assert_ne!(other.run(traffic::run).unwrap().trace.hash(), first.trace.hash());
+    assert_ne!(other.run_within(WALL_LIMIT, traffic::run).unwrap().trace.hash(), first.trace.hash());
 }
 
 #[test]
 fn a_run_without_faults_keeps_every_guarantee_and_loses_nothing() {
     let sim = Sim::new(3).nodes(3).faults(Faults::none());
-    let report = sim.run(traffic::run).unwrap();
+    let report = sim.run_within(WALL_LIMIT, traffic::run).unwrap();
     assert_eq!(check(&report.trace), Vec::new());
     // Without faults every ask is answered and every tell handled.
     let entries = report.trace.entries();
@@ -95,6 +95,23 @@ fn a_run_without_faults_keeps_every_guarantee_and_loses_nothing() {
     assert!(asked > 100, "{asked} asks");
     assert_eq!(asked, replied);
     assert_eq!(handled as u64, report.output, "every message sent was handled");
+    // The services ran: nothing failed to start, the singleton and entities
+    // ran, and every producer saw all it sent acknowledged.
+    let notes: Vec<&String> =
+        entries.iter().filter_map(|e| if let Event::Note(n) = &e.event { Some(n) } else { None }).collect();
+    assert!(notes.is_empty(), "{notes:?}");
+    let started = |of: &str| {
+        entries.iter().any(|e| matches!(&e.event, Event::InstanceStarted { of: o, .. } if o.starts_with(of)))
+    };
+    assert!(started("singleton") && started("entity"), "the singleton and entities ran");
+    let confirmed: Vec<(u64, u64)> = entries
+        .iter()
+        .filter_map(|e| if let Event::Confirmed { upto, sent, .. } = &e.event { Some((*upto, *sent)) } else { None })
+        .collect();
+    assert_eq!(confirmed.len(), 3, "a producer per node");
+    assert!(confirmed.iter().all(|(upto, sent)| *sent > 10 && upto == sent), "{confirmed:?}");
+    let delivered = entries.iter().filter(|e| matches!(e.event, Event::Delivered { .. })).count() as u64;
+    assert_eq!(delivered, confirmed.iter().map(|(_, sent)| sent).sum::<u64>(), "each delivered once");
 }
 
 /// Seeds that found races in the membership layer (five nodes, the
