@@ -32,12 +32,12 @@ struct Source {
     drawn: u64,
     /// Ids and numbers handed out so far.
     numbered: u64,
+    /// Tokio's time when [`system_time`] was first read in the scope.
+    origin: Option<tokio::time::Instant>,
 }
 
 thread_local! {
     static SOURCE: Cell<Option<Source>> = const { Cell::new(None) };
-    /// Inside [`seeded`]: Tokio's time when [`system_time`] was first read.
-    static ORIGIN: Cell<Option<tokio::time::Instant>> = const { Cell::new(None) };
 }
 
 /// Where a seeded scope's wall clock starts: 2026-01-01 00:00:00 UTC.
@@ -59,15 +59,13 @@ const SEEDED_NUMBERS: u64 = 1 << 62;
 /// runs one after the other number the same ids: keep what one run made out
 /// of the next.
 pub fn seeded<R>(seed: u64, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Source>, Option<tokio::time::Instant>);
+    struct Restore(Option<Source>);
     impl Drop for Restore {
         fn drop(&mut self) {
             SOURCE.with(|s| s.set(self.0));
-            ORIGIN.with(|o| o.set(self.1));
         }
     }
-    let _restore =
-        Restore(SOURCE.with(|s| s.replace(Some(Source { seed, drawn: 0, numbered: 0 }))), ORIGIN.with(|o| o.take()));
+    let _restore = Restore(SOURCE.with(|s| s.replace(Some(Source { seed, drawn: 0, numbered: 0, origin: None }))));
     f()
 }
 
@@ -84,16 +82,17 @@ pub fn seeded<R>(seed: u64, f: impl FnOnce() -> R) -> R {
 /// assert_eq!(a.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 1_767_225_600);
 /// ```
 pub fn system_time() -> SystemTime {
-    if SOURCE.with(Cell::get).is_none() {
-        return SystemTime::now();
-    }
-    let now = tokio::time::Instant::now();
-    let origin = ORIGIN.with(|o| {
-        let origin = o.get().unwrap_or(now);
-        o.set(Some(origin));
-        origin
+    let seeded = SOURCE.with(|s| {
+        let mut src = s.get()?;
+        let now = tokio::time::Instant::now();
+        let origin = *src.origin.get_or_insert(now);
+        s.set(Some(src));
+        Some(now.saturating_duration_since(origin))
     });
-    UNIX_EPOCH + SEEDED_EPOCH + now.saturating_duration_since(origin)
+    match seeded {
+        Some(elapsed) => UNIX_EPOCH + SEEDED_EPOCH + elapsed,
+        None => SystemTime::now(),
+    }
 }
 
 /// The seed of the current thread's [`seeded`] scope, if it is in one.

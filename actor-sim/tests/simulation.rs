@@ -135,9 +135,9 @@ fn the_seeds_that_found_races_stay_clean() {
 /// n3's region had set its next wake-up to the end of the removal margin
 /// after n2 was downed; n3 was then killed (it began leaving), and a
 /// leaving region never cleared that wake-up: once it was past, the
-/// region's loop spun on it. Virtual
-/// time stood still; on a real runtime a worker burns a core until the
-/// node stops. Without the fix this seed stalls.
+/// region's loop spun on it. Virtual time stood still; on a real runtime
+/// a worker burns a core until the node stops. Without the fix this seed
+/// stalls.
 #[test]
 fn a_region_leaving_during_the_removal_margin_does_not_spin() {
     sweep([44], 3);
