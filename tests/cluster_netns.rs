@@ -196,7 +196,9 @@ fn separate_hosts_a_three_two_partition_the_minority_refuses_writes_and_rejoins_
     for node in &nodes[..3] {
         assert!(
             node.saw("member down: n4", Duration::from_secs(20))
-                && node.saw("member down: n5", Duration::from_secs(20))
+                && node.saw("member down: n5", Duration::from_secs(20)),
+            "{:#?}",
+            node.lines.seen()
         );
     }
     eprintln!("partition -> majority downed the minority: {:?}", cut.elapsed());

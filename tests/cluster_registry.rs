@@ -490,3 +490,71 @@ async fn a_node_whose_only_seed_is_itself_founds_the_cluster() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Two nodes that merely meet do not admit each other: one that lists only
+/// the other as its seed, and back, waits for a member that was admitted.
+#[tokio::test(start_paused = true)]
+async fn nodes_that_only_list_each_other_are_not_admitted() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, "a", &["b"]).await;
+    let b = start(&net, "b", &["a"]).await;
+    eventually(WAIT, || async { a.members().len() == 2 && b.members().len() == 2 }).await;
+    // Asserting that nothing happens: a span well past the founding wait.
+    tokio::time::sleep(footlight::cluster::FOUND_AFTER * 3).await;
+    assert!(!a.is_joined() && !b.is_joined());
+    assert!(matches!(a.register("svc", &counter(&a)), Err(ClusterError::NotJoined)));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Nodes that all list the same seeds, themselves among them (a shared seed
+/// list, one DNS name for every pod), started together, form one cluster:
+/// the one with the lowest address founds it after `FOUND_AFTER`, the
+/// others are admitted through it.
+#[tokio::test(start_paused = true)]
+async fn nodes_listing_the_same_seeds_form_one_cluster() {
+    let net = MemoryNetwork::new();
+    let seeds = ["a", "b", "c"];
+    let (a, b, c) = tokio::join!(start(&net, "c", &seeds), start(&net, "b", &seeds), start(&net, "a", &seeds));
+    let started = tokio::time::Instant::now();
+    for node in [&a, &b, &c] {
+        within(node.joined()).await.unwrap();
+    }
+    assert!(started.elapsed() >= footlight::cluster::FOUND_AFTER, "founded before the wait: {:?}", started.elapsed());
+    for node in [&a, &b, &c] {
+        eventually(WAIT, || async { node.members().len() == 3 && node.is_converged() }).await;
+    }
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+/// Nodes (re)started while the cluster's only member is cut off from them
+/// do not found a second cluster between them, even with the lowest
+/// address among their seeds: that member may be the cluster's survivor.
+/// Once the cut heals, they are admitted to its cluster.
+#[tokio::test(start_paused = true)]
+async fn nodes_started_while_the_survivor_is_cut_off_wait_for_it() {
+    let net = MemoryNetwork::new();
+    let z = start(&net, "z", &[]).await;
+    z.register("svc", &counter(&z)).unwrap();
+    for other in ["a", "b"] {
+        net.partition("z", other);
+    }
+    let seeds = ["a", "b", "z"];
+    let a = start(&net, "a", &seeds).await;
+    let b = start(&net, "b", &seeds).await;
+    eventually(WAIT, || async { a.members().len() == 2 && b.members().len() == 2 }).await;
+    // Asserting that nothing happens: a span well past the founding wait.
+    tokio::time::sleep(footlight::cluster::FOUND_AFTER * 3).await;
+    assert!(!a.is_joined() && !b.is_joined(), "a and b founded a second cluster");
+    for other in ["a", "b"] {
+        net.heal("z", other);
+    }
+    within(a.joined()).await.unwrap();
+    within(b.joined()).await.unwrap();
+    eventually(WAIT, || async { a.lookup::<Counter>("svc").await.is_ok() && z.members().len() == 3 }).await;
+    for node in [a, b, z] {
+        node.shutdown().await;
+    }
+}

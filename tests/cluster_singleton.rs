@@ -102,7 +102,9 @@ async fn cluster(net: &MemoryNetwork, ids: &[&str], sbr: Option<SplitBrainResolv
         nodes.push(builder.start().await.unwrap());
     }
     for node in &nodes {
-        eventually(WAIT, || async { node.members().len() == ids.len() && node.is_joined() }).await;
+        // Converged too: every member counts in a split-brain decision.
+        eventually(WAIT, || async { node.members().len() == ids.len() && node.is_joined() && node.is_converged() })
+            .await;
     }
     nodes
 }

@@ -41,8 +41,9 @@ async fn cluster_resolved(
         nodes.push(node);
     }
     for node in &nodes {
+        // Converged too: every member counts in the resolver's decisions.
         tokio::time::timeout(WAIT, async {
-            while node.members().len() != ids.len() {
+            while node.members().len() != ids.len() || !node.is_converged() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })

@@ -224,7 +224,11 @@ async fn majority_cluster(net: &MemoryNetwork, ids: &[&str]) -> Vec<Cluster> {
         nodes.push(majority_node(net, id, if i == 0 { &[] } else { &ids[..1] }).await);
     }
     for node in &nodes {
-        eventually(WAIT, || async { node.members().len() == ids.len() && node.peers().len() == ids.len() - 1 }).await;
+        // Converged too: every member counts in the resolver's decisions.
+        eventually(WAIT, || async {
+            node.members().len() == ids.len() && node.peers().len() == ids.len() - 1 && node.is_converged()
+        })
+        .await;
     }
     nodes
 }

@@ -18,6 +18,7 @@ use actor_core::{Actor, ActorRef};
 use actor_remote::{Node, NodeBuilder, NodeContext, NodeError, NodeService, PeerRun};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::convergence::{Convergence, VIEW_DIGEST, ViewDigest};
 use crate::membership::{
     self, DOWNED, DownedNotice, FailureDetection, GOSSIP, GossipStats, Ident, Input, LEAVING, MAX_PACKET, Member,
 };
@@ -98,6 +99,12 @@ impl ClusterBuilder {
     /// the transport resolves to several addresses (over QUIC, a DNS name
     /// such as a Kubernetes headless service, `name:port`): it is resolved
     /// again before every attempt, and each address is tried in turn.
+    ///
+    /// Some node must found the cluster: one without seeds, one whose
+    /// every seed is itself, or, among nodes that all list the same seeds
+    /// with themselves among them, the lowest address (see
+    /// [`Cluster::joined`]). Nodes that only list each other are never
+    /// admitted.
     pub fn seeds<I, S>(mut self, seeds: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -172,6 +179,7 @@ impl ClusterBuilder {
             sbr: self.sbr,
             downed: std::sync::atomic::AtomicBool::new(false),
             downed_runs: Mutex::default(),
+            convergence: Mutex::default(),
             roles: self.roles.clone(),
             view: SharedView::default(),
             stats: Mutex::default(),
@@ -184,10 +192,15 @@ impl ClusterBuilder {
         let node = self.node.service(shared.clone()).start().await?;
         // Without seeds this node founds the cluster: admitted at once.
         if self.seeds.is_empty() {
-            shared.view.mark_joined();
+            shared.admit();
         }
         let distinct: actor_core::entropy::HashSet<&String> = self.seeds.iter().collect();
-        let seeds = Arc::new(SelfSeeds { total: distinct.len(), seen: Mutex::default() });
+        let seeds = Arc::new(SelfSeeds { total: distinct.len(), seen: Mutex::default(), resolved: Mutex::default() });
+        if let Some(ctx) = shared.ctx()
+            && !self.seeds.is_empty()
+        {
+            tokio::spawn(found_if_lowest(ctx.clone(), Arc::downgrade(&shared), seeds.clone(), self.reconnect_every));
+        }
         for seed in self.seeds {
             if let Some(ctx) = shared.ctx() {
                 let (inputs, weak) = (shared.inputs.clone(), Arc::downgrade(&shared));
@@ -198,13 +211,88 @@ impl ClusterBuilder {
     }
 }
 
-/// The seeds found to lead only to this node itself.
+/// How long a node that is the lowest address of one of its own seeds
+/// waits for an admitted member to answer before it founds the cluster.
+pub const FOUND_AFTER: Duration = Duration::from_secs(5);
+
+/// What the seeds were found to resolve to.
 struct SelfSeeds {
     total: usize,
+    /// The seeds found to lead only to this node itself.
     seen: Mutex<actor_core::entropy::HashSet<String>>,
+    /// What the seeds resolved to.
+    resolved: Mutex<Resolved>,
+}
+
+/// Each seed's addresses when it was last resolved, and those of them found
+/// to be this node.
+#[derive(Default)]
+struct Resolved {
+    seeds: BTreeMap<String, Vec<String>>,
+    me: std::collections::BTreeSet<String>,
+}
+
+/// After [`FOUND_AFTER`], founds the cluster if no admitted member has
+/// answered, this node's address is the lowest of all its seeds resolve
+/// to, and every other of those addresses is a reachable member of its
+/// view, none admitted (nodes that all list the same seeds, or all pods
+/// behind one DNS seed, started at once or all restarted), so that they
+/// form one cluster. A seed that does not answer blocks this: it may be
+/// the cluster's survivor, cut off for now (Akka's first seed node, which
+/// does not wait for it, can found a second cluster then).
+async fn found_if_lowest(
+    node: NodeContext,
+    shared: std::sync::Weak<Shared>,
+    self_seeds: Arc<SelfSeeds>,
+    every: Duration,
+) {
+    tokio::time::sleep(FOUND_AFTER).await;
+    while !node.is_shutting_down() {
+        let Some(shared) = shared.upgrade() else { return };
+        if shared.view.is_joined() || shared.is_downed() {
+            return;
+        }
+        if let Some(others) = self_seeds.lowest_is_me() {
+            // Only with every other seed a reachable member of this node's
+            // view and none of them admitted: a seed not heard from may be
+            // a member of the cluster that survived, cut off for now.
+            let all_here = {
+                let view = shared.view.lock();
+                others.iter().all(|a| view.members.values().any(|(m, reachable)| m.addr == *a && *reachable))
+            };
+            let admitted_told = shared.convergence.lock().unwrap_or_else(|p| p.into_inner()).admitted_told();
+            if all_here && !admitted_told {
+                tracing::info!(
+                    node = %node.id(),
+                    "no admitted member answered within {FOUND_AFTER:?}, every seed is here, and this node has the lowest address: founding the cluster"
+                );
+                shared.admit();
+                return;
+            }
+        }
+        drop(shared);
+        tokio::time::sleep(every).await;
+    }
 }
 
 impl SelfSeeds {
+    /// Seed `seed` resolved to `addrs`, of which `me` are this node.
+    fn resolved(&self, seed: &str, addrs: &[String], me: impl IntoIterator<Item = String>) {
+        let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        resolved.seeds.insert(seed.to_owned(), addrs.to_vec());
+        resolved.me.extend(me);
+    }
+
+    /// If the lowest address of all the seeds resolve to is this node's,
+    /// and some seed resolved to another node too: the others.
+    fn lowest_is_me(&self) -> Option<Vec<String>> {
+        let resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        let Resolved { seeds, me } = &*resolved;
+        let all = || seeds.values().flatten();
+        let others: Vec<String> = all().filter(|a| !me.contains(*a)).cloned().collect();
+        (all().min().is_some_and(|lowest| me.contains(lowest)) && !others.is_empty()).then_some(others)
+    }
+
     /// Seed `seed` resolves to this node alone; true once every seed has.
     fn only_me(&self, seed: &str) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -217,7 +305,9 @@ impl SelfSeeds {
 /// connected, joins the cluster through it, and dials again whenever that
 /// peer is no longer connected, until the node shuts down. A node whose
 /// every seed resolves to itself alone (the first pod behind a DNS seed,
-/// say) founds the cluster: it is admitted at once.
+/// say) founds the cluster: it is admitted at once. Otherwise it is
+/// admitted once an admitted member tells it so (see
+/// [`convergence`](crate::convergence)), or by [`found_if_lowest`].
 async fn keep_connected(
     node: NodeContext,
     inputs: mpsc::Sender<Input>,
@@ -246,6 +336,7 @@ async fn keep_connected(
         // Addresses found to be this node: by their text, or by dialing
         // them (a hostname, another form of the address).
         let mut itself = addrs.iter().filter(|a| me.contains(&a.as_str())).count();
+        self_seeds.resolved(&seed, &addrs, addrs.iter().filter(|a| me.contains(&a.as_str())).cloned());
         let mut joined_through = None;
         for addr in addrs.iter().filter(|a| !me.contains(&a.as_str())) {
             let Some(n) = node.node() else { return };
@@ -253,6 +344,7 @@ async fn keep_connected(
                 Ok(peer) => peer,
                 Err(NodeError::DialedItself(_)) => {
                     itself += 1;
+                    self_seeds.resolved(&seed, &addrs, [addr.clone()]);
                     continue;
                 }
                 Err(e) => {
@@ -271,7 +363,7 @@ async fn keep_connected(
             && !shared.view.is_joined()
         {
             tracing::info!(node = %node.id(), "every seed is this node: founding the cluster");
-            shared.view.mark_joined();
+            shared.admit();
         }
         if let Some((peer, addr)) = joined_through {
             let seed = Ident { id: peer.node.clone(), addr, run: peer.run, generation: 0, roles: Vec::new() };
@@ -305,6 +397,9 @@ pub(crate) struct Shared {
     /// elsewhere and heard through SWIM): out for good, under any
     /// generation.
     downed_runs: Mutex<DownedRuns>,
+    /// What the members told of their views: which members count in the
+    /// resolver's decisions, and whether this node was admitted.
+    pub(crate) convergence: Mutex<Convergence>,
     /// This member's roles.
     roles: Vec<String>,
     pub(crate) view: SharedView,
@@ -455,6 +550,44 @@ impl Shared {
         tracing::info!(node = %node.id(), peer = %peer.node, run = peer.run, "a downed run spoke: told it so");
     }
 
+    /// Whether every member told this node's own view digest last, having
+    /// heard every member tell it.
+    pub(crate) fn views_settled(&self) -> bool {
+        self.convergence.lock().unwrap_or_else(|p| p.into_inner()).settled(self.id())
+    }
+
+    /// Whether every member told this node's own view digest last.
+    pub(crate) fn views_converged(&self) -> bool {
+        self.convergence.lock().unwrap_or_else(|p| p.into_inner()).converged(self.id())
+    }
+
+    /// A member of the view told that the cluster admitted it (`admitted`):
+    /// then it admitted this node too.
+    pub(crate) fn admitted_through_member(&self, admitted: bool) {
+        if admitted && !self.view.is_joined() && !self.is_downed() {
+            tracing::info!(node = %self.id(), "admitted by a member of the cluster");
+            self.admit();
+        }
+    }
+
+    /// The cluster admitted this node: it is joined, and the members of
+    /// its views count once every member has told one (a view before the
+    /// admission is not the cluster's).
+    pub(crate) fn admit(&self) {
+        self.view.mark_joined();
+        self.convergence.lock().unwrap_or_else(|p| p.into_inner()).admit(self.id());
+    }
+
+    /// Tells `peer` this node's view digest.
+    pub(crate) fn tell_digest(&self, node: &NodeContext, peer: &PeerRun, told: ViewDigest) {
+        match actor_remote::codec::encode(&told) {
+            Ok(payload) => {
+                node.send_system(peer, VIEW_DIGEST, payload);
+            }
+            Err(e) => tracing::debug!(error = %e, "view digest not encoded"),
+        }
+    }
+
     /// Whether the split-brain resolver downed this node.
     pub(crate) fn is_downed(&self) -> bool {
         self.downed.load(std::sync::atomic::Ordering::SeqCst)
@@ -500,7 +633,7 @@ impl Shared {
 
 impl NodeService for Shared {
     fn handles(&self, wire_name: &str) -> bool {
-        matches!(wire_name, GOSSIP | LEAVING | REGISTRY | DOWNED)
+        matches!(wire_name, GOSSIP | LEAVING | REGISTRY | DOWNED | VIEW_DIGEST)
     }
 
     fn started(&self, node: NodeContext) {
@@ -513,6 +646,8 @@ impl NodeService for Shared {
         };
         let _ = self.started.set(node);
         self.view.apply(&me.id, View::of(&me).members);
+        let alone = std::collections::BTreeMap::from([(me.id.clone(), me.run)]);
+        self.convergence.lock().unwrap_or_else(|p| p.into_inner()).view(&me.id, alone);
         if let Some(inputs) = self.inputs_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
             // The task holds the service weakly: it ends with the node.
             tokio::spawn(membership::run(self.this.clone(), me, self.detection, self.sbr.clone(), inputs));
@@ -531,8 +666,13 @@ impl NodeService for Shared {
             return;
         }
         // The peer gets a copy of this node's registry entries first thing,
-        // then the membership packets held for it.
+        // then this node's view digest, then the membership packets held
+        // for it.
         self.registry.send_all(self, node, peer);
+        let mut told =
+            self.convergence.lock().unwrap_or_else(|p| p.into_inner()).answer(self.id(), self.view.is_joined());
+        told.ask = true;
+        self.tell_digest(node, peer, told);
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer.node);
         let now = tokio::time::Instant::now();
         for (_, packet) in held.into_iter().flatten().filter(|(at, _)| now.duration_since(*at) <= HELD_FOR) {
@@ -592,6 +732,29 @@ impl NodeService for Shared {
                 _ => tracing::warn!(node = %me, %peer, "malformed leave notice; ignored"),
             },
             REGISTRY => self.registry.update(self, from, &payload),
+            VIEW_DIGEST => match actor_remote::codec::decode::<ViewDigest>(&payload) {
+                Ok(told) => {
+                    let admitted = {
+                        let mut convergence = self.convergence.lock().unwrap_or_else(|p| p.into_inner());
+                        convergence.told(me, peer, from.run, told);
+                        convergence.admitted_member(me)
+                    };
+                    self.admitted_through_member(admitted);
+                    // The peer asks (at most once a second) while it has not
+                    // heard every member: answer, not asking back.
+                    if told.ask
+                        && let Some(node) = self.ctx()
+                    {
+                        let joined = self.view.is_joined();
+                        let answer = self.convergence.lock().unwrap_or_else(|p| p.into_inner()).answer(me, joined);
+                        self.tell_digest(node, from, answer);
+                    }
+                    // Hearing every member tell this node's view is news to
+                    // tell them at once.
+                    membership::tell_view(self, me, false);
+                }
+                Err(_) => tracing::warn!(node = %me, %peer, "malformed view digest; ignored"),
+            },
             // Only with a resolver, and only from a member of this node's
             // view (a connected node outside the cluster is not heard).
             DOWNED if self.sbr.is_none() || self.run_of(peer) != Some(from.run) => {
@@ -713,7 +876,12 @@ impl Cluster {
 
     /// Waits until the cluster has admitted this node: at once for a node
     /// started without seeds (or whose every seed is itself), else once a
-    /// seed has answered its join and another member is in its view. Until
+    /// member that was admitted itself holds the same view as this node
+    /// and tells it so (two nodes that merely meet do not admit each
+    /// other), or, for nodes that list the same seeds, themselves among
+    /// them, once [`FOUND_AFTER`] has passed without an admitted member
+    /// answering and this node has the lowest address of the seeds, every
+    /// other one a reachable member of its view. Until
     /// then [`register`](Self::register) and [`join`](Self::join) refuse
     /// with [`ClusterError::NotJoined`] (a name registered before the join
     /// would be a second, unseen copy), as they do again once a
@@ -767,6 +935,18 @@ impl Cluster {
     /// The members with role `role`, in id order (see [`members`](Self::members)).
     pub fn members_with_role(&self, role: &str) -> Vec<Member> {
         self.members().into_iter().filter(|m| m.has_role(role)).collect()
+    }
+
+    /// Whether the members' views have converged on this node's: every
+    /// member has told this node it holds the same members, and that it
+    /// heard every member tell it so. A member counts fully in split-brain
+    /// decisions once the views have converged on a view holding it; until
+    /// then a member that has just joined is left out, or counted on the
+    /// other side of a cut (see [`sbr`](crate::sbr)). Quick (two exchanges
+    /// of a few bytes after each change of members), and false while a
+    /// member is unreachable or does not answer.
+    pub fn is_converged(&self) -> bool {
+        self.shared.views_settled()
     }
 
     /// Whether `id` is a member that answers probes now: false once it is

@@ -45,6 +45,7 @@
 //! to that peer", "close that peer" and "dial that address".
 
 mod cluster;
+mod convergence;
 pub mod delivery;
 pub mod lease;
 mod membership;
@@ -54,7 +55,7 @@ pub mod sharding;
 pub mod singleton;
 mod view;
 
-pub use cluster::{Cluster, ClusterBuilder, ClusterError};
+pub use cluster::{Cluster, ClusterBuilder, ClusterError, FOUND_AFTER};
 pub use membership::{ClusterEvent, FailureDetection, GossipStats, MAX_ROLES, Member};
 pub use registry::{MAX_ENTRIES_PER_NODE, MAX_NAME_LEN, RegistryEntry};
 pub use sbr::SplitBrainResolver;

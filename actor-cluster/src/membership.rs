@@ -581,6 +581,7 @@ fn sbr_step(
             unreachable.len()
         )),
         Verdict::Decide => {
+            let convergence = shared.convergence.lock().unwrap_or_else(|p| p.into_inner());
             let seen: Vec<Seen> = proposed
                 .iter()
                 .map(|(id, (m, _))| Seen {
@@ -588,13 +589,15 @@ fn sbr_step(
                     addr: m.addr.clone(),
                     run: m.run,
                     reachable: !unreachable.contains(id),
+                    counts: convergence.standing(id, m.run),
                 })
                 .collect();
+            drop(convergence);
             let decision = sbr::decide(resolver.strategy(), &seen);
             tracing::warn!(
                 node = %current.id,
                 strategy = ?resolver.strategy(),
-                members = ?seen.iter().map(|s| (&s.id, s.reachable)).collect::<Vec<_>>(),
+                members = ?seen.iter().map(|s| (&s.id, s.reachable, s.counts)).collect::<Vec<_>>(),
                 ?decision,
                 "split-brain resolver decided"
             );
@@ -615,6 +618,30 @@ fn sbr_step(
                     SbrOutcome::AskLease { delay, unreachable, side }
                 }
             }
+        }
+    }
+}
+
+/// Feeds this node's view to its [`Convergence`](crate::convergence) if
+/// its members changed, tells the members its digest when that is due,
+/// and counts this node admitted once a member told it was.
+pub(crate) fn tell_view(shared: &Shared, me: &str, members_changed: bool) {
+    let fresh = members_changed || shared.convergence.lock().unwrap_or_else(|p| p.into_inner()).is_new();
+    let members: Option<BTreeMap<String, u64>> =
+        fresh.then(|| shared.view.lock().members.iter().map(|(id, (m, _))| (id.clone(), m.run)).collect());
+    let joined = shared.view.is_joined();
+    let (told, peers, admitted) = {
+        let mut convergence = shared.convergence.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        let changed = members.is_some_and(|members| convergence.view(me, members));
+        let told = convergence.due_tell(me, changed, joined, now);
+        let peers = if told.is_some() { convergence.others(me) } else { Vec::new() };
+        (told, peers, convergence.admitted_member(me))
+    };
+    shared.admitted_through_member(admitted);
+    if let (Some(told), Some(node)) = (told, shared.ctx()) {
+        for peer in &peers {
+            shared.tell_digest(node, peer, told);
         }
     }
 }
@@ -887,6 +914,7 @@ pub(crate) async fn run(
             }
         }
         let changes = shared.view.apply(&me.id, View::next(&current, states.iter().map(|(i, l)| (i, *l))));
+        tell_view(&shared, &me.id, !changes.up.is_empty() || !changes.gone.is_empty());
         for old in changes.gone {
             shared.member_gone(&old);
         }

@@ -36,6 +36,14 @@
 //! for `stable_after` plus `down_all_when_unstable`, every node downs
 //! itself (down-all), as Akka does.
 //!
+//! Only members the views have converged on count (see
+//! [`Cluster::is_converged`](crate::Cluster::is_converged)): a member that
+//! has just joined is left out on both sides until every member has told a
+//! view holding it, and counted on the other side until every member has
+//! also said it heard all the others tell it (the other side may not count
+//! it yet). A node that joins at the instant a partition begins then cannot
+//! make both sides a majority.
+//!
 //! The decision is a pure function of the view (`decide`) and a small
 //! state machine over time (`Resolver`); the membership task feeds both.
 
@@ -157,6 +165,31 @@ pub(crate) struct Seen {
     pub(crate) addr: String,
     pub(crate) run: u64,
     pub(crate) reachable: bool,
+    /// Whether it counts (see [`Counts`]).
+    pub(crate) counts: Counts,
+}
+
+/// Whether a member counts in a decision (see
+/// [`convergence`](crate::convergence)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counts {
+    /// Not yet: every member has not told a view holding it since it
+    /// joined. Left out on both sides, as Akka leaves out joining members.
+    No,
+    /// Here, but not surely everywhere: every member told a view holding
+    /// it, but this node has not heard every member say it heard all the
+    /// others tell it, so the other side of a cut may not count it yet.
+    /// Counted on the other side.
+    Fresh,
+    /// Yes.
+    Yes,
+}
+
+impl Seen {
+    /// Counted on this side.
+    fn ours(&self) -> bool {
+        self.reachable && self.counts == Counts::Yes
+    }
 }
 
 /// What a node does about its unreachable members.
@@ -180,41 +213,59 @@ pub(crate) enum Decision {
 }
 
 /// The decision `strategy` takes on `members` (this node included, as
-/// reachable), given that some are unreachable.
+/// reachable), given that some are unreachable. Members that do not count
+/// yet are left out ([`Counts::No`]); those not surely counted by every
+/// member yet are counted on the other side ([`Counts::Fresh`]): the two sides then
+/// never both survive, whatever each has not heard of yet.
 pub(crate) fn decide(strategy: Strategy, members: &[Seen]) -> Decision {
     let unreachable: Vec<String> = members.iter().filter(|m| !m.reachable).map(|m| m.id.clone()).collect();
-    let (total, up) = (members.len(), members.len() - unreachable.len());
+    let left_out = members.iter().filter(|m| m.counts == Counts::No).count();
+    let members: Vec<&Seen> = members.iter().filter(|m| m.counts != Counts::No).collect();
+    let (total, up) = (members.len(), members.iter().filter(|m| m.ours()).count());
     let survive = |yes: bool, why: String| {
         if yes { Decision::DownUnreachable(unreachable.clone()) } else { Decision::DownSelf { why } }
     };
+    let fresh = members.iter().filter(|m| m.reachable && m.counts == Counts::Fresh).count();
+    let mut pending = String::new();
+    if left_out > 0 {
+        pending.push_str(&format!(" ({left_out} left out: the views have not converged on them since they joined)"));
+    }
+    if fresh > 0 {
+        pending.push_str(&format!(" ({fresh} counted on the other side: not surely counted there yet)"));
+    }
     match strategy {
         Strategy::KeepMajority => {
             if up * 2 == total {
                 let lowest = members.iter().min_by(|a, b| (&a.addr, &a.id).cmp(&(&b.addr, &b.id)));
-                let ours = lowest.is_some_and(|m| m.reachable);
-                survive(ours, format!("keep-majority: {up} of {total}, and the lowest address is on the other side"))
+                let ours = lowest.is_some_and(|m| m.ours());
+                survive(
+                    ours,
+                    format!("keep-majority: {up} of {total}, and the lowest address is on the other side{pending}"),
+                )
             } else {
-                survive(up * 2 > total, format!("keep-majority: {up} of {total} is not a majority"))
+                survive(up * 2 > total, format!("keep-majority: {up} of {total} is not a majority{pending}"))
             }
         }
         Strategy::StaticQuorum(quorum) => {
-            survive(up >= quorum, format!("static-quorum: {up} reachable, below the quorum of {quorum}"))
+            survive(up >= quorum, format!("static-quorum: {up} reachable, below the quorum of {quorum}{pending}"))
         }
         Strategy::KeepOldest { down_if_alone } => {
             let oldest = members.iter().min_by(|a, b| (a.run, &a.id).cmp(&(b.run, &b.id)));
-            let ours = oldest.is_some_and(|m| m.reachable);
+            let ours = oldest.is_some_and(|m| m.ours());
             if down_if_alone && total > 2 && ours && up == 1 {
                 survive(false, "keep-oldest: the oldest member is cut off alone".into())
             } else if down_if_alone && total > 2 && !ours && total - up == 1 {
                 // The oldest is the one cut off alone: the rest survive.
                 survive(true, String::new())
             } else {
-                survive(ours, "keep-oldest: the oldest member is on the other side".into())
+                survive(ours, format!("keep-oldest: the oldest member is on the other side{pending}"))
             }
         }
         Strategy::DownAll => survive(false, "down-all: members are unreachable".into()),
         Strategy::LeaseMajority { acquire_delay_for_minority } => {
-            let majority = matches!(decide(Strategy::KeepMajority, members), Decision::DownUnreachable(_));
+            let majority = up * 2 > total
+                || (up * 2 == total
+                    && members.iter().min_by(|a, b| (&a.addr, &a.id).cmp(&(&b.addr, &b.id))).is_some_and(|m| m.ours()));
             let delay = if majority { Duration::ZERO } else { acquire_delay_for_minority };
             Decision::AskLease { delay, unreachable }
         }
@@ -331,6 +382,7 @@ mod tests {
                 addr: format!("10.0.0.{i}:7000"),
                 run: 100 + i as u64,
                 reachable: !cut.contains(&i),
+                counts: Counts::Yes,
             })
             .collect()
     }
@@ -406,7 +458,98 @@ mod tests {
         assert_eq!(r.verdict(t0 + Duration::from_secs(20)), Verdict::Wait);
     }
 
+    /// Member `i` as a node on one side sees it.
+    fn member(i: usize, reachable: bool, counts: Counts) -> Seen {
+        Seen { id: format!("n{i}"), addr: format!("10.0.0.{i}:7000"), run: 100 + i as u64, reachable, counts }
+    }
+
+    #[test]
+    fn members_the_views_have_not_converged_on_are_left_out_and_fresh_ones_count_on_the_other_side() {
+        use Counts::{Fresh, No, Yes};
+        // The race the simulation found: n1's new run joins (through n3) at
+        // the instant n2 is cut off. n2 never heard of n1: a tie it wins
+        // by the lowest address. n3 must not count n1 as its side.
+        let n2 = [member(2, true, Yes), member(3, false, Yes)];
+        assert!(survives(&decide(Strategy::KeepMajority, &n2)));
+        let n3 = [member(1, true, No), member(2, false, Yes), member(3, true, Yes)];
+        assert_eq!(
+            decide(Strategy::KeepMajority, &n3),
+            Decision::DownSelf {
+                why: "keep-majority: 1 of 2, and the lowest address is on the other side (1 left out: the views have not converged on them since they joined)".into()
+            }
+        );
+        // Had n3 not heard every member say it counts n1, n2 might not.
+        let n3 = [member(1, true, Fresh), member(2, false, Yes), member(3, true, Yes)];
+        assert_eq!(
+            decide(Strategy::KeepMajority, &n3),
+            Decision::DownSelf {
+                why: "keep-majority: 1 of 3 is not a majority (1 counted on the other side: not surely counted there yet)".into()
+            }
+        );
+        // Counted for long, the newcomer is on its side.
+        let n3 = [member(1, true, Yes), member(2, false, Yes), member(3, true, Yes)];
+        assert!(survives(&decide(Strategy::KeepMajority, &n3)));
+        // A newcomer the views never converged on (a dead member never told
+        // a view with it) does not take the survivors down with it.
+        let n1 = [member(1, true, Yes), member(2, true, No), member(3, false, Yes)];
+        assert_eq!(decide(Strategy::KeepMajority, &n1), Decision::DownUnreachable(vec!["n3".into()]));
+    }
+
+    /// How a member counts at A and at B, drawn so that what convergence
+    /// guarantees holds: one that has counted at one side for a while
+    /// counts at the other too (if not surely).
+    fn counts_on_both(a: u8, b: u8) -> (Counts, Counts) {
+        let pick = |k: u8| match k % 3 {
+            0 => Counts::No,
+            1 => Counts::Fresh,
+            _ => Counts::Yes,
+        };
+        let (mut ca, mut cb) = (pick(a), pick(b));
+        if ca == Counts::Yes && cb == Counts::No {
+            cb = Counts::Fresh;
+        }
+        if cb == Counts::Yes && ca == Counts::No {
+            ca = Counts::Fresh;
+        }
+        (ca, cb)
+    }
+
     proptest! {
+        /// Whatever each side has not heard of yet, two sides never both
+        /// survive, as long as what convergence guarantees holds (a member
+        /// that counts on one side was seen by every member; one that has
+        /// counted for a while on one side counts on the other too).
+        #[test]
+        fn two_sides_never_both_survive_views_that_differ(
+            total in 2usize..8,
+            side in any::<u8>(),
+            known_a in any::<u8>(),
+            known_b in any::<u8>(),
+            counted in proptest::collection::vec((any::<u8>(), any::<u8>()), 8),
+        ) {
+            let bit = |mask: u8, i: usize| mask & (1 << i) != 0;
+            let on_a = |i| bit(side, i);
+            // The deciders: one node of each side, which knows itself.
+            let Some(a) = (0..total).find(|&i| on_a(i)) else { return Ok(()) };
+            let Some(b) = (0..total).find(|&i| !on_a(i)) else { return Ok(()) };
+            let drawn = |i: usize| counts_on_both(counted[i].0, counted[i].1);
+            let counts_somewhere = |i| drawn(i) != (Counts::No, Counts::No);
+            let knows_a = |i| i == a || counts_somewhere(i) || bit(known_a, i);
+            let knows_b = |i| i == b || counts_somewhere(i) || bit(known_b, i);
+            let view_a: Vec<Seen> = (0..total).filter(|&i| knows_a(i)).map(|i| member(i, on_a(i), drawn(i).0)).collect();
+            let view_b: Vec<Seen> = (0..total).filter(|&i| knows_b(i)).map(|i| member(i, !on_a(i), drawn(i).1)).collect();
+            for strategy in [
+                Strategy::KeepMajority,
+                Strategy::StaticQuorum(total / 2 + 1),
+                Strategy::KeepOldest { down_if_alone: false },
+                Strategy::KeepOldest { down_if_alone: true },
+            ] {
+                let this_side = survives(&decide(strategy, &view_a));
+                let that_side = survives(&decide(strategy, &view_b));
+                prop_assert!(!(this_side && that_side), "{strategy:?}: both sides survive {view_a:?} and {view_b:?}");
+            }
+        }
+
         /// For any cut of any cluster, keep-majority and keep-oldest let
         /// exactly one side survive: the two sides never both carry on, and
         /// never both give way.

@@ -19,7 +19,9 @@
 //! **Fencing and hand-off.** A node hosts a shard only while it holds the
 //! shard's cluster-wide name (`footlight.shard.<type>.<shard>`, see
 //! [`Cluster::register`]), and takes a shard only when it is connected to
-//! every member and no other member holds that name. A node that must give
+//! every member, every member holds its view (their view digests agree:
+//! a node that joined a side cut off from members it has not heard of
+//! takes nothing there), and no other member holds that name. A node that must give
 //! a shard away (a join moved it, or the node is leaving) first tells every
 //! member's region to stop sending to it and buffer (and waits for each to
 //! acknowledge, up to 5 s), then stops the shard's entities after the
@@ -32,9 +34,7 @@
 //! kills its entities at once when it downs itself. So with a
 //! [split-brain resolver](crate::sbr), an entity id is active on at most
 //! one node at any instant, unless a process stalls for longer than the
-//! margin, a node joins at the instant a partition begins (see
-//! [singletons](crate::singleton)), or two nodes' views differ in two ways
-//! at once (then the
+//! margin, or two nodes' views differ in two ways at once (then the
 //! registry's conflict rule stops the loser's shard at once, and the node
 //! reports [`ClusterEvent::NameLost`]).
 //!
@@ -2090,6 +2090,10 @@ impl<A: RemoteActor> Region<A> {
             // shard" is then known, not assumed.
             let shared = &self.cluster.shared;
             let synced = members.iter().all(|m| m.id == me || shared.registry.synced_with(shared, &m.id));
+            // And every member holds this node's view: a node that joined a
+            // side cut off from members it has not heard of takes nothing
+            // there.
+            let synced = synced && shared.views_converged();
             let mut waiting = false;
             if Instant::now() < self.not_before {
                 // Nothing to do before the margin ends: sleep till then.

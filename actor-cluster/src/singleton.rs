@@ -25,11 +25,11 @@
 //! itself kills its instance at once (no `stopping` hook: it must be gone
 //! before the other side's margin ends). So with a
 //! [split-brain resolver](crate::sbr) and the default margin, two instances
-//! never run at once unless a process stalls for longer than the margin, or
-//! a node joins at the instant a partition begins: the cut-off side may
-//! never learn of the newcomer and count a different majority (a race the
-//! simulation found, not fixed yet; a [lease](SingletonBuilder::lease)
-//! fences it).
+//! never run at once unless a process stalls for longer than the margin
+//! (a [lease](SingletonBuilder::lease) fences that too). A node that joins
+//! at the instant a partition begins does not make both sides a majority:
+//! the resolver counts a member only once the views converged on it (see
+//! [`sbr`](crate::sbr)).
 //!
 //! **Leases.** With a [`Lease`] ([`SingletonBuilder::lease`]) a node also
 //! needs the lease to start the instance, and kills it (at once, no

@@ -174,13 +174,6 @@ impl SharedView {
     pub(crate) fn apply(&self, me: &str, next: BTreeMap<String, (Ident, bool)>) -> Changes {
         let mut view = self.lock();
         let changes = view.apply(next);
-        // Another member in the view: the cluster answered this node's
-        // join (its answer lists the members, this node among them).
-        // Marked before the events go out, so whoever sees the member sees
-        // this node joined.
-        if changes.events.iter().any(|e| matches!(e, ClusterEvent::MemberUp(m) if m.id != me)) {
-            self.mark_joined();
-        }
         for event in &changes.events {
             match event {
                 ClusterEvent::MemberUp(m) => tracing::info!(node = %me, member = %m.id, "member up"),

@@ -243,6 +243,7 @@ async fn run(mut u: Unstructured<'_>) {
             "footlight.Gossip",
             "footlight.Leaving",
             "footlight.Registry",
+            "footlight.ViewDigest",
             "footlight.Settle",
             "fz.Nope",
         ]

@@ -40,8 +40,9 @@ async fn start_with(net: &MemoryNetwork, id: &str, seeds: &[&str], sbr: Option<S
 }
 
 /// Nodes `ids` on `net`, all joining through the first, once every one sees
-/// all as members and is connected to all (so registry copies have been
-/// exchanged). Waits up to `within` per condition.
+/// all as members, is connected to all (so registry copies have been
+/// exchanged), is admitted, and the views have converged (so every member
+/// counts in a split-brain decision). Waits up to `within` per condition.
 pub async fn cluster(net: &MemoryNetwork, ids: &[&str], within: Duration) -> Vec<Cluster> {
     cluster_with(net, ids, within, None).await
 }
@@ -67,7 +68,7 @@ async fn cluster_with(
             seen.sort();
             let mut all: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
             all.sort();
-            seen == all && node.peers().len() == ids.len() - 1
+            seen == all && node.peers().len() == ids.len() - 1 && node.is_joined() && node.is_converged()
         })
         .await;
     }
