@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use crate::faults::Fault;
+use crate::faults::{Fault, FaultKind};
 use crate::trace::{Entry, Event, Outcome, Seen, Trace};
 
 /// A guarantee a trace broke.
@@ -46,12 +46,13 @@ pub const AFTERMATH: Duration = Duration::from_secs(30);
 /// - **watches**: a watch fires at most once per watch made, with
 ///   `NodeDown` only as above; a watch on a run that ended, held by a run
 ///   alive at the end, has fired by the end;
-/// - **self-down**: a node downs itself only when a fault cut it off (or
-///   slowed it) shortly before;
+/// - **self-down**: a node downs itself only when a fault cut a member
+///   off, slowed it or killed it shortly before (not necessarily this
+///   node: the side that gives way is not always the one cut off);
 /// - **stays down**: a run once seen down is never seen up (or reachable)
 ///   again by that observer, and is no member of anyone at the end;
-/// - **re-formed**: at the end every node is up and sees exactly the live
-///   runs as members;
+/// - **re-formed**: at the end every node is up, admitted, and sees exactly
+///   the live runs as members;
 /// - **one instance**: a singleton, or a sharded entity id, never runs on
 ///   two nodes (or two runs) at once;
 /// - **delivery**: a reliable consumer gets each producer's messages in
@@ -243,11 +244,22 @@ impl<'a> Checker<'a> {
     fn self_downs(&mut self) {
         for e in &self.entries[..self.ending] {
             let Event::SelfDowned { node, run } = &e.event else { continue };
+            // Any cut or kill will do, not only a cut of this node: the
+            // side that gives way is not always the one a fault cut off (a
+            // tie; or a member the views had not converged on yet, which
+            // counts on the other side, also when a member is killed
+            // before they converge).
             let caused = self.faults.iter().any(|(start, end, fault)| {
-                *start <= e.at && end.is_none_or(|end| end + AFTERMATH >= e.at) && fault.touches(node)
+                *start <= e.at
+                    && end.is_none_or(|end| end + AFTERMATH >= e.at)
+                    && (fault.cuts() || fault.kind() == FaultKind::Kill)
             });
             if !caused {
-                self.violation("self-down", e.at, format!("{node}/{run} downed itself with no fault cutting it off"));
+                self.violation(
+                    "self-down",
+                    e.at,
+                    format!("{node}/{run} downed itself with no member cut off or killed"),
+                );
             }
         }
     }
@@ -364,6 +376,18 @@ impl<'a> Checker<'a> {
                 self.violation("re-formed", at, format!("{id} is not up at the end"));
             }
         }
+        let admitted: BTreeSet<(&str, u64)> = self.entries[..self.ending]
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::Admitted { node, run } => Some((node.as_str(), *run)),
+                _ => None,
+            })
+            .collect();
+        for (node, run) in &live {
+            if !admitted.contains(&(node.as_str(), *run)) {
+                self.violation("re-formed", at, format!("{node}/{run} was never admitted to the cluster"));
+            }
+        }
         let wrong: Vec<String> = self
             .views()
             .filter(|(_, _, members)| *members != live.as_slice())
@@ -470,6 +494,8 @@ mod tests {
     fn ending(mut events: Vec<(u64, Event)>) -> Vec<(u64, Event)> {
         events.insert(0, (0, Event::Started { node: "a".into(), run: 1 }));
         events.insert(1, (0, Event::Started { node: "b".into(), run: 2 }));
+        events.insert(2, (0, Event::Admitted { node: "a".into(), run: 1 }));
+        events.insert(3, (0, Event::Admitted { node: "b".into(), run: 2 }));
         let members = vec![("a".to_owned(), 1), ("b".to_owned(), 2)];
         events.push((90_000, Event::View { node: "a".into(), run: 1, members: members.clone() }));
         events.push((90_000, Event::View { node: "b".into(), run: 2, members }));
@@ -521,9 +547,14 @@ mod tests {
         let cut = Fault::Partition { a: "a".into(), b: "b".into() };
         let events = vec![(1_000, Event::Fault(cut.clone())), (3_000, Event::FaultEnded(cut)), downed.clone()];
         assert_eq!(down_rules(events), Vec::<&str>::new());
-        let kill = Fault::Kill { node: "a".into() };
-        let events = vec![(1_000, Event::Fault(kill.clone())), (3_000, Event::FaultEnded(kill)), downed];
-        assert_eq!(down_rules(events), ["self-down"], "another node's kill is no reason");
+        // The side that gives way need not be the one cut off.
+        let isolated = Fault::Isolate { node: "a".into() };
+        let events =
+            vec![(1_000, Event::Fault(isolated.clone())), (3_000, Event::FaultEnded(isolated)), downed.clone()];
+        assert_eq!(down_rules(events), Vec::<&str>::new());
+        let reset = Fault::Reset { a: "a".into(), b: "b".into() };
+        let events = vec![(1_000, Event::Fault(reset.clone())), (3_000, Event::FaultEnded(reset)), downed];
+        assert_eq!(down_rules(events), ["self-down"], "a connection reset is no reason");
     }
 
     #[test]
@@ -567,6 +598,15 @@ mod tests {
         }
         let found: Vec<&str> = check(&trace(events)).into_iter().map(|v| v.rule).collect();
         assert_eq!(found, ["watches", "re-formed"]);
+    }
+
+    #[test]
+    fn every_live_run_must_have_been_admitted() {
+        let mut events = ending(Vec::new());
+        events.retain(|(_, e)| !matches!(e, Event::Admitted { node, .. } if node == "b"));
+        let found: Vec<String> = check(&trace(events)).into_iter().map(|v| v.to_string()).collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("b/2 was never admitted"), "{found:?}");
     }
 
     fn started(at: u64, of: &str, node: &str, run: u64) -> (u64, Event) {

@@ -78,6 +78,12 @@ impl Fault {
         }
     }
 
+    /// Whether it cuts (or slows) the links of some member: a partition,
+    /// a one-way cut, an isolation or a delay (not a kill or a reset).
+    pub fn cuts(&self) -> bool {
+        !matches!(self, Fault::Kill { .. } | Fault::Reset { .. })
+    }
+
     /// The kind of fault.
     pub fn kind(&self) -> FaultKind {
         match self {

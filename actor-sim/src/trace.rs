@@ -48,6 +48,13 @@ pub enum Event {
         /// Its run.
         run: u64,
     },
+    /// The cluster admitted a run of a node (its `joined` resolved).
+    Admitted {
+        /// The node.
+        node: String,
+        /// Its run.
+        run: u64,
+    },
     /// Every node sees every other: the cluster formed.
     Formed,
     /// A fault began.

@@ -210,6 +210,8 @@ impl World {
                 return;
             }
             state.joined.insert((cluster.id().to_owned(), cluster.run()));
+            let now = self.now();
+            state.trace.push(now, Event::Admitted { node: cluster.id().to_owned(), run: cluster.run() });
             state.hooks.clone()
         };
         for hook in hooks {
@@ -279,14 +281,17 @@ impl World {
         net.rejoin(id);
     }
 
-    /// Starts a new run of `id` if it is not up, joining through the others.
+    /// Starts a new run of `id` if it is not up, with every node as its
+    /// seeds (itself included, as a deployment lists the same seeds on
+    /// every node): it joins through the others, and the lowest of the
+    /// nodes founds the cluster again if none of them was admitted.
     pub fn restart<'a>(&'a self, id: &'a str) -> Pin<Box<dyn Future<Output = Result<(), SimError>> + Send + 'a>> {
         // Boxed: a start spawns the observer that may restart the node.
         Box::pin(async move {
             if self.node(id).is_some() {
                 return Ok(());
             }
-            let seeds: Vec<String> = self.inner.ids.iter().filter(|o| *o != id).cloned().collect();
+            let seeds: Vec<String> = self.inner.ids.clone();
             self.start_node(id, seeds).await.map(|_| ())
         })
     }
