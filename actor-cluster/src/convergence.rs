@@ -40,6 +40,10 @@ pub(crate) const VIEW_DIGEST: &str = "footlight.ViewDigest";
 /// connects).
 pub(crate) const RETELL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The least time between two tells of a node's digest: changes in between
+/// (members joining one after another) are told together, once.
+pub(crate) const TELL_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The payload of [`VIEW_DIGEST`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ViewDigest {
@@ -107,6 +111,8 @@ pub(crate) struct Convergence {
     /// Whether the cluster admitted this node: only then do its views
     /// count (before, its view of itself alone would).
     admitted: bool,
+    /// A change not told yet (told within [`TELL_GAP`] of the last tell).
+    pending: bool,
 }
 
 impl Convergence {
@@ -243,20 +249,63 @@ impl Convergence {
         self.standing(id, run) != Counts::No
     }
 
-    /// The digest to tell every member now, if it is time: after a change
-    /// of the view, of `joined` or of whether this node heard every member
-    /// tell its view, or (asking for theirs) every [`RETELL_EVERY`] while
-    /// it has not heard every member tell it and say they heard the others.
-    pub(crate) fn due_tell(&mut self, me: &str, changed: bool, joined: bool, now: Instant) -> Option<ViewDigest> {
+    /// The digest to tell now and to whom, if it is time: every member
+    /// after a change of the view, of `joined` or of whether this node
+    /// heard every member tell its view (at most once per [`TELL_GAP`]:
+    /// changes in between are told together); or, asking for theirs, those
+    /// that have not told it and said they heard the others, every
+    /// [`RETELL_EVERY`] while there are any.
+    pub(crate) fn due_tell(
+        &mut self,
+        me: &str,
+        changed: bool,
+        joined: bool,
+        now: Instant,
+    ) -> Option<(ViewDigest, Vec<actor_remote::PeerRun>)> {
         let converged = self.converged(me);
-        let (due, was_joined, was_converged) = match self.told_at {
-            Some((at, joined, converged)) => (now.duration_since(at) >= RETELL_EVERY, joined, converged),
-            None => (true, joined, converged),
-        };
         let settled = self.settled(me);
-        if changed || joined != was_joined || converged != was_converged || (due && !settled) {
+        let since = self.told_at.map(|(at, _, _)| now.duration_since(at));
+        let news = match self.told_at {
+            Some((_, was_joined, was_converged)) => joined != was_joined || converged != was_converged,
+            None => true,
+        };
+        self.pending |= changed || news;
+        let gap_over = since.is_none_or(|d| d >= TELL_GAP);
+        let retell = since.is_none_or(|d| d >= RETELL_EVERY) && !settled;
+        let to_all = self.pending && gap_over;
+        if to_all || retell {
             self.told_at = Some((now, joined, converged));
-            Some(ViewDigest { digest: self.mine(), joined, ask: !settled, converged })
+            self.pending = false;
+            let told = ViewDigest { digest: self.mine(), joined, ask: !settled, converged };
+            let to = if to_all { self.others(me) } else { self.lagging(me) };
+            Some((told, to))
+        } else {
+            None
+        }
+    }
+
+    /// The other members whose last digest is not this node's, told having
+    /// heard every member tell it: those a retell is for.
+    fn lagging(&self, me: &str) -> Vec<actor_remote::PeerRun> {
+        let mine = self.mine();
+        self.members()
+            .into_iter()
+            .flatten()
+            .filter(|(id, run)| {
+                *id != me && !self.told.get(*id).is_some_and(|t| t.run == **run && t.digest == mine && t.converged)
+            })
+            .map(|(id, run)| actor_remote::PeerRun { node: id.clone(), run: *run })
+            .collect()
+    }
+
+    /// When [`due_tell`](Self::due_tell) will next have something to tell
+    /// without a new change.
+    pub(crate) fn next_tell(&self, me: &str) -> Option<Instant> {
+        let (at, _, _) = self.told_at?;
+        if self.pending {
+            Some(at + TELL_GAP)
+        } else if !self.settled(me) {
+            Some(at + RETELL_EVERY)
         } else {
             None
         }
@@ -289,6 +338,13 @@ mod tests {
 
     fn view(members: &[(&str, u64)]) -> BTreeMap<String, u64> {
         members.iter().map(|(id, run)| ((*id).to_owned(), *run)).collect()
+    }
+
+    impl Convergence {
+        /// The digest `due_tell` tells, whomever to.
+        fn due_tell_(&mut self, me: &str, changed: bool, joined: bool, now: Instant) -> Option<ViewDigest> {
+            self.due_tell(me, changed, joined, now).map(|(told, _)| told)
+        }
     }
 
     fn vd(digest: u64) -> ViewDigest {
@@ -376,23 +432,39 @@ mod tests {
         let v = view(&[("a", 1), ("b", 2)]);
         let told = |joined, ask, converged| Some(ViewDigest { digest: digest(&v), joined, ask, converged });
         let changed = c.view("a", v.clone());
-        assert_eq!(c.due_tell("a", changed, false, t0), told(false, true, false));
-        assert_eq!(c.due_tell("a", false, false, t0 + RETELL_EVERY / 2), None);
-        assert_eq!(
-            c.due_tell("a", false, true, t0 + RETELL_EVERY / 2),
-            told(true, true, false),
-            "admitted: told at once"
-        );
-        assert_eq!(c.due_tell("a", false, true, t0 + RETELL_EVERY * 2), told(true, true, false), "b has not told");
+        assert_eq!(c.due_tell_("a", changed, false, t0), told(false, true, false));
+        assert_eq!(c.next_tell("a"), Some(t0 + RETELL_EVERY), "not settled: asks again then");
+        assert_eq!(c.due_tell_("a", false, false, t0 + RETELL_EVERY / 2), None);
+        let t1 = t0 + RETELL_EVERY / 2;
+        assert_eq!(c.due_tell_("a", false, true, t1), told(true, true, false), "admitted: told at once");
+        let t2 = t1 + RETELL_EVERY;
+        assert_eq!(c.due_tell_("a", false, true, t2), told(true, true, false), "b has not told: asks again");
         // b holds the view, but has not heard a tell it yet.
         c.told("a", "b", 2, ViewDigest { converged: false, ..vd(digest(&v)) });
-        let at = t0 + RETELL_EVERY * 2;
-        assert_eq!(c.due_tell("a", false, true, at), told(true, true, true), "converged: told at once");
-        assert_eq!(c.due_tell("a", false, true, at), None);
-        assert_eq!(c.due_tell("a", false, true, at + RETELL_EVERY), told(true, true, true), "not settled: asks again");
+        assert_eq!(c.due_tell_("a", false, true, t2), None, "within the gap: told together with what follows");
+        assert_eq!(c.next_tell("a"), Some(t2 + TELL_GAP));
+        assert_eq!(c.due_tell_("a", false, true, t2 + TELL_GAP), told(true, true, true), "converged: told");
+        assert_eq!(c.due_tell_("a", false, true, t2 + TELL_GAP), None);
+        let t3 = t2 + TELL_GAP + RETELL_EVERY;
+        assert_eq!(c.due_tell_("a", false, true, t3), told(true, true, true), "not settled: asks again");
         c.told("a", "b", 2, vd(digest(&v)));
-        assert_eq!(c.due_tell("a", false, true, t0 + RETELL_EVERY * 9), None, "settled: nothing to tell");
+        assert_eq!(c.due_tell_("a", false, true, t3 + RETELL_EVERY * 9), None, "settled: nothing to tell");
+        assert_eq!(c.next_tell("a"), None);
         assert!(!c.view("a", v), "the same view is no change");
+    }
+
+    #[test]
+    fn a_retell_goes_only_to_the_members_that_lag() {
+        let t0 = Instant::now();
+        let mut c = Convergence::default();
+        let v = view(&[("a", 1), ("b", 2), ("c", 3)]);
+        let changed = c.view("a", v.clone());
+        let to = |told: Option<(ViewDigest, Vec<actor_remote::PeerRun>)>| {
+            told.map(|(_, to)| to.into_iter().map(|p| p.node).collect::<Vec<_>>())
+        };
+        assert_eq!(to(c.due_tell("a", changed, true, t0)), Some(vec!["b".to_owned(), "c".to_owned()]));
+        c.told("a", "b", 2, vd(digest(&v)));
+        assert_eq!(to(c.due_tell("a", false, true, t0 + RETELL_EVERY)), Some(vec!["c".to_owned()]));
     }
 
     #[test]

@@ -634,9 +634,8 @@ pub(crate) fn tell_view(shared: &Shared, me: &str, members_changed: bool) {
         let mut convergence = shared.convergence.lock().unwrap_or_else(|p| p.into_inner());
         let now = tokio::time::Instant::now();
         let changed = members.is_some_and(|members| convergence.view(me, members));
-        let told = convergence.due_tell(me, changed, joined, now);
-        let peers = if told.is_some() { convergence.others(me) } else { Vec::new() };
-        (told, peers, convergence.admitted_member(me))
+        let (told, peers) = convergence.due_tell(me, changed, joined, now).unzip();
+        (told, peers.unwrap_or_default(), convergence.admitted_member(me))
     };
     shared.admitted_through_member(admitted);
     if let (Some(told), Some(node)) = (told, shared.ctx()) {
@@ -734,10 +733,20 @@ pub(crate) async fn run(
         let mut left = None;
         let mut lease_answer = None;
         let check_at = resolver.as_ref().and_then(Resolver::next_check);
+        let tell_at = shared
+            .upgrade()
+            .and_then(|shared| shared.convergence.lock().unwrap_or_else(|p| p.into_inner()).next_tell(&me.id));
         tokio::select! {
             // The resolver's next decision time: the step below decides.
             () = async {
                 match check_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            // The view digest's next tell: the step below tells it.
+            () = async {
+                match tell_at {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
