@@ -195,7 +195,7 @@ impl ClusterBuilder {
             shared.admit();
         }
         let distinct: actor_core::entropy::HashSet<&String> = self.seeds.iter().collect();
-        let seeds = Arc::new(SelfSeeds { total: distinct.len(), seen: Mutex::default(), resolved: Mutex::default() });
+        let seeds = Arc::new(SelfSeeds { total: distinct.len(), resolved: Mutex::default() });
         if let Some(ctx) = shared.ctx()
             && !self.seeds.is_empty()
         {
@@ -217,10 +217,9 @@ pub const FOUND_AFTER: Duration = Duration::from_secs(5);
 
 /// What the seeds were found to resolve to.
 struct SelfSeeds {
+    /// How many distinct seeds there are.
     total: usize,
-    /// The seeds found to lead only to this node itself.
-    seen: Mutex<actor_core::entropy::HashSet<String>>,
-    /// What the seeds resolved to.
+    /// What they resolved to.
     resolved: Mutex<Resolved>,
 }
 
@@ -293,11 +292,12 @@ impl SelfSeeds {
         (all().min().is_some_and(|lowest| me.contains(lowest)) && !others.is_empty()).then_some(others)
     }
 
-    /// Seed `seed` resolves to this node alone; true once every seed has.
-    fn only_me(&self, seed: &str) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.insert(seed.to_owned());
-        seen.len() == self.total
+    /// Whether every seed, when last resolved, led to this node alone.
+    fn only_me(&self) -> bool {
+        let resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        let Resolved { seeds, me } = &*resolved;
+        seeds.len() == self.total
+            && seeds.values().all(|addrs| !addrs.is_empty() && addrs.iter().all(|a| me.contains(a)))
     }
 }
 
@@ -335,7 +335,6 @@ async fn keep_connected(
         let me = [listening.as_str(), node.advertised_addr()];
         // Addresses found to be this node: by their text, or by dialing
         // them (a hostname, another form of the address).
-        let mut itself = addrs.iter().filter(|a| me.contains(&a.as_str())).count();
         self_seeds.resolved(&seed, &addrs, addrs.iter().filter(|a| me.contains(&a.as_str())).cloned());
         let mut joined_through = None;
         for addr in addrs.iter().filter(|a| !me.contains(&a.as_str())) {
@@ -343,7 +342,6 @@ async fn keep_connected(
             let peer = match n.dial(addr).await {
                 Ok(peer) => peer,
                 Err(NodeError::DialedItself(_)) => {
-                    itself += 1;
                     self_seeds.resolved(&seed, &addrs, [addr.clone()]);
                     continue;
                 }
@@ -356,9 +354,7 @@ async fn keep_connected(
             joined_through = Some((peer, addr.clone()));
             break;
         }
-        if !addrs.is_empty()
-            && itself == addrs.len()
-            && self_seeds.only_me(&seed)
+        if self_seeds.only_me()
             && let Some(shared) = shared.upgrade()
             && !shared.view.is_joined()
         {
@@ -669,10 +665,8 @@ impl NodeService for Shared {
         // then this node's view digest, then the membership packets held
         // for it.
         self.registry.send_all(self, node, peer);
-        let mut told =
-            self.convergence.lock().unwrap_or_else(|p| p.into_inner()).answer(self.id(), self.view.is_joined());
-        told.ask = true;
-        self.tell_digest(node, peer, told);
+        let told = self.convergence.lock().unwrap_or_else(|p| p.into_inner()).answer(self.id(), self.view.is_joined());
+        self.tell_digest(node, peer, ViewDigest { ask: true, ..told });
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer.node);
         let now = tokio::time::Instant::now();
         for (_, packet) in held.into_iter().flatten().filter(|(at, _)| now.duration_since(*at) <= HELD_FOR) {
@@ -734,12 +728,7 @@ impl NodeService for Shared {
             REGISTRY => self.registry.update(self, from, &payload),
             VIEW_DIGEST => match actor_remote::codec::decode::<ViewDigest>(&payload) {
                 Ok(told) => {
-                    let admitted = {
-                        let mut convergence = self.convergence.lock().unwrap_or_else(|p| p.into_inner());
-                        convergence.told(me, peer, from.run, told);
-                        convergence.admitted_member(me)
-                    };
-                    self.admitted_through_member(admitted);
+                    self.convergence.lock().unwrap_or_else(|p| p.into_inner()).told(me, peer, from.run, told);
                     // The peer asks (at most once a second) while it has not
                     // heard every member: answer, not asking back.
                     if told.ask
@@ -749,8 +738,8 @@ impl NodeService for Shared {
                         let answer = self.convergence.lock().unwrap_or_else(|p| p.into_inner()).answer(me, joined);
                         self.tell_digest(node, from, answer);
                     }
-                    // Hearing every member tell this node's view is news to
-                    // tell them at once.
+                    // Admitted by this digest, or hearing every member tell
+                    // this node's view: news to tell the members.
                     membership::tell_view(self, me, false);
                 }
                 Err(_) => tracing::warn!(node = %me, %peer, "malformed view digest; ignored"),

@@ -129,7 +129,7 @@ impl Convergence {
     /// digest changed: tell every member.
     pub(crate) fn view(&mut self, me: &str, members: BTreeMap<String, u64>) -> bool {
         let digest = digest(&members);
-        let changed = digest != self.mine() || self.told_at.is_none();
+        let changed = self.recent.back().is_none_or(|(d, _)| *d != digest);
         self.counted.retain(|id, (run, _)| members.get(id) == Some(run));
         if changed {
             self.recent.retain(|(d, _)| *d != digest);
@@ -314,11 +314,6 @@ impl Convergence {
     /// What to answer a peer that asks.
     pub(crate) fn answer(&self, me: &str, joined: bool) -> ViewDigest {
         ViewDigest { digest: self.mine(), joined, ask: false, converged: self.converged(me) }
-    }
-
-    /// Whether no view was fed yet.
-    pub(crate) fn is_new(&self) -> bool {
-        self.told_at.is_none()
     }
 
     /// The other members of the view.

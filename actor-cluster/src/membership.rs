@@ -623,22 +623,21 @@ fn sbr_step(
 }
 
 /// Feeds this node's view to its [`Convergence`](crate::convergence) if
-/// its members changed, tells the members its digest when that is due,
-/// and counts this node admitted once a member told it was.
+/// its members changed, counts this node admitted once a member told it
+/// was, and tells the members its digest when that is due.
 pub(crate) fn tell_view(shared: &Shared, me: &str, members_changed: bool) {
-    let fresh = members_changed || shared.convergence.lock().unwrap_or_else(|p| p.into_inner()).is_new();
     let members: Option<BTreeMap<String, u64>> =
-        fresh.then(|| shared.view.lock().members.iter().map(|(id, (m, _))| (id.clone(), m.run)).collect());
-    let joined = shared.view.is_joined();
-    let (told, peers, admitted) = {
+        members_changed.then(|| shared.view.lock().members.iter().map(|(id, (m, _))| (id.clone(), m.run)).collect());
+    let (changed, admitted) = {
         let mut convergence = shared.convergence.lock().unwrap_or_else(|p| p.into_inner());
-        let now = tokio::time::Instant::now();
         let changed = members.is_some_and(|members| convergence.view(me, members));
-        let (told, peers) = convergence.due_tell(me, changed, joined, now).unzip();
-        (told, peers.unwrap_or_default(), convergence.admitted_member(me))
+        (changed, convergence.admitted_member(me))
     };
     shared.admitted_through_member(admitted);
-    if let (Some(told), Some(node)) = (told, shared.ctx()) {
+    let joined = shared.view.is_joined();
+    let now = tokio::time::Instant::now();
+    let told = shared.convergence.lock().unwrap_or_else(|p| p.into_inner()).due_tell(me, changed, joined, now);
+    if let (Some((told, peers)), Some(node)) = (told, shared.ctx()) {
         for peer in &peers {
             shared.tell_digest(node, peer, told);
         }

@@ -233,17 +233,19 @@ pub(crate) fn decide(strategy: Strategy, members: &[Seen]) -> Decision {
     if fresh > 0 {
         pending.push_str(&format!(" ({fresh} counted on the other side: not surely counted there yet)"));
     }
+    // Keep-majority's rule (lease-majority's too, for whom asks first).
+    let lowest_ours =
+        || members.iter().min_by(|a, b| (&a.addr, &a.id).cmp(&(&b.addr, &b.id))).is_some_and(|m| m.ours());
+    let majority = up * 2 > total || (up * 2 == total && lowest_ours());
     match strategy {
         Strategy::KeepMajority => {
             if up * 2 == total {
-                let lowest = members.iter().min_by(|a, b| (&a.addr, &a.id).cmp(&(&b.addr, &b.id)));
-                let ours = lowest.is_some_and(|m| m.ours());
                 survive(
-                    ours,
+                    majority,
                     format!("keep-majority: {up} of {total}, and the lowest address is on the other side{pending}"),
                 )
             } else {
-                survive(up * 2 > total, format!("keep-majority: {up} of {total} is not a majority{pending}"))
+                survive(majority, format!("keep-majority: {up} of {total} is not a majority{pending}"))
             }
         }
         Strategy::StaticQuorum(quorum) => {
@@ -263,9 +265,6 @@ pub(crate) fn decide(strategy: Strategy, members: &[Seen]) -> Decision {
         }
         Strategy::DownAll => survive(false, "down-all: members are unreachable".into()),
         Strategy::LeaseMajority { acquire_delay_for_minority } => {
-            let majority = up * 2 > total
-                || (up * 2 == total
-                    && members.iter().min_by(|a, b| (&a.addr, &a.id).cmp(&(&b.addr, &b.id))).is_some_and(|m| m.ours()));
             let delay = if majority { Duration::ZERO } else { acquire_delay_for_minority };
             Decision::AskLease { delay, unreachable }
         }
