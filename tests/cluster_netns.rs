@@ -179,6 +179,15 @@ fn separate_hosts_a_three_two_partition_the_minority_refuses_writes_and_rejoins_
         }
     }
     assert!(nodes[0].command("put before 1", &["ok (", "error"]).starts_with("ok (2 copies)"));
+    // Every member counts in the resolver's decisions once the views have
+    // converged: a cut before that leaves members out (see the README).
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !node.command("members", &["(views "]).contains("(views converged)") {
+            assert!(Instant::now() < deadline, "n{}'s view never converged", i + 1);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     for node in &nodes {
         node.mark();
     }

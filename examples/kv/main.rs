@@ -121,7 +121,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                         ["members"] => {
                             let ids: Vec<String> = node.members().into_iter().map(|m| m.id).collect();
-                            println!("{}", ids.join(", "));
+                            let views = if node.is_converged() { "converged" } else { "not converged yet" };
+                            println!("{} (views {views})", ids.join(", "));
                         }
                         ["quit"] => break,
                         [] => {}
