@@ -120,12 +120,12 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// Waits while a bounded mailbox is full (backpressure). Fails only when the
     /// actor has stopped, handing the message back.
-    pub async fn tell<M>(&self, msg: M) -> Result<(), SendError<M>>
+    pub fn tell<M>(&self, msg: M) -> impl Future<Output = Result<(), SendError<M>>> + Send + '_
     where
         A: Handler<M>,
         M: Message,
     {
-        send_tell(&self.inner, msg).await
+        send_tell(&self.inner, msg)
     }
 
     /// Sends a message if the mailbox has room right now.
@@ -251,7 +251,89 @@ impl<A: Actor> ActorRef<A> {
     }
 }
 
-async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), SendError<M>> {
+/// A tell: queued at once when the actor is local and its mailbox has room
+/// (the common case), with nothing boxed. Otherwise the waiting path runs
+/// boxed. Written out rather than `async` so that the future is no bigger
+/// than the message and a pointer: a handler that tells (a forwarding actor)
+/// then stays small enough to run without an allocation of its own (see
+/// `mailbox::INLINE_HANDLER`).
+fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> SendTell<'_, A, M> {
+    SendTell::Start(inner, msg)
+}
+
+enum SendTell<'a, A: Actor, M: Message> {
+    Start(&'a RefInner<A>, M),
+    Waiting(BoxFuture<'a, Result<(), SendError<M>>>),
+    Done,
+}
+
+// The message is moved out on the first poll and never pinned in place.
+impl<A: Actor, M: Message> Unpin for SendTell<'_, A, M> {}
+
+impl<'a, A: Handler<M>, M: Message> Future for SendTell<'a, A, M> {
+    type Output = Result<(), SendError<M>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let mut waiting = match std::mem::replace(&mut *self, SendTell::Done) {
+            SendTell::Start(inner, msg) => {
+                let msg = match &inner.remote {
+                    None => match inner.cell.gate.try_acquire() {
+                        Ok(()) => {
+                            inner.enqueue(Box::new(mailbox::Tell(msg)));
+                            return Poll::Ready(Ok(()));
+                        }
+                        Err(Refusal::Closed) => return Poll::Ready(Err(SendError::Closed(msg))),
+                        Err(Refusal::Full) => msg,
+                    },
+                    Some(remote) => match remote_tell_now(&inner.cell, remote, msg) {
+                        Ok(done) => return Poll::Ready(done),
+                        Err(wait) => wait,
+                    },
+                };
+                Box::pin(send_tell_waiting(inner, msg))
+            }
+            SendTell::Waiting(waiting) => waiting,
+            SendTell::Done => panic!("a tell's future polled after it completed"),
+        };
+        match waiting.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(out),
+            Poll::Pending => {
+                *self = SendTell::Waiting(waiting);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A tell to a remote actor without waiting: done (queued or refused for
+/// good), or the message back when it has to wait for room or for the
+/// connection that replaces a closed one (the waiting path encodes it again).
+fn remote_tell_now<M: Message>(
+    cell: &ActorCell,
+    remote: &Arc<dyn RemoteEndpoint>,
+    msg: M,
+) -> Result<Result<(), SendError<M>>, M> {
+    // A remote actor known to have ended: fail here, as a local one would.
+    match remote_end(cell) {
+        Some(RemoteEnd::NodeDown) => return Ok(Err(SendError::NodeDown(msg))),
+        Some(RemoteEnd::Stopped) => return Ok(Err(SendError::Closed(msg))),
+        None => {}
+    }
+    let Some(wire) = M::wire() else { return Ok(Err(SendError::NotRemote(msg))) };
+    let payload = match with_ref_codec(remote.ref_codec(), || (wire.encode)(&msg)) {
+        Ok(payload) => payload,
+        Err(e) => return Ok(Err(SendError::Rejected(msg, e.to_string()))),
+    };
+    match remote.tell(wire.name, &payload, false) {
+        Told::Done(Ok(())) => Ok(Ok(())),
+        Told::Done(Err(RemoteError::Full | RemoteError::NodeDown)) | Told::Waiting(_) => Err(msg),
+        Told::Done(Err(other)) => Ok(Err(SendError::Rejected(msg, other.to_string()))),
+    }
+}
+
+/// A tell to a remote actor, or to a local one whose mailbox is full.
+async fn send_tell_waiting<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), SendError<M>> {
     if let Some(remote) = &inner.remote {
         // A remote actor known to have ended: fail here, as a local one would.
         return match remote_end(&inner.cell) {
@@ -260,15 +342,8 @@ async fn send_tell<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Re
             None => remote_tell(remote, msg).await,
         };
     }
-    // Room now (the common case): no waiting future is set up at all.
-    match inner.cell.gate.try_acquire() {
-        Ok(()) => {}
-        Err(Refusal::Closed) => return Err(SendError::Closed(msg)),
-        Err(Refusal::Full) => {
-            if inner.cell.gate.acquire().await.is_err() {
-                return Err(SendError::Closed(msg));
-            }
-        }
+    if inner.cell.gate.acquire().await.is_err() {
+        return Err(SendError::Closed(msg));
     }
     inner.enqueue(Box::new(mailbox::Tell(msg)));
     Ok(())

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
+use stackfuture::StackFuture;
 use tokio::sync::{Notify, oneshot};
 
 use crate::{Actor, Context, Handler, Message};
@@ -67,9 +68,21 @@ impl Default for Mailbox {
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Bytes a handler's future may take and still run without an allocation
+/// of its own (see [`HandlerFuture`]). A handler that only updates its state
+/// or replies takes 24 to 64 bytes; one that awaits something (another ask,
+/// a timer, I/O) holds that future too and is boxed, as every handler was.
+/// Every actor's task reserves this much, so it stays small.
+pub(crate) const INLINE_HANDLER: usize = 96;
+
+/// A handler's future, erased over the message type: stored in place when
+/// it fits in [`INLINE_HANDLER`] bytes (no allocation per message), boxed
+/// otherwise. The choice is made per message type, at compile time.
+pub(crate) type HandlerFuture<'a> = StackFuture<'a, (), INLINE_HANDLER>;
+
 /// One queued message, erased over its type. The actor's loop calls `handle`.
 pub(crate) trait Envelope<A: Actor>: Send {
-    fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> BoxFuture<'a, ()>;
+    fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> HandlerFuture<'a>;
     fn message_type(&self) -> &'static str;
     /// The span the message was sent in, when it was kept (see [`traced`]).
     fn sent_in(&self) -> Option<&tracing::Span> {
@@ -108,7 +121,7 @@ struct Traced<A: Actor> {
 }
 
 impl<A: Actor> Envelope<A> for Traced<A> {
-    fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> BoxFuture<'a, ()> {
+    fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> HandlerFuture<'a> {
         self.inner.handle(actor, ctx)
     }
 
@@ -124,9 +137,9 @@ impl<A: Actor> Envelope<A> for Traced<A> {
 pub(crate) struct Tell<M>(pub(crate) M);
 
 impl<A: Handler<M>, M: Message> Envelope<A> for Tell<M> {
-    fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> BoxFuture<'a, ()> {
+    fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> HandlerFuture<'a> {
         let msg = self.0;
-        Box::pin(async move {
+        HandlerFuture::from_or_box(async move {
             actor.handle(msg, ctx).await;
         })
     }
@@ -142,9 +155,9 @@ pub(crate) struct Ask<M: Message> {
 }
 
 impl<A: Handler<M>, M: Message> Envelope<A> for Ask<M> {
-    fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> BoxFuture<'a, ()> {
+    fn handle<'a>(self: Box<Self>, actor: &'a mut A, ctx: &'a mut Context<A>) -> HandlerFuture<'a> {
         let Ask { msg, reply } = *self;
-        Box::pin(async move {
+        HandlerFuture::from_or_box(async move {
             let out = actor.handle(msg, ctx).await;
             // The asker may have timed out and gone: nothing to do then.
             let _ = reply.send(out);
@@ -160,9 +173,9 @@ impl<A: Handler<M>, M: Message> Envelope<A> for Ask<M> {
 pub(crate) struct StopAfterQueued;
 
 impl<A: Actor> Envelope<A> for StopAfterQueued {
-    fn handle<'a>(self: Box<Self>, _actor: &'a mut A, ctx: &'a mut Context<A>) -> BoxFuture<'a, ()> {
+    fn handle<'a>(self: Box<Self>, _actor: &'a mut A, ctx: &'a mut Context<A>) -> HandlerFuture<'a> {
         ctx.stop();
-        Box::pin(std::future::ready(()))
+        HandlerFuture::from(std::future::ready(()))
     }
 
     fn message_type(&self) -> &'static str {
@@ -417,5 +430,64 @@ impl<'a> WaitingGuard<'a> {
 impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ActorRef, ActorSystem};
+
+    struct Hop {
+        next: Option<ActorRef<Hop>>,
+    }
+    impl Actor for Hop {}
+
+    struct Token(u64);
+    impl Message for Token {
+        type Reply = ();
+    }
+    impl Handler<Token> for Hop {
+        async fn handle(&mut self, Token(left): Token, _ctx: &mut Context<Self>) {
+            if let Some(next) = &self.next {
+                let _ = next.tell(Token(left - 1)).await;
+            }
+        }
+    }
+
+    struct Get;
+    impl Message for Get {
+        type Reply = u64;
+    }
+    impl Handler<Get> for Hop {
+        async fn handle(&mut self, _: Get, _ctx: &mut Context<Self>) -> u64 {
+            1
+        }
+    }
+
+    /// The handlers of the common shapes (one that forwards with a tell,
+    /// one that answers an ask) run without an allocation of their own:
+    /// their futures, as `Tell` and `Ask` wrap them, fit in the inline slot.
+    /// A tell future that grew (say, written as a nested `async fn` again)
+    /// pushes the forwarding handler out of it.
+    #[tokio::test]
+    async fn common_handlers_fit_the_inline_slot() {
+        let system = ActorSystem::new("inline");
+        let me = system.spawn(Hop { next: None });
+        let mut actor = Hop { next: Some(me.clone()) };
+        let mut ctx = Context::new(me.clone(), system.clone(), None);
+        let tell = me.tell(Token(1));
+        assert!(std::mem::size_of_val(&tell) <= 32, "a tell's future takes {} bytes", std::mem::size_of_val(&tell));
+        drop(tell);
+        {
+            let forward = HandlerFuture::try_from(async {
+                actor.handle(Token(3), &mut ctx).await;
+            });
+            assert!(forward.is_ok(), "a forwarding handler no longer fits in {INLINE_HANDLER} bytes");
+        }
+        let (reply, _rx) = oneshot::channel::<u64>();
+        let answer = HandlerFuture::try_from(async {
+            let _ = reply.send(actor.handle(Get, &mut ctx).await);
+        });
+        assert!(answer.is_ok(), "an answering handler no longer fits in {INLINE_HANDLER} bytes");
     }
 }

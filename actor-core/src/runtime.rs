@@ -423,9 +423,29 @@ async fn handle_envelope<A: Actor>(
     env: BoxEnvelope<A>,
 ) -> Option<InstanceEnd> {
     let message_type = env.message_type();
-    // A child of the span the message was sent in, if it was kept (naming
-    // the actor then: it is not under the actor's span); else of the
-    // actor's span.
+    let outcome = if crate::mailbox::debug_spans() || crate::stats::handler_times() {
+        // Observed: a span, a clock, or both. Boxed, so that the state every
+        // actor's task carries holds only the plain path's.
+        Box::pin(handle_observed(actor, ctx, cell, env, message_type)).await
+    } else {
+        CatchUnwind(pin!(env.handle(actor, ctx))).await
+    };
+    let Err(payload) = outcome else {
+        return None;
+    };
+    Box::pin(on_panic(actor, ctx, cell, message_type, payload)).await
+}
+
+/// Runs a handler in its span (a child of the span the message was sent
+/// in, if it was kept, naming the actor then: it is not under the actor's
+/// span; else of the actor's span) and times it, as asked.
+async fn handle_observed<A: Actor>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    cell: &ActorCell,
+    env: BoxEnvelope<A>,
+    message_type: &'static str,
+) -> Result<(), Box<dyn Any + Send>> {
     let span = if !crate::mailbox::debug_spans() {
         tracing::Span::none()
     } else {
@@ -438,17 +458,14 @@ async fn handle_envelope<A: Actor>(
     // leaving a disabled span on every poll (and on the drop) still costs.
     let started = crate::stats::handler_times().then(std::time::Instant::now);
     let outcome = if span.is_disabled() {
-        CatchUnwind(env.handle(actor, ctx)).await
+        CatchUnwind(pin!(env.handle(actor, ctx))).await
     } else {
-        CatchUnwind(env.handle(actor, ctx)).instrument(span).await
+        CatchUnwind(pin!(env.handle(actor, ctx))).instrument(span).await
     };
     if let Some(started) = started {
         crate::stats::handled_in(cell.type_name(), started.elapsed());
     }
-    let Err(payload) = outcome else {
-        return None;
-    };
-    Box::pin(on_panic(actor, ctx, cell, message_type, payload)).await
+    outcome
 }
 
 /// A handler panicked: log it and let the actor decide.
