@@ -285,6 +285,11 @@ impl<A: Actor> Context<A> {
         }
     }
 
+    /// Whether the actor has live children.
+    pub(crate) fn has_children(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| !e.children.is_empty())
+    }
+
     /// Stops every child, youngest first, each as its shutdown policy says
     /// (killed if it takes longer), waiting for each.
     pub(crate) async fn stop_children(&mut self) {

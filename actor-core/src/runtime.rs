@@ -92,14 +92,25 @@ fn launch<A: Actor>(system: &ActorSystem, myself: ActorRef<A>, initial: Option<A
     // to every idle actor.
     // The guard is made here, not in the task: a task killed before it first
     // ran still drops it, and so still does the death bookkeeping.
+    // A span no subscriber wants is not wrapped around the task: the
+    // wrapper would still enter and leave it on every poll, and its 40
+    // bytes would sit in every idle actor.
     let task = match (args.supervision, initial) {
         (Some(supervision), _) => {
             let running = Running { ctx, closed: false, report: Some(supervision.report.clone()) };
-            tokio::spawn(run_supervised(running, supervision).instrument(span))
+            if span.is_disabled() {
+                tokio::spawn(run_supervised(running, supervision))
+            } else {
+                tokio::spawn(run_supervised(running, supervision).instrument(span))
+            }
         }
         (None, Some(actor)) => {
             let running = Running { ctx, closed: false, report: None };
-            tokio::spawn(run_unsupervised(actor, running).instrument(span))
+            if span.is_disabled() {
+                tokio::spawn(run_unsupervised(actor, running))
+            } else {
+                tokio::spawn(run_unsupervised(actor, running).instrument(span))
+            }
         }
         (None, None) => {
             close(&ctx, ExitReason::Failed("no actor instance to run".into()));
@@ -266,28 +277,36 @@ async fn wait_for_decision<A: Actor>(cell: &Arc<ActorCell>, ctx: &mut Context<A>
     }
 }
 
+/// The start and the stop sequence of an instance, in place when they fit
+/// (as a handler's future does, in a slot that overlaps the handler's: they
+/// never run at the same time), boxed otherwise: an actor whose hooks await
+/// a lot does not make every idle actor of its type bigger.
+type Hook<'a, T> = stackfuture::StackFuture<'a, T, { crate::mailbox::INLINE_HANDLER }>;
+
 /// Runs one instance of an actor: `started`, messages, then the stop sequence.
 ///
-/// Rare paths (start, stop, signals, panics) are boxed futures so that the
-/// state every idle actor carries stays small; the message path is not boxed.
+/// Rare paths (signals that run hooks, panics) are boxed futures so that the
+/// state every idle actor carries stays small; the message path is not boxed,
+/// and the start and stop sequences are boxed only when they do not fit
+/// [`Hook`].
 async fn run_instance<A: Actor>(mut actor: A, ctx: &mut Context<A>, started_ack: Option<StartAck>) -> InstanceEnd {
     ctx.stop = None;
     let cell = ctx.myself().cell().clone();
-    let end = match Box::pin(start_instance(&mut actor, ctx, &cell)).await {
+    let end = match Hook::from_or_box(start_instance(&mut actor, ctx, &cell)).await {
         Ok(()) => {
             cell.mark_started();
             if let Some(ack) = started_ack {
                 let _ = ack.send(Ok(()));
             }
             let end = message_loop(&mut actor, ctx, &cell).await;
-            Box::pin(end_instance(&mut actor, ctx, &cell, true)).await;
+            Hook::from_or_box(end_instance(&mut actor, ctx, &cell, true)).await;
             end
         }
         Err(reason) => {
             if let Some(ack) = started_ack {
                 let _ = ack.send(Err(reason.clone()));
             }
-            Box::pin(end_instance(&mut actor, ctx, &cell, false)).await;
+            Hook::from_or_box(end_instance(&mut actor, ctx, &cell, false)).await;
             InstanceEnd::Exited(reason)
         }
     };
@@ -323,7 +342,9 @@ async fn end_instance<A: Actor>(actor: &mut A, ctx: &mut Context<A>, cell: &Acto
         crate::stats::panicked(cell.type_name());
         tracing::error!(panic = %panic_text(payload.as_ref()), "stopping hook panicked");
     }
-    ctx.stop_children().await;
+    if ctx.has_children() {
+        Box::pin(ctx.stop_children()).await;
+    }
     if started && let Err(payload) = CatchUnwind(pin!(actor.stopped(ctx))).await {
         crate::stats::panicked(cell.type_name());
         tracing::error!(panic = %panic_text(payload.as_ref()), "stopped hook panicked");
@@ -360,7 +381,13 @@ async fn message_loop_inner<A: Actor>(
         // Signals go first, before every message.
         if cell.has_signals() {
             while let Some(sig) = cell.next_signal() {
-                if let Some(end) = Box::pin(handle_signal(actor, ctx, cell, sig)).await {
+                let end = match sig {
+                    // Notices run a hook: boxed, so that its future is not
+                    // part of every idle actor.
+                    Signal::Terminated(_) | Signal::LinkExit(_) => Box::pin(handle_notice(actor, ctx, cell, sig)).await,
+                    sig => handle_signal(ctx, sig),
+                };
+                if let Some(end) = end {
                     return end;
                 }
             }
@@ -495,12 +522,8 @@ async fn on_panic<A: Actor>(
     }
 }
 
-async fn handle_signal<A: Actor>(
-    actor: &mut A,
-    ctx: &mut Context<A>,
-    cell: &ActorCell,
-    sig: Signal,
-) -> Option<InstanceEnd> {
+/// A signal that runs no hook: handled at once.
+fn handle_signal<A: Actor>(ctx: &mut Context<A>, sig: Signal) -> Option<InstanceEnd> {
     match sig {
         Signal::Stop(reason) => Some(InstanceEnd::Stopped(reason)),
         Signal::Suspend(ack) => Some(InstanceEnd::Suspended(ack)),
@@ -513,6 +536,19 @@ async fn handle_signal<A: Actor>(
             let _ = reply.send(ctx.child_cells());
             None
         }
+        // Notices run hooks: see `handle_notice`.
+        Signal::Terminated(_) | Signal::LinkExit(_) => None,
+    }
+}
+
+/// A watch or link notice: runs the actor's hook for it.
+async fn handle_notice<A: Actor>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    cell: &ActorCell,
+    sig: Signal,
+) -> Option<InstanceEnd> {
+    match sig {
         Signal::Terminated(t) => {
             let outcome = CatchUnwind(pin!(actor.on_terminated(ctx, t))).await;
             match outcome {
@@ -542,6 +578,7 @@ async fn handle_signal<A: Actor>(
                 }
             }
         }
+        other => handle_signal(ctx, other),
     }
 }
 
