@@ -548,7 +548,10 @@ impl<A: Actor> RefInner<A> {
     /// resolves with `NoReply`.
     fn enqueue(&self, env: mailbox::BoxEnvelope<A>) {
         match self.queue.push(mailbox::traced(env)) {
-            Ok(()) => self.cell.wake(),
+            // Behind other messages: the actor has not drained the queue
+            // since the push that woke it, and will see this one too.
+            Ok(false) => {}
+            Ok(true) => self.cell.wake(),
             Err(env) => {
                 self.cell.gate.release(1, true);
                 drop(env);

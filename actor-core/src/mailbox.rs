@@ -212,14 +212,19 @@ impl<A: Actor> Queue<A> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends an envelope; gives it back if the actor has stopped for good.
-    pub(crate) fn push(&self, env: BoxEnvelope<A>) -> Result<(), BoxEnvelope<A>> {
+    /// Appends an envelope and says whether the queue was empty before (only
+    /// then may the actor be waiting: it registers its waker in
+    /// [`take_all`](Self::take_all), under this lock, only when it finds the
+    /// queue empty, and takes every envelope queued before it looks again).
+    /// Gives the envelope back if the actor has stopped for good.
+    pub(crate) fn push(&self, env: BoxEnvelope<A>) -> Result<bool, BoxEnvelope<A>> {
         let mut q = self.lock();
         if q.closed {
             return Err(env);
         }
+        let was_empty = q.items.is_empty();
         q.items.push_back(env);
-        Ok(())
+        Ok(was_empty)
     }
 
     /// Moves every queued envelope to the back of `batch` (which is empty) and
