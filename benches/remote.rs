@@ -4,7 +4,9 @@
 //! transport (same TLS, same quinn settings, no protocol, no actors).
 //!
 //! Run: `cargo bench --bench remote` (add `-- --quick` for a tenth of the work,
-//! `-- --only rtt` or `-- --only oneway` for one part, `-- --tells N` to set
+//! `-- --only rtt` or `-- --only oneway` for one part, `-- --ops rtt N` or
+//! `-- --ops rtt-raw N` for N round trips and nothing else (an instruction
+//! count, see `scripts/instructions.sh`), `-- --tells N` to set
 //! the one-way count, `-- --outside` to drive the load from the main thread
 //! instead of a task on a worker).
 //!
@@ -156,6 +158,13 @@ fn main() {
         tells = n.parse().expect("--tells takes a count");
     }
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    // `--ops rtt N` (or `--ops rtt-raw N`) only does N round trips, for an
+    // instruction count under callgrind (`scripts/instructions.sh`).
+    let ops: Option<(String, u64)> = args.iter().position(|a| a == "--ops").map(|i| {
+        let what = args.get(i + 1).cloned().expect("--ops takes rtt or rtt-raw, then a count");
+        let n = args.get(i + 2).and_then(|n| n.parse().ok()).expect("--ops takes a count after the operation");
+        (what, n)
+    });
     let run = move |part: &str| only.as_deref().is_none_or(|o| o == part);
 
     let ca = DevCa::generate("footlight").unwrap();
@@ -197,6 +206,27 @@ fn main() {
         let raw = Quic::new(tls_from_dir(&dir, "client"));
         let mut conn = raw.connect(&raw_addr).await.unwrap();
 
+        if let Some((what, n)) = &ops {
+            let mut buf = Vec::new();
+            for i in 0..*n {
+                match what.as_str() {
+                    "rtt" => assert_eq!(sink.ask(Ping(i)).await.unwrap(), i),
+                    "rtt-raw" => {
+                        let mut msg = [0u8; 16];
+                        msg[0] = 1;
+                        msg[8..].copy_from_slice(&i.to_be_bytes());
+                        conn.send.write_all(&msg).await.unwrap();
+                        read_exact(&mut conn, &mut buf, 16).await;
+                        assert_eq!(&buf[..16], &msg);
+                        buf.drain(..16);
+                    }
+                    other => panic!("--ops takes rtt or rtt-raw, not {other}"),
+                }
+            }
+            node.shutdown().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
         let place = if outside { "driven from the main thread (--outside)" } else { "driven from a task on a worker" };
         println!(
             "footlight remote benchmarks: two processes, QUIC + mutual TLS on 127.0.0.1, 2 workers each, {place}\n"
