@@ -553,7 +553,7 @@ impl<A: Actor> RefInner<A> {
             Ok(false) => {}
             Ok(true) => self.cell.wake(),
             Err(env) => {
-                self.cell.gate.release(1, true);
+                self.cell.gate.unreserve();
                 drop(env);
             }
         }

@@ -360,9 +360,8 @@ impl Gate {
         }
     }
 
-    /// Returns `taken` slots: once per message taken from the queue (batched
-    /// by the receiver, see [`release_batch`](Self::release_batch)), or per
-    /// reserved slot whose message could not be enqueued.
+    /// Returns `taken` slots, once per message taken from the queue (batched
+    /// by the receiver, see [`release_batch`](Self::release_batch)).
     ///
     /// Waking senders: when the receiver is about to wait (`urgent`: its queue
     /// is empty or a handler is pending), a waiting sender is woken, and each
@@ -370,11 +369,25 @@ impl Gate {
     /// next to a free slot (without waking them all at once to fight over
     /// one). While the receiver is busy draining, senders are woken only once
     /// the mailbox is down to half: each wake-up then refills half a mailbox.
+    ///
+    /// Only the actor's own task calls this (it alone counts what it took,
+    /// so `taken` needs no read-modify-write); a sender that reserved a slot
+    /// it could not use returns it with [`unreserve`](Self::unreserve).
     pub(crate) fn release(&self, taken: usize, urgent: bool) {
         if taken == 0 {
             return;
         }
-        self.taken.fetch_add(taken as u64, Ordering::Relaxed);
+        self.taken.store(self.taken.load(Ordering::Relaxed) + taken as u64, Ordering::Relaxed);
+        self.free(taken, urgent);
+    }
+
+    /// Returns a slot reserved for a message that was never queued (the
+    /// actor had ended): not a message taken.
+    pub(crate) fn unreserve(&self) {
+        self.free(1, true);
+    }
+
+    fn free(&self, taken: usize, urgent: bool) {
         if !self.bounded() {
             return;
         }
