@@ -275,24 +275,23 @@ impl<'a, A: Handler<M>, M: Message> Future for SendTell<'a, A, M> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         use std::task::Poll;
-        let mut waiting = match std::mem::replace(&mut *self, SendTell::Done) {
-            SendTell::Start(inner, msg) => {
-                let msg = match &inner.remote {
-                    None => match inner.cell.gate.try_acquire() {
-                        Ok(()) => {
-                            inner.enqueue(Box::new(mailbox::Tell(msg)));
-                            return Poll::Ready(Ok(()));
-                        }
-                        Err(Refusal::Closed) => return Poll::Ready(Err(SendError::Closed(msg))),
-                        Err(Refusal::Full) => msg,
-                    },
-                    Some(remote) => match remote_tell_now(&inner.cell, remote, msg) {
-                        Ok(done) => return Poll::Ready(done),
-                        Err(wait) => wait,
-                    },
-                };
-                Box::pin(send_tell_waiting(inner, msg))
-            }
+        let mut waiting: BoxFuture<'a, Self::Output> = match std::mem::replace(&mut *self, SendTell::Done) {
+            SendTell::Start(inner, msg) => match &inner.remote {
+                None => match inner.cell.gate.try_acquire() {
+                    Ok(()) => {
+                        inner.enqueue(Box::new(mailbox::Tell(msg)));
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(Refusal::Closed) => return Poll::Ready(Err(SendError::Closed(msg))),
+                    Err(Refusal::Full) => Box::pin(local_tell_waiting(inner, msg)),
+                },
+                Some(remote) => match remote_tell_now(&inner.cell, remote, msg) {
+                    Ok(done) => return Poll::Ready(done),
+                    Err(TellLater { msg, wire_name, payload }) => {
+                        Box::pin(remote_tell_waiting(remote, msg, wire_name, payload))
+                    }
+                },
+            },
             SendTell::Waiting(waiting) => waiting,
             SendTell::Done => panic!("a tell's future polled after it completed"),
         };
@@ -306,14 +305,22 @@ impl<'a, A: Handler<M>, M: Message> Future for SendTell<'a, A, M> {
     }
 }
 
+/// A remote tell that has to wait: the message (handed back if it fails)
+/// and its encoding (sent as it is once there is room).
+struct TellLater<M> {
+    msg: M,
+    wire_name: &'static str,
+    payload: Vec<u8>,
+}
+
 /// A tell to a remote actor without waiting: done (queued or refused for
-/// good), or the message back when it has to wait for room or for the
-/// connection that replaces a closed one (the waiting path encodes it again).
+/// good), or, when it has to wait for room or for the connection that
+/// replaces a closed one, what the waiting path needs.
 fn remote_tell_now<M: Message>(
     cell: &ActorCell,
     remote: &Arc<dyn RemoteEndpoint>,
     msg: M,
-) -> Result<Result<(), SendError<M>>, M> {
+) -> Result<Result<(), SendError<M>>, TellLater<M>> {
     // A remote actor known to have ended: fail here, as a local one would.
     match remote_end(cell) {
         Some(RemoteEnd::NodeDown) => return Ok(Err(SendError::NodeDown(msg))),
@@ -326,22 +333,34 @@ fn remote_tell_now<M: Message>(
         Err(e) => return Ok(Err(SendError::Rejected(msg, e.to_string()))),
     };
     match remote.tell(wire.name, &payload, false) {
-        Told::Done(Ok(())) => Ok(Ok(())),
-        Told::Done(Err(RemoteError::Full | RemoteError::NodeDown)) | Told::Waiting(_) => Err(msg),
-        Told::Done(Err(other)) => Ok(Err(SendError::Rejected(msg, other.to_string()))),
+        Told::Done(Ok(())) => return Ok(Ok(())),
+        Told::Done(Err(RemoteError::Full | RemoteError::NodeDown)) | Told::Waiting(_) => {}
+        Told::Done(Err(other)) => return Ok(Err(SendError::Rejected(msg, other.to_string()))),
+    }
+    Err(TellLater { msg, wire_name: wire.name, payload })
+}
+
+/// A remote tell that waits for room, or for the connection that replaces a
+/// closed one (the endpoint decides).
+async fn remote_tell_waiting<M: Message>(
+    remote: &Arc<dyn RemoteEndpoint>,
+    msg: M,
+    wire_name: &'static str,
+    payload: Vec<u8>,
+) -> Result<(), SendError<M>> {
+    let told = match remote.tell(wire_name, &payload, true) {
+        Told::Done(told) => told,
+        Told::Waiting(waiting) => waiting.await,
+    };
+    match told {
+        Ok(()) => Ok(()),
+        Err(RemoteError::NodeDown) => Err(SendError::NodeDown(msg)),
+        Err(other) => Err(SendError::Rejected(msg, other.to_string())),
     }
 }
 
-/// A tell to a remote actor, or to a local one whose mailbox is full.
-async fn send_tell_waiting<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), SendError<M>> {
-    if let Some(remote) = &inner.remote {
-        // A remote actor known to have ended: fail here, as a local one would.
-        return match remote_end(&inner.cell) {
-            Some(RemoteEnd::NodeDown) => Err(SendError::NodeDown(msg)),
-            Some(RemoteEnd::Stopped) => Err(SendError::Closed(msg)),
-            None => remote_tell(remote, msg).await,
-        };
-    }
+/// A tell to a local actor whose mailbox is full: waits for room.
+async fn local_tell_waiting<A: Handler<M>, M: Message>(inner: &RefInner<A>, msg: M) -> Result<(), SendError<M>> {
     if inner.cell.gate.acquire().await.is_err() {
         return Err(SendError::Closed(msg));
     }
@@ -436,26 +455,6 @@ fn remote_end(cell: &ActorCell) -> Option<RemoteEnd> {
     match cell.exit_reason() {
         Some(ExitReason::NodeDown) => Some(RemoteEnd::NodeDown),
         _ => Some(RemoteEnd::Stopped),
-    }
-}
-
-async fn remote_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Result<(), SendError<M>> {
-    let Some(wire) = M::wire() else { return Err(SendError::NotRemote(msg)) };
-    let payload = match with_ref_codec(remote.ref_codec(), || (wire.encode)(&msg)) {
-        Ok(payload) => payload,
-        Err(e) => return Err(SendError::Rejected(msg, e.to_string())),
-    };
-    // Without waiting (and without a boxed future) when there is room.
-    // Otherwise the waiting path decides: it waits for room, or for the
-    // connection that replaces a closed one.
-    let told = match remote.tell(wire.name, &payload, true) {
-        Told::Done(told) => told,
-        Told::Waiting(waiting) => waiting.await,
-    };
-    match told {
-        Ok(()) => Ok(()),
-        Err(RemoteError::NodeDown) => Err(SendError::NodeDown(msg)),
-        Err(other) => Err(SendError::Rejected(msg, other.to_string())),
     }
 }
 
