@@ -387,11 +387,12 @@ impl Gate {
         self.free(1, true);
     }
 
-    fn free(&self, taken: usize, urgent: bool) {
+    /// Frees `n` slots and wakes senders as [`release`](Self::release) says.
+    fn free(&self, n: usize, urgent: bool) {
         if !self.bounded() {
             return;
         }
-        let left = self.queued.fetch_sub(taken, Ordering::SeqCst) - taken;
+        let left = self.queued.fetch_sub(n, Ordering::SeqCst) - n;
         let waiting = self.waiting.load(Ordering::SeqCst);
         if waiting == 0 || (!urgent && left > self.capacity / 2) {
             return;
@@ -450,6 +451,7 @@ impl Drop for WaitingGuard<'_> {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -702,10 +702,10 @@ mod tests {
     impl Actor for Empty {}
 
     /// Every idle actor carries its task's state: keep it small. The figure
-    /// measured at the time of writing is 640 bytes (96 of them the inline slot
-    /// a handler runs in); the bound leaves room for
-    /// compiler changes while catching a regression that nests a large future
-    /// into the message path.
+    /// measured at the time of writing is 640 bytes (96 of them the inline
+    /// slot a handler runs in); the bound leaves room for compiler changes
+    /// while catching a regression that nests a large future into the
+    /// message path.
     #[test]
     fn idle_actor_task_state_stays_small() {
         let me = create::<Empty>(&SpawnOptions::new());
