@@ -313,6 +313,34 @@ struct TellLater<M> {
     payload: Vec<u8>,
 }
 
+/// Why a remote tell without waiting did not go out; the message comes back.
+enum NotTold<M> {
+    /// The message has no wire form.
+    NotRemote(M),
+    /// Refused for good (it could not be encoded, or the endpoint said no).
+    Rejected(M, String),
+    /// No room now (`false`), or the connection is being replaced (`true`):
+    /// a tell may wait, with the encoding it has.
+    Later(TellLater<M>, bool),
+}
+
+/// One try at a remote tell without waiting, shared by `tell` and `try_tell`.
+fn remote_try<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Result<(), NotTold<M>> {
+    let Some(wire) = M::wire() else { return Err(NotTold::NotRemote(msg)) };
+    let payload = match with_ref_codec(remote.ref_codec(), || (wire.encode)(&msg)) {
+        Ok(payload) => payload,
+        Err(e) => return Err(NotTold::Rejected(msg, e.to_string())),
+    };
+    let node_down = match remote.tell(wire.name, &payload, false) {
+        Told::Done(Ok(())) => return Ok(()),
+        Told::Done(Err(RemoteError::NodeDown)) => true,
+        // Not asked to wait: a waiting future means no room.
+        Told::Done(Err(RemoteError::Full)) | Told::Waiting(_) => false,
+        Told::Done(Err(other)) => return Err(NotTold::Rejected(msg, other.to_string())),
+    };
+    Err(NotTold::Later(TellLater { msg, wire_name: wire.name, payload }, node_down))
+}
+
 /// A tell to a remote actor without waiting: done (queued or refused for
 /// good), or, when it has to wait for room or for the connection that
 /// replaces a closed one, what the waiting path needs.
@@ -327,17 +355,12 @@ fn remote_tell_now<M: Message>(
         Some(RemoteEnd::Stopped) => return Ok(Err(SendError::Closed(msg))),
         None => {}
     }
-    let Some(wire) = M::wire() else { return Ok(Err(SendError::NotRemote(msg))) };
-    let payload = match with_ref_codec(remote.ref_codec(), || (wire.encode)(&msg)) {
-        Ok(payload) => payload,
-        Err(e) => return Ok(Err(SendError::Rejected(msg, e.to_string()))),
-    };
-    match remote.tell(wire.name, &payload, false) {
-        Told::Done(Ok(())) => return Ok(Ok(())),
-        Told::Done(Err(RemoteError::Full | RemoteError::NodeDown)) | Told::Waiting(_) => {}
-        Told::Done(Err(other)) => return Ok(Err(SendError::Rejected(msg, other.to_string()))),
+    match remote_try(remote, msg) {
+        Ok(()) => Ok(Ok(())),
+        Err(NotTold::NotRemote(msg)) => Ok(Err(SendError::NotRemote(msg))),
+        Err(NotTold::Rejected(msg, why)) => Ok(Err(SendError::Rejected(msg, why))),
+        Err(NotTold::Later(later, _)) => Err(later),
     }
-    Err(TellLater { msg, wire_name: wire.name, payload })
 }
 
 /// A remote tell that waits for room, or for the connection that replaces a
@@ -459,21 +482,12 @@ fn remote_end(cell: &ActorCell) -> Option<RemoteEnd> {
 }
 
 fn remote_try_tell<M: Message>(remote: &Arc<dyn RemoteEndpoint>, msg: M) -> Result<(), TrySendError<M>> {
-    let Some(wire) = M::wire() else { return Err(TrySendError::NotRemote(msg)) };
-    let payload = match with_ref_codec(remote.ref_codec(), || (wire.encode)(&msg)) {
-        Ok(payload) => payload,
-        Err(e) => return Err(TrySendError::Rejected(msg, e.to_string())),
-    };
-    let told = match remote.tell(wire.name, &payload, false) {
-        Told::Done(told) => told,
-        // Not asked to wait: a waiting future is a bug of the endpoint.
-        Told::Waiting(_) => Err(RemoteError::Full),
-    };
-    match told {
+    match remote_try(remote, msg) {
         Ok(()) => Ok(()),
-        Err(RemoteError::Full) => Err(TrySendError::Full(msg)),
-        Err(RemoteError::NodeDown) => Err(TrySendError::NodeDown(msg)),
-        Err(other) => Err(TrySendError::Rejected(msg, other.to_string())),
+        Err(NotTold::NotRemote(msg)) => Err(TrySendError::NotRemote(msg)),
+        Err(NotTold::Rejected(msg, why)) => Err(TrySendError::Rejected(msg, why)),
+        Err(NotTold::Later(later, true)) => Err(TrySendError::NodeDown(later.msg)),
+        Err(NotTold::Later(later, false)) => Err(TrySendError::Full(later.msg)),
     }
 }
 
