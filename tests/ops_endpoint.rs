@@ -276,8 +276,11 @@ fn row<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
 async fn the_live_view_in_a_headless_browser_shows_the_members_and_one_cut_off() {
     let Some(browser) = browser() else { return };
     let net = MemoryNetwork::new();
-    // No split-brain resolver: a member cut off stays unreachable.
-    let nodes = support::cluster(&net, &["n1", "n2", "n3"], WAIT).await;
+    // No split-brain resolver, and a suspected member declared down only
+    // after longer than the test waits: a member cut off stays unreachable
+    // (with the default 2.5 s, a render slowed by a busy machine could miss
+    // that state and see the member gone).
+    let nodes = support::cluster_slow_to_down(&net, &["n1", "n2", "n3"], WAIT, 4 * WAIT).await;
     let ops = OpsServer::start(&nodes[0], "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("http://{}/", ops.local_addr());
     let busy = nodes[0].system().spawn_with(Busy, SpawnOptions::new().mailbox(Mailbox::bounded(64))).unwrap();

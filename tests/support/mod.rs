@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use footlight::Cluster;
 use footlight::Node;
 use footlight::cluster::SplitBrainResolver;
 use footlight::remote::transport::mem::MemoryNetwork;
+use footlight::{Cluster, FailureDetection};
 
 /// A node on `net` listening at `id`, joining through `seeds`.
 pub async fn start(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
-    start_with(net, id, seeds, None).await
+    start_with(net, id, seeds, Options::default()).await
 }
 
 /// Keep-majority, deciding once the view has been stable for 2 s: for the
@@ -27,14 +27,24 @@ pub fn keep_majority() -> SplitBrainResolver {
 
 /// As [`start`], with [`keep_majority`].
 pub async fn start_resolved(net: &MemoryNetwork, id: &str, seeds: &[&str]) -> Cluster {
-    start_with(net, id, seeds, Some(keep_majority())).await
+    start_with(net, id, seeds, Options { sbr: Some(keep_majority()), ..Options::default() }).await
 }
 
-async fn start_with(net: &MemoryNetwork, id: &str, seeds: &[&str], sbr: Option<SplitBrainResolver>) -> Cluster {
+/// What a test node is started with besides its defaults.
+#[derive(Clone, Default)]
+struct Options {
+    sbr: Option<SplitBrainResolver>,
+    detection: Option<FailureDetection>,
+}
+
+async fn start_with(net: &MemoryNetwork, id: &str, seeds: &[&str], options: Options) -> Cluster {
     let mut builder =
         Cluster::builder(Node::builder(id).transport(net.transport()).listen(id)).seeds(seeds.iter().copied());
-    if let Some(sbr) = sbr {
+    if let Some(sbr) = options.sbr {
         builder = builder.split_brain_resolver(sbr);
+    }
+    if let Some(detection) = options.detection {
+        builder = builder.failure_detection(detection);
     }
     builder.start().await.unwrap()
 }
@@ -44,23 +54,31 @@ async fn start_with(net: &MemoryNetwork, id: &str, seeds: &[&str], sbr: Option<S
 /// exchanged), is admitted, and the views have converged (so every member
 /// counts in a split-brain decision). Waits up to `within` per condition.
 pub async fn cluster(net: &MemoryNetwork, ids: &[&str], within: Duration) -> Vec<Cluster> {
-    cluster_with(net, ids, within, None).await
+    cluster_with(net, ids, within, Options::default()).await
 }
 
 /// As [`cluster`], with [`keep_majority`].
 pub async fn cluster_resolved(net: &MemoryNetwork, ids: &[&str], within: Duration) -> Vec<Cluster> {
-    cluster_with(net, ids, within, Some(keep_majority())).await
+    cluster_with(net, ids, within, Options { sbr: Some(keep_majority()), ..Options::default() }).await
 }
 
-async fn cluster_with(
+/// As [`cluster`], with a suspected member declared down only after
+/// `suspect_timeout`: a member cut off stays unreachable that long, for the
+/// tests that look at it in that state (slowly, like a browser under load).
+pub async fn cluster_slow_to_down(
     net: &MemoryNetwork,
     ids: &[&str],
     within: Duration,
-    sbr: Option<SplitBrainResolver>,
+    suspect_timeout: Duration,
 ) -> Vec<Cluster> {
-    let mut nodes = vec![start_with(net, ids[0], &[], sbr.clone()).await];
+    let detection = FailureDetection { suspect_timeout, ..FailureDetection::default() };
+    cluster_with(net, ids, within, Options { detection: Some(detection), ..Options::default() }).await
+}
+
+async fn cluster_with(net: &MemoryNetwork, ids: &[&str], within: Duration, options: Options) -> Vec<Cluster> {
+    let mut nodes = vec![start_with(net, ids[0], &[], options.clone()).await];
     for id in &ids[1..] {
-        nodes.push(start_with(net, id, &[ids[0]], sbr.clone()).await);
+        nodes.push(start_with(net, id, &[ids[0]], options.clone()).await);
     }
     for node in &nodes {
         eventually(within, || async {
